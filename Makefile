@@ -1,0 +1,36 @@
+# Entry points. Every target installs what is missing first (scripts/setup.sh, idempotent).
+VENV ?= .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export OMP_WAIT_POLICY ?= PASSIVE
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: help setup setup-test repro test lint format bench ui clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup:  ## virtualenv with pinned packages + the Fashion-MNIST Debian package
+	@bash scripts/setup.sh
+
+setup-test:  ## setup, plus what the tests need (PostgreSQL, Chromium)
+	@bash scripts/setup.sh --test
+
+repro: setup  ## run the whole pipeline on the embedded default (dvc repro)
+	dvc repro
+	@echo; cat outputs/eval/compatibility.md
+
+test: setup-test  ## lint, then the whole test suite
+	ruff check .
+	python -m pytest -q
+
+lint: setup  ## ruff
+	ruff check . && ruff format --check .
+
+bench: setup  ## benchmarks (ratios measured side by side)
+	python benchmarks/bench_evaluation.py
+
+ui: setup  ## MLflow UI on the default store (http://127.0.0.1:5000)
+	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+clean:  ## remove pipeline outputs (keeps the DVC cache)
+	rm -rf outputs

@@ -1,0 +1,16 @@
+"""Device selection: CUDA when present, else CPU; never assumed."""
+
+from __future__ import annotations
+
+import torch
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from fct_registry.errors import ConfigError
+
+        raise ConfigError("device 'cuda' requested but no GPU is visible; use device: auto or cpu")
+    return device

@@ -1,0 +1,19 @@
+"""User-facing errors: each names the problem and the fix; the CLI prints them and exits 2."""
+
+from __future__ import annotations
+
+
+class FctError(Exception):
+    """An error caused by input or configuration, not by a bug.
+
+    The message must say what is wrong and how to fix it, e.g.
+    ``unknown backbone 'resnet19'; known: resnet18, resnet50, smallcnn``.
+    """
+
+
+class ConfigError(FctError):
+    """params.yaml (or a CLI override) is invalid."""
+
+
+class DataError(FctError):
+    """A dataset or embedding file is missing, malformed or inconsistent."""

@@ -1,0 +1,176 @@
+"""The pipeline's stages as library functions; ``pipelines/*.py`` are thin entry points over them.
+
+Each stage reads the validated :class:`~fct_registry.config.Params`, its inputs from the
+:class:`Layout`, and writes its outputs there. Checkpoints are resumed when the stage's inputs
+and config are unchanged (see :func:`fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from fct_registry.config import Params
+from fct_registry.data import load_info, load_prepared, prepare
+from fct_registry.device import pick_device
+from fct_registry.errors import ConfigError, DataError
+from fct_registry.models import load_model, save_model
+from fct_registry.pipeline.layout import Layout
+from fct_registry.training.classifier import BctInfluence, embedding_spec, train_classifier
+from fct_registry.training.contrastive import side_info_spec, train_side_info
+from fct_registry.training.embed import embed_images
+from fct_registry.training.loop import write_history
+from fct_registry.training.transformation import train_transformation, transformation_spec
+
+
+def fingerprint(config: object, seed: int, inputs: list[Path]) -> str:
+    """Hash of a stage's config, seed and input files: a checkpoint resumes only on a match."""
+    digest = hashlib.sha256(json.dumps([config, seed], sort_keys=True, default=str).encode())
+    for path in inputs:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_embeddings(path: Path, train: torch.Tensor, test: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"train": train.contiguous(), "test": test.contiguous()}, str(path))
+
+
+def load_embeddings(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise DataError(f"{path} not found; run the stage that produces it (`dvc repro`)")
+    return load_file(str(path))
+
+
+def _write_json(path: Path, payload: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def prepare_stage(params: Params, layout: Layout) -> dict:
+    info = prepare(params.data, layout.data)
+    check_classes(params, info)  # before any training starts
+    return info
+
+
+def check_classes(params: Params, info: dict) -> None:
+    num_classes = len(info["classes"])
+    for version, cfg in params.versions.items():
+        bad = [c for c in cfg.classes or [] if not 0 <= c < num_classes]
+        if bad:
+            raise ConfigError(f"versions.{version}.classes has {bad}, but {params.data.dataset} "
+                              f"has classes 0..{num_classes - 1}")
+
+
+def side_info_stage(params: Params, layout: Layout) -> None:
+    device = pick_device(params.device)
+    info = load_info(layout.data)
+    train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
+    spec = side_info_spec(params.side_info, info)
+    fp = fingerprint(params.side_info.model_dump(), params.seed, [layout.data / "train.safetensors"])
+    model, result = train_side_info(params.side_info, train.images, spec, seed=params.seed,
+                                    device=device, checkpoint=layout.checkpoint("side_info"),
+                                    fingerprint=fp)
+    save_model(model, spec, layout.side_info)
+    write_history(result.history, layout.history("side_info"))
+    save_embeddings(layout.side_info_embeddings, embed_images(model, train.images, device),
+                    embed_images(model, test.images, device))
+
+
+def version_stage(params: Params, layout: Layout, version: int) -> None:
+    cfg = _version_config(params, version)
+    device = pick_device(params.device)
+    info = load_info(layout.data)
+    check_classes(params, info)
+    train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
+    spec = embedding_spec(cfg, info) | {"family": params.family, "version": version}
+    fp = fingerprint(cfg.model_dump(), params.seed, [layout.data / "train.safetensors"])
+    model, result = train_classifier(cfg, train, spec, seed=params.seed, device=device,
+                                     checkpoint=layout.checkpoint(f"v{version}"), fingerprint=fp,
+                                     desc=f"{params.family}@{version}")
+    save_model(model, spec, layout.version(version))
+    write_history(result.history, layout.history(f"v{version}"))
+    save_embeddings(layout.version_embeddings(version), embed_images(model, train.images, device),
+                    embed_images(model, test.images, device))
+
+
+def bct_stage(params: Params, layout: Layout, name: str) -> None:
+    if name not in params.bct:
+        raise ConfigError(f"unknown bct entry {name!r}; known: {', '.join(params.bct) or 'none'}")
+    bct = params.bct[name]
+    cfg = params.versions[bct.new]
+    device = pick_device(params.device)
+    info = load_info(layout.data)
+    train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
+    old_model, _ = load_model(layout.version(bct.old), device)
+    old_classes = params.versions[bct.old].classes or list(range(len(info["classes"])))
+    influence = BctInfluence(old_model.classifier, old_classes, bct.influence_weight)
+    spec = embedding_spec(cfg, info) | {"family": params.family, "bct": name,
+                                        "bct_old": bct.old, "bct_new": bct.new}
+    fp = fingerprint([cfg.model_dump(), bct.model_dump()], params.seed,
+                     [layout.data / "train.safetensors", layout.version(bct.old) / "model.safetensors"])
+    model, result = train_classifier(cfg, train, spec, seed=params.seed, device=device,
+                                     checkpoint=layout.checkpoint(f"bct-{name}"), fingerprint=fp,
+                                     desc=f"bct {name}", bct=influence)
+    save_model(model, spec, layout.bct(name))
+    write_history(result.history, layout.history(f"bct-{name}"))
+    save_embeddings(layout.bct_embeddings(name), embed_images(model, train.images, device),
+                    embed_images(model, test.images, device))
+
+
+def transformation_stage(params: Params, layout: Layout, name: str) -> None:
+    if name not in params.transformations:
+        raise ConfigError(f"unknown transformation {name!r}; known: "
+                          f"{', '.join(params.transformations) or 'none'}")
+    cfg = params.transformations[name]
+    device = pick_device(params.device)
+    inputs = [layout.version_embeddings(cfg.source), layout.version_embeddings(cfg.target),
+              layout.side_info_embeddings]
+    old, new, side = (load_embeddings(p) for p in inputs)
+    spec = transformation_spec(cfg, old["train"].shape[1], new["train"].shape[1],
+                               side["train"].shape[1]) | {"family": params.family, "name": name}
+    fp = fingerprint(cfg.model_dump(), params.seed, inputs)
+    model, result = train_transformation(cfg, old["train"], side["train"], new["train"], spec,
+                                         seed=params.seed, device=device,
+                                         checkpoint=layout.checkpoint(f"transform-{name}"),
+                                         fingerprint=fp, desc=f"transform {name}")
+    out = layout.transformation(name)
+    save_model(model, spec, out)
+    write_history(result.history, layout.history(f"transform-{name}"))
+
+
+def _version_config(params: Params, version: int):
+    if version not in params.versions:
+        known = ", ".join(str(v) for v in params.versions)
+        raise ConfigError(f"unknown version {version} of {params.family}; known: {known}")
+    return params.versions[version]
+
+
+def evaluate_stage(params: Params, layout: Layout) -> dict:
+    """Score every compatibility case on the test split; write metrics, table and heatmap."""
+    from fct_registry.evaluation.compatibility import Edge, compatibility_cases
+    from fct_registry.evaluation.report import markdown_table, matrix_rows, plot_matrix
+
+    labels = load_prepared(layout.data, "test").labels
+    versions = {v: load_embeddings(layout.version_embeddings(v))["test"] for v in params.versions}
+    side_info = load_embeddings(layout.side_info_embeddings)["test"]
+    edges = []
+    for name, cfg in params.transformations.items():
+        module, _ = load_model(layout.transformation(name))
+        edges.append(Edge(name, cfg.source, cfg.target, cfg.uses_side_info, module))
+    bct = {name: (b.old, b.new, load_embeddings(layout.bct_embeddings(name))["test"])
+           for name, b in params.bct.items()}
+    report = compatibility_cases(labels, versions, side_info, edges, bct,
+                                 distance=params.evaluation.distance)
+    out = layout.evaluation
+    _write_json(out / "metrics.json", report)
+    _write_json(out / "matrix.json", matrix_rows(report))
+    (out / "compatibility.md").write_text(markdown_table(report, params.family))
+    plot_matrix(report, params.family, out / "compatibility.png")
+    return report

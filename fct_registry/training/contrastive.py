@@ -1,0 +1,62 @@
+"""Self-supervised SimCLR training of the side-info extractor (no labels are read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fct_registry.config import SideInfoConfig
+from fct_registry.data.augment import simclr_augment
+from fct_registry.models.embedding import SideInfoModel
+from fct_registry.training.embed import images_to_float
+from fct_registry.training.loop import LoopResult, run_training
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent (Chen et al. 2020): each view's positive is the other view of the same image;
+    the other 2N-2 views in the batch are negatives."""
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = (z @ z.T) / temperature
+    sim.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim.float(), targets)
+
+
+def side_info_spec(cfg: SideInfoConfig, info: dict) -> dict:
+    channels, height, width = info["shape"]
+    return {
+        "kind": "side_info",
+        "name": cfg.name,
+        "backbone": cfg.backbone.name,
+        "backbone_kwargs": dict(cfg.backbone.kwargs),
+        "in_channels": channels,
+        "input_shape": [channels, height, width],
+        "dim": cfg.dim,
+        "projection_dim": cfg.projection_dim,
+        "mean": info["mean"],
+        "std": info["std"],
+    }
+
+
+def train_side_info(cfg: SideInfoConfig, images: torch.Tensor, spec: dict, *, seed: int,
+                    device: torch.device, checkpoint: Path, fingerprint: str,
+                    desc: str = "side-info") -> tuple[SideInfoModel, LoopResult]:
+    torch.manual_seed(seed)
+    model = SideInfoModel(spec["backbone"], spec["backbone_kwargs"], spec["in_channels"],
+                          spec["dim"], spec["projection_dim"], spec["mean"], spec["std"])
+    model = model.to(device, memory_format=torch.channels_last)
+    images = images.to(device)
+
+    def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        x = images_to_float(images[indices.to(device)])
+        views = torch.cat([simclr_augment(x, gen), simclr_augment(x, gen)])
+        z = model.project(model(views.contiguous(memory_format=torch.channels_last)))
+        z1, z2 = z.chunk(2)
+        return nt_xent(z1, z2, cfg.temperature), {}
+
+    result = run_training(model, None, len(images), step, cfg.optim, seed=seed, device=device,
+                          checkpoint=checkpoint, fingerprint=fingerprint, desc=desc)
+    return model, result

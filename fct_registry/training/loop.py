@@ -1,0 +1,139 @@
+"""The epoch loop shared by every trainer: AMP on GPU, checkpoint + resume, history, progress bar.
+
+Batches are drawn from a permutation seeded by ``(seed, epoch)`` and augmentations use a generator
+seeded the same way, so a run resumed from its last checkpoint ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fct_registry.config import OptimConfig
+
+StepFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+"""One optimisation step: ``(sample indices, augmentation generator) -> (loss, extra logs)``."""
+
+
+@dataclass
+class LoopResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
+                  max_batches: int | None) -> Iterator[torch.Tensor]:
+    """Index batches of one epoch: a seeded permutation, the last partial batch dropped
+    (batch-norm needs > 1 sample)."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=gen)
+    count = max(1, n // batch_size)
+    if max_batches is not None:
+        count = min(count, max_batches)
+    for i in range(count):
+        yield order[i * batch_size : (i + 1) * batch_size]
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_history(history: list[dict[str, float]], path: Path) -> None:
+    """Per-epoch metrics as CSV: ``dvc plots`` renders it and the registry logs it to MLflow."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def run_training(
+    model: nn.Module,
+    params: list[nn.Parameter] | None,
+    num_samples: int,
+    step: StepFn,
+    optim: OptimConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint: Path,
+    fingerprint: str,
+    desc: str,
+) -> LoopResult:
+    """Train ``model`` for ``optim.epochs`` epochs.
+
+    ``step(indices, generator)`` returns ``(loss, logs)`` for one batch of sample indices. The
+    checkpoint at ``checkpoint`` is resumed when its ``fingerprint`` (a hash of the config) matches;
+    a stale checkpoint from another config is ignored.
+    """
+    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
+    steps_per_epoch = max(1, num_samples // optim.batch_size)
+    if optim.max_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, optim.max_batches)
+    total = steps_per_epoch * optim.epochs
+    warmup = max(1, total // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
+    )
+    use_amp = device.type == "cuda"  # bf16 autocast: no loss scaling needed
+    result = LoopResult()
+
+    start_epoch = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            result.history = state["history"]
+            start_epoch = result.resumed_from_epoch = int(state["epoch"])
+            tqdm.write(f"{desc}: resuming after epoch {start_epoch} from {checkpoint}")
+
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    for epoch in range(start_epoch, optim.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
+        sums: dict[str, float] = {}
+        batches = 0
+        bar = tqdm(epoch_batches(num_samples, optim.batch_size, seed, epoch, optim.max_batches),
+                   total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{optim.epochs}",
+                   leave=False, dynamic_ncols=True, mininterval=1.0,
+                   disable=None)  # no bar when not on a terminal (CI logs)
+        for indices in bar:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, logs = step(indices, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            batches += 1
+            for k, v in {"loss": float(loss.detach()), **logs}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{sums['loss'] / batches:.4f}")
+        row = {"epoch": epoch + 1, **{k: v / batches for k, v in sums.items()},
+               "lr": scheduler.get_last_lr()[0]}
+        result.history.append(row)
+        tqdm.write(f"{desc} epoch {epoch + 1}/{optim.epochs}: "
+                   + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+        _atomic_torch_save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(),
+             "history": result.history, "epoch": epoch + 1, "fingerprint": fingerprint},
+            checkpoint,
+        )
+    model.eval()
+    return result

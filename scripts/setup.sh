@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent setup of everything the project needs; the Dockerfile runs this same script.
+#   scripts/setup.sh           system packages + .venv with the pinned requirements
+#   scripts/setup.sh --test    also what the test suite needs (PostgreSQL, Chromium)
+# Fast when nothing changed: the venv is rebuilt only when requirements.txt/pyproject.toml change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+WITH_TEST=0
+[[ "${1:-}" == "--test" ]] && WITH_TEST=1
+
+apt_packages=(dataset-fashion-mnist)
+[[ $WITH_TEST == 1 ]] && apt_packages+=(postgresql chromium)
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) != 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp="$VENV/.fct-installed"
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+echo "setup: building $VENV (pinned requirements; torch comes from the local wheel cache)"
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip
+# One resolver call for everything: boto3 alone can pull a botocore that dvc-s3 rejects.
+"$VENV/bin/pip" install -q -r requirements.txt
+"$VENV/bin/pip" install -q --no-deps -e .
+"$VENV/bin/pip" check
+echo "$want" > "$stamp"

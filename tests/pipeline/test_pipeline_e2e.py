@@ -1,0 +1,76 @@
+"""The real pipeline (`dvc repro`) end to end on a few batches per stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, needs_fashion, tiny_params
+
+pytestmark = [pytest.mark.slow, needs_fashion]
+
+
+def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("pipeline")
+    for item in ("dvc.yaml", "pipelines", "fct_registry"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    assert _dvc(work, "init", "--no-scm", "-q").returncode == 0
+    run = _dvc(work, "repro")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return work
+
+
+def test_repro_writes_every_case(project):
+    metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
+    assert set(metrics["self"]) == {"1", "2", "3"}
+    assert set(metrics["transformations"]) == {"1-2", "2-3", "1-3", "1-2-no-side-info"}
+    assert "1-2-3" in metrics["chains"]
+    assert set(metrics["raw"]) == {"2-1", "3-1", "3-2"}
+    assert set(metrics["bct"]["1-2"]) >= {"new_old", "new_new"}
+    for case in metrics["transformations"].values():
+        assert 0 <= case["top1"] <= 100 and 0 <= case["mAP"] <= 100
+    assert metrics["matrix"]["1"]["3"] is None  # no backward edge
+    assert (project / "outputs/eval/compatibility.png").stat().st_size > 1000
+    assert "FCT" in (project / "outputs/eval/compatibility.md").read_text()
+
+
+def test_second_repro_does_nothing(project):
+    run = _dvc(project, "repro")
+    assert run.returncode == 0
+    assert "Running stage" not in run.stdout
+    assert "up to date" in run.stdout
+
+
+def test_metrics_and_plots_readable(project):
+    shown = _dvc(project, "metrics", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "transformations" in shown.stdout
+    plots = _dvc(project, "plots", "show", "-o", str(project / "plots"))
+    assert plots.returncode == 0, plots.stderr
+    assert (project / "plots" / "index.html").exists()
+
+
+def test_changing_one_version_reruns_only_its_dependants(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["versions"]["3"]["optim"]["lr"] = 0.0015
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    status = _dvc(project, "status", "--json")
+    changed = set(json.loads(status.stdout))
+    assert "train@3" in changed and "evaluate" in changed
+    assert not {"train@1", "train@2", "side_info", "prepare"} & changed

@@ -1,0 +1,60 @@
+import pytest
+
+from fct_registry.config import load_params, parse_params
+from fct_registry.errors import ConfigError
+
+
+def test_default_params_load(default_raw_params):
+    params = parse_params(default_raw_params)
+    assert params.family == "fashion"
+    assert list(params.versions) == [1, 2, 3]
+    assert {(t.source, t.target) for t in params.transformations.values()} >= {
+        (1, 2), (2, 3), (1, 3)}
+    assert params.transformations["1-2"].uses_side_info
+    assert not params.transformations["1-2-no-side-info"].uses_side_info
+
+
+def test_unknown_backbone_lists_known(default_raw_params):
+    default_raw_params["versions"]["2"]["backbone"]["name"] = "resnet19"
+    with pytest.raises(ConfigError) as err:
+        parse_params(default_raw_params)
+    msg = str(err.value)
+    assert "versions.2.backbone.name" in msg
+    assert "unknown backbone 'resnet19'" in msg
+    assert "resnet18, resnet50, smallcnn" in msg
+
+
+def test_edge_to_undeclared_version(default_raw_params):
+    default_raw_params["transformations"]["2-3"]["to"] = 7
+    with pytest.raises(ConfigError, match=r"names version 7, which is not declared; declared "
+                       r"versions: 1, 2, 3"):
+        parse_params(default_raw_params)
+
+
+def test_backward_edge_rejected(default_raw_params):
+    default_raw_params["transformations"]["2-3"].update({"from": 3, "to": 2})
+    with pytest.raises(ConfigError, match="from < to"):
+        parse_params(default_raw_params)
+
+
+def test_bct_embedding_size_mismatch(default_raw_params):
+    default_raw_params["versions"]["2"]["embedding_dim"] = 64
+    with pytest.raises(ConfigError, match="embedding_dim 64 but version 1 has 128"):
+        parse_params(default_raw_params)
+
+
+def test_typo_in_key_is_an_error(default_raw_params):
+    default_raw_params["versions"]["1"]["optim"]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"versions\.1\.optim\.epoch.*Extra inputs"):
+        parse_params(default_raw_params)
+
+
+def test_unknown_transformation_kind(default_raw_params):
+    default_raw_params["transformations"]["1-2"]["kind"] = "mlp"
+    with pytest.raises(ConfigError, match="known: fct, fct-no-side-info"):
+        parse_params(default_raw_params)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
