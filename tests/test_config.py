@@ -58,3 +58,12 @@ def test_unknown_transformation_kind(default_raw_params):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_gpu_profile_is_valid():
+    from tests.conftest import ROOT
+
+    params = load_params(ROOT / "params-cifar100-gpu.yaml")
+    assert params.versions[1].backbone.name == "resnet50"
+    assert len(params.versions[1].classes) == 50 and params.versions[2].classes is None
+    assert params.versions[1].embedding_dim == 128

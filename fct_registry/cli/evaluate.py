@@ -23,7 +23,7 @@ Embeddings are 2-D float arrays (one row per item); labels are 1-D arrays of cla
 
 EPILOG = """\
 examples:
-  # old-model queries against a gallery embedded by the new model
+  # new-model queries against a gallery of old embeddings
   fct evaluate --query q.npy --query-labels q_labels.npy \\
                --gallery g.npy --gallery-labels g_labels.npy --json
 
@@ -125,8 +125,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(scores.as_dict()))
     else:
-        mode = "leave-one-out" if args.leave_one_out else f"{len(gallery)} gallery items"
-        print(f"{len(query)} queries vs {mode}, distance {args.distance}")
+        setup = (
+            f"{len(query)} items, leave-one-out"
+            if args.leave_one_out
+            else f"{len(query)} queries vs {len(gallery)} gallery items"
+        )
+        print(f"{setup}, distance {args.distance}")
         print(f"{'metric':<8}{'percent':>9}")
         for name, value in scores.as_dict().items():
             print(f"{name:<8}{value:>9.2f}")

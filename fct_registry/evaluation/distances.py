@@ -32,9 +32,11 @@ def l2_distance(query: Tensor, gallery: Tensor) -> Tensor:
     clamped at 0 before the square root: rounding can make the expansion slightly negative for
     near-identical vectors, which would otherwise give NaN.
     """
-    q_sq = query.pow(2).sum(dim=1, keepdim=True)  # (q, 1)
-    g_sq = gallery.pow(2).sum(dim=1).unsqueeze(0)  # (1, g)
-    sq = torch.addmm(q_sq + g_sq, query, gallery.T, alpha=-2.0)
+    # Squared norms by a reduction kernel: no (g, d) temporary per call, which matters when
+    # the caller scores a large gallery chunk by chunk.
+    q_sq = torch.linalg.vector_norm(query, dim=1, keepdim=True).square_()  # (q, 1)
+    g_sq = torch.linalg.vector_norm(gallery, dim=1).square_()  # (g,), broadcast by addmm
+    sq = torch.addmm(g_sq, query, gallery.T, alpha=-2.0).add_(q_sq)
     return sq.clamp_(min=0.0).sqrt_()
 
 
