@@ -1,4 +1,8 @@
-"""A tiny registry of named builders (timm-style): ``@REG.register("name")`` then ``REG.build(name, **kw)``."""
+"""A tiny registry of named builders (timm-style).
+
+``@REG.register("name")`` on a builder, then ``REG.build(name, **kw)``; unknown names fail with
+the list of known ones.
+"""
 
 from __future__ import annotations
 

@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fct_registry.errors import ConfigError
 
 
+def _known(registry: Any, name: str) -> str:
+    # pydantic only collects ValueErrors into its located error report.
+    try:
+        return registry.check(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,7 +42,7 @@ class DataConfig(_Strict):
     def _known_dataset(cls, name: str) -> str:
         from fct_registry.data import DATASETS
 
-        return DATASETS.check(name)
+        return _known(DATASETS, name)
 
 
 class OptimConfig(_Strict):
@@ -56,7 +64,7 @@ class BackboneConfig(_Strict):
     def _known_backbone(cls, name: str) -> str:
         from fct_registry.models import BACKBONES
 
-        return BACKBONES.check(name)
+        return _known(BACKBONES, name)
 
 
 class VersionConfig(_Strict):
@@ -97,7 +105,7 @@ class TransformationConfig(_Strict):
     def _known_kind(cls, name: str) -> str:
         from fct_registry.models import TRANSFORMATIONS
 
-        return TRANSFORMATIONS.check(name)
+        return _known(TRANSFORMATIONS, name)
 
     @property
     def uses_side_info(self) -> bool:

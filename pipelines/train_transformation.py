@@ -8,6 +8,6 @@ from fct_registry.pipeline.stages import transformation_stage
 if __name__ == "__main__":
     sys.exit(run_stage(
         __doc__, lambda p, layout, a: transformation_stage(p, layout, a.name),
-        add_arguments=lambda ap: ap.add_argument("--name", required=True,
-                                                 help="key under `transformations:` in params.yaml"),
+        add_arguments=lambda ap: ap.add_argument(
+            "--name", required=True, help="key under `transformations:` in params.yaml"),
     ))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +45,20 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def prepare(config: DataConfig, out_dir: Path) -> dict:
-    """Materialise both splits as safetensors plus ``info.json`` (classes, sizes, stats)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Materialise both splits as safetensors plus ``info.json`` (classes, sizes, stats).
+
+    Written to a temporary folder renamed into place at the end: a failure leaves nothing behind.
+    """
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     info: dict = {"dataset": config.dataset}
     for split in SPLITS:
         limit = config.max_train if split == "train" else config.max_test
         data: Split = load_split(config.dataset, config.root, split, config.image_size, limit)
         save_file(
             {"images": torch.from_numpy(data.images), "labels": torch.from_numpy(data.labels)},
-            str(out_dir / f"{split}.safetensors"),
+            str(tmp / f"{split}.safetensors"),
         )
         info[split] = {"size": len(data.labels),
                        "per_class": np.bincount(data.labels).tolist()}
@@ -59,7 +66,9 @@ def prepare(config: DataConfig, out_dir: Path) -> dict:
             info["classes"] = list(data.classes)
             info["shape"] = list(data.images.shape[1:])
             info["mean"], info["std"] = channel_stats(data.images)
-    (out_dir / "info.json").write_text(json.dumps(info, indent=2))
+    (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
     return info
 
 

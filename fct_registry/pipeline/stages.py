@@ -73,7 +73,8 @@ def side_info_stage(params: Params, layout: Layout) -> None:
     info = load_info(layout.data)
     train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
     spec = side_info_spec(params.side_info, info)
-    fp = fingerprint(params.side_info.model_dump(), params.seed, [layout.data / "train.safetensors"])
+    fp = fingerprint(params.side_info.model_dump(), params.seed,
+                     [layout.data / "train.safetensors"])
     model, result = train_side_info(params.side_info, train.images, spec, seed=params.seed,
                                     device=device, checkpoint=layout.checkpoint("side_info"),
                                     fingerprint=fp)
@@ -114,7 +115,8 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     spec = embedding_spec(cfg, info) | {"family": params.family, "bct": name,
                                         "bct_old": bct.old, "bct_new": bct.new}
     fp = fingerprint([cfg.model_dump(), bct.model_dump()], params.seed,
-                     [layout.data / "train.safetensors", layout.version(bct.old) / "model.safetensors"])
+                     [layout.data / "train.safetensors",
+                      layout.version(bct.old) / "model.safetensors"])
     model, result = train_classifier(cfg, train, spec, seed=params.seed, device=device,
                                      checkpoint=layout.checkpoint(f"bct-{name}"), fingerprint=fp,
                                      desc=f"bct {name}", bct=influence)

@@ -78,17 +78,20 @@ def run_training(
     checkpoint at ``checkpoint`` is resumed when its ``fingerprint`` (a hash of the config) matches;
     a stale checkpoint from another config is ignored.
     """
-    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    trainable = (params if params is not None
+                 else [p for p in model.parameters() if p.requires_grad])
     optimizer = torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
     steps_per_epoch = max(1, num_samples // optim.batch_size)
     if optim.max_batches is not None:
         steps_per_epoch = min(steps_per_epoch, optim.max_batches)
     total = steps_per_epoch * optim.epochs
     warmup = max(1, total // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
-    )
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 0
+        cosine = 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return min(1.0, (step + 1) / warmup) * cosine
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     use_amp = device.type == "cuda"  # bf16 autocast: no loss scaling needed
     result = LoopResult()
 

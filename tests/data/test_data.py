@@ -21,6 +21,7 @@ def _write_idx(path, array: np.ndarray) -> None:
 
 
 def _fake_fashion(root, n_train=20, n_test=10):
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for split, n in (("train", n_train), ("t10k", n_test)):
         _write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
@@ -82,7 +83,7 @@ def test_augmentations_are_per_sample_and_seeded():
     a = simclr_augment(x, torch.Generator().manual_seed(1))
     b = simclr_augment(x, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and a.shape == x.shape
-    assert 0 <= a.min() and a.max() <= 1
+    assert a.min() >= 0 and a.max() <= 1
     # Same image, different random view per sample.
     same = x[:1].expand(4, -1, -1, -1)
     views = classifier_augment(same, torch.Generator().manual_seed(2))

@@ -1,3 +1,5 @@
+import contextlib
+
 import torch
 
 from fct_registry.config import OptimConfig
@@ -46,11 +48,9 @@ def test_resume_matches_uninterrupted_run(tmp_path):
             raise KeyboardInterrupt
         return step(idx, gen)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run_training(model, None, 64, crashing_step, optim, seed=3, device=torch.device("cpu"),
                      checkpoint=part_dir / "ckpt.pt", fingerprint="a", desc="t")
-    except KeyboardInterrupt:
-        pass
     resumed_model, step2 = _setup()
     result = run_training(resumed_model, None, 64, step2, optim, seed=3,
                           device=torch.device("cpu"), checkpoint=part_dir / "ckpt.pt",

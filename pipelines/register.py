@@ -1,0 +1,17 @@
+"""DVC stage `register`: log and register every model in MLflow; write outputs/registry.json."""
+
+import logging
+import sys
+
+from fct_registry.pipeline.entry import run_stage
+from fct_registry.registry.register import register_pipeline, write_summary
+
+
+def _register(params, layout, _args) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("fct_registry.registry").setLevel(logging.INFO)
+    write_summary(register_pipeline(params, layout), layout.root / "registry.json")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(__doc__, _register))
