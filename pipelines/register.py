@@ -4,13 +4,19 @@ import logging
 import sys
 
 from fct_registry.pipeline.entry import run_stage
-from fct_registry.registry.register import register_pipeline, write_summary
+from fct_registry.registry.register import (
+    record_measured_chains,
+    register_pipeline,
+    write_summary,
+)
 
 
 def _register(params, layout, _args) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("fct_registry.registry").setLevel(logging.INFO)
-    write_summary(register_pipeline(params, layout), layout.root / "registry.json")
+    summary = register_pipeline(params, layout)
+    record_measured_chains(summary, layout)
+    write_summary(summary, layout.root / "registry.json")
 
 
 if __name__ == "__main__":

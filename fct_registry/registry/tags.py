@@ -12,6 +12,11 @@ Layout in the MLflow Model Registry, for a family ``F`` (e.g. ``fashion``):
 Links live in version tags (not in LoggedModel metadata, which MLflow does not keep reliably under
 concurrency): from an embedding version you reach its side-info extractor and the
 transformations into and out of it; from a transformation, its two ends.
+
+Also: the alias ``pipeline-<key>`` names the version a ``params.yaml`` key last registered; the
+experiment ``fct-F`` holds one run per registered model (params, metrics, history); the
+registered model ``F-registration-lock`` exists only while a registration holds the family's
+lock (see :mod:`fct_registry.registry.register`).
 """
 
 from __future__ import annotations

@@ -17,9 +17,14 @@ from tests.conftest import ROOT, needs_fashion, tiny_params
 pytestmark = [pytest.mark.slow, needs_fashion]
 
 
+def _env(cwd: Path) -> dict[str, str]:
+    # The project's own store, never the developer's mlflow.db that `make` points at.
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db")
+
+
 def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=_env(cwd),
                           capture_output=True, text=True, timeout=900)
 
 
@@ -48,6 +53,23 @@ def test_repro_writes_every_case(project):
     assert metrics["matrix"]["1"]["3"] is None  # no backward edge
     assert (project / "outputs/eval/compatibility.png").stat().st_size > 1000
     assert "FCT" in (project / "outputs/eval/compatibility.md").read_text()
+
+
+def test_resolve_after_repro_compares_measured_routes(project):
+    run = subprocess.run([sys.executable, "-m", "fct_registry", "resolve", "fashion@1",
+                          "fashion@3", "--json"], cwd=project, env=_env(project),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    answer = json.loads(run.stdout)
+    metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
+    routes = [answer["chosen"], *answer["alternatives"]]
+    direct = next(r for r in routes if r["path"] == [1, 3])
+    chain = next(r for r in routes if r["path"] == [1, 2, 3] and r["measured"])
+    # The registry holds what the evaluate stage measured: direct edge and the recorded chain.
+    assert direct["top1"] == pytest.approx(metrics["transformations"]["1-3"]["top1"], abs=1e-3)
+    assert chain["top1"] == pytest.approx(metrics["chains"]["1-2-3"]["top1"], abs=1e-3)
+    best = max(direct["top1"], chain["top1"])
+    assert answer["chosen"]["top1"] == pytest.approx(best)
 
 
 def test_second_repro_does_nothing(project):

@@ -1,0 +1,468 @@
+"""The ``fct`` MLflow flavor: a transformation, a resolved chain, or an image model as one model.
+
+Shaped like MLflow's own flavors (``mlflow.onnx``, ``mlflow.pytorch``): :func:`save_model`,
+:func:`log_model` (delegating to :meth:`mlflow.models.Model.log`), :func:`load_model` and
+:func:`_load_pyfunc`, so that ::
+
+    mlflow.pyfunc.load_model("models:/fashion-transformations/1").predict(
+        {"old_embedding": old, "side_info": side_info})
+
+upgrades stored embeddings anywhere MLflow and this package are installed. Heavy imports (torch,
+onnxruntime, mlflow) happen inside functions.
+
+A saved model folder holds no pickle::
+
+    MLmodel                      flavor conf: kind, every hop's spec, dims, checksums
+    modules/<i>/model.safetensors, modules/<i>/spec.json     one folder per hop, in order
+    model.onnx                   the whole model (or chain) as one graph, checked against PyTorch
+    checksums.json               sha256 of all the above, verified before anything runs
+
+Transformations and chains load as :class:`~fct_registry.models.TransformationChain` (forward
+``(old, side_info)``); embedding and side-info models as themselves (forward ``(images)``). The
+pyfunc runs the ONNX graph with onnxruntime by default (``model_config={"backend": "torch"}``
+runs the safetensors weights in PyTorch instead). The MLmodel also declares MLflow's ``onnx``
+flavor, so ``mlflow.onnx.load_model(uri)`` returns the graph itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from fct_registry.errors import FctError
+from fct_registry.registry import onnx_export as _onnx
+from fct_registry.registry import tags as T
+from fct_registry.registry.checksums import (
+    ChecksumError,
+    content_hash,
+    verify_checksums,
+    write_checksums,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models import Model, ModelInfo
+    from torch import nn
+
+FLAVOR_NAME = "fct"
+MODULES_DIR = "modules"
+ONNX_FILE = "model.onnx"
+BACKENDS = ("onnx", "torch")
+
+ModelSource: TypeAlias = (
+    "nn.Module | Sequence[nn.Module] | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]"
+)
+"""What :func:`save_model`/:func:`log_model` accept: a module with ``spec``, a
+``TransformationChain`` or a list of hop modules with ``specs``, or pipeline model folders
+(``model.safetensors`` + ``spec.json``; one folder, or a list of hop folders)."""
+
+
+class FlavorError(FctError):
+    """A model cannot be saved, logged or loaded with the fct flavor."""
+
+
+# --- saving ------------------------------------------------------------------------------------
+
+
+def save_model(model: ModelSource, path: str | os.PathLike, *,
+               spec: Mapping[str, Any] | None = None,
+               specs: Sequence[Mapping[str, Any]] | None = None,
+               mlflow_model: Model | None = None,
+               onnx_atol: float = 1e-5,
+               metadata: dict[str, Any] | None = None,
+               pip_requirements: Sequence[str] | None = None,
+               extra_pip_requirements: Sequence[str] | None = None) -> None:
+    """Save ``model`` as an fct-flavored MLflow model folder at ``path`` (must be new or empty).
+
+    Writes every hop's safetensors + spec, exports the whole model to ONNX and verifies the graph
+    against PyTorch (``onnx_atol``; fails with :class:`~.onnx_export.OnnxExportError`), then
+    records sha256 checksums and the MLmodel. The content hash lands in the flavor conf.
+    """
+    import mlflow
+    import yaml
+    from mlflow.models import Model
+    from mlflow.models.model import MLMODEL_FILE_NAME
+    from mlflow.utils.environment import (
+        _CONDA_ENV_FILE_NAME,
+        _PYTHON_ENV_FILE_NAME,
+        _REQUIREMENTS_FILE_NAME,
+        _mlflow_conda_env,
+        _PythonEnv,
+    )
+    from mlflow.utils.model_utils import _validate_and_prepare_target_save_path
+
+    from fct_registry import __version__
+    from fct_registry.models import TransformationChain
+    from fct_registry.models import save_model as save_module
+
+    modules, hop_specs = _normalise(model, spec, specs)
+    kind = hop_specs[0]["kind"]
+    dims = describe(hop_specs)
+    path = Path(os.path.abspath(path))
+    _validate_and_prepare_target_save_path(str(path))
+
+    files: list[str] = []
+    module_dirs: list[str] = []
+    for i, (module, hop_spec) in enumerate(zip(modules, hop_specs, strict=True)):
+        rel = f"{MODULES_DIR}/{i}"
+        save_module(module, dict(hop_spec), path / rel)
+        module_dirs.append(rel)
+        files += [f"{rel}/model.safetensors", f"{rel}/spec.json"]
+
+    whole = TransformationChain(list(modules)) if kind == "transformation" else modules[0]
+    max_diff = _onnx.export_onnx(whole, path / ONNX_FILE, kind, old_dim=dims.get("old_dim"),
+                                 side_info_dim=dims.get("side_info_dim", 0),
+                                 input_shape=dims.get("input_shape"), atol=onnx_atol)
+    files.append(ONNX_FILE)
+    sums = write_checksums(path, files)
+
+    mlflow_model = mlflow_model or Model()
+    if metadata is not None:
+        mlflow_model.metadata = metadata
+    mlflow.pyfunc.add_to_model(mlflow_model, loader_module=__name__,
+                               conda_env=_CONDA_ENV_FILE_NAME, python_env=_PYTHON_ENV_FILE_NAME,
+                               model_config={"backend": "onnx"})
+    mlflow_model.add_flavor(
+        FLAVOR_NAME,
+        kind=kind,
+        chain=len(modules) > 1,
+        modules=module_dirs,
+        specs=[dict(s) for s in hop_specs],
+        onnx=ONNX_FILE,
+        onnx_max_abs_diff=max_diff,
+        inputs=_onnx.input_names(kind, dims.get("side_info_dim", 0)),
+        output=_onnx.output_name(kind),
+        checksums=sums,
+        content_hash=content_hash(modules, hop_specs),
+        fct_registry_version=__version__,
+        **{k: v for k, v in dims.items() if k != "kind"},
+    )
+    # MLflow's own ONNX flavor over the same graph: mlflow.onnx.load_model(uri) works too.
+    mlflow_model.add_flavor("onnx", onnx_version=_package_version("onnx"), data=ONNX_FILE,
+                            providers=["CPUExecutionProvider"], code=None)
+    mlflow_model.save(str(path / MLMODEL_FILE_NAME))
+
+    requirements = list(pip_requirements or default_pip_requirements())
+    requirements += list(extra_pip_requirements or [])
+    (path / _REQUIREMENTS_FILE_NAME).write_text("\n".join(requirements) + "\n")
+    conda = _mlflow_conda_env(additional_pip_deps=requirements)
+    (path / _CONDA_ENV_FILE_NAME).write_text(yaml.safe_dump(conda, default_flow_style=False))
+    _PythonEnv.current().to_yaml(str(path / _PYTHON_ENV_FILE_NAME))
+
+
+def log_model(model: ModelSource, name: str = "model", *,
+              spec: Mapping[str, Any] | None = None,
+              specs: Sequence[Mapping[str, Any]] | None = None,
+              registered_model_name: str | None = None,
+              tags: Mapping[str, Any] | None = None,
+              description: str | None = None,
+              onnx_atol: float = 1e-5,
+              metadata: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None,
+              pip_requirements: Sequence[str] | None = None,
+              extra_pip_requirements: Sequence[str] | None = None,
+              await_registration_for: int = 300) -> ModelInfo:
+    """Log ``model`` (see :func:`save_model`) to the active run, or a new one, as a LoggedModel.
+
+    A chain of hops logs as one model: pass a ``TransformationChain`` or a list of hop modules
+    with ``specs`` (one per hop, in order), or a list of hop folders. With
+    ``registered_model_name`` a model version is created whose tags are ``tags`` plus
+    ``fct.content_hash`` and ``fct.checksums`` (read back by :func:`load_model` to verify the
+    download), with ``description`` (markdown); ``ModelInfo.registered_model_version`` holds its
+    number. ``tags`` also go on the LoggedModel. Registration here does not deduplicate: check
+    :func:`fct_registry.registry.register.find_version` first for idempotency.
+    """
+    from mlflow.models import Model
+
+    info = Model.log(None, sys.modules[__name__], name=name, model=model, spec=spec,
+                     specs=specs, onnx_atol=onnx_atol, metadata=metadata, params=params,
+                     tags={k: str(v) for k, v in (tags or {}).items()} or None,
+                     pip_requirements=pip_requirements,
+                     extra_pip_requirements=extra_pip_requirements)
+    if registered_model_name is not None:
+        version = register_logged_model(info, registered_model_name, tags=tags,
+                                        description=description,
+                                        await_creation_for=await_registration_for)
+        info.registered_model_version = int(version.version)
+    return info
+
+
+def register_logged_model(info: ModelInfo, name: str, *, tags: Mapping[str, Any] | None = None,
+                          description: str | None = None, await_creation_for: int = 300,
+                          client: Any = None) -> ModelVersion:
+    """Create a version of registered model ``name`` (created if missing) from a logged model,
+    tagged with its content hash and checksums (the registry's copy, which artifact-store
+    tampering cannot reach)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    conf = info.flavors.get(FLAVOR_NAME)
+    if conf is None:
+        raise FlavorError(f"{info.model_uri} was not logged with the {FLAVOR_NAME} flavor; log "
+                          "it with fct_registry.registry.flavor.log_model")
+    version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    version_tags.update({T.CONTENT_HASH: conf["content_hash"],
+                         T.CHECKSUMS: json.dumps(conf["checksums"], sort_keys=True)})
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return client.create_model_version(name, source=info.model_uri, run_id=info.run_id,
+                                       tags=version_tags, description=description,
+                                       await_creation_for=await_creation_for,
+                                       model_id=info.model_id)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def load_model(model_uri: str, dst_path: str | os.PathLike | None = None, *,
+               verify: bool = True) -> nn.Module:
+    """Download and rebuild a model logged with this flavor, in eval mode on the CPU.
+
+    Transformations and chains come back as a ``TransformationChain`` (forward
+    ``(old, side_info)``; a hop without side-info ignores it), image models as themselves. With
+    ``verify`` (default) every file's sha256 is checked first against ``checksums.json`` and, for
+    a ``models:/name/<version|@alias>`` URI, against the version's ``fct.checksums`` tag; a
+    mismatch raises :class:`~.checksums.ChecksumError` naming the file. Weights are read with
+    safetensors and specs as JSON: nothing is unpickled.
+    """
+    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+
+    uri, recorded = _pin_registered_version(model_uri) if verify else (model_uri, None)
+    local = Path(_download_artifact_from_uri(artifact_uri=uri, output_path=dst_path))
+    return load_local(local, expected=recorded, verify=verify, what=model_uri)
+
+
+def load_local(path: str | os.PathLike, *, expected: Mapping[str, str] | None = None,
+               verify: bool = True, what: str | None = None) -> nn.Module:
+    """:func:`load_model` for a model folder already on disk."""
+    from fct_registry.models import TransformationChain
+    from fct_registry.models import load_model as load_hop
+
+    path = Path(path)
+    conf = flavor_conf(path)
+    if verify:
+        verify_checksums(path, expected, what=what)
+    modules = [load_hop(path / rel)[0] for rel in conf["modules"]]
+    if conf["kind"] == "transformation":
+        return TransformationChain(modules).eval()
+    return modules[0]
+
+
+def flavor_conf(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``fct`` section of a local model folder's MLmodel."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.model_utils import _get_flavor_configuration
+
+    try:
+        return _get_flavor_configuration(model_path=str(path), flavor_name=FLAVOR_NAME)
+    except MlflowException as exc:
+        raise FlavorError(f"{path} is not an fct-flavored MLflow model ({exc.message}); log it "
+                          "with fct_registry.registry.flavor.log_model") from exc
+
+
+def _pin_registered_version(model_uri: str) -> tuple[str, dict[str, str] | None]:
+    """For ``models:/name/...`` URIs: the URI of the exact version and its recorded checksums.
+
+    Resolving an alias once, then downloading that version, keeps the tag and the files from
+    two different versions if the alias moves in between.
+    """
+    if not model_uri.startswith("models:/"):
+        return model_uri, None
+    from mlflow import MlflowClient
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    client = MlflowClient()
+    resolved = get_model_name_and_version(client, model_uri)
+    if len(resolved) == 1:  # models:/m-<id>: a LoggedModel, not a registered version
+        return model_uri, None
+    name, version = resolved
+    recorded = client.get_model_version(name, str(version)).tags.get(T.CHECKSUMS)
+    if recorded is None:
+        raise ChecksumError(f"{name} version {version} has no {T.CHECKSUMS} tag, so its "
+                            "artifacts cannot be verified; register it with `fct register` (or "
+                            "flavor.log_model), or pass verify=False if you trust the store")
+    return f"models:/{name}/{version}", json.loads(recorded)
+
+
+# --- pyfunc ------------------------------------------------------------------------------------
+
+
+def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> _FctPyfunc:
+    """Called by ``mlflow.pyfunc.load_model``; verifies checksums before anything runs."""
+    backend = (model_config or {}).get("backend", "onnx")
+    if backend not in BACKENDS:
+        raise FlavorError(f"unknown backend {backend!r} in model_config; known: "
+                          f"{', '.join(BACKENDS)}")
+    conf = flavor_conf(path)
+    verify_checksums(path)
+    if backend == "torch":
+        return _FctPyfunc(conf, module=load_local(path, verify=False))
+    return _FctPyfunc(conf, session=_onnx._session(Path(path) / conf["onnx"]))
+
+
+class _FctPyfunc:
+    """pyfunc implementation. Transformations take ``{"old_embedding": [N, d_old],
+    "side_info": [N, d_s]}`` (a dict of arrays or a DataFrame of list columns; ``side_info`` may
+    be left out when no hop reads it); image models take float images ``[N, C, H, W]`` in [0, 1]
+    (an array, or ``{"images": ...}``). ``predict`` returns a float32 array ``[N, d_new]``."""
+
+    def __init__(self, conf: dict[str, Any], *, module: Any = None, session: Any = None) -> None:
+        self.conf, self.module, self.session = conf, module, session
+
+    def get_raw_model(self) -> Any:
+        return self.module if self.module is not None else self.session
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        feeds = self._feeds(data)
+        if self.session is not None:
+            return self.session.run(None, feeds)[0]
+        import torch
+
+        tensors = [torch.from_numpy(feeds[n]) for n in self.conf["inputs"]]
+        if self.conf["kind"] == "transformation" and len(tensors) == 1:
+            tensors.append(tensors[0].new_zeros(len(tensors[0]), 0))
+        with torch.no_grad():
+            return self.module(*tensors).numpy()
+
+    def _feeds(self, data: Any) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        names = self.conf["inputs"]
+        if not isinstance(data, Mapping) and not hasattr(data, "columns"):
+            if len(names) != 1:
+                raise FlavorError(f"this model takes named inputs {names}; pass a dict or a "
+                                  "DataFrame with those keys")
+            data = {names[0]: data}
+        feeds = {}
+        for name in names:
+            if name not in data:
+                raise FlavorError(f"missing input {name!r}; this {self.conf['kind']} model takes "
+                                  f"{', '.join(names)}")
+            value = data[name]
+            if hasattr(value, "to_numpy"):  # a DataFrame column of lists / arrays
+                value = np.stack([np.asarray(row, dtype=np.float32) for row in value.to_numpy()])
+            feeds[name] = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+        self._check_shapes(feeds)
+        return feeds
+
+    def _check_shapes(self, feeds: dict[str, np.ndarray]) -> None:
+        if self.conf["kind"] == "transformation":
+            want = {_onnx.OLD_INPUT: (self.conf["old_dim"],),
+                    _onnx.SIDE_INFO_INPUT: (self.conf["side_info_dim"],)}
+        else:
+            want = {_onnx.IMAGE_INPUT: tuple(self.conf["input_shape"])}
+        sizes = {len(v) for v in feeds.values()}
+        if len(sizes) > 1:
+            raise FlavorError(f"inputs have different numbers of rows {sorted(sizes)}; pass one "
+                              "row per item in every input")
+        for name, value in feeds.items():
+            if value.shape[1:] != want[name]:
+                raise FlavorError(f"input {name!r} has shape {list(value.shape)}, expected "
+                                  f"[N, {', '.join(str(d) for d in want[name])}]")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def describe(specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Kind and interface dims of a model given its hops' specs (validated: a chain's hops must
+    be transformations whose widths connect, reading one side-info width)."""
+    kinds = {s.get("kind") for s in specs}
+    if len(kinds) != 1:
+        raise FlavorError(f"hops of one model must share a kind, got {sorted(map(str, kinds))}; "
+                          "log transformations and image models separately")
+    kind = specs[0].get("kind")
+    if kind in ("embedding", "side_info"):
+        if len(specs) != 1:
+            raise FlavorError(f"an {kind} model is one module, got {len(specs)}; only "
+                              "transformations chain")
+        s = specs[0]
+        dim = s["embedding_dim"] if kind == "embedding" else s["dim"]
+        return {"kind": kind, "input_shape": list(s["input_shape"]), "output_dim": dim}
+    if kind != "transformation":
+        raise FlavorError(f"unknown model kind {kind!r} in spec; expected embedding, side_info "
+                          "or transformation")
+    for a, b in itertools.pairwise(specs):
+        if a["new_dim"] != b["old_dim"]:
+            raise FlavorError(f"chain hops do not connect: a hop produces {a['new_dim']}-d "
+                              f"embeddings but the next reads {b['old_dim']}-d; order hops "
+                              "from the oldest version to the newest")
+    side_dims = {s["side_info_dim"] for s in specs if s["side_info_dim"]}
+    if len(side_dims) > 1:
+        raise FlavorError(f"chain hops read side-info of different widths {sorted(side_dims)}; "
+                          "every hop must read the same side-info extractor")
+    return {"kind": kind, "old_dim": specs[0]["old_dim"], "output_dim": specs[-1]["new_dim"],
+            "side_info_dim": side_dims.pop() if side_dims else 0, "hops": len(specs)}
+
+
+def _normalise(model: ModelSource, spec: Mapping[str, Any] | None,
+               specs: Sequence[Mapping[str, Any]] | None) -> tuple[list[nn.Module], list[dict]]:
+    from torch import nn
+
+    from fct_registry.models import TransformationChain, build_from_spec
+    from fct_registry.models import load_model as load_hop
+
+    if isinstance(model, (str, os.PathLike)) or (
+        isinstance(model, Sequence) and model and isinstance(model[0], (str, os.PathLike))
+    ):
+        folders = [model] if isinstance(model, (str, os.PathLike)) else list(model)
+        if spec is not None or specs is not None:
+            raise FlavorError("model folders carry their own spec.json; do not pass spec/specs")
+        loaded = [load_hop(Path(f)) for f in folders]
+        return [m for m, _ in loaded], [dict(s) for _, s in loaded]
+    if isinstance(model, TransformationChain):
+        modules = list(model.hops)
+    elif isinstance(model, nn.Module):
+        modules = [model]
+    elif isinstance(model, Sequence) and model and all(isinstance(m, nn.Module) for m in model):
+        modules = list(model)
+    else:
+        raise FlavorError(f"cannot save a {type(model).__name__}; pass an nn.Module with spec=, "
+                          "a TransformationChain or list of modules with specs=, or model folders")
+    if (spec is None) == (specs is None):
+        raise FlavorError("pass exactly one of spec= (one module) or specs= (one per hop)")
+    hop_specs = [dict(spec)] if spec is not None else [dict(s) for s in specs or []]
+    if len(hop_specs) != len(modules):
+        raise FlavorError(f"{len(modules)} hops but {len(hop_specs)} specs; pass one spec per hop")
+    describe(hop_specs)
+    for module, hop_spec in zip(modules, hop_specs, strict=True):
+        try:  # the spec must rebuild this exact module, or loading would fail later
+            build_from_spec(hop_spec).load_state_dict(module.state_dict())
+        except (RuntimeError, KeyError) as exc:
+            raise FlavorError(f"spec {hop_spec.get('kind')!r} does not describe the module "
+                              f"({str(exc).splitlines()[0]}); pass the spec it was built from"
+                              ) from exc
+    return modules, hop_specs
+
+
+def default_pip_requirements() -> list[str]:
+    """What the pyfunc needs where the model is loaded (versions of this environment)."""
+    from fct_registry import __version__
+
+    reqs = [f"mlflow=={_package_version('mlflow')}",
+            f"torch=={_package_version('torch').split('+')[0]}",
+            f"onnxruntime=={_package_version('onnxruntime')}",
+            f"safetensors=={_package_version('safetensors')}",
+            f"numpy=={_package_version('numpy')}",
+            f"pandas=={_package_version('pandas')}",
+            f"fct-registry=={__version__}"]
+    return reqs
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,630 @@
+"""Register a pipeline's models in the MLflow Model Registry: idempotent, linked, concurrent-safe.
+
+:func:`register_pipeline` is the one library function behind the DVC ``register`` stage and
+``fct register``. For a family ``F`` (naming in :mod:`.tags`) it registers, in this order:
+
+1. the side-info extractor as a version of ``F-side-info``;
+2. each embedding version, in ascending ``params.yaml`` key order, as a version of ``F``;
+3. each transformation as a version of ``F-transformations``, tagged with the MLflow versions of
+   its two ends (``fct.from`` / ``fct.to``) and of the side-info extractor it reads.
+
+A model whose content hash (:func:`~.checksums.content_hash`) is already registered maps to that
+version, so rerunning on unchanged outputs creates nothing. A new model gets an MLflow run
+(params, metrics, per-epoch history, the compatibility table) and a LoggedModel in the ``fct``
+flavor, then a version. Finally the links that depend on other versions (transformations into
+and out of each embedding version, descriptions, ``pipeline-<key>`` aliases) are recomputed from
+the registry itself.
+
+Concurrency: creating versions and rewriting links happen under a per-family lock (a registered
+model that exists only while held, since creating one is atomic in every MLflow backend), so
+processes registering at once neither duplicate a content hash nor lose a link. The slow part
+(ONNX export, artifact upload) runs outside the lock.
+
+Credentials: tracking URIs are redacted (:func:`redact_uri`) before they reach a summary, a log
+line or an error; nothing derived from the environment is written to tags or descriptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import random
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fct_registry.config import Params
+from fct_registry.errors import DataError, FctError
+from fct_registry.pipeline.layout import Layout
+from fct_registry.registry import description as D
+from fct_registry.registry import tags as T
+from fct_registry.registry.checksums import canonical_json, content_hash, sha256_file
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+LOCK_TIMEOUT_S = 300.0
+_NO_URL_PRINTING = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
+class RegistryError(FctError):
+    """The tracking store or registry refused an operation, or holds inconsistent state."""
+
+
+class RegistryLockError(RegistryError):
+    """Another registration held the family's lock for too long."""
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One model of the pipeline and the registry version it maps to."""
+
+    model: str  # registered model name
+    version: int
+    pipeline_key: str
+    content_hash: str
+    created: bool  # False: an identical model was already registered
+    source: int | None = None  # transformations: MLflow (family) versions of the two ends
+    target: int | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model}/{self.version}"
+
+
+@dataclass(frozen=True)
+class RegistrationSummary:
+    family: str
+    tracking_uri: str  # redacted
+    git_commit: str
+    side_info: RegisteredVersion
+    embeddings: dict[str, RegisteredVersion] = field(default_factory=dict)
+    transformations: dict[str, RegisteredVersion] = field(default_factory=dict)
+
+    def all(self) -> list[RegisteredVersion]:
+        return [self.side_info, *self.embeddings.values(), *self.transformations.values()]
+
+    @property
+    def created(self) -> int:
+        return sum(v.created for v in self.all())
+
+    @property
+    def unchanged(self) -> int:
+        return sum(not v.created for v in self.all())
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(created=self.created, unchanged=self.unchanged)
+        return out
+
+
+# --- environment -------------------------------------------------------------------------------
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+_SECRET_QUERY = re.compile(r"(?i)((?:password|passwd|pwd|secret|token|key)[^=&\s]*=)[^&\s]*")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with URI user-info (``user:password@``) and secret query values removed."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\g<scheme>", text))
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None, root: str | Path | None = None) -> str:
+    """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``."""
+    if tracking_uri:
+        return tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(Path(root or Path.cwd()) / DEFAULT_DB).resolve()}"
+
+
+def default_artifact_location(tracking_uri: str, family: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a SQLite database (``mlartifacts/``);
+    a server or other database decides for itself (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not db.is_absolute():  # sqlite:///relative.db is relative to the working directory
+        db = Path.cwd() / db
+    return (db.parent / ARTIFACTS_DIR / T.experiment_name(family)).resolve().as_uri()
+
+
+def git_commit(root: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or Path.cwd(), timeout=10,
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    return commit if re.fullmatch(r"[0-9a-f]{40,64}", commit) else "unknown"
+
+
+@contextlib.contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for the block, then restore the caller's setting
+    (including ``$MLFLOW_TRACKING_URI``, which MLflow's own helper would unset). MLflow's
+    "View run at <url>" lines are suppressed: the URL could carry user-info."""
+    from mlflow.tracking._tracking_service import utils
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", _NO_URL_PRINTING)}
+    os.environ[_NO_URL_PRINTING] = "true"
+    try:
+        with utils._use_tracking_uri(uri):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# --- registry queries and the lock -------------------------------------------------------------
+
+
+def search_versions(client: MlflowClient, name: str, where: str = "") -> list[ModelVersion]:
+    """Every version of ``name`` matching ``where`` (MLflow filter syntax), paginated."""
+    query = f"name = '{name}'" + (f" AND {where}" if where else "")
+    out: list[ModelVersion] = []
+    token = None
+    while True:
+        page = client.search_model_versions(query, max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return sorted(out, key=lambda mv: int(mv.version))
+
+
+def find_version(client: MlflowClient, name: str, content: str,
+                 links: Mapping[str, str] | None = None) -> ModelVersion | None:
+    """The version of ``name`` with content hash ``content`` and, when given, these link tags
+    (e.g. ``{fct.from: "1", fct.to: "4"}``); the oldest, should several exist."""
+    if not re.fullmatch(r"[0-9a-f]{64}", content):
+        raise RegistryError(f"bad content hash {content!r}; expected 64 hex digits")
+    where = [f"tags.`{T.CONTENT_HASH}` = '{content}'"]
+    where += [f"tags.`{k}` = '{v}'" for k, v in (links or {}).items()]
+    found = search_versions(client, name, " AND ".join(where))
+    return found[0] if found else None
+
+
+@contextlib.contextmanager
+def registration_lock(client: MlflowClient, family: str, timeout: float = LOCK_TIMEOUT_S,
+                      poll: float = 0.2) -> Iterator[None]:
+    """Hold the family's registration lock: the registered model ``F-registration-lock``.
+
+    Creating a registered model that already exists fails atomically in every MLflow backend
+    (SQLite, PostgreSQL, through a server), which makes it a mutex visible to all processes.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = T.lock_model_name(family)
+    holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.create_registered_model(name, description=f"registration lock held by {holder}"
+                                           "; delete this model if no registration is running")
+            break
+        except MlflowException as exc:
+            # RESOURCE_DOES_NOT_EXIST: the holder released it while the store was reporting the
+            # conflict (it re-reads the model to word the error); busy all the same.
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS",
+                                      "RESOURCE_DOES_NOT_EXIST"):
+                raise
+        if time.monotonic() > deadline:
+            raise RegistryLockError(
+                f"registered model {name!r} (the {family} registration lock) has existed for "
+                f"over {timeout:.0f} s; if no `fct register` is running, a registration was "
+                f"killed while holding it: delete it (MLflow UI, or MlflowClient()"
+                f".delete_registered_model({name!r})) and rerun")
+        time.sleep(poll * (0.5 + random.random()))
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(name)
+        except MlflowException as exc:  # pragma: no cover - only when someone broke the lock
+            log.warning("could not release registration lock %s: %s", name, exc.message)
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+
+def register_pipeline(params: Params, layout: Layout, tracking_uri: str | None = None, *,
+                      root: str | Path | None = None, artifact_location: str | None = None,
+                      lock_timeout: float = LOCK_TIMEOUT_S) -> RegistrationSummary:
+    """Register the side-info extractor, every embedding version and every transformation that
+    ``params`` declares and ``layout`` holds (see the module docstring).
+
+    ``tracking_uri`` defaults to ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``
+    with artifacts in ``<root>/mlartifacts``; ``root`` (default: the working directory) is also
+    where ``git rev-parse HEAD`` runs. ``artifact_location`` applies only when the family's
+    experiment is created. Idempotent: unchanged models map to their existing versions.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(tracking_uri, root)
+    safe_uri = redact_uri(uri)
+    evaluation = _read_evaluation(layout)
+    with use_tracking_uri(uri):
+        client = MlflowClient(uri, registry_uri=uri)
+        try:
+            experiment = _ensure_experiment(
+                client, params.family,
+                artifact_location or default_artifact_location(uri, params.family))
+        except Exception as exc:
+            raise RegistryError(f"cannot use the tracking store {safe_uri} "
+                                f"({redact_uri(_first_line(exc))}); start it or pass "
+                                "--tracking-uri / set MLFLOW_TRACKING_URI") from None
+        log.info("registering %s into %s", params.family, safe_uri)
+        registrar = _Registrar(client, experiment, params, layout, evaluation,
+                               git_commit(root), lock_timeout)
+        try:
+            return registrar.run(safe_uri)
+        except MlflowException as exc:  # its text may carry the URI; the chain would too
+            raise RegistryError(f"the tracking store {safe_uri} refused the registration "
+                                f"({redact_uri(_first_line(exc))}); fix the store or its "
+                                "permissions and rerun (registered versions are kept)") from None
+
+
+def record_measured_chains(summary: RegistrationSummary, layout: Layout,
+                           tracking_uri: str | None = None, *,
+                           root: str | Path | None = None) -> list[int]:
+    """Record the chains the ``evaluate`` stage measured end to end (``fct.role=chain``), so that
+    ``fct resolve`` compares measurements, not estimates, right after ``dvc repro``."""
+    from mlflow import MlflowClient
+
+    from fct_registry.resolver.chain import record_pipeline_chains
+
+    uri = resolve_tracking_uri(tracking_uri, root)
+    report = json.loads((layout.evaluation / "metrics.json").read_text())
+    with use_tracking_uri(uri):
+        client = MlflowClient(uri, registry_uri=uri)
+        with registration_lock(client, summary.family):
+            return record_pipeline_chains(client, summary, report)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _ensure_experiment(client: MlflowClient, family: str, artifact_location: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    name = T.experiment_name(family)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={T.FAMILY: family})
+    except MlflowException as exc:  # created concurrently by another registration
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise exc from None
+        return found.experiment_id
+
+
+def _read_evaluation(layout: Layout) -> dict[str, Any]:
+    path = layout.evaluation / "metrics.json"
+    if not path.is_file():
+        raise DataError(f"{path} not found; run the evaluate stage first (`dvc repro evaluate`)")
+    table = layout.evaluation / "compatibility.md"
+    return {"metrics": json.loads(path.read_text()),
+            "table": table.read_text() if table.is_file() else None,
+            "table_path": table if table.is_file() else None}
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: canonical_json(value) if isinstance(value, list) else str(value)}
+
+
+_METRIC_TAGS = {"top1": T.TOP1, "top5": T.TOP5, "mAP": T.MAP,
+                "gap_closed_top1": T.GAP_CLOSED_TOP1, "gap_closed_mAP": T.GAP_CLOSED_MAP}
+
+
+@dataclass
+class _Model:
+    """What the registrar needs to know about one pipeline output."""
+
+    role: str
+    name: str  # registered model
+    key: str  # params.yaml key
+    folder: Path
+    run_name: str
+    trained_from: dict[str, Any]  # params sections, logged and tagged
+    metrics: dict[str, float]
+    history: Path
+    tags: dict[str, str]  # fixed at creation
+    identity: dict[str, str] = field(default_factory=dict)  # link tags that are part of "same"
+
+
+class _Registrar:
+    def __init__(self, client: MlflowClient, experiment: str, params: Params, layout: Layout,
+                 evaluation: dict[str, Any], commit: str, lock_timeout: float) -> None:
+        self.client, self.experiment, self.params, self.layout = client, experiment, params, layout
+        self.metrics = evaluation["metrics"]
+        self.table, self.table_path = evaluation["table"], evaluation["table_path"]
+        self.commit, self.lock_timeout = commit, lock_timeout
+        self.family = params.family
+        self._aliases: dict[tuple[str, int], set[str]] = {}  # aliases each version already has
+        train = layout.data / "train.safetensors"
+        if not train.is_file():
+            raise DataError(f"{train} not found; run the pipeline first (`dvc repro`)")
+        self.data_sha = sha256_file(train)
+        info_path = layout.data / "info.json"
+        self.class_names = (json.loads(info_path.read_text()).get("classes", [])
+                            if info_path.is_file() else [])
+
+    # -- orchestration --------------------------------------------------------------------------
+
+    def run(self, safe_uri: str) -> RegistrationSummary:
+        p, family = self.params, self.family
+        self._ensure_registered_models()
+        side = self._register(self._side_info_model())
+        side_ref = T.model_ref(side.model, side.version)
+        embeddings = {str(k): self._register(self._embedding_model(k, side_ref))
+                      for k in sorted(p.versions)}
+        key_map = {k: v.version for k, v in embeddings.items()}
+        edges = sorted(p.transformations.items(), key=lambda kv: (kv[1].source, kv[1].target,
+                                                                  kv[0]))
+        transformations = {}
+        for name, cfg in edges:
+            source, target = key_map[str(cfg.source)], key_map[str(cfg.target)]
+            model = self._transformation_model(name, source, target, side_ref)
+            registered = self._register(model)
+            transformations[name] = RegisteredVersion(**{**asdict(registered), "source": source,
+                                                         "target": target})
+        summary = RegistrationSummary(family, safe_uri, self.commit, side, embeddings,
+                                      transformations)
+        with registration_lock(self.client, family, self.lock_timeout):
+            self._update_links(summary, key_map)
+        return summary
+
+    # -- the three kinds of model ----------------------------------------------------------------
+
+    def _common_tags(self, role: str, key: str, trained_from: dict[str, Any]) -> dict[str, str]:
+        return {T.ROLE: role, T.FAMILY: self.family, T.PIPELINE_KEY: key,
+                T.GIT_COMMIT: self.commit, T.DATASET: self.params.data.dataset,
+                T.DATA_SHA256: self.data_sha, T.PARAMS: canonical_json(trained_from)}
+
+    def _trained_from(self, section: str, config: Any) -> dict[str, Any]:
+        return {"family": self.family, "seed": self.params.seed,
+                "data": self.params.data.model_dump(mode="json"),
+                section: config.model_dump(mode="json", by_alias=True)}
+
+    def _side_info_model(self) -> _Model:
+        cfg = self.params.side_info
+        trained_from = self._trained_from("side_info", cfg)
+        tags = self._common_tags(T.ROLE_SIDE_INFO, cfg.name, trained_from)
+        tags[T.EMBEDDING_DIM] = str(cfg.dim)
+        return _Model(T.ROLE_SIDE_INFO, T.side_info_model_name(self.family), cfg.name,
+                      self.layout.side_info, f"{self.family} side-info ({cfg.name})",
+                      trained_from, {}, self.layout.history("side_info"), tags)
+
+    def _embedding_model(self, key: int, side_ref: str) -> _Model:
+        cfg = self.params.versions[key]
+        trained_from = self._trained_from(f"versions.{key}", cfg)
+        tags = self._common_tags(T.ROLE_EMBEDDING, str(key), trained_from)
+        classes = cfg.classes if cfg.classes is not None else list(range(len(self.class_names)))
+        tags.update({T.EMBEDDING_DIM: str(cfg.embedding_dim), T.SIDE_INFO: side_ref,
+                     T.CLASSES: canonical_json(classes)})
+        scores = self.metrics.get("self", {}).get(str(key), {})
+        return _Model(T.ROLE_EMBEDDING, self.family, str(key), self.layout.version(key),
+                      f"{self.family} embedding (params key {key})", trained_from,
+                      _numbers(scores), self.layout.history(f"v{key}"), tags)
+
+    def _transformation_model(self, name: str, source: int, target: int,
+                              side_ref: str) -> _Model:
+        cfg = self.params.transformations[name]
+        trained_from = self._trained_from(f"transformations.{name}", cfg)
+        tags = self._common_tags(T.ROLE_TRANSFORMATION, name, trained_from)
+        tags.update({T.SOURCE: str(source), T.TARGET: str(target), T.KIND: cfg.kind,
+                     T.EMBEDDING_DIM: str(self.params.versions[cfg.target].embedding_dim),
+                     T.SIDE_INFO_DIM: str(self.params.side_info.dim if cfg.uses_side_info
+                                          else 0)})
+        if cfg.uses_side_info:
+            tags[T.SIDE_INFO] = side_ref
+        scores = self.metrics.get("transformations", {}).get(name, {})
+        # Same weights between other versions is another transformation: ends are identity.
+        return _Model(T.ROLE_TRANSFORMATION, T.transformations_model_name(self.family), name,
+                      self.layout.transformation(name), f"{self.family} transformation {name}",
+                      trained_from, _numbers(scores), self.layout.history(f"transform-{name}"),
+                      tags, identity={T.SOURCE: str(source), T.TARGET: str(target)})
+
+    # -- registering one model -------------------------------------------------------------------
+
+    def _register(self, model: _Model) -> RegisteredVersion:
+        from fct_registry.models import load_model as load_hop
+
+        module, spec = load_hop(model.folder)
+        digest = content_hash([module], [spec])
+        existing = find_version(self.client, model.name, digest, model.identity)
+        created = False
+        if existing is None:
+            existing, created = self._create(model, digest)
+        version = int(existing.version)
+        self._aliases[(model.name, version)] = set(getattr(existing, "aliases", None) or [])
+        self._refresh_metric_tags(model, version, existing.tags)
+        log.info("%s %s/%d (params key %s)", "registered" if created else "unchanged",
+                 model.name, version, model.key)
+        return RegisteredVersion(model.name, version, model.key, digest, created)
+
+    def _create(self, model: _Model, digest: str) -> tuple[ModelVersion, bool]:
+        import mlflow
+
+        from fct_registry.registry import flavor
+
+        with mlflow.start_run(experiment_id=self.experiment, run_name=model.run_name,
+                              nested=mlflow.active_run() is not None) as run:
+            mlflow.set_tags({T.ROLE: model.role, T.FAMILY: self.family,
+                             T.PIPELINE_KEY: model.key, T.CONTENT_HASH: digest,
+                             T.GIT_COMMIT: self.commit})
+            flat = _flatten("", model.trained_from)
+            mlflow.log_params({k[:250]: v[:6000] for k, v in flat.items()})
+            if model.metrics:
+                mlflow.log_metrics({f"eval.{k}": v for k, v in model.metrics.items()})
+            self._log_history(run.info.run_id, model.history)
+            if self.table_path is not None:
+                mlflow.log_artifact(str(self.table_path), "eval")
+            info = flavor.log_model(model.folder, name="model")
+        conf = info.flavors[flavor.FLAVOR_NAME]
+        tags = {**model.tags, T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}",
+                **self._metric_tags(model)}
+        with registration_lock(self.client, self.family, self.lock_timeout):
+            raced = find_version(self.client, model.name, digest, model.identity)
+            if raced is not None:  # another process registered the same content meanwhile
+                self.client.set_tag(run.info.run_id, "fct.duplicate_of",
+                                    T.model_ref(model.name, raced.version))
+                return raced, False
+            version = flavor.register_logged_model(
+                info, model.name, tags=tags, client=self.client,
+                description=f"{model.run_name}; description pending link update")
+        return version, True
+
+    def _log_history(self, run_id: str, path: Path) -> None:
+        from mlflow.entities import Metric
+
+        if not path.is_file():
+            return
+        now = int(time.time() * 1000)
+        metrics = []
+        with path.open() as fh:
+            for i, row in enumerate(csv.DictReader(fh)):
+                step = int(float(row.get("epoch") or i + 1))
+                for key, value in row.items():
+                    if key == "epoch" or value in (None, ""):
+                        continue
+                    with contextlib.suppress(ValueError):
+                        metrics.append(Metric(f"train.{key}", float(value), now, step))
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        self.client.log_artifact(run_id, str(path), "history")
+
+    def _metric_tags(self, model: _Model) -> dict[str, str]:
+        return {_METRIC_TAGS[k]: f"{v:.4f}" for k, v in model.metrics.items()
+                if k in _METRIC_TAGS}
+
+    def _refresh_metric_tags(self, model: _Model, version: int, current: Mapping[str, str]) -> None:
+        """Evaluation can change without the model changing (e.g. the distance): keep the
+        version's accuracy tags equal to the latest evaluation."""
+        for key, value in self._metric_tags(model).items():
+            if current.get(key) != value:
+                self.client.set_model_version_tag(model.name, str(version), key, value)
+
+    # -- links, descriptions and aliases -------------------------------------------------------
+
+    def _ensure_registered_models(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        family = self.family
+        about = {
+            family: (T.ROLE_EMBEDDING, f"Embedding-model versions of the `{family}` family. "
+                     f"Version N here is {family}@N; each version links its side-info "
+                     "extractor and the transformations into and out of it (fct.* tags)."),
+            T.side_info_model_name(family): (T.ROLE_SIDE_INFO, "Side-info extractors of the "
+                                             f"`{family}` family, read by FCT transformations."),
+            T.transformations_model_name(family): (
+                T.ROLE_TRANSFORMATION, f"FCT transformations between versions of `{family}`: "
+                "fct.from / fct.to hold the family versions they connect; load one with "
+                "mlflow.pyfunc.load_model and predict({old_embedding, side_info})."),
+        }
+        for name, (role, text) in about.items():
+            try:
+                self.client.create_registered_model(name, tags={T.FAMILY: family, T.ROLE: role},
+                                                    description=text)
+            except MlflowException as exc:
+                if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                    raise
+
+    def _update_links(self, summary: RegistrationSummary, key_map: dict[str, int]) -> None:
+        """Recompute every link that depends on other versions, from the registry (run under
+        the family lock, so concurrent registrations each see the others' versions)."""
+        client, family = self.client, self.family
+        t_name = T.transformations_model_name(family)
+        only_transformations = f"tags.`{T.ROLE}` = '{T.ROLE_TRANSFORMATION}'"
+        transformations = [D.Linked(t_name, int(mv.version), mv.tags)
+                           for mv in search_versions(client, t_name, only_transformations)]
+        touched = {v.version for v in summary.embeddings.values()}
+        for t in summary.transformations.values():
+            touched |= {t.source, t.target}
+        for version in sorted(v for v in touched if v is not None):
+            mv = client.get_model_version(family, str(version))
+            into = [t for t in transformations if t.tags.get(T.TARGET) == str(version)]
+            out_of = [t for t in transformations if t.tags.get(T.SOURCE) == str(version)]
+            tags = dict(mv.tags)
+            wanted = {T.TRANSFORMS_IN: ",".join(str(t.version) for t in into),
+                      T.TRANSFORMS_OUT: ",".join(str(t.version) for t in out_of)}
+            self._set_tags(family, version, tags, wanted)
+            tags.update(wanted)
+            self._set_description(family, version, mv.description, D.embedding_description(
+                family, version, tags, into=into, out_of=out_of, compatibility=self.table,
+                key_map=key_map))
+        for t in summary.transformations.values():
+            mv = client.get_model_version(t_name, str(t.version))
+            self._set_description(t_name, t.version, mv.description,
+                                  D.transformation_description(family, t.version, mv.tags,
+                                                               compatibility=self.table,
+                                                               key_map=key_map))
+        side = summary.side_info
+        mv = client.get_model_version(side.model, str(side.version))
+        ref = T.model_ref(side.model, side.version)
+        readers = [t for t in transformations if t.tags.get(T.SIDE_INFO) == ref]
+        self._set_description(side.model, side.version, mv.description,
+                              D.side_info_description(family, side.version, mv.tags,
+                                                      readers=readers, compatibility=self.table,
+                                                      key_map=key_map))
+        for registered in summary.all():
+            alias = T.pipeline_alias(registered.pipeline_key)
+            if alias not in self._aliases.get((registered.model, registered.version), set()):
+                client.set_registered_model_alias(registered.model, alias,
+                                                  str(registered.version))
+
+    def _set_tags(self, name: str, version: int, current: Mapping[str, str],
+                  wanted: Mapping[str, str]) -> None:
+        for key, value in wanted.items():
+            if current.get(key) != value:
+                self.client.set_model_version_tag(name, str(version), key, value)
+
+    def _set_description(self, name: str, version: int, current: str | None, text: str) -> None:
+        if (current or "") != text:
+            self.client.update_model_version(name, str(version), description=text)
+
+
+def _numbers(scores: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in scores.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and v == v}
+
+
+def write_summary(summary: RegistrationSummary, path: str | Path) -> None:
+    """The DVC stage's ``outputs/registry.json`` (no credentials: the URI is redacted)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
+        json.dump(summary.as_dict(), fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    Path(fh.name).replace(path)

@@ -1,0 +1,243 @@
+"""Registering a real (tiny) pipeline into a SQLite store: versions, links, idempotency."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from safetensors.torch import load_file, save_file
+
+from fct_registry.cli import main
+from fct_registry.errors import DataError
+from fct_registry.models import load_model as load_folder
+from fct_registry.registry import flavor
+from fct_registry.registry import tags as T
+from fct_registry.registry.register import (
+    RegistryError,
+    default_artifact_location,
+    redact_uri,
+    register_pipeline,
+    resolve_tracking_uri,
+    search_versions,
+)
+from tests.registry.conftest import FAMILY
+
+pytestmark = pytest.mark.slow
+TRANSFORMATIONS = T.transformations_model_name(FAMILY)
+SIDE_INFO = T.side_info_model_name(FAMILY)
+
+
+def _versions(client, name):
+    return {int(mv.version): mv for mv in search_versions(client, name)}
+
+
+def _ids(csv: str) -> set[int]:
+    return {int(v) for v in csv.split(",") if v}
+
+
+def test_every_model_is_a_version_in_key_order(registered, client):
+    s = registered.summary
+    assert {k: v.version for k, v in s.embeddings.items()} == {"1": 1, "2": 2, "3": 3}
+    assert s.side_info.version == 1 and s.created == 7 and s.unchanged == 0
+    assert set(_versions(client, FAMILY)) == {1, 2, 3}
+    assert set(_versions(client, SIDE_INFO)) == {1}
+    transformations = _versions(client, TRANSFORMATIONS)
+    assert sorted(transformations) == [1, 2, 3]  # gap-free
+    for name, reg in s.transformations.items():
+        cfg = registered.pipeline.params.transformations[name]
+        tags = transformations[reg.version].tags
+        assert (tags[T.SOURCE], tags[T.TARGET]) == (str(cfg.source), str(cfg.target))
+        assert tags[T.PIPELINE_KEY] == name and tags[T.KIND] == cfg.kind
+        alias = client.get_model_version_by_alias(TRANSFORMATIONS, f"pipeline-{name}")
+        assert int(alias.version) == reg.version
+    assert int(client.get_model_version_by_alias(FAMILY, "pipeline-3").version) == 3
+
+
+def test_links_are_reachable_both_ways(registered, client):
+    embeddings = _versions(client, FAMILY)
+    transformations = _versions(client, TRANSFORMATIONS)
+    side_infos = _versions(client, SIDE_INFO)
+    for v, mv in embeddings.items():
+        # embedding -> side-info extractor
+        name, side_version = T.parse_model_ref(mv.tags[T.SIDE_INFO])
+        assert name == SIDE_INFO and side_version in side_infos
+        # embedding -> transformations into / out of it, exactly those whose ends name it
+        assert _ids(mv.tags[T.TRANSFORMS_IN]) == {
+            t for t, tv in transformations.items() if tv.tags[T.TARGET] == str(v)}
+        assert _ids(mv.tags[T.TRANSFORMS_OUT]) == {
+            t for t, tv in transformations.items() if tv.tags[T.SOURCE] == str(v)}
+    for t, tv in transformations.items():
+        # transformation -> its two ends (and back, checked above)
+        assert t in _ids(embeddings[int(tv.tags[T.SOURCE])].tags[T.TRANSFORMS_OUT])
+        assert t in _ids(embeddings[int(tv.tags[T.TARGET])].tags[T.TRANSFORMS_IN])
+        if tv.tags[T.KIND] == "fct":
+            assert T.parse_model_ref(tv.tags[T.SIDE_INFO]) == (SIDE_INFO, 1)
+            assert tv.tags[T.SIDE_INFO_DIM] == "128"
+        else:  # the no-side-info kind reads none
+            assert T.SIDE_INFO not in tv.tags and tv.tags[T.SIDE_INFO_DIM] == "0"
+    assert _ids(embeddings[1].tags[T.TRANSFORMS_OUT]) == {
+        registered.summary.transformations[n].version for n in ("1-2", "1-2-no-side-info")}
+
+
+def test_versions_carry_metrics_provenance_and_checksums(registered, client):
+    metrics = json.loads((registered.pipeline.layout.evaluation / "metrics.json").read_text())
+    v2 = client.get_model_version(FAMILY, "2")
+    assert float(v2.tags[T.TOP1]) == pytest.approx(metrics["self"]["2"]["top1"], abs=1e-3)
+    assert float(v2.tags[T.MAP]) == pytest.approx(metrics["self"]["2"]["mAP"], abs=1e-3)
+    assert json.loads(v2.tags[T.PARAMS])["versions.2"]["embedding_dim"] == 128
+    assert json.loads(v2.tags[T.CLASSES]) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert v2.tags[T.GIT_COMMIT] == "unknown"  # the tiny project is not a git checkout
+    assert v2.tags[T.DATASET] == "fashion-mnist" and len(v2.tags[T.DATA_SHA256]) == 64
+    assert v2.tags[T.EMBEDDING_DIM] == "128" and v2.tags[T.ROLE] == T.ROLE_EMBEDDING
+    assert float(v2.tags[T.ONNX_MAX_ABS_DIFF]) <= 1e-5
+    assert set(json.loads(v2.tags[T.CHECKSUMS])) == {
+        "model.onnx", "modules/0/model.safetensors", "modules/0/spec.json"}
+    t = registered.summary.transformations["1-2"]
+    tv = client.get_model_version(TRANSFORMATIONS, str(t.version))
+    edge = metrics["transformations"]["1-2"]
+    assert float(tv.tags[T.GAP_CLOSED_TOP1]) == pytest.approx(edge["gap_closed_top1"], abs=1e-3)
+
+    run = client.get_run(tv.run_id)  # the run that trained-and-logged it
+    assert run.data.params["transformations.1-2.kind"] == "fct"
+    assert run.data.params["seed"] == "0"
+    assert run.data.metrics["eval.top1"] == pytest.approx(edge["top1"])
+    history = client.get_metric_history(run.info.run_id, "train.loss")
+    assert [m.step for m in history] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "history")}
+    assert artifacts == {"history/transform-1-2.csv"}
+
+
+def test_descriptions_tell_the_story_with_the_table(registered, client):
+    table = (registered.pipeline.layout.evaluation / "compatibility.md").read_text().strip()
+    side_link = f"[{SIDE_INFO}/1](#/models/{SIDE_INFO}/versions/1)"
+    for v in (1, 2, 3):
+        text = client.get_model_version(FAMILY, str(v)).description
+        assert table in text and side_link in text and f"**{FAMILY}@{v}**" in text
+    v1 = client.get_model_version(FAMILY, "1").description
+    for name in ("1-2", "1-2-no-side-info"):
+        t = registered.summary.transformations[name].version
+        assert f"[{TRANSFORMATIONS}/{t}](#/models/{TRANSFORMATIONS}/versions/{t})" in v1
+    t = registered.summary.transformations["2-3"].version
+    text = client.get_model_version(TRANSFORMATIONS, str(t)).description
+    assert f"[{FAMILY}/2](#/models/{FAMILY}/versions/2)" in text
+    assert f"[{FAMILY}/3](#/models/{FAMILY}/versions/3)" in text
+    assert side_link in text and table in text
+    assert len(text) <= 5000
+    assert "read by" in client.get_model_version(SIDE_INFO, "1").description
+
+
+def test_registered_transformation_upgrades_like_the_pipeline_model(registered, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.uri)
+    layout = registered.pipeline.layout
+    from fct_registry.pipeline.stages import load_embeddings
+
+    old = load_embeddings(layout.version_embeddings(1))["test"][:50]
+    side = load_embeddings(layout.side_info_embeddings)["test"][:50]
+    module, _ = load_folder(layout.transformation("1-2"))
+    with torch.no_grad():
+        want = module(old, side).numpy()
+    uri = registered.summary.transformations["1-2"].uri
+    with mlflow.tracking._tracking_service.utils._use_tracking_uri(registered.uri):
+        got = mlflow.pyfunc.load_model(uri).predict({"old_embedding": old.numpy(),
+                                                     "side_info": side.numpy()})
+        chain = flavor.load_model(uri)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        np.testing.assert_array_equal(chain(old, side).numpy(), want)
+
+
+def test_registering_again_creates_nothing(registered, client):
+    before = {n: len(_versions(client, n)) for n in (FAMILY, SIDE_INFO, TRANSFORMATIONS)}
+    runs = len(client.search_runs([client.get_experiment_by_name("fct-fashion").experiment_id]))
+    again = register_pipeline(registered.pipeline.params, registered.pipeline.layout,
+                              registered.uri, root=registered.pipeline.root)
+    assert again.created == 0 and again.unchanged == 7
+    assert {k: v.version for k, v in again.embeddings.items()} == \
+        {k: v.version for k, v in registered.summary.embeddings.items()}
+    assert {n: len(_versions(client, n)) for n in before} == before
+    assert len(client.search_runs(
+        [client.get_experiment_by_name("fct-fashion").experiment_id])) == runs
+    assert client.search_registered_models(f"name = '{T.lock_model_name(FAMILY)}'") == []
+
+
+def test_changed_models_map_keys_to_new_versions(registered, tmp_path):
+    """Retrained version 3 (new weights) becomes fashion/4, registered from params key 3; the
+    unchanged weights of 2-3 now connect 2 -> 4, which is a new transformation version."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copyfile(registered.uri.removeprefix("sqlite:///"), store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    pipeline = registered.pipeline.copy_to(tmp_path / "project")
+    weights = pipeline.layout.version(3) / "model.safetensors"
+    state = load_file(str(weights))
+    state["embedding.bias"] = state["embedding.bias"] + 0.01
+    save_file(state, str(weights))
+
+    s = register_pipeline(pipeline.params, pipeline.layout, uri, root=pipeline.root)
+    assert {k: (v.version, v.created) for k, v in s.embeddings.items()} == {
+        "1": (1, False), "2": (2, False), "3": (4, True)}
+    client = MlflowClient(uri, registry_uri=uri)
+    assert client.get_model_version(FAMILY, "4").tags[T.PIPELINE_KEY] == "3"
+    assert int(client.get_model_version_by_alias(FAMILY, "pipeline-3").version) == 4
+    moved = s.transformations["2-3"]
+    assert moved.created and (moved.source, moved.target) == (2, 4) and moved.version == 4
+    assert not s.transformations["1-2"].created
+    tags = client.get_model_version(TRANSFORMATIONS, "4").tags
+    assert (tags[T.SOURCE], tags[T.TARGET]) == ("2", "4")
+    assert _ids(client.get_model_version(FAMILY, "2").tags[T.TRANSFORMS_OUT]) == {
+        registered.summary.transformations["2-3"].version, 4}
+    assert _ids(client.get_model_version(FAMILY, "4").tags[T.TRANSFORMS_IN]) == {4}
+    assert "registered as" in client.get_model_version(FAMILY, "4").description  # 3 -> 4
+
+
+def test_cli_register_json(registered, capsys):
+    root = registered.pipeline.root
+    code = main(["register", "--params", str(root / "params.yaml"), "--outputs",
+                 str(root / "outputs"), "--tracking-uri", registered.uri, "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["created"] == 0 and out["embeddings"]["2"]["version"] == 2
+    assert out["transformations"]["2-3"]["target"] == 3
+
+
+def test_missing_evaluation_names_the_stage(registered, tmp_path):
+    pipeline = registered.pipeline.copy_to(tmp_path / "project")
+    (pipeline.layout.evaluation / "metrics.json").unlink()
+    with pytest.raises(DataError, match="evaluate stage"):
+        register_pipeline(pipeline.params, pipeline.layout, registered.uri)
+
+
+def test_unreachable_store_error_has_no_password(registered, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(RegistryError) as err:
+        register_pipeline(registered.pipeline.params, registered.pipeline.layout,
+                          "http://alice:hunter2@127.0.0.1:9/")
+    assert "hunter2" not in str(err.value) and "127.0.0.1:9" in str(err.value)
+
+
+@pytest.mark.parametrize(("uri", "safe"), [
+    ("postgresql+psycopg2://fct:s3cret@db:5432/mlflow", "postgresql+psycopg2://db:5432/mlflow"),
+    ("http://user:pw@mlflow:5000", "http://mlflow:5000"),
+    ("https://token@host/x?password=abc&db=1", "https://host/x?password=***&db=1"),
+    ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ("error: cannot reach http://a:b@h:1/api", "error: cannot reach http://h:1/api"),
+])
+def test_redact_uri(uri, safe):
+    assert redact_uri(uri) == safe
+
+
+def test_default_store_is_sqlite_in_the_project_with_artifacts_beside_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = resolve_tracking_uri(None, tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert default_artifact_location(uri, "fashion") == \
+        (tmp_path.resolve() / "mlartifacts" / "fct-fashion").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://server:5000")
+    assert resolve_tracking_uri(None, tmp_path) == "http://server:5000"
+    assert default_artifact_location("http://server:5000", "fashion") is None
