@@ -10,4 +10,5 @@ if __name__ == "__main__":
         __doc__, lambda p, layout, a: bct_stage(p, layout, a.name),
         add_arguments=lambda ap: ap.add_argument("--name", required=True,
                                                  help="key under `bct:` in params.yaml"),
+        distributed_module="pipelines.train_bct",
     ))

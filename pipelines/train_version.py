@@ -10,4 +10,5 @@ if __name__ == "__main__":
         __doc__, lambda p, layout, a: version_stage(p, layout, a.version),
         add_arguments=lambda ap: ap.add_argument("--version", type=int, required=True,
                                                  help="version number declared in params.yaml"),
+        distributed_module="pipelines.train_version",
     ))

@@ -17,7 +17,9 @@ TRANSFORMATIONS: Registry[nn.Module] = Registry("transformation kind")
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(cin, cout), nn.BatchNorm1d(cout), nn.ReLU(inplace=True))
+    # No bias before batch-norm: it would be cancelled by the normalisation (and only drift).
+    return nn.Sequential(nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout),
+                         nn.ReLU(inplace=True))
 
 
 class FCTTransformation(nn.Module):

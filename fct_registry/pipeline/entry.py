@@ -5,19 +5,40 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fct_registry.config import Params, load_params
+from fct_registry.config import LauncherConfig, Params, load_params
 from fct_registry.errors import FctError
 from fct_registry.pipeline.layout import Layout
+from fct_registry.training.distributed import launched_by_torchrun, shutdown
 
 StageFn = Callable[[Params, Layout, argparse.Namespace], object]
 
 
+def torchrun_command(launcher: LauncherConfig, module: str, argv: Sequence[str]) -> list[str]:
+    """The ``torchrun`` command line that reruns this stage as ``nproc_per_node`` processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run",
+           f"--nproc-per-node={launcher.nproc_per_node}", f"--nnodes={launcher.nnodes}"]
+    if launcher.nnodes > 1:
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launcher.rdzv_endpoint}",
+                f"--rdzv-id={launcher.rdzv_id}"]
+    else:
+        cmd += ["--standalone"]
+    return [*cmd, "-m", module, *argv]
+
+
 def run_stage(description: str, stage: StageFn, argv: Sequence[str] | None = None,
-              add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+              add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+              distributed_module: str | None = None) -> int:
+    """Parse arguments, load params and run ``stage``.
+
+    Training stages pass ``distributed_module`` (their ``python -m`` name): with
+    ``launcher.kind: torchrun`` the stage relaunches itself under torchrun, so ``dvc repro``
+    stays the one command.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file (default: params.yaml)")
@@ -29,8 +50,16 @@ def run_stage(description: str, stage: StageFn, argv: Sequence[str] | None = Non
     # Shared 2-core machines: a spinning OpenMP pool collapses throughput under load.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        stage(load_params(args.params), Layout(args.outputs), args)
+        params = load_params(args.params)
+        if (distributed_module and params.launcher.kind == "torchrun"
+                and not launched_by_torchrun()):
+            argv = list(sys.argv[1:] if argv is None else argv)
+            return subprocess.run(torchrun_command(params.launcher, distributed_module, argv),
+                                  check=False).returncode
+        stage(params, Layout(args.outputs), args)
     except FctError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        shutdown()
     return 0

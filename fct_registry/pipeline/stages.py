@@ -22,6 +22,7 @@ from fct_registry.models import load_model, save_model
 from fct_registry.pipeline.layout import Layout
 from fct_registry.training.classifier import BctInfluence, embedding_spec, train_classifier
 from fct_registry.training.contrastive import side_info_spec, train_side_info
+from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_images
 from fct_registry.training.loop import write_history
 from fct_registry.training.transformation import train_transformation, transformation_spec
@@ -69,7 +70,7 @@ def check_classes(params: Params, info: dict) -> None:
 
 
 def side_info_stage(params: Params, layout: Layout) -> None:
-    device = pick_device(params.device)
+    ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
     train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
     spec = side_info_spec(params.side_info, info)
@@ -78,6 +79,8 @@ def side_info_stage(params: Params, layout: Layout) -> None:
     model, result = train_side_info(params.side_info, train.images, spec, seed=params.seed,
                                     device=device, checkpoint=layout.checkpoint("side_info"),
                                     fingerprint=fp)
+    if not ctx.is_main:  # rank 0 writes the outputs
+        return
     save_model(model, spec, layout.side_info)
     write_history(result.history, layout.history("side_info"))
     save_embeddings(layout.side_info_embeddings, embed_images(model, train.images, device),
@@ -86,7 +89,7 @@ def side_info_stage(params: Params, layout: Layout) -> None:
 
 def version_stage(params: Params, layout: Layout, version: int) -> None:
     cfg = _version_config(params, version)
-    device = pick_device(params.device)
+    ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
     check_classes(params, info)
     train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
@@ -95,6 +98,8 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
     model, result = train_classifier(cfg, train, spec, seed=params.seed, device=device,
                                      checkpoint=layout.checkpoint(f"v{version}"), fingerprint=fp,
                                      desc=f"{params.family}@{version}")
+    if not ctx.is_main:
+        return
     save_model(model, spec, layout.version(version))
     write_history(result.history, layout.history(f"v{version}"))
     save_embeddings(layout.version_embeddings(version), embed_images(model, train.images, device),
@@ -106,7 +111,7 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
         raise ConfigError(f"unknown bct entry {name!r}; known: {', '.join(params.bct) or 'none'}")
     bct = params.bct[name]
     cfg = params.versions[bct.new]
-    device = pick_device(params.device)
+    ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
     train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
     old_model, _ = load_model(layout.version(bct.old), device)
@@ -120,6 +125,8 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     model, result = train_classifier(cfg, train, spec, seed=params.seed, device=device,
                                      checkpoint=layout.checkpoint(f"bct-{name}"), fingerprint=fp,
                                      desc=f"bct {name}", bct=influence)
+    if not ctx.is_main:
+        return
     save_model(model, spec, layout.bct(name))
     write_history(result.history, layout.history(f"bct-{name}"))
     save_embeddings(layout.bct_embeddings(name), embed_images(model, train.images, device),
@@ -131,7 +138,7 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
         raise ConfigError(f"unknown transformation {name!r}; known: "
                           f"{', '.join(params.transformations) or 'none'}")
     cfg = params.transformations[name]
-    device = pick_device(params.device)
+    ctx, device = init_from_env(pick_device(params.device))
     inputs = [layout.version_embeddings(cfg.source), layout.version_embeddings(cfg.target),
               layout.side_info_embeddings]
     old, new, side = (load_embeddings(p) for p in inputs)
@@ -142,6 +149,8 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
                                          seed=params.seed, device=device,
                                          checkpoint=layout.checkpoint(f"transform-{name}"),
                                          fingerprint=fp, desc=f"transform {name}")
+    if not ctx.is_main:
+        return
     out = layout.transformation(name)
     save_model(model, spec, out)
     write_history(result.history, layout.history(f"transform-{name}"))

@@ -14,8 +14,9 @@ from fct_registry.config import VersionConfig
 from fct_registry.data.augment import classifier_augment
 from fct_registry.data.prepared import TensorSplit
 from fct_registry.models.embedding import EmbeddingModel
+from fct_registry.training.distributed import context
 from fct_registry.training.embed import images_to_float
-from fct_registry.training.loop import LoopResult, run_training
+from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ def train_classifier(cfg: VersionConfig, train: TensorSplit, spec: dict, *, seed
     torch.manual_seed(seed)
     model = EmbeddingModel(spec["backbone"], spec["backbone_kwargs"], spec["in_channels"],
                            spec["embedding_dim"], spec["num_classes"], spec["mean"], spec["std"])
-    model = model.to(device, memory_format=torch.channels_last)
+    net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
+    ctx = context()
     data = train.subset(cfg.classes).to(device)
     old_classes = None
     if bct is not None:
@@ -57,10 +59,10 @@ def train_classifier(cfg: VersionConfig, train: TensorSplit, spec: dict, *, seed
         indices = indices.to(device)
         x = images_to_float(data.images[indices])
         if cfg.augment == "flip_crop":
-            x = classifier_augment(x, gen)
-        y = data.labels[indices]
-        emb = model(x.contiguous(memory_format=torch.channels_last))
-        logits = model.classifier(emb)
+            x = classifier_augment(x, gen)  # drawn for the global batch: same as 1 process
+        x, y = ctx.shard(x), ctx.shard(data.labels[indices])
+        emb = net(x.contiguous(memory_format=torch.channels_last))
+        logits = unwrap(net).classifier(emb)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         logs = {"accuracy": float((logits.argmax(1) == y).float().mean())}
         if bct is not None:
@@ -72,6 +74,6 @@ def train_classifier(cfg: VersionConfig, train: TensorSplit, spec: dict, *, seed
                 logs["influence_loss"] = float(influence.detach())
         return loss, logs
 
-    result = run_training(model, None, len(data.labels), step, cfg.optim, seed=seed, device=device,
+    result = run_training(net, None, len(data.labels), step, cfg.optim, seed=seed, device=device,
                           checkpoint=checkpoint, fingerprint=fingerprint, desc=desc)
-    return model, result
+    return unwrap(net), result

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from fct_registry.config import SideInfoConfig
 from fct_registry.data.augment import simclr_augment
 from fct_registry.models.embedding import SideInfoModel
+from fct_registry.training.distributed import context, gather_batch
 from fct_registry.training.embed import images_to_float
-from fct_registry.training.loop import LoopResult, run_training
+from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -47,16 +48,20 @@ def train_side_info(cfg: SideInfoConfig, images: torch.Tensor, spec: dict, *, se
     torch.manual_seed(seed)
     model = SideInfoModel(spec["backbone"], spec["backbone_kwargs"], spec["in_channels"],
                           spec["dim"], spec["projection_dim"], spec["mean"], spec["std"])
-    model = model.to(device, memory_format=torch.channels_last)
+    net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
+    ctx = context()
     images = images.to(device)
 
     def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         x = images_to_float(images[indices.to(device)])
-        views = torch.cat([simclr_augment(x, gen), simclr_augment(x, gen)])
-        z = model.project(model(views.contiguous(memory_format=torch.channels_last)))
+        # Views drawn for the global batch, then this rank's shard; negatives are all-gathered,
+        # so the loss is the single-process one on every rank.
+        v1, v2 = ctx.shard(simclr_augment(x, gen)), ctx.shard(simclr_augment(x, gen))
+        z = unwrap(net).project(net(torch.cat([v1, v2]).contiguous(
+            memory_format=torch.channels_last)))
         z1, z2 = z.chunk(2)
-        return nt_xent(z1, z2, cfg.temperature), {}
+        return nt_xent(gather_batch(z1), gather_batch(z2), cfg.temperature), {}
 
-    result = run_training(model, None, len(images), step, cfg.optim, seed=seed, device=device,
+    result = run_training(net, None, len(images), step, cfg.optim, seed=seed, device=device,
                           checkpoint=checkpoint, fingerprint=fingerprint, desc=desc)
-    return model, result
+    return unwrap(net), result

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fct_registry.config import OptimConfig
+from fct_registry.training.distributed import context, convert_batchnorm
 
 StepFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 """One optimisation step: ``(sample indices, augmentation generator) -> (loss, extra logs)``."""
@@ -41,6 +42,22 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
         count = min(count, max_batches)
     for i in range(count):
         yield order[i * batch_size : (i + 1) * batch_size]
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """The module a trainer's step should call: ``model`` itself in a single process, else
+    wrapped in DistributedDataParallel with global-batch batch-norm (see ``distributed``)."""
+    if not context().enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = convert_batchnorm(model, device)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                   else None)
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    return getattr(net, "module", net)
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
@@ -74,10 +91,15 @@ def run_training(
 ) -> LoopResult:
     """Train ``model`` for ``optim.epochs`` epochs.
 
-    ``step(indices, generator)`` returns ``(loss, logs)`` for one batch of sample indices. The
-    checkpoint at ``checkpoint`` is resumed when its ``fingerprint`` (a hash of the config) matches;
-    a stale checkpoint from another config is ignored.
+    ``step(indices, generator)`` returns ``(loss, logs)`` for one *global* batch of sample
+    indices (under torchrun the step computes its rank's shard; ``model`` is then the DDP wrapper
+    from :func:`prepare_model`). The checkpoint at ``checkpoint`` is resumed when its
+    ``fingerprint`` (a hash of the config) matches; a stale checkpoint from another config is
+    ignored. Only rank 0 writes it; every rank reads it (a shared folder across nodes).
     """
+    ctx = context()
+    ctx.check_batch(optim.batch_size)
+    module = unwrap(model)
     trainable = (params if params is not None
                  else [p for p in model.parameters() if p.requires_grad])
     optimizer = torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
@@ -99,14 +121,16 @@ def run_training(
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
+            module.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             result.history = state["history"]
             start_epoch = result.resumed_from_epoch = int(state["epoch"])
-            tqdm.write(f"{desc}: resuming after epoch {start_epoch} from {checkpoint}")
+            if ctx.is_main:
+                tqdm.write(f"{desc}: resuming after epoch {start_epoch} from {checkpoint}")
 
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(start_epoch, optim.epochs):
         model.train()
         gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
@@ -115,7 +139,7 @@ def run_training(
         bar = tqdm(epoch_batches(num_samples, optim.batch_size, seed, epoch, optim.max_batches),
                    total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{optim.epochs}",
                    leave=False, dynamic_ncols=True, mininterval=1.0,
-                   disable=None)  # no bar when not on a terminal (CI logs)
+                   disable=None if ctx.is_main else True)  # no bar off a terminal (CI logs)
         for indices in bar:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, logs = step(indices, gen)
@@ -127,16 +151,18 @@ def run_training(
             for k, v in {"loss": float(loss.detach()), **logs}.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{sums['loss'] / batches:.4f}")
-        row = {"epoch": epoch + 1, **{k: v / batches for k, v in sums.items()},
-               "lr": scheduler.get_last_lr()[0]}
+        means = ctx.mean({k: v / batches for k, v in sums.items()})
+        row = {"epoch": epoch + 1, **means, "lr": scheduler.get_last_lr()[0]}
         result.history.append(row)
-        tqdm.write(f"{desc} epoch {epoch + 1}/{optim.epochs}: "
-                   + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
-        _atomic_torch_save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(),
-             "history": result.history, "epoch": epoch + 1, "fingerprint": fingerprint},
-            checkpoint,
-        )
-    model.eval()
+        if ctx.is_main:
+            tqdm.write(f"{desc} epoch {epoch + 1}/{optim.epochs}: "
+                       + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+            _atomic_torch_save(
+                {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(),
+                 "history": result.history, "epoch": epoch + 1, "fingerprint": fingerprint},
+                checkpoint,
+            )
+        ctx.barrier()
+    module.eval()
     return result

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from fct_registry.config import TransformationConfig
 from fct_registry.models.transformations import TRANSFORMATIONS
-from fct_registry.training.loop import LoopResult, run_training
+from fct_registry.training.distributed import context
+from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
 
 
 def transformation_spec(cfg: TransformationConfig, old_dim: int, new_dim: int,
@@ -36,13 +37,15 @@ def train_transformation(cfg: TransformationConfig, old: torch.Tensor, side_info
     model = TRANSFORMATIONS.build(spec["type"], old_dim=spec["old_dim"], new_dim=spec["new_dim"],
                                   side_info_dim=spec["side_info_dim"],
                                   hidden_dim=spec["hidden_dim"]).to(device)
+    net = prepare_model(model, device)
+    ctx = context()
     old, side_info, new = old.to(device), side_info.to(device), new.to(device)
 
     def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        indices = indices.to(device)
-        pred = model(old[indices], side_info[indices])
+        indices = ctx.shard(indices).to(device)
+        pred = net(old[indices], side_info[indices])
         return F.mse_loss(pred.float(), new[indices]), {}
 
-    result = run_training(model, None, len(old), step, cfg.optim, seed=seed, device=device,
+    result = run_training(net, None, len(old), step, cfg.optim, seed=seed, device=device,
                           checkpoint=checkpoint, fingerprint=fingerprint, desc=desc)
-    return model, result
+    return unwrap(net), result

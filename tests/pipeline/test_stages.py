@@ -61,3 +61,53 @@ def test_stage_help_works():
         proc = subprocess.run([sys.executable, "-m", f"pipelines.{script}", "--help"], cwd=ROOT,
                               capture_output=True, text=True)
         assert proc.returncode == 0 and "--params" in proc.stdout, script
+
+
+def test_torchrun_command_single_and_multi_node():
+    from fct_registry.config import LauncherConfig
+    from fct_registry.pipeline.entry import torchrun_command
+
+    one = torchrun_command(LauncherConfig(kind="torchrun", nproc_per_node=4), "pipelines.x",
+                           ["--name", "a"])
+    assert one[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=4", "--nnodes=1",
+                       "--standalone", "-m", "pipelines.x", "--name", "a"]
+    many = torchrun_command(LauncherConfig(kind="torchrun", nnodes=2, rdzv_endpoint="n0:29400"),
+                            "pipelines.x", [])
+    assert "--rdzv-endpoint=n0:29400" in many and "--standalone" not in many
+
+
+def test_multi_node_without_rendezvous_is_rejected():
+    import pytest
+
+    from fct_registry.errors import ConfigError
+
+    raw = tiny_params()
+    raw["launcher"] = {"kind": "torchrun", "nnodes": 2}
+    with pytest.raises(ConfigError, match="rdzv_endpoint"):
+        parse_params(raw)
+
+
+def test_transformation_stage_under_torchrun(tmp_path):
+    """`launcher.kind: torchrun` makes the DVC stage relaunch itself as 2 gloo processes; rank 0
+    alone writes the outputs, which load as a working transformation."""
+    import torch
+
+    from fct_registry.models import load_model
+    from fct_registry.pipeline.stages import save_embeddings
+
+    layout = Layout(tmp_path / "out")
+    gen = torch.Generator().manual_seed(0)
+    for path, dim in ((layout.version_embeddings(1), 128), (layout.version_embeddings(2), 128),
+                      (layout.side_info_embeddings, 128)):
+        save_embeddings(path, torch.randn(256, dim, generator=gen), torch.randn(32, dim))
+    raw = tiny_params()
+    raw["launcher"] = {"kind": "torchrun", "nproc_per_node": 2}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.train_transformation", "--name", "1-2",
+                           "--params", str(_write(tmp_path, raw)), "--outputs", str(layout.root)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("transform 1-2 epoch 2/2") == 1  # only rank 0 reports
+    model, spec = load_model(layout.transformation("1-2"))
+    assert spec["from"] == 1 and spec["to"] == 2
+    assert model(torch.randn(4, 128), torch.randn(4, 128)).shape == (4, 128)
+    assert layout.history("transform-1-2").read_text().count("\n") == 3  # header + 2 epochs

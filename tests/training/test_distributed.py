@@ -1,0 +1,99 @@
+"""2-process DDP (gloo, CPU) ends with the single-process weights for a fixed seed and batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from fct_registry.config import OptimConfig, SideInfoConfig, TransformationConfig, VersionConfig
+from fct_registry.data.prepared import TensorSplit
+from fct_registry.training.distributed import DistContext, GlobalBatchNorm, init_from_env, shutdown
+
+SPEC_EMB = {"backbone": "smallcnn", "backbone_kwargs": {"width": 4}, "in_channels": 1,
+            "embedding_dim": 8, "num_classes": 4, "mean": [0.5], "std": [0.3]}
+SPEC_SIDE = {"backbone": "smallcnn", "backbone_kwargs": {"width": 4}, "in_channels": 1, "dim": 8,
+             "projection_dim": 8, "mean": [0.5], "std": [0.3]}
+SPEC_H = {"type": "fct", "old_dim": 6, "new_dim": 5, "side_info_dim": 3, "hidden_dim": 16}
+OPTIM = OptimConfig(epochs=2, batch_size=16, lr=1e-2, weight_decay=0.0, max_batches=3)
+
+
+def _data():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (64, 1, 12, 12), generator=gen, dtype=torch.uint8)
+    return TensorSplit(images, torch.arange(64) % 4), torch.randn(64, 6, generator=gen), \
+        torch.randn(64, 3, generator=gen), torch.randn(64, 5, generator=gen)
+
+
+def _train(kind: str, workdir: Path) -> dict[str, torch.Tensor]:
+    from fct_registry.training.classifier import train_classifier
+    from fct_registry.training.contrastive import train_side_info
+    from fct_registry.training.transformation import train_transformation
+
+    ctx, device = init_from_env(torch.device("cpu"))
+    split, old, side, new = _data()
+    common = {"seed": 1, "device": device, "fingerprint": "x",
+              "checkpoint": workdir / f"{kind}-{ctx.rank}-{ctx.world_size}.pt"}
+    if kind == "classifier":
+        model, _ = train_classifier(VersionConfig(optim=OPTIM), split, SPEC_EMB, desc="c", **common)
+    elif kind == "simclr":
+        cfg = SideInfoConfig(optim=OPTIM, temperature=0.5)
+        model, _ = train_side_info(cfg, split.images, SPEC_SIDE, **common)
+    else:
+        cfg = TransformationConfig.model_validate({"from": 1, "to": 2, "optim": OPTIM})
+        model, _ = train_transformation(cfg, old, side, new, SPEC_H, desc="h", **common)
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def _worker(rank: int, world: int, port: int, kind: str, workdir: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    try:
+        save_file(_train(kind, Path(workdir)), f"{workdir}/{kind}-rank{rank}.safetensors")
+    finally:
+        shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["classifier", "simclr", "transformation"])
+def test_two_process_ddp_matches_single_process(kind, tmp_path, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    single = _train(kind, tmp_path)
+    mp.spawn(_worker, args=(2, _free_port(), kind, str(tmp_path)), nprocs=2, join=True)
+    rank0 = load_file(str(tmp_path / f"{kind}-rank0.safetensors"))
+    rank1 = load_file(str(tmp_path / f"{kind}-rank1.safetensors"))
+    assert rank0.keys() == single.keys()
+    for key, value in single.items():
+        assert torch.equal(rank0[key], rank1[key]), f"ranks disagree on {key}"
+        if value.is_floating_point():
+            assert torch.allclose(rank0[key], value, atol=2e-4, rtol=1e-3), key
+        else:
+            assert torch.equal(rank0[key], value), key
+
+
+def test_global_batchnorm_is_plain_batchnorm_in_one_process():
+    x = torch.randn(10, 3, 4, 4)
+    ref = torch.nn.BatchNorm2d(3)
+    mine = GlobalBatchNorm(3)
+    assert torch.allclose(ref(x), mine(x), atol=1e-6)
+
+
+def test_shard_and_batch_divisibility():
+    ctx = DistContext(rank=1, world_size=2)
+    assert ctx.shard(torch.arange(8)).tolist() == [4, 5, 6, 7]
+    from fct_registry.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not divisible by the 2 training processes"):
+        ctx.check_batch(15)
