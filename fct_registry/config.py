@@ -7,6 +7,7 @@ time, before any training starts.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,16 +127,101 @@ class EvaluationConfig(_Strict):
     distance: Literal["l2", "cosine"] = "l2"
 
 
+GateCase = Literal["candidate", "baseline", "upgraded", "raw"]
+GateMetric = Literal["top1", "top5", "mAP"]
+
+
+class GateRule(_Strict):
+    """One release-gate threshold, in percent: ``case.metric >= fraction * reference.metric``
+    (relative) or ``case.metric >= minimum`` (absolute). Cases: ``candidate`` and ``baseline``
+    (each model on its own), ``upgraded`` (candidate queries against the baseline gallery
+    upgraded through the resolved chain), ``raw`` (against the baseline gallery as stored)."""
+
+    case: GateCase
+    metric: GateMetric = "top1"
+    reference: GateCase | None = None
+    fraction: float = Field(1.0, gt=0, le=10)
+    minimum: float | None = Field(None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> GateRule:
+        if (self.reference is None) == (self.minimum is None):
+            raise ValueError("give exactly one bound: `reference: CASE` (with `fraction`) or "
+                             "`minimum: PERCENT`")
+        if self.reference == self.case:
+            raise ValueError(f"a rule compares {self.case!r} with another case; set `reference` "
+                             "to a different case")
+        return self
+
+
+def _default_gate_rules() -> dict[str, GateRule]:
+    return {
+        "candidate-top1-vs-baseline": GateRule(case="candidate", metric="top1",
+                                               reference="baseline", fraction=1.0),
+        "upgraded-top1-vs-baseline": GateRule(case="upgraded", metric="top1",
+                                              reference="baseline", fraction=1.0),
+        "upgraded-top1-vs-candidate": GateRule(case="upgraded", metric="top1",
+                                               reference="candidate", fraction=0.9),
+        "upgraded-mAP-vs-baseline": GateRule(case="upgraded", metric="mAP",
+                                             reference="baseline", fraction=1.0),
+        "upgraded-mAP-vs-candidate": GateRule(case="upgraded", metric="mAP",
+                                              reference="candidate", fraction=0.85),
+    }
+
+
+class GateConfig(_Strict):
+    """The release gate (``fct gate``): which versions it compares and the rules they must pass.
+
+    ``candidate``/``baseline`` are selectors within ``family``: a version number, an alias or
+    ``latest`` (so ``production`` means ``<family>@production``).
+    """
+
+    candidate: str = Field("latest", pattern=r"^[A-Za-z0-9_-]+$")
+    baseline: str = Field("production", pattern=r"^[A-Za-z0-9_-]+$")
+    rules: dict[str, GateRule] = Field(default_factory=_default_gate_rules)
+
+    @field_validator("rules")
+    @classmethod
+    def _named_rules(cls, rules: dict[str, GateRule]) -> dict[str, GateRule]:
+        if not rules:
+            raise ValueError("declare at least one rule under `gate.rules:`")
+        bad = [name for name in rules if not re.fullmatch(r"[A-Za-z0-9_.-]+", name)]
+        if bad:
+            raise ValueError(f"rule names may use letters, digits, '.', '_' and '-'; got {bad}")
+        return rules
+
+
+class LauncherConfig(_Strict):
+    """How training stages run: one local process, or ``torchrun`` with DistributedDataParallel
+    (one process per GPU, or per CPU share with gloo). Several nodes: run ``dvc repro`` on each
+    with the same ``rdzv_endpoint`` (torchrun's c10d rendezvous)."""
+
+    kind: Literal["local", "torchrun"] = "local"
+    nproc_per_node: int = Field(2, ge=1)
+    nnodes: int = Field(1, ge=1)
+    rdzv_endpoint: str | None = Field(None, description="HOST:PORT of the rendezvous (nnodes>1)")
+    rdzv_id: str = "fct"
+
+    @model_validator(mode="after")
+    def _multi_node_needs_rendezvous(self) -> LauncherConfig:
+        if self.kind == "torchrun" and self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("launcher.nnodes > 1 needs launcher.rdzv_endpoint (HOST:PORT of "
+                             "the rendezvous, e.g. the first node's address and a free port)")
+        return self
+
+
 class Params(_Strict):
     family: str = Field("fashion", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     seed: int = 0
     device: str = "auto"
+    launcher: LauncherConfig = LauncherConfig()
     data: DataConfig = DataConfig()
     side_info: SideInfoConfig = SideInfoConfig()
     versions: dict[int, VersionConfig]
     transformations: dict[str, TransformationConfig] = Field(default_factory=dict)
     bct: dict[str, BctConfig] = Field(default_factory=dict)
     evaluation: EvaluationConfig = EvaluationConfig()
+    gate: GateConfig = GateConfig()
 
     @field_validator("versions")
     @classmethod

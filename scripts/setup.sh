@@ -2,6 +2,9 @@
 # Idempotent setup of everything the project needs; the Dockerfile runs this same script.
 #   scripts/setup.sh           system packages + .venv with the pinned requirements
 #   scripts/setup.sh --test    also what the test suite needs (PostgreSQL, Chromium)
+#   scripts/setup.sh --image   container build (root): also Python where the base image lacks it
+#                              (CUDA bases), and the non-root user `fct` (uid 10001) owning the
+#                              project folder
 # Fast when nothing changed: the venv is rebuilt only when requirements.txt/pyproject.toml change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +12,15 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 WITH_TEST=0
+WITH_IMAGE=0
 [[ "${1:-}" == "--test" ]] && WITH_TEST=1
+[[ "${1:-}" == "--image" ]] && WITH_IMAGE=1
 
 apt_packages=(dataset-fashion-mnist)
 [[ $WITH_TEST == 1 ]] && apt_packages+=(postgresql chromium)
+if [[ $WITH_IMAGE == 1 ]] && ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
+  apt_packages+=(python3 python3-venv)
+fi
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -23,6 +31,12 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) != 0 ]] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [[ $WITH_IMAGE == 1 ]] && rm -rf /var/lib/apt/lists/*
+fi
+
+if [[ $WITH_IMAGE == 1 ]]; then
+  id -u fct >/dev/null 2>&1 || useradd --create-home --uid 10001 --user-group --shell /bin/bash fct
+  chown fct:fct .
 fi
 
 stamp="$VENV/.fct-installed"

@@ -1,0 +1,155 @@
+"""``fct gate --candidate F@N --baseline F@production``: may the candidate replace the baseline?
+
+Exit status: 0 the gate passed (or there was nothing to gate), 1 a rule failed, 2 the gate could
+not judge (bad arguments, unreachable registry, missing outputs, any unexpected error), so CI
+can tell a failing model from a broken run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from fct_registry.errors import FctError
+
+DESCRIPTION = """\
+Release gate. On the held-out split (the stored test embeddings of `dvc repro`), measure the
+candidate on its own, the baseline on its own, candidate queries against the baseline gallery
+upgraded through the chain `fct resolve` picks, and against the raw baseline gallery (what
+shipping without a transformation would give). Check the rules of params.yaml's `gate:` section
+(e.g. the upgraded gallery's top-1 must not fall below the baseline's own, and must reach 90% of
+the candidate's own) and report each with its measured value and bound.
+
+--promote moves the baseline's alias (production) to the candidate only if every rule passes;
+with --promote or --record, the verdict and numbers are stored as fct.gate.* tags on the
+candidate version. Without them the gate is read-only.
+
+No production alias yet (first release): pass --bootstrap to compare with the newest version
+older than the candidate (or, for a family's first version, check only rules that need no
+baseline).
+
+Exit status: 0 pass (or candidate already is the baseline), 1 a rule failed, 2 the gate could
+not run."""
+
+EPILOG = """\
+examples:
+  fct gate                                   # params.yaml: fashion@latest vs fashion@production
+  fct gate --candidate fashion@3 --baseline fashion@production --promote
+  fct gate --bootstrap --promote             # first release: no production alias yet
+  fct gate --junit gate.xml --markdown gate.md --json-out gate.json"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "gate",
+        help="release gate: check a candidate version against production, optionally promote",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--candidate", metavar="F@N",
+                        help="version to judge (default: gate.candidate of --params, i.e. "
+                             "FAMILY@latest)")
+    parser.add_argument("--baseline", metavar="F@ALIAS",
+                        help="version it must not regress from (default: gate.baseline of "
+                             "--params, i.e. FAMILY@production)")
+    parser.add_argument("--params", type=Path, metavar="PATH",
+                        help="params file with the gate rules (default: ./params.yaml, or the "
+                             "built-in defaults when there is none)")
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
+                        help="pipeline outputs with the stored test embeddings "
+                             "(default: %(default)s)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else "
+                             "sqlite:///mlflow.db here)")
+    parser.add_argument("--bootstrap", action="store_true",
+                        help="when the baseline alias does not exist yet, compare with the "
+                             "previous version instead of failing with status 2")
+    parser.add_argument("--promote", action="store_true",
+                        help="move the baseline's alias to the candidate if every rule passes "
+                             "(implies --record)")
+    parser.add_argument("--record", action="store_true",
+                        help="store the verdict and numbers as fct.gate.* tags on the candidate")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--json-out", type=Path, metavar="PATH", help="also write the JSON report")
+    parser.add_argument("--junit", type=Path, metavar="PATH", help="also write JUnit XML")
+    parser.add_argument("--markdown", type=Path, metavar="PATH",
+                        help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    parser.add_argument("--distance", choices=("l2", "cosine"),
+                        help="retrieval distance (default: evaluation.distance of --params, the "
+                             "one registry numbers were measured with)")
+    parser.add_argument("--device", default="cpu",
+                        help="where to compute: cpu (default), cuda or auto")
+    parser.set_defaults(func=run)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Candidate, baseline, rules and distance: command line over params.yaml over defaults."""
+    from fct_registry.config import GateConfig, load_params
+
+    path = args.params or Path("params.yaml")
+    if args.params is not None or path.is_file():
+        params = load_params(path)  # a missing explicit --params is an error
+        family, gate, distance = params.family, params.gate, params.evaluation.distance
+    else:
+        family, gate, distance = None, GateConfig(), "l2"
+    candidate = args.candidate or (f"{family}@{gate.candidate}" if family else None)
+    if candidate is None:
+        raise FctError(f"no --candidate and no {path} to take the family from; pass "
+                       "--candidate FAMILY@N (e.g. fashion@latest)")
+    return {"candidate": candidate, "baseline": args.baseline or gate.baseline,
+            "rules": gate.rules, "distance": args.distance or distance}
+
+
+def run(args: argparse.Namespace) -> int:
+    from fct_registry.device import pick_device
+    from fct_registry.gate import report
+    from fct_registry.gate.evaluate import EXIT_ERROR, run_gate
+    from fct_registry.gate.promote import promotion_alias, record_and_promote
+    from fct_registry.pipeline.layout import Layout
+
+    try:
+        settings = _settings(args)
+        if args.promote:
+            from fct_registry.gate.evaluate import as_ref
+
+            promotion_alias(str(as_ref(settings["baseline"],
+                                       as_ref(settings["candidate"]).family)))
+        result = run_gate(
+            settings["candidate"], settings["baseline"], settings["rules"],
+            layout=Layout(args.outputs), tracking_uri=args.tracking_uri,
+            distance=settings["distance"], device=str(pick_device(args.device)),
+            bootstrap=args.bootstrap,
+        )
+        if args.promote or args.record:
+            record_and_promote(result, promote=args.promote, tracking_uri=args.tracking_uri)
+    except FctError as exc:
+        _error_reports(args, str(exc))
+        raise
+    except Exception as exc:  # a crash is a broken run (2), never a failing model (1)
+        traceback.print_exc()
+        message = f"the gate crashed ({type(exc).__name__}: {exc}); this is a bug or a broken " \
+                  "environment, not a verdict on the model"
+        _error_reports(args, message)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    report.write_reports(result, json_path=args.json_out, junit_path=args.junit,
+                         markdown_path=args.markdown)
+    print(report.to_json(result).rstrip("\n") if args.json else report.format_table(result))
+    return result.exit_code
+
+
+def _error_reports(args: argparse.Namespace, message: str) -> None:
+    """On exit 2, still leave JUnit/markdown saying why, so CI shows a broken run as one."""
+    from fct_registry.gate.report import error_junit_xml, error_markdown, write_text
+
+    try:
+        if args.junit:
+            write_text(args.junit, error_junit_xml(message))
+        if args.markdown:
+            write_text(args.markdown, error_markdown(message))
+    except OSError as exc:  # pragma: no cover - the original error matters more
+        print(f"warning: could not write the error report: {exc}", file=sys.stderr)
