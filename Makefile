@@ -26,8 +26,11 @@ test: setup-test  ## lint, then the whole test suite
 lint: setup  ## ruff
 	ruff check . && ruff format --check .
 
-bench: setup  ## benchmarks (ratios measured side by side)
+bench: setup  ## benchmarks (ratios measured side by side; ~10 minutes)
 	python benchmarks/bench_evaluation.py
+	python benchmarks/bench_resolver.py
+	python benchmarks/bench_upgrade.py
+	python benchmarks/bench_gate.py
 
 ui: setup  ## MLflow UI on the default store (http://127.0.0.1:5000)
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from fct_registry.errors import FctError
 
 # Module names under fct_registry.cli, in the order they appear in ``fct --help``.
-COMMANDS: tuple[str, ...] = ("evaluate",)
+COMMANDS: tuple[str, ...] = (
+    "evaluate", "register", "resolve", "graph", "embed", "upgrade", "search", "gate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

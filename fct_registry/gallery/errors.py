@@ -1,0 +1,45 @@
+"""Errors about galleries and where they are stored; each names the problem and the fix.
+
+They subclass :class:`~fct_registry.errors.DataError` (bad data) or :class:`StorageError` (a
+store that cannot be used), so the CLI reports them as ``error: ...`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+from fct_registry.errors import DataError, FctError
+
+
+class GalleryError(DataError):
+    """A gallery (manifest or shard) is missing, malformed or inconsistent."""
+
+
+class ManifestError(GalleryError):
+    """``manifest.json`` is missing, not valid JSON, or disagrees with the shards."""
+
+
+class SchemaError(GalleryError):
+    """A shard lacks a column, has the wrong type, or embeddings of the wrong size."""
+
+
+class NonFiniteError(GalleryError):
+    """Embeddings or side-info hold NaN or infinite values."""
+
+
+class SideInfoError(GalleryError):
+    """Side-info is missing, or was computed by another extractor than the chain reads."""
+
+
+class CorruptShardError(GalleryError):
+    """A shard's bytes differ from its recorded checksum, or Parquet cannot read it."""
+
+
+class StorageError(FctError):
+    """A local folder or S3 prefix cannot be read or written."""
+
+
+class StorageUnreachableError(StorageError):
+    """The S3 endpoint does not answer."""
+
+
+class NotFoundError(StorageError):
+    """An object or file that should exist does not."""

@@ -1,0 +1,142 @@
+"""``manifest.json``: what a gallery holds, so it can be checked and planned without reading it.
+
+Per shard: row count, sha256 and size of the file, embedding and side-info widths, and how many
+rows each family version and side-info extractor contributed. An upgraded gallery adds
+``provenance`` (the chains, transformation versions and the checksums of inputs and outputs).
+
+The JSON is canonical (sorted keys, fixed layout, no timestamps), so the same gallery always
+gives the same bytes: a resumed upgrade is byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from fct_registry.gallery.errors import ManifestError, NotFoundError
+from fct_registry.gallery.storage import Storage
+
+MANIFEST = "manifest.json"
+FORMAT = "fct-gallery/1"
+
+
+GroupKey = tuple[int, str | None]
+"""``(family version, side-info extractor ref or None)``: rows that one chain upgrades."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str  # relative to the gallery root
+    rows: int
+    sha256: str
+    bytes: int
+    embedding_dim: int
+    side_info_dim: int | None
+    groups: dict[GroupKey, int] = field(default_factory=dict)  # rows per (version, extractor)
+
+    @property
+    def versions(self) -> dict[int, int]:
+        out: Counter[int] = Counter()
+        for (version, _), n in self.groups.items():
+            out[version] += n
+        return dict(sorted(out.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rows": self.rows, "sha256": self.sha256, "bytes": self.bytes,
+                "embedding_dim": self.embedding_dim, "side_info_dim": self.side_info_dim,
+                "groups": [{"model_version": v, "side_info_version": s, "rows": n}
+                           for (v, s), n in sorted(self.groups.items(), key=_group_order)]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
+        groups = {(int(g["model_version"]), None if g["side_info_version"] is None
+                   else str(g["side_info_version"])): int(g["rows"]) for g in d["groups"]}
+        info = cls(path=str(d["path"]), rows=int(d["rows"]), sha256=str(d["sha256"]),
+                   bytes=int(d["bytes"]), embedding_dim=int(d["embedding_dim"]),
+                   side_info_dim=None if d.get("side_info_dim") is None
+                   else int(d["side_info_dim"]), groups=groups)
+        if sum(groups.values()) != info.rows:
+            raise ValueError(f"shard {info.path}: groups add up to {sum(groups.values())} rows, "
+                             f"not {info.rows}")
+        return info
+
+
+def _group_order(item: tuple[GroupKey, int]) -> tuple[int, str]:
+    (version, side), _ = item
+    return version, side or ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    family: str
+    shards: tuple[ShardInfo, ...]
+    provenance: dict[str, Any] | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def versions(self) -> dict[int, int]:
+        total: Counter[int] = Counter()
+        for s in self.shards:
+            total.update(s.versions)
+        return dict(sorted(total.items()))
+
+    @property
+    def groups(self) -> dict[GroupKey, int]:
+        total: Counter[GroupKey] = Counter()
+        for s in self.shards:
+            total.update(s.groups)
+        return dict(sorted(total.items(), key=_group_order))
+
+    def shards_with(self, key: GroupKey) -> list[str]:
+        return [s.path for s in self.shards if key in s.groups]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": FORMAT, "family": self.family, "rows": self.rows,
+                               "versions": {str(k): v for k, v in self.versions.items()},
+                               "groups": [{"model_version": v, "side_info_version": s,
+                                           "rows": n} for (v, s), n in self.groups.items()],
+                               "shards": [s.to_dict() for s in self.shards]}
+        if self.provenance is not None:
+            out["provenance"] = self.provenance
+        return out
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Manifest:
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != FORMAT:
+                raise ManifestError(f"{where}: format {raw.get('format')!r} is not {FORMAT!r}; "
+                                    "write galleries with `fct embed`")
+            manifest = cls(family=str(raw["family"]),
+                           shards=tuple(ShardInfo.from_dict(s) for s in raw["shards"]),
+                           provenance=raw.get("provenance"))
+        except ManifestError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ManifestError(f"{where} is not a valid gallery manifest ({type(exc).__name__}: "
+                                f"{exc}); restore it, or re-index the gallery with `fct embed`"
+                                ) from None
+        names = [s.path for s in manifest.shards]
+        if len(set(names)) != len(names):
+            raise ManifestError(f"{where} lists a shard twice; restore it or re-index the gallery")
+        return manifest
+
+
+def read_manifest(storage: Storage) -> tuple[Manifest, str]:
+    """The gallery's manifest and the sha256 of its bytes (what provenance records)."""
+    try:
+        data = storage.read_bytes(MANIFEST)
+    except NotFoundError:
+        raise ManifestError(f"{storage.uri} has no {MANIFEST}, so it is not a gallery (or its "
+                            "writer was interrupted); index images with `fct embed`, or finish "
+                            "the upgrade that writes it by rerunning `fct upgrade`") from None
+    return Manifest.from_json(data, f"{storage.uri}/{MANIFEST}"), hashlib.sha256(data).hexdigest()

@@ -1,0 +1,187 @@
+"""Top-k retrieval against a stored gallery: what a user of an upgraded gallery actually runs.
+
+The gallery is streamed in chunks sized from a memory budget; each chunk's distances (the
+evaluation's own :func:`~fct_registry.evaluation.pairwise_distance`) are merged into a running
+top-k, so memory is bounded by ``queries x chunk`` whatever the gallery's size. Ranking is exact
+and deterministic: a float32 distance widened to float64 leaves its 29 lowest mantissa bits zero,
+so the sort key is that bit pattern OR the row's position, i.e. distance first, then gallery
+order on exact ties (galleries up to 2**29 rows).
+
+:func:`topk_accuracy` scores the results the way
+:func:`~fct_registry.evaluation.retrieval_scores` scores CMC top-k (queries without any relevant
+gallery item are skipped; ``exclude_ids`` is its leave-one-out), so both agree on the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fct_registry.gallery import schema as S
+from fct_registry.gallery.errors import GalleryError, SchemaError
+from fct_registry.gallery.reader import Gallery
+
+POSITION_BITS = 29
+MAX_ROWS = 1 << POSITION_BITS
+BUDGET_BYTES = 128 * 2**20
+BYTES_PER_PAIR = 24  # float32 distance + float64 key + its int64 view, per (query, row)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The ``k`` nearest gallery rows of each query, nearest first (``-1``/None past the end)."""
+
+    ids: np.ndarray  # object [q, k]
+    distances: np.ndarray  # float32 [q, k]
+    positions: np.ndarray  # int64 [q, k]: row number in the gallery (manifest order)
+    labels: np.ndarray | None  # int64 [q, k] when the gallery has labels, else None
+    distance: str
+    gallery_version: int
+    gallery_label_counts: dict[int, int] | None  # rows per label in the gallery
+    excluded_labels: np.ndarray | None  # int64 [q]: label of the row excluded per query, or -1
+
+    @property
+    def k(self) -> int:
+        return self.ids.shape[1]
+
+
+def gallery_version(gallery: Gallery) -> int:
+    """The one family version a searchable gallery holds."""
+    versions = gallery.manifest.versions
+    if len(versions) != 1:
+        listed = ", ".join(f"{gallery.manifest.family}@{v}" for v in versions)
+        raise GalleryError(f"{gallery.uri} mixes versions ({listed}); embeddings of different "
+                           "versions are not comparable: upgrade it to one version first "
+                           "(`fct upgrade`)")
+    return next(iter(versions))
+
+
+def search(gallery: Gallery, queries: np.ndarray, *, k: int = 10, distance: str = "l2",
+           exclude_ids: Sequence[str] | None = None, query_version: int | None = None,
+           budget_bytes: int = BUDGET_BYTES) -> SearchResult:
+    """The ``k`` nearest gallery rows of each query embedding (rows of ``queries``).
+
+    ``exclude_ids[i]``: a gallery id that query ``i`` must not retrieve (the query's own item,
+    for leave-one-out). ``query_version``: the family version that embedded the queries; it must
+    be the gallery's (new-version queries need an upgraded gallery).
+    """
+    import torch
+
+    from fct_registry.evaluation.distances import DISTANCES
+
+    metric = DISTANCES.build(distance)
+    version = gallery_version(gallery)
+    family = gallery.manifest.family
+    if query_version is not None and query_version != version:
+        raise GalleryError(f"the queries are {family}@{query_version} embeddings but "
+                           f"{gallery.uri} holds {family}@{version}; they are not comparable: "
+                           f"upgrade the gallery (`fct upgrade --gallery {gallery.uri} --to "
+                           f"{family}@{query_version} --out ...`)")
+    queries = np.require(np.asarray(queries, dtype=np.float32), requirements=["C", "W"])
+    dims = {s.embedding_dim for s in gallery.manifest.shards}
+    if queries.ndim != 2 or dims != {queries.shape[1]}:
+        widths = "/".join(map(str, sorted(dims)))
+        raise SchemaError(f"queries have shape {list(queries.shape)} but {gallery.uri} holds "
+                          f"{widths}-d embeddings; embed the queries with {family}@{version}")
+    if not np.isfinite(queries).all():
+        raise SchemaError("queries hold NaN or infinite values; re-embed them")
+    if k < 1:
+        raise GalleryError(f"k must be at least 1, got {k}")
+    rows = gallery.manifest.rows
+    if rows > MAX_ROWS:
+        raise GalleryError(f"{gallery.uri} has {rows} rows; search supports up to {MAX_ROWS} "
+                           "(split the gallery)")
+    if exclude_ids is not None and len(exclude_ids) != len(queries):
+        raise GalleryError(f"{len(exclude_ids)} exclude_ids for {len(queries)} queries; pass one "
+                           "per query")
+    k = min(k, rows)
+    n_q = len(queries)
+    chunk = max(1, budget_bytes // (BYTES_PER_PAIR * max(n_q, 1)))
+    q = torch.from_numpy(queries)
+    exclude = None if exclude_ids is None else pa.array(list(exclude_ids), pa.string())
+
+    keys = torch.full((n_q, 0), 0, dtype=torch.int64)
+    ids = np.empty((n_q, 0), dtype=object)
+    labels: np.ndarray | None = None
+    label_counts: dict[int, int] | None = None
+    excluded = np.full(n_q, -1, dtype=np.int64) if exclude is not None else None
+    start = 0
+    first_shard = gallery.manifest.shards[0]
+    with gallery.shard(first_shard) as reader:
+        has_labels = S.LABEL in reader.schema.names
+    columns = [S.ID, S.EMBEDDING] + ([S.LABEL] if has_labels else [])
+    if has_labels:
+        labels, label_counts = np.empty((n_q, 0), dtype=np.int64), {}
+    for batch in gallery.batches(chunk, columns):
+        b = batch.num_rows
+        g = torch.from_numpy(np.require(  # Arrow buffers are read-only; copies only then
+            S.vectors(batch, S.EMBEDDING, f"{gallery.uri} rows {start}..", dim=queries.shape[1]),
+            requirements="W"))
+        batch_ids = np.asarray(batch.column(S.ID).to_pylist(), dtype=object)
+        batch_labels = None
+        if has_labels:
+            batch_labels = batch.column(S.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+            values, counts = np.unique(batch_labels, return_counts=True)
+            for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+                label_counts[v] = label_counts.get(v, 0) + c
+        dist = metric(q, g).clamp_(min=0.0).add_(0.0)  # +0.0: no negative zero in the keys
+        if exclude is not None:
+            hit = pc.index_in(exclude, value_set=batch.column(S.ID)).to_numpy(
+                zero_copy_only=False)
+            qi = np.flatnonzero(~np.isnan(hit.astype(np.float64)))
+            if qi.size:
+                rows_hit = hit[qi].astype(np.int64)
+                dist[torch.from_numpy(qi), torch.from_numpy(rows_hit)] = float("inf")
+                if batch_labels is not None:
+                    excluded[qi] = batch_labels[rows_hit]
+        chunk_keys = dist.double().view(torch.int64).bitwise_or_(
+            torch.arange(start, start + b, dtype=torch.int64))
+        top = torch.topk(chunk_keys, min(k, b), dim=1, largest=False, sorted=True)
+        local = top.indices.numpy()
+        merged = torch.cat([keys, top.values], dim=1)
+        best = torch.topk(merged, min(k, merged.shape[1]), dim=1, largest=False, sorted=True)
+        order = best.indices.numpy()
+        keys = best.values
+        ids = np.take_along_axis(np.concatenate([ids, batch_ids[local]], axis=1), order, axis=1)
+        if labels is not None and batch_labels is not None:
+            labels = np.take_along_axis(np.concatenate([labels, batch_labels[local]], axis=1),
+                                        order, axis=1)
+        start += b
+
+    mask = torch.tensor((1 << POSITION_BITS) - 1, dtype=torch.int64)
+    positions = keys.bitwise_and(mask)
+    distances = keys.bitwise_and(~mask).view(torch.float64).float().numpy()
+    positions = positions.numpy().copy()
+    past_end = ~np.isfinite(distances)  # only excluded rows were left to fill the k slots
+    positions[past_end], ids[past_end] = -1, None
+    if labels is not None:
+        labels[past_end] = -1
+    return SearchResult(ids, distances, positions, labels, distance, version, label_counts,
+                        excluded)
+
+
+def topk_accuracy(result: SearchResult, query_labels: np.ndarray,
+                  ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """CMC top-k in percent over the queries that have a relevant gallery row, as
+    :func:`~fct_registry.evaluation.retrieval_scores` counts them; plus ``queries`` counted."""
+    if result.labels is None or result.gallery_label_counts is None:
+        raise GalleryError("the gallery has no label column, so accuracy is undefined; index "
+                           "it from labelled data (fct embed stores labels when it has them)")
+    query_labels = np.asarray(query_labels, dtype=np.int64)
+    if len(query_labels) != result.ids.shape[0]:
+        raise GalleryError(f"{len(query_labels)} query labels for {result.ids.shape[0]} queries")
+    relevant = np.array([result.gallery_label_counts.get(int(lab), 0) for lab in query_labels])
+    if result.excluded_labels is not None:
+        relevant -= (result.excluded_labels == query_labels).astype(np.int64)
+    counted = relevant > 0
+    if not counted.any():
+        raise GalleryError("no query has a relevant gallery row (same label), so accuracy is "
+                           "undefined; check that query and gallery labels use the same classes")
+    hits = result.labels == query_labels[:, None]
+    out = {f"top{k}": 100.0 * float(hits[counted, :k].any(axis=1).mean()) for k in ks}
+    out["queries"] = float(counted.sum())
+    return out

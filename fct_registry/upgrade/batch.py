@@ -1,0 +1,169 @@
+"""The engine-independent step of an upgrade: one Arrow batch of a gallery in, upgraded out.
+
+:func:`upgrade_batch` knows nothing of files, shards or processes, so the local streaming job and
+distributed engines (Ray Data's ``map_batches``) run exactly the same code. Rows are routed by
+``(model_version, side_info_version)`` to the chain resolved for that pair; rows already at the
+target pass through. Everything is checked before a number is computed (widths, NaN/inf,
+side-info presence and extractor), and a failure names the row and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fct_registry.gallery import schema as S
+from fct_registry.gallery.errors import SchemaError, SideInfoError
+from fct_registry.gallery.manifest import GroupKey
+from fct_registry.upgrade.runner import ChainRunner
+
+RouteKey = GroupKey
+"""``(family version, side-info extractor ref or None)`` of a group of gallery rows."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """How rows of one ``RouteKey`` reach the target: a runner, or ``None`` when already there."""
+
+    runner: ChainRunner | None
+    label: str  # e.g. "fashion@1 -> fashion@3 via fashion-transformations/4" (for messages)
+
+    @property
+    def old_dim(self) -> int | None:
+        return None if self.runner is None else self.runner.old_dim
+
+    @property
+    def side_info_dim(self) -> int:
+        return 0 if self.runner is None else self.runner.side_info_dim
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Everything :func:`upgrade_batch` needs; picklable when its runners are."""
+
+    family: str
+    target: int
+    target_dim: int
+    routes: Mapping[RouteKey, Route]
+
+    def known(self) -> str:
+        return ", ".join(_key_label(self.family, k) for k in sorted(
+            self.routes, key=lambda k: (k[0], k[1] or ""))) or "none"
+
+
+def output_schema(schema: pa.Schema, target_dim: int) -> pa.Schema:
+    """``schema`` with the embedding widened/narrowed to the target's width; all else kept."""
+    i = schema.get_field_index(S.EMBEDDING)
+    field = pa.field(S.EMBEDDING, S.vector_type(target_dim), nullable=False)
+    return schema.set(i, field).remove_metadata()
+
+
+def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch"
+                  ) -> pa.RecordBatch:
+    """Upgrade every row of ``batch`` to ``plan.target``; other columns are carried through.
+
+    Raises a :class:`~fct_registry.gallery.errors.GalleryError` subclass (nothing is returned)
+    for a missing column, wrong widths, NaN/inf, side-info that is missing or from another
+    extractor than the route's chain reads, or a version the plan has no route for.
+    """
+    S.check_columns(batch.schema, where)
+    n = batch.num_rows
+    out_schema = output_schema(batch.schema, plan.target_dim)
+    if n == 0:
+        return pa.RecordBatch.from_pylist([], schema=out_schema)
+    versions = S.int_column(batch, S.MODEL_VERSION, where)
+    extractors = (batch.column(S.SIDE_INFO_VERSION)
+                  if S.SIDE_INFO_VERSION in batch.schema.names else None)
+    groups = _groups(versions, extractors, n)
+    for key in groups:
+        if key not in plan.routes:
+            raise _no_route(plan, key, where, rows=groups[key])
+    needs_side = any(plan.routes[k].side_info_dim for k in groups)
+    dims = {plan.routes[k].old_dim for k in groups} - {None}
+    if len(dims) > 1:
+        raise SchemaError(f"{where}: rows need chains reading {sorted(dims)}-d embeddings, but a "
+                          "shard holds one width; split the shard by version")
+    old_dim = dims.pop() if dims else plan.target_dim
+    old = S.vectors(batch, S.EMBEDDING, where, dim=old_dim,
+                    what=f"the chain for {_route_labels(plan, groups)}")
+    side = None
+    if needs_side:
+        side_dims = {plan.routes[k].side_info_dim for k in groups} - {0}
+        side = S.vectors(batch, S.SIDE_INFO, where, dim=side_dims.pop() if len(side_dims) == 1
+                         else None, what=f"the chain for {_route_labels(plan, groups)}")
+
+    if len(groups) == 1:  # the usual case: no gather/scatter copies
+        ((key, _),) = groups.items()
+        new = _run(plan.routes[key], old, side, plan.target_dim, where)
+    else:
+        new = np.empty((n, plan.target_dim), dtype=np.float32)
+        for key, rows in groups.items():
+            route = plan.routes[key]
+            part_side = side[rows] if side is not None and route.side_info_dim else None
+            new[rows] = _run(route, old[rows], part_side, plan.target_dim, where)
+
+    columns = list(batch.columns)
+    columns[batch.schema.get_field_index(S.EMBEDDING)] = S.vectors_array(new)
+    i = batch.schema.get_field_index(S.MODEL_VERSION)
+    columns[i] = pa.array(np.full(n, plan.target, dtype=np.int64)).cast(batch.schema.field(i).type)
+    return pa.RecordBatch.from_arrays(columns, schema=out_schema)
+
+
+def _groups(versions: np.ndarray, extractors: pa.Array | None, n: int
+            ) -> dict[RouteKey, np.ndarray | slice]:
+    """Row indices per route key (a full slice when the whole batch shares one key)."""
+    if extractors is None:
+        names: list[str | None] = [None]
+        codes = np.zeros(n, dtype=np.int64)
+    else:
+        encoded = pc.dictionary_encode(extractors)
+        names = encoded.dictionary.to_pylist()
+        codes = encoded.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+        names.append(None)
+    if n and (versions == versions[0]).all() and (codes == codes[0]).all():
+        return {(int(versions[0]), names[int(codes[0])]): slice(None)}
+    pairs = versions * (len(names) + 1) + codes
+    out: dict[RouteKey, np.ndarray | slice] = {}
+    for pair in np.unique(pairs):
+        out[(int(pair // (len(names) + 1)), names[int(pair % (len(names) + 1))])] = (
+            np.flatnonzero(pairs == pair))
+    return out
+
+
+def _run(route: Route, old: np.ndarray, side: np.ndarray | None, target_dim: int,
+         where: str) -> np.ndarray:
+    if route.runner is None:
+        return old
+    new = route.runner(old, side)
+    if new.shape != (len(old), target_dim):
+        raise SchemaError(f"{where}: {route.label} produced {list(new.shape)}, expected "
+                          f"[{len(old)}, {target_dim}]; the chain does not end at the target")
+    return new
+
+
+def _key_label(family: str, key: RouteKey) -> str:
+    return f"{family}@{key[0]} with side-info {key[1] or 'none'}"
+
+
+def _route_labels(plan: BatchPlan, groups: Mapping[RouteKey, object]) -> str:
+    return "; ".join(plan.routes[k].label for k in groups)
+
+
+def _no_route(plan: BatchPlan, key: RouteKey, where: str, rows: object) -> Exception:
+    first = 0 if isinstance(rows, slice) else int(np.asarray(rows)[0])
+    versions = {k[0] for k in plan.routes}
+    if key[0] in versions:
+        extractors = sorted({k[1] or "none" for k in plan.routes if k[0] == key[0]})
+        return SideInfoError(
+            f"{where}: row {first} holds side-info from {key[1] or 'no extractor'}, but the "
+            f"chain planned for {plan.family}@{key[0]} reads {', '.join(extractors)}; "
+            "extractors are never mixed: re-index those rows, or make the manifest list "
+            "their extractor so a chain is resolved for it")
+    return SchemaError(
+        f"{where}: row {first} is {_key_label(plan.family, key)}, which the manifest does not "
+        f"list (planned: {plan.known()}); the shard and its manifest disagree: restore the "
+        "manifest or re-index the shard")
