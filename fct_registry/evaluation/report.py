@@ -75,15 +75,13 @@ def plot_matrix(report: dict, family: str, path: Path) -> None:
     ax.set_ylabel("query version")
     for i in range(len(versions)):
         for j in range(len(versions)):
-            text = "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}"
-            ax.text(
-                j,
-                i,
-                text,
-                ha="center",
-                va="center",
-                color="white" if np.isnan(grid[i, j]) or grid[i, j] < np.nanmean(grid) else "black",
-            )
+            if np.isnan(grid[i, j]):  # newer gallery, older query: FCT has no backward edges
+                ax.text(j, i, "no backward\ntransformation", ha="center", va="center",
+                        color="gray", fontsize=8)
+            else:
+                dark = grid[i, j] < np.nanmean(grid)
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center",
+                        color="white" if dark else "black")
     ax.set_title(f"{family}: cross-version top-1 (%)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
