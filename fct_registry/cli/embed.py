@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from fct_registry.cli._common import add_tracking_uri
 from fct_registry.errors import FctError
 
 DESCRIPTION = """\
@@ -53,9 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     parser.add_argument("--without-side-info", action="store_true",
                         help="store no side-info (only chains reading none can upgrade it)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, "
-                        "else MLflow's default sqlite:///mlflow.db)")
+    add_tracking_uri(parser)
     parser.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     parser.set_defaults(func=run)
 

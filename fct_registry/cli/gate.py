@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from fct_registry.cli._common import add_tracking_uri
 from fct_registry.errors import FctError
 
 DESCRIPTION = """\
@@ -62,9 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
                         help="pipeline outputs with the stored test embeddings "
                              "(default: %(default)s)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else "
-                             "sqlite:///mlflow.db here)")
+    add_tracking_uri(parser)
     parser.add_argument("--bootstrap", action="store_true",
                         help="when the baseline alias does not exist yet, compare with the "
                              "previous version instead of failing with status 2")

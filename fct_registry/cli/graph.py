@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fct_registry.cli._common import add_tracking_uri
+
 DESCRIPTION = """\
 Draw a family's compatibility graph from the registry: versions as nodes, registered
 transformations as arcs labelled with their measured top-1 (percent), coloured by the side-info
@@ -26,12 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("family", metavar="FAMILY", help="the family's registered model name")
-    parser.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, else MLflow's "
-        "default sqlite:///mlflow.db)",
-    )
+    add_tracking_uri(parser)
     parser.add_argument(
         "--out",
         type=Path,

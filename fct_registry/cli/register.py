@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from fct_registry.cli._common import add_tracking_uri
+
 DESCRIPTION = """\
 Register the pipeline's side-info extractor, every embedding version and every transformation
 in the MLflow Model Registry, with links between them (fct.* tags), evaluation metrics, the
@@ -38,9 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="params file the outputs were built from (default: %(default)s)")
     parser.add_argument("--outputs", type=Path, default=Path("outputs"),
                         help="root folder of pipeline outputs (default: %(default)s)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                        "sqlite:///./mlflow.db)")
+    add_tracking_uri(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the registration summary as JSON")
     parser.set_defaults(func=run)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fct_registry.cli._common import add_tracking_uri
 from fct_registry.errors import DataError, FctError
 
 DESCRIPTION = """\
@@ -43,12 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "target", metavar="TO", help="the version to upgrade to: fashion@3, @production, @latest"
     )
-    parser.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, else MLflow's "
-        "default sqlite:///mlflow.db)",
-    )
+    add_tracking_uri(parser)
     parser.add_argument(
         "--side-info",
         metavar="F-side-info/N",

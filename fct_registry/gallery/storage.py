@@ -15,7 +15,6 @@ variable that set it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fct_registry._files import sha256_file
 from fct_registry.gallery.errors import NotFoundError, StorageError, StorageUnreachableError
 
 TMP_SUFFIX = ".fct-tmp"
@@ -32,14 +32,6 @@ TMP_SUFFIX = ".fct-tmp"
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 SHA256_METADATA = "sha256"
 _CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Storage(ABC):

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fct_registry._files import sha256_file
 from fct_registry.errors import FctError
 
 if TYPE_CHECKING:
@@ -30,14 +31,6 @@ _CHUNK = 1 << 20
 
 class ChecksumError(FctError):
     """A model artifact is missing or its sha256 differs from the one recorded at registration."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_checksums(root: str | Path, files: Iterable[str]) -> dict[str, str]:
