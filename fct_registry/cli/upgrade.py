@@ -24,17 +24,23 @@ an uninterrupted run; rerunning after success does nothing. The output manifest 
 chains, the transformation versions and the checksums of every input and output shard.
 
 SRC and DST are local folders or s3://bucket/prefix (boto3: AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for S3-compatible servers)."""
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for S3-compatible servers).
+
+--engine ray runs the same per-batch step on a pool of Ray Data actors, one shard per task
+(a private local Ray by default, or a cluster with --ray-address); the output is byte-identical
+to --engine local's, and either engine can resume a run the other was interrupted in."""
 
 EPILOG = """\
 examples:
   fct upgrade --gallery galleries/v1 --to fashion@3 --out galleries/v1-to-3 --dry-run
   fct upgrade --gallery galleries/v1 --to fashion@production --out galleries/v1-up
   AWS_ENDPOINT_URL=http://127.0.0.1:9000 \\
-    fct upgrade --gallery s3://bucket/g/v1 --to fashion@3 --out s3://bucket/g/v3"""
+    fct upgrade --gallery s3://bucket/g/v1 --to fashion@3 --out s3://bucket/g/v3
+  fct upgrade --gallery galleries/v1 --to fashion@3 --out galleries/v1-to-3 --engine ray"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from fct_registry.upgrade.engines import ENGINES
     from fct_registry.upgrade.job import DEFAULT_BATCH_SIZE
 
     parser = subparsers.add_parser(
@@ -58,7 +64,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="rows per batch through the chain and per output row group "
                         "(default: %(default)s); part of the job's identity when resuming")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="ONNX Runtime threads (default: one per core)")
+                        help="ONNX Runtime threads (default: one per core; with --engine ray, "
+                        "per worker: CPUs / workers)")
+    parser.add_argument("--engine", choices=ENGINES.names(), default="local",
+                        help="where shards are processed: local (this process) or ray (Ray "
+                        "Data actors, needs ray[data]); same output bytes (default: local)")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="with --engine ray: a running Ray cluster (ray://head:10001, or "
+                        "auto); default: start a private local Ray on this machine's CPUs")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="with --engine ray: actors, each loading the chain once "
+                        "(default: one per CPU, at most one per shard)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the chains, the row count and the estimated time; write "
                         "nothing")
@@ -75,12 +91,13 @@ def run(args: argparse.Namespace) -> int:
     from fct_registry.gallery import Gallery, open_storage
     from fct_registry.registry.refs import parse_ref
     from fct_registry.registry.register import redact_uri
-    from fct_registry.upgrade import plan_from_registry, upgrade_gallery
+    from fct_registry.upgrade import plan_from_registry
 
     if args.batch_size < 1:
         raise FctError(f"--batch-size must be a positive number of rows, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         raise FctError(f"--threads must be at least 1, got {args.threads}")
+    engine = _engine(args)
     target = parse_ref(args.to)
     source = Gallery.open(args.gallery)
     dest = open_storage(args.out)
@@ -93,12 +110,13 @@ def run(args: argparse.Namespace) -> int:
                                   gallery=source.uri, threads=args.threads, registry=registry)
         if args.dry_run:
             return _dry_run(args, source, dest, plan)
-        report = upgrade_gallery(source, dest, plan, batch_size=args.batch_size,
-                                 progress=not args.no_progress, keep_going=args.keep_going)
+        report = engine.run(source, dest, plan, batch_size=args.batch_size,
+                            progress=not args.no_progress, keep_going=args.keep_going)
     summary = {
         "source": report.source,
         "destination": report.destination,
         "target": f"{plan.family}@{plan.target}",
+        "engine": args.engine,
         "rows": report.rows,
         "shards": report.shards,
         "skipped_shards": report.skipped_shards,
@@ -126,6 +144,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {label}")
         print(f"wrote {dest.uri}/manifest.json")
     return 0
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    """The engine ``--engine`` names, with the options that apply to it."""
+    from fct_registry.upgrade.engines import create_engine
+
+    if args.engine != "ray":
+        given = [flag for flag, value in (("--ray-address", args.ray_address),
+                                          ("--workers", args.workers)) if value is not None]
+        if given:
+            raise FctError(f"{' and '.join(given)} only "
+                           f"{'apply' if len(given) > 1 else 'applies'} to --engine ray; add "
+                           "--engine ray or drop it")
+        return create_engine(args.engine)
+    if args.workers is not None and args.workers < 1:
+        raise FctError(f"--workers must be at least 1, got {args.workers}")
+    return create_engine("ray", address=args.ray_address, workers=args.workers,
+                         threads=args.threads)
 
 
 def _dry_run(args: argparse.Namespace, source: Any, dest: Any, plan: Any) -> int:

@@ -141,22 +141,18 @@ def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> Des
     return DestinationState(False, done, True)
 
 
-def upgrade_gallery(source: Gallery, dest: Storage, plan: UpgradePlan, *,
-                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
-                    keep_going: bool = False) -> UpgradeReport:
-    """Upgrade every row of ``source`` to ``plan.target`` into ``dest`` (see module docstring).
+def start_job(source: Gallery, dest: Storage, plan: UpgradePlan,
+              batch_size: int) -> tuple[UpgradeReport, DestinationState | None]:
+    """What every engine does first: validate, inspect the destination, write the job file.
 
-    Rerunning after an interruption finishes the job; rerunning after success does nothing.
-    With ``keep_going``, a bad shard is reported and skipped (nothing written for it) and the
-    rest is upgraded; :class:`UpgradeIncompleteError` then lists the failures and no manifest
-    is written.
+    Returns the report and the destination's state, or ``None`` when the job is already
+    complete (the report then describes the finished output).
     """
     if batch_size < 1:
         raise FctError(f"batch size must be positive, got {batch_size}")
     if source.storage.contains(dest) or dest.contains(source.storage):
         raise DestinationError(f"the output {dest.uri} overlaps the source {source.uri}; the "
                                "source is never written to: choose an --out outside it")
-    wall, cpu = time.perf_counter(), time.process_time()
     fingerprint = plan.fingerprint(batch_size)
     manifest = source.manifest
     report = UpgradeReport(source.uri, dest.uri, manifest.rows, len(manifest.shards),
@@ -168,10 +164,28 @@ def upgrade_gallery(source: Gallery, dest: Storage, plan: UpgradePlan, *,
         report.already_complete = True
         report.skipped_shards, report.skipped_rows = report.shards, report.rows
         report.manifest = Manifest.from_json(dest.read_bytes(MANIFEST), dest.uri)
-        return report
-    if not state.started:
+        return report, None
+    if not state.started:  # the job file: any engine can resume any other's run
         dest.write_bytes(JOB_FILE, _json({"fingerprint": fingerprint, "source": source.uri,
                                           "plan": plan.record(), "batch_size": batch_size}))
+    return report, state
+
+
+def upgrade_gallery(source: Gallery, dest: Storage, plan: UpgradePlan, *,
+                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
+                    keep_going: bool = False) -> UpgradeReport:
+    """Upgrade every row of ``source`` to ``plan.target`` into ``dest`` (see module docstring).
+
+    Rerunning after an interruption finishes the job; rerunning after success does nothing.
+    With ``keep_going``, a bad shard is reported and skipped (nothing written for it) and the
+    rest is upgraded; :class:`UpgradeIncompleteError` then lists the failures and no manifest
+    is written.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
+    report, state = start_job(source, dest, plan, batch_size)
+    if state is None:
+        return report
+    fingerprint, manifest = report.fingerprint, source.manifest
 
     batch_plan = plan.batch_plan()
     outputs: dict[str, ShardInfo] = {}
