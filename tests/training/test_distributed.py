@@ -38,7 +38,7 @@ def _train(kind: str, workdir: Path) -> dict[str, torch.Tensor]:
     ctx, device = init_from_env(torch.device("cpu"))
     split, old, side, new = _data()
     common = {"seed": 1, "device": device, "fingerprint": "x",
-              "checkpoint": workdir / f"{kind}-{ctx.rank}-{ctx.world_size}.pt"}
+              "checkpoint": workdir / f"{kind}-{ctx.world_size}.pt"}  # shared by ranks
     if kind == "classifier":
         model, _ = train_classifier(VersionConfig(optim=OPTIM), split, SPEC_EMB, desc="c", **common)
     elif kind == "simclr":
@@ -50,12 +50,30 @@ def _train(kind: str, workdir: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def _worker(rank: int, world: int, port: int, kind: str, workdir: str) -> None:
+class _Interrupted(Exception):
+    pass
+
+
+def _worker(rank: int, world: int, port: int, kind: str, workdir: str,
+            crash_at_epoch: int | None = None) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    if crash_at_epoch is not None:  # both ranks die when that epoch starts (after a checkpoint)
+        from fct_registry.training import loop
+
+        batches = loop.epoch_batches
+
+        def crashing(n, batch_size, seed, epoch, max_batches):
+            if epoch == crash_at_epoch:
+                raise _Interrupted
+            return batches(n, batch_size, seed, epoch, max_batches)
+
+        loop.epoch_batches = crashing
     try:
         save_file(_train(kind, Path(workdir)), f"{workdir}/{kind}-rank{rank}.safetensors")
+    except _Interrupted:
+        pass  # an interrupted run: only its checkpoint is left
     finally:
         shutdown()
 
@@ -81,6 +99,20 @@ def test_two_process_ddp_matches_single_process(kind, tmp_path, monkeypatch):
             assert torch.allclose(rank0[key], value, atol=2e-4, rtol=1e-3), key
         else:
             assert torch.equal(rank0[key], value), key
+
+
+def test_ddp_resume_after_interruption_matches_single_process(tmp_path, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    single = _train("transformation", tmp_path / "single")
+    work = tmp_path / "ddp"
+    work.mkdir()
+    mp.spawn(_worker, args=(2, _free_port(), "transformation", str(work), 1), nprocs=2)
+    assert not (work / "transformation-rank0.safetensors").exists()  # it died after epoch 1
+    mp.spawn(_worker, args=(2, _free_port(), "transformation", str(work)), nprocs=2)
+    resumed = load_file(str(work / "transformation-rank0.safetensors"))
+    for key, value in single.items():
+        assert torch.allclose(resumed[key].float(), value.float(), atol=2e-4, rtol=1e-3), key
 
 
 def test_global_batchnorm_is_plain_batchnorm_in_one_process():
