@@ -185,3 +185,17 @@ def evaluate_stage(params: Params, layout: Layout) -> dict:
     (out / "compatibility.md").write_text(markdown_table(report, params.family))
     plot_matrix(report, params.family, out / "compatibility.png")
     return report
+
+
+def run_pipeline(params: Params, layout: Layout) -> dict:
+    """Every training and evaluation stage in ``dvc.yaml``'s order, in this process (notebooks,
+    tests, a quick GPU check); ``dvc repro`` remains the way to run it incrementally."""
+    prepare_stage(params, layout)
+    side_info_stage(params, layout)
+    for version in params.versions:
+        version_stage(params, layout, version)
+    for name in params.bct:
+        bct_stage(params, layout, name)
+    for name in params.transformations:
+        transformation_stage(params, layout, name)
+    return evaluate_stage(params, layout)

@@ -67,13 +67,7 @@ def build_family(root: Path) -> GateFamily:
     raw = gate_params()
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     params, layout = parse_params(raw), Layout(root / "outputs")
-    stages.prepare_stage(params, layout)
-    stages.side_info_stage(params, layout)
-    for version in params.versions:
-        stages.version_stage(params, layout, version)
-    for name in params.transformations:
-        stages.transformation_stage(params, layout, name)
-    stages.evaluate_stage(params, layout)
+    stages.run_pipeline(params, layout)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     register_pipeline(params, layout, uri, root=root)
     return GateFamily(root, uri)

@@ -70,13 +70,7 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
     pipeline = TinyPipeline(root, registry_params())
     (root / "params.yaml").write_text(yaml.safe_dump(pipeline.raw))
     params, layout = pipeline.params, pipeline.layout
-    stages.prepare_stage(params, layout)
-    stages.side_info_stage(params, layout)
-    for version in params.versions:
-        stages.version_stage(params, layout, version)
-    for name in params.transformations:
-        stages.transformation_stage(params, layout, name)
-    stages.evaluate_stage(params, layout)
+    stages.run_pipeline(params, layout)
     return pipeline
 
 
