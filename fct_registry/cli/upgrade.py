@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fct_registry.cli._common import add_tracking_uri
 from fct_registry.errors import FctError
 
 DESCRIPTION = """\
@@ -57,9 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DST",
                         help="where the upgraded gallery goes (empty, or an interrupted run of "
                         "this same upgrade)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, "
-                        "else MLflow's default sqlite:///mlflow.db)")
+    add_tracking_uri(parser)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="ROWS",
                         help="rows per batch through the chain and per output row group "
                         "(default: %(default)s); part of the job's identity when resuming")
