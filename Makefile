@@ -20,7 +20,7 @@ repro: setup  ## run the whole pipeline on the embedded default (dvc repro)
 	@echo; cat outputs/eval/compatibility.md
 
 test: setup-test  ## lint, then the whole test suite
-	ruff check .
+	ruff check . && ruff format --check .
 	python -m pytest -q
 
 lint: setup  ## ruff

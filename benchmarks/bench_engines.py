@@ -99,20 +99,35 @@ def child(args: argparse.Namespace) -> int:
         import ray
 
         start = time.perf_counter()
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-                 logging_level=logging.WARNING)
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
         startup = time.perf_counter() - start
         options = {"workers": args.workers} if args.workers else {}
     engine = create_engine(args.child, **options)
     tree, wall0 = TreeCpu(), time.perf_counter()
-    report = engine.run(Gallery.open(args.gallery), open_storage(args.out), plan,
-                        batch_size=args.batch_size)
+    report = engine.run(
+        Gallery.open(args.gallery), open_storage(args.out), plan, batch_size=args.batch_size
+    )
     wall, cpu = time.perf_counter() - wall0, tree.stop()
     if ray is not None:
         ray.shutdown()
-    print(json.dumps({"engine": args.child, "rows": report.upgraded_rows, "wall": wall,
-                      "tree_cpu": cpu, "report_cpu": report.cpu_seconds, "startup": startup,
-                      "shards": [s.sha256 for s in report.manifest.shards]}))
+    print(
+        json.dumps(
+            {
+                "engine": args.child,
+                "rows": report.upgraded_rows,
+                "wall": wall,
+                "tree_cpu": cpu,
+                "report_cpu": report.cpu_seconds,
+                "startup": startup,
+                "shards": [s.sha256 for s in report.manifest.shards],
+            }
+        )
+    )
     return 0
 
 
@@ -165,16 +180,28 @@ class TreeMemory:
         self._thread.join()
 
 
-def run_engine(engine: str, gallery: Path, out: Path, onnx: Path, args: argparse.Namespace
-               ) -> dict[str, Any]:
+def run_engine(
+    engine: str, gallery: Path, out: Path, onnx: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, __file__, "--child", engine, "--gallery", str(gallery), "--out",
-           str(out), "--onnx", str(onnx), "--batch-size", str(args.batch_size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        engine,
+        "--gallery",
+        str(gallery),
+        "--out",
+        str(out),
+        "--onnx",
+        str(onnx),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     memory = TreeMemory(proc.pid)
     stdout, stderr = proc.communicate()
     memory.stop()
@@ -189,8 +216,12 @@ def run_engine(engine: str, gallery: Path, out: Path, onnx: Path, args: argparse
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=500_000)
-    parser.add_argument("--shard-rows", type=int, default=100_000,
-                        help="rows per shard (`fct embed`'s default: %(default)s)")
+    parser.add_argument(
+        "--shard-rows",
+        type=int,
+        default=100_000,
+        help="rows per shard (`fct embed`'s default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--engines", default="local,ray")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median)")
@@ -213,40 +244,54 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-engines-"))
     workdir.mkdir(parents=True, exist_ok=True)
     fam = default_family()
-    hop = TRANSFORMATIONS.build(fam["kind"], old_dim=fam["old_dim"], new_dim=fam["new_dim"],
-                                side_info_dim=fam["side_dim"], hidden_dim=fam["hidden"])
-    onnx = export_chain(TransformationChain([hop]), workdir / "chain.onnx", fam["old_dim"],
-                        fam["side_dim"])
+    hop = TRANSFORMATIONS.build(
+        fam["kind"],
+        old_dim=fam["old_dim"],
+        new_dim=fam["new_dim"],
+        side_info_dim=fam["side_dim"],
+        hidden_dim=fam["hidden"],
+    )
+    onnx = export_chain(
+        TransformationChain([hop]), workdir / "chain.onnx", fam["old_dim"], fam["side_dim"]
+    )
     gallery = workdir / "gallery"
     if not gallery.exists():
-        write_synthetic(gallery, args.rows, fam["old_dim"], fam["side_dim"],
-                        shard_rows=args.shard_rows)
+        write_synthetic(
+            gallery, args.rows, fam["old_dim"], fam["side_dim"], shard_rows=args.shard_rows
+        )
     size = sum(p.stat().st_size for p in gallery.iterdir()) / 2**20
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; gallery "
-          f"{args.rows:,} rows ({size:,.0f} MiB, {-(-args.rows // args.shard_rows)} shards), "
-          f"chain {fam['kind']} {fam['old_dim']}+{fam['side_dim']}->{fam['new_dim']} hidden "
-          f"{fam['hidden']}, batch {args.batch_size}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; gallery "
+        f"{args.rows:,} rows ({size:,.0f} MiB, {-(-args.rows // args.shard_rows)} shards), "
+        f"chain {fam['kind']} {fam['old_dim']}+{fam['side_dim']}->{fam['new_dim']} hidden "
+        f"{fam['hidden']}, batch {args.batch_size}"
+    )
 
     runs: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
     for _ in range(args.rounds):
         for engine in engines:
-            runs[engine].append(run_engine(engine, gallery, workdir / f"out-{engine}", onnx,
-                                           args))
+            runs[engine].append(run_engine(engine, gallery, workdir / f"out-{engine}", onnx, args))
     med = statistics.median
-    print(f"\n{'engine':<8}{'rows/s':>10}{'wall s':>9}{'CPU s':>9}{'CPU us/row':>12}"
-          f"{'engine us/row':>14}"
-          f"{'start-up s':>12}{'peak RSS MiB':>14}{'peak PSS MiB':>14}")
+    print(
+        f"\n{'engine':<8}{'rows/s':>10}{'wall s':>9}{'CPU s':>9}{'CPU us/row':>12}"
+        f"{'engine us/row':>14}"
+        f"{'start-up s':>12}{'peak RSS MiB':>14}{'peak PSS MiB':>14}"
+    )
     for engine, rs in runs.items():
         rows = rs[0]["rows"]
-        print(f"{engine:<8}{med([rows / r['wall'] for r in rs]):>10,.0f}"
-              f"{med([r['wall'] for r in rs]):>9.1f}{med([r['tree_cpu'] for r in rs]):>9.1f}"
-              f"{1e6 * med([r['tree_cpu'] / rows for r in rs]):>12.1f}"
-              f"{1e6 * med([r['report_cpu'] / rows for r in rs]):>14.1f}"
-              f"{med([r['startup'] for r in rs]):>12.1f}{max(r['rss_mb'] for r in rs):>14,.0f}"
-              f"{max(r['pss_mb'] for r in rs):>14,.0f}")
-    print(f"  medians over {args.rounds} round(s); CPU and memory over each engine's whole "
-          "process tree; peak = max over rounds; load average now "
-          f"{os.getloadavg()[0]:.1f}")
+        print(
+            f"{engine:<8}{med([rows / r['wall'] for r in rs]):>10,.0f}"
+            f"{med([r['wall'] for r in rs]):>9.1f}{med([r['tree_cpu'] for r in rs]):>9.1f}"
+            f"{1e6 * med([r['tree_cpu'] / rows for r in rs]):>12.1f}"
+            f"{1e6 * med([r['report_cpu'] / rows for r in rs]):>14.1f}"
+            f"{med([r['startup'] for r in rs]):>12.1f}{max(r['rss_mb'] for r in rs):>14,.0f}"
+            f"{max(r['pss_mb'] for r in rs):>14,.0f}"
+        )
+    print(
+        f"  medians over {args.rounds} round(s); CPU and memory over each engine's whole "
+        "process tree; peak = max over rounds; load average now "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     shards = {tuple(r["shards"]) for rs in runs.values() for r in rs}
     same = "yes" if len(shards) == 1 else "NO"
     print(f"  outputs byte-identical across engines and rounds: {same}")

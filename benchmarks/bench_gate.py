@@ -40,10 +40,21 @@ def main() -> int:
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "gate.json"
-        argv = [sys.executable, "-m", "fct_registry", "gate", "--outputs", args.outputs,
-                "--json-out", str(report)]
-        for flag, value in (("--tracking-uri", args.tracking_uri),
-                            ("--candidate", args.candidate), ("--baseline", args.baseline)):
+        argv = [
+            sys.executable,
+            "-m",
+            "fct_registry",
+            "gate",
+            "--outputs",
+            args.outputs,
+            "--json-out",
+            str(report),
+        ]
+        for flag, value in (
+            ("--tracking-uri", args.tracking_uri),
+            ("--candidate", args.candidate),
+            ("--baseline", args.baseline),
+        ):
             if value:
                 argv += [flag, value]
         if args.bootstrap:
@@ -61,12 +72,16 @@ def main() -> int:
                 return 2
             data = json.loads(report.read_text())
             walls.append(wall)
-            print(f"run {i + 1}: wall {wall:6.1f} s, CPU {cpu:6.1f} s, gate in-process "
-                  f"{data['seconds']:5.1f} s; {data['candidate']['version']} vs "
-                  f"{data['baseline']['version']} on {data['items']} items: {data['verdict']} "
-                  f"(exit {run.returncode})")
-    print(f"slowest {max(walls):.1f} s against a budget of {args.budget:.0f} s: "
-          f"{'OK' if max(walls) <= args.budget else 'MISSED'}")
+            print(
+                f"run {i + 1}: wall {wall:6.1f} s, CPU {cpu:6.1f} s, gate in-process "
+                f"{data['seconds']:5.1f} s; {data['candidate']['version']} vs "
+                f"{data['baseline']['version']} on {data['items']} items: {data['verdict']} "
+                f"(exit {run.returncode})"
+            )
+    print(
+        f"slowest {max(walls):.1f} s against a budget of {args.budget:.0f} s: "
+        f"{'OK' if max(walls) <= args.budget else 'MISSED'}"
+    )
     return 0 if max(walls) <= args.budget else 1
 
 

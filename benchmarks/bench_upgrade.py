@@ -75,8 +75,9 @@ def paper_transformation(old: int = 128, side: int = 128, new: int = 128, inner:
             super().__init__()
             self.p1 = nn.Sequential(*block(old, 2 * old), *block(2 * old, 2 * new))
             self.p2 = nn.Sequential(*block(side, 2 * side), *block(2 * side, 2 * new))
-            self.mixer = nn.Sequential(*block(4 * new, inner), *block(inner, inner),
-                                       nn.Linear(inner, new))
+            self.mixer = nn.Sequential(
+                *block(4 * new, inner), *block(inner, inner), nn.Linear(inner, new)
+            )
 
         def forward(self, old_embedding, side_info):
             import torch
@@ -92,26 +93,41 @@ def default_family() -> dict[str, Any]:
 
     params = load_params(REPO_ROOT / "params.yaml")
     newest = max(params.versions)
-    into = sorted((t for t in params.transformations.values() if t.target == newest),
-                  key=lambda t: (-t.source, t.kind))
+    into = sorted(
+        (t for t in params.transformations.values() if t.target == newest),
+        key=lambda t: (-t.source, t.kind),
+    )
     if not into:
         raise SystemExit(f"params.yaml declares no transformation into version {newest}")
     t = into[0]
     info_path = REPO_ROOT / "outputs" / "data" / "info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {
-        "shape": [1, 28, 28], "classes": list(range(10)), "mean": [0.286], "std": [0.353]}
+    info = (
+        json.loads(info_path.read_text())
+        if info_path.is_file()
+        else {"shape": [1, 28, 28], "classes": list(range(10)), "mean": [0.286], "std": [0.353]}
+    )
     cfg = params.versions[newest]
     return {
-        "family": params.family, "newest": newest, "source": t.source,
-        "old_dim": params.versions[t.source].embedding_dim, "new_dim": cfg.embedding_dim,
-        "side_dim": params.side_info.dim, "hidden": t.hidden_dim, "kind": t.kind,
+        "family": params.family,
+        "newest": newest,
+        "source": t.source,
+        "old_dim": params.versions[t.source].embedding_dim,
+        "new_dim": cfg.embedding_dim,
+        "side_dim": params.side_info.dim,
+        "hidden": t.hidden_dim,
+        "kind": t.kind,
         "shape": info["shape"],
-        "backbone_spec": {"kind": "embedding", "backbone": cfg.backbone.name,
-                          "backbone_kwargs": dict(cfg.backbone.kwargs),
-                          "in_channels": info["shape"][0], "input_shape": info["shape"],
-                          "embedding_dim": cfg.embedding_dim,
-                          "num_classes": len(info["classes"]), "mean": info["mean"],
-                          "std": info["std"]},
+        "backbone_spec": {
+            "kind": "embedding",
+            "backbone": cfg.backbone.name,
+            "backbone_kwargs": dict(cfg.backbone.kwargs),
+            "in_channels": info["shape"][0],
+            "input_shape": info["shape"],
+            "embedding_dim": cfg.embedding_dim,
+            "num_classes": len(info["classes"]),
+            "mean": info["mean"],
+            "std": info["std"],
+        },
     }
 
 
@@ -127,8 +143,9 @@ def resnet50_128():
 def export_chain(module, path: Path, old: int, side: int) -> Path:
     from fct_registry.registry.onnx_export import export_onnx
 
-    export_onnx(module.eval(), path, "transformation", old_dim=old, side_info_dim=side,
-                atol=1e-4, rtol=1e-4)
+    export_onnx(
+        module.eval(), path, "transformation", old_dim=old, side_info_dim=side, atol=1e-4, rtol=1e-4
+    )
     return path
 
 
@@ -154,8 +171,9 @@ class Measure:
         return [cpu / self.items for _, cpu in self.samples]
 
 
-def reembed_measures(model, shape: list[int], images: int, batch: int, workdir: Path,
-                     name: str) -> dict[str, Measure]:
+def reembed_measures(
+    model, shape: list[int], images: int, batch: int, workdir: Path, name: str
+) -> dict[str, Measure]:
     """``images`` float images through ``model`` in PyTorch (channels-last) and ONNX Runtime."""
     import numpy as np
     import onnxruntime as ort
@@ -164,9 +182,16 @@ def reembed_measures(model, shape: list[int], images: int, batch: int, workdir: 
     x = torch.rand(batch, *shape)
     n = max(1, images // batch)
     path = workdir / f"{name}.onnx"
-    torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, input_names=["images"],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), optimize=True,
-                      verbose=False)
+    torch.onnx.export(
+        model.eval(),
+        (x,),
+        str(path),
+        dynamo=True,
+        input_names=["images"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        optimize=True,
+        verbose=False,
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     xn = np.ascontiguousarray(x.numpy())
     cl = model.to(memory_format=torch.channels_last)
@@ -188,8 +213,9 @@ def reembed_measures(model, shape: list[int], images: int, batch: int, workdir: 
     return out
 
 
-def chain_measures(onnx: Path, old: int, side: int, rows: int, batch: int,
-                   threads: int | None, workdir: Path) -> tuple[dict[str, Measure], Any]:
+def chain_measures(
+    onnx: Path, old: int, side: int, rows: int, batch: int, threads: int | None, workdir: Path
+) -> tuple[dict[str, Measure], Any]:
     """The upgrade job end to end, the chain alone, and raw GEMMs of the chain's shapes (NumPy
     and PyTorch), each over ``rows`` rows in batches of ``batch``."""
     import numpy as np
@@ -230,19 +256,31 @@ def chain_measures(onnx: Path, old: int, side: int, rows: int, batch: int,
             for _ in range(n):
                 for x, w in zip(xs, ws, strict=True):
                     mm(x, w)
+
         return run
 
-    measures = {"job": Measure(rows, job), "chain": Measure(n * batch, chain),
-                "gemm-numpy": Measure(n * batch, gemm(np.matmul, xs, ws)),
-                "gemm-torch": Measure(n * batch, gemm(torch.mm, txs, tws))}
+    measures = {
+        "job": Measure(rows, job),
+        "chain": Measure(n * batch, chain),
+        "gemm-numpy": Measure(n * batch, gemm(np.matmul, xs, ws)),
+        "gemm-torch": Measure(n * batch, gemm(torch.mm, txs, tws)),
+    }
     for x, w in zip(txs, tws, strict=True):
         torch.mm(x, w)
     return measures, shapes
 
 
-def write_synthetic(location: Path, rows: int, old: int, side: int, family: str = "bench",
-                    version: int = 1, side_ref: str = "bench-side-info/1",
-                    shard_rows: int = 100_000, chunk: int = 65_536) -> None:
+def write_synthetic(
+    location: Path,
+    rows: int,
+    old: int,
+    side: int,
+    family: str = "bench",
+    version: int = 1,
+    side_ref: str = "bench-side-info/1",
+    shard_rows: int = 100_000,
+    chunk: int = 65_536,
+) -> None:
     import numpy as np
 
     from fct_registry.gallery import GalleryWriter, make_batch, open_storage
@@ -251,11 +289,15 @@ def write_synthetic(location: Path, rows: int, old: int, side: int, family: str 
     writer = GalleryWriter(open_storage(location), family, shard_rows=shard_rows)
     for start in range(0, rows, chunk):
         n = min(chunk, rows - start)
-        writer.write(make_batch([f"item-{i:08d}" for i in range(start, start + n)],
-                                rng.standard_normal((n, old), dtype=np.float32),
-                                model_version=version,
-                                side_info=rng.standard_normal((n, side), dtype=np.float32),
-                                side_info_version=side_ref))
+        writer.write(
+            make_batch(
+                [f"item-{i:08d}" for i in range(start, start + n)],
+                rng.standard_normal((n, old), dtype=np.float32),
+                model_version=version,
+                side_info=rng.standard_normal((n, side), dtype=np.float32),
+                side_info_version=side_ref,
+            )
+        )
     writer.close()
 
 
@@ -288,37 +330,85 @@ def peak_memory(rows: int, fam: dict[str, Any], batch: int, workdir: Path) -> di
     client = MlflowClient(uri, registry_uri=uri)
     side = "bench-side-info/1"
     client.create_registered_model("bench-side-info")
-    client.create_model_version("bench-side-info", source="/nonexistent",
-                                tags={T.ROLE: T.ROLE_SIDE_INFO})
+    client.create_model_version(
+        "bench-side-info", source="/nonexistent", tags={T.ROLE: T.ROLE_SIDE_INFO}
+    )
     client.create_registered_model("bench")
     for dim in (fam["old_dim"], fam["new_dim"]):  # versions 1 and 2
-        client.create_model_version("bench", source="/nonexistent", tags={
-            T.ROLE: T.ROLE_EMBEDDING, T.EMBEDDING_DIM: str(dim), T.SIDE_INFO: side})
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
-        "bench", artifact_location=(workdir / "artifacts").as_uri()))
-    spec = {"kind": "transformation", "type": fam["kind"], "old_dim": fam["old_dim"],
-            "new_dim": fam["new_dim"], "side_info_dim": fam["side_dim"],
-            "hidden_dim": fam["hidden"]}
-    hop = TRANSFORMATIONS.build(fam["kind"], old_dim=fam["old_dim"], new_dim=fam["new_dim"],
-                                side_info_dim=fam["side_dim"], hidden_dim=fam["hidden"])
+        client.create_model_version(
+            "bench",
+            source="/nonexistent",
+            tags={T.ROLE: T.ROLE_EMBEDDING, T.EMBEDDING_DIM: str(dim), T.SIDE_INFO: side},
+        )
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment(
+            "bench", artifact_location=(workdir / "artifacts").as_uri()
+        )
+    )
+    spec = {
+        "kind": "transformation",
+        "type": fam["kind"],
+        "old_dim": fam["old_dim"],
+        "new_dim": fam["new_dim"],
+        "side_info_dim": fam["side_dim"],
+        "hidden_dim": fam["hidden"],
+    }
+    hop = TRANSFORMATIONS.build(
+        fam["kind"],
+        old_dim=fam["old_dim"],
+        new_dim=fam["new_dim"],
+        side_info_dim=fam["side_dim"],
+        hidden_dim=fam["hidden"],
+    )
     with mlflow.start_run():
-        flavor.log_model(hop, "model", spec=spec, registered_model_name="bench-transformations",
-                         onnx_atol=1e-4,
-                         tags={T.ROLE: T.ROLE_TRANSFORMATION, T.SOURCE: "1", T.TARGET: "2",
-                               T.SIDE_INFO: side, T.KIND: fam["kind"], T.TOP1: "50.0"})
+        flavor.log_model(
+            hop,
+            "model",
+            spec=spec,
+            registered_model_name="bench-transformations",
+            onnx_atol=1e-4,
+            tags={
+                T.ROLE: T.ROLE_TRANSFORMATION,
+                T.SOURCE: "1",
+                T.TARGET: "2",
+                T.SIDE_INFO: side,
+                T.KIND: fam["kind"],
+                T.TOP1: "50.0",
+            },
+        )
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
 
     gallery, out = workdir / "gallery-1m", workdir / "upgraded-1m"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
-           "PYTHONPATH": str(REPO_ROOT)}
-    code = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from benchmarks.bench_upgrade "
-            f"import write_synthetic; write_synthetic({str(gallery)!r}, {rows}, "
-            f"{fam['old_dim']}, {fam['side_dim']})")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_REGISTRY_URI": uri,
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from benchmarks.bench_upgrade "
+        f"import write_synthetic; write_synthetic({str(gallery)!r}, {rows}, "
+        f"{fam['old_dim']}, {fam['side_dim']})"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
     size = sum(p.stat().st_size for p in gallery.iterdir())
-    cmd = [sys.executable, "-c", CLI_WITH_PEAK, "upgrade", "--gallery", str(gallery), "--to",
-           "bench@2", "--out", str(out), "--batch-size", str(batch), "--no-progress", "--json"]
+    cmd = [
+        sys.executable,
+        "-c",
+        CLI_WITH_PEAK,
+        "upgrade",
+        "--gallery",
+        str(gallery),
+        "--to",
+        "bench@2",
+        "--out",
+        str(out),
+        "--batch-size",
+        str(batch),
+        "--no-progress",
+        "--json",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = proc.communicate()
@@ -329,8 +419,14 @@ def peak_memory(rows: int, fam: dict[str, Any], batch: int, workdir: Path) -> di
     peak_kb = int(stderr.decode().rsplit("VmHWM:", 1)[1].split()[0])
     shutil.rmtree(gallery)
     shutil.rmtree(out)
-    return {"rows": rows, "gallery_mb": size / 2**20, "peak_mb": peak_kb / 1024, "wall": wall,
-            "cpu": summary["cpu_seconds"], "rows_per_second": summary["rows_per_second"]}
+    return {
+        "rows": rows,
+        "gallery_mb": size / 2**20,
+        "peak_mb": peak_kb / 1024,
+        "wall": wall,
+        "cpu": summary["cpu_seconds"],
+        "rows_per_second": summary["rows_per_second"],
+    }
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -338,19 +434,39 @@ def peak_memory(rows: int, fam: dict[str, Any], batch: int, workdir: Path) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=16_384,
-                        help="least rows per upgrade-throughput run (default: %(default)s; "
-                        "cheap chains get more, ~2 s of chain work)")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="interleaved measurement rounds (default: %(default)s)")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=16_384,
+        help="least rows per upgrade-throughput run (default: %(default)s; "
+        "cheap chains get more, ~2 s of chain work)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved measurement rounds (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
-    parser.add_argument("--backbone-images", type=int, default=4096,
-                        help="images through the default family's backbone (default: 4096)")
-    parser.add_argument("--resnet-images", type=int, default=16,
-                        help="images through ResNet-50 at 224x224 per round (default: 16)")
-    parser.add_argument("--memory-rows", type=int, default=1_000_000,
-                        help="rows of the peak-memory run (default: 1,000,000; 0 skips it)")
+    parser.add_argument(
+        "--backbone-images",
+        type=int,
+        default=4096,
+        help="images through the default family's backbone (default: 4096)",
+    )
+    parser.add_argument(
+        "--resnet-images",
+        type=int,
+        default=16,
+        help="images through ResNet-50 at 224x224 per round (default: 16)",
+    )
+    parser.add_argument(
+        "--memory-rows",
+        type=int,
+        default=1_000_000,
+        help="rows of the peak-memory run (default: 1,000,000; 0 skips it)",
+    )
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -364,35 +480,60 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-upgrade-"))
     workdir.mkdir(parents=True, exist_ok=True)
     fam = default_family()
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch threads "
-          f"{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch threads "
+        f"{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+    )
 
     # chains
-    ours = TRANSFORMATIONS.build(fam["kind"], old_dim=fam["old_dim"], new_dim=fam["new_dim"],
-                                 side_info_dim=fam["side_dim"], hidden_dim=fam["hidden"])
+    ours = TRANSFORMATIONS.build(
+        fam["kind"],
+        old_dim=fam["old_dim"],
+        new_dim=fam["new_dim"],
+        side_info_dim=fam["side_dim"],
+        hidden_dim=fam["hidden"],
+    )
     chains = {
-        "default": (export_chain(TransformationChain([ours]), workdir / "default.onnx",
-                                 fam["old_dim"], fam["side_dim"]), fam["old_dim"],
-                    fam["side_dim"]),
+        "default": (
+            export_chain(
+                TransformationChain([ours]),
+                workdir / "default.onnx",
+                fam["old_dim"],
+                fam["side_dim"],
+            ),
+            fam["old_dim"],
+            fam["side_dim"],
+        ),
     }
     for hidden in sorted({fam["hidden"], 2048}):  # params.yaml's width, and the builder default
-        hop = TRANSFORMATIONS.build("fct", old_dim=128, new_dim=128, side_info_dim=128,
-                                    hidden_dim=hidden)
+        hop = TRANSFORMATIONS.build(
+            "fct", old_dim=128, new_dim=128, side_info_dim=128, hidden_dim=hidden
+        )
         chains[f"paper, fct h={hidden}"] = (
-            export_chain(TransformationChain([hop]), workdir / f"paper-fct-{hidden}.onnx",
-                         128, 128), 128, 128)
+            export_chain(
+                TransformationChain([hop]), workdir / f"paper-fct-{hidden}.onnx", 128, 128
+            ),
+            128,
+            128,
+        )
     chains["paper, paper's widths"] = (
-        export_chain(paper_transformation(), workdir / "paper-widths.onnx", 128, 128), 128, 128)
+        export_chain(paper_transformation(), workdir / "paper-widths.onnx", 128, 128),
+        128,
+        128,
+    )
 
     chain_work: dict[str, tuple[dict[str, Measure], Any]] = {
         name: chain_measures(onnx, old, side, args.rows, args.batch_size, args.threads, workdir)
-        for name, (onnx, old, side) in chains.items()}
+        for name, (onnx, old, side) in chains.items()
+    }
     backbone = build_from_spec(fam["backbone_spec"])
     reembed = {
-        "default": reembed_measures(backbone, fam["shape"], args.backbone_images, 512, workdir,
-                                    "backbone"),
-        "paper": reembed_measures(resnet50_128(), [3, 224, 224], args.resnet_images, 8,
-                                  workdir, "resnet50"),
+        "default": reembed_measures(
+            backbone, fam["shape"], args.backbone_images, 512, workdir, "backbone"
+        ),
+        "paper": reembed_measures(
+            resnet50_128(), [3, 224, 224], args.resnet_images, 8, workdir, "resnet50"
+        ),
     }
     # Interleaved rounds: every measurement once per round, in an order that puts each ratio's
     # two sides next to each other (job beside its GEMM bound; the paper's-widths job beside
@@ -423,54 +564,81 @@ def _span(values: list[float], fmt: str) -> str:
     return f"{format(_med(values), fmt)} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
 
 
-def report(args: argparse.Namespace, fam: dict[str, Any],
-           chain_work: dict[str, tuple[dict[str, Measure], Any]],
-           reembed: dict[str, dict[str, Measure]], memory: dict[str, Any] | None) -> bool:
+def report(
+    args: argparse.Namespace,
+    fam: dict[str, Any],
+    chain_work: dict[str, tuple[dict[str, Measure], Any]],
+    reembed: dict[str, dict[str, Measure]],
+    memory: dict[str, Any] | None,
+) -> bool:
     """Print the tables; True when every target is met (on the median of the rounds)."""
     ok = True
     rounds = range(args.rounds)
-    print(f"\ndefault family {fam['family']}: newest version {fam['newest']} "
-          f"({fam['backbone_spec']['backbone']} {fam['backbone_spec']['backbone_kwargs']}, "
-          f"{'x'.join(map(str, fam['shape']))} images); chain {fam['source']}->{fam['newest']}: "
-          f"{fam['kind']} {fam['old_dim']}+{fam['side_dim']}->{fam['new_dim']}, hidden "
-          f"{fam['hidden']}")
+    print(
+        f"\ndefault family {fam['family']}: newest version {fam['newest']} "
+        f"({fam['backbone_spec']['backbone']} {fam['backbone_spec']['backbone_kwargs']}, "
+        f"{'x'.join(map(str, fam['shape']))} images); chain {fam['source']}->{fam['newest']}: "
+        f"{fam['kind']} {fam['old_dim']}+{fam['side_dim']}->{fam['new_dim']}, hidden "
+        f"{fam['hidden']}"
+    )
     print("paper's setting: ResNet-50, 128-d embedding, 224x224x3 images, 128-d side-info")
-    print(f"{args.rounds} interleaved rounds; medians [min-max] over rounds; load average now "
-          f"{os.getloadavg()[0]:.1f}\n")
+    print(
+        f"{args.rounds} interleaved rounds; medians [min-max] over rounds; load average now "
+        f"{os.getloadavg()[0]:.1f}\n"
+    )
 
-    print(f"{'upgrade, rows/s':<24}{'job':>22}{'chain only':>12}{'GEMM bound':>12}"
-          f"{'M MAC/row':>11}{'job CPU us/row':>16}")
+    print(
+        f"{'upgrade, rows/s':<24}{'job':>22}{'chain only':>12}{'GEMM bound':>12}"
+        f"{'M MAC/row':>11}{'job CPU us/row':>16}"
+    )
     fractions: dict[str, tuple[list[float], list[float]]] = {}
     for name, (ms, shapes) in chain_work.items():
         bound = [max(ms["gemm-numpy"].rates()[r], ms["gemm-torch"].rates()[r]) for r in rounds]
-        bound_cpu = [min(ms["gemm-numpy"].cpu_per_item()[r], ms["gemm-torch"].cpu_per_item()[r])
-                     for r in rounds]
+        bound_cpu = [
+            min(ms["gemm-numpy"].cpu_per_item()[r], ms["gemm-torch"].cpu_per_item()[r])
+            for r in rounds
+        ]
         job, job_cpu = ms["job"].rates(), ms["job"].cpu_per_item()
-        fractions[name] = ([job[r] / bound[r] for r in rounds],
-                           [bound_cpu[r] / job_cpu[r] for r in rounds])
+        fractions[name] = (
+            [job[r] / bound[r] for r in rounds],
+            [bound_cpu[r] / job_cpu[r] for r in rounds],
+        )
         macs = sum(k * n for k, n in shapes)
-        print(f"{name:<24}{_span(job, ',.0f'):>22}{_med(ms['chain'].rates()):>12,.0f}"
-              f"{_med(bound):>12,.0f}{macs / 1e6:>11.2f}{1e6 * _med(job_cpu):>16.1f}")
+        print(
+            f"{name:<24}{_span(job, ',.0f'):>22}{_med(ms['chain'].rates()):>12,.0f}"
+            f"{_med(bound):>12,.0f}{macs / 1e6:>11.2f}{1e6 * _med(job_cpu):>16.1f}"
+        )
     sizes = ", ".join(f"{ms['job'].items:,}" for ms, _ in chain_work.values())
-    print(f"  job = upgrade_gallery (Parquet in, checks, chain, Parquet out) over {sizes} rows "
-          f"(>= {args.rows:,} and ~2 s of chain work), batch {args.batch_size}; chain = ONNX "
-          "Runtime alone; GEMM bound = the faster of NumPy and PyTorch doing only the chain's "
-          "matmuls")
+    print(
+        f"  job = upgrade_gallery (Parquet in, checks, chain, Parquet out) over {sizes} rows "
+        f"(>= {args.rows:,} and ~2 s of chain work), batch {args.batch_size}; chain = ONNX "
+        "Runtime alone; GEMM bound = the faster of NumPy and PyTorch doing only the chain's "
+        "matmuls"
+    )
 
-    print(f"\n{'re-embedding, images/s':<24}{'PyTorch':>12}{'ONNX Runtime':>14}"
-          f"{'best CPU us/img':>17}")
+    print(
+        f"\n{'re-embedding, images/s':<24}{'PyTorch':>12}{'ONNX Runtime':>14}"
+        f"{'best CPU us/img':>17}"
+    )
     for name, ms in reembed.items():
         cpu = [min(ms["torch"].cpu_per_item()[r], ms["onnx"].cpu_per_item()[r]) for r in rounds]
-        print(f"{name:<24}{_med(ms['torch'].rates()):>12,.1f}{_med(ms['onnx'].rates()):>14,.1f}"
-              f"{1e6 * _med(cpu):>17,.0f}   ({ms['torch'].items} images per round)")
+        print(
+            f"{name:<24}{_med(ms['torch'].rates()):>12,.1f}{_med(ms['onnx'].rates()):>14,.1f}"
+            f"{1e6 * _med(cpu):>17,.0f}   ({ms['torch'].items} images per round)"
+        )
 
     print("\nsaving = upgrade job rows/s over re-embedding images/s (faster runtime each round):")
     for name, (ms, _) in chain_work.items():
         re = reembed["default" if name == "default" else "paper"]
-        wall = [ms["job"].rates()[r] / max(re["torch"].rates()[r], re["onnx"].rates()[r])
-                for r in rounds]
-        cpu = [min(re["torch"].cpu_per_item()[r], re["onnx"].cpu_per_item()[r])
-               / ms["job"].cpu_per_item()[r] for r in rounds]
+        wall = [
+            ms["job"].rates()[r] / max(re["torch"].rates()[r], re["onnx"].rates()[r])
+            for r in rounds
+        ]
+        cpu = [
+            min(re["torch"].cpu_per_item()[r], re["onnx"].cpu_per_item()[r])
+            / ms["job"].cpu_per_item()[r]
+            for r in rounds
+        ]
         verdict = ""
         if name == "paper, paper's widths":
             passed = _med(wall) >= TARGET_SAVING
@@ -482,16 +650,20 @@ def report(args: argparse.Namespace, fam: dict[str, Any],
     for name, (wall, cpu) in fractions.items():
         passed = _med(wall) >= TARGET_GEMM_FRACTION
         ok &= passed
-        print(f"  {name:<24}{_span([100 * w for w in wall], '.0f'):>22}% wall "
-              f"{100 * _med(cpu):>7.0f}% CPU   {'ok' if passed else 'MISSED'}")
+        print(
+            f"  {name:<24}{_span([100 * w for w in wall], '.0f'):>22}% wall "
+            f"{100 * _med(cpu):>7.0f}% CPU   {'ok' if passed else 'MISSED'}"
+        )
     if memory is not None:
         passed = memory["peak_mb"] < TARGET_PEAK_MB
         ok &= passed
-        print(f"\npeak memory of `fct upgrade` on {memory['rows']:,} rows "
-              f"({memory['gallery_mb']:,.0f} MiB of Parquet, batch {args.batch_size}): "
-              f"{memory['peak_mb']:,.0f} MiB (target < {TARGET_PEAK_MB:,.0f}): "
-              f"{'ok' if passed else 'MISSED'}; {memory['wall']:.0f} s wall, "
-              f"{memory['cpu']:.0f} s CPU, {memory['rows_per_second']:,.0f} rows/s")
+        print(
+            f"\npeak memory of `fct upgrade` on {memory['rows']:,} rows "
+            f"({memory['gallery_mb']:,.0f} MiB of Parquet, batch {args.batch_size}): "
+            f"{memory['peak_mb']:,.0f} MiB (target < {TARGET_PEAK_MB:,.0f}): "
+            f"{'ok' if passed else 'MISSED'}; {memory['wall']:.0f} s wall, "
+            f"{memory['cpu']:.0f} s CPU, {memory['rows_per_second']:,.0f} rows/s"
+        )
     return ok
 
 

@@ -29,13 +29,18 @@ def pipeline(data_root: str, out: Path, epochs_scale: float) -> dict:
     params = parse_params(raw)
     layout = Layout(out)
     timings = {}
-    steps = [("prepare", lambda: stages.prepare_stage(params, layout)),
-             ("side_info", lambda: stages.side_info_stage(params, layout))]
-    steps += [(f"train@{v}", lambda v=v: stages.version_stage(params, layout, v))
-              for v in params.versions]
+    steps = [
+        ("prepare", lambda: stages.prepare_stage(params, layout)),
+        ("side_info", lambda: stages.side_info_stage(params, layout)),
+    ]
+    steps += [
+        (f"train@{v}", lambda v=v: stages.version_stage(params, layout, v)) for v in params.versions
+    ]
     steps += [(f"bct@{n}", lambda n=n: stages.bct_stage(params, layout, n)) for n in params.bct]
-    steps += [(f"transform@{n}", lambda n=n: stages.transformation_stage(params, layout, n))
-              for n in params.transformations]
+    steps += [
+        (f"transform@{n}", lambda n=n: stages.transformation_stage(params, layout, n))
+        for n in params.transformations
+    ]
     steps += [("evaluate", lambda: stages.evaluate_stage(params, layout))]
     for name, fn in steps:
         t0 = time.perf_counter()
@@ -67,8 +72,11 @@ def resnet50_throughput(steps: int = 30, batch: int = 256) -> dict:
         opt.step()
         losses.append(round(float(loss), 4))
     torch.cuda.synchronize()
-    return {"images_per_s": round((steps - 5) * batch / (time.perf_counter() - t0)),
-            "first_losses": losses[:5], "batch": batch}
+    return {
+        "images_per_s": round((steps - 5) * batch / (time.perf_counter() - t0)),
+        "first_losses": losses[:5],
+        "batch": batch,
+    }
 
 
 def resnet50_epochs(data_root: str, out: Path, epochs: int = 2) -> dict:
@@ -77,8 +85,13 @@ def resnet50_epochs(data_root: str, out: Path, epochs: int = 2) -> dict:
     raw = yaml.safe_load(Path("params.yaml").read_text())
     raw.update(device="cuda", family="r50")
     raw["data"]["root"] = data_root
-    raw["versions"] = {"1": {"backbone": {"name": "resnet50", "kwargs": {}}, "embedding_dim": 128,
-                             "optim": {"epochs": epochs, "batch_size": 256, "lr": 0.002}}}
+    raw["versions"] = {
+        "1": {
+            "backbone": {"name": "resnet50", "kwargs": {}},
+            "embedding_dim": 128,
+            "optim": {"epochs": epochs, "batch_size": 256, "lr": 0.002},
+        }
+    }
     raw["transformations"], raw["bct"] = {}, {}
     params = parse_params(raw)
     layout = Layout(out)
@@ -87,16 +100,24 @@ def resnet50_epochs(data_root: str, out: Path, epochs: int = 2) -> dict:
     stages.version_stage(params, layout, 1)
     seconds = time.perf_counter() - t0
     history = Path(layout.history("v1")).read_text().splitlines()
-    return {"train_images": 60000 * epochs, "seconds_incl_embedding": round(seconds, 1),
-            "images_per_s": round(60000 * epochs / seconds), "history": history}
+    return {
+        "train_images": 60000 * epochs,
+        "seconds_incl_embedding": round(seconds, 1),
+        "images_per_s": round(60000 * epochs / seconds),
+        "history": history,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data-root", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--out", type=Path, default=Path("/tmp/fct-gpu"))
-    ap.add_argument("--resnet50-epochs", type=int, default=0,
-                    help="also train the GPU profile's ResNet-50 for N epochs on the dataset")
+    ap.add_argument(
+        "--resnet50-epochs",
+        type=int,
+        default=0,
+        help="also train the GPU profile's ResNet-50 for N epochs on the dataset",
+    )
     args = ap.parse_args()
     assert torch.cuda.is_available(), "no GPU visible"
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)

@@ -146,26 +146,34 @@ class GateRule(_Strict):
     @model_validator(mode="after")
     def _one_bound(self) -> GateRule:
         if (self.reference is None) == (self.minimum is None):
-            raise ValueError("give exactly one bound: `reference: CASE` (with `fraction`) or "
-                             "`minimum: PERCENT`")
+            raise ValueError(
+                "give exactly one bound: `reference: CASE` (with `fraction`) or `minimum: PERCENT`"
+            )
         if self.reference == self.case:
-            raise ValueError(f"a rule compares {self.case!r} with another case; set `reference` "
-                             "to a different case")
+            raise ValueError(
+                f"a rule compares {self.case!r} with another case; set `reference` "
+                "to a different case"
+            )
         return self
 
 
 def _default_gate_rules() -> dict[str, GateRule]:
     return {
-        "candidate-top1-vs-baseline": GateRule(case="candidate", metric="top1",
-                                               reference="baseline", fraction=1.0),
-        "upgraded-top1-vs-baseline": GateRule(case="upgraded", metric="top1",
-                                              reference="baseline", fraction=1.0),
-        "upgraded-top1-vs-candidate": GateRule(case="upgraded", metric="top1",
-                                               reference="candidate", fraction=0.9),
-        "upgraded-mAP-vs-baseline": GateRule(case="upgraded", metric="mAP",
-                                             reference="baseline", fraction=1.0),
-        "upgraded-mAP-vs-candidate": GateRule(case="upgraded", metric="mAP",
-                                              reference="candidate", fraction=0.85),
+        "candidate-top1-vs-baseline": GateRule(
+            case="candidate", metric="top1", reference="baseline", fraction=1.0
+        ),
+        "upgraded-top1-vs-baseline": GateRule(
+            case="upgraded", metric="top1", reference="baseline", fraction=1.0
+        ),
+        "upgraded-top1-vs-candidate": GateRule(
+            case="upgraded", metric="top1", reference="candidate", fraction=0.9
+        ),
+        "upgraded-mAP-vs-baseline": GateRule(
+            case="upgraded", metric="mAP", reference="baseline", fraction=1.0
+        ),
+        "upgraded-mAP-vs-candidate": GateRule(
+            case="upgraded", metric="mAP", reference="candidate", fraction=0.85
+        ),
     }
 
 
@@ -205,8 +213,10 @@ class LauncherConfig(_Strict):
     @model_validator(mode="after")
     def _multi_node_needs_rendezvous(self) -> LauncherConfig:
         if self.kind == "torchrun" and self.nnodes > 1 and not self.rdzv_endpoint:
-            raise ValueError("launcher.nnodes > 1 needs launcher.rdzv_endpoint (HOST:PORT of "
-                             "the rendezvous, e.g. the first node's address and a free port)")
+            raise ValueError(
+                "launcher.nnodes > 1 needs launcher.rdzv_endpoint (HOST:PORT of "
+                "the rendezvous, e.g. the first node's address and a free port)"
+            )
         return self
 
 

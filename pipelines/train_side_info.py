@@ -6,5 +6,10 @@ from fct_registry.pipeline.entry import run_stage
 from fct_registry.pipeline.stages import side_info_stage
 
 if __name__ == "__main__":
-    sys.exit(run_stage(__doc__, lambda p, layout, _: side_info_stage(p, layout),
-                       distributed_module="pipelines.train_side_info"))
+    sys.exit(
+        run_stage(
+            __doc__,
+            lambda p, layout, _: side_info_stage(p, layout),
+            distributed_module="pipelines.train_side_info",
+        )
+    )

@@ -30,8 +30,11 @@ import pytest
 PG_VERSION, PG_CLUSTER = "15", "main"
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_USER, PG_PASSWORD = "fct_test", "fct-test-pw"
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -50,8 +53,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None,
-               log: Path | None = None) -> None:
+def wait_until(
+    check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -104,14 +108,17 @@ def _quote(text: str) -> str:
 
 
 def _cluster_status() -> str:
-    out = subprocess.run([_binary("pg_lsclusters"), "-h"], capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run(
+        [_binary("pg_lsclusters"), "-h"], capture_output=True, text=True, timeout=30
+    )
     for line in out.stdout.splitlines():
         fields = line.split()
         if fields[:2] == [PG_VERSION, PG_CLUSTER]:
             return fields[3]
-    pytest.skip(f"PostgreSQL cluster {PG_VERSION}/{PG_CLUSTER} not found (pg_lsclusters); "
-                "install postgresql (`make setup-test`)")
+    pytest.skip(
+        f"PostgreSQL cluster {PG_VERSION}/{PG_CLUSTER} not found (pg_lsclusters); "
+        "install postgresql (`make setup-test`)"
+    )
     raise AssertionError  # unreachable
 
 
@@ -130,8 +137,9 @@ class Postgres:
 
     @property
     def uri(self) -> str:
-        return (f"postgresql+psycopg2://{self.user}:{self.password}@{PG_HOST}:{PG_PORT}/"
-                f"{self.database}")
+        return (
+            f"postgresql+psycopg2://{self.user}:{self.password}@{PG_HOST}:{PG_PORT}/{self.database}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -140,13 +148,18 @@ def postgres() -> Iterator[Postgres]:
     _binary("pg_ctlcluster")
     started = False
     if _cluster_status() != "online":
-        out = subprocess.run([_binary("pg_ctlcluster"), PG_VERSION, PG_CLUSTER, "start"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [_binary("pg_ctlcluster"), PG_VERSION, PG_CLUSTER, "start"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if out.returncode != 0:
             pytest.skip(f"cannot start PostgreSQL: {out.stderr.strip()}")
         started = True
-    wait_until(lambda: socket.create_connection((PG_HOST, PG_PORT), 1).close() or True, 30,
-               "PostgreSQL")
+    wait_until(
+        lambda: socket.create_connection((PG_HOST, PG_PORT), 1).close() or True, 30, "PostgreSQL"
+    )
     db = f"fct_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     if _psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{PG_USER}'") != "1":
         _psql(f"CREATE ROLE {PG_USER} LOGIN PASSWORD '{PG_PASSWORD}'")
@@ -156,8 +169,14 @@ def postgres() -> Iterator[Postgres]:
     finally:
         with contextlib.suppress(RuntimeError):
             _psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        others = _psql("SELECT count(*) FROM pg_stat_activity WHERE datname IS NOT NULL "
-                       "AND pid <> pg_backend_pid()") if started else "1"
+        others = (
+            _psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname IS NOT NULL "
+                "AND pid <> pg_backend_pid()"
+            )
+            if started
+            else "1"
+        )
         pid = _postmaster_pid()
         if started and others == "0" and pid:
             os.kill(pid, signal.SIGINT)  # fast shutdown of the cluster this session started
@@ -172,20 +191,31 @@ class S3:
     bucket: str
 
     def env(self) -> dict[str, str]:
-        return {**AWS_ENV, "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
-                "AWS_ENDPOINT_URL": self.endpoint}
+        return {
+            **AWS_ENV,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
 
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, **{
-            "aws_access_key_id": AWS_ENV["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-            "region_name": AWS_ENV["AWS_DEFAULT_REGION"]})
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            **{
+                "aws_access_key_id": AWS_ENV["AWS_ACCESS_KEY_ID"],
+                "aws_secret_access_key": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+                "region_name": AWS_ENV["AWS_DEFAULT_REGION"],
+            },
+        )
 
     def keys(self, prefix: str = "") -> list[str]:
-        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                         Prefix=prefix)
+        pages = (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix)
+        )
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
@@ -196,8 +226,12 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("w") as fh:
-        proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         endpoint = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(f"{endpoint}/moto-api/"), 30, "moto_server", proc, log)
@@ -220,8 +254,9 @@ class MlflowServer:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(postgres: Postgres, moto_s3: S3,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def mlflow_server(
+    postgres: Postgres, moto_s3: S3, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
     """A light MLflow server: PostgreSQL backend store, S3 (moto) artifacts it proxies."""
     binary = _binary("mlflow")
     port = free_port()
@@ -229,12 +264,25 @@ def mlflow_server(postgres: Postgres, moto_s3: S3,
     prefix = "mlflow"
     env = {**os.environ, **moto_s3.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [binary, "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", postgres.uri,
-           "--artifacts-destination", f"s3://{moto_s3.bucket}/{prefix}", "--serve-artifacts"]
+    cmd = [
+        binary,
+        "server",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        postgres.uri,
+        "--artifacts-destination",
+        f"s3://{moto_s3.bucket}/{prefix}",
+        "--serve-artifacts",
+    ]
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(f"{url}/health"), 90, "mlflow server", proc, log)
@@ -249,11 +297,22 @@ def start_ui(backend_store_uri: str, log: Path) -> tuple[subprocess.Popen, str]:
     binary = _binary("mlflow")
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [binary, "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", backend_store_uri]
+    cmd = [
+        binary,
+        "server",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend_store_uri,
+    ]
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_ok(f"{url}/health"), 90, "mlflow ui", proc, log)

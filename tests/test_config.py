@@ -9,7 +9,10 @@ def test_default_params_load(default_raw_params):
     assert params.family == "fashion"
     assert list(params.versions) == [1, 2, 3]
     assert {(t.source, t.target) for t in params.transformations.values()} >= {
-        (1, 2), (2, 3), (1, 3)}
+        (1, 2),
+        (2, 3),
+        (1, 3),
+    }
     assert params.transformations["1-2"].uses_side_info
     assert not params.transformations["1-2-no-side-info"].uses_side_info
 
@@ -26,8 +29,11 @@ def test_unknown_backbone_lists_known(default_raw_params):
 
 def test_edge_to_undeclared_version(default_raw_params):
     default_raw_params["transformations"]["2-3"]["to"] = 7
-    with pytest.raises(ConfigError, match=r"names version 7, which is not declared; declared "
-                       r"versions: 1, 2, 3"):
+    with pytest.raises(
+        ConfigError,
+        match=r"names version 7, which is not declared; declared "
+        r"versions: 1, 2, 3",
+    ):
         parse_params(default_raw_params)
 
 

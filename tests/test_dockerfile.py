@@ -42,7 +42,7 @@ def instructions(path: Path = ROOT / "Dockerfile") -> list[tuple[str, str]]:
 
 def final_stage(instrs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     starts = [i for i, (word, _) in enumerate(instrs) if word == "FROM"]
-    return instrs[starts[-1]:]
+    return instrs[starts[-1] :]
 
 
 def make_targets(path: Path = ROOT / "Makefile") -> dict[str, tuple[list[str], list[str]]]:
@@ -87,7 +87,8 @@ def test_every_run_step_only_calls_a_script_that_ci_runs() -> None:
         assert not command.startswith("["), f"use the shell form for RUN {command!r}"
         argv = shlex.split(command)
         assert not set(argv) & {"&&", "||", ";", "|"}, (
-            f"RUN {command!r} chains commands: put the steps in a script that CI runs")
+            f"RUN {command!r} chains commands: put the steps in a script that CI runs"
+        )
         assert argv[0] == "bash" and len(argv) >= 2, f"RUN {command!r} must be `bash scripts/...`"
         script = argv[1]
         assert (ROOT / script).is_file(), f"RUN calls {script}, which does not exist"
@@ -116,8 +117,11 @@ def test_gpu_variant_is_a_build_argument_and_bases_are_pinned() -> None:
     instrs = instructions()
     args = {a.split("=")[0]: a.split("=", 1)[1] for w, a in instrs if w == "ARG" and "=" in a}
     assert args["VARIANT"] == "cpu"
-    stages = {a.split(" AS ")[1].strip(): a.split(" AS ")[0].strip()
-              for w, a in instrs if w == "FROM" and " AS " in a}
+    stages = {
+        a.split(" AS ")[1].strip(): a.split(" AS ")[0].strip()
+        for w, a in instrs
+        if w == "FROM" and " AS " in a
+    }
     assert set(stages) >= {"base-cpu", "base-gpu"}
     assert [a for w, a in instrs if w == "FROM"][-1] == "base-${VARIANT}"
     for name in ("CPU_BASE", "GPU_BASE"):
@@ -163,16 +167,25 @@ def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         fake = bin_dir / name
         fake.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "$CALLS"\n')
         fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{VENV_BIN}:{os.environ['PATH']}",
-           "CALLS": str(tmp_path / "calls.log")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{VENV_BIN}:{os.environ['PATH']}",
+        "CALLS": str(tmp_path / "calls.log"),
+    }
     return project, env
 
 
 def entry(project: Path, env: dict[str, str], *args: str) -> tuple[list[str], str]:
     calls = Path(env["CALLS"])
     calls.unlink(missing_ok=True)
-    run = subprocess.run(["bash", str(project / "scripts/entrypoint.sh"), *args], cwd="/",
-                         env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        ["bash", str(project / "scripts/entrypoint.sh"), *args],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     return (calls.read_text().splitlines() if calls.exists() else []), run.stdout
 
@@ -202,7 +215,13 @@ def test_entrypoint_runs_other_commands_as_given(sandbox) -> None:
 
 def test_entrypoint_runs_the_real_cli_from_the_checkout() -> None:
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    run = subprocess.run(["bash", str(ROOT / "scripts/entrypoint.sh"), "gate", "--help"],
-                         cwd="/", env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts/entrypoint.sh"), "gate", "--help"],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("usage: fct gate")

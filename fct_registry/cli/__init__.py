@@ -15,7 +15,14 @@ from fct_registry.errors import FctError
 
 # Module names under fct_registry.cli, in the order they appear in ``fct --help``.
 COMMANDS: tuple[str, ...] = (
-    "evaluate", "register", "resolve", "graph", "embed", "upgrade", "search", "gate",
+    "evaluate",
+    "register",
+    "resolve",
+    "graph",
+    "embed",
+    "upgrade",
+    "search",
+    "gate",
 )
 
 

@@ -35,25 +35,58 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="FAMILY@N",
-                        help="the version to embed with: fashion@1, fashion@production, ...")
-    parser.add_argument("--out", required=True, metavar="DST",
-                        help="an empty folder or s3://bucket/prefix for the gallery")
-    parser.add_argument("--images", type=Path, metavar="FILE",
-                        help="safetensors file of uint8 images (default: DATA/SPLIT.safetensors)")
-    parser.add_argument("--data", type=Path, default=Path("outputs/data"), metavar="DIR",
-                        help="the pipeline's prepared data (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="FAMILY@N",
+        help="the version to embed with: fashion@1, fashion@production, ...",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DST",
+        help="an empty folder or s3://bucket/prefix for the gallery",
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="FILE",
+        help="safetensors file of uint8 images (default: DATA/SPLIT.safetensors)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("outputs/data"),
+        metavar="DIR",
+        help="the pipeline's prepared data (default: %(default)s)",
+    )
     parser.add_argument("--split", default="test", help="split to index (default: %(default)s)")
     parser.add_argument("--limit", type=int, metavar="N", help="index only the first N images")
-    parser.add_argument("--id-prefix", metavar="P",
-                        help="ids are P<row number> (default: the file's stem and a dash)")
-    parser.add_argument("--shard-rows", type=int, default=100_000, metavar="N",
-                        help="rows per Parquet shard (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=512, metavar="N",
-                        help="images per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--id-prefix",
+        metavar="P",
+        help="ids are P<row number> (default: the file's stem and a dash)",
+    )
+    parser.add_argument(
+        "--shard-rows",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="rows per Parquet shard (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=512,
+        metavar="N",
+        help="images per forward pass (default: %(default)s)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    parser.add_argument("--without-side-info", action="store_true",
-                        help="store no side-info (only chains reading none can upgrade it)")
+    parser.add_argument(
+        "--without-side-info",
+        action="store_true",
+        help="store no side-info (only chains reading none can upgrade it)",
+    )
     add_tracking_uri(parser)
     parser.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     parser.set_defaults(func=run)
@@ -66,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
     from fct_registry.gallery.embed import index_with_registry, load_images
     from fct_registry.registry.refs import parse_ref
 
-    for flag, value in (("--shard-rows", args.shard_rows), ("--batch-size", args.batch_size),
-                        ("--limit", args.limit)):
+    for flag, value in (
+        ("--shard-rows", args.shard_rows),
+        ("--batch-size", args.batch_size),
+        ("--limit", args.limit),
+    ):
         if value is not None and value < 1:
             raise FctError(f"{flag} must be a positive number, got {value}")
     ref = parse_ref(args.model)
@@ -77,20 +113,36 @@ def run(args: argparse.Namespace) -> int:
     storage = open_storage(args.out)
     client = mlflow_client(args.tracking_uri)
     start = time.perf_counter()
-    manifest, used = index_with_registry(client, ref, items, storage, device=device,
-                                         batch_size=args.batch_size, shard_rows=args.shard_rows,
-                                         without_side_info=args.without_side_info)
+    manifest, used = index_with_registry(
+        client,
+        ref,
+        items,
+        storage,
+        device=device,
+        batch_size=args.batch_size,
+        shard_rows=args.shard_rows,
+        without_side_info=args.without_side_info,
+    )
     seconds = time.perf_counter() - start
-    summary = {"gallery": storage.uri, "family": used.family, "version": used.version,
-               "model": used.model_uri, "side_info": used.side_info_ref if not
-               args.without_side_info else None, "rows": manifest.rows,
-               "shards": len(manifest.shards), "embedding_dim": manifest.shards[0].embedding_dim,
-               "seconds": seconds, "labels": items.labels is not None}
+    summary = {
+        "gallery": storage.uri,
+        "family": used.family,
+        "version": used.version,
+        "model": used.model_uri,
+        "side_info": used.side_info_ref if not args.without_side_info else None,
+        "rows": manifest.rows,
+        "shards": len(manifest.shards),
+        "embedding_dim": manifest.shards[0].embedding_dim,
+        "seconds": seconds,
+        "labels": items.labels is not None,
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         side = summary["side_info"] or "no side-info"
-        print(f"indexed {manifest.rows} images from {path} with {used.family}@{used.version} "
-              f"({summary['embedding_dim']}-d) and {side} into {len(manifest.shards)} shard(s) "
-              f"at {storage.uri} in {seconds:.1f} s")
+        print(
+            f"indexed {manifest.rows} images from {path} with {used.family}@{used.version} "
+            f"({summary['embedding_dim']}-d) and {side} into {len(manifest.shards)} shard(s) "
+            f"at {storage.uri} in {seconds:.1f} s"
+        )
     return 0

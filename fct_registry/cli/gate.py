@@ -51,37 +51,66 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--candidate", metavar="F@N",
-                        help="version to judge (default: gate.candidate of --params, i.e. "
-                             "FAMILY@latest)")
-    parser.add_argument("--baseline", metavar="F@ALIAS",
-                        help="version it must not regress from (default: gate.baseline of "
-                             "--params, i.e. FAMILY@production)")
-    parser.add_argument("--params", type=Path, metavar="PATH",
-                        help="params file with the gate rules (default: ./params.yaml, or the "
-                             "built-in defaults when there is none)")
-    parser.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
-                        help="pipeline outputs with the stored test embeddings "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--candidate",
+        metavar="F@N",
+        help="version to judge (default: gate.candidate of --params, i.e. FAMILY@latest)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="F@ALIAS",
+        help="version it must not regress from (default: gate.baseline of "
+        "--params, i.e. FAMILY@production)",
+    )
+    parser.add_argument(
+        "--params",
+        type=Path,
+        metavar="PATH",
+        help="params file with the gate rules (default: ./params.yaml, or the "
+        "built-in defaults when there is none)",
+    )
+    parser.add_argument(
+        "--outputs",
+        type=Path,
+        default=Path("outputs"),
+        metavar="DIR",
+        help="pipeline outputs with the stored test embeddings (default: %(default)s)",
+    )
     add_tracking_uri(parser)
-    parser.add_argument("--bootstrap", action="store_true",
-                        help="when the baseline alias does not exist yet, compare with the "
-                             "previous version instead of failing with status 2")
-    parser.add_argument("--promote", action="store_true",
-                        help="move the baseline's alias to the candidate if every rule passes "
-                             "(implies --record)")
-    parser.add_argument("--record", action="store_true",
-                        help="store the verdict and numbers as fct.gate.* tags on the candidate")
+    parser.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="when the baseline alias does not exist yet, compare with the "
+        "previous version instead of failing with status 2",
+    )
+    parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="move the baseline's alias to the candidate if every rule passes (implies --record)",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="store the verdict and numbers as fct.gate.* tags on the candidate",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--json-out", type=Path, metavar="PATH", help="also write the JSON report")
     parser.add_argument("--junit", type=Path, metavar="PATH", help="also write JUnit XML")
-    parser.add_argument("--markdown", type=Path, metavar="PATH",
-                        help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
-    parser.add_argument("--distance", choices=("l2", "cosine"),
-                        help="retrieval distance (default: evaluation.distance of --params, the "
-                             "one registry numbers were measured with)")
-    parser.add_argument("--device", default="cpu",
-                        help="where to compute: cpu (default), cuda or auto")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+    parser.add_argument(
+        "--distance",
+        choices=("l2", "cosine"),
+        help="retrieval distance (default: evaluation.distance of --params, the "
+        "one registry numbers were measured with)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="where to compute: cpu (default), cuda or auto"
+    )
     parser.set_defaults(func=run)
 
 
@@ -97,10 +126,16 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         family, gate, distance = None, GateConfig(), "l2"
     candidate = args.candidate or (f"{family}@{gate.candidate}" if family else None)
     if candidate is None:
-        raise FctError(f"no --candidate and no {path} to take the family from; pass "
-                       "--candidate FAMILY@N (e.g. fashion@latest)")
-    return {"candidate": candidate, "baseline": args.baseline or gate.baseline,
-            "rules": gate.rules, "distance": args.distance or distance}
+        raise FctError(
+            f"no --candidate and no {path} to take the family from; pass "
+            "--candidate FAMILY@N (e.g. fashion@latest)"
+        )
+    return {
+        "candidate": candidate,
+        "baseline": args.baseline or gate.baseline,
+        "rules": gate.rules,
+        "distance": args.distance or distance,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,12 +150,15 @@ def run(args: argparse.Namespace) -> int:
         if args.promote:
             from fct_registry.gate.evaluate import as_ref
 
-            promotion_alias(str(as_ref(settings["baseline"],
-                                       as_ref(settings["candidate"]).family)))
+            promotion_alias(str(as_ref(settings["baseline"], as_ref(settings["candidate"]).family)))
         result = run_gate(
-            settings["candidate"], settings["baseline"], settings["rules"],
-            layout=Layout(args.outputs), tracking_uri=args.tracking_uri,
-            distance=settings["distance"], device=str(pick_device(args.device)),
+            settings["candidate"],
+            settings["baseline"],
+            settings["rules"],
+            layout=Layout(args.outputs),
+            tracking_uri=args.tracking_uri,
+            distance=settings["distance"],
+            device=str(pick_device(args.device)),
             bootstrap=args.bootstrap,
         )
         if args.promote or args.record:
@@ -130,13 +168,16 @@ def run(args: argparse.Namespace) -> int:
         raise
     except Exception as exc:  # a crash is a broken run (2), never a failing model (1)
         traceback.print_exc()
-        message = f"the gate crashed ({type(exc).__name__}: {exc}); this is a bug or a broken " \
-                  "environment, not a verdict on the model"
+        message = (
+            f"the gate crashed ({type(exc).__name__}: {exc}); this is a bug or a broken "
+            "environment, not a verdict on the model"
+        )
         _error_reports(args, message)
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
-    report.write_reports(result, json_path=args.json_out, junit_path=args.junit,
-                         markdown_path=args.markdown)
+    report.write_reports(
+        result, json_path=args.json_out, junit_path=args.junit, markdown_path=args.markdown
+    )
     print(report.to_json(result).rstrip("\n") if args.json else report.format_table(result))
     return result.exit_code
 

@@ -36,13 +36,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file the outputs were built from (default: %(default)s)")
-    parser.add_argument("--outputs", type=Path, default=Path("outputs"),
-                        help="root folder of pipeline outputs (default: %(default)s)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file the outputs were built from (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--outputs",
+        type=Path,
+        default=Path("outputs"),
+        help="root folder of pipeline outputs (default: %(default)s)",
+    )
     add_tracking_uri(parser)
-    parser.add_argument("--json", action="store_true",
-                        help="print the registration summary as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the registration summary as JSON"
+    )
     parser.set_defaults(func=run)
 
 
@@ -58,14 +67,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2, sort_keys=True))
         return 0
-    print(f"{summary.family} in {summary.tracking_uri} (git {summary.git_commit[:12]}): "
-          f"{summary.created} new, {summary.unchanged} unchanged")
-    for label, versions in (("side-info", {summary.side_info.pipeline_key: summary.side_info}),
-                            ("embedding", summary.embeddings),
-                            ("transformation", summary.transformations)):
+    print(
+        f"{summary.family} in {summary.tracking_uri} (git {summary.git_commit[:12]}): "
+        f"{summary.created} new, {summary.unchanged} unchanged"
+    )
+    for label, versions in (
+        ("side-info", {summary.side_info.pipeline_key: summary.side_info}),
+        ("embedding", summary.embeddings),
+        ("transformation", summary.transformations),
+    ):
         for key, v in versions.items():
-            ends = f"  {summary.family}@{v.source} -> {summary.family}@{v.target}" \
-                if v.source is not None else ""
+            ends = (
+                f"  {summary.family}@{v.source} -> {summary.family}@{v.target}"
+                if v.source is not None
+                else ""
+            )
             state = "new" if v.created else "unchanged"
             print(f"  {label:<15}{key:<20}{v.uri:<36}{state}{ends}")
     return 0

@@ -34,27 +34,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--gallery", required=True, metavar="G",
-                        help="the gallery to search: a folder or s3://bucket/prefix")
+    parser.add_argument(
+        "--gallery",
+        required=True,
+        metavar="G",
+        help="the gallery to search: a folder or s3://bucket/prefix",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--query-gallery", metavar="Q",
-                        help="a gallery whose embeddings are the queries (ids and labels too)")
-    source.add_argument("--query", type=Path, metavar="Q.npy",
-                        help="query embeddings, shape (n, dim)")
-    parser.add_argument("--query-labels", type=Path, metavar="L.npy",
-                        help="with --query: class ids, shape (n,), for top-k accuracy")
-    parser.add_argument("--query-version", type=int, metavar="N",
-                        help="with --query: the family version that embedded the queries "
-                        "(checked against the gallery's)")
+    source.add_argument(
+        "--query-gallery",
+        metavar="Q",
+        help="a gallery whose embeddings are the queries (ids and labels too)",
+    )
+    source.add_argument(
+        "--query", type=Path, metavar="Q.npy", help="query embeddings, shape (n, dim)"
+    )
+    parser.add_argument(
+        "--query-labels",
+        type=Path,
+        metavar="L.npy",
+        help="with --query: class ids, shape (n,), for top-k accuracy",
+    )
+    parser.add_argument(
+        "--query-version",
+        type=int,
+        metavar="N",
+        help="with --query: the family version that embedded the queries "
+        "(checked against the gallery's)",
+    )
     parser.add_argument("--limit", type=int, metavar="N", help="use only the first N queries")
     parser.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
     parser.add_argument("--distance", default="l2", help="l2 or cosine (default: l2)")
-    parser.add_argument("--exclude-self", action="store_true",
-                        help="a query never retrieves the gallery item with its own id")
-    parser.add_argument("--show", type=int, default=3, metavar="N",
-                        help="print the results of the first N queries (default: 3)")
-    parser.add_argument("--json", action="store_true",
-                        help="print every query's results (and the accuracy) as JSON")
+    parser.add_argument(
+        "--exclude-self",
+        action="store_true",
+        help="a query never retrieves the gallery item with its own id",
+    )
+    parser.add_argument(
+        "--show",
+        type=int,
+        default=3,
+        metavar="N",
+        help="print the results of the first N queries (default: 3)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print every query's results (and the accuracy) as JSON"
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,35 +95,61 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--limit must be positive, got {args.limit}")
     gallery = Gallery.open(args.gallery)
     if args.query_gallery:
-        queries, ids, labels, version = _from_gallery(Gallery.open(args.query_gallery),
-                                                      args.limit)
+        queries, ids, labels, version = _from_gallery(Gallery.open(args.query_gallery), args.limit)
     else:
         queries = np.load(args.query, allow_pickle=False)[: args.limit]
-        labels = (None if args.query_labels is None
-                  else np.load(args.query_labels, allow_pickle=False)[: args.limit])
+        labels = (
+            None
+            if args.query_labels is None
+            else np.load(args.query_labels, allow_pickle=False)[: args.limit]
+        )
         ids = [f"query-{i}" for i in range(len(queries))]
         version = args.query_version
         if args.exclude_self:
             raise DataError("--exclude-self needs query ids: use --query-gallery")
-    result = search(gallery, queries, k=args.k, distance=args.distance,
-                    exclude_ids=ids if args.exclude_self else None, query_version=version)
+    result = search(
+        gallery,
+        queries,
+        k=args.k,
+        distance=args.distance,
+        exclude_ids=ids if args.exclude_self else None,
+        query_version=version,
+    )
     accuracy = None
     if labels is not None and result.labels is not None:
         accuracy = topk_accuracy(result, labels)
     if args.json:
-        print(json.dumps({
-            "gallery": gallery.uri, "version": gallery_version(gallery), "k": result.k,
-            "distance": args.distance, "accuracy": accuracy,
-            "results": [{"query": q, "ids": result.ids[i].tolist(),
-                         "distances": result.distances[i].tolist(),
-                         **({"labels": result.labels[i].tolist()}
-                            if result.labels is not None else {})}
-                        for i, q in enumerate(ids)],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "gallery": gallery.uri,
+                    "version": gallery_version(gallery),
+                    "k": result.k,
+                    "distance": args.distance,
+                    "accuracy": accuracy,
+                    "results": [
+                        {
+                            "query": q,
+                            "ids": result.ids[i].tolist(),
+                            "distances": result.distances[i].tolist(),
+                            **(
+                                {"labels": result.labels[i].tolist()}
+                                if result.labels is not None
+                                else {}
+                            ),
+                        }
+                        for i, q in enumerate(ids)
+                    ],
+                },
+                indent=2,
+            )
+        )
         return 0
     family = gallery.manifest.family
-    print(f"{len(queries)} queries against {gallery.uri} ({family}@{result.gallery_version}, "
-          f"{gallery.manifest.rows} items), {args.distance}, top {result.k}")
+    print(
+        f"{len(queries)} queries against {gallery.uri} ({family}@{result.gallery_version}, "
+        f"{gallery.manifest.rows} items), {args.distance}, top {result.k}"
+    )
     for i in range(min(args.show, len(ids))):
         label = f" [label {labels[i]}]" if labels is not None else ""
         print(f"  {ids[i]}{label}:")
@@ -108,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
             got = f"  label {result.labels[i, j]}" if result.labels is not None else ""
             print(f"    {j + 1:>2}. {result.ids[i, j]}  d={result.distances[i, j]:.4f}{got}")
     if accuracy is not None:
-        print(f"top-1 {accuracy['top1']:.2f}%, top-5 {accuracy['top5']:.2f}% over "
-              f"{int(accuracy['queries'])} queries with a same-label item in the gallery")
+        print(
+            f"top-1 {accuracy['top1']:.2f}%, top-5 {accuracy['top5']:.2f}% over "
+            f"{int(accuracy['queries'])} queries with a same-label item in the gallery"
+        )
     return 0
 
 

@@ -51,35 +51,71 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--gallery", required=True, metavar="SRC",
-                        help="the gallery to upgrade: a folder or s3://bucket/prefix")
-    parser.add_argument("--to", required=True, metavar="FAMILY@N",
-                        help="target version: fashion@3, fashion@production, fashion@latest")
-    parser.add_argument("--out", required=True, metavar="DST",
-                        help="where the upgraded gallery goes (empty, or an interrupted run of "
-                        "this same upgrade)")
+    parser.add_argument(
+        "--gallery",
+        required=True,
+        metavar="SRC",
+        help="the gallery to upgrade: a folder or s3://bucket/prefix",
+    )
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="FAMILY@N",
+        help="target version: fashion@3, fashion@production, fashion@latest",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DST",
+        help="where the upgraded gallery goes (empty, or an interrupted run of this same upgrade)",
+    )
     add_tracking_uri(parser)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="ROWS",
-                        help="rows per batch through the chain and per output row group "
-                        "(default: %(default)s); part of the job's identity when resuming")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="ONNX Runtime threads (default: one per core; with --engine ray, "
-                        "per worker: CPUs / workers)")
-    parser.add_argument("--engine", choices=ENGINES.names(), default="local",
-                        help="where shards are processed: local (this process) or ray (Ray "
-                        "Data actors, needs ray[data]); same output bytes (default: local)")
-    parser.add_argument("--ray-address", metavar="ADDR",
-                        help="with --engine ray: a running Ray cluster (ray://head:10001, or "
-                        "auto); default: start a private local Ray on this machine's CPUs")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="with --engine ray: actors, each loading the chain once "
-                        "(default: one per CPU, at most one per shard)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the chains, the row count and the estimated time; write "
-                        "nothing")
-    parser.add_argument("--keep-going", action="store_true",
-                        help="skip bad shards (nothing is written for them), upgrade the rest, "
-                        "and list the failures at the end")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="ROWS",
+        help="rows per batch through the chain and per output row group "
+        "(default: %(default)s); part of the job's identity when resuming",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="ONNX Runtime threads (default: one per core; with --engine ray, "
+        "per worker: CPUs / workers)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES.names(),
+        default="local",
+        help="where shards are processed: local (this process) or ray (Ray "
+        "Data actors, needs ray[data]); same output bytes (default: local)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --engine ray: a running Ray cluster (ray://head:10001, or "
+        "auto); default: start a private local Ray on this machine's CPUs",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --engine ray: actors, each loading the chain once "
+        "(default: one per CPU, at most one per shard)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the chains, the row count and the estimated time; write nothing",
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="skip bad shards (nothing is written for them), upgrade the rest, "
+        "and list the failures at the end",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
@@ -105,12 +141,25 @@ def run(args: argparse.Namespace) -> int:
 
     registry = redact_uri(mlflow.get_registry_uri())
     with tempfile.TemporaryDirectory(prefix="fct-upgrade-") as work:
-        plan = plan_from_registry(client, source.manifest, target, Path(work),
-                                  gallery=source.uri, threads=args.threads, registry=registry)
+        plan = plan_from_registry(
+            client,
+            source.manifest,
+            target,
+            Path(work),
+            gallery=source.uri,
+            threads=args.threads,
+            registry=registry,
+        )
         if args.dry_run:
             return _dry_run(args, source, dest, plan)
-        report = engine.run(source, dest, plan, batch_size=args.batch_size,
-                            progress=not args.no_progress, keep_going=args.keep_going)
+        report = engine.run(
+            source,
+            dest,
+            plan,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            keep_going=args.keep_going,
+        )
     summary = {
         "source": report.source,
         "destination": report.destination,
@@ -130,15 +179,22 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     elif report.already_complete:
-        print(f"{dest.uri} already holds this upgrade ({report.rows} rows of "
-              f"{plan.family}@{plan.target}); nothing to do")
+        print(
+            f"{dest.uri} already holds this upgrade ({report.rows} rows of "
+            f"{plan.family}@{plan.target}); nothing to do"
+        )
     else:
-        resumed = (f" ({report.skipped_shards} shards finished by an earlier run were kept)"
-                   if report.skipped_shards else "")
-        print(f"upgraded {report.upgraded_rows} rows in "
-              f"{_count(report.shards - report.skipped_shards, 'shard')} to "
-              f"{plan.family}@{plan.target}{resumed} in {report.seconds:.1f} s "
-              f"({report.rows_per_second:,.0f} rows/s, {report.cpu_seconds:.1f} s CPU)")
+        resumed = (
+            f" ({report.skipped_shards} shards finished by an earlier run were kept)"
+            if report.skipped_shards
+            else ""
+        )
+        print(
+            f"upgraded {report.upgraded_rows} rows in "
+            f"{_count(report.shards - report.skipped_shards, 'shard')} to "
+            f"{plan.family}@{plan.target}{resumed} in {report.seconds:.1f} s "
+            f"({report.rows_per_second:,.0f} rows/s, {report.cpu_seconds:.1f} s CPU)"
+        )
         for label in summary["chains"]:
             print(f"  {label}")
         print(f"wrote {dest.uri}/manifest.json")
@@ -150,17 +206,23 @@ def _engine(args: argparse.Namespace) -> Any:
     from fct_registry.upgrade.engines import create_engine
 
     if args.engine != "ray":
-        given = [flag for flag, value in (("--ray-address", args.ray_address),
-                                          ("--workers", args.workers)) if value is not None]
+        given = [
+            flag
+            for flag, value in (("--ray-address", args.ray_address), ("--workers", args.workers))
+            if value is not None
+        ]
         if given:
-            raise FctError(f"{' and '.join(given)} only "
-                           f"{'apply' if len(given) > 1 else 'applies'} to --engine ray; add "
-                           "--engine ray or drop it")
+            raise FctError(
+                f"{' and '.join(given)} only "
+                f"{'apply' if len(given) > 1 else 'applies'} to --engine ray; add "
+                "--engine ray or drop it"
+            )
         return create_engine(args.engine)
     if args.workers is not None and args.workers < 1:
         raise FctError(f"--workers must be at least 1, got {args.workers}")
-    return create_engine("ray", address=args.ray_address, workers=args.workers,
-                         threads=args.threads)
+    return create_engine(
+        "ray", address=args.ray_address, workers=args.workers, threads=args.threads
+    )
 
 
 def _dry_run(args: argparse.Namespace, source: Any, dest: Any, plan: Any) -> int:
@@ -181,31 +243,49 @@ def _dry_run(args: argparse.Namespace, source: Any, dest: Any, plan: Any) -> int
     chains = []
     for key, rows in manifest.groups.items():
         route = plan.routes[key]
-        chains.append({"from": key[0], "side_info": key[1], "rows": rows,
-                       "chain": route.label(plan.family), "steps": [s.uri for s in route.steps],
-                       "top1": route.top1, "basis": route.basis,
-                       "rows_per_second": guess.rates.get(key)})
-    out = {"source": source.uri, "destination": dest.uri,
-           "target": f"{plan.family}@{plan.target}", "target_dim": plan.target_dim,
-           "rows": manifest.rows, "shards": len(manifest.shards), "chains": chains,
-           "estimated_seconds": guess.seconds, "shards_already_done": done,
-           "problems": problems}
+        chains.append(
+            {
+                "from": key[0],
+                "side_info": key[1],
+                "rows": rows,
+                "chain": route.label(plan.family),
+                "steps": [s.uri for s in route.steps],
+                "top1": route.top1,
+                "basis": route.basis,
+                "rows_per_second": guess.rates.get(key),
+            }
+        )
+    out = {
+        "source": source.uri,
+        "destination": dest.uri,
+        "target": f"{plan.family}@{plan.target}",
+        "target_dim": plan.target_dim,
+        "rows": manifest.rows,
+        "shards": len(manifest.shards),
+        "chains": chains,
+        "estimated_seconds": guess.seconds,
+        "shards_already_done": done,
+        "problems": problems,
+    }
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"dry run: {source.uri} -> {dest.uri} ({plan.family}@{plan.target}, "
-          f"{plan.target_dim}-d)")
+    print(f"dry run: {source.uri} -> {dest.uri} ({plan.family}@{plan.target}, {plan.target_dim}-d)")
     print(f"rows: {manifest.rows:,} in {_count(len(manifest.shards), 'shard')}")
     for c in chains:
         rate = c["rows_per_second"]
         speed = f", {rate:,.0f} rows/s measured" if rate else ""
         score = f", top-1 {c['top1']:.2f}% ({c['basis']})" if c["top1"] is not None else ""
         print(f"  {c['rows']:,} rows: {c['chain']}{score}{speed}")
-    print(f"estimated time: {_duration(guess.seconds)} through the chains (reading, checking and "
-          "writing add a few percent)")
+    print(
+        f"estimated time: {_duration(guess.seconds)} through the chains (reading, checking and "
+        "writing add a few percent)"
+    )
     if done:
-        print(f"{done} of {len(manifest.shards)} shards are already done at {dest.uri} and "
-              "would be skipped")
+        print(
+            f"{done} of {len(manifest.shards)} shards are already done at {dest.uri} and "
+            "would be skipped"
+        )
     for p in problems:
         print(f"problem: {p}", file=sys.stderr)
     return 2 if problems else 0

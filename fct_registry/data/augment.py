@@ -15,16 +15,23 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, device: torc
     return torch.rand(n, generator=gen).to(device) * (high - low) + low
 
 
-def random_affine(x: torch.Tensor, gen: torch.Generator, *, scale: tuple[float, float],
-                  max_shift: float, flip: bool = True) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    *,
+    scale: tuple[float, float],
+    max_shift: float,
+    flip: bool = True,
+) -> torch.Tensor:
     """Random zoom-in crop (``scale`` = kept area fraction), shift and horizontal flip."""
     n, device = x.shape[0], x.device
     side = _uniform(n, *scale, gen, device).sqrt()  # fraction of the side kept
     room = (1 - side).clamp_min(0)
     tx = _uniform(n, -1, 1, gen, device) * (room + max_shift)
     ty = _uniform(n, -1, 1, gen, device) * (room + max_shift)
-    sx = side * (torch.where(torch.rand(n, generator=gen).to(device) < 0.5, -1.0, 1.0)
-                 if flip else 1.0)
+    sx = side * (
+        torch.where(torch.rand(n, generator=gen).to(device) < 0.5, -1.0, 1.0) if flip else 1.0
+    )
     theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
     theta[:, 0, 0], theta[:, 1, 1] = sx, side
     theta[:, 0, 2], theta[:, 1, 2] = tx, ty

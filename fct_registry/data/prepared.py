@@ -60,8 +60,7 @@ def prepare(config: DataConfig, out_dir: Path) -> dict:
             {"images": torch.from_numpy(data.images), "labels": torch.from_numpy(data.labels)},
             str(tmp / f"{split}.safetensors"),
         )
-        info[split] = {"size": len(data.labels),
-                       "per_class": np.bincount(data.labels).tolist()}
+        info[split] = {"size": len(data.labels), "per_class": np.bincount(data.labels).tolist()}
         if split == "train":
             info["classes"] = list(data.classes)
             info["shape"] = list(data.images.shape[1:])

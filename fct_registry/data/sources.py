@@ -23,8 +23,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
-            raise DataError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
-                            f"{self.images.shape}")
+            raise DataError(
+                f"images must be uint8 [N, C, H, W], got {self.images.dtype} {self.images.shape}"
+            )
         if len(self.images) != len(self.labels):
             raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -44,8 +45,11 @@ def _require_dir(root: Path, hint: str) -> None:
 
 @DATASETS.register("fashion-mnist")
 def fashion_mnist(root: Path, split: str, image_size: int | None = None) -> Split:
-    _require_dir(root, "install it with `apt-get install dataset-fashion-mnist` (or `make setup`)"
-                 " or set data.root in params.yaml")
+    _require_dir(
+        root,
+        "install it with `apt-get install dataset-fashion-mnist` (or `make setup`)"
+        " or set data.root in params.yaml",
+    )
     images, labels = load_fashion_mnist(root, split)
     return Split(images, labels, FASHION_CLASSES)
 
@@ -58,8 +62,10 @@ def cifar100(root: Path, split: str, image_size: int | None = None) -> Split:
     try:
         ds = CIFAR100(str(root), train=split == "train", download=False)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-        raise DataError(f"CIFAR-100 not found under {root} ({exc}); extract "
-                        "cifar-100-python.tar.gz there (nothing is downloaded)") from None
+        raise DataError(
+            f"CIFAR-100 not found under {root} ({exc}); extract "
+            "cifar-100-python.tar.gz there (nothing is downloaded)"
+        ) from None
     images = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))
     return Split(images, np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes))
 
@@ -71,8 +77,11 @@ def imagefolder(root: Path, split: str, image_size: int | None = None) -> Split:
     from torchvision.datasets import ImageFolder
 
     folder = root / split
-    _require_dir(folder, f"an ImageFolder dataset needs {root}/train/<class>/ and "
-                 f"{root}/test/<class>/ folders of images")
+    _require_dir(
+        folder,
+        f"an ImageFolder dataset needs {root}/train/<class>/ and "
+        f"{root}/test/<class>/ folders of images",
+    )
     if image_size is None:
         raise DataError("data.image_size is required for imagefolder datasets (e.g. 64)")
     ds = ImageFolder(str(folder))
@@ -86,8 +95,9 @@ def imagefolder(root: Path, split: str, image_size: int | None = None) -> Split:
     return Split(images, np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes))
 
 
-def load_split(dataset: str, root: Path, split: str, image_size: int | None = None,
-               limit: int | None = None) -> Split:
+def load_split(
+    dataset: str, root: Path, split: str, image_size: int | None = None, limit: int | None = None
+) -> Split:
     data = DATASETS.build(dataset, root=Path(root), split=split, image_size=image_size)
     if limit is not None:
         data = Split(data.images[:limit], data.labels[:limit], data.classes)

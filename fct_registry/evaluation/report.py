@@ -76,12 +76,25 @@ def plot_matrix(report: dict, family: str, path: Path) -> None:
     for i in range(len(versions)):
         for j in range(len(versions)):
             if np.isnan(grid[i, j]):  # newer gallery, older query: FCT has no backward edges
-                ax.text(j, i, "no backward\ntransformation", ha="center", va="center",
-                        color="gray", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    "no backward\ntransformation",
+                    ha="center",
+                    va="center",
+                    color="gray",
+                    fontsize=8,
+                )
             else:
                 dark = grid[i, j] < np.nanmean(grid)
-                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center",
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    color="white" if dark else "black",
+                )
     ax.set_title(f"{family}: cross-version top-1 (%)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()

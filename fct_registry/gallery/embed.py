@@ -42,13 +42,18 @@ class Images:
         import torch
 
         if self.images.ndim != 4 or self.images.dtype != torch.uint8:
-            raise GalleryError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
-                               f"{list(self.images.shape)}")
-        if len(self.ids) != len(self.images) or (self.labels is not None
-                                                 and len(self.labels) != len(self.images)):
-            raise GalleryError(f"{len(self.images)} images but {len(self.ids)} ids"
-                               + ("" if self.labels is None else f" and {len(self.labels)} labels")
-                               + "; pass one per image")
+            raise GalleryError(
+                f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                f"{list(self.images.shape)}"
+            )
+        if len(self.ids) != len(self.images) or (
+            self.labels is not None and len(self.labels) != len(self.images)
+        ):
+            raise GalleryError(
+                f"{len(self.images)} images but {len(self.ids)} ids"
+                + ("" if self.labels is None else f" and {len(self.labels)} labels")
+                + "; pass one per image"
+            )
         if len(set(self.ids)) != len(self.ids):
             raise GalleryError("ids must be unique; a search result names items by id")
 
@@ -59,12 +64,16 @@ def load_images(path: Path, *, id_prefix: str | None = None, limit: int | None =
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
-        raise GalleryError(f"{path} not found; prepare the data first (`dvc repro prepare`) or "
-                           "pass --images FILE.safetensors")
+        raise GalleryError(
+            f"{path} not found; prepare the data first (`dvc repro prepare`) or "
+            "pass --images FILE.safetensors"
+        )
     tensors = load_file(str(path))
     if "images" not in tensors:
-        raise GalleryError(f"{path} has no 'images' tensor (has: {', '.join(tensors)}); store "
-                           "uint8 [N, C, H, W] images under the key 'images'")
+        raise GalleryError(
+            f"{path} has no 'images' tensor (has: {', '.join(tensors)}); store "
+            "uint8 [N, C, H, W] images under the key 'images'"
+        )
     images = tensors["images"][:limit]
     labels = tensors.get("labels")
     prefix = f"{Path(path).stem}-" if id_prefix is None else id_prefix
@@ -72,12 +81,20 @@ def load_images(path: Path, *, id_prefix: str | None = None, limit: int | None =
     return Images(images, ids, None if labels is None else labels[:limit].numpy())
 
 
-def embed_to_gallery(items: Images, storage: Storage, *, family: str, version: int,
-                     model: nn.Module,
-                     side_info_model: nn.Module | None, side_info_ref: str | None,
-                     device: torch.device | str = "cpu", batch_size: int = 512,
-                     shard_rows: int = DEFAULT_SHARD_ROWS,
-                     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> Manifest:
+def embed_to_gallery(
+    items: Images,
+    storage: Storage,
+    *,
+    family: str,
+    version: int,
+    model: nn.Module,
+    side_info_model: nn.Module | None,
+    side_info_ref: str | None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+) -> Manifest:
     """Embed ``items`` with ``model`` (and ``side_info_model``) and write the gallery.
 
     ``model`` and ``side_info_model`` take float images in [0, 1] (the flavor's image models do
@@ -96,12 +113,21 @@ def embed_to_gallery(items: Images, storage: Storage, *, family: str, version: i
         stop = min(start + CHUNK_ROWS, len(items.images))
         chunk = items.images[start:stop]
         emb = embed_images(model, chunk, dev, batch_size=batch_size).numpy()
-        side = (None if side_info_model is None
-                else embed_images(side_info_model, chunk, dev, batch_size=batch_size).numpy())
-        writer.write(make_batch(items.ids[start:stop], emb, model_version=version,
-                                side_info=side, side_info_version=side_info_ref,
-                                labels=None if items.labels is None
-                                else items.labels[start:stop]))
+        side = (
+            None
+            if side_info_model is None
+            else embed_images(side_info_model, chunk, dev, batch_size=batch_size).numpy()
+        )
+        writer.write(
+            make_batch(
+                items.ids[start:stop],
+                emb,
+                model_version=version,
+                side_info=side,
+                side_info_version=side_info_ref,
+                labels=None if items.labels is None else items.labels[start:stop],
+            )
+        )
     return writer.close()
 
 
@@ -132,27 +158,45 @@ def models_for(client: Any, ref: Any) -> IndexedWith:
     return IndexedWith(ref.family, version, f"models:/{ref.family}/{version}", side_ref, side_uri)
 
 
-def index_with_registry(client: Any, ref: Any, items: Images, storage: Storage, *,
-                        device: torch.device | str = "cpu", batch_size: int = 512,
-                        shard_rows: int = DEFAULT_SHARD_ROWS,
-                        without_side_info: bool = False) -> tuple[Manifest, IndexedWith]:
+def index_with_registry(
+    client: Any,
+    ref: Any,
+    items: Images,
+    storage: Storage,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    without_side_info: bool = False,
+) -> tuple[Manifest, IndexedWith]:
     """Load ``ref``'s embedding model and side-info extractor (checksums verified) and index
     ``items``. Uses MLflow's current registry URI for the downloads."""
     from fct_registry.registry.flavor import load_model
 
     found = models_for(client, ref)
     if found.side_info_uri is None and not without_side_info:
-        raise GalleryError(f"{ref.family}@{found.version} has no side-info extractor linked "
-                           "(fct.side_info tag), so its gallery could only be upgraded by chains "
-                           "without side-info; register it with `fct register`, or pass "
-                           "--without-side-info")
+        raise GalleryError(
+            f"{ref.family}@{found.version} has no side-info extractor linked "
+            "(fct.side_info tag), so its gallery could only be upgraded by chains "
+            "without side-info; register it with `fct register`, or pass "
+            "--without-side-info"
+        )
     model = load_model(found.model_uri)
     side_model = None
     side_ref = None
     if not without_side_info:
         side_model = load_model(found.side_info_uri)
         side_ref = found.side_info_ref
-    manifest = embed_to_gallery(items, storage, family=found.family, version=found.version,
-                                model=model, side_info_model=side_model, side_info_ref=side_ref,
-                                device=device, batch_size=batch_size, shard_rows=shard_rows)
+    manifest = embed_to_gallery(
+        items,
+        storage,
+        family=found.family,
+        version=found.version,
+        model=model,
+        side_info_model=side_model,
+        side_info_ref=side_ref,
+        device=device,
+        batch_size=batch_size,
+        shard_rows=shard_rows,
+    )
     return manifest, found

@@ -45,22 +45,41 @@ class ShardInfo:
         return dict(sorted(out.items()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "rows": self.rows, "sha256": self.sha256, "bytes": self.bytes,
-                "embedding_dim": self.embedding_dim, "side_info_dim": self.side_info_dim,
-                "groups": [{"model_version": v, "side_info_version": s, "rows": n}
-                           for (v, s), n in sorted(self.groups.items(), key=_group_order)]}
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "embedding_dim": self.embedding_dim,
+            "side_info_dim": self.side_info_dim,
+            "groups": [
+                {"model_version": v, "side_info_version": s, "rows": n}
+                for (v, s), n in sorted(self.groups.items(), key=_group_order)
+            ],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
-        groups = {(int(g["model_version"]), None if g["side_info_version"] is None
-                   else str(g["side_info_version"])): int(g["rows"]) for g in d["groups"]}
-        info = cls(path=str(d["path"]), rows=int(d["rows"]), sha256=str(d["sha256"]),
-                   bytes=int(d["bytes"]), embedding_dim=int(d["embedding_dim"]),
-                   side_info_dim=None if d.get("side_info_dim") is None
-                   else int(d["side_info_dim"]), groups=groups)
+        groups = {
+            (
+                int(g["model_version"]),
+                None if g["side_info_version"] is None else str(g["side_info_version"]),
+            ): int(g["rows"])
+            for g in d["groups"]
+        }
+        info = cls(
+            path=str(d["path"]),
+            rows=int(d["rows"]),
+            sha256=str(d["sha256"]),
+            bytes=int(d["bytes"]),
+            embedding_dim=int(d["embedding_dim"]),
+            side_info_dim=None if d.get("side_info_dim") is None else int(d["side_info_dim"]),
+            groups=groups,
+        )
         if sum(groups.values()) != info.rows:
-            raise ValueError(f"shard {info.path}: groups add up to {sum(groups.values())} rows, "
-                             f"not {info.rows}")
+            raise ValueError(
+                f"shard {info.path}: groups add up to {sum(groups.values())} rows, not {info.rows}"
+            )
         return info
 
 
@@ -97,11 +116,17 @@ class Manifest:
         return [s.path for s in self.shards if key in s.groups]
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"format": FORMAT, "family": self.family, "rows": self.rows,
-                               "versions": {str(k): v for k, v in self.versions.items()},
-                               "groups": [{"model_version": v, "side_info_version": s,
-                                           "rows": n} for (v, s), n in self.groups.items()],
-                               "shards": [s.to_dict() for s in self.shards]}
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "family": self.family,
+            "rows": self.rows,
+            "versions": {str(k): v for k, v in self.versions.items()},
+            "groups": [
+                {"model_version": v, "side_info_version": s, "rows": n}
+                for (v, s), n in self.groups.items()
+            ],
+            "shards": [s.to_dict() for s in self.shards],
+        }
         if self.provenance is not None:
             out["provenance"] = self.provenance
         return out
@@ -114,17 +139,22 @@ class Manifest:
         try:
             raw = json.loads(data)
             if raw.get("format") != FORMAT:
-                raise ManifestError(f"{where}: format {raw.get('format')!r} is not {FORMAT!r}; "
-                                    "write galleries with `fct embed`")
-            manifest = cls(family=str(raw["family"]),
-                           shards=tuple(ShardInfo.from_dict(s) for s in raw["shards"]),
-                           provenance=raw.get("provenance"))
+                raise ManifestError(
+                    f"{where}: format {raw.get('format')!r} is not {FORMAT!r}; "
+                    "write galleries with `fct embed`"
+                )
+            manifest = cls(
+                family=str(raw["family"]),
+                shards=tuple(ShardInfo.from_dict(s) for s in raw["shards"]),
+                provenance=raw.get("provenance"),
+            )
         except ManifestError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ManifestError(f"{where} is not a valid gallery manifest ({type(exc).__name__}: "
-                                f"{exc}); restore it, or re-index the gallery with `fct embed`"
-                                ) from None
+            raise ManifestError(
+                f"{where} is not a valid gallery manifest ({type(exc).__name__}: "
+                f"{exc}); restore it, or re-index the gallery with `fct embed`"
+            ) from None
         names = [s.path for s in manifest.shards]
         if len(set(names)) != len(names):
             raise ManifestError(f"{where} lists a shard twice; restore it or re-index the gallery")
@@ -136,7 +166,9 @@ def read_manifest(storage: Storage) -> tuple[Manifest, str]:
     try:
         data = storage.read_bytes(MANIFEST)
     except NotFoundError:
-        raise ManifestError(f"{storage.uri} has no {MANIFEST}, so it is not a gallery (or its "
-                            "writer was interrupted); index images with `fct embed`, or finish "
-                            "the upgrade that writes it by rerunning `fct upgrade`") from None
+        raise ManifestError(
+            f"{storage.uri} has no {MANIFEST}, so it is not a gallery (or its "
+            "writer was interrupted); index images with `fct embed`, or finish "
+            "the upgrade that writes it by rerunning `fct upgrade`"
+        ) from None
     return Manifest.from_json(data, f"{storage.uri}/{MANIFEST}"), hashlib.sha256(data).hexdigest()

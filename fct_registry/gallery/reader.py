@@ -32,8 +32,9 @@ class Gallery:
     def shard(self, info: ShardInfo, *, verify: bool = True) -> ShardReader:
         return ShardReader(self.storage, info, verify=verify)
 
-    def batches(self, batch_size: int = 65_536, columns: list[str] | None = None
-                ) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, batch_size: int = 65_536, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
         """Every row, in manifest order, each shard checked against its sha256 first."""
         for info in self.manifest.shards:
             with self.shard(info) as reader:

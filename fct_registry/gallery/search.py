@@ -54,15 +54,24 @@ def gallery_version(gallery: Gallery) -> int:
     versions = gallery.manifest.versions
     if len(versions) != 1:
         listed = ", ".join(f"{gallery.manifest.family}@{v}" for v in versions)
-        raise GalleryError(f"{gallery.uri} mixes versions ({listed}); embeddings of different "
-                           "versions are not comparable: upgrade it to one version first "
-                           "(`fct upgrade`)")
+        raise GalleryError(
+            f"{gallery.uri} mixes versions ({listed}); embeddings of different "
+            "versions are not comparable: upgrade it to one version first "
+            "(`fct upgrade`)"
+        )
     return next(iter(versions))
 
 
-def search(gallery: Gallery, queries: np.ndarray, *, k: int = 10, distance: str = "l2",
-           exclude_ids: Sequence[str] | None = None, query_version: int | None = None,
-           budget_bytes: int = BUDGET_BYTES) -> SearchResult:
+def search(
+    gallery: Gallery,
+    queries: np.ndarray,
+    *,
+    k: int = 10,
+    distance: str = "l2",
+    exclude_ids: Sequence[str] | None = None,
+    query_version: int | None = None,
+    budget_bytes: int = BUDGET_BYTES,
+) -> SearchResult:
     """The ``k`` nearest gallery rows of each query embedding (rows of ``queries``).
 
     ``exclude_ids[i]``: a gallery id that query ``i`` must not retrieve (the query's own item,
@@ -77,27 +86,33 @@ def search(gallery: Gallery, queries: np.ndarray, *, k: int = 10, distance: str 
     version = gallery_version(gallery)
     family = gallery.manifest.family
     if query_version is not None and query_version != version:
-        raise GalleryError(f"the queries are {family}@{query_version} embeddings but "
-                           f"{gallery.uri} holds {family}@{version}; they are not comparable: "
-                           f"upgrade the gallery (`fct upgrade --gallery {gallery.uri} --to "
-                           f"{family}@{query_version} --out ...`)")
+        raise GalleryError(
+            f"the queries are {family}@{query_version} embeddings but "
+            f"{gallery.uri} holds {family}@{version}; they are not comparable: "
+            f"upgrade the gallery (`fct upgrade --gallery {gallery.uri} --to "
+            f"{family}@{query_version} --out ...`)"
+        )
     queries = np.require(np.asarray(queries, dtype=np.float32), requirements=["C", "W"])
     dims = {s.embedding_dim for s in gallery.manifest.shards}
     if queries.ndim != 2 or dims != {queries.shape[1]}:
         widths = "/".join(map(str, sorted(dims)))
-        raise SchemaError(f"queries have shape {list(queries.shape)} but {gallery.uri} holds "
-                          f"{widths}-d embeddings; embed the queries with {family}@{version}")
+        raise SchemaError(
+            f"queries have shape {list(queries.shape)} but {gallery.uri} holds "
+            f"{widths}-d embeddings; embed the queries with {family}@{version}"
+        )
     if not np.isfinite(queries).all():
         raise SchemaError("queries hold NaN or infinite values; re-embed them")
     if k < 1:
         raise GalleryError(f"k must be at least 1, got {k}")
     rows = gallery.manifest.rows
     if rows > MAX_ROWS:
-        raise GalleryError(f"{gallery.uri} has {rows} rows; search supports up to {MAX_ROWS} "
-                           "(split the gallery)")
+        raise GalleryError(
+            f"{gallery.uri} has {rows} rows; search supports up to {MAX_ROWS} (split the gallery)"
+        )
     if exclude_ids is not None and len(exclude_ids) != len(queries):
-        raise GalleryError(f"{len(exclude_ids)} exclude_ids for {len(queries)} queries; pass one "
-                           "per query")
+        raise GalleryError(
+            f"{len(exclude_ids)} exclude_ids for {len(queries)} queries; pass one per query"
+        )
     k = min(k, rows)
     n_q = len(queries)
     chunk = max(1, budget_bytes // (BYTES_PER_PAIR * max(n_q, 1)))
@@ -118,9 +133,14 @@ def search(gallery: Gallery, queries: np.ndarray, *, k: int = 10, distance: str 
         labels, label_counts = np.empty((n_q, 0), dtype=np.int64), {}
     for batch in gallery.batches(chunk, columns):
         b = batch.num_rows
-        g = torch.from_numpy(np.require(  # Arrow buffers are read-only; copies only then
-            S.vectors(batch, S.EMBEDDING, f"{gallery.uri} rows {start}..", dim=queries.shape[1]),
-            requirements="W"))
+        g = torch.from_numpy(
+            np.require(  # Arrow buffers are read-only; copies only then
+                S.vectors(
+                    batch, S.EMBEDDING, f"{gallery.uri} rows {start}..", dim=queries.shape[1]
+                ),
+                requirements="W",
+            )
+        )
         batch_ids = np.asarray(batch.column(S.ID).to_pylist(), dtype=object)
         batch_labels = None
         if has_labels:
@@ -130,16 +150,18 @@ def search(gallery: Gallery, queries: np.ndarray, *, k: int = 10, distance: str 
                 label_counts[v] = label_counts.get(v, 0) + c
         dist = metric(q, g).clamp_(min=0.0).add_(0.0)  # +0.0: no negative zero in the keys
         if exclude is not None:
-            hit = pc.index_in(exclude, value_set=batch.column(S.ID)).to_numpy(
-                zero_copy_only=False)
+            hit = pc.index_in(exclude, value_set=batch.column(S.ID)).to_numpy(zero_copy_only=False)
             qi = np.flatnonzero(~np.isnan(hit.astype(np.float64)))
             if qi.size:
                 rows_hit = hit[qi].astype(np.int64)
                 dist[torch.from_numpy(qi), torch.from_numpy(rows_hit)] = float("inf")
                 if batch_labels is not None:
                     excluded[qi] = batch_labels[rows_hit]
-        chunk_keys = dist.double().view(torch.int64).bitwise_or_(
-            torch.arange(start, start + b, dtype=torch.int64))
+        chunk_keys = (
+            dist.double()
+            .view(torch.int64)
+            .bitwise_or_(torch.arange(start, start + b, dtype=torch.int64))
+        )
         top = torch.topk(chunk_keys, min(k, b), dim=1, largest=False, sorted=True)
         local = top.indices.numpy()
         merged = torch.cat([keys, top.values], dim=1)
@@ -148,8 +170,9 @@ def search(gallery: Gallery, queries: np.ndarray, *, k: int = 10, distance: str 
         keys = best.values
         ids = np.take_along_axis(np.concatenate([ids, batch_ids[local]], axis=1), order, axis=1)
         if labels is not None and batch_labels is not None:
-            labels = np.take_along_axis(np.concatenate([labels, batch_labels[local]], axis=1),
-                                        order, axis=1)
+            labels = np.take_along_axis(
+                np.concatenate([labels, batch_labels[local]], axis=1), order, axis=1
+            )
         start += b
 
     mask = torch.tensor((1 << POSITION_BITS) - 1, dtype=torch.int64)
@@ -160,17 +183,21 @@ def search(gallery: Gallery, queries: np.ndarray, *, k: int = 10, distance: str 
     positions[past_end], ids[past_end] = -1, None
     if labels is not None:
         labels[past_end] = -1
-    return SearchResult(ids, distances, positions, labels, distance, version, label_counts,
-                        excluded)
+    return SearchResult(
+        ids, distances, positions, labels, distance, version, label_counts, excluded
+    )
 
 
-def topk_accuracy(result: SearchResult, query_labels: np.ndarray,
-                  ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+def topk_accuracy(
+    result: SearchResult, query_labels: np.ndarray, ks: Sequence[int] = (1, 5)
+) -> dict[str, float]:
     """CMC top-k in percent over the queries that have a relevant gallery row, as
     :func:`~fct_registry.evaluation.retrieval_scores` counts them; plus ``queries`` counted."""
     if result.labels is None or result.gallery_label_counts is None:
-        raise GalleryError("the gallery has no label column, so accuracy is undefined; index "
-                           "it from labelled data (fct embed stores labels when it has them)")
+        raise GalleryError(
+            "the gallery has no label column, so accuracy is undefined; index "
+            "it from labelled data (fct embed stores labels when it has them)"
+        )
     query_labels = np.asarray(query_labels, dtype=np.int64)
     if len(query_labels) != result.ids.shape[0]:
         raise GalleryError(f"{len(query_labels)} query labels for {result.ids.shape[0]} queries")
@@ -179,8 +206,10 @@ def topk_accuracy(result: SearchResult, query_labels: np.ndarray,
         relevant -= (result.excluded_labels == query_labels).astype(np.int64)
     counted = relevant > 0
     if not counted.any():
-        raise GalleryError("no query has a relevant gallery row (same label), so accuracy is "
-                           "undefined; check that query and gallery labels use the same classes")
+        raise GalleryError(
+            "no query has a relevant gallery row (same label), so accuracy is "
+            "undefined; check that query and gallery labels use the same classes"
+        )
     hits = result.labels == query_labels[:, None]
     out = {f"top{k}": 100.0 * float(hits[counted, :k].any(axis=1).mean()) for k in ks}
     out["queries"] = float(counted.sum())

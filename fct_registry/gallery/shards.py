@@ -27,8 +27,12 @@ from fct_registry.gallery.storage import Storage, sha256_file
 WRITE_OPTIONS = {
     # Vectors are left uncompressed: float32 embeddings shrink ~10% under zstd for ~3x the
     # write and read time. Ids, versions and labels compress well.
-    "compression": {S.ID: "zstd", S.MODEL_VERSION: "zstd", S.SIDE_INFO_VERSION: "zstd",
-                    S.LABEL: "zstd"},
+    "compression": {
+        S.ID: "zstd",
+        S.MODEL_VERSION: "zstd",
+        S.SIDE_INFO_VERSION: "zstd",
+        S.LABEL: "zstd",
+    },
     "use_dictionary": [S.MODEL_VERSION, S.SIDE_INFO_VERSION, S.LABEL],
     "write_statistics": [S.ID, S.MODEL_VERSION, S.SIDE_INFO_VERSION, S.LABEL],
     "version": "2.6",
@@ -40,9 +44,13 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def write_shard(storage: Storage, name: str, schema: pa.Schema,
-                batches: Iterable[pa.RecordBatch],
-                on_batch: Callable[[int, int], None] | None = None) -> ShardInfo:
+def write_shard(
+    storage: Storage,
+    name: str,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    on_batch: Callable[[int, int], None] | None = None,
+) -> ShardInfo:
     """Write ``batches`` (each one row group) as shard ``name``, atomically; its ShardInfo.
 
     If ``batches`` raises, nothing is published under ``name``. ``on_batch(index, rows)`` is
@@ -56,18 +64,26 @@ def write_shard(storage: Storage, name: str, schema: pa.Schema,
             with pq.ParquetWriter(sink, schema, **WRITE_OPTIONS) as writer:
                 for i, batch in enumerate(batches):
                     if batch.schema != schema:
-                        raise SchemaError(f"{storage.uri}/{name}: batch {i} has schema "
-                                          f"{batch.schema}, expected {schema}")
+                        raise SchemaError(
+                            f"{storage.uri}/{name}: batch {i} has schema "
+                            f"{batch.schema}, expected {schema}"
+                        )
                     writer.write_batch(batch)
                     rows += batch.num_rows
                     _count(batch, groups)
                     if on_batch is not None:
                         on_batch(i, batch.num_rows)
-        info = ShardInfo(path=name, rows=rows, sha256=sink.digest.hexdigest(), bytes=sink.size,
-                         embedding_dim=schema.field(S.EMBEDDING).type.list_size,
-                         side_info_dim=(schema.field(S.SIDE_INFO).type.list_size
-                                        if S.SIDE_INFO in schema.names else None),
-                         groups=dict(groups))
+        info = ShardInfo(
+            path=name,
+            rows=rows,
+            sha256=sink.digest.hexdigest(),
+            bytes=sink.size,
+            embedding_dim=schema.field(S.EMBEDDING).type.list_size,
+            side_info_dim=(
+                schema.field(S.SIDE_INFO).type.list_size if S.SIDE_INFO in schema.names else None
+            ),
+            groups=dict(groups),
+        )
     return info
 
 
@@ -109,10 +125,17 @@ def _count(batch: pa.RecordBatch, groups: Counter[GroupKey]) -> None:
         keys.append(S.SIDE_INFO_VERSION)
     table = pa.Table.from_batches([batch.select(keys)])
     counts = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
-    sides = (counts.column(S.SIDE_INFO_VERSION).to_pylist() if len(keys) == 2
-             else [None] * counts.num_rows)
-    for version, side, n in zip(counts.column(S.MODEL_VERSION).to_pylist(), sides,
-                                counts.column("count_all").to_pylist(), strict=True):
+    sides = (
+        counts.column(S.SIDE_INFO_VERSION).to_pylist()
+        if len(keys) == 2
+        else [None] * counts.num_rows
+    )
+    for version, side, n in zip(
+        counts.column(S.MODEL_VERSION).to_pylist(),
+        sides,
+        counts.column("count_all").to_pylist(),
+        strict=True,
+    ):
         groups[(int(version), side)] += int(n)
 
 
@@ -143,23 +166,31 @@ class ShardReader:
         if self.verify:
             size = path.stat().st_size
             if size != self.info.bytes:
-                raise CorruptShardError(f"{self.where} is {size} bytes but the manifest records "
-                                        f"{self.info.bytes}: truncated or replaced; restore it "
-                                        "from a backup or re-index it with `fct embed`")
+                raise CorruptShardError(
+                    f"{self.where} is {size} bytes but the manifest records "
+                    f"{self.info.bytes}: truncated or replaced; restore it "
+                    "from a backup or re-index it with `fct embed`"
+                )
             got = sha256_file(path)
             if got != self.info.sha256:
-                raise CorruptShardError(f"{self.where} has sha256 {got[:12]}…, but the manifest "
-                                        f"records {self.info.sha256[:12]}…: the file is corrupt "
-                                        "or was modified; restore it or re-index it")
+                raise CorruptShardError(
+                    f"{self.where} has sha256 {got[:12]}…, but the manifest "
+                    f"records {self.info.sha256[:12]}…: the file is corrupt "
+                    "or was modified; restore it or re-index it"
+                )
         try:
             self._file = pq.ParquetFile(path)
         except (pa.ArrowException, OSError) as exc:
-            raise CorruptShardError(f"{self.where} is not a readable Parquet file ({exc}); "
-                                    "restore it or re-index it with `fct embed`") from None
+            raise CorruptShardError(
+                f"{self.where} is not a readable Parquet file ({exc}); "
+                "restore it or re-index it with `fct embed`"
+            ) from None
         rows = self._file.metadata.num_rows
         if rows != self.info.rows:
-            raise CorruptShardError(f"{self.where} has {rows} rows but the manifest records "
-                                    f"{self.info.rows}; restore the shard or the manifest")
+            raise CorruptShardError(
+                f"{self.where} has {rows} rows but the manifest records "
+                f"{self.info.rows}; restore the shard or the manifest"
+            )
         S.check_columns(self._file.schema_arrow, self.where)
 
     def __exit__(self, *exc: object) -> None:
@@ -175,12 +206,16 @@ class ShardReader:
         assert self._file is not None, "use ShardReader as a context manager"
         return self._file.schema_arrow
 
-    def batches(self, batch_size: int, columns: list[str] | None = None
-                ) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, batch_size: int, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
         assert self._file is not None, "use ShardReader as a context manager"
         try:
-            yield from self._file.iter_batches(batch_size=batch_size, columns=columns,
-                                               use_threads=False)
+            yield from self._file.iter_batches(
+                batch_size=batch_size, columns=columns, use_threads=False
+            )
         except (pa.ArrowException, OSError) as exc:
-            raise CorruptShardError(f"{self.where} could not be decoded ({exc}); restore it or "
-                                    "re-index it with `fct embed`") from None
+            raise CorruptShardError(
+                f"{self.where} could not be decoded ({exc}); restore it or "
+                "re-index it with `fct embed`"
+            ) from None

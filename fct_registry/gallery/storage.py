@@ -89,7 +89,9 @@ def open_storage(location: str | os.PathLike, *, client: Any = None) -> Storage:
     if text.startswith("s3://"):
         return S3Storage(text, client=client)
     if "://" in text:
-        raise StorageError(f"unsupported location {text!r}; use a local folder or s3://bucket/prefix")
+        raise StorageError(
+            f"unsupported location {text!r}; use a local folder or s3://bucket/prefix"
+        )
     return LocalStorage(text)
 
 
@@ -107,8 +109,9 @@ class LocalStorage(Storage):
     def list(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
-                      if p.is_file())
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()
+        )
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
@@ -135,8 +138,9 @@ class LocalStorage(Storage):
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create {final.parent}: {exc.strerror}; check the path "
-                               "and its permissions") from None
+            raise StorageError(
+                f"cannot create {final.parent}: {exc.strerror}; check the path and its permissions"
+            ) from None
         try:
             yield tmp
             with tmp.open("rb+") as fh:  # durable before it is visible under the final name
@@ -210,8 +214,9 @@ class S3Storage(Storage):
             import boto3
             from botocore.config import Config
 
-            config = Config(connect_timeout=3, read_timeout=60,
-                            retries={"max_attempts": 3, "mode": "standard"})
+            config = Config(
+                connect_timeout=3, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+            )
             self._client = boto3.client("s3", endpoint_url=self.endpoint, config=config)
         return self._client
 
@@ -219,7 +224,7 @@ class S3Storage(Storage):
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _name(self, key: str) -> str:
-        return key[len(self.prefix) + 1:] if self.prefix else key
+        return key[len(self.prefix) + 1 :] if self.prefix else key
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one boto3 call, turning its failures into errors that say what to fix."""
@@ -235,8 +240,10 @@ class S3Storage(Storage):
         try:
             return fn(*args, **kwargs)
         except (NoCredentialsError, PartialCredentialsError):
-            raise StorageError(f"no AWS credentials for {what}; set AWS_ACCESS_KEY_ID and "
-                               "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)") from None
+            raise StorageError(
+                f"no AWS credentials for {what}; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            ) from None
         except ConnectionError as exc:
             raise StorageUnreachableError(self._unreachable(what, exc)) from None
         except (ClientError, S3UploadFailedError) as exc:
@@ -250,8 +257,10 @@ class S3Storage(Storage):
             fix = f"start the server or set {self.endpoint_var} to a reachable endpoint"
         else:
             where = "AWS's default S3 endpoint"
-            fix = ("check the network, or set AWS_ENDPOINT_URL to your S3-compatible server "
-                   "(e.g. http://127.0.0.1:9000)")
+            fix = (
+                "check the network, or set AWS_ENDPOINT_URL to your S3-compatible server "
+                "(e.g. http://127.0.0.1:9000)"
+            )
         return f"cannot reach the {where} for {what} ({type(exc).__name__}); {fix}"
 
     def _client_error(self, what: str, exc: Exception) -> StorageError:
@@ -260,13 +269,17 @@ class S3Storage(Storage):
         if not code:  # S3UploadFailedError wraps the ClientError's text
             code = next((c for c in ("NoSuchBucket", "AccessDenied") if c in str(exc)), "")
         if code == "NoSuchBucket":
-            return StorageError(f"bucket {self.bucket!r} does not exist ({what}); create it "
-                                f"(aws s3 mb s3://{self.bucket}) or fix the location")
+            return StorageError(
+                f"bucket {self.bucket!r} does not exist ({what}); create it "
+                f"(aws s3 mb s3://{self.bucket}) or fix the location"
+            )
         if code in ("NoSuchKey", "404", "NotFound"):
             return NotFoundError(f"{what}: not found in {self.uri}")
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StorageError(f"S3 refused {what} ({code}); check the credentials and the "
-                                f"bucket policy for {self.uri}")
+            return StorageError(
+                f"S3 refused {what} ({code}); check the credentials and the "
+                f"bucket policy for {self.uri}"
+            )
         return StorageError(f"S3 {what} failed ({code or type(exc).__name__}: {exc})")
 
     def list(self) -> list[str]:
@@ -283,8 +296,12 @@ class S3Storage(Storage):
 
     def _head(self, name: str) -> dict[str, Any] | None:
         try:
-            return self._call(f"reading {self._key(name)}", self.client.head_object,
-                              Bucket=self.bucket, Key=self._key(name))
+            return self._call(
+                f"reading {self._key(name)}",
+                self.client.head_object,
+                Bucket=self.bucket,
+                Key=self._key(name),
+            )
         except NotFoundError:
             return None
 
@@ -292,8 +309,12 @@ class S3Storage(Storage):
         return self._head(name) is not None
 
     def read_bytes(self, name: str) -> bytes:
-        response = self._call(f"reading s3://{self.bucket}/{self._key(name)}",
-                              self.client.get_object, Bucket=self.bucket, Key=self._key(name))
+        response = self._call(
+            f"reading s3://{self.bucket}/{self._key(name)}",
+            self.client.get_object,
+            Bucket=self.bucket,
+            Key=self._key(name),
+        )
         return self._call(f"reading s3://{self.bucket}/{self._key(name)}", response["Body"].read)
 
     @contextlib.contextmanager
@@ -301,8 +322,13 @@ class S3Storage(Storage):
         folder = Path(tempfile.mkdtemp(prefix="fct-s3-"))
         try:
             path = folder / Path(name).name
-            self._call(f"downloading s3://{self.bucket}/{self._key(name)}",
-                       self.client.download_file, self.bucket, self._key(name), str(path))
+            self._call(
+                f"downloading s3://{self.bucket}/{self._key(name)}",
+                self.client.download_file,
+                self.bucket,
+                self._key(name),
+                str(path),
+            )
             yield path
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -316,10 +342,15 @@ class S3Storage(Storage):
             path = folder / Path(name).name
             yield path
             config = TransferConfig(multipart_threshold=self.MULTIPART_THRESHOLD)
-            self._call(f"uploading s3://{self.bucket}/{self._key(name)}",
-                       self.client.upload_file, str(path), self.bucket, self._key(name),
-                       ExtraArgs={"Metadata": {SHA256_METADATA: sha256_file(path)}},
-                       Config=config)
+            self._call(
+                f"uploading s3://{self.bucket}/{self._key(name)}",
+                self.client.upload_file,
+                str(path),
+                self.bucket,
+                self._key(name),
+                ExtraArgs={"Metadata": {SHA256_METADATA: sha256_file(path)}},
+                Config=config,
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -334,16 +365,29 @@ class S3Storage(Storage):
             return sha256_file(path)
 
     def delete(self, name: str) -> None:
-        self._call(f"deleting s3://{self.bucket}/{self._key(name)}", self.client.delete_object,
-                   Bucket=self.bucket, Key=self._key(name))
+        self._call(
+            f"deleting s3://{self.bucket}/{self._key(name)}",
+            self.client.delete_object,
+            Bucket=self.bucket,
+            Key=self._key(name),
+        )
 
     def remove_temporaries(self) -> list[str]:
         prefix = f"{self.prefix}/" if self.prefix else ""
-        found = self._call(f"listing uploads under {self.uri}", self.client.list_multipart_uploads,
-                           Bucket=self.bucket, Prefix=prefix)
+        found = self._call(
+            f"listing uploads under {self.uri}",
+            self.client.list_multipart_uploads,
+            Bucket=self.bucket,
+            Prefix=prefix,
+        )
         gone = []
         for upload in found.get("Uploads", []):
-            self._call("aborting an unfinished upload", self.client.abort_multipart_upload,
-                       Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            self._call(
+                "aborting an unfinished upload",
+                self.client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=upload["Key"],
+                UploadId=upload["UploadId"],
+            )
             gone.append(self._name(upload["Key"]))
         return gone

@@ -25,15 +25,25 @@ class GalleryWriter:
     values) before it is kept, so a gallery never stores what an upgrade would refuse.
     """
 
-    def __init__(self, storage: Storage, family: str, *, shard_rows: int = DEFAULT_SHARD_ROWS,
-                 row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        family: str,
+        *,
+        shard_rows: int = DEFAULT_SHARD_ROWS,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    ) -> None:
         if shard_rows < 1 or row_group_rows < 1:
-            raise GalleryError(f"shard_rows and row_group_rows must be positive, got "
-                               f"{shard_rows} and {row_group_rows}")
+            raise GalleryError(
+                f"shard_rows and row_group_rows must be positive, got "
+                f"{shard_rows} and {row_group_rows}"
+            )
         existing = [n for n in storage.list() if n == MANIFEST or n.endswith(".parquet")]
         if existing:
-            raise GalleryError(f"{storage.uri} already holds a gallery ({existing[0]}, ...); "
-                               "write to an empty location or delete it first")
+            raise GalleryError(
+                f"{storage.uri} already holds a gallery ({existing[0]}, ...); "
+                "write to an empty location or delete it first"
+            )
         self.storage, self.family = storage, family
         self.shard_rows, self.row_group_rows = shard_rows, row_group_rows
         self.schema: pa.Schema | None = None
@@ -45,7 +55,7 @@ class GalleryWriter:
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if self._closed:
             raise GalleryError("this GalleryWriter is closed; open a new one")
-        for piece in (batch.to_batches() if isinstance(batch, pa.Table) else [batch]):
+        for piece in batch.to_batches() if isinstance(batch, pa.Table) else [batch]:
             self._check(piece)
             start = 0
             while start < piece.num_rows:
@@ -62,8 +72,10 @@ class GalleryWriter:
             S.check_columns(batch.schema, where)
             self.schema = batch.schema
         elif batch.schema != self.schema:
-            raise SchemaError(f"{where}: schema changed from {self.schema} to {batch.schema}; "
-                              "write one schema per gallery")
+            raise SchemaError(
+                f"{where}: schema changed from {self.schema} to {batch.schema}; "
+                "write one schema per gallery"
+            )
         S.vectors(batch, S.EMBEDDING, where)
         if S.SIDE_INFO in batch.schema.names:
             S.vectors(batch, S.SIDE_INFO, where)
@@ -85,8 +97,9 @@ class GalleryWriter:
             raise GalleryError("this GalleryWriter is already closed")
         self._flush()
         if not self._shards:
-            raise GalleryError(f"no rows were written to {self.storage.uri}; a gallery needs at "
-                               "least one row")
+            raise GalleryError(
+                f"no rows were written to {self.storage.uri}; a gallery needs at least one row"
+            )
         manifest = Manifest(self.family, tuple(self._shards))
         self.storage.write_bytes(MANIFEST, manifest.to_json())
         self._closed = True

@@ -169,8 +169,11 @@ def choose_versions(
 
     cand = graph.version_of(candidate)
     notes: list[str] = []
-    missing_alias = (baseline.alias is not None and not baseline.is_latest
-                     and baseline.alias not in graph.aliases)
+    missing_alias = (
+        baseline.alias is not None
+        and not baseline.is_latest
+        and baseline.alias not in graph.aliases
+    )
     if not missing_alias:
         if bootstrap:
             notes.append(f"{baseline} exists, so --bootstrap had no effect")
@@ -209,9 +212,7 @@ def choose_versions(
 # --- stored outputs ----------------------------------------------------------------------------
 
 
-def verify_outputs(
-    client: Any, model: str, version: int, folder: Path, what: str
-) -> str | None:
+def verify_outputs(client: Any, model: str, version: int, folder: Path, what: str) -> str | None:
     """Check that ``folder`` (a pipeline output) holds the registered ``model/version``, by
     content hash; a note when it cannot be checked, :class:`StaleOutputsError` when it differs."""
     from fct_registry.models import load_model as load_hop
@@ -220,11 +221,14 @@ def verify_outputs(
 
     recorded = client.get_model_version(model, str(version)).tags.get(T.CONTENT_HASH)
     if not recorded:
-        return (f"{model}/{version} has no {T.CONTENT_HASH} tag: could not check that {folder} "
-                "holds it")
+        return (
+            f"{model}/{version} has no {T.CONTENT_HASH} tag: could not check that {folder} holds it"
+        )
     if not (folder / SPEC_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-        return (f"{folder} has no model files: could not check that the stored {what} come "
-                f"from {model}/{version}")
+        return (
+            f"{folder} has no model files: could not check that the stored {what} come "
+            f"from {model}/{version}"
+        )
     module, spec = load_hop(folder)
     found = content_hash([module], [spec])
     if found != recorded:
@@ -249,8 +253,10 @@ def _labels(layout: Layout) -> torch.Tensor:
 
     path = layout.data / "test.safetensors"
     if not path.is_file():
-        raise StaleOutputsError(f"{path} not found; run the pipeline first (`dvc repro`) or pass "
-                                "--outputs pointing at its outputs folder")
+        raise StaleOutputsError(
+            f"{path} not found; run the pipeline first (`dvc repro`) or pass "
+            "--outputs pointing at its outputs folder"
+        )
     return load_prepared(layout.data, "test").labels
 
 
@@ -346,9 +352,14 @@ def _measure(
     new = _embeddings(layout, graph.stored_as(cand))
     if base is None:
         result.scores["candidate"] = _score(new, new, labels, distance, device).as_dict()
-        result.checks.append(CheckResult("upgrade-path", "a registered chain upgrades the "
-                                         "baseline gallery to the candidate", "skipped",
-                                         reason="no baseline (bootstrap)"))
+        result.checks.append(
+            CheckResult(
+                "upgrade-path",
+                "a registered chain upgrades the baseline gallery to the candidate",
+                "skipped",
+                reason="no baseline (bootstrap)",
+            )
+        )
         return
     old = _embeddings(layout, graph.stored_as(base))
     if old.shape[1] == new.shape[1]:
@@ -361,8 +372,9 @@ def _measure(
         )
     path_text = "a registered chain upgrades the baseline gallery to the candidate"
     try:
-        resolution = resolve(graph, VersionRef(family, version=base),
-                             VersionRef(family, version=cand))
+        resolution = resolve(
+            graph, VersionRef(family, version=base), VersionRef(family, version=cand)
+        )
     except NoPathError as exc:
         result.scores["candidate"] = _score(new, new, labels, distance, device).as_dict()
         result.scores["baseline"] = _score(old, old, labels, distance, device).as_dict()
@@ -370,8 +382,9 @@ def _measure(
         return
     chosen = resolution.chosen
     assert chosen is not None  # base != cand
-    evaluation = _evaluate_chain(family, chosen, layout, graph, distance, device,
-                                 lambda: check(resolution.side_info))
+    evaluation = _evaluate_chain(
+        family, chosen, layout, graph, distance, device, lambda: check(resolution.side_info)
+    )
     result.scores["candidate"] = evaluation.new_new.as_dict()
     result.scores["baseline"] = evaluation.old_old.as_dict()
     result.scores["upgraded"] = evaluation.cross.as_dict()
@@ -389,14 +402,24 @@ def _measure(
     }
     route = "->".join(map(str, chosen.path))
     hops = f"{chosen.n_hops} hop{'s' if chosen.n_hops > 1 else ''}"
-    result.checks.append(CheckResult(
-        "upgrade-path", path_text, "pass",
-        reason=f"{route} ({hops}) through {', '.join(result.upgrade['uris'])}"))
+    result.checks.append(
+        CheckResult(
+            "upgrade-path",
+            path_text,
+            "pass",
+            reason=f"{route} ({hops}) through {', '.join(result.upgrade['uris'])}",
+        )
+    )
 
 
 def _evaluate_chain(
-    family: str, chosen: Any, layout: Layout, graph: CompatibilityGraph, distance: str,
-    device: str, check_side_info: Callable[[], None],
+    family: str,
+    chosen: Any,
+    layout: Layout,
+    graph: CompatibilityGraph,
+    distance: str,
+    device: str,
+    check_side_info: Callable[[], None],
 ) -> Any:
     """``load_chain`` + ``evaluate_chain``, the resolver's own measurement of a route."""
     from fct_registry.resolver.chain import evaluate_chain, load_chain
@@ -405,7 +428,10 @@ def _evaluate_chain(
     if loaded.side_info_dim:  # the chain reads the stored side-info: it must be the gallery's
         check_side_info()
     return evaluate_chain(
-        loaded, layout, distance=distance, device=device,
+        loaded,
+        layout,
+        distance=distance,
+        device=device,
         stored_as=(graph.stored_as(chosen.source), graph.stored_as(chosen.target)),
     )
 
@@ -419,9 +445,13 @@ def _check_outputs(
         if version is None:
             continue
         key = graph.stored_as(version)
-        note = verify_outputs(client, graph.family, version, layout.version(key),
-                              f"test embeddings of {graph.family}@{version} "
-                              f"({layout.version_embeddings(key)})")
+        note = verify_outputs(
+            client,
+            graph.family,
+            version,
+            layout.version(key),
+            f"test embeddings of {graph.family}@{version} ({layout.version_embeddings(key)})",
+        )
         if note:
             result.notes.append(note)
 
@@ -429,8 +459,9 @@ def _check_outputs(
         if not extractor:
             return
         name, version = T.parse_model_ref(extractor)
-        note = verify_outputs(client, name, version, layout.side_info,
-                              f"side-info ({layout.side_info_embeddings})")
+        note = verify_outputs(
+            client, name, version, layout.side_info, f"side-info ({layout.side_info_embeddings})"
+        )
         if note:
             result.notes.append(note)
 

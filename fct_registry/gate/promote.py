@@ -42,10 +42,15 @@ def gate_tags(result: GateResult, at: datetime | None = None) -> dict[str, str]:
         "bootstrap": result.bootstrap,
         "upgrade_path": result.upgrade["path"] if result.upgrade else None,
         "upgrade_hops": result.upgrade["hops"] if result.upgrade else None,
-        "scores": {case: {m: round(v, 4) for m, v in s.items()}
-                   for case, s in result.scores.items() if s is not None},
-        "checks": {c.name: {"status": c.status, "measured": c.measured, "bound": c.bound}
-                   for c in result.checks},
+        "scores": {
+            case: {m: round(v, 4) for m, v in s.items()}
+            for case, s in result.scores.items()
+            if s is not None
+        },
+        "checks": {
+            c.name: {"status": c.status, "measured": c.measured, "bound": c.bound}
+            for c in result.checks
+        },
         "distance": result.distance,
         "items": result.items,
         "at": (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -54,8 +59,9 @@ def gate_tags(result: GateResult, at: datetime | None = None) -> dict[str, str]:
     return {T.GATE_VERDICT: result.verdict, T.GATE_REPORT: report}
 
 
-def record_and_promote(result: GateResult, *, promote: bool,
-                       tracking_uri: str | None = None) -> dict[str, Any]:
+def record_and_promote(
+    result: GateResult, *, promote: bool, tracking_uri: str | None = None
+) -> dict[str, Any]:
     """Tag the candidate with the verdict; with ``promote`` and a pass, move the alias.
 
     Returns (and stores in ``result.promotion``) what happened, with a readable ``message``.
@@ -64,8 +70,13 @@ def record_and_promote(result: GateResult, *, promote: bool,
 
     family, cand = result.family, result.candidate
     alias = promotion_alias(result.baseline_ref) if promote else None
-    outcome: dict[str, Any] = {"moved": False, "alias": alias, "tagged": False,
-                               "from": None, "to": None}
+    outcome: dict[str, Any] = {
+        "moved": False,
+        "alias": alias,
+        "tagged": False,
+        "from": None,
+        "to": None,
+    }
     if result.verdict == "skip":
         why = result.notes[-1] if result.notes else "nothing to gate"
         outcome["message"] = f"nothing recorded or promoted: {why}"
@@ -82,8 +93,10 @@ def record_and_promote(result: GateResult, *, promote: bool,
             outcome["from"] = current
             if not result.passed:
                 where = f"stays at version {current}" if current is not None else "stays unset"
-                outcome["message"] = (f"not promoted: the gate failed; {family}@{alias} {where} "
-                                      f"(verdict recorded on {family}@{cand})")
+                outcome["message"] = (
+                    f"not promoted: the gate failed; {family}@{alias} {where} "
+                    f"(verdict recorded on {family}@{cand})"
+                )
             elif current != result.baseline and not (result.bootstrap and current is None):
                 raise GateError(
                     f"{family}@{alias} moved to version {current} while the gate compared "
@@ -92,10 +105,15 @@ def record_and_promote(result: GateResult, *, promote: bool,
                 )
             else:
                 client.set_registered_model_alias(family, alias, str(cand))
-                outcome.update(moved=True, to=cand, message=(
-                    f"{family}@{alias} moved from "
-                    f"{'version ' + str(current) if current is not None else 'nothing'} to "
-                    f"version {cand}"))
+                outcome.update(
+                    moved=True,
+                    to=cand,
+                    message=(
+                        f"{family}@{alias} moved from "
+                        f"{'version ' + str(current) if current is not None else 'nothing'} to "
+                        f"version {cand}"
+                    ),
+                )
     result.promotion = outcome
     return outcome
 

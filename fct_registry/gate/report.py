@@ -56,16 +56,20 @@ def verdict_line(result: GateResult) -> str:
     n = _counts(result)
     if result.verdict == "skip":
         return f"SKIP: {result.notes[-1] if result.notes else 'nothing to gate'}"
-    return (f"{result.verdict.upper()}: {n['pass']} passed, {n['fail']} failed, "
-            f"{n['skipped']} skipped ({result.seconds:.1f} s)")
+    return (
+        f"{result.verdict.upper()}: {n['pass']} passed, {n['fail']} failed, "
+        f"{n['skipped']} skipped ({result.seconds:.1f} s)"
+    )
 
 
 def _rows(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in (0, 1) or i == len(cells) - 1 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in (0, 1) or i == len(cells) - 1 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     return [line(headers), *(line(r) for r in rows)]
 
@@ -77,12 +81,20 @@ def format_table(result: GateResult) -> str:
         f"{result.baseline_ref}{'; bootstrap' if result.bootstrap else ''})",
     ]
     if result.verdict != "skip":
-        lines.append(f"held-out split: {result.items} items, {result.distance} distance, "
-                     "leave-one-out\n")
-        lines += _rows(["case", "query / gallery", *(_HEAD[m] for m in METRICS)],
-                       [[case, _pair(result, case),
-                         *(_num((result.scores.get(case) or {}).get(m)) for m in METRICS)]
-                        for case in CASES])
+        lines.append(
+            f"held-out split: {result.items} items, {result.distance} distance, leave-one-out\n"
+        )
+        lines += _rows(
+            ["case", "query / gallery", *(_HEAD[m] for m in METRICS)],
+            [
+                [
+                    case,
+                    _pair(result, case),
+                    *(_num((result.scores.get(case) or {}).get(m)) for m in METRICS),
+                ]
+                for case in CASES
+            ],
+        )
         if result.upgrade:
             up = result.upgrade
             lines.append(
@@ -92,11 +104,20 @@ def format_table(result: GateResult) -> str:
                 f"mAP {_num(up['gap_closed_mAP'])}%"
             )
         lines.append("")
-        lines += _rows(["check", "status", "measured", "bound", "margin", "rule"],
-                       [[c.name, c.status.upper() if c.status != "skipped" else "skipped",
-                         _num(c.measured) if c.bound is not None else "",
-                         _num(c.bound), _num(c.margin, signed=True), _rule_text(c)]
-                        for c in result.checks])
+        lines += _rows(
+            ["check", "status", "measured", "bound", "margin", "rule"],
+            [
+                [
+                    c.name,
+                    c.status.upper() if c.status != "skipped" else "skipped",
+                    _num(c.measured) if c.bound is not None else "",
+                    _num(c.bound),
+                    _num(c.margin, signed=True),
+                    _rule_text(c),
+                ]
+                for c in result.checks
+            ],
+        )
     lines.append("")
     lines += [f"note: {n}" for n in result.notes]
     lines.append(f"verdict: {verdict_line(result)}")
@@ -130,29 +151,50 @@ def finite(value: object) -> object:
 def junit_xml(result: GateResult, timestamp: datetime | None = None) -> str:
     """JUnit XML: one ``testsuite`` for the gate, one ``testcase`` per check."""
     n = _counts(result)
-    checks = result.checks or [CheckResult("gate", "the candidate is a new version", "skipped",
-                                           reason=verdict_line(result))]
+    checks = result.checks or [
+        CheckResult(
+            "gate", "the candidate is a new version", "skipped", reason=verdict_line(result)
+        )
+    ]
     if not result.checks:
         n = {"pass": 0, "fail": 0, "skipped": 1}
-    attrs = {"tests": str(len(checks)), "failures": str(n["fail"]), "errors": "0",
-             "skipped": str(n["skipped"]), "time": f"{result.seconds:.3f}"}
+    attrs = {
+        "tests": str(len(checks)),
+        "failures": str(n["fail"]),
+        "errors": "0",
+        "skipped": str(n["skipped"]),
+        "time": f"{result.seconds:.3f}",
+    }
     suites = ET.Element("testsuites", {"name": "fct gate", **attrs})
-    suite = ET.SubElement(suites, "testsuite", {
-        "name": f"fct-gate.{result.family}", **attrs,
-        "timestamp": (timestamp or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        {
+            "name": f"fct-gate.{result.family}",
+            **attrs,
+            "timestamp": (timestamp or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
     props = ET.SubElement(suite, "properties")
     for name, value in _properties(result).items():
         ET.SubElement(props, "property", {"name": name, "value": value})
     for check in checks:
-        case = ET.SubElement(suite, "testcase", {"classname": f"fct.gate.{result.family}",
-                                                 "name": check.name, "time": "0"})
-        detail = (f"{check.description}\nmeasured: {_num(check.measured)}  bound: "
-                  f"{_num(check.bound)}  margin: {_num(check.margin, signed=True)}\n"
-                  f"{check.reason}")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {"classname": f"fct.gate.{result.family}", "name": check.name, "time": "0"},
+        )
+        detail = (
+            f"{check.description}\nmeasured: {_num(check.measured)}  bound: "
+            f"{_num(check.bound)}  margin: {_num(check.margin, signed=True)}\n"
+            f"{check.reason}"
+        )
         if check.status == "fail":
-            failure = ET.SubElement(case, "failure", {
-                "message": f"{check.description}: {check.reason}", "type": "GateRuleFailed"})
+            failure = ET.SubElement(
+                case,
+                "failure",
+                {"message": f"{check.description}: {check.reason}", "type": "GateRuleFailed"},
+            )
             failure.text = detail
         elif check.status == "skipped":
             ET.SubElement(case, "skipped", {"message": check.reason or "not evaluated"})
@@ -184,33 +226,49 @@ def markdown(result: GateResult) -> str:
     """A summary for CI pages (``$GITHUB_STEP_SUMMARY``) and pull requests."""
     icon = {"pass": "✅", "fail": "❌", "skip": "⏭️"}[result.verdict]
     lines = [f"### {icon} Release gate {result.verdict.upper()}: {result.title}", ""]
-    lines.append(f"Candidate `{result.candidate_ref}` → version {result.candidate}; baseline "
-                 f"`{result.baseline_ref}` → "
-                 f"{'version ' + str(result.baseline) if result.baseline is not None else 'none'}"
-                 f"{' (bootstrap)' if result.bootstrap else ''}. {verdict_line(result)}.")
+    lines.append(
+        f"Candidate `{result.candidate_ref}` → version {result.candidate}; baseline "
+        f"`{result.baseline_ref}` → "
+        f"{'version ' + str(result.baseline) if result.baseline is not None else 'none'}"
+        f"{' (bootstrap)' if result.bootstrap else ''}. {verdict_line(result)}."
+    )
     if result.verdict != "skip":
-        lines += ["", f"Held-out split: {result.items} items, {result.distance} distance, "
-                  "leave-one-out.", "",
-                  "| case | query / gallery | top-1 % | top-5 % | mAP % |",
-                  "|---|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Held-out split: {result.items} items, {result.distance} distance, leave-one-out.",
+            "",
+            "| case | query / gallery | top-1 % | top-5 % | mAP % |",
+            "|---|---|---:|---:|---:|",
+        ]
         for case in CASES:
             s = result.scores.get(case) or {}
-            lines.append(f"| {case} | {_pair(result, case)} | "
-                         + " | ".join(_num(s.get(m)) for m in METRICS) + " |")
-        lines += ["", "| check | status | measured | bound | margin | rule |",
-                  "|---|---|---:|---:|---:|---|"]
+            lines.append(
+                f"| {case} | {_pair(result, case)} | "
+                + " | ".join(_num(s.get(m)) for m in METRICS)
+                + " |"
+            )
+        lines += [
+            "",
+            "| check | status | measured | bound | margin | rule |",
+            "|---|---|---:|---:|---:|---|",
+        ]
         mark = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭️ skipped"}
         for c in result.checks:
             measured = _num(c.measured) if c.bound is not None else ""
             text = _rule_text(c).replace("|", "\\|")
-            lines.append(f"| `{c.name}` | {mark[c.status]} | {measured} | {_num(c.bound)} | "
-                         f"{_num(c.margin, signed=True)} | {text} |")
+            lines.append(
+                f"| `{c.name}` | {mark[c.status]} | {measured} | {_num(c.bound)} | "
+                f"{_num(c.margin, signed=True)} | {text} |"
+            )
         if result.upgrade:
             up = result.upgrade
-            lines += ["", f"Upgrade chain {'->'.join(map(str, up['path']))}: "
-                      + ", ".join(f"`{u}`" for u in up["uris"])
-                      + f" ({up['basis']}; gap closed: top-1 {_num(up['gap_closed_top1'])}%, "
-                      f"mAP {_num(up['gap_closed_mAP'])}%)."]
+            lines += [
+                "",
+                f"Upgrade chain {'->'.join(map(str, up['path']))}: "
+                + ", ".join(f"`{u}`" for u in up["uris"])
+                + f" ({up['basis']}; gap closed: top-1 {_num(up['gap_closed_top1'])}%, "
+                f"mAP {_num(up['gap_closed_mAP'])}%).",
+            ]
     if result.notes:
         lines += ["", *(f"- {n}" for n in result.notes)]
     if result.promotion:
@@ -220,10 +278,15 @@ def markdown(result: GateResult) -> str:
 
 def error_junit_xml(message: str) -> str:
     """JUnit for a run that could not judge (exit 2): one ``error``, so CI shows it as broken."""
-    suites = ET.Element("testsuites", {"name": "fct gate", "tests": "1", "failures": "0",
-                                       "errors": "1", "skipped": "0"})
-    suite = ET.SubElement(suites, "testsuite", {"name": "fct-gate", "tests": "1",
-                                                "failures": "0", "errors": "1", "skipped": "0"})
+    suites = ET.Element(
+        "testsuites",
+        {"name": "fct gate", "tests": "1", "failures": "0", "errors": "1", "skipped": "0"},
+    )
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        {"name": "fct-gate", "tests": "1", "failures": "0", "errors": "1", "skipped": "0"},
+    )
     case = ET.SubElement(suite, "testcase", {"classname": "fct.gate", "name": "gate"})
     ET.SubElement(case, "error", {"message": message, "type": "GateError"}).text = message
     ET.indent(suites)
@@ -238,16 +301,21 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write atomically (a CI step reading a half-written report would misreport)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
-                                     encoding="utf-8") as fh:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8"
+    ) as fh:
         fh.write(text)
     Path(fh.name).replace(path)
     return path
 
 
-def write_reports(result: GateResult, *, json_path: str | os.PathLike | None = None,
-                  junit_path: str | os.PathLike | None = None,
-                  markdown_path: str | os.PathLike | None = None) -> list[Path]:
+def write_reports(
+    result: GateResult,
+    *,
+    json_path: str | os.PathLike | None = None,
+    junit_path: str | os.PathLike | None = None,
+    markdown_path: str | os.PathLike | None = None,
+) -> list[Path]:
     """Write whichever reports were asked for; returns their paths."""
     written = []
     if json_path:

@@ -66,8 +66,7 @@ class CheckResult:
 def describe(rule: GateRule) -> str:
     """The rule as a readable inequality, e.g. ``upgraded mAP >= 0.80 x candidate mAP``."""
     if rule.reference is not None:
-        return (f"{rule.case} {rule.metric} >= {rule.fraction:.2f} x "
-                f"{rule.reference} {rule.metric}")
+        return f"{rule.case} {rule.metric} >= {rule.fraction:.2f} x {rule.reference} {rule.metric}"
     return f"{rule.case} {rule.metric} >= {rule.minimum:.2f}%"
 
 
@@ -88,13 +87,15 @@ def check_rule(name: str, rule: GateRule, measured: Measured) -> CheckResult:
         missing = [rule.case] if value is None else []
         bound = rule.minimum
     if missing:
-        return CheckResult(name, text, "skipped", value, bound,
-                           f"not measured: {', '.join(missing)}")
+        return CheckResult(
+            name, text, "skipped", value, bound, f"not measured: {', '.join(missing)}"
+        )
     assert value is not None and bound is not None
     ok = value >= bound - TOLERANCE
     verb = "reaches" if ok else "is below"
-    return CheckResult(name, text, "pass" if ok else "fail", value, bound,
-                       f"{value:.2f} {verb} {bound:.2f}")
+    return CheckResult(
+        name, text, "pass" if ok else "fail", value, bound, f"{value:.2f} {verb} {bound:.2f}"
+    )
 
 
 def check_rules(rules: Mapping[str, GateRule], measured: Measured) -> list[CheckResult]:

@@ -35,7 +35,8 @@ def gate_stage(params: Params, layout: Layout, tracking_uri: str | None = None) 
         bootstrap=True,
     )
     out = gate_dir(layout)
-    write_reports(result, json_path=out / REPORT, junit_path=out / JUNIT,
-                  markdown_path=out / SUMMARY)
+    write_reports(
+        result, json_path=out / REPORT, junit_path=out / JUNIT, markdown_path=out / SUMMARY
+    )
     print(format_table(result))
     return result

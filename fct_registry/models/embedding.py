@@ -25,9 +25,16 @@ class Normalize(nn.Module):
 class EmbeddingModel(nn.Module):
     """backbone -> linear embedding (what retrieval uses) -> linear classifier (training only)."""
 
-    def __init__(self, backbone: str, backbone_kwargs: dict, in_channels: int,
-                 embedding_dim: int, num_classes: int, mean: list[float],
-                 std: list[float]) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        backbone_kwargs: dict,
+        in_channels: int,
+        embedding_dim: int,
+        num_classes: int,
+        mean: list[float],
+        std: list[float],
+    ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.backbone = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)
@@ -41,8 +48,16 @@ class EmbeddingModel(nn.Module):
 class SideInfoModel(nn.Module):
     """SimCLR encoder: ``forward`` gives the side-info vector; ``project`` feeds NT-Xent."""
 
-    def __init__(self, backbone: str, backbone_kwargs: dict, in_channels: int, dim: int,
-                 projection_dim: int, mean: list[float], std: list[float]) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        backbone_kwargs: dict,
+        in_channels: int,
+        dim: int,
+        projection_dim: int,
+        mean: list[float],
+        std: list[float],
+    ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.backbone = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)

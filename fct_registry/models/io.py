@@ -25,17 +25,36 @@ SPEC_FILE = "spec.json"
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     kind = spec.get("kind")
     if kind == "embedding":
-        return EmbeddingModel(spec["backbone"], spec["backbone_kwargs"], spec["in_channels"],
-                              spec["embedding_dim"], spec["num_classes"], spec["mean"], spec["std"])
+        return EmbeddingModel(
+            spec["backbone"],
+            spec["backbone_kwargs"],
+            spec["in_channels"],
+            spec["embedding_dim"],
+            spec["num_classes"],
+            spec["mean"],
+            spec["std"],
+        )
     if kind == "side_info":
-        return SideInfoModel(spec["backbone"], spec["backbone_kwargs"], spec["in_channels"],
-                             spec["dim"], spec["projection_dim"], spec["mean"], spec["std"])
+        return SideInfoModel(
+            spec["backbone"],
+            spec["backbone_kwargs"],
+            spec["in_channels"],
+            spec["dim"],
+            spec["projection_dim"],
+            spec["mean"],
+            spec["std"],
+        )
     if kind == "transformation":
-        return TRANSFORMATIONS.build(spec["type"], old_dim=spec["old_dim"], new_dim=spec["new_dim"],
-                                     side_info_dim=spec["side_info_dim"],
-                                     hidden_dim=spec["hidden_dim"])
-    raise DataError(f"unknown model kind {kind!r} in spec; expected embedding, side_info or "
-                    "transformation")
+        return TRANSFORMATIONS.build(
+            spec["type"],
+            old_dim=spec["old_dim"],
+            new_dim=spec["new_dim"],
+            side_info_dim=spec["side_info_dim"],
+            hidden_dim=spec["hidden_dim"],
+        )
+    raise DataError(
+        f"unknown model kind {kind!r} in spec; expected embedding, side_info or transformation"
+    )
 
 
 def save_model(module: nn.Module, spec: dict[str, Any], directory: Path) -> None:

@@ -18,8 +18,9 @@ TRANSFORMATIONS: Registry[nn.Module] = Registry("transformation kind")
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     # No bias before batch-norm: it would be cancelled by the normalisation (and only drift).
-    return nn.Sequential(nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class FCTTransformation(nn.Module):
@@ -48,8 +49,9 @@ def fct(old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048) 
 
 
 @TRANSFORMATIONS.register("fct-no-side-info")
-def fct_no_side_info(old_dim: int, new_dim: int, side_info_dim: int,
-                     hidden_dim: int = 2048) -> nn.Module:
+def fct_no_side_info(
+    old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048
+) -> nn.Module:
     return FCTTransformation(old_dim, new_dim, 0, hidden_dim)
 
 

@@ -20,19 +20,31 @@ StageFn = Callable[[Params, Layout, argparse.Namespace], object]
 
 def torchrun_command(launcher: LauncherConfig, module: str, argv: Sequence[str]) -> list[str]:
     """The ``torchrun`` command line that reruns this stage as ``nproc_per_node`` processes."""
-    cmd = [sys.executable, "-m", "torch.distributed.run",
-           f"--nproc-per-node={launcher.nproc_per_node}", f"--nnodes={launcher.nnodes}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={launcher.nproc_per_node}",
+        f"--nnodes={launcher.nnodes}",
+    ]
     if launcher.nnodes > 1:
-        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launcher.rdzv_endpoint}",
-                f"--rdzv-id={launcher.rdzv_id}"]
+        cmd += [
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={launcher.rdzv_endpoint}",
+            f"--rdzv-id={launcher.rdzv_id}",
+        ]
     else:
         cmd += ["--standalone"]
     return [*cmd, "-m", module, *argv]
 
 
-def run_stage(description: str, stage: StageFn, argv: Sequence[str] | None = None,
-              add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-              distributed_module: str | None = None) -> int:
+def run_stage(
+    description: str,
+    stage: StageFn,
+    argv: Sequence[str] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    distributed_module: str | None = None,
+) -> int:
     """Parse arguments, load params and run ``stage``.
 
     Training stages pass ``distributed_module`` (their ``python -m`` name): with
@@ -40,10 +52,18 @@ def run_stage(description: str, stage: StageFn, argv: Sequence[str] | None = Non
     stays the one command.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file (default: params.yaml)")
-    parser.add_argument("--outputs", type=Path, default=Path("outputs"),
-                        help="root folder of pipeline outputs (default: outputs)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file (default: params.yaml)",
+    )
+    parser.add_argument(
+        "--outputs",
+        type=Path,
+        default=Path("outputs"),
+        help="root folder of pipeline outputs (default: outputs)",
+    )
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
@@ -51,11 +71,11 @@ def run_stage(description: str, stage: StageFn, argv: Sequence[str] | None = Non
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         params = load_params(args.params)
-        if (distributed_module and params.launcher.kind == "torchrun"
-                and not launched_by_torchrun()):
+        if distributed_module and params.launcher.kind == "torchrun" and not launched_by_torchrun():
             argv = list(sys.argv[1:] if argv is None else argv)
-            return subprocess.run(torchrun_command(params.launcher, distributed_module, argv),
-                                  check=False).returncode
+            return subprocess.run(
+                torchrun_command(params.launcher, distributed_module, argv), check=False
+            ).returncode
         stage(params, Layout(args.outputs), args)
     except FctError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -65,8 +65,10 @@ def check_classes(params: Params, info: dict) -> None:
     for version, cfg in params.versions.items():
         bad = [c for c in cfg.classes or [] if not 0 <= c < num_classes]
         if bad:
-            raise ConfigError(f"versions.{version}.classes has {bad}, but {params.data.dataset} "
-                              f"has classes 0..{num_classes - 1}")
+            raise ConfigError(
+                f"versions.{version}.classes has {bad}, but {params.data.dataset} "
+                f"has classes 0..{num_classes - 1}"
+            )
 
 
 def side_info_stage(params: Params, layout: Layout) -> None:
@@ -74,17 +76,27 @@ def side_info_stage(params: Params, layout: Layout) -> None:
     info = load_info(layout.data)
     train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
     spec = side_info_spec(params.side_info, info)
-    fp = fingerprint(params.side_info.model_dump(), params.seed,
-                     [layout.data / "train.safetensors"])
-    model, result = train_side_info(params.side_info, train.images, spec, seed=params.seed,
-                                    device=device, checkpoint=layout.checkpoint("side_info"),
-                                    fingerprint=fp)
+    fp = fingerprint(
+        params.side_info.model_dump(), params.seed, [layout.data / "train.safetensors"]
+    )
+    model, result = train_side_info(
+        params.side_info,
+        train.images,
+        spec,
+        seed=params.seed,
+        device=device,
+        checkpoint=layout.checkpoint("side_info"),
+        fingerprint=fp,
+    )
     if not ctx.is_main:  # rank 0 writes the outputs
         return
     save_model(model, spec, layout.side_info)
     write_history(result.history, layout.history("side_info"))
-    save_embeddings(layout.side_info_embeddings, embed_images(model, train.images, device),
-                    embed_images(model, test.images, device))
+    save_embeddings(
+        layout.side_info_embeddings,
+        embed_images(model, train.images, device),
+        embed_images(model, test.images, device),
+    )
 
 
 def version_stage(params: Params, layout: Layout, version: int) -> None:
@@ -95,15 +107,25 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
     train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
     spec = embedding_spec(cfg, info) | {"family": params.family, "version": version}
     fp = fingerprint(cfg.model_dump(), params.seed, [layout.data / "train.safetensors"])
-    model, result = train_classifier(cfg, train, spec, seed=params.seed, device=device,
-                                     checkpoint=layout.checkpoint(f"v{version}"), fingerprint=fp,
-                                     desc=f"{params.family}@{version}")
+    model, result = train_classifier(
+        cfg,
+        train,
+        spec,
+        seed=params.seed,
+        device=device,
+        checkpoint=layout.checkpoint(f"v{version}"),
+        fingerprint=fp,
+        desc=f"{params.family}@{version}",
+    )
     if not ctx.is_main:
         return
     save_model(model, spec, layout.version(version))
     write_history(result.history, layout.history(f"v{version}"))
-    save_embeddings(layout.version_embeddings(version), embed_images(model, train.images, device),
-                    embed_images(model, test.images, device))
+    save_embeddings(
+        layout.version_embeddings(version),
+        embed_images(model, train.images, device),
+        embed_images(model, test.images, device),
+    )
 
 
 def bct_stage(params: Params, layout: Layout, name: str) -> None:
@@ -117,38 +139,68 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     old_model, _ = load_model(layout.version(bct.old), device)
     old_classes = params.versions[bct.old].classes or list(range(len(info["classes"])))
     influence = BctInfluence(old_model.classifier, old_classes, bct.influence_weight)
-    spec = embedding_spec(cfg, info) | {"family": params.family, "bct": name,
-                                        "bct_old": bct.old, "bct_new": bct.new}
-    fp = fingerprint([cfg.model_dump(), bct.model_dump()], params.seed,
-                     [layout.data / "train.safetensors",
-                      layout.version(bct.old) / "model.safetensors"])
-    model, result = train_classifier(cfg, train, spec, seed=params.seed, device=device,
-                                     checkpoint=layout.checkpoint(f"bct-{name}"), fingerprint=fp,
-                                     desc=f"bct {name}", bct=influence)
+    spec = embedding_spec(cfg, info) | {
+        "family": params.family,
+        "bct": name,
+        "bct_old": bct.old,
+        "bct_new": bct.new,
+    }
+    fp = fingerprint(
+        [cfg.model_dump(), bct.model_dump()],
+        params.seed,
+        [layout.data / "train.safetensors", layout.version(bct.old) / "model.safetensors"],
+    )
+    model, result = train_classifier(
+        cfg,
+        train,
+        spec,
+        seed=params.seed,
+        device=device,
+        checkpoint=layout.checkpoint(f"bct-{name}"),
+        fingerprint=fp,
+        desc=f"bct {name}",
+        bct=influence,
+    )
     if not ctx.is_main:
         return
     save_model(model, spec, layout.bct(name))
     write_history(result.history, layout.history(f"bct-{name}"))
-    save_embeddings(layout.bct_embeddings(name), embed_images(model, train.images, device),
-                    embed_images(model, test.images, device))
+    save_embeddings(
+        layout.bct_embeddings(name),
+        embed_images(model, train.images, device),
+        embed_images(model, test.images, device),
+    )
 
 
 def transformation_stage(params: Params, layout: Layout, name: str) -> None:
     if name not in params.transformations:
-        raise ConfigError(f"unknown transformation {name!r}; known: "
-                          f"{', '.join(params.transformations) or 'none'}")
+        raise ConfigError(
+            f"unknown transformation {name!r}; known: {', '.join(params.transformations) or 'none'}"
+        )
     cfg = params.transformations[name]
     ctx, device = init_from_env(pick_device(params.device))
-    inputs = [layout.version_embeddings(cfg.source), layout.version_embeddings(cfg.target),
-              layout.side_info_embeddings]
+    inputs = [
+        layout.version_embeddings(cfg.source),
+        layout.version_embeddings(cfg.target),
+        layout.side_info_embeddings,
+    ]
     old, new, side = (load_embeddings(p) for p in inputs)
-    spec = transformation_spec(cfg, old["train"].shape[1], new["train"].shape[1],
-                               side["train"].shape[1]) | {"family": params.family, "name": name}
+    spec = transformation_spec(
+        cfg, old["train"].shape[1], new["train"].shape[1], side["train"].shape[1]
+    ) | {"family": params.family, "name": name}
     fp = fingerprint(cfg.model_dump(), params.seed, inputs)
-    model, result = train_transformation(cfg, old["train"], side["train"], new["train"], spec,
-                                         seed=params.seed, device=device,
-                                         checkpoint=layout.checkpoint(f"transform-{name}"),
-                                         fingerprint=fp, desc=f"transform {name}")
+    model, result = train_transformation(
+        cfg,
+        old["train"],
+        side["train"],
+        new["train"],
+        spec,
+        seed=params.seed,
+        device=device,
+        checkpoint=layout.checkpoint(f"transform-{name}"),
+        fingerprint=fp,
+        desc=f"transform {name}",
+    )
     if not ctx.is_main:
         return
     out = layout.transformation(name)
@@ -175,10 +227,13 @@ def evaluate_stage(params: Params, layout: Layout) -> dict:
     for name, cfg in params.transformations.items():
         module, _ = load_model(layout.transformation(name))
         edges.append(Edge(name, cfg.source, cfg.target, cfg.uses_side_info, module))
-    bct = {name: (b.old, b.new, load_embeddings(layout.bct_embeddings(name))["test"])
-           for name, b in params.bct.items()}
-    report = compatibility_cases(labels, versions, side_info, edges, bct,
-                                 distance=params.evaluation.distance)
+    bct = {
+        name: (b.old, b.new, load_embeddings(layout.bct_embeddings(name))["test"])
+        for name, b in params.bct.items()
+    }
+    report = compatibility_cases(
+        labels, versions, side_info, edges, bct, distance=params.evaluation.distance
+    )
     out = layout.evaluation
     _write_json(out / "metrics.json", report)
     _write_json(out / "matrix.json", matrix_rows(report))

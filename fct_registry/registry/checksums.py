@@ -49,21 +49,27 @@ def write_checksums(root: str | Path, files: Iterable[str]) -> dict[str, str]:
 def read_checksums(root: str | Path) -> dict[str, str]:
     path = Path(root) / CHECKSUMS_FILE
     if not path.is_file():
-        raise ChecksumError(f"{path} is missing, so the model's files cannot be verified; "
-                            "re-save or re-register the model with fct_registry.registry")
+        raise ChecksumError(
+            f"{path} is missing, so the model's files cannot be verified; "
+            "re-save or re-register the model with fct_registry.registry"
+        )
     try:
         sums = json.loads(path.read_text())
     except ValueError as exc:
-        raise ChecksumError(f"{path} is not valid JSON ({exc}); the artifact was modified or "
-                            "corrupted: re-register the model") from exc
+        raise ChecksumError(
+            f"{path} is not valid JSON ({exc}); the artifact was modified or "
+            "corrupted: re-register the model"
+        ) from exc
     if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
-        raise ChecksumError(f"{path} must map file paths to sha256 hex digests; re-register the "
-                            "model")
+        raise ChecksumError(
+            f"{path} must map file paths to sha256 hex digests; re-register the model"
+        )
     return sums
 
 
-def verify_checksums(root: str | Path, expected: Mapping[str, str] | None = None, *,
-                     what: str | None = None) -> dict[str, str]:
+def verify_checksums(
+    root: str | Path, expected: Mapping[str, str] | None = None, *, what: str | None = None
+) -> dict[str, str]:
     """Check every file listed in ``root/checksums.json`` (and in ``expected``, the registry's
     record, when given) against its sha256; raise :class:`ChecksumError` naming the first
     mismatching file. Returns the verified mapping.
@@ -75,21 +81,28 @@ def verify_checksums(root: str | Path, expected: Mapping[str, str] | None = None
     label = what or str(root)
     recorded = read_checksums(root)
     if expected is not None and dict(expected) != recorded:
-        differing = sorted(k for k in set(expected) | set(recorded)
-                           if expected.get(k) != recorded.get(k))
-        raise ChecksumError(f"{label}: checksums.json disagrees with the checksums recorded in "
-                            f"the registry at registration (files: {', '.join(differing)}); the "
-                            "artifact store copy was modified: restore it or re-register the model")
+        differing = sorted(
+            k for k in set(expected) | set(recorded) if expected.get(k) != recorded.get(k)
+        )
+        raise ChecksumError(
+            f"{label}: checksums.json disagrees with the checksums recorded in "
+            f"the registry at registration (files: {', '.join(differing)}); the "
+            "artifact store copy was modified: restore it or re-register the model"
+        )
     for rel, want in recorded.items():
         path = root / rel
         if not path.is_file():
-            raise ChecksumError(f"{label}: artifact file {rel} is missing; restore the artifact "
-                                "store copy or re-register the model")
+            raise ChecksumError(
+                f"{label}: artifact file {rel} is missing; restore the artifact "
+                "store copy or re-register the model"
+            )
         got = sha256_file(path)
         if got != want:
-            raise ChecksumError(f"{label}: artifact file {rel} has sha256 {got[:12]}…, but "
-                                f"{want[:12]}… was recorded at registration; the file was "
-                                "modified or corrupted: restore it or re-register the model")
+            raise ChecksumError(
+                f"{label}: artifact file {rel} has sha256 {got[:12]}…, but "
+                f"{want[:12]}… was recorded at registration; the file was "
+                "modified or corrupted: restore it or re-register the model"
+            )
     return recorded
 
 

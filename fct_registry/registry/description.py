@@ -71,9 +71,10 @@ def _table(compatibility: str | None, key_map: Mapping[str, int] | None, family:
     if key_map:
         identity = all(str(k) == str(v) for k, v in key_map.items())
         mapping = ", ".join(f"`{k}` → {family}/{v}" for k, v in key_map.items())
-        lines.append("Versions in the table are params.yaml keys"
-                     + (" and equal the registry's versions." if identity
-                        else f"; registered as {mapping}."))
+        lines.append(
+            "Versions in the table are params.yaml keys"
+            + (" and equal the registry's versions." if identity else f"; registered as {mapping}.")
+        )
     return lines
 
 
@@ -81,16 +82,24 @@ def _transformation_rows(family: str, label: str, versions: Sequence[Linked]) ->
     rows = []
     for t in versions:
         ends = f"{family}@{t.tags.get(T.SOURCE, '?')} → {family}@{t.tags.get(T.TARGET, '?')}"
-        rows.append(f"| {label} | {version_link(t.name, t.version)} | {ends} | "
-                    f"{t.tags.get(T.KIND, '?')} | {_num(t.tags, T.TOP1)} | "
-                    f"{_num(t.tags, T.GAP_CLOSED_TOP1)} |")
+        rows.append(
+            f"| {label} | {version_link(t.name, t.version)} | {ends} | "
+            f"{t.tags.get(T.KIND, '?')} | {_num(t.tags, T.TOP1)} | "
+            f"{_num(t.tags, T.GAP_CLOSED_TOP1)} |"
+        )
     return rows
 
 
-def embedding_description(family: str, version: int, tags: Mapping[str, str], *,
-                          into: Sequence[Linked], out_of: Sequence[Linked],
-                          compatibility: str | None = None,
-                          key_map: Mapping[str, int] | None = None) -> str:
+def embedding_description(
+    family: str,
+    version: int,
+    tags: Mapping[str, str],
+    *,
+    into: Sequence[Linked],
+    out_of: Sequence[Linked],
+    compatibility: str | None = None,
+    key_map: Mapping[str, int] | None = None,
+) -> str:
     side = tags.get(T.SIDE_INFO)
     side_link = version_link(*T.parse_model_ref(side)) if side else "—"
     lines = [
@@ -111,8 +120,10 @@ def embedding_description(family: str, version: int, tags: Mapping[str, str], *,
         "",
     ]
     if into or out_of:
-        lines += ["| | version | upgrades | kind | top-1 | top-1 gap closed |",
-                  "|---|---|---|---|---:|---:|"]
+        lines += [
+            "| | version | upgrades | kind | top-1 | top-1 gap closed |",
+            "|---|---|---|---|---:|---:|",
+        ]
         lines += _transformation_rows(family, "into", into)
         lines += _transformation_rows(family, "out of", out_of)
     else:
@@ -121,9 +132,14 @@ def embedding_description(family: str, version: int, tags: Mapping[str, str], *,
     return fit("\n".join(lines))
 
 
-def transformation_description(family: str, version: int, tags: Mapping[str, str], *,
-                               compatibility: str | None = None,
-                               key_map: Mapping[str, int] | None = None) -> str:
+def transformation_description(
+    family: str,
+    version: int,
+    tags: Mapping[str, str],
+    *,
+    compatibility: str | None = None,
+    key_map: Mapping[str, int] | None = None,
+) -> str:
     source, target = tags.get(T.SOURCE, "?"), tags.get(T.TARGET, "?")
     side = tags.get(T.SIDE_INFO)
     role = "chain of transformations" if tags.get(T.ROLE) == T.ROLE_CHAIN else "transformation"
@@ -133,7 +149,7 @@ def transformation_description(family: str, version: int, tags: Mapping[str, str
         "",
         "Upgrades a stored gallery without re-embedding images: "
         "`h(old_embedding, side_info) -> new_embedding`. Load it with "
-        "`mlflow.pyfunc.load_model(uri).predict({\"old_embedding\": ..., \"side_info\": ...})`.",
+        '`mlflow.pyfunc.load_model(uri).predict({"old_embedding": ..., "side_info": ...})`.',
         "",
         "| link | |",
         "|---|---|",
@@ -151,10 +167,15 @@ def transformation_description(family: str, version: int, tags: Mapping[str, str
     return fit("\n".join(lines))
 
 
-def side_info_description(family: str, version: int, tags: Mapping[str, str], *,
-                          readers: Sequence[Linked],
-                          compatibility: str | None = None,
-                          key_map: Mapping[str, int] | None = None) -> str:
+def side_info_description(
+    family: str,
+    version: int,
+    tags: Mapping[str, str],
+    *,
+    readers: Sequence[Linked],
+    compatibility: str | None = None,
+    key_map: Mapping[str, int] | None = None,
+) -> str:
     lines = [
         f"**{T.side_info_model_name(family)}/{version}** — side-info extractor of the "
         f"`{family}` family (self-supervised, {tags.get(T.EMBEDDING_DIM, '?')}-d).",
@@ -166,8 +187,10 @@ def side_info_description(family: str, version: int, tags: Mapping[str, str], *,
     if readers:
         lines += ["| read by | upgrades |", "|---|---|"]
         for t in readers:
-            lines.append(f"| {version_link(t.name, t.version)} | {family}@{t.tags.get(T.SOURCE)}"
-                         f" → {family}@{t.tags.get(T.TARGET)} |")
+            lines.append(
+                f"| {version_link(t.name, t.version)} | {family}@{t.tags.get(T.SOURCE)}"
+                f" → {family}@{t.tags.get(T.TARGET)} |"
+            )
         lines.append("")
     lines += [*_provenance(tags), *_table(compatibility, key_map, family)]
     return fit("\n".join(lines))

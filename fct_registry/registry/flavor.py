@@ -70,14 +70,18 @@ class FlavorError(FctError):
 # --- saving ------------------------------------------------------------------------------------
 
 
-def save_model(model: ModelSource, path: str | os.PathLike, *,
-               spec: Mapping[str, Any] | None = None,
-               specs: Sequence[Mapping[str, Any]] | None = None,
-               mlflow_model: Model | None = None,
-               onnx_atol: float = 1e-5,
-               metadata: dict[str, Any] | None = None,
-               pip_requirements: Sequence[str] | None = None,
-               extra_pip_requirements: Sequence[str] | None = None) -> None:
+def save_model(
+    model: ModelSource,
+    path: str | os.PathLike,
+    *,
+    spec: Mapping[str, Any] | None = None,
+    specs: Sequence[Mapping[str, Any]] | None = None,
+    mlflow_model: Model | None = None,
+    onnx_atol: float = 1e-5,
+    metadata: dict[str, Any] | None = None,
+    pip_requirements: Sequence[str] | None = None,
+    extra_pip_requirements: Sequence[str] | None = None,
+) -> None:
     """Save ``model`` as an fct-flavored MLflow model folder at ``path`` (must be new or empty).
 
     Writes every hop's safetensors + spec, exports the whole model to ONNX and verifies the graph
@@ -116,18 +120,28 @@ def save_model(model: ModelSource, path: str | os.PathLike, *,
         files += [f"{rel}/model.safetensors", f"{rel}/spec.json"]
 
     whole = TransformationChain(list(modules)) if kind == "transformation" else modules[0]
-    max_diff = _onnx.export_onnx(whole, path / ONNX_FILE, kind, old_dim=dims.get("old_dim"),
-                                 side_info_dim=dims.get("side_info_dim", 0),
-                                 input_shape=dims.get("input_shape"), atol=onnx_atol)
+    max_diff = _onnx.export_onnx(
+        whole,
+        path / ONNX_FILE,
+        kind,
+        old_dim=dims.get("old_dim"),
+        side_info_dim=dims.get("side_info_dim", 0),
+        input_shape=dims.get("input_shape"),
+        atol=onnx_atol,
+    )
     files.append(ONNX_FILE)
     sums = write_checksums(path, files)
 
     mlflow_model = mlflow_model or Model()
     if metadata is not None:
         mlflow_model.metadata = metadata
-    mlflow.pyfunc.add_to_model(mlflow_model, loader_module=__name__,
-                               conda_env=_CONDA_ENV_FILE_NAME, python_env=_PYTHON_ENV_FILE_NAME,
-                               model_config={"backend": "onnx"})
+    mlflow.pyfunc.add_to_model(
+        mlflow_model,
+        loader_module=__name__,
+        conda_env=_CONDA_ENV_FILE_NAME,
+        python_env=_PYTHON_ENV_FILE_NAME,
+        model_config={"backend": "onnx"},
+    )
     mlflow_model.add_flavor(
         FLAVOR_NAME,
         kind=kind,
@@ -144,8 +158,13 @@ def save_model(model: ModelSource, path: str | os.PathLike, *,
         **{k: v for k, v in dims.items() if k != "kind"},
     )
     # MLflow's own ONNX flavor over the same graph: mlflow.onnx.load_model(uri) works too.
-    mlflow_model.add_flavor("onnx", onnx_version=_package_version("onnx"), data=ONNX_FILE,
-                            providers=["CPUExecutionProvider"], code=None)
+    mlflow_model.add_flavor(
+        "onnx",
+        onnx_version=_package_version("onnx"),
+        data=ONNX_FILE,
+        providers=["CPUExecutionProvider"],
+        code=None,
+    )
     mlflow_model.save(str(path / MLMODEL_FILE_NAME))
 
     requirements = list(pip_requirements or default_pip_requirements())
@@ -156,18 +175,22 @@ def save_model(model: ModelSource, path: str | os.PathLike, *,
     _PythonEnv.current().to_yaml(str(path / _PYTHON_ENV_FILE_NAME))
 
 
-def log_model(model: ModelSource, name: str = "model", *,
-              spec: Mapping[str, Any] | None = None,
-              specs: Sequence[Mapping[str, Any]] | None = None,
-              registered_model_name: str | None = None,
-              tags: Mapping[str, Any] | None = None,
-              description: str | None = None,
-              onnx_atol: float = 1e-5,
-              metadata: dict[str, Any] | None = None,
-              params: dict[str, Any] | None = None,
-              pip_requirements: Sequence[str] | None = None,
-              extra_pip_requirements: Sequence[str] | None = None,
-              await_registration_for: int = 300) -> ModelInfo:
+def log_model(
+    model: ModelSource,
+    name: str = "model",
+    *,
+    spec: Mapping[str, Any] | None = None,
+    specs: Sequence[Mapping[str, Any]] | None = None,
+    registered_model_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    onnx_atol: float = 1e-5,
+    metadata: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    pip_requirements: Sequence[str] | None = None,
+    extra_pip_requirements: Sequence[str] | None = None,
+    await_registration_for: int = 300,
+) -> ModelInfo:
     """Log ``model`` (see :func:`save_model`) to the active run, or a new one, as a LoggedModel.
 
     A chain of hops logs as one model: pass a ``TransformationChain`` or a list of hop modules
@@ -180,22 +203,41 @@ def log_model(model: ModelSource, name: str = "model", *,
     """
     from mlflow.models import Model
 
-    info = Model.log(None, sys.modules[__name__], name=name, model=model, spec=spec,
-                     specs=specs, onnx_atol=onnx_atol, metadata=metadata, params=params,
-                     tags={k: str(v) for k, v in (tags or {}).items()} or None,
-                     pip_requirements=pip_requirements,
-                     extra_pip_requirements=extra_pip_requirements)
+    info = Model.log(
+        None,
+        sys.modules[__name__],
+        name=name,
+        model=model,
+        spec=spec,
+        specs=specs,
+        onnx_atol=onnx_atol,
+        metadata=metadata,
+        params=params,
+        tags={k: str(v) for k, v in (tags or {}).items()} or None,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+    )
     if registered_model_name is not None:
-        version = register_logged_model(info, registered_model_name, tags=tags,
-                                        description=description,
-                                        await_creation_for=await_registration_for)
+        version = register_logged_model(
+            info,
+            registered_model_name,
+            tags=tags,
+            description=description,
+            await_creation_for=await_registration_for,
+        )
         info.registered_model_version = int(version.version)
     return info
 
 
-def register_logged_model(info: ModelInfo, name: str, *, tags: Mapping[str, Any] | None = None,
-                          description: str | None = None, await_creation_for: int = 300,
-                          client: Any = None) -> ModelVersion:
+def register_logged_model(
+    info: ModelInfo,
+    name: str,
+    *,
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    await_creation_for: int = 300,
+    client: Any = None,
+) -> ModelVersion:
     """Create a version of registered model ``name`` (created if missing) from a logged model,
     tagged with its content hash and checksums (the registry's copy, which artifact-store
     tampering cannot reach)."""
@@ -205,27 +247,39 @@ def register_logged_model(info: ModelInfo, name: str, *, tags: Mapping[str, Any]
     client = client or MlflowClient()
     conf = info.flavors.get(FLAVOR_NAME)
     if conf is None:
-        raise FlavorError(f"{info.model_uri} was not logged with the {FLAVOR_NAME} flavor; log "
-                          "it with fct_registry.registry.flavor.log_model")
+        raise FlavorError(
+            f"{info.model_uri} was not logged with the {FLAVOR_NAME} flavor; log "
+            "it with fct_registry.registry.flavor.log_model"
+        )
     version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-    version_tags.update({T.CONTENT_HASH: conf["content_hash"],
-                         T.CHECKSUMS: json.dumps(conf["checksums"], sort_keys=True)})
+    version_tags.update(
+        {
+            T.CONTENT_HASH: conf["content_hash"],
+            T.CHECKSUMS: json.dumps(conf["checksums"], sort_keys=True),
+        }
+    )
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    return client.create_model_version(name, source=info.model_uri, run_id=info.run_id,
-                                       tags=version_tags, description=description,
-                                       await_creation_for=await_creation_for,
-                                       model_id=info.model_id)
+    return client.create_model_version(
+        name,
+        source=info.model_uri,
+        run_id=info.run_id,
+        tags=version_tags,
+        description=description,
+        await_creation_for=await_creation_for,
+        model_id=info.model_id,
+    )
 
 
 # --- loading -----------------------------------------------------------------------------------
 
 
-def load_model(model_uri: str, dst_path: str | os.PathLike | None = None, *,
-               verify: bool = True) -> nn.Module:
+def load_model(
+    model_uri: str, dst_path: str | os.PathLike | None = None, *, verify: bool = True
+) -> nn.Module:
     """Download and rebuild a model logged with this flavor, in eval mode on the CPU.
 
     Transformations and chains come back as a ``TransformationChain`` (forward
@@ -242,8 +296,13 @@ def load_model(model_uri: str, dst_path: str | os.PathLike | None = None, *,
     return load_local(local, expected=recorded, verify=verify, what=model_uri)
 
 
-def load_local(path: str | os.PathLike, *, expected: Mapping[str, str] | None = None,
-               verify: bool = True, what: str | None = None) -> nn.Module:
+def load_local(
+    path: str | os.PathLike,
+    *,
+    expected: Mapping[str, str] | None = None,
+    verify: bool = True,
+    what: str | None = None,
+) -> nn.Module:
     """:func:`load_model` for a model folder already on disk."""
     from fct_registry.models import TransformationChain
     from fct_registry.models import load_model as load_hop
@@ -266,8 +325,10 @@ def flavor_conf(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return _get_flavor_configuration(model_path=str(path), flavor_name=FLAVOR_NAME)
     except MlflowException as exc:
-        raise FlavorError(f"{path} is not an fct-flavored MLflow model ({exc.message}); log it "
-                          "with fct_registry.registry.flavor.log_model") from exc
+        raise FlavorError(
+            f"{path} is not an fct-flavored MLflow model ({exc.message}); log it "
+            "with fct_registry.registry.flavor.log_model"
+        ) from exc
 
 
 def _pin_registered_version(model_uri: str) -> tuple[str, dict[str, str] | None]:
@@ -288,9 +349,11 @@ def _pin_registered_version(model_uri: str) -> tuple[str, dict[str, str] | None]
     name, version = resolved
     recorded = client.get_model_version(name, str(version)).tags.get(T.CHECKSUMS)
     if recorded is None:
-        raise ChecksumError(f"{name} version {version} has no {T.CHECKSUMS} tag, so its "
-                            "artifacts cannot be verified; register it with `fct register` (or "
-                            "flavor.log_model), or pass verify=False if you trust the store")
+        raise ChecksumError(
+            f"{name} version {version} has no {T.CHECKSUMS} tag, so its "
+            "artifacts cannot be verified; register it with `fct register` (or "
+            "flavor.log_model), or pass verify=False if you trust the store"
+        )
     return f"models:/{name}/{version}", json.loads(recorded)
 
 
@@ -301,8 +364,9 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> _F
     """Called by ``mlflow.pyfunc.load_model``; verifies checksums before anything runs."""
     backend = (model_config or {}).get("backend", "onnx")
     if backend not in BACKENDS:
-        raise FlavorError(f"unknown backend {backend!r} in model_config; known: "
-                          f"{', '.join(BACKENDS)}")
+        raise FlavorError(
+            f"unknown backend {backend!r} in model_config; known: {', '.join(BACKENDS)}"
+        )
     conf = flavor_conf(path)
     verify_checksums(path)
     if backend == "torch":
@@ -340,14 +404,18 @@ class _FctPyfunc:
         names = self.conf["inputs"]
         if not isinstance(data, Mapping) and not hasattr(data, "columns"):
             if len(names) != 1:
-                raise FlavorError(f"this model takes named inputs {names}; pass a dict or a "
-                                  "DataFrame with those keys")
+                raise FlavorError(
+                    f"this model takes named inputs {names}; pass a dict or a "
+                    "DataFrame with those keys"
+                )
             data = {names[0]: data}
         feeds = {}
         for name in names:
             if name not in data:
-                raise FlavorError(f"missing input {name!r}; this {self.conf['kind']} model takes "
-                                  f"{', '.join(names)}")
+                raise FlavorError(
+                    f"missing input {name!r}; this {self.conf['kind']} model takes "
+                    f"{', '.join(names)}"
+                )
             value = data[name]
             if hasattr(value, "to_numpy"):  # a DataFrame column of lists / arrays
                 value = np.stack([np.asarray(row, dtype=np.float32) for row in value.to_numpy()])
@@ -357,18 +425,24 @@ class _FctPyfunc:
 
     def _check_shapes(self, feeds: dict[str, np.ndarray]) -> None:
         if self.conf["kind"] == "transformation":
-            want = {_onnx.OLD_INPUT: (self.conf["old_dim"],),
-                    _onnx.SIDE_INFO_INPUT: (self.conf["side_info_dim"],)}
+            want = {
+                _onnx.OLD_INPUT: (self.conf["old_dim"],),
+                _onnx.SIDE_INFO_INPUT: (self.conf["side_info_dim"],),
+            }
         else:
             want = {_onnx.IMAGE_INPUT: tuple(self.conf["input_shape"])}
         sizes = {len(v) for v in feeds.values()}
         if len(sizes) > 1:
-            raise FlavorError(f"inputs have different numbers of rows {sorted(sizes)}; pass one "
-                              "row per item in every input")
+            raise FlavorError(
+                f"inputs have different numbers of rows {sorted(sizes)}; pass one "
+                "row per item in every input"
+            )
         for name, value in feeds.items():
             if value.shape[1:] != want[name]:
-                raise FlavorError(f"input {name!r} has shape {list(value.shape)}, expected "
-                                  f"[N, {', '.join(str(d) for d in want[name])}]")
+                raise FlavorError(
+                    f"input {name!r} has shape {list(value.shape)}, expected "
+                    f"[N, {', '.join(str(d) for d in want[name])}]"
+                )
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -379,34 +453,48 @@ def describe(specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     be transformations whose widths connect, reading one side-info width)."""
     kinds = {s.get("kind") for s in specs}
     if len(kinds) != 1:
-        raise FlavorError(f"hops of one model must share a kind, got {sorted(map(str, kinds))}; "
-                          "log transformations and image models separately")
+        raise FlavorError(
+            f"hops of one model must share a kind, got {sorted(map(str, kinds))}; "
+            "log transformations and image models separately"
+        )
     kind = specs[0].get("kind")
     if kind in ("embedding", "side_info"):
         if len(specs) != 1:
-            raise FlavorError(f"an {kind} model is one module, got {len(specs)}; only "
-                              "transformations chain")
+            raise FlavorError(
+                f"an {kind} model is one module, got {len(specs)}; only transformations chain"
+            )
         s = specs[0]
         dim = s["embedding_dim"] if kind == "embedding" else s["dim"]
         return {"kind": kind, "input_shape": list(s["input_shape"]), "output_dim": dim}
     if kind != "transformation":
-        raise FlavorError(f"unknown model kind {kind!r} in spec; expected embedding, side_info "
-                          "or transformation")
+        raise FlavorError(
+            f"unknown model kind {kind!r} in spec; expected embedding, side_info or transformation"
+        )
     for a, b in itertools.pairwise(specs):
         if a["new_dim"] != b["old_dim"]:
-            raise FlavorError(f"chain hops do not connect: a hop produces {a['new_dim']}-d "
-                              f"embeddings but the next reads {b['old_dim']}-d; order hops "
-                              "from the oldest version to the newest")
+            raise FlavorError(
+                f"chain hops do not connect: a hop produces {a['new_dim']}-d "
+                f"embeddings but the next reads {b['old_dim']}-d; order hops "
+                "from the oldest version to the newest"
+            )
     side_dims = {s["side_info_dim"] for s in specs if s["side_info_dim"]}
     if len(side_dims) > 1:
-        raise FlavorError(f"chain hops read side-info of different widths {sorted(side_dims)}; "
-                          "every hop must read the same side-info extractor")
-    return {"kind": kind, "old_dim": specs[0]["old_dim"], "output_dim": specs[-1]["new_dim"],
-            "side_info_dim": side_dims.pop() if side_dims else 0, "hops": len(specs)}
+        raise FlavorError(
+            f"chain hops read side-info of different widths {sorted(side_dims)}; "
+            "every hop must read the same side-info extractor"
+        )
+    return {
+        "kind": kind,
+        "old_dim": specs[0]["old_dim"],
+        "output_dim": specs[-1]["new_dim"],
+        "side_info_dim": side_dims.pop() if side_dims else 0,
+        "hops": len(specs),
+    }
 
 
-def _normalise(model: ModelSource, spec: Mapping[str, Any] | None,
-               specs: Sequence[Mapping[str, Any]] | None) -> tuple[list[nn.Module], list[dict]]:
+def _normalise(
+    model: ModelSource, spec: Mapping[str, Any] | None, specs: Sequence[Mapping[str, Any]] | None
+) -> tuple[list[nn.Module], list[dict]]:
     from torch import nn
 
     from fct_registry.models import TransformationChain, build_from_spec
@@ -427,8 +515,10 @@ def _normalise(model: ModelSource, spec: Mapping[str, Any] | None,
     elif isinstance(model, Sequence) and model and all(isinstance(m, nn.Module) for m in model):
         modules = list(model)
     else:
-        raise FlavorError(f"cannot save a {type(model).__name__}; pass an nn.Module with spec=, "
-                          "a TransformationChain or list of modules with specs=, or model folders")
+        raise FlavorError(
+            f"cannot save a {type(model).__name__}; pass an nn.Module with spec=, "
+            "a TransformationChain or list of modules with specs=, or model folders"
+        )
     if (spec is None) == (specs is None):
         raise FlavorError("pass exactly one of spec= (one module) or specs= (one per hop)")
     hop_specs = [dict(spec)] if spec is not None else [dict(s) for s in specs or []]
@@ -439,9 +529,10 @@ def _normalise(model: ModelSource, spec: Mapping[str, Any] | None,
         try:  # the spec must rebuild this exact module, or loading would fail later
             build_from_spec(hop_spec).load_state_dict(module.state_dict())
         except (RuntimeError, KeyError) as exc:
-            raise FlavorError(f"spec {hop_spec.get('kind')!r} does not describe the module "
-                              f"({str(exc).splitlines()[0]}); pass the spec it was built from"
-                              ) from exc
+            raise FlavorError(
+                f"spec {hop_spec.get('kind')!r} does not describe the module "
+                f"({str(exc).splitlines()[0]}); pass the spec it was built from"
+            ) from exc
     return modules, hop_specs
 
 
@@ -449,13 +540,15 @@ def default_pip_requirements() -> list[str]:
     """What the pyfunc needs where the model is loaded (versions of this environment)."""
     from fct_registry import __version__
 
-    reqs = [f"mlflow=={_package_version('mlflow')}",
-            f"torch=={_package_version('torch').split('+')[0]}",
-            f"onnxruntime=={_package_version('onnxruntime')}",
-            f"safetensors=={_package_version('safetensors')}",
-            f"numpy=={_package_version('numpy')}",
-            f"pandas=={_package_version('pandas')}",
-            f"fct-registry=={__version__}"]
+    reqs = [
+        f"mlflow=={_package_version('mlflow')}",
+        f"torch=={_package_version('torch').split('+')[0]}",
+        f"onnxruntime=={_package_version('onnxruntime')}",
+        f"safetensors=={_package_version('safetensors')}",
+        f"numpy=={_package_version('numpy')}",
+        f"pandas=={_package_version('pandas')}",
+        f"fct-registry=={__version__}",
+    ]
     return reqs
 
 

@@ -56,32 +56,50 @@ def output_name(kind: str) -> str:
     return TRANSFORMATION_OUTPUT if kind == "transformation" else IMAGE_OUTPUT
 
 
-def example_inputs(kind: str, *, batch: int = EXPORT_BATCH, old_dim: int | None = None,
-                   side_info_dim: int = 0, input_shape: Sequence[int] | None = None,
-                   seed: int = 0) -> tuple[torch.Tensor, ...]:
+def example_inputs(
+    kind: str,
+    *,
+    batch: int = EXPORT_BATCH,
+    old_dim: int | None = None,
+    side_info_dim: int = 0,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, ...]:
     """Random inputs in the graph's order: ``(old, side_info)``, ``(old,)`` or ``(images,)``."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     if kind == "transformation":
         if not old_dim:
-            raise OnnxExportError("exporting a transformation needs old_dim (the old embedding "
-                                  "width); pass old_dim=spec['old_dim']")
+            raise OnnxExportError(
+                "exporting a transformation needs old_dim (the old embedding "
+                "width); pass old_dim=spec['old_dim']"
+            )
         old = torch.randn(batch, old_dim, generator=gen)
         if not side_info_dim:
             return (old,)
         return old, torch.randn(batch, side_info_dim, generator=gen)
     _check_kind(kind)
     if not input_shape or len(input_shape) != 3:
-        raise OnnxExportError(f"exporting an {kind} model needs input_shape=(C, H, W); pass "
-                              "input_shape=spec['input_shape']")
+        raise OnnxExportError(
+            f"exporting an {kind} model needs input_shape=(C, H, W); pass "
+            "input_shape=spec['input_shape']"
+        )
     return (torch.rand(batch, *input_shape, generator=gen),)
 
 
-def export_onnx(module: nn.Module, path: str | Path, kind: str = "transformation", *,
-                old_dim: int | None = None, side_info_dim: int = 0,
-                input_shape: Sequence[int] | None = None, verify: bool = True,
-                atol: float = 1e-5, rtol: float = 1e-5) -> float | None:
+def export_onnx(
+    module: nn.Module,
+    path: str | Path,
+    kind: str = "transformation",
+    *,
+    old_dim: int | None = None,
+    side_info_dim: int = 0,
+    input_shape: Sequence[int] | None = None,
+    verify: bool = True,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> float | None:
     """Write ``module`` as ONNX at ``path`` with a dynamic batch dimension.
 
     ``module`` is a transformation or a :class:`~fct_registry.models.TransformationChain` (called
@@ -96,8 +114,9 @@ def export_onnx(module: nn.Module, path: str | Path, kind: str = "transformation
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    inputs = example_inputs(kind, old_dim=old_dim, side_info_dim=side_info_dim,
-                            input_shape=input_shape)
+    inputs = example_inputs(
+        kind, old_dim=old_dim, side_info_dim=side_info_dim, input_shape=input_shape
+    )
     names = input_names(kind, side_info_dim)
     # A CPU copy: exporting must not move the caller's module off its device.
     graph = graph_module(copy.deepcopy(module), kind, side_info_dim).cpu()
@@ -105,25 +124,44 @@ def export_onnx(module: nn.Module, path: str | Path, kind: str = "transformation
     dynamic = tuple({0: batch} for _ in names)
     with _eval_mode(graph), _quiet():
         try:
-            program = torch.onnx.export(graph, inputs, dynamo=True, input_names=names,
-                                        output_names=[output_name(kind)],
-                                        dynamic_shapes=dynamic, optimize=True, verbose=False)
+            program = torch.onnx.export(
+                graph,
+                inputs,
+                dynamo=True,
+                input_names=names,
+                output_names=[output_name(kind)],
+                dynamic_shapes=dynamic,
+                optimize=True,
+                verbose=False,
+            )
             program.save(str(path))
         except Exception as exc:  # the exporter raises many private types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OnnxExportError(f"could not export the {kind} model to ONNX ({first}); check "
-                                  "that the module is one of fct_registry.models and its spec "
-                                  "matches it") from exc
+            raise OnnxExportError(
+                f"could not export the {kind} model to ONNX ({first}); check "
+                "that the module is one of fct_registry.models and its spec "
+                "matches it"
+            ) from exc
     if not verify:
         return None
-    check = example_inputs(kind, batch=EXPORT_BATCH + 3, old_dim=old_dim,
-                           side_info_dim=side_info_dim, input_shape=input_shape, seed=1)
+    check = example_inputs(
+        kind,
+        batch=EXPORT_BATCH + 3,
+        old_dim=old_dim,
+        side_info_dim=side_info_dim,
+        input_shape=input_shape,
+        seed=1,
+    )
     return verify_onnx(graph, path, check, atol=atol, rtol=rtol)
 
 
-def verify_onnx(module: nn.Module, onnx_path: str | Path,
-                example_inputs: Sequence[torch.Tensor], atol: float = 1e-5,
-                rtol: float = 1e-5) -> float:
+def verify_onnx(
+    module: nn.Module,
+    onnx_path: str | Path,
+    example_inputs: Sequence[torch.Tensor],
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> float:
     """Run the graph with onnxruntime on ``example_inputs`` and compare with ``module``.
 
     ``example_inputs`` are in the graph's input order (the module is called with them, so pass
@@ -137,22 +175,28 @@ def verify_onnx(module: nn.Module, onnx_path: str | Path,
 
     session = _session(onnx_path)
     declared = [i.name for i in session.get_inputs()]
-    feeds = {name: t.detach().cpu().numpy().astype(np.float32)
-             for name, t in zip(declared, example_inputs, strict=False)}
+    feeds = {
+        name: t.detach().cpu().numpy().astype(np.float32)
+        for name, t in zip(declared, example_inputs, strict=False)
+    }
     (got,) = session.run(None, feeds)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     with _eval_mode(module), torch.no_grad():
         want = module(*(t.to(device) for t in example_inputs)).detach().cpu().numpy()
     if got.shape != want.shape:
-        raise OnnxExportError(f"{onnx_path}: ONNX output shape {got.shape} != PyTorch "
-                              f"{want.shape}; re-export the model")
+        raise OnnxExportError(
+            f"{onnx_path}: ONNX output shape {got.shape} != PyTorch "
+            f"{want.shape}; re-export the model"
+        )
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     bound = atol + rtol * np.abs(want.astype(np.float64))
     worst = float(diff.max(initial=0.0))
     if not np.all(diff <= bound):
-        raise OnnxExportError(f"{onnx_path}: ONNX output differs from PyTorch by up to {worst:.3g} "
-                              f"(allowed {atol:g} + {rtol:g}*|value|); re-export with this torch "
-                              "and onnxruntime, or raise atol if the model is numerically unstable")
+        raise OnnxExportError(
+            f"{onnx_path}: ONNX output differs from PyTorch by up to {worst:.3g} "
+            f"(allowed {atol:g} + {rtol:g}*|value|); re-export with this torch "
+            "and onnxruntime, or raise atol if the model is numerically unstable"
+        )
     return worst
 
 

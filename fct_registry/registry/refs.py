@@ -28,8 +28,10 @@ class VersionRef:
 def parse_ref(text: str) -> VersionRef:
     match = _REF.match(text.strip())
     if not match:
-        raise FctError(f"bad version reference {text!r}; use FAMILY@N (e.g. fashion@3), "
-                       "FAMILY@ALIAS (e.g. fashion@production) or FAMILY@latest")
+        raise FctError(
+            f"bad version reference {text!r}; use FAMILY@N (e.g. fashion@3), "
+            "FAMILY@ALIAS (e.g. fashion@production) or FAMILY@latest"
+        )
     family, selector = match["family"], match["selector"]
     if selector.isdigit():
         if int(selector) < 1:

@@ -148,8 +148,14 @@ def default_artifact_location(tracking_uri: str, family: str) -> str | None:
 
 def git_commit(root: str | Path | None = None) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or Path.cwd(), timeout=10,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root or Path.cwd(),
+            timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     commit = out.stdout.strip()
@@ -192,8 +198,9 @@ def search_versions(client: MlflowClient, name: str, where: str = "") -> list[Mo
             return sorted(out, key=lambda mv: int(mv.version))
 
 
-def find_version(client: MlflowClient, name: str, content: str,
-                 links: Mapping[str, str] | None = None) -> ModelVersion | None:
+def find_version(
+    client: MlflowClient, name: str, content: str, links: Mapping[str, str] | None = None
+) -> ModelVersion | None:
     """The version of ``name`` with content hash ``content`` and, when given, these link tags
     (e.g. ``{fct.from: "1", fct.to: "4"}``); the oldest, should several exist."""
     if not re.fullmatch(r"[0-9a-f]{64}", content):
@@ -205,8 +212,9 @@ def find_version(client: MlflowClient, name: str, content: str,
 
 
 @contextlib.contextmanager
-def registration_lock(client: MlflowClient, family: str, timeout: float = LOCK_TIMEOUT_S,
-                      poll: float = 0.2) -> Iterator[None]:
+def registration_lock(
+    client: MlflowClient, family: str, timeout: float = LOCK_TIMEOUT_S, poll: float = 0.2
+) -> Iterator[None]:
     """Hold the family's registration lock: the registered model ``F-registration-lock``.
 
     Creating a registered model that already exists fails atomically in every MLflow backend
@@ -219,21 +227,28 @@ def registration_lock(client: MlflowClient, family: str, timeout: float = LOCK_T
     deadline = time.monotonic() + timeout
     while True:
         try:
-            client.create_registered_model(name, description=f"registration lock held by {holder}"
-                                           "; delete this model if no registration is running")
+            client.create_registered_model(
+                name,
+                description=f"registration lock held by {holder}"
+                "; delete this model if no registration is running",
+            )
             break
         except MlflowException as exc:
             # RESOURCE_DOES_NOT_EXIST: the holder released it while the store was reporting the
             # conflict (it re-reads the model to word the error); busy all the same.
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS",
-                                      "RESOURCE_DOES_NOT_EXIST"):
+            if exc.error_code not in (
+                "RESOURCE_ALREADY_EXISTS",
+                "ALREADY_EXISTS",
+                "RESOURCE_DOES_NOT_EXIST",
+            ):
                 raise
         if time.monotonic() > deadline:
             raise RegistryLockError(
                 f"registered model {name!r} (the {family} registration lock) has existed for "
                 f"over {timeout:.0f} s; if no `fct register` is running, a registration was "
                 f"killed while holding it: delete it (MLflow UI, or MlflowClient()"
-                f".delete_registered_model({name!r})) and rerun")
+                f".delete_registered_model({name!r})) and rerun"
+            )
         time.sleep(poll * (0.5 + random.random()))
     try:
         yield
@@ -247,9 +262,15 @@ def registration_lock(client: MlflowClient, family: str, timeout: float = LOCK_T
 # --- the pipeline ------------------------------------------------------------------------------
 
 
-def register_pipeline(params: Params, layout: Layout, tracking_uri: str | None = None, *,
-                      root: str | Path | None = None, artifact_location: str | None = None,
-                      lock_timeout: float = LOCK_TIMEOUT_S) -> RegistrationSummary:
+def register_pipeline(
+    params: Params,
+    layout: Layout,
+    tracking_uri: str | None = None,
+    *,
+    root: str | Path | None = None,
+    artifact_location: str | None = None,
+    lock_timeout: float = LOCK_TIMEOUT_S,
+) -> RegistrationSummary:
     """Register the side-info extractor, every embedding version and every transformation that
     ``params`` declares and ``layout`` holds (see the module docstring).
 
@@ -268,26 +289,37 @@ def register_pipeline(params: Params, layout: Layout, tracking_uri: str | None =
         client = MlflowClient(uri, registry_uri=uri)
         try:
             experiment = _ensure_experiment(
-                client, params.family,
-                artifact_location or default_artifact_location(uri, params.family))
+                client,
+                params.family,
+                artifact_location or default_artifact_location(uri, params.family),
+            )
         except Exception as exc:
-            raise RegistryError(f"cannot use the tracking store {safe_uri} "
-                                f"({redact_uri(_first_line(exc))}); start it or pass "
-                                "--tracking-uri / set MLFLOW_TRACKING_URI") from None
+            raise RegistryError(
+                f"cannot use the tracking store {safe_uri} "
+                f"({redact_uri(_first_line(exc))}); start it or pass "
+                "--tracking-uri / set MLFLOW_TRACKING_URI"
+            ) from None
         log.info("registering %s into %s", params.family, safe_uri)
-        registrar = _Registrar(client, experiment, params, layout, evaluation,
-                               git_commit(root), lock_timeout)
+        registrar = _Registrar(
+            client, experiment, params, layout, evaluation, git_commit(root), lock_timeout
+        )
         try:
             return registrar.run(safe_uri)
         except MlflowException as exc:  # its text may carry the URI; the chain would too
-            raise RegistryError(f"the tracking store {safe_uri} refused the registration "
-                                f"({redact_uri(_first_line(exc))}); fix the store or its "
-                                "permissions and rerun (registered versions are kept)") from None
+            raise RegistryError(
+                f"the tracking store {safe_uri} refused the registration "
+                f"({redact_uri(_first_line(exc))}); fix the store or its "
+                "permissions and rerun (registered versions are kept)"
+            ) from None
 
 
-def record_measured_chains(summary: RegistrationSummary, layout: Layout,
-                           tracking_uri: str | None = None, *,
-                           root: str | Path | None = None) -> list[int]:
+def record_measured_chains(
+    summary: RegistrationSummary,
+    layout: Layout,
+    tracking_uri: str | None = None,
+    *,
+    root: str | Path | None = None,
+) -> list[int]:
     """Record the chains the ``evaluate`` stage measured end to end (``fct.role=chain``), so that
     ``fct resolve`` compares measurements, not estimates, right after ``dvc repro``."""
     from mlflow import MlflowClient
@@ -315,8 +347,9 @@ def _ensure_experiment(client: MlflowClient, family: str, artifact_location: str
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location,
-                                        tags={T.FAMILY: family})
+        return client.create_experiment(
+            name, artifact_location=artifact_location, tags={T.FAMILY: family}
+        )
     except MlflowException as exc:  # created concurrently by another registration
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -329,9 +362,11 @@ def _read_evaluation(layout: Layout) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path} not found; run the evaluate stage first (`dvc repro evaluate`)")
     table = layout.evaluation / "compatibility.md"
-    return {"metrics": json.loads(path.read_text()),
-            "table": table.read_text() if table.is_file() else None,
-            "table_path": table if table.is_file() else None}
+    return {
+        "metrics": json.loads(path.read_text()),
+        "table": table.read_text() if table.is_file() else None,
+        "table_path": table if table.is_file() else None,
+    }
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, str]:
@@ -343,8 +378,13 @@ def _flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: canonical_json(value) if isinstance(value, list) else str(value)}
 
 
-_METRIC_TAGS = {"top1": T.TOP1, "top5": T.TOP5, "mAP": T.MAP,
-                "gap_closed_top1": T.GAP_CLOSED_TOP1, "gap_closed_mAP": T.GAP_CLOSED_MAP}
+_METRIC_TAGS = {
+    "top1": T.TOP1,
+    "top5": T.TOP5,
+    "mAP": T.MAP,
+    "gap_closed_top1": T.GAP_CLOSED_TOP1,
+    "gap_closed_mAP": T.GAP_CLOSED_MAP,
+}
 
 
 @dataclass
@@ -364,8 +404,16 @@ class _Model:
 
 
 class _Registrar:
-    def __init__(self, client: MlflowClient, experiment: str, params: Params, layout: Layout,
-                 evaluation: dict[str, Any], commit: str, lock_timeout: float) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment: str,
+        params: Params,
+        layout: Layout,
+        evaluation: dict[str, Any],
+        commit: str,
+        lock_timeout: float,
+    ) -> None:
         self.client, self.experiment, self.params, self.layout = client, experiment, params, layout
         self.metrics = evaluation["metrics"]
         self.table, self.table_path = evaluation["table"], evaluation["table_path"]
@@ -377,8 +425,9 @@ class _Registrar:
             raise DataError(f"{train} not found; run the pipeline first (`dvc repro`)")
         self.data_sha = sha256_file(train)
         info_path = layout.data / "info.json"
-        self.class_names = (json.loads(info_path.read_text()).get("classes", [])
-                            if info_path.is_file() else [])
+        self.class_names = (
+            json.loads(info_path.read_text()).get("classes", []) if info_path.is_file() else []
+        )
 
     # -- orchestration --------------------------------------------------------------------------
 
@@ -387,20 +436,24 @@ class _Registrar:
         self._ensure_registered_models()
         side = self._register(self._side_info_model())
         side_ref = T.model_ref(side.model, side.version)
-        embeddings = {str(k): self._register(self._embedding_model(k, side_ref))
-                      for k in sorted(p.versions)}
+        embeddings = {
+            str(k): self._register(self._embedding_model(k, side_ref)) for k in sorted(p.versions)
+        }
         key_map = {k: v.version for k, v in embeddings.items()}
-        edges = sorted(p.transformations.items(), key=lambda kv: (kv[1].source, kv[1].target,
-                                                                  kv[0]))
+        edges = sorted(
+            p.transformations.items(), key=lambda kv: (kv[1].source, kv[1].target, kv[0])
+        )
         transformations = {}
         for name, cfg in edges:
             source, target = key_map[str(cfg.source)], key_map[str(cfg.target)]
             model = self._transformation_model(name, source, target, side_ref)
             registered = self._register(model)
-            transformations[name] = RegisteredVersion(**{**asdict(registered), "source": source,
-                                                         "target": target})
-        summary = RegistrationSummary(family, safe_uri, self.commit, side, embeddings,
-                                      transformations)
+            transformations[name] = RegisteredVersion(
+                **{**asdict(registered), "source": source, "target": target}
+            )
+        summary = RegistrationSummary(
+            family, safe_uri, self.commit, side, embeddings, transformations
+        )
         with registration_lock(self.client, family, self.lock_timeout):
             self._update_links(summary, key_map)
         return summary
@@ -408,53 +461,95 @@ class _Registrar:
     # -- the three kinds of model ----------------------------------------------------------------
 
     def _common_tags(self, role: str, key: str, trained_from: dict[str, Any]) -> dict[str, str]:
-        return {T.ROLE: role, T.FAMILY: self.family, T.PIPELINE_KEY: key,
-                T.GIT_COMMIT: self.commit, T.DATASET: self.params.data.dataset,
-                T.DATA_SHA256: self.data_sha, T.PARAMS: canonical_json(trained_from)}
+        return {
+            T.ROLE: role,
+            T.FAMILY: self.family,
+            T.PIPELINE_KEY: key,
+            T.GIT_COMMIT: self.commit,
+            T.DATASET: self.params.data.dataset,
+            T.DATA_SHA256: self.data_sha,
+            T.PARAMS: canonical_json(trained_from),
+        }
 
     def _trained_from(self, section: str, config: Any) -> dict[str, Any]:
-        return {"family": self.family, "seed": self.params.seed,
-                "data": self.params.data.model_dump(mode="json"),
-                section: config.model_dump(mode="json", by_alias=True)}
+        return {
+            "family": self.family,
+            "seed": self.params.seed,
+            "data": self.params.data.model_dump(mode="json"),
+            section: config.model_dump(mode="json", by_alias=True),
+        }
 
     def _side_info_model(self) -> _Model:
         cfg = self.params.side_info
         trained_from = self._trained_from("side_info", cfg)
         tags = self._common_tags(T.ROLE_SIDE_INFO, cfg.name, trained_from)
         tags[T.EMBEDDING_DIM] = str(cfg.dim)
-        return _Model(T.ROLE_SIDE_INFO, T.side_info_model_name(self.family), cfg.name,
-                      self.layout.side_info, f"{self.family} side-info ({cfg.name})",
-                      trained_from, {}, self.layout.history("side_info"), tags)
+        return _Model(
+            T.ROLE_SIDE_INFO,
+            T.side_info_model_name(self.family),
+            cfg.name,
+            self.layout.side_info,
+            f"{self.family} side-info ({cfg.name})",
+            trained_from,
+            {},
+            self.layout.history("side_info"),
+            tags,
+        )
 
     def _embedding_model(self, key: int, side_ref: str) -> _Model:
         cfg = self.params.versions[key]
         trained_from = self._trained_from(f"versions.{key}", cfg)
         tags = self._common_tags(T.ROLE_EMBEDDING, str(key), trained_from)
         classes = cfg.classes if cfg.classes is not None else list(range(len(self.class_names)))
-        tags.update({T.EMBEDDING_DIM: str(cfg.embedding_dim), T.SIDE_INFO: side_ref,
-                     T.CLASSES: canonical_json(classes)})
+        tags.update(
+            {
+                T.EMBEDDING_DIM: str(cfg.embedding_dim),
+                T.SIDE_INFO: side_ref,
+                T.CLASSES: canonical_json(classes),
+            }
+        )
         scores = self.metrics.get("self", {}).get(str(key), {})
-        return _Model(T.ROLE_EMBEDDING, self.family, str(key), self.layout.version(key),
-                      f"{self.family} embedding (params key {key})", trained_from,
-                      _numbers(scores), self.layout.history(f"v{key}"), tags)
+        return _Model(
+            T.ROLE_EMBEDDING,
+            self.family,
+            str(key),
+            self.layout.version(key),
+            f"{self.family} embedding (params key {key})",
+            trained_from,
+            _numbers(scores),
+            self.layout.history(f"v{key}"),
+            tags,
+        )
 
-    def _transformation_model(self, name: str, source: int, target: int,
-                              side_ref: str) -> _Model:
+    def _transformation_model(self, name: str, source: int, target: int, side_ref: str) -> _Model:
         cfg = self.params.transformations[name]
         trained_from = self._trained_from(f"transformations.{name}", cfg)
         tags = self._common_tags(T.ROLE_TRANSFORMATION, name, trained_from)
-        tags.update({T.SOURCE: str(source), T.TARGET: str(target), T.KIND: cfg.kind,
-                     T.EMBEDDING_DIM: str(self.params.versions[cfg.target].embedding_dim),
-                     T.SIDE_INFO_DIM: str(self.params.side_info.dim if cfg.uses_side_info
-                                          else 0)})
+        tags.update(
+            {
+                T.SOURCE: str(source),
+                T.TARGET: str(target),
+                T.KIND: cfg.kind,
+                T.EMBEDDING_DIM: str(self.params.versions[cfg.target].embedding_dim),
+                T.SIDE_INFO_DIM: str(self.params.side_info.dim if cfg.uses_side_info else 0),
+            }
+        )
         if cfg.uses_side_info:
             tags[T.SIDE_INFO] = side_ref
         scores = self.metrics.get("transformations", {}).get(name, {})
         # Same weights between other versions is another transformation: ends are identity.
-        return _Model(T.ROLE_TRANSFORMATION, T.transformations_model_name(self.family), name,
-                      self.layout.transformation(name), f"{self.family} transformation {name}",
-                      trained_from, _numbers(scores), self.layout.history(f"transform-{name}"),
-                      tags, identity={T.SOURCE: str(source), T.TARGET: str(target)})
+        return _Model(
+            T.ROLE_TRANSFORMATION,
+            T.transformations_model_name(self.family),
+            name,
+            self.layout.transformation(name),
+            f"{self.family} transformation {name}",
+            trained_from,
+            _numbers(scores),
+            self.layout.history(f"transform-{name}"),
+            tags,
+            identity={T.SOURCE: str(source), T.TARGET: str(target)},
+        )
 
     # -- registering one model -------------------------------------------------------------------
 
@@ -470,8 +565,13 @@ class _Registrar:
         version = int(existing.version)
         self._aliases[(model.name, version)] = set(getattr(existing, "aliases", None) or [])
         self._refresh_metric_tags(model, version, existing.tags)
-        log.info("%s %s/%d (params key %s)", "registered" if created else "unchanged",
-                 model.name, version, model.key)
+        log.info(
+            "%s %s/%d (params key %s)",
+            "registered" if created else "unchanged",
+            model.name,
+            version,
+            model.key,
+        )
         return RegisteredVersion(model.name, version, model.key, digest, created)
 
     def _create(self, model: _Model, digest: str) -> tuple[ModelVersion, bool]:
@@ -479,11 +579,20 @@ class _Registrar:
 
         from fct_registry.registry import flavor
 
-        with mlflow.start_run(experiment_id=self.experiment, run_name=model.run_name,
-                              nested=mlflow.active_run() is not None) as run:
-            mlflow.set_tags({T.ROLE: model.role, T.FAMILY: self.family,
-                             T.PIPELINE_KEY: model.key, T.CONTENT_HASH: digest,
-                             T.GIT_COMMIT: self.commit})
+        with mlflow.start_run(
+            experiment_id=self.experiment,
+            run_name=model.run_name,
+            nested=mlflow.active_run() is not None,
+        ) as run:
+            mlflow.set_tags(
+                {
+                    T.ROLE: model.role,
+                    T.FAMILY: self.family,
+                    T.PIPELINE_KEY: model.key,
+                    T.CONTENT_HASH: digest,
+                    T.GIT_COMMIT: self.commit,
+                }
+            )
             flat = _flatten("", model.trained_from)
             mlflow.log_params({k[:250]: v[:6000] for k, v in flat.items()})
             if model.metrics:
@@ -493,17 +602,25 @@ class _Registrar:
                 mlflow.log_artifact(str(self.table_path), "eval")
             info = flavor.log_model(model.folder, name="model")
         conf = info.flavors[flavor.FLAVOR_NAME]
-        tags = {**model.tags, T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}",
-                **self._metric_tags(model)}
+        tags = {
+            **model.tags,
+            T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}",
+            **self._metric_tags(model),
+        }
         with registration_lock(self.client, self.family, self.lock_timeout):
             raced = find_version(self.client, model.name, digest, model.identity)
             if raced is not None:  # another process registered the same content meanwhile
-                self.client.set_tag(run.info.run_id, "fct.duplicate_of",
-                                    T.model_ref(model.name, raced.version))
+                self.client.set_tag(
+                    run.info.run_id, "fct.duplicate_of", T.model_ref(model.name, raced.version)
+                )
                 return raced, False
             version = flavor.register_logged_model(
-                info, model.name, tags=tags, client=self.client,
-                description=f"{model.run_name}; description pending link update")
+                info,
+                model.name,
+                tags=tags,
+                client=self.client,
+                description=f"{model.run_name}; description pending link update",
+            )
         return version, True
 
     def _log_history(self, run_id: str, path: Path) -> None:
@@ -522,12 +639,11 @@ class _Registrar:
                     with contextlib.suppress(ValueError):
                         metrics.append(Metric(f"train.{key}", float(value), now, step))
         for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
         self.client.log_artifact(run_id, str(path), "history")
 
     def _metric_tags(self, model: _Model) -> dict[str, str]:
-        return {_METRIC_TAGS[k]: f"{v:.4f}" for k, v in model.metrics.items()
-                if k in _METRIC_TAGS}
+        return {_METRIC_TAGS[k]: f"{v:.4f}" for k, v in model.metrics.items() if k in _METRIC_TAGS}
 
     def _refresh_metric_tags(self, model: _Model, version: int, current: Mapping[str, str]) -> None:
         """Evaluation can change without the model changing (e.g. the distance): keep the
@@ -543,20 +659,28 @@ class _Registrar:
 
         family = self.family
         about = {
-            family: (T.ROLE_EMBEDDING, f"Embedding-model versions of the `{family}` family. "
-                     f"Version N here is {family}@N; each version links its side-info "
-                     "extractor and the transformations into and out of it (fct.* tags)."),
-            T.side_info_model_name(family): (T.ROLE_SIDE_INFO, "Side-info extractors of the "
-                                             f"`{family}` family, read by FCT transformations."),
+            family: (
+                T.ROLE_EMBEDDING,
+                f"Embedding-model versions of the `{family}` family. "
+                f"Version N here is {family}@N; each version links its side-info "
+                "extractor and the transformations into and out of it (fct.* tags).",
+            ),
+            T.side_info_model_name(family): (
+                T.ROLE_SIDE_INFO,
+                f"Side-info extractors of the `{family}` family, read by FCT transformations.",
+            ),
             T.transformations_model_name(family): (
-                T.ROLE_TRANSFORMATION, f"FCT transformations between versions of `{family}`: "
+                T.ROLE_TRANSFORMATION,
+                f"FCT transformations between versions of `{family}`: "
                 "fct.from / fct.to hold the family versions they connect; load one with "
-                "mlflow.pyfunc.load_model and predict({old_embedding, side_info})."),
+                "mlflow.pyfunc.load_model and predict({old_embedding, side_info}).",
+            ),
         }
         for name, (role, text) in about.items():
             try:
-                self.client.create_registered_model(name, tags={T.FAMILY: family, T.ROLE: role},
-                                                    description=text)
+                self.client.create_registered_model(
+                    name, tags={T.FAMILY: family, T.ROLE: role}, description=text
+                )
             except MlflowException as exc:
                 if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                     raise
@@ -567,8 +691,10 @@ class _Registrar:
         client, family = self.client, self.family
         t_name = T.transformations_model_name(family)
         only_transformations = f"tags.`{T.ROLE}` = '{T.ROLE_TRANSFORMATION}'"
-        transformations = [D.Linked(t_name, int(mv.version), mv.tags)
-                           for mv in search_versions(client, t_name, only_transformations)]
+        transformations = [
+            D.Linked(t_name, int(mv.version), mv.tags)
+            for mv in search_versions(client, t_name, only_transformations)
+        ]
         touched = {v.version for v in summary.embeddings.values()}
         for t in summary.transformations.values():
             touched |= {t.source, t.target}
@@ -577,35 +703,61 @@ class _Registrar:
             into = [t for t in transformations if t.tags.get(T.TARGET) == str(version)]
             out_of = [t for t in transformations if t.tags.get(T.SOURCE) == str(version)]
             tags = dict(mv.tags)
-            wanted = {T.TRANSFORMS_IN: ",".join(str(t.version) for t in into),
-                      T.TRANSFORMS_OUT: ",".join(str(t.version) for t in out_of)}
+            wanted = {
+                T.TRANSFORMS_IN: ",".join(str(t.version) for t in into),
+                T.TRANSFORMS_OUT: ",".join(str(t.version) for t in out_of),
+            }
             self._set_tags(family, version, tags, wanted)
             tags.update(wanted)
-            self._set_description(family, version, mv.description, D.embedding_description(
-                family, version, tags, into=into, out_of=out_of, compatibility=self.table,
-                key_map=key_map))
+            self._set_description(
+                family,
+                version,
+                mv.description,
+                D.embedding_description(
+                    family,
+                    version,
+                    tags,
+                    into=into,
+                    out_of=out_of,
+                    compatibility=self.table,
+                    key_map=key_map,
+                ),
+            )
         for t in summary.transformations.values():
             mv = client.get_model_version(t_name, str(t.version))
-            self._set_description(t_name, t.version, mv.description,
-                                  D.transformation_description(family, t.version, mv.tags,
-                                                               compatibility=self.table,
-                                                               key_map=key_map))
+            self._set_description(
+                t_name,
+                t.version,
+                mv.description,
+                D.transformation_description(
+                    family, t.version, mv.tags, compatibility=self.table, key_map=key_map
+                ),
+            )
         side = summary.side_info
         mv = client.get_model_version(side.model, str(side.version))
         ref = T.model_ref(side.model, side.version)
         readers = [t for t in transformations if t.tags.get(T.SIDE_INFO) == ref]
-        self._set_description(side.model, side.version, mv.description,
-                              D.side_info_description(family, side.version, mv.tags,
-                                                      readers=readers, compatibility=self.table,
-                                                      key_map=key_map))
+        self._set_description(
+            side.model,
+            side.version,
+            mv.description,
+            D.side_info_description(
+                family,
+                side.version,
+                mv.tags,
+                readers=readers,
+                compatibility=self.table,
+                key_map=key_map,
+            ),
+        )
         for registered in summary.all():
             alias = T.pipeline_alias(registered.pipeline_key)
             if alias not in self._aliases.get((registered.model, registered.version), set()):
-                client.set_registered_model_alias(registered.model, alias,
-                                                  str(registered.version))
+                client.set_registered_model_alias(registered.model, alias, str(registered.version))
 
-    def _set_tags(self, name: str, version: int, current: Mapping[str, str],
-                  wanted: Mapping[str, str]) -> None:
+    def _set_tags(
+        self, name: str, version: int, current: Mapping[str, str], wanted: Mapping[str, str]
+    ) -> None:
         for key, value in wanted.items():
             if current.get(key) != value:
                 self.client.set_model_version_tag(name, str(version), key, value)
@@ -616,8 +768,11 @@ class _Registrar:
 
 
 def _numbers(scores: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in scores.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and v == v}
+    return {
+        k: float(v)
+        for k, v in scores.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    }
 
 
 def write_summary(summary: RegistrationSummary, path: str | Path) -> None:

@@ -361,14 +361,20 @@ def record_pipeline_chains(client: Any, summary: Any, report: dict[str, Any]) ->
         if any(name not in transforms for name in case["hops"]):
             continue  # a hop that was not registered (e.g. filtered out): nothing to record
         hops = tuple(transforms[name].version for name in case["hops"])
-        path = (transforms[case["hops"][0]].source,
-                *(transforms[name].target for name in case["hops"]))
+        path = (
+            transforms[case["hops"][0]].source,
+            *(transforms[name].target for name in case["hops"]),
+        )
         loaded = load_chain(summary.family, _Route(hops=hops, path=path))
         evaluation = ChainEvaluation(
-            source=path[0], target=path[-1], hops=hops, cross=scores(case),
+            source=path[0],
+            target=path[-1],
+            hops=hops,
+            cross=scores(case),
             old_old=scores(report["self"][embeddings[str(case["from"])].pipeline_key]),
             new_new=scores(report["self"][embeddings[str(case["to"])].pipeline_key]),
-            items=0, distance="l2",
+            items=0,
+            distance="l2",
         )
         version, _ = record_chain(client, loaded, evaluation, side_info)
         recorded.append(version)

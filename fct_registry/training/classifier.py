@@ -41,12 +41,28 @@ def embedding_spec(cfg: VersionConfig, info: dict) -> dict:
     }
 
 
-def train_classifier(cfg: VersionConfig, train: TensorSplit, spec: dict, *, seed: int,
-                     device: torch.device, checkpoint: Path, fingerprint: str, desc: str,
-                     bct: BctInfluence | None = None) -> tuple[EmbeddingModel, LoopResult]:
+def train_classifier(
+    cfg: VersionConfig,
+    train: TensorSplit,
+    spec: dict,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint: Path,
+    fingerprint: str,
+    desc: str,
+    bct: BctInfluence | None = None,
+) -> tuple[EmbeddingModel, LoopResult]:
     torch.manual_seed(seed)
-    model = EmbeddingModel(spec["backbone"], spec["backbone_kwargs"], spec["in_channels"],
-                           spec["embedding_dim"], spec["num_classes"], spec["mean"], spec["std"])
+    model = EmbeddingModel(
+        spec["backbone"],
+        spec["backbone_kwargs"],
+        spec["in_channels"],
+        spec["embedding_dim"],
+        spec["num_classes"],
+        spec["mean"],
+        spec["std"],
+    )
     net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
     ctx = context()
     data = train.subset(cfg.classes).to(device)
@@ -68,12 +84,23 @@ def train_classifier(cfg: VersionConfig, train: TensorSplit, spec: dict, *, seed
         if bct is not None:
             seen = torch.isin(y, old_classes)
             if seen.any():
-                influence = F.cross_entropy(bct.old_classifier(emb[seen]), y[seen],
-                                            label_smoothing=cfg.label_smoothing)
+                influence = F.cross_entropy(
+                    bct.old_classifier(emb[seen]), y[seen], label_smoothing=cfg.label_smoothing
+                )
                 loss = loss + bct.weight * influence
                 logs["influence_loss"] = float(influence.detach())
         return loss, logs
 
-    result = run_training(net, None, len(data.labels), step, cfg.optim, seed=seed, device=device,
-                          checkpoint=checkpoint, fingerprint=fingerprint, desc=desc)
+    result = run_training(
+        net,
+        None,
+        len(data.labels),
+        step,
+        cfg.optim,
+        seed=seed,
+        device=device,
+        checkpoint=checkpoint,
+        fingerprint=fingerprint,
+        desc=desc,
+    )
     return unwrap(net), result

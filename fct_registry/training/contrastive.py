@@ -42,12 +42,27 @@ def side_info_spec(cfg: SideInfoConfig, info: dict) -> dict:
     }
 
 
-def train_side_info(cfg: SideInfoConfig, images: torch.Tensor, spec: dict, *, seed: int,
-                    device: torch.device, checkpoint: Path, fingerprint: str,
-                    desc: str = "side-info") -> tuple[SideInfoModel, LoopResult]:
+def train_side_info(
+    cfg: SideInfoConfig,
+    images: torch.Tensor,
+    spec: dict,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint: Path,
+    fingerprint: str,
+    desc: str = "side-info",
+) -> tuple[SideInfoModel, LoopResult]:
     torch.manual_seed(seed)
-    model = SideInfoModel(spec["backbone"], spec["backbone_kwargs"], spec["in_channels"],
-                          spec["dim"], spec["projection_dim"], spec["mean"], spec["std"])
+    model = SideInfoModel(
+        spec["backbone"],
+        spec["backbone_kwargs"],
+        spec["in_channels"],
+        spec["dim"],
+        spec["projection_dim"],
+        spec["mean"],
+        spec["std"],
+    )
     net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
     ctx = context()
     images = images.to(device)
@@ -57,11 +72,22 @@ def train_side_info(cfg: SideInfoConfig, images: torch.Tensor, spec: dict, *, se
         # Views drawn for the global batch, then this rank's shard; negatives are all-gathered,
         # so the loss is the single-process one on every rank.
         v1, v2 = ctx.shard(simclr_augment(x, gen)), ctx.shard(simclr_augment(x, gen))
-        z = unwrap(net).project(net(torch.cat([v1, v2]).contiguous(
-            memory_format=torch.channels_last)))
+        z = unwrap(net).project(
+            net(torch.cat([v1, v2]).contiguous(memory_format=torch.channels_last))
+        )
         z1, z2 = z.chunk(2)
         return nt_xent(gather_batch(z1), gather_batch(z2), cfg.temperature), {}
 
-    result = run_training(net, None, len(images), step, cfg.optim, seed=seed, device=device,
-                          checkpoint=checkpoint, fingerprint=fingerprint, desc=desc)
+    result = run_training(
+        net,
+        None,
+        len(images),
+        step,
+        cfg.optim,
+        seed=seed,
+        device=device,
+        checkpoint=checkpoint,
+        fingerprint=fingerprint,
+        desc=desc,
+    )
     return unwrap(net), result

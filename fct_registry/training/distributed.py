@@ -23,8 +23,9 @@ from fct_registry.errors import ConfigError
 
 # The autograd-aware collectives below are the documented way to keep gradients across ranks;
 # their suggested replacement is a private module, so the deprecation notice is only noise.
-warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.",
-                        category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message=r"torch\.distributed\.nn\.functional\.", category=FutureWarning
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,10 @@ class DistContext:
 
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.world_size:
-            raise ConfigError(f"batch_size {batch_size} is not divisible by the {self.world_size} "
-                              "training processes; use a multiple of the process count")
+            raise ConfigError(
+                f"batch_size {batch_size} is not divisible by the {self.world_size} "
+                "training processes; use a multiple of the process count"
+            )
 
     def barrier(self) -> None:
         if self.enabled:
@@ -133,9 +136,13 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                  child.track_running_stats).to(child.weight.device
-                                                                if child.affine else device)
+            new = GlobalBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            ).to(child.weight.device if child.affine else device)
             new.load_state_dict(child.state_dict())
             setattr(module, name, new)
         else:

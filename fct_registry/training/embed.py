@@ -11,8 +11,9 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embed_images(model: nn.Module, images: torch.Tensor, device: torch.device,
-                 batch_size: int = 1024) -> torch.Tensor:
+def embed_images(
+    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
     """Embed uint8 ``[N, C, H, W]`` images with ``model`` (in eval mode) in batches."""
     model.eval().to(device)
     out = []
@@ -24,9 +25,16 @@ def embed_images(model: nn.Module, images: torch.Tensor, device: torch.device,
 
 
 @torch.no_grad()
-def apply_transformation(model: nn.Module, old: torch.Tensor, side_info: torch.Tensor,
-                         device: torch.device, batch_size: int = 8192) -> torch.Tensor:
+def apply_transformation(
+    model: nn.Module,
+    old: torch.Tensor,
+    side_info: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 8192,
+) -> torch.Tensor:
     model.eval().to(device)
-    out = [model(old[s : s + batch_size].to(device), side_info[s : s + batch_size].to(device)).cpu()
-           for s in range(0, len(old), batch_size)]
+    out = [
+        model(old[s : s + batch_size].to(device), side_info[s : s + batch_size].to(device)).cpu()
+        for s in range(0, len(old), batch_size)
+    ]
     return torch.cat(out)

@@ -31,8 +31,9 @@ class LoopResult:
     resumed_from_epoch: int = 0
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
-                  max_batches: int | None) -> Iterator[torch.Tensor]:
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, max_batches: int | None
+) -> Iterator[torch.Tensor]:
     """Index batches of one epoch: a seeded permutation, the last partial batch dropped
     (batch-norm needs > 1 sample)."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -52,8 +53,9 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     model = convert_batchnorm(model, device)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                   else None)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def unwrap(net: nn.Module) -> nn.Module:
@@ -100,8 +102,7 @@ def run_training(
     ctx = context()
     ctx.check_batch(optim.batch_size)
     module = unwrap(model)
-    trainable = (params if params is not None
-                 else [p for p in model.parameters() if p.requires_grad])
+    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
     steps_per_epoch = max(1, num_samples // optim.batch_size)
     if optim.max_batches is not None:
@@ -136,10 +137,15 @@ def run_training(
         gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
         sums: dict[str, float] = {}
         batches = 0
-        bar = tqdm(epoch_batches(num_samples, optim.batch_size, seed, epoch, optim.max_batches),
-                   total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{optim.epochs}",
-                   leave=False, dynamic_ncols=True, mininterval=1.0,
-                   disable=None if ctx.is_main else True)  # no bar off a terminal (CI logs)
+        bar = tqdm(
+            epoch_batches(num_samples, optim.batch_size, seed, epoch, optim.max_batches),
+            total=steps_per_epoch,
+            desc=f"{desc} epoch {epoch + 1}/{optim.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=None if ctx.is_main else True,
+        )  # no bar off a terminal (CI logs)
         for indices in bar:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, logs = step(indices, gen)
@@ -155,12 +161,19 @@ def run_training(
         row = {"epoch": epoch + 1, **means, "lr": scheduler.get_last_lr()[0]}
         result.history.append(row)
         if ctx.is_main:
-            tqdm.write(f"{desc} epoch {epoch + 1}/{optim.epochs}: "
-                       + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+            tqdm.write(
+                f"{desc} epoch {epoch + 1}/{optim.epochs}: "
+                + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
+            )
             _atomic_torch_save(
-                {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(),
-                 "history": result.history, "epoch": epoch + 1, "fingerprint": fingerprint},
+                {
+                    "model": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "history": result.history,
+                    "epoch": epoch + 1,
+                    "fingerprint": fingerprint,
+                },
                 checkpoint,
             )
         ctx.barrier()

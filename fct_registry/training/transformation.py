@@ -15,8 +15,9 @@ from fct_registry.training.distributed import context
 from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
 
 
-def transformation_spec(cfg: TransformationConfig, old_dim: int, new_dim: int,
-                        side_info_dim: int) -> dict:
+def transformation_spec(
+    cfg: TransformationConfig, old_dim: int, new_dim: int, side_info_dim: int
+) -> dict:
     return {
         "kind": "transformation",
         "type": cfg.kind,
@@ -29,14 +30,27 @@ def transformation_spec(cfg: TransformationConfig, old_dim: int, new_dim: int,
     }
 
 
-def train_transformation(cfg: TransformationConfig, old: torch.Tensor, side_info: torch.Tensor,
-                         new: torch.Tensor, spec: dict, *, seed: int, device: torch.device,
-                         checkpoint: Path, fingerprint: str,
-                         desc: str) -> tuple[torch.nn.Module, LoopResult]:
+def train_transformation(
+    cfg: TransformationConfig,
+    old: torch.Tensor,
+    side_info: torch.Tensor,
+    new: torch.Tensor,
+    spec: dict,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint: Path,
+    fingerprint: str,
+    desc: str,
+) -> tuple[torch.nn.Module, LoopResult]:
     torch.manual_seed(seed)
-    model = TRANSFORMATIONS.build(spec["type"], old_dim=spec["old_dim"], new_dim=spec["new_dim"],
-                                  side_info_dim=spec["side_info_dim"],
-                                  hidden_dim=spec["hidden_dim"]).to(device)
+    model = TRANSFORMATIONS.build(
+        spec["type"],
+        old_dim=spec["old_dim"],
+        new_dim=spec["new_dim"],
+        side_info_dim=spec["side_info_dim"],
+        hidden_dim=spec["hidden_dim"],
+    ).to(device)
     net = prepare_model(model, device)
     ctx = context()
     old, side_info, new = old.to(device), side_info.to(device), new.to(device)
@@ -46,6 +60,16 @@ def train_transformation(cfg: TransformationConfig, old: torch.Tensor, side_info
         pred = net(old[indices], side_info[indices])
         return F.mse_loss(pred.float(), new[indices]), {}
 
-    result = run_training(net, None, len(old), step, cfg.optim, seed=seed, device=device,
-                          checkpoint=checkpoint, fingerprint=fingerprint, desc=desc)
+    result = run_training(
+        net,
+        None,
+        len(old),
+        step,
+        cfg.optim,
+        seed=seed,
+        device=device,
+        checkpoint=checkpoint,
+        fingerprint=fingerprint,
+        desc=desc,
+    )
     return unwrap(net), result

@@ -51,8 +51,13 @@ class BatchPlan:
     routes: Mapping[RouteKey, Route]
 
     def known(self) -> str:
-        return ", ".join(_key_label(self.family, k) for k in sorted(
-            self.routes, key=lambda k: (k[0], k[1] or ""))) or "none"
+        return (
+            ", ".join(
+                _key_label(self.family, k)
+                for k in sorted(self.routes, key=lambda k: (k[0], k[1] or ""))
+            )
+            or "none"
+        )
 
 
 def output_schema(schema: pa.Schema, target_dim: int) -> pa.Schema:
@@ -62,8 +67,7 @@ def output_schema(schema: pa.Schema, target_dim: int) -> pa.Schema:
     return schema.set(i, field).remove_metadata()
 
 
-def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch"
-                  ) -> pa.RecordBatch:
+def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch") -> pa.RecordBatch:
     """Upgrade every row of ``batch`` to ``plan.target``; other columns are carried through.
 
     Raises a :class:`~fct_registry.gallery.errors.GalleryError` subclass (nothing is returned)
@@ -76,8 +80,9 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch"
     if n == 0:
         return pa.RecordBatch.from_pylist([], schema=out_schema)
     versions = S.int_column(batch, S.MODEL_VERSION, where)
-    extractors = (batch.column(S.SIDE_INFO_VERSION)
-                  if S.SIDE_INFO_VERSION in batch.schema.names else None)
+    extractors = (
+        batch.column(S.SIDE_INFO_VERSION) if S.SIDE_INFO_VERSION in batch.schema.names else None
+    )
     groups = _groups(versions, extractors, n)
     for key in groups:
         if key not in plan.routes:
@@ -85,16 +90,24 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch"
     needs_side = any(plan.routes[k].side_info_dim for k in groups)
     dims = {plan.routes[k].old_dim for k in groups} - {None}
     if len(dims) > 1:
-        raise SchemaError(f"{where}: rows need chains reading {sorted(dims)}-d embeddings, but a "
-                          "shard holds one width; split the shard by version")
+        raise SchemaError(
+            f"{where}: rows need chains reading {sorted(dims)}-d embeddings, but a "
+            "shard holds one width; split the shard by version"
+        )
     old_dim = dims.pop() if dims else plan.target_dim
-    old = S.vectors(batch, S.EMBEDDING, where, dim=old_dim,
-                    what=f"the chain for {_route_labels(plan, groups)}")
+    old = S.vectors(
+        batch, S.EMBEDDING, where, dim=old_dim, what=f"the chain for {_route_labels(plan, groups)}"
+    )
     side = None
     if needs_side:
         side_dims = {plan.routes[k].side_info_dim for k in groups} - {0}
-        side = S.vectors(batch, S.SIDE_INFO, where, dim=side_dims.pop() if len(side_dims) == 1
-                         else None, what=f"the chain for {_route_labels(plan, groups)}")
+        side = S.vectors(
+            batch,
+            S.SIDE_INFO,
+            where,
+            dim=side_dims.pop() if len(side_dims) == 1 else None,
+            what=f"the chain for {_route_labels(plan, groups)}",
+        )
 
     if len(groups) == 1:  # the usual case: no gather/scatter copies
         ((key, _),) = groups.items()
@@ -113,8 +126,9 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch"
     return pa.RecordBatch.from_arrays(columns, schema=out_schema)
 
 
-def _groups(versions: np.ndarray, extractors: pa.Array | None, n: int
-            ) -> dict[RouteKey, np.ndarray | slice]:
+def _groups(
+    versions: np.ndarray, extractors: pa.Array | None, n: int
+) -> dict[RouteKey, np.ndarray | slice]:
     """Row indices per route key (a full slice when the whole batch shares one key)."""
     if extractors is None:
         names: list[str | None] = [None]
@@ -129,19 +143,23 @@ def _groups(versions: np.ndarray, extractors: pa.Array | None, n: int
     pairs = versions * (len(names) + 1) + codes
     out: dict[RouteKey, np.ndarray | slice] = {}
     for pair in np.unique(pairs):
-        out[(int(pair // (len(names) + 1)), names[int(pair % (len(names) + 1))])] = (
-            np.flatnonzero(pairs == pair))
+        out[(int(pair // (len(names) + 1)), names[int(pair % (len(names) + 1))])] = np.flatnonzero(
+            pairs == pair
+        )
     return out
 
 
-def _run(route: Route, old: np.ndarray, side: np.ndarray | None, target_dim: int,
-         where: str) -> np.ndarray:
+def _run(
+    route: Route, old: np.ndarray, side: np.ndarray | None, target_dim: int, where: str
+) -> np.ndarray:
     if route.runner is None:
         return old
     new = route.runner(old, side)
     if new.shape != (len(old), target_dim):
-        raise SchemaError(f"{where}: {route.label} produced {list(new.shape)}, expected "
-                          f"[{len(old)}, {target_dim}]; the chain does not end at the target")
+        raise SchemaError(
+            f"{where}: {route.label} produced {list(new.shape)}, expected "
+            f"[{len(old)}, {target_dim}]; the chain does not end at the target"
+        )
     return new
 
 
@@ -162,8 +180,10 @@ def _no_route(plan: BatchPlan, key: RouteKey, where: str, rows: object) -> Excep
             f"{where}: row {first} holds side-info from {key[1] or 'no extractor'}, but the "
             f"chain planned for {plan.family}@{key[0]} reads {', '.join(extractors)}; "
             "extractors are never mixed: re-index those rows, or make the manifest list "
-            "their extractor so a chain is resolved for it")
+            "their extractor so a chain is resolved for it"
+        )
     return SchemaError(
         f"{where}: row {first} is {_key_label(plan.family, key)}, which the manifest does not "
         f"list (planned: {plan.known()}); the shard and its manifest disagree: restore the "
-        "manifest or re-index the shard")
+        "manifest or re-index the shard"
+    )

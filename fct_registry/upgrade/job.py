@@ -105,44 +105,59 @@ def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> Des
         except ManifestError:
             existing = None
         prov = (existing.provenance or {}) if existing else {}
-        if (prov.get("fingerprint") == fingerprint
-                and prov.get("source", {}).get("manifest_sha256") == source.manifest_sha256):
+        if (
+            prov.get("fingerprint") == fingerprint
+            and prov.get("source", {}).get("manifest_sha256") == source.manifest_sha256
+        ):
             return DestinationState(True, {}, True)
-        raise DestinationError(f"{dest.uri} already holds a gallery (its {MANIFEST} is not from "
-                               "this upgrade of these source bytes: other source, target, chains "
-                               "or batch size); choose an empty --out, or delete it to redo the "
-                               "upgrade")
+        raise DestinationError(
+            f"{dest.uri} already holds a gallery (its {MANIFEST} is not from "
+            "this upgrade of these source bytes: other source, target, chains "
+            "or batch size); choose an empty --out, or delete it to redo the "
+            "upgrade"
+        )
     if JOB_FILE not in names:
-        raise DestinationError(f"{dest.uri} is not empty ({names[0]}, ...) and holds no upgrade "
-                               "in progress; choose an empty --out")
+        raise DestinationError(
+            f"{dest.uri} is not empty ({names[0]}, ...) and holds no upgrade "
+            "in progress; choose an empty --out"
+        )
     job = _read_json(dest, JOB_FILE)
     if job is None:
-        raise DestinationError(f"{dest.uri}/{JOB_FILE} is unreadable (a crash while it was "
-                               f"written?); delete {dest.uri} and rerun")
+        raise DestinationError(
+            f"{dest.uri}/{JOB_FILE} is unreadable (a crash while it was "
+            f"written?); delete {dest.uri} and rerun"
+        )
     if job.get("fingerprint") != fingerprint:
         raise DestinationError(
             f"{dest.uri} holds an interrupted upgrade of a different job (to "
             f"{job.get('plan', {}).get('family')}@{job.get('plan', {}).get('target')}, from "
             f"{job.get('source')}); rerun that exact command to finish it, or delete "
-            f"{dest.uri} to start this one")
+            f"{dest.uri} to start this one"
+        )
     expected = {s.path for s in source.manifest.shards}
     allowed = expected | {marker_name(s) for s in expected} | {JOB_FILE}
     foreign = [n for n in names if n not in allowed and not n.endswith(TMP_SUFFIX)]
     if foreign:
-        raise DestinationError(f"{dest.uri} holds files this upgrade did not write ({foreign[0]}"
-                               "); move them away or choose an empty --out")
+        raise DestinationError(
+            f"{dest.uri} holds files this upgrade did not write ({foreign[0]}"
+            "); move them away or choose an empty --out"
+        )
     done: dict[str, ShardInfo] = {}
     for shard in source.manifest.shards:
         if marker_name(shard.path) in names:
             marker = _read_json(dest, marker_name(shard.path))  # None: torn, so redo the shard
-            if (marker is not None and marker.get("fingerprint") == fingerprint
-                    and marker.get("source_sha256") == shard.sha256):
+            if (
+                marker is not None
+                and marker.get("fingerprint") == fingerprint
+                and marker.get("source_sha256") == shard.sha256
+            ):
                 done[shard.path] = ShardInfo.from_dict(marker["output"])
     return DestinationState(False, done, True)
 
 
-def start_job(source: Gallery, dest: Storage, plan: UpgradePlan,
-              batch_size: int) -> tuple[UpgradeReport, DestinationState | None]:
+def start_job(
+    source: Gallery, dest: Storage, plan: UpgradePlan, batch_size: int
+) -> tuple[UpgradeReport, DestinationState | None]:
     """What every engine does first: validate, inspect the destination, write the job file.
 
     Returns the report and the destination's state, or ``None`` when the job is already
@@ -151,12 +166,15 @@ def start_job(source: Gallery, dest: Storage, plan: UpgradePlan,
     if batch_size < 1:
         raise FctError(f"batch size must be positive, got {batch_size}")
     if source.storage.contains(dest) or dest.contains(source.storage):
-        raise DestinationError(f"the output {dest.uri} overlaps the source {source.uri}; the "
-                               "source is never written to: choose an --out outside it")
+        raise DestinationError(
+            f"the output {dest.uri} overlaps the source {source.uri}; the "
+            "source is never written to: choose an --out outside it"
+        )
     fingerprint = plan.fingerprint(batch_size)
     manifest = source.manifest
-    report = UpgradeReport(source.uri, dest.uri, manifest.rows, len(manifest.shards),
-                           fingerprint=fingerprint)
+    report = UpgradeReport(
+        source.uri, dest.uri, manifest.rows, len(manifest.shards), fingerprint=fingerprint
+    )
     state = inspect_destination(dest, fingerprint, source)
     dest.remove_temporaries()
     if state.complete:
@@ -166,14 +184,29 @@ def start_job(source: Gallery, dest: Storage, plan: UpgradePlan,
         report.manifest = Manifest.from_json(dest.read_bytes(MANIFEST), dest.uri)
         return report, None
     if not state.started:  # the job file: any engine can resume any other's run
-        dest.write_bytes(JOB_FILE, _json({"fingerprint": fingerprint, "source": source.uri,
-                                          "plan": plan.record(), "batch_size": batch_size}))
+        dest.write_bytes(
+            JOB_FILE,
+            _json(
+                {
+                    "fingerprint": fingerprint,
+                    "source": source.uri,
+                    "plan": plan.record(),
+                    "batch_size": batch_size,
+                }
+            ),
+        )
     return report, state
 
 
-def upgrade_gallery(source: Gallery, dest: Storage, plan: UpgradePlan, *,
-                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
-                    keep_going: bool = False) -> UpgradeReport:
+def upgrade_gallery(
+    source: Gallery,
+    dest: Storage,
+    plan: UpgradePlan,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+    keep_going: bool = False,
+) -> UpgradeReport:
     """Upgrade every row of ``source`` to ``plan.target`` into ``dest`` (see module docstring).
 
     Rerunning after an interruption finishes the job; rerunning after success does nothing.
@@ -208,8 +241,10 @@ def upgrade_gallery(source: Gallery, dest: Storage, plan: UpgradePlan, *,
                     # Decoding and the chain run one batch ahead in a helper thread while
                     # this thread encodes, hashes and writes the batch before (~15% faster on
                     # two cores; every step releases the GIL). Order is preserved.
-                    upgraded = _ahead(upgrade_batch(b, batch_plan, f"{where} (batch {i})")
-                                      for i, b in enumerate(reader.batches(batch_size)))
+                    upgraded = _ahead(
+                        upgrade_batch(b, batch_plan, f"{where} (batch {i})")
+                        for i, b in enumerate(reader.batches(batch_size))
+                    )
 
                     def on_batch(i: int, rows: int, index: int = index) -> None:
                         bar.update(rows)
@@ -222,9 +257,16 @@ def upgrade_gallery(source: Gallery, dest: Storage, plan: UpgradePlan, *,
                 report.failures.append(str(exc))
                 continue
             _checkpoint(f"shard:{index}")
-            dest.write_bytes(marker_name(shard.path), _json(
-                {"fingerprint": fingerprint, "source_sha256": shard.sha256,
-                 "output": info.to_dict()}))
+            dest.write_bytes(
+                marker_name(shard.path),
+                _json(
+                    {
+                        "fingerprint": fingerprint,
+                        "source_sha256": shard.sha256,
+                        "output": info.to_dict(),
+                    }
+                ),
+            )
             _checkpoint(f"marker:{index}")
             outputs[shard.path] = info
             bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
@@ -235,9 +277,13 @@ def upgrade_gallery(source: Gallery, dest: Storage, plan: UpgradePlan, *,
             f"{len(report.failures)} of {report.shards} shards could not be upgraded (nothing "
             f"was written for them; the other shards are done):\n  "
             + "\n  ".join(report.failures)
-            + "\nfix them and rerun the same command: finished shards are skipped")
-    result = Manifest(manifest.family, tuple(outputs[s.path] for s in manifest.shards),
-                      provenance=_provenance(source, plan, fingerprint, batch_size, outputs))
+            + "\nfix them and rerun the same command: finished shards are skipped"
+        )
+    result = Manifest(
+        manifest.family,
+        tuple(outputs[s.path] for s in manifest.shards),
+        provenance=_provenance(source, plan, fingerprint, batch_size, outputs),
+    )
     dest.write_bytes(MANIFEST, result.to_json())
     _checkpoint("manifest")
     _clean_progress(dest, manifest)
@@ -263,8 +309,13 @@ def _intact(dest: Storage, info: ShardInfo) -> bool:
         return False
 
 
-def _provenance(source: Gallery, plan: UpgradePlan, fingerprint: str, batch_size: int,
-                outputs: dict[str, ShardInfo]) -> dict[str, Any]:
+def _provenance(
+    source: Gallery,
+    plan: UpgradePlan,
+    fingerprint: str,
+    batch_size: int,
+    outputs: dict[str, ShardInfo],
+) -> dict[str, Any]:
     import onnxruntime
     import pyarrow
 
@@ -274,14 +325,27 @@ def _provenance(source: Gallery, plan: UpgradePlan, fingerprint: str, batch_size
         "fingerprint": fingerprint,
         "engine": "local",
         "batch_size": batch_size,
-        "source": {"uri": source.uri, "manifest_sha256": source.manifest_sha256,
-                   "rows": source.manifest.rows,
-                   "groups": source.manifest.to_dict()["groups"]},
+        "source": {
+            "uri": source.uri,
+            "manifest_sha256": source.manifest_sha256,
+            "rows": source.manifest.rows,
+            "groups": source.manifest.to_dict()["groups"],
+        },
         "plan": plan.record(source.manifest.groups),
-        "shards": [{"path": s.path, "rows": s.rows, "source_sha256": s.sha256,
-                    "output_sha256": outputs[s.path].sha256} for s in source.manifest.shards],
-        "software": {"fct_registry": __version__, "onnxruntime": onnxruntime.__version__,
-                     "pyarrow": pyarrow.__version__},
+        "shards": [
+            {
+                "path": s.path,
+                "rows": s.rows,
+                "source_sha256": s.sha256,
+                "output_sha256": outputs[s.path].sha256,
+            }
+            for s in source.manifest.shards
+        ],
+        "software": {
+            "fct_registry": __version__,
+            "onnxruntime": onnxruntime.__version__,
+            "pyarrow": pyarrow.__version__,
+        },
     }
 
 
@@ -361,5 +425,11 @@ def _progress_bar(enabled: bool, manifest: Manifest) -> Any:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=manifest.rows, unit="rows", unit_scale=True, desc="upgrade",
-                postfix=f"shards 0/{len(manifest.shards)}", dynamic_ncols=True)
+    return tqdm(
+        total=manifest.rows,
+        unit="rows",
+        unit_scale=True,
+        desc="upgrade",
+        postfix=f"shards 0/{len(manifest.shards)}",
+        dynamic_ncols=True,
+    )

@@ -56,9 +56,15 @@ class Step:
         return f"models:/{self.model}/{self.version}" if self.model != "local" else self.onnx
 
     def record(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "uri": self.uri,
-                "from": self.source, "to": self.target, "transformations": list(self.hops),
-                "onnx_sha256": self.onnx_sha256}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "uri": self.uri,
+            "from": self.source,
+            "to": self.target,
+            "transformations": list(self.hops),
+            "onnx_sha256": self.onnx_sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -79,9 +85,14 @@ class RoutePlan:
         return f"{family}@{' -> '.join(map(str, self.path))} via {via}"
 
     def record(self) -> dict[str, Any]:
-        return {"from": self.key[0], "side_info": self.key[1], "path": list(self.path),
-                "steps": [s.record() for s in self.steps], "top1": self.top1,
-                "basis": self.basis}
+        return {
+            "from": self.key[0],
+            "side_info": self.key[1],
+            "path": list(self.path),
+            "steps": [s.record() for s in self.steps],
+            "top1": self.top1,
+            "basis": self.basis,
+        }
 
 
 @dataclass(frozen=True)
@@ -93,14 +104,23 @@ class UpgradePlan:
     registry: str | None = None  # redacted tracking URI the chains came from
 
     def batch_plan(self) -> BatchPlan:
-        return BatchPlan(self.family, self.target, self.target_dim,
-                         {k: Route(r.runner, r.label(self.family)) for k, r in self.routes.items()})
+        return BatchPlan(
+            self.family,
+            self.target,
+            self.target_dim,
+            {k: Route(r.runner, r.label(self.family)) for k, r in self.routes.items()},
+        )
 
     def record(self, keys: Any = None) -> dict[str, Any]:
         """The plan as provenance; ``keys``: only the chains of these groups (default: all)."""
         keys = _sorted(self.routes if keys is None else [k for k in keys if k in self.routes])
-        return {"family": self.family, "target": self.target, "target_dim": self.target_dim,
-                "registry": self.registry, "chains": [self.routes[k].record() for k in keys]}
+        return {
+            "family": self.family,
+            "target": self.target,
+            "target_dim": self.target_dim,
+            "registry": self.registry,
+            "chains": [self.routes[k].record() for k in keys],
+        }
 
     def fingerprint(self, batch_size: int) -> str:
         """The job's identity: same chains (graph checksums), same target, same batching. The
@@ -114,25 +134,40 @@ class UpgradePlan:
         for key in shard.groups:
             route = self.routes.get(key)
             if route is None:
-                raise SchemaError(f"{where}: holds {self.family}@{key[0]} rows with side-info "
-                                  f"{key[1] or 'none'}, for which no chain was planned; the "
-                                  "manifest is inconsistent: restore it")
+                raise SchemaError(
+                    f"{where}: holds {self.family}@{key[0]} rows with side-info "
+                    f"{key[1] or 'none'}, for which no chain was planned; the "
+                    "manifest is inconsistent: restore it"
+                )
             want = route.runner.old_dim if route.runner is not None else self.target_dim
             if shard.embedding_dim != want:
-                raise SchemaError(f"{where}: embeddings are {shard.embedding_dim}-d, but "
-                                  f"{route.label(self.family)} reads {want}-d; the shard was "
-                                  f"not embedded with {self.family}@{key[0]}: re-index it")
+                raise SchemaError(
+                    f"{where}: embeddings are {shard.embedding_dim}-d, but "
+                    f"{route.label(self.family)} reads {want}-d; the shard was "
+                    f"not embedded with {self.family}@{key[0]}: re-index it"
+                )
             needs = route.runner.side_info_dim if route.runner is not None else 0
             if needs and shard.side_info_dim is None:
-                raise SideInfoError(f"{where}: no side_info column, but {route.label(self.family)}"
-                                    " reads side-info; re-index the shard with `fct embed`")
+                raise SideInfoError(
+                    f"{where}: no side_info column, but {route.label(self.family)}"
+                    " reads side-info; re-index the shard with `fct embed`"
+                )
             if needs and shard.side_info_dim != needs:
-                raise SchemaError(f"{where}: side-info is {shard.side_info_dim}-d, but "
-                                  f"{route.label(self.family)} reads {needs}-d; re-index it")
+                raise SchemaError(
+                    f"{where}: side-info is {shard.side_info_dim}-d, but "
+                    f"{route.label(self.family)} reads {needs}-d; re-index it"
+                )
 
     @classmethod
-    def from_onnx(cls, family: str, target: int, chains: Mapping[GroupKey, Sequence[str | Path]],
-                  *, target_dim: int | None = None, threads: int | None = None) -> UpgradePlan:
+    def from_onnx(
+        cls,
+        family: str,
+        target: int,
+        chains: Mapping[GroupKey, Sequence[str | Path]],
+        *,
+        target_dim: int | None = None,
+        threads: int | None = None,
+    ) -> UpgradePlan:
         """A plan from local ONNX graphs (tests, benchmarks, offline use): ``chains`` maps each
         group of rows to its graphs in order (an empty list: already at the target)."""
         routes: dict[GroupKey, RoutePlan] = {}
@@ -143,13 +178,16 @@ class UpgradePlan:
                 continue
             runner = OnnxChainRunner(paths, threads=threads)
             dims.add(runner.new_dim)
-            steps = tuple(Step("local", 0, key[0], target, (), sha256_file(p), str(p))
-                          for p in paths)
+            steps = tuple(
+                Step("local", 0, key[0], target, (), sha256_file(p), str(p)) for p in paths
+            )
             routes[key] = RoutePlan(key, (key[0], target), steps, runner, basis="local graphs")
         if target_dim is None:
             if len(dims) != 1:
-                raise PlanError("pass target_dim: no chain (or chains of different widths) "
-                                "says how wide the target's embeddings are")
+                raise PlanError(
+                    "pass target_dim: no chain (or chains of different widths) "
+                    "says how wide the target's embeddings are"
+                )
             target_dim = dims.pop()
         return cls(family, target, target_dim, routes)
 
@@ -161,9 +199,16 @@ def _sorted(keys: Any) -> list[GroupKey]:
 # --- from the registry -------------------------------------------------------------------------
 
 
-def plan_from_registry(client: Any, manifest: Manifest, target: Any, workdir: Path, *,
-                       gallery: str = "the gallery", threads: int | None = None,
-                       registry: str | None = None) -> UpgradePlan:
+def plan_from_registry(
+    client: Any,
+    manifest: Manifest,
+    target: Any,
+    workdir: Path,
+    *,
+    gallery: str = "the gallery",
+    threads: int | None = None,
+    registry: str | None = None,
+) -> UpgradePlan:
     """Resolve and fetch the chain for every (version, extractor) group of ``manifest``.
 
     ``target`` is a :class:`~fct_registry.registry.refs.VersionRef` of the gallery's family.
@@ -176,8 +221,10 @@ def plan_from_registry(client: Any, manifest: Manifest, target: Any, workdir: Pa
 
     family = manifest.family
     if target.family != family:
-        raise PlanError(f"{gallery} holds {family} embeddings, but the target is {target}; "
-                        f"upgrade within the family (e.g. --to {family}@latest)")
+        raise PlanError(
+            f"{gallery} holds {family} embeddings, but the target is {target}; "
+            f"upgrade within the family (e.g. --to {family}@latest)"
+        )
     graph = load_graph(client, family)
     dst = graph.version_of(target)
     fetched: dict[tuple[str, int], Step] = {}
@@ -185,8 +232,10 @@ def plan_from_registry(client: Any, manifest: Manifest, target: Any, workdir: Pa
     for key, rows in manifest.groups.items():
         shards = manifest.shards_with(key)
         listed = ", ".join(shards[:3]) + (", ..." if len(shards) > 3 else "")
-        where = (f"{gallery}: {rows} rows of {family}@{key[0]} (side-info "
-                 f"{key[1] or 'none'}) in {listed}")
+        where = (
+            f"{gallery}: {rows} rows of {family}@{key[0]} (side-info "
+            f"{key[1] or 'none'}) in {listed}"
+        )
         try:
             routes[key] = _route(client, graph, key, dst, workdir, fetched, threads)
         except ResolveError as exc:
@@ -200,13 +249,22 @@ def plan_from_registry(client: Any, manifest: Manifest, target: Any, workdir: Pa
     if not dims:  # every row is already at the target and the registry does not say the width
         dims = {s.embedding_dim for s in manifest.shards}
     if len(dims) != 1:
-        raise PlanError(f"the chains to {family}@{dst} end in different widths {sorted(dims)} "
-                        f"(registry: {family}@{dst} is {node_dim}-d); fix the registrations")
+        raise PlanError(
+            f"the chains to {family}@{dst} end in different widths {sorted(dims)} "
+            f"(registry: {family}@{dst} is {node_dim}-d); fix the registrations"
+        )
     return UpgradePlan(family, dst, dims.pop(), routes, registry)
 
 
-def _route(client: Any, graph: Any, key: GroupKey, dst: int, workdir: Path,
-           fetched: dict[tuple[str, int], Step], threads: int | None) -> RoutePlan:
+def _route(
+    client: Any,
+    graph: Any,
+    key: GroupKey,
+    dst: int,
+    workdir: Path,
+    fetched: dict[tuple[str, int], Step],
+    threads: int | None,
+) -> RoutePlan:
     from fct_registry.registry.refs import VersionRef
     from fct_registry.resolver.resolve import best_routes, resolve
 
@@ -218,12 +276,18 @@ def _route(client: Any, graph: Any, key: GroupKey, dst: int, workdir: Path,
     if extractor is None:  # no side-info stored: only chains that read none can be used
         chosen = next(iter(best_routes(graph, source, dst, None)), None)
         if chosen is None:
-            raise SideInfoError(f"these rows have no side-info, and every chain to "
-                                f"{family}@{dst} reads some; re-index them with `fct embed` "
-                                "(which stores side-info)")
+            raise SideInfoError(
+                f"these rows have no side-info, and every chain to "
+                f"{family}@{dst} reads some; re-index them with `fct embed` "
+                "(which stores side-info)"
+            )
     else:
-        resolution = resolve(graph, VersionRef(family, version=source),
-                             VersionRef(family, version=dst), side_info=extractor)
+        resolution = resolve(
+            graph,
+            VersionRef(family, version=source),
+            VersionRef(family, version=dst),
+            side_info=extractor,
+        )
         chosen = resolution.chosen
     model = graph.transformations_model
     steps = []
@@ -233,8 +297,9 @@ def _route(client: Any, graph: Any, key: GroupKey, dst: int, workdir: Path,
             fetched[cache] = _fetch_step(client, model, segment, workdir)
         steps.append(fetched[cache])
     runner = OnnxChainRunner([s.onnx for s in steps], threads=threads)
-    return RoutePlan(key, chosen.path, tuple(steps), runner, top1=chosen.top1,
-                     basis=chosen.basis(model))
+    return RoutePlan(
+        key, chosen.path, tuple(steps), runner, top1=chosen.top1, basis=chosen.basis(model)
+    )
 
 
 def _fetch_step(client: Any, model: str, segment: Any, workdir: Path) -> Step:
@@ -248,8 +313,10 @@ def _fetch_step(client: Any, model: str, segment: Any, workdir: Path) -> Step:
     uri = f"models:/{model}/{version}"
     recorded = client.get_model_version(model, str(version)).tags.get(T.CHECKSUMS)
     if recorded is None:
-        raise ChecksumError(f"{uri} has no {T.CHECKSUMS} tag, so its graph cannot be verified; "
-                            "register it with `fct register` (or flavor.log_model)")
+        raise ChecksumError(
+            f"{uri} has no {T.CHECKSUMS} tag, so its graph cannot be verified; "
+            "register it with `fct register` (or flavor.log_model)"
+        )
     dst = workdir / f"{model}-{version}"
     dst.mkdir(parents=True, exist_ok=True)
     local = Path(download_artifacts(artifact_uri=uri, dst_path=str(dst)))
@@ -258,11 +325,19 @@ def _fetch_step(client: Any, model: str, segment: Any, workdir: Path) -> Step:
     verify_checksums(local, json.loads(recorded), what=uri)
     conf = flavor_conf(local)
     if conf.get("kind") != "transformation":
-        raise PlanError(f"{uri} is a {conf.get('kind')} model, not a transformation; fix its "
-                        f"{T.ROLE} tag")
+        raise PlanError(
+            f"{uri} is a {conf.get('kind')} model, not a transformation; fix its {T.ROLE} tag"
+        )
     onnx = local / conf["onnx"]
-    return Step(model, version, segment.source, segment.target, tuple(segment.hops),
-                conf["checksums"][conf["onnx"]], str(onnx))
+    return Step(
+        model,
+        version,
+        segment.source,
+        segment.target,
+        tuple(segment.hops),
+        conf["checksums"][conf["onnx"]],
+        str(onnx),
+    )
 
 
 # --- dry run -----------------------------------------------------------------------------------
@@ -275,8 +350,9 @@ class Estimate:
     rates: dict[GroupKey, float]  # rows per second of each chain, measured
 
 
-def estimate(plan: UpgradePlan, manifest: Manifest, *, sample_rows: int = 2048,
-             repeats: int = 2) -> Estimate:
+def estimate(
+    plan: UpgradePlan, manifest: Manifest, *, sample_rows: int = 2048, repeats: int = 2
+) -> Estimate:
     """Time each chain on ``sample_rows`` random rows (best of ``repeats``, after a warm-up) and
     scale to the gallery's rows. Reading, checking and writing add a few percent on top (see
     benchmarks/bench_upgrade.py), not included."""
@@ -289,8 +365,11 @@ def estimate(plan: UpgradePlan, manifest: Manifest, *, sample_rows: int = 2048,
             continue
         runner = route.runner
         old = rng.standard_normal((sample_rows, runner.old_dim), dtype=np.float32)
-        side = (rng.standard_normal((sample_rows, runner.side_info_dim), dtype=np.float32)
-                if runner.side_info_dim else None)
+        side = (
+            rng.standard_normal((sample_rows, runner.side_info_dim), dtype=np.float32)
+            if runner.side_info_dim
+            else None
+        )
         runner(old[:16], None if side is None else side[:16])  # warm-up: session start, arenas
         best = float("inf")
         for _ in range(repeats):

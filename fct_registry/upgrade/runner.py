@@ -60,22 +60,30 @@ def graph_interface(session: Any, where: str) -> GraphInterface:
     if old is None and len(inputs) == 1:
         old = names[0]
     if old is None or len(inputs) > 2 or (len(inputs) == 2 and side is None):
-        raise RunnerError(f"{where}: inputs {names} are not a transformation's; expected "
-                          "old_embedding [N, d] and optionally side_info [N, d_s] (export with "
-                          "fct_registry.registry.onnx_export.export_onnx)")
+        raise RunnerError(
+            f"{where}: inputs {names} are not a transformation's; expected "
+            "old_embedding [N, d] and optionally side_info [N, d_s] (export with "
+            "fct_registry.registry.onnx_export.export_onnx)"
+        )
     outputs = session.get_outputs()
     if len(outputs) != 1:
         raise RunnerError(f"{where}: {len(outputs)} outputs, expected one embedding")
-    return GraphInterface(old, side, outputs[0].name, _width(by_name[old], where),
-                          _width(by_name[side], where) if side else 0,
-                          _width(outputs[0], where))
+    return GraphInterface(
+        old,
+        side,
+        outputs[0].name,
+        _width(by_name[old], where),
+        _width(by_name[side], where) if side else 0,
+        _width(outputs[0], where),
+    )
 
 
 def _width(arg: Any, where: str) -> int:
     shape = list(arg.shape)
     if len(shape) != 2 or not isinstance(shape[1], int):
-        raise RunnerError(f"{where}: {arg.name} has shape {shape}, expected [batch, d] with a "
-                          "fixed d")
+        raise RunnerError(
+            f"{where}: {arg.name} has shape {shape}, expected [batch, d] with a fixed d"
+        )
     return int(shape[1])
 
 
@@ -98,8 +106,13 @@ class OnnxChainRunner:
     """Run ONNX graphs one after another; each step reads the same side-info (FCT never changes
     it). ``threads``: ONNX Runtime's intra-op threads (default: its own choice, the cores)."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], *, threads: int | None = None,
-                 spinning: bool = False) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        threads: int | None = None,
+        spinning: bool = False,
+    ) -> None:
         if not paths:
             raise RunnerError("a chain runner needs at least one ONNX graph")
         self.paths = tuple(str(p) for p in paths)
@@ -108,12 +121,16 @@ class OnnxChainRunner:
         steps = self._load()
         for (_, a), (_, b), path in zip(steps, steps[1:], self.paths[1:], strict=False):
             if a.new_dim != b.old_dim:
-                raise RunnerError(f"{path} reads {b.old_dim}-d embeddings but the step before "
-                                  f"it writes {a.new_dim}-d; order the steps from oldest to newest")
+                raise RunnerError(
+                    f"{path} reads {b.old_dim}-d embeddings but the step before "
+                    f"it writes {a.new_dim}-d; order the steps from oldest to newest"
+                )
         side_dims = {i.side_info_dim for _, i in steps if i.side_info_dim}
         if len(side_dims) > 1:
-            raise RunnerError(f"the steps read side-info of different widths {sorted(side_dims)}; "
-                              "a chain reads one extractor's side-info")
+            raise RunnerError(
+                f"the steps read side-info of different widths {sorted(side_dims)}; "
+                "a chain reads one extractor's side-info"
+            )
         self.old_dim = steps[0][1].old_dim
         self.side_info_dim = side_dims.pop() if side_dims else 0
         self.new_dim = steps[-1][1].new_dim
@@ -128,11 +145,13 @@ class OnnxChainRunner:
                 if not Path(path).is_file():
                     raise RunnerError(f"ONNX graph {path} does not exist")
                 try:
-                    session = ort.InferenceSession(path, options,
-                                                   providers=["CPUExecutionProvider"])
+                    session = ort.InferenceSession(
+                        path, options, providers=["CPUExecutionProvider"]
+                    )
                 except Exception as exc:  # onnxruntime raises its own untyped errors
-                    raise RunnerError(f"{path} is not a loadable ONNX graph ({exc}); re-export "
-                                      "it") from None
+                    raise RunnerError(
+                        f"{path} is not a loadable ONNX graph ({exc}); re-export it"
+                    ) from None
                 sessions.append((session, graph_interface(session, path)))
             self._sessions = sessions
         return self._sessions
@@ -172,5 +191,7 @@ class OnnxChainRunner:
         return state
 
     def __repr__(self) -> str:
-        return (f"OnnxChainRunner({len(self.paths)} step(s), {self.old_dim}+"
-                f"{self.side_info_dim} -> {self.new_dim})")
+        return (
+            f"OnnxChainRunner({len(self.paths)} step(s), {self.old_dim}+"
+            f"{self.side_info_dim} -> {self.new_dim})"
+        )

@@ -14,8 +14,7 @@ from tests.conftest import needs_fashion
 
 
 def _write_idx(path, array: np.ndarray) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I",
-                                                                     *array.shape)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as fh:
         fh.write(header + array.astype(np.uint8).tobytes())
 
@@ -92,8 +91,7 @@ def test_augmentations_are_per_sample_and_seeded():
 
 def test_identity_affine_keeps_image():
     x = torch.rand(3, 1, 28, 28)
-    out = random_affine(x, torch.Generator().manual_seed(0), scale=(1, 1), max_shift=0,
-                        flip=False)
+    out = random_affine(x, torch.Generator().manual_seed(0), scale=(1, 1), max_shift=0, flip=False)
     assert torch.allclose(out, x, atol=1e-5)
 
 

@@ -137,10 +137,12 @@ def test_cross_model_leave_one_out_matches_naive_loop(distance: str) -> None:
     embed the same image, so i is excluded although the two embeddings differ."""
     query, _, labels, _ = _random_case(7, 40, 40, 6, 4)
     gallery = query + 0.5 * torch.randn(40, 6, generator=torch.Generator().manual_seed(8))
-    got = retrieval_scores(query, gallery, labels, labels, distance=distance,
-                           leave_one_out=True, chunk_size=7).as_dict()
-    want = naive_retrieval_scores(query, gallery, labels, labels, distance=distance,
-                                  leave_one_out=True)
+    got = retrieval_scores(
+        query, gallery, labels, labels, distance=distance, leave_one_out=True, chunk_size=7
+    ).as_dict()
+    want = naive_retrieval_scores(
+        query, gallery, labels, labels, distance=distance, leave_one_out=True
+    )
     for key in want:
         assert got[key] == pytest.approx(want[key], abs=1e-4)
 

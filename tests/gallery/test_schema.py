@@ -12,8 +12,14 @@ from fct_registry.gallery.errors import NonFiniteError, SchemaError
 
 def test_make_batch_is_zero_copy_readable() -> None:
     emb = np.arange(12, dtype=np.float32).reshape(3, 4)
-    batch = S.make_batch(["a", "b", "c"], emb, model_version=2, side_info=emb[:, :2],
-                         side_info_version="f-side-info/1", labels=np.array([0, 1, 0]))
+    batch = S.make_batch(
+        ["a", "b", "c"],
+        emb,
+        model_version=2,
+        side_info=emb[:, :2],
+        side_info_version="f-side-info/1",
+        labels=np.array([0, 1, 0]),
+    )
     assert batch.schema.equals(S.gallery_schema(4, 2, labels=True))
     assert np.array_equal(S.vectors(batch, S.EMBEDDING, "t", dim=4), emb)
     # a slice reads its own rows (Arrow offsets honoured)

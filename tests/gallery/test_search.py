@@ -27,8 +27,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Gallery, np.ndarray,
     return Gallery.open(root), emb, labels
 
 
-def _naive(queries: np.ndarray, gallery: np.ndarray, k: int, skip: list[int | None],
-           metric: str) -> list[list[int]]:
+def _naive(
+    queries: np.ndarray, gallery: np.ndarray, k: int, skip: list[int | None], metric: str
+) -> list[list[int]]:
     out = []
     for i, q in enumerate(queries):
         scored = []
@@ -67,9 +68,13 @@ def test_exclude_self_and_accuracy_agree_with_the_evaluation(data: tuple) -> Non
     ids = [f"x{i}" for i in range(len(emb))]
     result = search(gallery, emb, k=5, exclude_ids=ids)
     assert all(result.positions[i, 0] != i for i in range(len(emb)))
-    want = retrieval_scores(torch.from_numpy(emb), torch.from_numpy(emb),
-                            torch.from_numpy(labels), torch.from_numpy(labels),
-                            leave_one_out=True)
+    want = retrieval_scores(
+        torch.from_numpy(emb),
+        torch.from_numpy(emb),
+        torch.from_numpy(labels),
+        torch.from_numpy(labels),
+        leave_one_out=True,
+    )
     got = topk_accuracy(result, labels)
     assert got["top1"] == pytest.approx(want.top1, abs=1e-9)
     assert got["top5"] == pytest.approx(want.top5, abs=1e-9)

@@ -23,7 +23,10 @@ def test_writer_shards_and_manifest(tmp_path: Path) -> None:
     rows = synthetic_rows(250)
     manifest = write_gallery(tmp_path / "g", rows, shard_rows=100)
     assert [s.path for s in manifest.shards] == [
-        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
     assert [s.rows for s in manifest.shards] == [100, 100, 50]
     assert manifest.groups == {(1, SIDE): 250} and manifest.rows == 250
     assert manifest.shards[0].embedding_dim == 8 and manifest.shards[0].side_info_dim == 4
@@ -44,10 +47,24 @@ def test_writing_is_deterministic(tmp_path: Path) -> None:
 def test_manifest_counts_groups_per_version_and_extractor(tmp_path: Path) -> None:
     writer = GalleryWriter(open_storage(tmp_path / "g"), "tiny", shard_rows=10)
     rows = synthetic_rows(8)
-    writer.write(make_batch(rows.ids[:5], rows.old[:5], model_version=1, side_info=rows.side[:5],
-                            side_info_version=SIDE))
-    writer.write(make_batch(rows.ids[5:], rows.old[5:], model_version=2, side_info=rows.side[5:],
-                            side_info_version=None))
+    writer.write(
+        make_batch(
+            rows.ids[:5],
+            rows.old[:5],
+            model_version=1,
+            side_info=rows.side[:5],
+            side_info_version=SIDE,
+        )
+    )
+    writer.write(
+        make_batch(
+            rows.ids[5:],
+            rows.old[5:],
+            model_version=2,
+            side_info=rows.side[5:],
+            side_info_version=None,
+        )
+    )
     manifest = writer.close()
     assert manifest.groups == {(1, SIDE): 5, (2, None): 3}
     assert Gallery.open(tmp_path / "g").manifest == manifest

@@ -27,7 +27,8 @@ def _roundtrip(storage: Storage) -> None:
     with storage.local_copy("a.bin") as path:
         assert Path(path).read_bytes() == b"hello"
     assert storage.sha256("a.bin") == (
-        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    )
     with pytest.raises(RuntimeError), storage.atomic_file("c.bin") as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("writer died")

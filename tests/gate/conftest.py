@@ -35,8 +35,13 @@ def gate_params() -> dict:
     raw["versions"]["2"]["classes"] = None
     raw["versions"]["3"]["optim"]["lr"] = 0.004  # another model than 2 (registered apart)
     raw["transformations"] = {
-        "1-2": {"from": 1, "to": 2, "kind": "fct", "hidden_dim": 64,
-                "optim": {"epochs": 1, "max_batches": 1, "batch_size": 64, "lr": 0.001}},
+        "1-2": {
+            "from": 1,
+            "to": 2,
+            "kind": "fct",
+            "hidden_dim": 64,
+            "optim": {"epochs": 1, "max_batches": 1, "batch_size": 64, "lr": 0.001},
+        },
         "1-3": {"from": 1, "to": 3, "kind": "fct", "hidden_dim": 64, "optim": good},
     }
     return raw
@@ -81,8 +86,9 @@ def gate_family(tmp_path_factory: pytest.TempPathFactory) -> GateFamily:
 
 
 @pytest.fixture
-def family(gate_family: GateFamily, tmp_path: Path,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[GateFamily]:
+def family(
+    gate_family: GateFamily, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GateFamily]:
     """A private copy of the registered family; the working directory is its project root."""
     copy = gate_family.copy_to(tmp_path / "project")
     monkeypatch.chdir(copy.root)

@@ -48,8 +48,11 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
     family: GateFamily, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     set_production(family, 1)
-    reports = {"--junit": tmp_path / "gate.xml", "--markdown": tmp_path / "gate.md",
-               "--json-out": tmp_path / "gate.json"}
+    reports = {
+        "--junit": tmp_path / "gate.xml",
+        "--markdown": tmp_path / "gate.md",
+        "--json-out": tmp_path / "gate.json",
+    }
     argv = [a for k, v in reports.items() for a in (k, str(v))]
     assert gate(family, "--candidate", "fashion@2", "--promote", *argv) == 1
     out = capsys.readouterr().out
@@ -82,9 +85,14 @@ def test_good_candidate_passes_and_is_promoted_then_nothing_to_gate(
     assert data["upgrade"]["path"] == [1, 3]
     # The transformation is what makes the upgrade work: without it the gallery is useless.
     assert data["scores"]["upgraded"]["top1"] > data["scores"]["raw"]["top1"] + 20
-    assert data["promotion"] == {"moved": True, "alias": "production", "tagged": True,
-                                 "from": 1, "to": 3,
-                                 "message": "fashion@production moved from version 1 to version 3"}
+    assert data["promotion"] == {
+        "moved": True,
+        "alias": "production",
+        "tagged": True,
+        "from": 1,
+        "to": 3,
+        "message": "fashion@production moved from version 1 to version 3",
+    }
     assert production(family) == 3
     assert gate_tags(family, 3)[T.GATE_VERDICT] == "pass"
 
@@ -95,8 +103,9 @@ def test_good_candidate_passes_and_is_promoted_then_nothing_to_gate(
     assert production(family) == 3
 
 
-def test_first_release_needs_bootstrap(family: GateFamily,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_first_release_needs_bootstrap(
+    family: GateFamily, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert gate(family, "--candidate", "fashion@3") == 2
     assert "no alias 'production' yet" in capsys.readouterr().err
     # Bootstrapping compares with the previous version; 2 -> 3 has no transformation: exit 1.
@@ -113,9 +122,14 @@ def test_first_release_needs_bootstrap(family: GateFamily,
 def test_exit_status_of_the_real_process(family: GateFamily) -> None:
     set_production(family, 1)
     env = {**os.environ, "MLFLOW_TRACKING_URI": family.uri, "OMP_WAIT_POLICY": "PASSIVE"}
-    run = subprocess.run([sys.executable, "-m", "fct_registry", "gate", "--candidate",
-                          "fashion@2"], cwd=family.root, env=env, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "fct_registry", "gate", "--candidate", "fashion@2"],
+        cwd=family.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1, run.stderr[-2000:]
     assert "verdict: FAIL" in run.stdout
 
@@ -126,26 +140,40 @@ def test_exit_status_of_the_real_process(family: GateFamily) -> None:
         (["--candidate", "fashion@9"], "unknown version 9 of fashion; known: 1, 2, 3"),
         (["--candidate", "fashion"], "bad version reference 'fashion'"),
         (["--candidate", "shoes@1"], "unknown family 'shoes'; known: fashion"),
-        (["--candidate", "fashion@3", "--baseline", "fashion@1", "--promote"],
-         "the baseline fashion@1 is not an alias"),
+        (
+            ["--candidate", "fashion@3", "--baseline", "fashion@1", "--promote"],
+            "the baseline fashion@1 is not an alias",
+        ),
     ],
 )
-def test_usage_errors_exit_2(family: GateFamily, capsys: pytest.CaptureFixture[str],
-                             args: list[str], message: str) -> None:
+def test_usage_errors_exit_2(
+    family: GateFamily, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     set_production(family, 1)
     assert gate(family, *args) == 2
     assert message in capsys.readouterr().err
 
 
 def test_unreachable_tracking_server_exits_2_with_an_error_report(
-    family: GateFamily, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    family: GateFamily,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     junit = tmp_path / "gate.xml"
-    code = main(["gate", "--tracking-uri", "http://user:secret@127.0.0.1:9", "--candidate",
-                 "fashion@3", "--junit", str(junit)])
+    code = main(
+        [
+            "gate",
+            "--tracking-uri",
+            "http://user:secret@127.0.0.1:9",
+            "--candidate",
+            "fashion@3",
+            "--junit",
+            str(junit),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot read the registry at http://127.0.0.1:9" in err and "secret" not in err
@@ -153,8 +181,9 @@ def test_unreachable_tracking_server_exits_2_with_an_error_report(
     assert suite.get("errors") == "1" and suite.get("failures") == "0"
 
 
-def test_outputs_of_another_run_are_refused(family: GateFamily,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_outputs_of_another_run_are_refused(
+    family: GateFamily, capsys: pytest.CaptureFixture[str]
+) -> None:
     set_production(family, 1)
     client(family).set_model_version_tag(FAMILY, "1", T.CONTENT_HASH, "0" * 64)
     assert gate(family, "--candidate", "fashion@3") == 2
@@ -192,8 +221,13 @@ def test_record_only_tags_and_a_raced_promotion_is_refused(family: GateFamily) -
 
     set_production(family, 1)
     rules = load_params(family.root / "params.yaml").gate.rules
-    result = run_gate("fashion@3", "fashion@production", rules, layout=Layout(family.outputs),
-                      tracking_uri=family.uri)
+    result = run_gate(
+        "fashion@3",
+        "fashion@production",
+        rules,
+        layout=Layout(family.outputs),
+        tracking_uri=family.uri,
+    )
     assert result.verdict == "pass"
     outcome = record_and_promote(result, promote=False, tracking_uri=family.uri)
     assert outcome["tagged"] and not outcome["moved"]

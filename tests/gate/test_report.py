@@ -28,8 +28,9 @@ RULES = {  # explicit, so changing params.yaml's defaults does not change these 
     "upgraded-top1-vs-baseline": GateRule(case="upgraded", reference="baseline"),
     "upgraded-top1-vs-candidate": GateRule(case="upgraded", reference="candidate", fraction=0.9),
     "upgraded-mAP-vs-baseline": GateRule(case="upgraded", metric="mAP", reference="baseline"),
-    "upgraded-mAP-vs-candidate": GateRule(case="upgraded", metric="mAP", reference="candidate",
-                                          fraction=0.8),
+    "upgraded-mAP-vs-candidate": GateRule(
+        case="upgraded", metric="mAP", reference="candidate", fraction=0.8
+    ),
 }
 SCORES = {
     "candidate": {"top1": 80.0, "top5": 95.0, "mAP": 60.0},
@@ -40,19 +41,43 @@ SCORES = {
 
 
 def result(scores: dict = SCORES, upgrade: bool = True) -> GateResult:
-    checks = [CheckResult("upgrade-path", "a chain exists", "pass" if upgrade else "fail",
-                          reason="1->3 (1 hop)" if upgrade else "no transformation path")]
+    checks = [
+        CheckResult(
+            "upgrade-path",
+            "a chain exists",
+            "pass" if upgrade else "fail",
+            reason="1->3 (1 hop)" if upgrade else "no transformation path",
+        )
+    ]
     checks += check_rules(RULES, scores)
     return GateResult(
-        family="fashion", candidate=3, baseline=1, candidate_ref="fashion@latest",
-        baseline_ref="fashion@production", verdict=verdict(checks), scores=dict(scores),
+        family="fashion",
+        candidate=3,
+        baseline=1,
+        candidate_ref="fashion@latest",
+        baseline_ref="fashion@production",
+        verdict=verdict(checks),
+        scores=dict(scores),
         checks=checks,
-        upgrade={"path": [1, 3], "hops": [2], "uris": ["models:/fashion-transformations/2"],
-                 "side_info": "fashion-side-info/1", "registry_top1": 71.0, "basis": "measured",
-                 "decision": "only route", "gap_closed_top1": 10.0,
-                 "gap_closed_mAP": float("nan")} if upgrade else None,
-        items=300, distance="l2", tracking_uri="sqlite:///x.db", bootstrap=False,
-        notes=["raw case not measured: widths differ"], seconds=1.5,
+        upgrade={
+            "path": [1, 3],
+            "hops": [2],
+            "uris": ["models:/fashion-transformations/2"],
+            "side_info": "fashion-side-info/1",
+            "registry_top1": 71.0,
+            "basis": "measured",
+            "decision": "only route",
+            "gap_closed_top1": 10.0,
+            "gap_closed_mAP": float("nan"),
+        }
+        if upgrade
+        else None,
+        items=300,
+        distance="l2",
+        tracking_uri="sqlite:///x.db",
+        bootstrap=False,
+        notes=["raw case not measured: widths differ"],
+        seconds=1.5,
     )
 
 
@@ -121,8 +146,12 @@ def test_markdown_and_table_show_numbers_bounds_and_verdict() -> None:
 
 def test_write_reports(tmp_path: Path) -> None:
     res = result()
-    paths = write_reports(res, json_path=tmp_path / "a/r.json", junit_path=tmp_path / "r.xml",
-                          markdown_path=tmp_path / "r.md")
+    paths = write_reports(
+        res,
+        json_path=tmp_path / "a/r.json",
+        junit_path=tmp_path / "r.xml",
+        markdown_path=tmp_path / "r.md",
+    )
     assert [p.name for p in paths] == ["r.json", "r.xml", "r.md"]
     assert json.loads(paths[0].read_text())["candidate"]["version"] == 3
     ET.parse(paths[1])
@@ -135,7 +164,10 @@ def test_gate_tags_are_namespaced_and_compact() -> None:
     assert tags[T.GATE_VERDICT] == "fail"
     summary = json.loads(tags[T.GATE_REPORT])
     assert summary["checks"]["upgraded-mAP-vs-baseline"] == {
-        "status": "fail", "measured": 49.0, "bound": 50.0}
+        "status": "fail",
+        "measured": 49.0,
+        "bound": 50.0,
+    }
     assert summary["upgrade_path"] == [1, 3] and summary["baseline"] == 1
     assert len(tags[T.GATE_REPORT]) < 5000
     assert not any(isinstance(v, float) and math.isnan(v) for v in summary["scores"].values())

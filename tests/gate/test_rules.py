@@ -30,8 +30,11 @@ def rule(**kw: object) -> GateRule:
         ({"case": "upgraded", "reference": "baseline"}, "pass", 70.0),
         ({"case": "upgraded", "reference": "candidate", "fraction": 0.9}, "fail", 72.0),
         ({"case": "upgraded", "metric": "mAP", "reference": "baseline"}, "fail", 50.0),
-        ({"case": "upgraded", "metric": "mAP", "reference": "candidate", "fraction": 0.75},
-         "pass", 45.0),  # equal to the bound: passes
+        (
+            {"case": "upgraded", "metric": "mAP", "reference": "candidate", "fraction": 0.75},
+            "pass",
+            45.0,
+        ),  # equal to the bound: passes
         ({"case": "candidate", "metric": "top5", "minimum": 95.5}, "fail", 95.5),
         ({"case": "candidate", "minimum": 0}, "pass", 0.0),
     ],
@@ -53,9 +56,13 @@ def test_equal_numbers_through_float_paths_pass_but_a_hair_below_fails() -> None
 
 
 def test_unmeasured_case_skips_with_reason_and_does_not_fail() -> None:
-    results = check_rules({"a": rule(case="raw", reference="baseline"),
-                           "b": rule(case="upgraded", reference="baseline")},
-                          {**SCORES, "baseline": None})
+    results = check_rules(
+        {
+            "a": rule(case="raw", reference="baseline"),
+            "b": rule(case="upgraded", reference="baseline"),
+        },
+        {**SCORES, "baseline": None},
+    )
     assert [r.status for r in results] == ["skipped", "skipped"]
     assert results[0].reason == "not measured: raw, baseline"
     assert results[1].reason == "not measured: baseline"
@@ -73,7 +80,8 @@ def test_verdict_fails_on_any_failure() -> None:
 
 def test_describe() -> None:
     assert describe(rule(case="upgraded", metric="mAP", reference="candidate", fraction=0.8)) == (
-        "upgraded mAP >= 0.80 x candidate mAP")
+        "upgraded mAP >= 0.80 x candidate mAP"
+    )
     assert describe(rule(case="candidate", minimum=85)) == "candidate top1 >= 85.00%"
 
 
@@ -126,8 +134,12 @@ def graph(aliases: dict[str, int] | None = None, versions: int = 3) -> Compatibi
 
 def test_choose_production_and_latest() -> None:
     g = graph({"production": 2})
-    assert choose_versions(g, as_ref("fashion@latest"), as_ref("production", "fashion"),
-                           False) == (3, 2, False, [])
+    assert choose_versions(g, as_ref("fashion@latest"), as_ref("production", "fashion"), False) == (
+        3,
+        2,
+        False,
+        [],
+    )
 
 
 def test_missing_alias_without_bootstrap_says_how_to_start() -> None:
@@ -136,33 +148,38 @@ def test_missing_alias_without_bootstrap_says_how_to_start() -> None:
 
 
 def test_bootstrap_compares_with_the_previous_version() -> None:
-    cand, base, boot, notes = choose_versions(graph(), as_ref("fashion@3"),
-                                              as_ref("fashion@production"), True)
+    cand, base, boot, notes = choose_versions(
+        graph(), as_ref("fashion@3"), as_ref("fashion@production"), True
+    )
     assert (cand, base, boot) == (3, 2, True)
     assert "compared with the previous version fashion@2" in notes[0]
 
 
 def test_bootstrap_of_the_first_version_has_no_baseline() -> None:
-    cand, base, boot, notes = choose_versions(graph(versions=1), as_ref("fashion@1"),
-                                              as_ref("fashion@production"), True)
+    cand, base, boot, notes = choose_versions(
+        graph(versions=1), as_ref("fashion@1"), as_ref("fashion@production"), True
+    )
     assert (cand, base, boot) == (1, None, True)
     assert "only rules that need no baseline" in notes[0]
 
 
 def test_bootstrap_is_ignored_once_the_alias_exists() -> None:
-    cand, base, boot, notes = choose_versions(graph({"production": 1}), as_ref("fashion@3"),
-                                              as_ref("fashion@production"), True)
+    cand, base, boot, notes = choose_versions(
+        graph({"production": 1}), as_ref("fashion@3"), as_ref("fashion@production"), True
+    )
     assert (cand, base, boot) == (3, 1, False)
     assert "no effect" in notes[0]
 
 
 def test_rollback_is_refused_with_the_manual_fix() -> None:
     with pytest.raises(GateError, match=r"older than baseline .*set_registered_model_alias"):
-        choose_versions(graph({"production": 3}), as_ref("fashion@2"),
-                        as_ref("fashion@production"), False)
+        choose_versions(
+            graph({"production": 3}), as_ref("fashion@2"), as_ref("fashion@production"), False
+        )
 
 
 def test_unknown_candidate_lists_known_versions() -> None:
     with pytest.raises(UnknownVersionError, match="unknown version 9 of fashion; known: 1, 2, 3"):
-        choose_versions(graph({"production": 1}), as_ref("fashion@9"),
-                        as_ref("fashion@production"), False)
+        choose_versions(
+            graph({"production": 1}), as_ref("fashion@9"), as_ref("fashion@production"), False
+        )

@@ -32,15 +32,17 @@ def test_unknown_backbone_lists_known():
 @pytest.mark.parametrize("dims", [(128, 128, 128), (64, 32, 16), (16, 48, 32)])
 def test_every_transformation_contract(kind, dims):
     old_dim, new_dim, side_dim = dims
-    h = TRANSFORMATIONS.build(kind, old_dim=old_dim, new_dim=new_dim, side_info_dim=side_dim,
-                              hidden_dim=32).eval()
+    h = TRANSFORMATIONS.build(
+        kind, old_dim=old_dim, new_dim=new_dim, side_info_dim=side_dim, hidden_dim=32
+    ).eval()
     out = h(torch.randn(5, old_dim), torch.randn(5, side_dim))
     assert out.shape == (5, new_dim)
 
 
 def test_no_side_info_variant_ignores_side_info():
-    h = TRANSFORMATIONS.build("fct-no-side-info", old_dim=8, new_dim=8, side_info_dim=4,
-                              hidden_dim=16).eval()
+    h = TRANSFORMATIONS.build(
+        "fct-no-side-info", old_dim=8, new_dim=8, side_info_dim=4, hidden_dim=16
+    ).eval()
     old = torch.randn(6, 8)
     assert torch.equal(h(old, torch.randn(6, 4)), h(old, torch.randn(6, 4)))
 
@@ -52,8 +54,10 @@ def test_side_info_changes_output():
 
 
 def test_chain_equals_hop_by_hop():
-    hops = [TRANSFORMATIONS.build("fct", old_dim=8, new_dim=8, side_info_dim=4,
-                                  hidden_dim=16).eval() for _ in range(3)]
+    hops = [
+        TRANSFORMATIONS.build("fct", old_dim=8, new_dim=8, side_info_dim=4, hidden_dim=16).eval()
+        for _ in range(3)
+    ]
     chain = TransformationChain(hops).eval()
     old, side = torch.randn(5, 8), torch.randn(5, 4)
     expected = old
@@ -63,9 +67,16 @@ def test_chain_equals_hop_by_hop():
 
 
 def test_save_load_roundtrip(tmp_path):
-    spec = {"kind": "embedding", "backbone": "smallcnn", "backbone_kwargs": {"width": 4},
-            "in_channels": 1, "embedding_dim": 16, "num_classes": 10, "mean": [0.3],
-            "std": [0.3]}
+    spec = {
+        "kind": "embedding",
+        "backbone": "smallcnn",
+        "backbone_kwargs": {"width": 4},
+        "in_channels": 1,
+        "embedding_dim": 16,
+        "num_classes": 10,
+        "mean": [0.3],
+        "std": [0.3],
+    }
     model = build_from_spec(spec).eval()
     assert isinstance(model, EmbeddingModel)
     save_model(model, spec, tmp_path / "m")

@@ -19,13 +19,22 @@ pytestmark = [pytest.mark.slow, needs_fashion]
 
 def _env(cwd: Path) -> dict[str, str]:
     # The project's own store, never the developer's mlflow.db that `make` points at.
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db")
+    return dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db",
+    )
 
 
 def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=_env(cwd),
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +65,14 @@ def test_repro_writes_every_case(project):
 
 
 def test_resolve_after_repro_compares_measured_routes(project):
-    run = subprocess.run([sys.executable, "-m", "fct_registry", "resolve", "fashion@1",
-                          "fashion@3", "--json"], cwd=project, env=_env(project),
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "fct_registry", "resolve", "fashion@1", "fashion@3", "--json"],
+        cwd=project,
+        env=_env(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     answer = json.loads(run.stdout)
     metrics = json.loads((project / "outputs/eval/metrics.json").read_text())

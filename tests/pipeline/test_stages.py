@@ -23,8 +23,11 @@ def _write(tmp_path, raw: dict):
 def test_missing_dataset_path_fails_in_prepare(tmp_path, capsys):
     raw = tiny_params()
     raw["data"]["root"] = str(tmp_path / "nowhere")
-    code = run_stage("prepare", lambda p, layout, _: prepare_stage(p, layout),
-                     ["--params", str(_write(tmp_path, raw)), "--outputs", str(tmp_path / "o")])
+    code = run_stage(
+        "prepare",
+        lambda p, layout, _: prepare_stage(p, layout),
+        ["--params", str(_write(tmp_path, raw)), "--outputs", str(tmp_path / "o")],
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "nowhere does not exist" in err and "apt-get install dataset-fashion-mnist" in err
@@ -34,9 +37,20 @@ def test_missing_dataset_path_fails_in_prepare(tmp_path, capsys):
 def test_unknown_backbone_fails_before_training(tmp_path):
     raw = tiny_params()
     raw["versions"]["3"]["backbone"]["name"] = "resnet19"
-    proc = subprocess.run([sys.executable, "-m", "pipelines.prepare", "--params",
-                           str(_write(tmp_path, raw)), "--outputs", str(tmp_path / "o")],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.prepare",
+            "--params",
+            str(_write(tmp_path, raw)),
+            "--outputs",
+            str(tmp_path / "o"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "versions.3.backbone.name: unknown backbone 'resnet19'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -56,10 +70,20 @@ def test_class_outside_dataset_is_rejected(tmp_path):
 
 
 def test_stage_help_works():
-    for script in ("prepare", "train_side_info", "train_version", "train_bct",
-                   "train_transformation", "evaluate"):
-        proc = subprocess.run([sys.executable, "-m", f"pipelines.{script}", "--help"], cwd=ROOT,
-                              capture_output=True, text=True)
+    for script in (
+        "prepare",
+        "train_side_info",
+        "train_version",
+        "train_bct",
+        "train_transformation",
+        "evaluate",
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", f"pipelines.{script}", "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0 and "--params" in proc.stdout, script
 
 
@@ -67,12 +91,23 @@ def test_torchrun_command_single_and_multi_node():
     from fct_registry.config import LauncherConfig
     from fct_registry.pipeline.entry import torchrun_command
 
-    one = torchrun_command(LauncherConfig(kind="torchrun", nproc_per_node=4), "pipelines.x",
-                           ["--name", "a"])
-    assert one[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=4", "--nnodes=1",
-                       "--standalone", "-m", "pipelines.x", "--name", "a"]
-    many = torchrun_command(LauncherConfig(kind="torchrun", nnodes=2, rdzv_endpoint="n0:29400"),
-                            "pipelines.x", [])
+    one = torchrun_command(
+        LauncherConfig(kind="torchrun", nproc_per_node=4), "pipelines.x", ["--name", "a"]
+    )
+    assert one[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=4",
+        "--nnodes=1",
+        "--standalone",
+        "-m",
+        "pipelines.x",
+        "--name",
+        "a",
+    ]
+    many = torchrun_command(
+        LauncherConfig(kind="torchrun", nnodes=2, rdzv_endpoint="n0:29400"), "pipelines.x", []
+    )
     assert "--rdzv-endpoint=n0:29400" in many and "--standalone" not in many
 
 
@@ -97,14 +132,31 @@ def test_transformation_stage_under_torchrun(tmp_path):
 
     layout = Layout(tmp_path / "out")
     gen = torch.Generator().manual_seed(0)
-    for path, dim in ((layout.version_embeddings(1), 128), (layout.version_embeddings(2), 128),
-                      (layout.side_info_embeddings, 128)):
+    for path, dim in (
+        (layout.version_embeddings(1), 128),
+        (layout.version_embeddings(2), 128),
+        (layout.side_info_embeddings, 128),
+    ):
         save_embeddings(path, torch.randn(256, dim, generator=gen), torch.randn(32, dim))
     raw = tiny_params()
     raw["launcher"] = {"kind": "torchrun", "nproc_per_node": 2}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.train_transformation", "--name", "1-2",
-                           "--params", str(_write(tmp_path, raw)), "--outputs", str(layout.root)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.train_transformation",
+            "--name",
+            "1-2",
+            "--params",
+            str(_write(tmp_path, raw)),
+            "--outputs",
+            str(layout.root),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("transform 1-2 epoch 2/2") == 1  # only rank 0 reports
     model, spec = load_model(layout.transformation("1-2"))

@@ -9,9 +9,16 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-PRELOAD = ["torch", "mlflow", "onnxscript", "torch.onnx", "fct_registry.models",
-           "fct_registry.registry.register", "fct_registry.registry.flavor",
-           "tests.registry.concurrent_worker"]
+PRELOAD = [
+    "torch",
+    "mlflow",
+    "onnxscript",
+    "torch.onnx",
+    "fct_registry.models",
+    "fct_registry.registry.register",
+    "fct_registry.registry.flavor",
+    "tests.registry.concurrent_worker",
+]
 
 
 def register_worker(project: str, uri: str, out: str, barrier: Any) -> None:

@@ -50,8 +50,9 @@ def registry_params() -> dict:
     """tiny_params() trimmed to what registration needs: three versions, two side-info edges
     forming a chain 1->2->3, and one edge without side-info; no BCT baseline."""
     raw = tiny_params(train=256, test=128)
-    raw["transformations"] = {k: v for k, v in raw["transformations"].items()
-                              if k in ("1-2", "2-3", "1-2-no-side-info")}
+    raw["transformations"] = {
+        k: v for k, v in raw["transformations"].items() if k in ("1-2", "2-3", "1-2-no-side-info")
+    }
     raw["bct"] = {}
     raw["device"] = "cpu"
     for t in raw["transformations"].values():
@@ -93,16 +94,18 @@ class Registered:
 
 
 @pytest.fixture(scope="session")
-def registered(tiny_pipeline: TinyPipeline, empty_store: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Registered:
+def registered(
+    tiny_pipeline: TinyPipeline, empty_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Registered:
     """The tiny pipeline registered once into a fresh SQLite store (artifacts beside it)."""
     from fct_registry.registry.register import register_pipeline
 
     folder = tmp_path_factory.mktemp("sqlite-store")
     shutil.copyfile(empty_store, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    summary = register_pipeline(tiny_pipeline.params, tiny_pipeline.layout, uri,
-                                root=tiny_pipeline.root)
+    summary = register_pipeline(
+        tiny_pipeline.params, tiny_pipeline.layout, uri, root=tiny_pipeline.root
+    )
     return Registered(tiny_pipeline, uri, summary)
 
 
@@ -114,8 +117,9 @@ def client(registered: Registered):
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path, empty_store: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def sqlite_store(
+    tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """A fresh SQLite store, also MLflow's default for the test (the flavor's fluent calls),
     with an active experiment whose artifacts stay under ``tmp_path``."""
     import mlflow
@@ -127,7 +131,8 @@ def sqlite_store(tmp_path: Path, empty_store: Path,
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment = mlflow.MlflowClient().create_experiment(
-        "flavor-tests", artifact_location=(tmp_path / "artifacts").as_uri())
+        "flavor-tests", artifact_location=(tmp_path / "artifacts").as_uri()
+    )
     mlflow.set_experiment(experiment_id=experiment)
     yield uri
     mlflow.set_tracking_uri(None)

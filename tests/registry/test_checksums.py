@@ -75,8 +75,14 @@ def test_missing_or_garbled_checksums_file(tmp_path):
 
 def _transformation(seed: int):
     torch.manual_seed(seed)
-    spec = {"kind": "transformation", "type": "fct", "old_dim": 4, "new_dim": 3,
-            "side_info_dim": 2, "hidden_dim": 5}
+    spec = {
+        "kind": "transformation",
+        "type": "fct",
+        "old_dim": 4,
+        "new_dim": 3,
+        "side_info_dim": 2,
+        "hidden_dim": 5,
+    }
     return TRANSFORMATIONS.build("fct", old_dim=4, new_dim=3, side_info_dim=2, hidden_dim=5), spec
 
 

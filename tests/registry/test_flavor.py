@@ -36,8 +36,15 @@ def chain_dir(tmp_path_factory) -> tuple[Path, list, list]:
 def test_saved_folder_holds_every_hop_onnx_and_checksums(chain_dir):
     path, _, specs = chain_dir
     names = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
-    assert {"MLmodel", "model.onnx", "checksums.json", "modules/0/model.safetensors",
-            "modules/0/spec.json", "modules/1/model.safetensors", "modules/1/spec.json"} <= names
+    assert {
+        "MLmodel",
+        "model.onnx",
+        "checksums.json",
+        "modules/0/model.safetensors",
+        "modules/0/spec.json",
+        "modules/1/model.safetensors",
+        "modules/1/spec.json",
+    } <= names
     assert not any(n.endswith((".pt", ".pkl", ".pth")) for n in names)  # nothing to unpickle
     conf = flavor.flavor_conf(path)
     assert conf["specs"] == specs and conf["kind"] == "transformation" and conf["chain"]
@@ -52,8 +59,9 @@ def test_load_gives_a_transformation_chain_equal_to_the_hops(chain_dir):
     assert isinstance(loaded, TransformationChain) and len(loaded.hops) == 2
     assert not loaded.training
     old, side = torch.randn(5, 6), torch.randn(5, 4)
-    np.testing.assert_array_equal(_torch(loaded, old, side), _torch(b, torch.from_numpy(
-        _torch(a, old, side)), side))
+    np.testing.assert_array_equal(
+        _torch(loaded, old, side), _torch(b, torch.from_numpy(_torch(a, old, side)), side)
+    )
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
@@ -61,8 +69,9 @@ def test_pyfunc_predict_equals_torch(chain_dir, backend):
     path, (a, b), _ = chain_dir
     model = mlflow.pyfunc.load_model(str(path), model_config={"backend": backend})
     old, side = np.random.rand(11, 6), np.random.rand(11, 4)  # float64: cast by the wrapper
-    want = _torch(TransformationChain([a, b]), torch.from_numpy(old).float(),
-                  torch.from_numpy(side).float())
+    want = _torch(
+        TransformationChain([a, b]), torch.from_numpy(old).float(), torch.from_numpy(side).float()
+    )
     got = model.predict({"old_embedding": old, "side_info": side})
     assert isinstance(got, np.ndarray) and got.shape == (11, 7) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
@@ -83,8 +92,9 @@ def test_no_side_info_model_needs_no_side_info(tmp_path):
     flavor.save_model(module, tmp_path / "m", spec=spec)
     old = np.random.rand(4, 6).astype(np.float32)
     got = mlflow.pyfunc.load_model(str(tmp_path / "m")).predict({"old_embedding": old})
-    np.testing.assert_allclose(got, _torch(module, torch.from_numpy(old), torch.zeros(4, 0)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        got, _torch(module, torch.from_numpy(old), torch.zeros(4, 0)), atol=1e-5
+    )
 
 
 def test_image_model_round_trip(tmp_path):  # embedding models: test_onnx_export.py
@@ -134,9 +144,14 @@ def test_log_register_and_load_through_the_registry(sqlite_store, tmp_path):
     a, spec_a = builders.transformation(1, old_dim=6, new_dim=5)
     b, spec_b = builders.transformation(2, old_dim=5, new_dim=7)
     with mlflow.start_run():
-        info = flavor.log_model(TransformationChain([a, b]), "chain", specs=[spec_a, spec_b],
-                                registered_model_name="fam-transformations",
-                                tags={T.ROLE: T.ROLE_CHAIN}, description="**a chain**")
+        info = flavor.log_model(
+            TransformationChain([a, b]),
+            "chain",
+            specs=[spec_a, spec_b],
+            registered_model_name="fam-transformations",
+            tags={T.ROLE: T.ROLE_CHAIN},
+            description="**a chain**",
+        )
     assert info.registered_model_version == 1
     mv = mlflow.MlflowClient().get_model_version("fam-transformations", "1")
     assert mv.tags[T.ROLE] == T.ROLE_CHAIN and mv.description == "**a chain**"
@@ -145,14 +160,18 @@ def test_log_register_and_load_through_the_registry(sqlite_store, tmp_path):
 
     old, side = torch.randn(3, 6), torch.randn(3, 4)
     loaded = flavor.load_model("models:/fam-transformations/1")
-    np.testing.assert_allclose(_torch(loaded, old, side),
-                               _torch(TransformationChain([a, b]), old, side), atol=0)
+    np.testing.assert_allclose(
+        _torch(loaded, old, side), _torch(TransformationChain([a, b]), old, side), atol=0
+    )
     pyfunc = mlflow.pyfunc.load_model("models:/fam-transformations/1")
     assert pyfunc.predict({"old_embedding": old.numpy(), "side_info": side.numpy()}).shape == (3, 7)
 
     # Rewrite a weight file in the artifact store and its checksums.json to match.
-    stored = Path(mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
-                  .removeprefix("file://"))
+    stored = Path(
+        mlflow.MlflowClient()
+        .get_logged_model(info.model_id)
+        .artifact_location.removeprefix("file://")
+    )
     weights = stored / "modules" / "0" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF

@@ -25,8 +25,9 @@ def test_transformation_any_batch_equals_torch(tmp_path):
     assert module.training
     module.eval()
     assert diff is not None and diff <= 1e-5
-    session, _ = _run(tmp_path / "t.onnx", {"old_embedding": torch.zeros(2, 6),
-                                           "side_info": torch.zeros(2, 4)})
+    session, _ = _run(
+        tmp_path / "t.onnx", {"old_embedding": torch.zeros(2, 6), "side_info": torch.zeros(2, 4)}
+    )
     assert [i.name for i in session.get_inputs()] == ["old_embedding", "side_info"]
     assert session.get_outputs()[0].name == "new_embedding"
     for batch in (1, 37):  # not the export batch: the batch dimension is dynamic

@@ -68,9 +68,11 @@ def test_links_are_reachable_both_ways(registered, client):
         assert name == SIDE_INFO and side_version in side_infos
         # embedding -> transformations into / out of it, exactly those whose ends name it
         assert _ids(mv.tags[T.TRANSFORMS_IN]) == {
-            t for t, tv in transformations.items() if tv.tags[T.TARGET] == str(v)}
+            t for t, tv in transformations.items() if tv.tags[T.TARGET] == str(v)
+        }
         assert _ids(mv.tags[T.TRANSFORMS_OUT]) == {
-            t for t, tv in transformations.items() if tv.tags[T.SOURCE] == str(v)}
+            t for t, tv in transformations.items() if tv.tags[T.SOURCE] == str(v)
+        }
     for t, tv in transformations.items():
         # transformation -> its two ends (and back, checked above)
         assert t in _ids(embeddings[int(tv.tags[T.SOURCE])].tags[T.TRANSFORMS_OUT])
@@ -81,7 +83,8 @@ def test_links_are_reachable_both_ways(registered, client):
         else:  # the no-side-info kind reads none
             assert T.SIDE_INFO not in tv.tags and tv.tags[T.SIDE_INFO_DIM] == "0"
     assert _ids(embeddings[1].tags[T.TRANSFORMS_OUT]) == {
-        registered.summary.transformations[n].version for n in ("1-2", "1-2-no-side-info")}
+        registered.summary.transformations[n].version for n in ("1-2", "1-2-no-side-info")
+    }
 
 
 def test_versions_carry_metrics_provenance_and_checksums(registered, client):
@@ -96,7 +99,10 @@ def test_versions_carry_metrics_provenance_and_checksums(registered, client):
     assert v2.tags[T.EMBEDDING_DIM] == "128" and v2.tags[T.ROLE] == T.ROLE_EMBEDDING
     assert float(v2.tags[T.ONNX_MAX_ABS_DIFF]) <= 1e-5
     assert set(json.loads(v2.tags[T.CHECKSUMS])) == {
-        "model.onnx", "modules/0/model.safetensors", "modules/0/spec.json"}
+        "model.onnx",
+        "modules/0/model.safetensors",
+        "modules/0/spec.json",
+    }
     t = registered.summary.transformations["1-2"]
     tv = client.get_model_version(TRANSFORMATIONS, str(t.version))
     edge = metrics["transformations"]["1-2"]
@@ -143,8 +149,9 @@ def test_registered_transformation_upgrades_like_the_pipeline_model(registered, 
         want = module(old, side).numpy()
     uri = registered.summary.transformations["1-2"].uri
     with mlflow.tracking._tracking_service.utils._use_tracking_uri(registered.uri):
-        got = mlflow.pyfunc.load_model(uri).predict({"old_embedding": old.numpy(),
-                                                     "side_info": side.numpy()})
+        got = mlflow.pyfunc.load_model(uri).predict(
+            {"old_embedding": old.numpy(), "side_info": side.numpy()}
+        )
         chain = flavor.load_model(uri)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     with torch.no_grad():
@@ -154,14 +161,21 @@ def test_registered_transformation_upgrades_like_the_pipeline_model(registered, 
 def test_registering_again_creates_nothing(registered, client):
     before = {n: len(_versions(client, n)) for n in (FAMILY, SIDE_INFO, TRANSFORMATIONS)}
     runs = len(client.search_runs([client.get_experiment_by_name("fct-fashion").experiment_id]))
-    again = register_pipeline(registered.pipeline.params, registered.pipeline.layout,
-                              registered.uri, root=registered.pipeline.root)
+    again = register_pipeline(
+        registered.pipeline.params,
+        registered.pipeline.layout,
+        registered.uri,
+        root=registered.pipeline.root,
+    )
     assert again.created == 0 and again.unchanged == 7
-    assert {k: v.version for k, v in again.embeddings.items()} == \
-        {k: v.version for k, v in registered.summary.embeddings.items()}
+    assert {k: v.version for k, v in again.embeddings.items()} == {
+        k: v.version for k, v in registered.summary.embeddings.items()
+    }
     assert {n: len(_versions(client, n)) for n in before} == before
-    assert len(client.search_runs(
-        [client.get_experiment_by_name("fct-fashion").experiment_id])) == runs
+    assert (
+        len(client.search_runs([client.get_experiment_by_name("fct-fashion").experiment_id]))
+        == runs
+    )
     assert client.search_registered_models(f"name = '{T.lock_model_name(FAMILY)}'") == []
 
 
@@ -180,7 +194,10 @@ def test_changed_models_map_keys_to_new_versions(registered, tmp_path):
 
     s = register_pipeline(pipeline.params, pipeline.layout, uri, root=pipeline.root)
     assert {k: (v.version, v.created) for k, v in s.embeddings.items()} == {
-        "1": (1, False), "2": (2, False), "3": (4, True)}
+        "1": (1, False),
+        "2": (2, False),
+        "3": (4, True),
+    }
     client = MlflowClient(uri, registry_uri=uri)
     assert client.get_model_version(FAMILY, "4").tags[T.PIPELINE_KEY] == "3"
     assert int(client.get_model_version_by_alias(FAMILY, "pipeline-3").version) == 4
@@ -190,15 +207,27 @@ def test_changed_models_map_keys_to_new_versions(registered, tmp_path):
     tags = client.get_model_version(TRANSFORMATIONS, "4").tags
     assert (tags[T.SOURCE], tags[T.TARGET]) == ("2", "4")
     assert _ids(client.get_model_version(FAMILY, "2").tags[T.TRANSFORMS_OUT]) == {
-        registered.summary.transformations["2-3"].version, 4}
+        registered.summary.transformations["2-3"].version,
+        4,
+    }
     assert _ids(client.get_model_version(FAMILY, "4").tags[T.TRANSFORMS_IN]) == {4}
     assert "registered as" in client.get_model_version(FAMILY, "4").description  # 3 -> 4
 
 
 def test_cli_register_json(registered, capsys):
     root = registered.pipeline.root
-    code = main(["register", "--params", str(root / "params.yaml"), "--outputs",
-                 str(root / "outputs"), "--tracking-uri", registered.uri, "--json"])
+    code = main(
+        [
+            "register",
+            "--params",
+            str(root / "params.yaml"),
+            "--outputs",
+            str(root / "outputs"),
+            "--tracking-uri",
+            registered.uri,
+            "--json",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["created"] == 0 and out["embeddings"]["2"]["version"] == 2
@@ -216,18 +245,24 @@ def test_unreachable_store_error_has_no_password(registered, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(RegistryError) as err:
-        register_pipeline(registered.pipeline.params, registered.pipeline.layout,
-                          "http://alice:hunter2@127.0.0.1:9/")
+        register_pipeline(
+            registered.pipeline.params,
+            registered.pipeline.layout,
+            "http://alice:hunter2@127.0.0.1:9/",
+        )
     assert "hunter2" not in str(err.value) and "127.0.0.1:9" in str(err.value)
 
 
-@pytest.mark.parametrize(("uri", "safe"), [
-    ("postgresql+psycopg2://fct:s3cret@db:5432/mlflow", "postgresql+psycopg2://db:5432/mlflow"),
-    ("http://user:pw@mlflow:5000", "http://mlflow:5000"),
-    ("https://token@host/x?password=abc&db=1", "https://host/x?password=***&db=1"),
-    ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
-    ("error: cannot reach http://a:b@h:1/api", "error: cannot reach http://h:1/api"),
-])
+@pytest.mark.parametrize(
+    ("uri", "safe"),
+    [
+        ("postgresql+psycopg2://fct:s3cret@db:5432/mlflow", "postgresql+psycopg2://db:5432/mlflow"),
+        ("http://user:pw@mlflow:5000", "http://mlflow:5000"),
+        ("https://token@host/x?password=abc&db=1", "https://host/x?password=***&db=1"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+        ("error: cannot reach http://a:b@h:1/api", "error: cannot reach http://h:1/api"),
+    ],
+)
 def test_redact_uri(uri, safe):
     assert redact_uri(uri) == safe
 
@@ -236,8 +271,10 @@ def test_default_store_is_sqlite_in_the_project_with_artifacts_beside_it(tmp_pat
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = resolve_tracking_uri(None, tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert default_artifact_location(uri, "fashion") == \
-        (tmp_path.resolve() / "mlartifacts" / "fct-fashion").as_uri()
+    assert (
+        default_artifact_location(uri, "fashion")
+        == (tmp_path.resolve() / "mlartifacts" / "fct-fashion").as_uri()
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://server:5000")
     assert resolve_tracking_uri(None, tmp_path) == "http://server:5000"
     assert default_artifact_location("http://server:5000", "fashion") is None

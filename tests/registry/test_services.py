@@ -37,10 +37,10 @@ class ServerRegistration:
 
 
 @pytest.fixture(scope="module")
-def via_server(mlflow_server, tiny_pipeline: TinyPipeline,
-               tmp_path_factory: pytest.TempPathFactory) -> ServerRegistration:
-    pipeline = tiny_pipeline.copy_to(tmp_path_factory.mktemp("server") / "project",
-                                     family=FAMILY)
+def via_server(
+    mlflow_server, tiny_pipeline: TinyPipeline, tmp_path_factory: pytest.TempPathFactory
+) -> ServerRegistration:
+    pipeline = tiny_pipeline.copy_to(tmp_path_factory.mktemp("server") / "project", family=FAMILY)
     host = mlflow_server.url.removeprefix("http://")
     url = f"http://fct-user:{SECRET}@{host}"  # the server ignores basic auth; we must not leak it
     import contextlib
@@ -53,12 +53,12 @@ def via_server(mlflow_server, tiny_pipeline: TinyPipeline,
     logging.getLogger("fct_registry").setLevel(logging.INFO)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            summary = register_pipeline(pipeline.params, pipeline.layout, url,
-                                        root=pipeline.root)
+            summary = register_pipeline(pipeline.params, pipeline.layout, url, root=pipeline.root)
     finally:
         logging.getLogger().removeHandler(handler)
-    return ServerRegistration(url, MlflowClient(mlflow_server.url, mlflow_server.url), pipeline,
-                              summary, out.getvalue())
+    return ServerRegistration(
+        url, MlflowClient(mlflow_server.url, mlflow_server.url), pipeline, summary, out.getvalue()
+    )
 
 
 def _all_versions(client):
@@ -66,8 +66,7 @@ def _all_versions(client):
     return {name: search_versions(client, name) for name in names}
 
 
-def test_registered_through_the_server_with_artifacts_in_s3(via_server, mlflow_server,
-                                                             tmp_path):
+def test_registered_through_the_server_with_artifacts_in_s3(via_server, mlflow_server, tmp_path):
     s = via_server.summary
     assert s.created == 7
     versions = _all_versions(via_server.client)
@@ -103,8 +102,7 @@ def test_no_credentials_anywhere(via_server, mlflow_server):
         for mv in versions:
             texts += [mv.description or "", json.dumps(mv.tags), mv.source or ""]
             run = client.get_run(mv.run_id)
-            texts += [json.dumps(run.data.params), json.dumps(run.data.tags),
-                      run.info.artifact_uri]
+            texts += [json.dumps(run.data.params), json.dumps(run.data.tags), run.info.artifact_uri]
     for rm in client.search_registered_models():
         texts += [rm.description or "", json.dumps(rm.tags)]
     experiment = client.get_experiment_by_name(T.experiment_name(FAMILY))
@@ -112,15 +110,18 @@ def test_no_credentials_anywhere(via_server, mlflow_server):
     s3 = mlflow_server.s3
     for key in s3.keys():  # noqa: SIM118 (S3 object keys, not a dict)
         if not key.endswith((".safetensors", ".onnx")):
-            texts.append(s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read()
-                         .decode("utf-8", "replace"))
+            texts.append(
+                s3.client()
+                .get_object(Bucket=s3.bucket, Key=key)["Body"]
+                .read()
+                .decode("utf-8", "replace")
+            )
     assert len(texts) > 50
     leaks = [t[:200] for t in texts if SECRET in t or "fct-user" in t]
     assert leaks == []
 
 
-def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_server,
-                                                            tmp_path):
+def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_server, tmp_path):
     """8 processes register into the family at once. Four retrained 1-2 transformations, each
     registered by two processes racing each other; everything else is already registered."""
     projects = []
@@ -135,15 +136,20 @@ def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_s
     ctx.set_forkserver_preload(concurrent_worker.PRELOAD)
     barrier = ctx.Barrier(8)
     outs = [tmp_path / f"result-{i}.json" for i in range(8)]
-    procs = [ctx.Process(target=concurrent_worker.register_worker,
-                         args=(str(projects[i // 2].root), mlflow_server.url, str(outs[i]),
-                               barrier)) for i in range(8)]
+    procs = [
+        ctx.Process(
+            target=concurrent_worker.register_worker,
+            args=(str(projects[i // 2].root), mlflow_server.url, str(outs[i]), barrier),
+        )
+        for i in range(8)
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(timeout=600)
-    results = [json.loads(out.read_text()) if out.exists() else {"error": "no result"}
-               for out in outs]
+    results = [
+        json.loads(out.read_text()) if out.exists() else {"error": "no result"} for out in outs
+    ]
     assert [r.get("error") for r in results] == [None] * 8, results
     assert {len({p.pid for p in procs}), *(p.exitcode for p in procs)} == {8, 0}
 
@@ -151,18 +157,23 @@ def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_s
     versions = search_versions(client, TRANSFORMATIONS)
     numbers = [int(mv.version) for mv in versions]
     assert numbers == list(range(1, 8))  # unique and gap-free: 3 before + 4 new
-    identities = [(mv.tags[T.CONTENT_HASH], mv.tags[T.SOURCE], mv.tags[T.TARGET])
-                  for mv in versions]
+    identities = [
+        (mv.tags[T.CONTENT_HASH], mv.tags[T.SOURCE], mv.tags[T.TARGET]) for mv in versions
+    ]
     assert len(set(identities)) == len(identities)  # no duplicates
     new = {r["transformations"]["1-2"]["version"] for r in results}
     assert len(new) == 4 and new.isdisjoint(
-        {v.version for v in via_server.summary.transformations.values()})
+        {v.version for v in via_server.summary.transformations.values()}
+    )
     for i in range(0, 8, 2):  # racing twins agree on the one version their content got
         assert results[i]["transformations"]["1-2"] == {
             **results[i + 1]["transformations"]["1-2"],
-            "created": results[i]["transformations"]["1-2"]["created"]}
-        assert {results[i]["transformations"]["1-2"]["created"],
-                results[i + 1]["transformations"]["1-2"]["created"]} == {True, False}
+            "created": results[i]["transformations"]["1-2"]["created"],
+        }
+        assert {
+            results[i]["transformations"]["1-2"]["created"],
+            results[i + 1]["transformations"]["1-2"]["created"],
+        } == {True, False}
     assert sum(r["created"] for r in results) == 4  # nothing else was registered again
     assert [int(mv.version) for mv in search_versions(client, FAMILY)] == [1, 2, 3]
 
@@ -174,6 +185,7 @@ def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_s
         out_of = {int(t.version) for t in versions if t.tags[T.SOURCE] == str(v)}
         assert {int(x) for x in mv.tags.get(T.TRANSFORMS_IN, "").split(",") if x} == into
         assert {int(x) for x in mv.tags.get(T.TRANSFORMS_OUT, "").split(",") if x} == out_of
-    assert new <= {int(x) for x in client.get_model_version(FAMILY, "1")
-                   .tags[T.TRANSFORMS_OUT].split(",")}
+    assert new <= {
+        int(x) for x in client.get_model_version(FAMILY, "1").tags[T.TRANSFORMS_OUT].split(",")
+    }
     assert client.search_registered_models(f"name = '{T.lock_model_name(FAMILY)}'") == []

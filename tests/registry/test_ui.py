@@ -23,10 +23,23 @@ def _dom(url: str) -> str:
         pytest.skip("chromium not installed (`make setup-test` installs Debian's chromium)")
     with tempfile.TemporaryDirectory() as profile:
         out = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--no-first-run",
-             f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120)
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -43,8 +56,15 @@ def test_embedding_version_page_links_side_info_and_transformations(ui, register
     dom = _dom(f"{ui}/#/models/{FAMILY}/versions/2")
     into = registered.summary.transformations["1-2"].version
     out_of = registered.summary.transformations["2-3"].version
-    for text in (f"{SIDE_INFO}/1", f"{TRANSFORMATIONS}/{into}", f"{TRANSFORMATIONS}/{out_of}",
-                 f"{FAMILY}@2", "pipeline-2", "fct.side_info", "Compatibility"):
+    for text in (
+        f"{SIDE_INFO}/1",
+        f"{TRANSFORMATIONS}/{into}",
+        f"{TRANSFORMATIONS}/{out_of}",
+        f"{FAMILY}@2",
+        "pipeline-2",
+        "fct.side_info",
+        "Compatibility",
+    ):
         assert text in dom, text
     assert f'href="#/models/{SIDE_INFO}/versions/1"' in dom
 

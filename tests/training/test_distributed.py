@@ -15,10 +15,24 @@ from fct_registry.config import OptimConfig, SideInfoConfig, TransformationConfi
 from fct_registry.data.prepared import TensorSplit
 from fct_registry.training.distributed import DistContext, GlobalBatchNorm, init_from_env, shutdown
 
-SPEC_EMB = {"backbone": "smallcnn", "backbone_kwargs": {"width": 4}, "in_channels": 1,
-            "embedding_dim": 8, "num_classes": 4, "mean": [0.5], "std": [0.3]}
-SPEC_SIDE = {"backbone": "smallcnn", "backbone_kwargs": {"width": 4}, "in_channels": 1, "dim": 8,
-             "projection_dim": 8, "mean": [0.5], "std": [0.3]}
+SPEC_EMB = {
+    "backbone": "smallcnn",
+    "backbone_kwargs": {"width": 4},
+    "in_channels": 1,
+    "embedding_dim": 8,
+    "num_classes": 4,
+    "mean": [0.5],
+    "std": [0.3],
+}
+SPEC_SIDE = {
+    "backbone": "smallcnn",
+    "backbone_kwargs": {"width": 4},
+    "in_channels": 1,
+    "dim": 8,
+    "projection_dim": 8,
+    "mean": [0.5],
+    "std": [0.3],
+}
 SPEC_H = {"type": "fct", "old_dim": 6, "new_dim": 5, "side_info_dim": 3, "hidden_dim": 16}
 OPTIM = OptimConfig(epochs=2, batch_size=16, lr=1e-2, weight_decay=0.0, max_batches=3)
 
@@ -26,8 +40,12 @@ OPTIM = OptimConfig(epochs=2, batch_size=16, lr=1e-2, weight_decay=0.0, max_batc
 def _data():
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 255, (64, 1, 12, 12), generator=gen, dtype=torch.uint8)
-    return TensorSplit(images, torch.arange(64) % 4), torch.randn(64, 6, generator=gen), \
-        torch.randn(64, 3, generator=gen), torch.randn(64, 5, generator=gen)
+    return (
+        TensorSplit(images, torch.arange(64) % 4),
+        torch.randn(64, 6, generator=gen),
+        torch.randn(64, 3, generator=gen),
+        torch.randn(64, 5, generator=gen),
+    )
 
 
 def _train(kind: str, workdir: Path) -> dict[str, torch.Tensor]:
@@ -37,8 +55,12 @@ def _train(kind: str, workdir: Path) -> dict[str, torch.Tensor]:
 
     ctx, device = init_from_env(torch.device("cpu"))
     split, old, side, new = _data()
-    common = {"seed": 1, "device": device, "fingerprint": "x",
-              "checkpoint": workdir / f"{kind}-{ctx.world_size}.pt"}  # shared by ranks
+    common = {
+        "seed": 1,
+        "device": device,
+        "fingerprint": "x",
+        "checkpoint": workdir / f"{kind}-{ctx.world_size}.pt",
+    }  # shared by ranks
     if kind == "classifier":
         model, _ = train_classifier(VersionConfig(optim=OPTIM), split, SPEC_EMB, desc="c", **common)
     elif kind == "simclr":
@@ -54,11 +76,17 @@ class _Interrupted(Exception):
     pass
 
 
-def _worker(rank: int, world: int, port: int, kind: str, workdir: str,
-            crash_at_epoch: int | None = None) -> None:
+def _worker(
+    rank: int, world: int, port: int, kind: str, workdir: str, crash_at_epoch: int | None = None
+) -> None:
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     if crash_at_epoch is not None:  # both ranks die when that epoch starts (after a checkpoint)
         from fct_registry.training import loop
 

@@ -21,8 +21,18 @@ def _setup(seed: int = 0):
 def _train(tmp_path, epochs: int, fingerprint: str = "a"):
     model, step = _setup()
     optim = OptimConfig(epochs=epochs, batch_size=16, lr=1e-2, weight_decay=0.0)
-    result = run_training(model, None, 64, step, optim, seed=3, device=torch.device("cpu"),
-                          checkpoint=tmp_path / "ckpt.pt", fingerprint=fingerprint, desc="t")
+    result = run_training(
+        model,
+        None,
+        64,
+        step,
+        optim,
+        seed=3,
+        device=torch.device("cpu"),
+        checkpoint=tmp_path / "ckpt.pt",
+        fingerprint=fingerprint,
+        desc="t",
+    )
     return model, result
 
 
@@ -49,12 +59,31 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         return step(idx, gen)
 
     with contextlib.suppress(KeyboardInterrupt):
-        run_training(model, None, 64, crashing_step, optim, seed=3, device=torch.device("cpu"),
-                     checkpoint=part_dir / "ckpt.pt", fingerprint="a", desc="t")
+        run_training(
+            model,
+            None,
+            64,
+            crashing_step,
+            optim,
+            seed=3,
+            device=torch.device("cpu"),
+            checkpoint=part_dir / "ckpt.pt",
+            fingerprint="a",
+            desc="t",
+        )
     resumed_model, step2 = _setup()
-    result = run_training(resumed_model, None, 64, step2, optim, seed=3,
-                          device=torch.device("cpu"), checkpoint=part_dir / "ckpt.pt",
-                          fingerprint="a", desc="t")
+    result = run_training(
+        resumed_model,
+        None,
+        64,
+        step2,
+        optim,
+        seed=3,
+        device=torch.device("cpu"),
+        checkpoint=part_dir / "ckpt.pt",
+        fingerprint="a",
+        desc="t",
+    )
     assert result.resumed_from_epoch == 2
     for a, b in zip(full.state_dict().values(), resumed_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

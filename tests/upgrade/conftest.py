@@ -41,23 +41,24 @@ class OnnxChain:
             return self.module(torch.tensor(old), torch.tensor(side)).numpy()
 
 
-def export_chain(path: Path, old_dim: int, new_dim: int, side_dim: int, seed: int,
-                 kind: str = "fct") -> OnnxChain:
+def export_chain(
+    path: Path, old_dim: int, new_dim: int, side_dim: int, seed: int, kind: str = "fct"
+) -> OnnxChain:
     import torch
 
     from fct_registry.models import TRANSFORMATIONS, TransformationChain
     from fct_registry.registry.onnx_export import export_onnx
 
     torch.manual_seed(seed)
-    hop = TRANSFORMATIONS.build(kind, old_dim=old_dim, new_dim=new_dim, side_info_dim=side_dim,
-                                hidden_dim=HIDDEN)
+    hop = TRANSFORMATIONS.build(
+        kind, old_dim=old_dim, new_dim=new_dim, side_info_dim=side_dim, hidden_dim=HIDDEN
+    )
     for m in hop.modules():  # non-trivial batch-norm statistics, so eval mode matters
         if isinstance(m, torch.nn.BatchNorm1d):
             m.running_mean.normal_()
             m.running_var.uniform_(0.5, 2.0)
     chain = TransformationChain([hop]).eval()
-    export_onnx(chain, path, old_dim=old_dim,
-                side_info_dim=side_dim if kind == "fct" else 0)
+    export_onnx(chain, path, old_dim=old_dim, side_info_dim=side_dim if kind == "fct" else 0)
     return OnnxChain(path, chain)
 
 
@@ -68,8 +69,9 @@ def chains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OnnxChain]:
     return {
         "1-2": export_chain(root / "1-2.onnx", OLD_DIM, NEW_DIM, SIDE_DIM, seed=1),
         "2-2b": export_chain(root / "2-2b.onnx", NEW_DIM, NEW_DIM, SIDE_DIM, seed=2),
-        "3-2": export_chain(root / "3-2.onnx", NEW_DIM, NEW_DIM, SIDE_DIM, seed=3,
-                            kind="fct-no-side-info"),
+        "3-2": export_chain(
+            root / "3-2.onnx", NEW_DIM, NEW_DIM, SIDE_DIM, seed=3, kind="fct-no-side-info"
+        ),
     }
 
 
@@ -86,26 +88,46 @@ class Rows:
 
 def synthetic_rows(n: int, dim: int = OLD_DIM, seed: int = 0, prefix: str = "item") -> Rows:
     rng = np.random.default_rng(seed)
-    return Rows([f"{prefix}-{i:05d}" for i in range(n)],
-                rng.standard_normal((n, dim), dtype=np.float32),
-                rng.standard_normal((n, SIDE_DIM), dtype=np.float32),
-                rng.integers(0, 5, n))
+    return Rows(
+        [f"{prefix}-{i:05d}" for i in range(n)],
+        rng.standard_normal((n, dim), dtype=np.float32),
+        rng.standard_normal((n, SIDE_DIM), dtype=np.float32),
+        rng.integers(0, 5, n),
+    )
 
 
-def write_gallery(location: str | Path, rows: Rows, *, version: int = 1,
-                  side_info: str | None = SIDE, shard_rows: int = 100,
-                  row_group_rows: int = 64) -> Manifest:
-    writer = GalleryWriter(open_storage(location), FAMILY, shard_rows=shard_rows,
-                           row_group_rows=row_group_rows)
-    writer.write(make_batch(rows.ids, rows.old, model_version=version, side_info=rows.side,
-                            side_info_version=side_info, labels=rows.labels))
+def write_gallery(
+    location: str | Path,
+    rows: Rows,
+    *,
+    version: int = 1,
+    side_info: str | None = SIDE,
+    shard_rows: int = 100,
+    row_group_rows: int = 64,
+) -> Manifest:
+    writer = GalleryWriter(
+        open_storage(location), FAMILY, shard_rows=shard_rows, row_group_rows=row_group_rows
+    )
+    writer.write(
+        make_batch(
+            rows.ids,
+            rows.old,
+            model_version=version,
+            side_info=rows.side,
+            side_info_version=side_info,
+            labels=rows.labels,
+        )
+    )
     return writer.close()
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes (what byte-identical comparisons compare)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- S3 (moto_server from tests/services.py) -------------------------------------------------
@@ -159,13 +181,24 @@ class TinyRegistry:
     models: dict[str, object]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "MLFLOW_REGISTRY_URI": self.uri,
-                "OMP_WAIT_POLICY": "PASSIVE"}
+        return {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": self.uri,
+            "MLFLOW_REGISTRY_URI": self.uri,
+            "OMP_WAIT_POLICY": "PASSIVE",
+        }
 
 
 def _image_spec(kind: str, dim: int) -> dict:
-    spec = {"kind": kind, "backbone": "smallcnn", "backbone_kwargs": {"width": 4},
-            "in_channels": 1, "input_shape": [1, 28, 28], "mean": [0.3], "std": [0.3]}
+    spec = {
+        "kind": kind,
+        "backbone": "smallcnn",
+        "backbone_kwargs": {"width": 4},
+        "in_channels": 1,
+        "input_shape": [1, 28, 28],
+        "mean": [0.3],
+        "std": [0.3],
+    }
     if kind == "embedding":
         return spec | {"embedding_dim": dim, "num_classes": 5}
     return spec | {"dim": dim, "projection_dim": 4}
@@ -187,8 +220,11 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRegi
     os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
-        "fct-tiny", artifact_location=(root / "artifacts").as_uri()))
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment(
+            "fct-tiny", artifact_location=(root / "artifacts").as_uri()
+        )
+    )
     torch.manual_seed(0)
     models: dict[str, object] = {}
 
@@ -198,26 +234,60 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRegi
 
     side_spec = _image_spec("side_info", SIDE_DIM)
     models["side"] = build_from_spec(side_spec).eval()
-    log(T.side_info_model_name(FAMILY), models["side"], side_spec,
-        {T.ROLE: T.ROLE_SIDE_INFO, T.FAMILY: FAMILY, T.EMBEDDING_DIM: str(SIDE_DIM)})
+    log(
+        T.side_info_model_name(FAMILY),
+        models["side"],
+        side_spec,
+        {T.ROLE: T.ROLE_SIDE_INFO, T.FAMILY: FAMILY, T.EMBEDDING_DIM: str(SIDE_DIM)},
+    )
     for version, dim in ((1, OLD_DIM), (2, NEW_DIM)):
         spec = _image_spec("embedding", dim)
         models[f"v{version}"] = build_from_spec(spec).eval()
-        log(FAMILY, models[f"v{version}"], spec,
-            {T.ROLE: T.ROLE_EMBEDDING, T.FAMILY: FAMILY, T.EMBEDDING_DIM: str(dim),
-             T.SIDE_INFO: SIDE})
-    t_spec = {"kind": "transformation", "type": "fct", "old_dim": OLD_DIM, "new_dim": NEW_DIM,
-              "side_info_dim": SIDE_DIM, "hidden_dim": HIDDEN}
+        log(
+            FAMILY,
+            models[f"v{version}"],
+            spec,
+            {
+                T.ROLE: T.ROLE_EMBEDDING,
+                T.FAMILY: FAMILY,
+                T.EMBEDDING_DIM: str(dim),
+                T.SIDE_INFO: SIDE,
+            },
+        )
+    t_spec = {
+        "kind": "transformation",
+        "type": "fct",
+        "old_dim": OLD_DIM,
+        "new_dim": NEW_DIM,
+        "side_info_dim": SIDE_DIM,
+        "hidden_dim": HIDDEN,
+    }
     transformation = build_from_spec(t_spec).eval()
-    log(T.transformations_model_name(FAMILY), transformation, t_spec,
-        {T.ROLE: T.ROLE_TRANSFORMATION, T.FAMILY: FAMILY, T.SOURCE: "1", T.TARGET: "2",
-         T.SIDE_INFO: SIDE, T.SIDE_INFO_DIM: str(SIDE_DIM), T.KIND: "fct", T.TOP1: "50.0"})
+    log(
+        T.transformations_model_name(FAMILY),
+        transformation,
+        t_spec,
+        {
+            T.ROLE: T.ROLE_TRANSFORMATION,
+            T.FAMILY: FAMILY,
+            T.SOURCE: "1",
+            T.TARGET: "2",
+            T.SIDE_INFO: SIDE,
+            T.SIDE_INFO_DIM: str(SIDE_DIM),
+            T.KIND: "fct",
+            T.TOP1: "50.0",
+        },
+    )
 
     gen = torch.Generator().manual_seed(0)
     images = root / "images.safetensors"
-    save_file({"images": torch.randint(0, 256, (240, 1, 28, 28), dtype=torch.uint8,
-                                       generator=gen),
-               "labels": torch.randint(0, 5, (240,), generator=gen)}, str(images))
+    save_file(
+        {
+            "images": torch.randint(0, 256, (240, 1, 28, 28), dtype=torch.uint8, generator=gen),
+            "labels": torch.randint(0, 5, (240,), generator=gen),
+        },
+        str(images),
+    )
     try:
         yield TinyRegistry(uri, root, images, transformation, models)
     finally:

@@ -17,21 +17,33 @@ from tests.upgrade.conftest import FAMILY, NEW_DIM, SIDE, OnnxChain, synthetic_r
 @pytest.fixture(scope="module")
 def plan(chains: dict[str, OnnxChain]) -> BatchPlan:
     """v1 -> v3 through 1-2 then 2-2b; v2 -> v3 through 2-2b; v3 rows are already there."""
-    return BatchPlan(FAMILY, 3, NEW_DIM, {
-        (1, SIDE): Route(OnnxChainRunner([chains["1-2"].path, chains["2-2b"].path]), "1->3"),
-        (2, SIDE): Route(OnnxChainRunner([chains["2-2b"].path]), "2->3"),
-        (3, SIDE): Route(None, "3"),
-    })
+    return BatchPlan(
+        FAMILY,
+        3,
+        NEW_DIM,
+        {
+            (1, SIDE): Route(OnnxChainRunner([chains["1-2"].path, chains["2-2b"].path]), "1->3"),
+            (2, SIDE): Route(OnnxChainRunner([chains["2-2b"].path]), "2->3"),
+            (3, SIDE): Route(None, "3"),
+        },
+    )
 
 
 def _batch(n: int = 10, version: int = 1, seed: int = 0, **kw: object) -> pa.RecordBatch:
     rows = synthetic_rows(n, dim=8 if version == 1 else NEW_DIM, seed=seed)
-    return make_batch(rows.ids, rows.old, model_version=version, side_info=rows.side,
-                      side_info_version=kw.get("side_info_version", SIDE), labels=rows.labels)
+    return make_batch(
+        rows.ids,
+        rows.old,
+        model_version=version,
+        side_info=rows.side,
+        side_info_version=kw.get("side_info_version", SIDE),
+        labels=rows.labels,
+    )
 
 
-def test_upgrades_embeddings_and_keeps_everything_else(plan: BatchPlan,
-                                                        chains: dict[str, OnnxChain]) -> None:
+def test_upgrades_embeddings_and_keeps_everything_else(
+    plan: BatchPlan, chains: dict[str, OnnxChain]
+) -> None:
     batch = _batch(12)
     out = upgrade_batch(batch, plan)
     old = S.vectors(batch, S.EMBEDDING, "t")
@@ -69,8 +81,9 @@ def test_empty_batch(plan: BatchPlan) -> None:
 
 def test_wrong_embedding_size(plan: BatchPlan) -> None:
     bad = _batch(4, version=2)  # 6-d rows claiming to be v1, whose chain reads 8-d
-    bad = bad.set_column(bad.schema.get_field_index(S.MODEL_VERSION), S.MODEL_VERSION,
-                         pa.array([1] * 4, pa.int32()))
+    bad = bad.set_column(
+        bad.schema.get_field_index(S.MODEL_VERSION), S.MODEL_VERSION, pa.array([1] * 4, pa.int32())
+    )
     with pytest.raises(SchemaError, match=r"embedding vectors are 6-d, but .* reads 8-d"):
         upgrade_batch(bad, plan, "part-7")
 
@@ -105,8 +118,11 @@ def test_side_info_from_another_extractor(plan: BatchPlan) -> None:
 
 def test_version_without_a_route(plan: BatchPlan) -> None:
     batch = _batch(3)
-    batch = batch.set_column(batch.schema.get_field_index(S.MODEL_VERSION), S.MODEL_VERSION,
-                             pa.array([7, 7, 7], pa.int32()))
+    batch = batch.set_column(
+        batch.schema.get_field_index(S.MODEL_VERSION),
+        S.MODEL_VERSION,
+        pa.array([7, 7, 7], pa.int32()),
+    )
     with pytest.raises(SchemaError, match=r"tiny@7.*manifest does not list"):
         upgrade_batch(batch, plan)
 
@@ -119,8 +135,9 @@ def test_null_embedding(plan: BatchPlan) -> None:
         upgrade_batch(batch, plan)
 
 
-def test_variable_length_lists_are_accepted_when_uniform(plan: BatchPlan,
-                                                         chains: dict[str, OnnxChain]) -> None:
+def test_variable_length_lists_are_accepted_when_uniform(
+    plan: BatchPlan, chains: dict[str, OnnxChain]
+) -> None:
     batch = _batch(3)
     lists = batch.column(S.EMBEDDING).cast(pa.list_(pa.float32()))
     as_lists = batch.set_column(batch.schema.get_field_index(S.EMBEDDING), S.EMBEDDING, lists)

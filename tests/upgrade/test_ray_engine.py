@@ -44,8 +44,7 @@ BATCH = 40
 @pytest.fixture(scope="module", autouse=True)
 def ray_session() -> Iterator[None]:
     """One private local Ray for the module: the engine uses it and leaves it running."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         yield
     finally:
@@ -58,8 +57,9 @@ def plan(chains: dict[str, OnnxChain]) -> UpgradePlan:
 
 
 def _run(engine: str, src: Path | str, dst: Path | str, plan: UpgradePlan, **kw: object):
-    return create_engine(engine).run(Gallery.open(src), open_storage(dst), plan,
-                                     batch_size=BATCH, **kw)
+    return create_engine(engine).run(
+        Gallery.open(src), open_storage(dst), plan, batch_size=BATCH, **kw
+    )
 
 
 def _manifest(data: bytes) -> dict:
@@ -83,8 +83,9 @@ def test_engines_are_registered_and_typos_list_them() -> None:
         create_engine("ray", workers=0)
 
 
-def test_local_folder_output_is_byte_identical(tmp_path: Path, plan: UpgradePlan,
-                                               chains: dict[str, OnnxChain]) -> None:
+def test_local_folder_output_is_byte_identical(
+    tmp_path: Path, plan: UpgradePlan, chains: dict[str, OnnxChain]
+) -> None:
     rows = synthetic_rows(330)
     write_gallery(tmp_path / "src", rows, shard_rows=100)  # 4 shards, the last one short
     local = _run("local", tmp_path / "src", tmp_path / "local", plan)
@@ -102,8 +103,9 @@ def test_local_folder_output_is_byte_identical(tmp_path: Path, plan: UpgradePlan
     # decoded values, against the chain's torch module (not only against the other engine)
     out = _all(tmp_path / "ray")
     assert out.column(S.ID).to_pylist() == rows.ids
-    np.testing.assert_allclose(S.vectors(out, S.EMBEDDING, "t"),
-                               chains["1-2"].torch(rows.old, rows.side), atol=1e-5)
+    np.testing.assert_allclose(
+        S.vectors(out, S.EMBEDDING, "t"), chains["1-2"].torch(rows.old, rows.side), atol=1e-5
+    )
     again = _run("ray", tmp_path / "src", tmp_path / "ray", plan)
     assert again.already_complete and again.upgraded_rows == 0
     assert snapshot(tmp_path / "ray") == b
@@ -116,10 +118,15 @@ def test_s3_output_is_byte_identical(tmp_path: Path, s3: S3, plan: UpgradePlan) 
     write_gallery(s3.uri("g/src"), rows, shard_rows=100)
     remote = _run("ray", s3.uri("g/src"), s3.uri("g/ray"), plan)
 
-    keys = sorted(o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket,
-                                                               Prefix="g/ray/")["Contents"])
-    assert keys == ["g/ray/manifest.json", "g/ray/part-00000.parquet",
-                    "g/ray/part-00001.parquet", "g/ray/part-00002.parquet"]
+    keys = sorted(
+        o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="g/ray/")["Contents"]
+    )
+    assert keys == [
+        "g/ray/manifest.json",
+        "g/ray/part-00000.parquet",
+        "g/ray/part-00001.parquet",
+        "g/ray/part-00002.parquet",
+    ]
     local = snapshot(tmp_path / "local")
     for key in keys[1:]:
         body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
@@ -142,8 +149,9 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_shards_raise_the_local_engines_error(tmp_path: Path, plan: UpgradePlan,
-                                                  case: str) -> None:
+def test_bad_shards_raise_the_local_engines_error(
+    tmp_path: Path, plan: UpgradePlan, case: str
+) -> None:
     damage, error = BAD[case]
     write_gallery(tmp_path / "src", synthetic_rows(300), shard_rows=100)
     damage(tmp_path / "src")
@@ -173,8 +181,9 @@ def test_keep_going_lists_the_same_failures(tmp_path: Path, plan: UpgradePlan) -
     assert sorted(a) == sorted(b)  # same markers and job file left for the rerun
 
 
-def test_a_run_interrupted_locally_is_finished_by_ray(tmp_path: Path, plan: UpgradePlan,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_interrupted_locally_is_finished_by_ray(
+    tmp_path: Path, plan: UpgradePlan, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Same job file and markers: Ray skips the shards the local run finished, redoes the rest,
     and the result is the uninterrupted run's bytes."""
     write_gallery(tmp_path / "src", synthetic_rows(400), shard_rows=100)
@@ -211,13 +220,25 @@ def test_output_overlapping_the_source_is_refused(tmp_path: Path, plan: UpgradeP
 
 
 @pytest.mark.slow  # the session's tiny MLflow registry (~30 s the first time)
-def test_cli_engine_ray_matches_local(tmp_path: Path, registry: TinyRegistry,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_engine_ray_matches_local(
+    tmp_path: Path, registry: TinyRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
     from fct_registry.cli import main
 
     write_gallery(tmp_path / "src", synthetic_rows(120), shard_rows=50)
-    base = ["upgrade", "--gallery", str(tmp_path / "src"), "--to", "tiny@2", "--batch-size",
-            "16", "--tracking-uri", registry.uri, "--no-progress", "--json"]
+    base = [
+        "upgrade",
+        "--gallery",
+        str(tmp_path / "src"),
+        "--to",
+        "tiny@2",
+        "--batch-size",
+        "16",
+        "--tracking-uri",
+        registry.uri,
+        "--no-progress",
+        "--json",
+    ]
     assert main([*base, "--out", str(tmp_path / "local")]) == 0
     assert json.loads(capsys.readouterr().out)["engine"] == "local"
     assert main([*base, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"]) == 0
@@ -225,7 +246,8 @@ def test_cli_engine_ray_matches_local(tmp_path: Path, registry: TinyRegistry,
     assert summary["engine"] == "ray" and summary["upgraded_rows"] == 120
     a, b = snapshot(tmp_path / "local"), snapshot(tmp_path / "ray")
     assert {k: v for k, v in a.items() if k != MANIFEST} == {
-        k: v for k, v in b.items() if k != MANIFEST}
+        k: v for k, v in b.items() if k != MANIFEST
+    }
     _same_manifest(a[MANIFEST], b[MANIFEST])
 
     assert main([*base, "--out", str(tmp_path / "x"), "--ray-address", "auto"]) == 2

@@ -41,8 +41,9 @@ def test_graph_without_side_info_input(chains: dict[str, OnnxChain]) -> None:
     runner = OnnxChainRunner([chains["3-2"].path])
     assert runner.side_info_dim == 0
     rows = synthetic_rows(5, dim=NEW_DIM)
-    np.testing.assert_allclose(runner(rows.old, None), chains["3-2"].torch(rows.old, rows.side),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        runner(rows.old, None), chains["3-2"].torch(rows.old, rows.side), atol=1e-5
+    )
 
 
 def test_steps_that_do_not_connect_are_refused(chains: dict[str, OnnxChain]) -> None:
@@ -57,8 +58,9 @@ def test_missing_graph_is_named(tmp_path) -> None:
 
 def test_gemm_shapes_are_the_weights(chains: dict[str, OnnxChain]) -> None:
     shapes = OnnxChainRunner([chains["1-2"].path]).gemm_shapes()
-    assert sorted(shapes) == sorted([(OLD_DIM, HIDDEN), (SIDE_DIM, HIDDEN), (2 * HIDDEN, HIDDEN),
-                                     (HIDDEN, NEW_DIM)])
+    assert sorted(shapes) == sorted(
+        [(OLD_DIM, HIDDEN), (SIDE_DIM, HIDDEN), (2 * HIDDEN, HIDDEN), (HIDDEN, NEW_DIM)]
+    )
 
 
 def test_runner_pickles_without_its_session(chains: dict[str, OnnxChain]) -> None:

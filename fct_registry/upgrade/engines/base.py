@@ -28,8 +28,16 @@ class Engine(ABC):
     name: str
 
     @abstractmethod
-    def run(self, source: Gallery, dest: Storage, plan: UpgradePlan, *, batch_size: int,
-            progress: bool = False, keep_going: bool = False) -> UpgradeReport: ...
+    def run(
+        self,
+        source: Gallery,
+        dest: Storage,
+        plan: UpgradePlan,
+        *,
+        batch_size: int,
+        progress: bool = False,
+        keep_going: bool = False,
+    ) -> UpgradeReport: ...
 
 
 ENGINES: Registry[Engine] = Registry("upgrade engine")

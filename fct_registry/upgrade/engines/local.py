@@ -18,12 +18,21 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def run(self, source: Gallery, dest: Storage, plan: UpgradePlan, *, batch_size: int,
-            progress: bool = False, keep_going: bool = False) -> UpgradeReport:
+    def run(
+        self,
+        source: Gallery,
+        dest: Storage,
+        plan: UpgradePlan,
+        *,
+        batch_size: int,
+        progress: bool = False,
+        keep_going: bool = False,
+    ) -> UpgradeReport:
         from fct_registry.upgrade.job import upgrade_gallery
 
-        return upgrade_gallery(source, dest, plan, batch_size=batch_size, progress=progress,
-                               keep_going=keep_going)
+        return upgrade_gallery(
+            source, dest, plan, batch_size=batch_size, progress=progress, keep_going=keep_going
+        )
 
 
 @ENGINES.register("local")

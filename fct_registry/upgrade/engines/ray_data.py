@@ -62,9 +62,17 @@ if TYPE_CHECKING:
     from fct_registry.gallery.reader import Gallery
     from fct_registry.upgrade.plan import UpgradePlan
 
-STORAGE_ENV = (*ENDPOINT_VARS, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-               "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
-               "AWS_SHARED_CREDENTIALS_FILE")
+STORAGE_ENV = (
+    *ENDPOINT_VARS,
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
 """What the gallery storage reads from the environment; forwarded from the driver to the actors
 (they start with the environment of the Ray cluster, not the driver's)."""
 
@@ -73,20 +81,25 @@ class RayUnavailableError(FctError):
     """``--engine ray`` was asked for but Ray Data is not installed or cannot start."""
 
 
-_NO_RAY = ("--engine ray needs Ray Data, which is not installed; install it with "
-           "pip install -r requirements.txt (it pins ray[data]), or use --engine local")
+_NO_RAY = (
+    "--engine ray needs Ray Data, which is not installed; install it with "
+    "pip install -r requirements.txt (it pins ray[data]), or use --engine local"
+)
 
 
-def upgrade_shard(source: Storage, dest: Storage, shard: ShardInfo, plan: BatchPlan,
-                  batch_size: int) -> ShardInfo:
+def upgrade_shard(
+    source: Storage, dest: Storage, shard: ShardInfo, plan: BatchPlan, batch_size: int
+) -> ShardInfo:
     """One shard, the local job's way: verified read, :func:`upgrade_batch` per batch (decoding
     and the chain one batch ahead of the writer), atomic deterministic write. The messages name
     ``<source uri>/<shard> (batch i)`` exactly as the local job's do."""
     where = f"{source.uri}/{shard.path}"
     with ShardReader(source, shard) as reader:
         schema = output_schema(reader.schema, plan.target_dim)
-        upgraded = _ahead(upgrade_batch(b, plan, f"{where} (batch {i})")
-                          for i, b in enumerate(reader.batches(batch_size)))
+        upgraded = _ahead(
+            upgrade_batch(b, plan, f"{where} (batch {i})")
+            for i, b in enumerate(reader.batches(batch_size))
+        )
         return write_shard(dest, shard.path, schema, upgraded)
 
 
@@ -116,8 +129,9 @@ class WorkerJob:
     env: Mapping[str, str | None] = field(repr=False)  # storage settings of the driver
 
     @classmethod
-    def build(cls, source: Storage, dest: Storage, plan: UpgradePlan, batch_size: int,
-              threads: int | None) -> WorkerJob:
+    def build(
+        cls, source: Storage, dest: Storage, plan: UpgradePlan, batch_size: int, threads: int | None
+    ) -> WorkerJob:
         graphs: dict[str, bytes] = {}
         routes: dict[RouteKey, _PortableRoute] = {}
         for key, route in plan.batch_plan().routes.items():
@@ -132,8 +146,18 @@ class WorkerJob:
             else:
                 routes[key] = _PortableRoute(route.label, None, route.runner)
         env = {var: os.environ.get(var) for var in STORAGE_ENV}
-        return cls(source.uri, dest.uri, batch_size, plan.family, plan.target, plan.target_dim,
-                   routes, graphs, threads, env)
+        return cls(
+            source.uri,
+            dest.uri,
+            batch_size,
+            plan.family,
+            plan.target,
+            plan.target_dim,
+            routes,
+            graphs,
+            threads,
+            env,
+        )
 
     def batch_plan(self, folder: Path) -> BatchPlan:
         """The plan with its ONNX sessions created here, once (graphs written under
@@ -142,9 +166,11 @@ class WorkerJob:
             (folder / f"{sha}.onnx").write_bytes(data)
         routes: dict[RouteKey, Route] = {}
         for key, r in self.routes.items():
-            runner = (OnnxChainRunner([folder / f"{sha}.onnx" for sha in r.graphs],
-                                      threads=self.threads)
-                      if r.graphs is not None else r.runner)
+            runner = (
+                OnnxChainRunner([folder / f"{sha}.onnx" for sha in r.graphs], threads=self.threads)
+                if r.graphs is not None
+                else r.runner
+            )
             routes[key] = Route(runner, r.label)
         return BatchPlan(self.family, self.target, self.target_dim, routes)
 
@@ -172,8 +198,9 @@ class ShardWorker:
         import pyarrow as pa
 
         out: dict[str, list[Any]] = {"path": [], "info": [], "error": [], "cpu": []}
-        for path, shard_json in zip(batch.column("path").to_pylist(),
-                                    batch.column("shard").to_pylist(), strict=True):
+        for path, shard_json in zip(
+            batch.column("path").to_pylist(), batch.column("shard").to_pylist(), strict=True
+        ):
             cpu = time.process_time()  # this actor's threads (ONNX Runtime's included)
             info, error = "", b""
             try:
@@ -186,10 +213,14 @@ class ShardWorker:
             out["info"].append(info)
             out["error"].append(error)
             out["cpu"].append(time.process_time() - cpu)
-        return pa.table({"path": pa.array(out["path"], pa.string()),
-                         "info": pa.array(out["info"], pa.string()),
-                         "error": pa.array(out["error"], pa.binary()),
-                         "cpu": pa.array(out["cpu"], pa.float64())})
+        return pa.table(
+            {
+                "path": pa.array(out["path"], pa.string()),
+                "info": pa.array(out["info"], pa.string()),
+                "error": pa.array(out["error"], pa.binary()),
+                "cpu": pa.array(out["cpu"], pa.float64()),
+            }
+        )
 
 
 def _pickle_error(exc: FctError) -> bytes:
@@ -218,11 +249,21 @@ class RayEngine(Engine):
 
     name = "ray"
 
-    def __init__(self, *, address: str | None = None, num_cpus: int | None = None,
-                 workers: int | None = None, cpus_per_worker: float | None = None,
-                 threads: int | None = None) -> None:
-        for label, value in (("num_cpus", num_cpus), ("workers", workers),
-                             ("threads", threads), ("cpus_per_worker", cpus_per_worker)):
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        workers: int | None = None,
+        cpus_per_worker: float | None = None,
+        threads: int | None = None,
+    ) -> None:
+        for label, value in (
+            ("num_cpus", num_cpus),
+            ("workers", workers),
+            ("threads", threads),
+            ("cpus_per_worker", cpus_per_worker),
+        ):
             if value is not None and value <= 0:
                 raise FctError(f"Ray engine: {label} must be positive, got {value}")
         if importlib.util.find_spec("ray") is None:  # fail before the chains are fetched
@@ -231,8 +272,16 @@ class RayEngine(Engine):
         self.cpus_per_worker, self.threads = cpus_per_worker, threads
         self.worker_cpu_seconds = 0.0  # CPU the actors reported for the last run
 
-    def run(self, source: Gallery, dest: Storage, plan: UpgradePlan, *, batch_size: int,
-            progress: bool = False, keep_going: bool = False) -> UpgradeReport:
+    def run(
+        self,
+        source: Gallery,
+        dest: Storage,
+        plan: UpgradePlan,
+        *,
+        batch_size: int,
+        progress: bool = False,
+        keep_going: bool = False,
+    ) -> UpgradeReport:
         wall, cpu = time.perf_counter(), time.process_time()
         self.worker_cpu_seconds = 0.0
         report, state = start_job(source, dest, plan, batch_size)
@@ -272,9 +321,16 @@ class RayEngine(Engine):
                             raise error
                         failures[path] = str(error)
                         continue
-                    dest.write_bytes(marker_name(path), _json(
-                        {"fingerprint": fingerprint, "source_sha256": by_path[path].sha256,
-                         "output": info.to_dict()}))
+                    dest.write_bytes(
+                        marker_name(path),
+                        _json(
+                            {
+                                "fingerprint": fingerprint,
+                                "source_sha256": by_path[path].sha256,
+                                "output": info.to_dict(),
+                            }
+                        ),
+                    )
                     outputs[path] = info
                     bar.update(info.rows)
                     bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
@@ -284,12 +340,15 @@ class RayEngine(Engine):
             listed = [failures[s.path] for s in manifest.shards if s.path in failures]
             raise UpgradeIncompleteError(
                 f"{len(listed)} of {report.shards} shards could not be upgraded (nothing "
-                f"was written for them; the other shards are done):\n  " + "\n  ".join(listed)
-                + "\nfix them and rerun the same command: finished shards are skipped")
+                f"was written for them; the other shards are done):\n  "
+                + "\n  ".join(listed)
+                + "\nfix them and rerun the same command: finished shards are skipped"
+            )
         provenance = _provenance(source, plan, fingerprint, batch_size, outputs)
         provenance["engine"] = self.name
-        result = Manifest(manifest.family, tuple(outputs[s.path] for s in manifest.shards),
-                          provenance=provenance)
+        result = Manifest(
+            manifest.family, tuple(outputs[s.path] for s in manifest.shards), provenance=provenance
+        )
         dest.write_bytes(MANIFEST, result.to_json())
         _clean_progress(dest, manifest)
         report.manifest = result
@@ -297,8 +356,9 @@ class RayEngine(Engine):
         report.cpu_seconds = time.process_time() - cpu + self.worker_cpu_seconds
         return report
 
-    def _execute(self, job: WorkerJob, shards: list[ShardInfo]
-                 ) -> Iterator[tuple[str, ShardInfo | None, FctError | None, float]]:
+    def _execute(
+        self, job: WorkerJob, shards: list[ShardInfo]
+    ) -> Iterator[tuple[str, ShardInfo | None, FctError | None, float]]:
         """``(shard, its output info or None, its error or None, actor CPU s)`` as shards
         finish, in any order."""
         with self._ray() as cpus:
@@ -310,12 +370,19 @@ class RayEngine(Engine):
             job = dataclasses.replace(job, threads=threads)
             ds = ray.data.from_items(
                 [{"path": s.path, "shard": json.dumps(s.to_dict())} for s in shards],
-                override_num_blocks=len(shards))
+                override_num_blocks=len(shards),
+            )
             # A fixed pool, one shard in flight per actor: shards take seconds, so queueing a
             # second one on a busy actor only risks an idle one at the end.
             pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
-            ds = ds.map_batches(ShardWorker, fn_constructor_kwargs={"job": job}, batch_size=1,
-                                batch_format="pyarrow", compute=pool, num_cpus=per_worker)
+            ds = ds.map_batches(
+                ShardWorker,
+                fn_constructor_kwargs={"job": job},
+                batch_size=1,
+                batch_format="pyarrow",
+                compute=pool,
+                num_cpus=per_worker,
+            )
             for row in ds.iter_rows():
                 error = pickle.loads(row["error"]) if row["error"] else None
                 info = ShardInfo.from_dict(json.loads(row["info"])) if row["info"] else None
@@ -332,15 +399,19 @@ class RayEngine(Engine):
         started = False
         if not ray.is_initialized():
             try:
-                ray.init(address=self.address or "local",
-                         num_cpus=None if self.address else (self.num_cpus or os.cpu_count()),
-                         include_dashboard=False, logging_level=logging.WARNING,
-                         configure_logging=True)
+                ray.init(
+                    address=self.address or "local",
+                    num_cpus=None if self.address else (self.num_cpus or os.cpu_count()),
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    configure_logging=True,
+                )
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise RayUnavailableError(
                     f"cannot start or reach Ray at {self.address or 'a new local instance'} "
                     f"({exc}); check --ray-address (e.g. ray://head:10001), or leave it out "
-                    "to start a local Ray") from None
+                    "to start a local Ray"
+                ) from None
             started = True
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the engine shows its own shard/row bar
