@@ -1,8 +1,8 @@
 """One tiny real pipeline per session, registered once, holding a weak and a good candidate.
 
 Family ``fashion``: version 1 (classes 0-4) is the baseline; versions 2 and 3 (all classes) are
-candidates. ``v1_to_v2`` is trained for one step (a deliberately weak transformation); ``v1_to_v3`` is
-trained properly. Stages run as library calls (``fct_registry.pipeline.stages``), registration
+candidates. ``v1_to_v2`` is trained for one step (a deliberately weak transformation);
+``v1_to_v3`` is trained properly. Stages run as library calls (``fct_registry.pipeline.stages``), registration
 through ``register_pipeline``, into a SQLite store beside the outputs.
 """
 

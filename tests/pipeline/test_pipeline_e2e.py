@@ -53,7 +53,12 @@ def project(tmp_path_factory) -> Path:
 def test_repro_writes_every_case(project):
     metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
     assert set(metrics["self"]) == {"1", "2", "3"}
-    assert set(metrics["transformations"]) == {"v1_to_v2", "v2_to_v3", "v1_to_v3", "v1_to_v2_no_side_info"}
+    assert set(metrics["transformations"]) == {
+        "v1_to_v2",
+        "v2_to_v3",
+        "v1_to_v3",
+        "v1_to_v2_no_side_info",
+    }
     assert "1-2-3" in metrics["chains"]
     assert set(metrics["raw"]) == {"2-1", "3-1", "3-2"}
     assert set(metrics["bct"]["v1_to_v2"]) >= {"new_old", "new_new"}
