@@ -2,8 +2,8 @@
 
 Family ``fashion``: version 1 (classes 0-4) is the baseline; versions 2 and 3 (all classes) are
 candidates. ``v1_to_v2`` is trained for one step (a deliberately weak transformation);
-``v1_to_v3`` is trained properly. Stages run as library calls (``fct_registry.pipeline.stages``), registration
-through ``register_pipeline``, into a SQLite store beside the outputs.
+``v1_to_v3`` is trained properly. Stages run as library calls (``fct_registry.pipeline.stages``),
+registration through ``register_pipeline``, into a SQLite store beside the outputs.
 """
 
 from __future__ import annotations
