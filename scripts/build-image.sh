@@ -181,15 +181,19 @@ print(yaml.safe_dump(tiny_params()))" >"$work/params.yaml"
   gate_status=$?
   set -e
   verdict=$(python3 -c "import json, sys; r = json.load(open(sys.argv[1]));
-print(r['verdict'], {k: r.get(k) for k in ('candidate', 'baseline', 'bootstrap')})" \
+f, c, b = r['family'], r['candidate']['version'], r['baseline']['version'];
+print(r['verdict'].upper(), f'(candidate {f}@{c}, baseline {f}@{b}, bootstrap {r[\"bootstrap\"]})')" \
     "$work/outputs/gate-smoke.json" 2>/dev/null || echo "no report")
 fi
 
 # --- summary ----------------------------------------------------------------------------------
 say "summary"
 size=$(podman image inspect "$tag" --format '{{.Size}}')
-echo "image: $tag (variant $variant, base $base)"
-echo "build time: ${build_s} s; total with checks: $(elapsed "$t_all") s"
+source=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
+git diff --quiet HEAD -- 2>/dev/null || source+=" plus uncommitted changes"
+total_s=$(elapsed "$t_all")
+echo "image: $tag (variant $variant, base $base, source $source)"
+echo "build time: ${build_s} s; checks: $((total_s - build_s)) s; total: ${total_s} s"
 echo "image size: $((size / 1000000)) MB"
 echo "user id inside: $uid"
 if ((light == 0)); then
