@@ -127,19 +127,18 @@ podman build --isolation chroot --layers --target runtime "${build_args[@]}" "${
 build_s=$(elapsed "$t_build")
 
 # --- checks inside the image -------------------------------------------------------------------
-ctrs=()
 work=""
-cleanup() {
-  for c in "${ctrs[@]}"; do buildah rm "$c" >/dev/null 2>&1 || true; done
-  if [[ -n $work && $keep == 0 ]]; then rm -rf "$work"; fi
-}
+cleanup() { if [[ -n $work && $keep == 0 ]]; then rm -rf "$work"; fi; }
 trap cleanup EXIT
-# `docker run [VOLUMES] IMAGE ARGS...`: a fresh container from the image, its entry point, ARGS.
+# `docker run --rm [VOLUMES] IMAGE ARGS...`: a fresh container from the image, its entry point
+# with ARGS, the container removed afterwards (also when called in a $(...) subshell).
 in_image() {
-  local ctr
+  local ctr status=0
   ctr=$(buildah from -q "$tag")
-  ctrs+=("$ctr")
-  buildah run --isolation chroot "${run_opts[@]}" "$ctr" -- bash scripts/entrypoint.sh "$@"
+  buildah run --isolation chroot "${run_opts[@]}" "$ctr" -- bash scripts/entrypoint.sh "$@" ||
+    status=$?
+  buildah rm "$ctr" >/dev/null
+  return "$status"
 }
 run_opts=()
 
