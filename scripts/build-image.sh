@@ -105,7 +105,7 @@ if ! podman image exists "$base" && ! podman pull -q "$base" >/dev/null 2>&1; th
     }
     # The mirror apt itself uses here (deb822 or one-line sources).
     mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list.d/*.sources \
-      /etc/apt/sources.list 2>/dev/null | grep -v security | head -1 | awk '{print $2}')
+      /etc/apt/sources.list 2>/dev/null | grep -v security | head -1 | awk '{print $2}' || true)
     rootfs=$(mktemp -d)
     t=$(date +%s)
     debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" \
