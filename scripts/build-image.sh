@@ -88,6 +88,7 @@ say() { printf '\n== %s ==\n' "$*"; }
 elapsed() { echo $(($(date +%s) - $1)); }
 t_all=$(date +%s)
 
+base_s=0
 # --- base image -------------------------------------------------------------------------------
 default_base=$(sed -n "s/^ARG ${variant^^}_BASE=//p" Dockerfile)
 base=${base:-$default_base}
@@ -112,7 +113,8 @@ if ! podman image exists "$base" && ! podman pull -q "$base" >/dev/null 2>&1; th
       >/dev/null
     tar -C "$rootfs" -c . | podman import -q - "$base" >/dev/null
     rm -rf "$rootfs"
-    echo "base $base made in $(elapsed "$t") s"
+    base_s=$(elapsed "$t")
+    echo "base $base made in $base_s s"
   fi
 fi
 echo "base: $base"
@@ -192,7 +194,8 @@ source=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 git diff --quiet HEAD -- 2>/dev/null || source+=" plus uncommitted changes"
 total_s=$(elapsed "$t_all")
 echo "image: $tag (variant $variant, base $base, source $source)"
-echo "build time: ${build_s} s; checks: $((total_s - build_s)) s; total: ${total_s} s"
+echo "base: ${base_s} s; build time: ${build_s} s; checks: $((total_s - base_s - build_s)) s;" \
+  "total: ${total_s} s"
 echo "image size: $((size / 1000000)) MB"
 echo "user id inside: $uid"
 if ((light == 0)); then
