@@ -8,7 +8,12 @@ import time
 from pathlib import Path
 
 from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli.resolve import mlflow_client
+from fct_registry.device import pick_device
 from fct_registry.errors import FctError
+from fct_registry.gallery import open_storage
+from fct_registry.gallery.embed import index_with_registry, load_images
+from fct_registry.registry.refs import parse_ref
 
 DESCRIPTION = """\
 Embed images with a registered family version and the side-info extractor linked to it, and
@@ -93,11 +98,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fct_registry.cli.resolve import mlflow_client
-    from fct_registry.device import pick_device
-    from fct_registry.gallery import open_storage
-    from fct_registry.gallery.embed import index_with_registry, load_images
-    from fct_registry.registry.refs import parse_ref
 
     for flag, value in (
         ("--shard-rows", args.shard_rows),

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fct_registry.device import pick_device
 from fct_registry.errors import DataError
+from fct_registry.evaluation import DISTANCES, retrieval_scores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,8 +92,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy imports here, so ``fct --help`` and other subcommands don't pay for torch.
-    from fct_registry.device import pick_device
-    from fct_registry.evaluation import DISTANCES, retrieval_scores
 
     DISTANCES.check(args.distance)  # fail on a typo before loading large files
     device = pick_device(args.device)

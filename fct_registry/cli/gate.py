@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from fct_registry.cli._common import add_tracking_uri
+from fct_registry.config import GateConfig, load_params
+from fct_registry.device import pick_device
 from fct_registry.errors import FctError
+from fct_registry.gate import report
+from fct_registry.gate.promote import promotion_alias, record_and_promote
+from fct_registry.gate.report import error_junit_xml, error_markdown, write_text
+from fct_registry.gate.run import EXIT_ERROR, as_ref, run_gate
+from fct_registry.layout import Layout
 
 DESCRIPTION = """\
 Release gate. On the held-out split (the stored test embeddings of `dvc repro`), measure the
@@ -116,7 +123,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Candidate, baseline, rules and distance: command line over params.yaml over defaults."""
-    from fct_registry.config import GateConfig, load_params
 
     path = args.params or Path("params.yaml")
     if args.params is not None or path.is_file():
@@ -139,17 +145,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fct_registry.device import pick_device
-    from fct_registry.gate import report
-    from fct_registry.gate.evaluate import EXIT_ERROR, run_gate
-    from fct_registry.gate.promote import promotion_alias, record_and_promote
-    from fct_registry.pipeline.layout import Layout
 
     try:
         settings = _settings(args)
         if args.promote:
-            from fct_registry.gate.evaluate import as_ref
-
             promotion_alias(str(as_ref(settings["baseline"], as_ref(settings["candidate"]).family)))
         result = run_gate(
             settings["candidate"],
@@ -184,7 +183,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _error_reports(args: argparse.Namespace, message: str) -> None:
     """On exit 2, still leave JUnit/markdown saying why, so CI shows a broken run as one."""
-    from fct_registry.gate.report import error_junit_xml, error_markdown, write_text
 
     try:
         if args.junit:

@@ -6,6 +6,11 @@ import argparse
 from pathlib import Path
 
 from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli.resolve import mlflow_client
+from fct_registry.registry.refs import parse_ref
+from fct_registry.resolver.load import load_graph
+from fct_registry.resolver.plot import log_graph_to_mlflow, save_graph_png
+from fct_registry.resolver.resolve import resolve
 
 DESCRIPTION = """\
 Draw a family's compatibility graph from the registry: versions as nodes, registered
@@ -48,11 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fct_registry.cli.resolve import mlflow_client
-    from fct_registry.registry.refs import parse_ref
-    from fct_registry.resolver.load import load_graph
-    from fct_registry.resolver.plot import log_graph_to_mlflow, save_graph_png
-    from fct_registry.resolver.resolve import resolve
 
     client = mlflow_client(args.tracking_uri)
     graph = load_graph(client, args.family)

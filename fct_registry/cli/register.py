@@ -8,6 +8,9 @@ import logging
 from pathlib import Path
 
 from fct_registry.cli._common import add_tracking_uri
+from fct_registry.config import load_params
+from fct_registry.layout import Layout
+from fct_registry.registry.register import register_pipeline
 
 DESCRIPTION = """\
 Register the pipeline's side-info extractor, every embedding version and every transformation
@@ -56,9 +59,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fct_registry.config import load_params
-    from fct_registry.pipeline.layout import Layout
-    from fct_registry.registry.register import register_pipeline
 
     if not args.json:
         logging.basicConfig(level=logging.INFO, format="%(message)s")

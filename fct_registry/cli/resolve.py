@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from fct_registry.cli._common import add_tracking_uri
+from fct_registry.config import load_params
 from fct_registry.errors import DataError, FctError
+from fct_registry.layout import Layout
+from fct_registry.registry.chains import load_chain, record_chain
+from fct_registry.registry.refs import parse_ref
+from fct_registry.resolver.chain import evaluate_chain, export_chain_onnx, stored_test_embeddings
+from fct_registry.resolver.load import DEFAULT_PAGE_SIZE, load_graph
+from fct_registry.resolver.resolve import resolve
 
 DESCRIPTION = """\
 Pick the chain of registered transformations that upgrades a gallery embedded with FROM into
@@ -31,7 +38,6 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from fct_registry.resolver.load import DEFAULT_PAGE_SIZE
 
     parser = subparsers.add_parser(
         "resolve",
@@ -103,9 +109,6 @@ def mlflow_client(tracking_uri: str | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fct_registry.registry.refs import parse_ref
-    from fct_registry.resolver.load import load_graph
-    from fct_registry.resolver.resolve import resolve
 
     source, target = parse_ref(args.source), parse_ref(args.target)
     if source.family != target.family:
@@ -202,15 +205,13 @@ MAX_EVALUATED_ALTERNATIVES = 3
 def _evaluate(args: argparse.Namespace, client: Any, graph: Any, resolution: Any) -> dict:
     """Measure the chosen route and the best unmeasured multi-hop alternatives; with
     ``--record``, register each measured multi-hop route as a chain."""
-    from fct_registry.pipeline.layout import Layout
-    from fct_registry.resolver.chain import evaluate_chain, load_chain, record_chain
 
     distance = args.distance or _pipeline_distance()
     routes = [resolution.chosen]
     routes += [r for r in resolution.alternatives if not r.measured][:MAX_EVALUATED_ALTERNATIVES]
     evaluations, recorded, notes = [], [], []
     for route in routes:
-        loaded = load_chain(resolution.family, route)
+        loaded = load_chain(resolution.family, route.hops, route.path)
         evaluation = evaluate_chain(
             loaded,
             Layout(args.outputs),
@@ -247,18 +248,15 @@ def _evaluate(args: argparse.Namespace, client: Any, graph: Any, resolution: Any
 
 def _pipeline_distance() -> str:
     """The distance the pipeline measured edges with, so a chain is measured the same way."""
-    from fct_registry.config import load_params
 
     params = Path("params.yaml")
     return load_params(params).evaluation.distance if params.is_file() else "l2"
 
 
 def _export(args: argparse.Namespace, graph: Any, resolution: Any) -> dict[str, Any]:
-    from fct_registry.pipeline.layout import Layout
-    from fct_registry.resolver.chain import export_chain_onnx, load_chain, stored_test_embeddings
 
     chosen = resolution.chosen
-    loaded = load_chain(resolution.family, chosen)
+    loaded = load_chain(resolution.family, chosen.hops, chosen.path)
     layout = Layout(args.outputs)
     notes = []
     try:

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from fct_registry.errors import DataError
+from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.gallery import Gallery
+from fct_registry.gallery import schema as S
+from fct_registry.gallery.search import gallery_version, search, topk_accuracy
 
 DESCRIPTION = """\
 Answer top-k queries against a stored gallery: the k nearest gallery items of each query
@@ -85,10 +89,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-
-    from fct_registry.evaluation.distances import DISTANCES
-    from fct_registry.gallery import Gallery
-    from fct_registry.gallery.search import gallery_version, search, topk_accuracy
 
     DISTANCES.check(args.distance)
     if args.limit is not None and args.limit < 1:
@@ -169,9 +169,6 @@ def run(args: argparse.Namespace) -> int:
 def _from_gallery(gallery: Any, limit: int | None) -> tuple[Any, list[str], Any, int]:
     import numpy as np
     import pyarrow as pa
-
-    from fct_registry.gallery import schema as S
-    from fct_registry.gallery.search import gallery_version
 
     version = gallery_version(gallery)
     batches, rows = [], 0

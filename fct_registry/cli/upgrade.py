@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli.resolve import mlflow_client
 from fct_registry.errors import FctError
+from fct_registry.gallery import Gallery, open_storage
+from fct_registry.gallery.errors import GalleryError
+from fct_registry.registry.refs import parse_ref
+from fct_registry.registry.store import redact_uri
+from fct_registry.upgrade import plan_from_registry
+from fct_registry.upgrade.engines import ENGINES, create_engine
+from fct_registry.upgrade.job import DEFAULT_BATCH_SIZE, inspect_destination
+from fct_registry.upgrade.plan import estimate
 
 DESCRIPTION = """\
 Upgrade every embedding of a gallery (written by `fct embed`, or by an earlier upgrade) to a
@@ -41,8 +50,6 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from fct_registry.upgrade.engines import ENGINES
-    from fct_registry.upgrade.job import DEFAULT_BATCH_SIZE
 
     parser = subparsers.add_parser(
         "upgrade",
@@ -122,11 +129,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fct_registry.cli.resolve import mlflow_client
-    from fct_registry.gallery import Gallery, open_storage
-    from fct_registry.registry.refs import parse_ref
-    from fct_registry.registry.register import redact_uri
-    from fct_registry.upgrade import plan_from_registry
 
     if args.batch_size < 1:
         raise FctError(f"--batch-size must be a positive number of rows, got {args.batch_size}")
@@ -203,7 +205,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _engine(args: argparse.Namespace) -> Any:
     """The engine ``--engine`` names, with the options that apply to it."""
-    from fct_registry.upgrade.engines import create_engine
 
     if args.engine != "ray":
         given = [
@@ -226,9 +227,6 @@ def _engine(args: argparse.Namespace) -> Any:
 
 
 def _dry_run(args: argparse.Namespace, source: Any, dest: Any, plan: Any) -> int:
-    from fct_registry.gallery.errors import GalleryError
-    from fct_registry.upgrade.job import inspect_destination
-    from fct_registry.upgrade.plan import estimate
 
     manifest = source.manifest
     guess = estimate(plan, manifest)

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from fct_registry import __version__
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError, ManifestError, StorageError
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
@@ -318,8 +319,6 @@ def _provenance(
 ) -> dict[str, Any]:
     import onnxruntime
     import pyarrow
-
-    from fct_registry import __version__
 
     return {
         "fingerprint": fingerprint,

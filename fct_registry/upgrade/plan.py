@@ -29,6 +29,12 @@ from fct_registry.gallery.errors import SchemaError, SideInfoError
 from fct_registry.gallery.manifest import GroupKey, Manifest, ShardInfo
 from fct_registry.gallery.storage import sha256_file
 from fct_registry.registry import tags as T
+from fct_registry.registry.checksums import ChecksumError, verify_checksums
+from fct_registry.registry.flavor import flavor_conf
+from fct_registry.registry.refs import VersionRef
+from fct_registry.resolver.graph import ResolveError
+from fct_registry.resolver.load import load_graph
+from fct_registry.resolver.resolve import best_routes, resolve
 from fct_registry.upgrade.batch import BatchPlan, Route
 from fct_registry.upgrade.runner import ChainRunner, OnnxChainRunner
 
@@ -216,8 +222,6 @@ def plan_from_registry(
     against the versions' ``fct.checksums`` tags. Raises a ``ResolveError`` (unknown version,
     side-info mismatch, no path) or :class:`PlanError`, naming the rows concerned.
     """
-    from fct_registry.resolver.graph import ResolveError
-    from fct_registry.resolver.load import load_graph
 
     family = manifest.family
     if target.family != family:
@@ -265,8 +269,6 @@ def _route(
     fetched: dict[tuple[str, int], Step],
     threads: int | None,
 ) -> RoutePlan:
-    from fct_registry.registry.refs import VersionRef
-    from fct_registry.resolver.resolve import best_routes, resolve
 
     source, extractor = key
     family = graph.family
@@ -305,9 +307,6 @@ def _route(
 def _fetch_step(client: Any, model: str, segment: Any, workdir: Path) -> Step:
     """Download one transformation (or recorded chain) version and verify its files."""
     from mlflow.artifacts import download_artifacts
-
-    from fct_registry.registry.checksums import ChecksumError, verify_checksums
-    from fct_registry.registry.flavor import flavor_conf
 
     version = segment.model_version
     uri = f"models:/{model}/{version}"
