@@ -11,6 +11,7 @@ them).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -144,3 +145,14 @@ def tracking_store(
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def open_tracking_store(
+    tracking_uri: str | None = None, *, read_only: bool = False
+) -> MlflowClient:
+    """:func:`tracking_store` for a command-line process: the store stays current until the
+    process exits (a command runs one store from start to end)."""
+    stack = contextlib.ExitStack()
+    client = stack.enter_context(tracking_store(tracking_uri, read_only=read_only))
+    atexit.register(stack.close)
+    return client
