@@ -29,7 +29,7 @@ def check_positive(**flags: int | None) -> None:
 def check_file(flag: str, path: Path | None) -> None:
     """A local input named on the command line exists (URIs such as ``s3://`` are not checked)."""
     if path is not None and "://" not in str(path) and not Path(path).exists():
-        raise FctError(f"{flag} {path}: no such file or folder")
+        raise FctError(f"{flag} file {path} does not exist; check the path")
 
 
 def check_store(tracking_uri: str | None) -> None:

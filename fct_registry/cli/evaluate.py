@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fct_registry.cli._common import check_file
+from fct_registry.errors import FctError
+
 if TYPE_CHECKING:
     pass
 
@@ -81,3 +84,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help='print {"top1": .., "top5": .., "mAP": ..} (percent) as JSON',
     )
+
+
+def check(args: argparse.Namespace) -> None:
+    if (args.gallery is None) != (args.gallery_labels is None):
+        raise FctError("pass both --gallery and --gallery-labels, or neither")
+    if args.gallery is None and not args.leave_one_out:
+        raise FctError(
+            "--gallery and --gallery-labels are required unless --leave-one-out is given "
+            "(which uses the query set as the gallery)"
+        )
+    for flag in ("query", "query_labels", "gallery", "gallery_labels"):
+        check_file("--" + flag.replace("_", "-"), getattr(args, flag))

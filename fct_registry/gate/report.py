@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fct_registry._files import publish_mode
 from fct_registry.gate.rules import CASES, CheckResult
 from fct_registry.gate.run import GateResult
 
@@ -305,7 +306,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
         "w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8"
     ) as fh:
         fh.write(text)
-    Path(fh.name).replace(path)
+    publish_mode(Path(fh.name)).replace(path)  # 0600 from tempfile breaks shared volumes
     return path
 
 

@@ -230,9 +230,14 @@ class CompatibilityGraph:
         assert ref.alias is not None
         if ref.alias not in self.aliases:
             known = ", ".join([*sorted(self.aliases), "latest"])
+            hint = (
+                "the first release sets it: `fct gate --bootstrap --promote --candidate "
+                f"{self.family}@latest`"
+                if ref.alias == T.PRODUCTION_ALIAS
+                else f"name a version instead, e.g. {self.family}@{max(self.nodes)}"
+            )
             raise UnknownVersionError(
-                f"{self.family} has no alias {ref.alias!r}; known aliases: {known} "
-                f"(set one with MlflowClient().set_registered_model_alias)"
+                f"{self.family} has no alias {ref.alias!r}; known aliases: {known}; {hint}"
             )
         version = self.aliases[ref.alias]
         if version not in self.nodes:
