@@ -38,14 +38,12 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
-from fct_registry.gallery.shards import ShardReader, write_shard
 from fct_registry.gallery.storage import ENDPOINT_VARS, Storage, open_storage
-from fct_registry.upgrade.batch import BatchPlan, Route, RouteKey, output_schema, upgrade_batch
+from fct_registry.upgrade.batch import BatchPlan, Route, RouteKey
 from fct_registry.upgrade.engines.base import ENGINES, Engine
 from fct_registry.upgrade.job import (
     UpgradeIncompleteError,
     UpgradeReport,
-    _ahead,
     _clean_progress,
     _intact,
     _json,
@@ -53,6 +51,7 @@ from fct_registry.upgrade.job import (
     _provenance,
     marker_name,
     start_job,
+    upgrade_shard,
 )
 from fct_registry.upgrade.runner import OnnxChainRunner
 
@@ -85,22 +84,6 @@ _NO_RAY = (
     "--engine ray needs Ray Data, which is not installed; install it with "
     "pip install -r requirements.txt (it pins ray[data]), or use --engine local"
 )
-
-
-def upgrade_shard(
-    source: Storage, dest: Storage, shard: ShardInfo, plan: BatchPlan, batch_size: int
-) -> ShardInfo:
-    """One shard, the local job's way: verified read, :func:`upgrade_batch` per batch (decoding
-    and the chain one batch ahead of the writer), atomic deterministic write. The messages name
-    ``<source uri>/<shard> (batch i)`` exactly as the local job's do."""
-    where = f"{source.uri}/{shard.path}"
-    with ShardReader(source, shard) as reader:
-        schema = output_schema(reader.schema, plan.target_dim)
-        upgraded = _ahead(
-            upgrade_batch(b, plan, f"{where} (batch {i})")
-            for i, b in enumerate(reader.batches(batch_size))
-        )
-        return write_shard(dest, shard.path, schema, upgraded)
 
 
 # --- what the actors receive -------------------------------------------------------------------
