@@ -44,7 +44,7 @@ from fct_registry.registry.checksums import content_hash
 from fct_registry.registry.refs import VersionRef, parse_ref
 from fct_registry.registry.store import redact_uri, resolve_tracking_uri, tracking_store
 from fct_registry.resolver.chain import evaluate_chain
-from fct_registry.resolver.graph import NoPathError, UnknownVersionError
+from fct_registry.resolver.errors import NoPathError, UnknownVersionError
 from fct_registry.resolver.load import load_graph
 from fct_registry.resolver.resolve import resolve
 

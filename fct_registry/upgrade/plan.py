@@ -32,9 +32,10 @@ from fct_registry.registry import tags as T
 from fct_registry.registry.checksums import ChecksumError, verify_checksums
 from fct_registry.registry.flavor import flavor_conf
 from fct_registry.registry.refs import VersionRef
-from fct_registry.resolver.graph import ResolveError
+from fct_registry.resolver.errors import ResolveError
 from fct_registry.resolver.load import load_graph
-from fct_registry.resolver.resolve import best_routes, resolve
+from fct_registry.resolver.resolve import resolve
+from fct_registry.resolver.search import best_routes
 from fct_registry.upgrade.batch import BatchPlan, Route
 from fct_registry.upgrade.runner import ChainRunner, OnnxChainRunner
 
