@@ -13,15 +13,16 @@ version, so rerunning on unchanged outputs creates nothing. A new model gets an 
 (params, metrics, per-epoch history, the compatibility table) and a LoggedModel in the ``fct``
 flavor, then a version. Finally the links that depend on other versions (transformations into
 and out of each embedding version, descriptions, ``pipeline-<key>`` aliases) are recomputed from
-the registry itself.
+the registry itself (:mod:`.links`).
 
-Concurrency: creating versions and rewriting links happen under a per-family lock (a registered
-model that exists only while held, since creating one is atomic in every MLflow backend), so
-processes registering at once neither duplicate a content hash nor lose a link. The slow part
-(ONNX export, artifact upload) runs outside the lock.
+Concurrency: creating versions and rewriting links happen under a per-family lock
+(:mod:`.lock`: a registered model that exists only while held, since creating one is atomic in
+every MLflow backend), so processes registering at once neither duplicate a content hash nor
+lose a link. The slow part (ONNX export, artifact upload) runs outside the lock.
 
-Credentials: tracking URIs are redacted (:func:`redact_uri`) before they reach a summary, a log
-line or an error; nothing derived from the environment is written to tags or descriptions.
+Credentials: the store is opened by :mod:`.store`; tracking URIs are redacted (``redact_uri``)
+before they reach a summary, a log line or an error; nothing derived from the environment is
+written to tags or descriptions.
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ from fct_registry.errors import DataError
 from fct_registry.layout import Layout
 from fct_registry.models import load_model as load_hop
 from fct_registry.models.transformations import uses_side_info
-from fct_registry.registry import description as D
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
 from fct_registry.registry.chains import record_pipeline_chains
 from fct_registry.registry.checksums import canonical_json, content_hash, sha256_file
 from fct_registry.registry.errors import RegistryError
+from fct_registry.registry.links import update_links
 from fct_registry.registry.lock import LOCK_TIMEOUT_S, registration_lock
-from fct_registry.registry.query import find_version, search_versions
+from fct_registry.registry.query import find_version
 from fct_registry.registry.store import (
     default_artifact_location,
     first_line,
@@ -268,7 +269,7 @@ class _Registrar:
             family, safe_uri, self.commit, side, embeddings, transformations
         )
         with registration_lock(self.client, family, self.lock_timeout):
-            self._update_links(summary, key_map)
+            update_links(self.client, summary, key_map, self.table, self._aliases)
         return summary
 
     # -- the three kinds of model ----------------------------------------------------------------
@@ -493,87 +494,6 @@ class _Registrar:
             except MlflowException as exc:
                 if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                     raise
-
-    def _update_links(self, summary: RegistrationSummary, key_map: dict[str, int]) -> None:
-        """Recompute every link that depends on other versions, from the registry (run under
-        the family lock, so concurrent registrations each see the others' versions)."""
-        client, family = self.client, self.family
-        t_name = T.transformations_model_name(family)
-        only_transformations = f"tags.`{T.ROLE}` = '{T.ROLE_TRANSFORMATION}'"
-        transformations = [
-            D.Linked(t_name, int(mv.version), mv.tags)
-            for mv in search_versions(client, t_name, only_transformations)
-        ]
-        touched = {v.version for v in summary.embeddings.values()}
-        for t in summary.transformations.values():
-            touched |= {t.source, t.target}
-        for version in sorted(v for v in touched if v is not None):
-            mv = client.get_model_version(family, str(version))
-            into = [t for t in transformations if t.tags.get(T.TARGET) == str(version)]
-            out_of = [t for t in transformations if t.tags.get(T.SOURCE) == str(version)]
-            tags = dict(mv.tags)
-            wanted = {
-                T.TRANSFORMS_IN: ",".join(str(t.version) for t in into),
-                T.TRANSFORMS_OUT: ",".join(str(t.version) for t in out_of),
-            }
-            self._set_tags(family, version, tags, wanted)
-            tags.update(wanted)
-            self._set_description(
-                family,
-                version,
-                mv.description,
-                D.embedding_description(
-                    family,
-                    version,
-                    tags,
-                    into=into,
-                    out_of=out_of,
-                    compatibility=self.table,
-                    key_map=key_map,
-                ),
-            )
-        for t in summary.transformations.values():
-            mv = client.get_model_version(t_name, str(t.version))
-            self._set_description(
-                t_name,
-                t.version,
-                mv.description,
-                D.transformation_description(
-                    family, t.version, mv.tags, compatibility=self.table, key_map=key_map
-                ),
-            )
-        side = summary.side_info
-        mv = client.get_model_version(side.model, str(side.version))
-        ref = T.model_ref(side.model, side.version)
-        readers = [t for t in transformations if t.tags.get(T.SIDE_INFO) == ref]
-        self._set_description(
-            side.model,
-            side.version,
-            mv.description,
-            D.side_info_description(
-                family,
-                side.version,
-                mv.tags,
-                readers=readers,
-                compatibility=self.table,
-                key_map=key_map,
-            ),
-        )
-        for registered in summary.all():
-            alias = T.pipeline_alias(registered.pipeline_key)
-            if alias not in self._aliases.get((registered.model, registered.version), set()):
-                client.set_registered_model_alias(registered.model, alias, str(registered.version))
-
-    def _set_tags(
-        self, name: str, version: int, current: Mapping[str, str], wanted: Mapping[str, str]
-    ) -> None:
-        for key, value in wanted.items():
-            if current.get(key) != value:
-                self.client.set_model_version_tag(name, str(version), key, value)
-
-    def _set_description(self, name: str, version: int, current: str | None, text: str) -> None:
-        if (current or "") != text:
-            self.client.update_model_version(name, str(version), description=text)
 
 
 def _numbers(scores: Mapping[str, Any]) -> dict[str, float]:
