@@ -13,7 +13,10 @@ Layers, low to high (a module may import its own layer or lower ones, never high
 On top of that no two top-level packages import each other (directly or round a loop) and no
 two modules do. First-party imports sit at module level: an import inside a function hides the
 dependency from readers and tools, and is usually there to dodge a cycle. The only exceptions
-are listed in ``FUNCTION_LOCAL_ALLOWED`` with the reason.
+are listed in ``FUNCTION_LOCAL_ALLOWED`` with the reason (none today). Heavy optional
+*third-party* imports (ray, onnxruntime, mlflow, torch in light modules) may sit inside the
+function that needs them, with a comment. Loading a module by name with ``importlib`` is
+dispatch, not an import: ``fct_registry.cli`` does that so a command imports only its own code.
 """
 
 from __future__ import annotations
