@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fct_registry.gate.errors import GateError
-from fct_registry.gate.evaluate import GateResult, as_ref, mlflow_at
 from fct_registry.gate.report import finite
+from fct_registry.gate.run import GateResult, as_ref
 from fct_registry.registry import tags as T
+from fct_registry.registry.store import tracking_store
 
 
 def promotion_alias(baseline_ref: str) -> str:
@@ -66,7 +67,6 @@ def record_and_promote(
 
     Returns (and stores in ``result.promotion``) what happened, with a readable ``message``.
     """
-    from fct_registry.registry.register import resolve_tracking_uri
 
     family, cand = result.family, result.candidate
     alias = promotion_alias(result.baseline_ref) if promote else None
@@ -82,7 +82,7 @@ def record_and_promote(
         outcome["message"] = f"nothing recorded or promoted: {why}"
         result.promotion = outcome
         return outcome
-    with mlflow_at(resolve_tracking_uri(tracking_uri)) as client:
+    with tracking_store(tracking_uri) as client:
         for key, value in gate_tags(result).items():
             client.set_model_version_tag(family, str(cand), key, value)
         outcome["tagged"] = True

@@ -1,6 +1,6 @@
 """The gate's result for people and for CI: a text table, JSON, JUnit XML and markdown.
 
-All four render one :class:`~fct_registry.gate.evaluate.GateResult` and nothing else, so they
+All four render one :class:`~fct_registry.gate.run.GateResult` and nothing else, so they
 cannot disagree. JUnit has one test case per rule (``failure`` / ``skipped`` as measured) so any
 CI test-report viewer lists the rules; the markdown is meant for ``$GITHUB_STEP_SUMMARY`` or a
 pull-request comment.
@@ -16,8 +16,9 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fct_registry.gate.evaluate import GateResult
+from fct_registry._files import publish_mode
 from fct_registry.gate.rules import CASES, CheckResult
+from fct_registry.gate.run import GateResult
 
 METRICS = ("top1", "top5", "mAP")
 _HEAD = {"top1": "top-1 %", "top5": "top-5 %", "mAP": "mAP %"}
@@ -305,7 +306,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
         "w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8"
     ) as fh:
         fh.write(text)
-    Path(fh.name).replace(path)
+    publish_mode(Path(fh.name)).replace(path)  # 0600 from tempfile breaks shared volumes
     return path
 
 

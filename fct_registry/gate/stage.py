@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fct_registry.config import Params
-from fct_registry.gate.evaluate import GateResult, run_gate
 from fct_registry.gate.report import format_table, write_reports
-from fct_registry.pipeline.layout import Layout
+from fct_registry.gate.run import GateResult, run_gate
+from fct_registry.layout import Layout
 
 REPORT, JUNIT, SUMMARY = "report.json", "junit.xml", "summary.md"
 

@@ -34,7 +34,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from fct_registry import __version__
 from fct_registry.errors import FctError
+from fct_registry.models import TransformationChain, build_from_spec
+from fct_registry.models import load_model as load_hop
+from fct_registry.models import save_model as save_module
 from fct_registry.registry import onnx_export as _onnx
 from fct_registry.registry import tags as T
 from fct_registry.registry.checksums import (
@@ -100,10 +104,6 @@ def save_model(
         _PythonEnv,
     )
     from mlflow.utils.model_utils import _validate_and_prepare_target_save_path
-
-    from fct_registry import __version__
-    from fct_registry.models import TransformationChain
-    from fct_registry.models import save_model as save_module
 
     modules, hop_specs = _normalise(model, spec, specs)
     kind = hop_specs[0]["kind"]
@@ -304,8 +304,6 @@ def load_local(
     what: str | None = None,
 ) -> nn.Module:
     """:func:`load_model` for a model folder already on disk."""
-    from fct_registry.models import TransformationChain
-    from fct_registry.models import load_model as load_hop
 
     path = Path(path)
     conf = flavor_conf(path)
@@ -497,9 +495,6 @@ def _normalise(
 ) -> tuple[list[nn.Module], list[dict]]:
     from torch import nn
 
-    from fct_registry.models import TransformationChain, build_from_spec
-    from fct_registry.models import load_model as load_hop
-
     if isinstance(model, (str, os.PathLike)) or (
         isinstance(model, Sequence) and model and isinstance(model[0], (str, os.PathLike))
     ):
@@ -538,7 +533,6 @@ def _normalise(
 
 def default_pip_requirements() -> list[str]:
     """What the pyfunc needs where the model is loaded (versions of this environment)."""
-    from fct_registry import __version__
 
     reqs = [
         f"mlflow=={_package_version('mlflow')}",

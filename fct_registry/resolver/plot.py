@@ -18,14 +18,14 @@ from fct_registry.resolver.graph import CompatibilityGraph, TransformEdge
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from fct_registry.resolver.resolve import Chain
+    from fct_registry.resolver.search import Route
 
 MAX_LABELLED_EDGES = 200  # beyond this the labels only hide the arcs
 GRAPH_PNG = "compatibility_graph.png"
 GRAPH_JSON = "compatibility_graph.json"
 
 
-def plot_graph(graph: CompatibilityGraph, highlight: Chain | None = None) -> Figure:
+def plot_graph(graph: CompatibilityGraph, highlight: Route | None = None) -> Figure:
     """The figure (not shown or saved); ``highlight`` draws a resolved route on top in bold."""
     import matplotlib
 
@@ -171,7 +171,7 @@ def graph_dict(graph: CompatibilityGraph) -> dict[str, Any]:
     }
 
 
-def save_graph_png(graph: CompatibilityGraph, path: Path, highlight: Chain | None = None) -> Path:
+def save_graph_png(graph: CompatibilityGraph, path: Path, highlight: Route | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_graph(graph, highlight).savefig(path, dpi=120)

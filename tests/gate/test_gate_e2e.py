@@ -193,7 +193,7 @@ def test_outputs_of_another_run_are_refused(
 def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None:
     from fct_registry.config import load_params
     from fct_registry.gate.stage import JUNIT, REPORT, SUMMARY, gate_dir, gate_stage
-    from fct_registry.pipeline.layout import Layout
+    from fct_registry.layout import Layout
 
     set_production(family, 1)
     layout = Layout(family.outputs)
@@ -217,7 +217,7 @@ def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None
 def test_record_only_tags_and_a_raced_promotion_is_refused(family: GateFamily) -> None:
     from fct_registry.config import load_params
     from fct_registry.gate import GateError, record_and_promote, run_gate
-    from fct_registry.pipeline.layout import Layout
+    from fct_registry.layout import Layout
 
     set_production(family, 1)
     rules = load_params(family.root / "params.yaml").gate.rules

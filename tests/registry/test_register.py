@@ -17,14 +17,10 @@ from fct_registry.errors import DataError
 from fct_registry.models import load_model as load_folder
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
-from fct_registry.registry.register import (
-    RegistryError,
-    default_artifact_location,
-    redact_uri,
-    register_pipeline,
-    resolve_tracking_uri,
-    search_versions,
-)
+from fct_registry.registry.errors import RegistryError
+from fct_registry.registry.query import search_versions
+from fct_registry.registry.register import register_pipeline
+from fct_registry.registry.store import default_artifact_location, redact_uri, resolve_tracking_uri
 from tests.registry.conftest import FAMILY
 
 pytestmark = pytest.mark.slow
@@ -140,7 +136,7 @@ def test_descriptions_tell_the_story_with_the_table(registered, client):
 def test_registered_transformation_upgrades_like_the_pipeline_model(registered, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.uri)
     layout = registered.pipeline.layout
-    from fct_registry.pipeline.stages import load_embeddings
+    from fct_registry.layout import load_embeddings
 
     old = load_embeddings(layout.version_embeddings(1))["test"][:50]
     side = load_embeddings(layout.side_info_embeddings)["test"][:50]
