@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "embed",
     "upgrade",
     "search",
+    "gallery",
     "gate",
 )
 

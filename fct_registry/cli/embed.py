@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli.gallery import embed_destination
 from fct_registry.errors import FctError
 
 DESCRIPTION = """\
@@ -95,7 +96,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fct_registry.cli.resolve import mlflow_client
     from fct_registry.device import pick_device
-    from fct_registry.gallery import open_storage
     from fct_registry.gallery.embed import index_with_registry, load_images
     from fct_registry.registry.refs import parse_ref
 
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     path = args.images or args.data / f"{args.split}.safetensors"
     items = load_images(path, id_prefix=args.id_prefix, limit=args.limit)
-    storage = open_storage(args.out)
+    storage, publish = embed_destination(args.out)  # postgresql://: staged, then copied
     client = mlflow_client(args.tracking_uri)
     start = time.perf_counter()
     manifest, used = index_with_registry(
@@ -123,9 +123,10 @@ def run(args: argparse.Namespace) -> int:
         shard_rows=args.shard_rows,
         without_side_info=args.without_side_info,
     )
+    uri = publish()
     seconds = time.perf_counter() - start
     summary = {
-        "gallery": storage.uri,
+        "gallery": uri,
         "family": used.family,
         "version": used.version,
         "model": used.model_uri,
@@ -143,6 +144,6 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"indexed {manifest.rows} images from {path} with {used.family}@{used.version} "
             f"({summary['embedding_dim']}-d) and {side} into {len(manifest.shards)} shard(s) "
-            f"at {storage.uri} in {seconds:.1f} s"
+            f"at {uri} in {seconds:.1f} s"
         )
     return 0

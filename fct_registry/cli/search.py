@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fct_registry.cli.gallery import add_search_arguments, search_pg
 from fct_registry.errors import DataError
+from fct_registry.gallery.pgvector import is_pg_url
 
 DESCRIPTION = """\
 Answer top-k queries against a stored gallery: the k nearest gallery items of each query
@@ -80,6 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print every query's results (and the accuracy) as JSON"
     )
+    add_search_arguments(parser)  # pgvector galleries: --ef-search, --exact, --recall-queries
     parser.set_defaults(func=run)
 
 
@@ -93,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     DISTANCES.check(args.distance)
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be positive, got {args.limit}")
+    if is_pg_url(args.gallery):
+        return search_pg(args, _from_gallery)
     gallery = Gallery.open(args.gallery)
     if args.query_gallery:
         queries, ids, labels, version = _from_gallery(Gallery.open(args.query_gallery), args.limit)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli.gallery import upgrade_pg
 from fct_registry.errors import FctError
+from fct_registry.gallery.pgvector import is_pg_url
 
 DESCRIPTION = """\
 Upgrade every embedding of a gallery (written by `fct embed`, or by an earlier upgrade) to a
@@ -132,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         raise FctError(f"--batch-size must be a positive number of rows, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         raise FctError(f"--threads must be at least 1, got {args.threads}")
+    if is_pg_url(args.gallery) or is_pg_url(args.out):  # served from PostgreSQL + pgvector
+        return upgrade_pg(args, mlflow_client(args.tracking_uri))
     engine = _engine(args)
     target = parse_ref(args.to)
     source = Gallery.open(args.gallery)
