@@ -288,7 +288,7 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
             "--distance does not apply to a pgvector gallery: it is searched with the "
             "distance its index was built with (`fct gallery list` shows it)"
         )
-    with contextlib.closing(PG.connect(loc)) as conn:
+    with contextlib.closing(PG.connect(loc)) as conn, PG.driver_errors(loc, "searching"):
         info = PG.served(conn, loc)
         if args.query_gallery and PG.is_pg_url(args.query_gallery):
             queries, ids, labels, version = _pg_queries(args.query_gallery, args.limit)

@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -207,6 +208,27 @@ def _connect_error(exc: Exception, loc: PgLocation) -> PgError:
         f"cannot reach PostgreSQL at {loc.server} ({text}); start the server (embedded: "
         "`fct gallery server DIR`) or fix the host, port or socket in the URL"
     )
+
+
+@contextlib.contextmanager
+def driver_errors(loc: PgLocation, what: str) -> Iterator[None]:
+    """Turn psycopg2's errors into :class:`PgError` naming ``what`` failed and the fix, with
+    secrets scrubbed: a lost server (killed, restarted) says that rerunning resumes."""
+    import psycopg2
+
+    try:
+        yield
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        raise PgUnreachableError(
+            f"lost the connection to PostgreSQL at {loc.server} while {what} "
+            f"({_scrub(str(exc), loc) or type(exc).__name__}); work committed so far is kept: "
+            "rerun the same command once the server is back"
+        ) from None
+    except psycopg2.Error as exc:
+        raise PgError(
+            f"PostgreSQL at {loc.server} failed while {what}: "
+            f"{_scrub(exc.pgerror or str(exc), loc)}"
+        ) from None
 
 
 def ensure_vector(conn: Any, loc: PgLocation) -> str:
@@ -612,7 +634,7 @@ def swap(conn: Any, loc: PgLocation, table: str, *, extra: list[tuple[str, tuple
 
 def rollback(loc: PgLocation) -> tuple[str, str]:
     """Serve the table served before the last swap again; returns ``(from, to)``."""
-    with contextlib.closing(connect(loc)) as conn:
+    with contextlib.closing(connect(loc)) as conn, driver_errors(loc, "rolling back"):
         info = served(conn, loc)
         _, previous = alias(conn, loc.gallery) or (None, None)
         if previous is None or table_info(conn, previous) is None:
@@ -629,7 +651,7 @@ def rollback(loc: PgLocation) -> tuple[str, str]:
 
 def prune(loc: PgLocation, *, dry_run: bool = False) -> list[str]:
     """Drop every table of the gallery except the one it serves (no rollback past this)."""
-    with contextlib.closing(connect(loc)) as conn:
+    with contextlib.closing(connect(loc)) as conn, driver_errors(loc, "pruning"):
         current = served(conn, loc).table
         with conn.cursor() as cur:
             cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock_key(loc),))
@@ -842,6 +864,14 @@ def copy_gallery(
         raise GalleryError(
             "one side of a copy must be a postgresql:// URL (Parquet to Parquet: copy the folder)"
         )
+    loc = PgLocation.parse(source if is_pg_url(source) else dest)
+    with driver_errors(loc, f"copying {redact(source)} to {redact(dest)}"):
+        return _copy(source, dest, distance, hnsw, batch_size)
+
+
+def _copy(
+    source: str, dest: str, distance: str | None, hnsw: HnswParams | None, batch_size: int
+) -> CopyReport:
     start = time.perf_counter()
     if is_pg_url(source):
         src_loc = PgLocation.parse(source)
@@ -1006,22 +1036,53 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
 
 def embedded_server(folder: str, *, stop: bool = False) -> str:
     """Start (or find running) the ``pgserver`` PostgreSQL with pgvector in ``folder`` and return
-    its URL; it keeps running after this process exits. ``stop``: stop it instead."""
+    its URL; it keeps running after this process exits. ``stop``: stop it (fast shutdown)."""
     import logging
+    import os
     import warnings
 
     try:  # optional dependency, imported only for the embedded server
         import pgserver
+        from pgserver._commands import pg_ctl  # no public stop for a server another process began
     except ImportError:
         raise PgError(
             "the embedded server needs the pgserver package (pip install pgserver==0.1.4); "
             "or pass the URL of a PostgreSQL server with pgvector"
         ) from None
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    logging.getLogger("pgserver").setLevel(logging.CRITICAL)
+    data = Path(folder).expanduser().resolve()
+    if stop:
+        if not (data / "postmaster.pid").is_file():
+            raise PgError(f"no embedded server is running in {data}")
+        user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs PostgreSQL as it as root
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=data, user=user, timeout=60)
+        return ""
+    _remove_dead_pidfile(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # XDG_RUNTIME_DIR unset: pgserver falls back to /tmp
-        server = pgserver.get_server(folder, cleanup_mode="stop" if stop else None)
-    uri = server.get_uri()
-    if stop:
-        server.cleanup()
-    return uri
+        server = pgserver.get_server(data, cleanup_mode=None)
+        with server._lock:  # a handle cached by this process may outlive its server: restart it
+            server.ensure_postgres_running()
+    return server.get_uri()
+
+
+def _remove_dead_pidfile(data: Any) -> None:
+    """Drop ``postmaster.pid`` when its postmaster is dead: a killed postmaster can stay a
+    zombie (where PID 1 does not reap promptly, as in some containers), which both pgserver and
+    PostgreSQL take for a running server, so neither would start a new one."""
+    import psutil  # pgserver's dependency
+
+    pidfile = data / "postmaster.pid"
+    try:
+        lines = pidfile.read_text().splitlines()
+        pid, port, sockets = int(lines[0]), lines[3].strip(), lines[4].strip()
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        dead = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        dead = True
+    if dead:  # its socket's lock file names the dead pid too
+        if sockets:
+            (Path(sockets) / f".s.PGSQL.{port}.lock").unlink(missing_ok=True)
+        pidfile.unlink(missing_ok=True)

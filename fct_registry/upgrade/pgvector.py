@@ -77,7 +77,8 @@ class Source:
         if PG.is_pg_url(location):
             loc = PG.PgLocation.parse(location)
             conn = PG.connect(loc, autocommit=True)
-            info = PG.served(conn, loc)
+            with PG.driver_errors(loc, "reading the gallery's metadata"):
+                info = PG.served(conn, loc)
             return cls(
                 loc.uri,
                 info.manifest(),
@@ -228,7 +229,10 @@ def upgrade_to_pg(
     distance = PG.check_distance(distance or source.distance or PG.DEFAULT_DISTANCE)
     rows = source.manifest.rows
     check_forward(source.manifest, plan.target, source.uri)
-    with contextlib.closing(PG.connect(dest)) as conn:
+    with (
+        contextlib.closing(PG.connect(dest)) as conn,
+        PG.driver_errors(dest, f"upgrading {source.uri}"),
+    ):
         PG.ensure_metadata(conn)
         ensure_jobs(conn)
         acquire(conn, dest, lock_wait)
@@ -239,6 +243,8 @@ def upgrade_to_pg(
             return PgUpgradeReport(
                 source.uri, dest.uri, current[0], rows, rows, already_complete=True
             )
+        for shard in source.manifest.shards:  # widths, side-info: before anything is written
+            plan.check_shard(shard, f"{source.uri} ({shard.path})")
         spec = job_spec(source, dest, plan, batch_size, distance, hnsw)
         job = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         table = PG.table_name(dest.gallery, plan.target, job)
