@@ -283,6 +283,8 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
     recall@k of HNSW against exact. ``queries_from(gallery, limit)`` reads a Parquet query
     gallery as ``fct search`` does."""
     loc = PG.PgLocation.parse(args.gallery)
+    if args.limit is not None and args.limit < 1:
+        raise DataError(f"--limit must be positive, got {args.limit}")
     if args.distance != "l2" and args.distance is not None:
         raise DataError(
             "--distance does not apply to a pgvector gallery: it is searched with the "

@@ -87,6 +87,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_pg_url(args.gallery):  # served from PostgreSQL + pgvector (no torch needed)
+        return search_pg(args, _from_gallery)
     import numpy as np
 
     from fct_registry.evaluation.distances import DISTANCES
@@ -96,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
     DISTANCES.check(args.distance)
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be positive, got {args.limit}")
-    if is_pg_url(args.gallery):
-        return search_pg(args, _from_gallery)
     gallery = Gallery.open(args.gallery)
     if args.query_gallery:
         queries, ids, labels, version = _from_gallery(Gallery.open(args.query_gallery), args.limit)
