@@ -795,12 +795,14 @@ def write_gallery(
     distance: str = DEFAULT_DISTANCE,
     provenance: dict[str, Any] | None = None,
     hnsw: HnswParams | None = None,
+    index: bool = True,
 ) -> tuple[TableInfo, float]:
     """Load ``batches`` into a new table, index it, check the count, then swap the view.
 
     One transaction for the rows (nothing is visible until it commits, so a failure leaves no
     half gallery), then the index, then the swap. A gallery of this name that exists keeps its
     old table (``fct gallery rollback``). Returns the table and the index build's seconds.
+    ``index=False``: no HNSW index (exact search only, e.g. a gallery that is only upgraded).
     """
     check_distance(distance)
     versions = sorted({v for v, _ in groups})
@@ -825,7 +827,7 @@ def write_gallery(
                 copy_in(cur, name, batch, source_uri, where)
                 written += batch.num_rows
         conn.commit()
-        index_seconds = build_index(conn, name, distance, hnsw)
+        index_seconds = build_index(conn, name, distance, hnsw) if index else 0.0
         got = count_rows(conn, name)
         if got != rows:
             raise GalleryError(
@@ -856,6 +858,7 @@ def copy_gallery(
     distance: str | None = None,
     hnsw: HnswParams | None = None,
     batch_size: int = READ_BATCH,
+    index: bool = True,
 ) -> CopyReport:
     """Copy a gallery between Parquet (local or S3) and pgvector, either way (or between two
     databases). Vectors, ids, versions, extractors and labels are copied bit for bit; into
@@ -866,11 +869,16 @@ def copy_gallery(
         )
     loc = PgLocation.parse(source if is_pg_url(source) else dest)
     with driver_errors(loc, f"copying {redact(source)} to {redact(dest)}"):
-        return _copy(source, dest, distance, hnsw, batch_size)
+        return _copy(source, dest, distance, hnsw, batch_size, index)
 
 
 def _copy(
-    source: str, dest: str, distance: str | None, hnsw: HnswParams | None, batch_size: int
+    source: str,
+    dest: str,
+    distance: str | None,
+    hnsw: HnswParams | None,
+    batch_size: int,
+    index: bool,
 ) -> CopyReport:
     start = time.perf_counter()
     if is_pg_url(source):
@@ -882,7 +890,7 @@ def _copy(
             if is_pg_url(dest):
                 return _into_pg(
                     dest, batches, src_loc.uri, info.manifest(), info.labels,
-                    distance or info.distance, hnsw, start,
+                    distance or info.distance, hnsw, start, index,
                 )  # fmt: skip
             storage = open_storage(dest)
             writer = GalleryWriter(storage, info.family)
@@ -897,7 +905,7 @@ def _copy(
         labels = S.LABEL in reader.schema.names
     return _into_pg(
         dest, gallery.batches(batch_size), gallery.uri, gallery.manifest, labels,
-        distance or DEFAULT_DISTANCE, hnsw, start,
+        distance or DEFAULT_DISTANCE, hnsw, start, index,
     )  # fmt: skip
 
 
@@ -910,6 +918,7 @@ def _into_pg(
     distance: str,
     hnsw: HnswParams | None,
     start: float,
+    index: bool = True,
 ) -> CopyReport:
     loc = PgLocation.parse(dest)
     dims = {s.embedding_dim for s in manifest.shards}
@@ -932,6 +941,7 @@ def _into_pg(
         distance=distance,
         provenance=manifest.provenance,
         hnsw=hnsw,
+        index=index,
     )
     seconds = time.perf_counter() - start
     return CopyReport(source_uri, loc.uri, info.rows, seconds, index_seconds, info.table)

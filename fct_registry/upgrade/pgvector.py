@@ -220,9 +220,11 @@ def upgrade_to_pg(
     hnsw: PG.HnswParams | None = None,
     lock_wait: float = LOCK_WAIT,
     progress: bool = False,
+    index: bool = True,
 ) -> PgUpgradeReport:
     """Upgrade every row of ``source`` to ``plan.target`` into a new table of ``dest``'s gallery
-    and swap the gallery to it (see the module docstring). Idempotent and resumable."""
+    and swap the gallery to it (see the module docstring). Idempotent and resumable.
+    ``index=False`` swaps without building the HNSW index (exact search only; benchmarks)."""
     if batch_size < 1:
         raise FctError(f"batch size must be positive, got {batch_size}")
     hnsw = hnsw or PG.HnswParams()
@@ -267,7 +269,7 @@ def upgrade_to_pg(
                 f"{dest.uri}: the new table {table} has {got} rows but {source.uri} has {rows}; "
                 "the gallery was not swapped (was the source changed during the upgrade?)"
             )
-        if state in ("copying", "copied"):
+        if state in ("copying", "copied") and index:
             report.index_seconds = PG.build_index(conn, table, distance, hnsw)
             _set_state(conn, job, "indexed")
             _hook("index")
