@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     path = args.images or args.data / f"{args.split}.safetensors"
     items = load_images(path, id_prefix=args.id_prefix, limit=args.limit)
-    storage, publish = embed_destination(args.out)  # postgresql://: staged, then copied
+    storage, publish = embed_destination(args.out, path)  # postgresql://: staged, then copied
     client = mlflow_client(args.tracking_uri)
     start = time.perf_counter()
     manifest, used = index_with_registry(

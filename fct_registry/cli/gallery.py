@@ -415,10 +415,11 @@ def _pg_queries(url: str, limit: int | None) -> tuple[Any, list[str], Any, int]:
     return queries, batch.column(S.ID).to_pylist(), labels, next(iter(info.versions))
 
 
-def embed_destination(out: str) -> tuple[Any, Callable[[], str]]:
+def embed_destination(out: str, images: Path) -> tuple[Any, Callable[[], str]]:
     """``fct embed --out``: ``(storage to write, publish)``. A postgresql:// URL gets a local
-    Parquet staging folder that ``publish()`` copies into pgvector (then removes); anything
-    else is written in place and ``publish()`` only returns its URI."""
+    Parquet staging folder that ``publish()`` copies into pgvector (then removes), each row's
+    ``source_uri`` the images file; anything else is written in place and ``publish()`` only
+    returns its URI."""
     if not PG.is_pg_url(out):
         storage = open_storage(out)
         return storage, lambda: storage.uri
@@ -429,7 +430,8 @@ def embed_destination(out: str) -> tuple[Any, Callable[[], str]]:
 
     def publish() -> str:
         try:
-            return PG.copy_gallery(str(folder / "gallery"), out).destination
+            rows_from = str(Path(images).resolve())
+            return PG.copy_gallery(str(folder / "gallery"), out, row_source=rows_from).destination
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -859,17 +859,19 @@ def copy_gallery(
     hnsw: HnswParams | None = None,
     batch_size: int = READ_BATCH,
     index: bool = True,
+    row_source: str | None = None,
 ) -> CopyReport:
     """Copy a gallery between Parquet (local or S3) and pgvector, either way (or between two
     databases). Vectors, ids, versions, extractors and labels are copied bit for bit; into
-    pgvector the gallery gets a new table, an HNSW index and its view swapped last."""
+    pgvector the gallery gets a new table, an HNSW index and its view swapped last.
+    ``row_source`` fills ``source_uri`` of rows that have none (default: the source's URI)."""
     if not is_pg_url(source) and not is_pg_url(dest):
         raise GalleryError(
             "one side of a copy must be a postgresql:// URL (Parquet to Parquet: copy the folder)"
         )
     loc = PgLocation.parse(source if is_pg_url(source) else dest)
     with driver_errors(loc, f"copying {redact(source)} to {redact(dest)}"):
-        return _copy(source, dest, distance, hnsw, batch_size, index)
+        return _copy(source, dest, distance, hnsw, batch_size, index, row_source)
 
 
 def _copy(
@@ -879,6 +881,7 @@ def _copy(
     hnsw: HnswParams | None,
     batch_size: int,
     index: bool,
+    row_source: str | None,
 ) -> CopyReport:
     start = time.perf_counter()
     if is_pg_url(source):
@@ -890,7 +893,7 @@ def _copy(
             if is_pg_url(dest):
                 return _into_pg(
                     dest, batches, src_loc.uri, info.manifest(), info.labels,
-                    distance or info.distance, hnsw, start, index,
+                    distance or info.distance, hnsw, start, index, row_source,
                 )  # fmt: skip
             storage = open_storage(dest)
             writer = GalleryWriter(storage, info.family)
@@ -905,7 +908,7 @@ def _copy(
         labels = S.LABEL in reader.schema.names
     return _into_pg(
         dest, gallery.batches(batch_size), gallery.uri, gallery.manifest, labels,
-        distance or DEFAULT_DISTANCE, hnsw, start, index,
+        distance or DEFAULT_DISTANCE, hnsw, start, index, row_source,
     )  # fmt: skip
 
 
@@ -919,6 +922,7 @@ def _into_pg(
     hnsw: HnswParams | None,
     start: float,
     index: bool = True,
+    row_source: str | None = None,
 ) -> CopyReport:
     loc = PgLocation.parse(dest)
     dims = {s.embedding_dim for s in manifest.shards}
@@ -932,7 +936,7 @@ def _into_pg(
         loc,
         batches,
         family=manifest.family,
-        source_uri=source_uri,
+        source_uri=row_source or source_uri,
         rows=manifest.rows,
         groups=manifest.groups,
         embedding_dim=dims.pop(),
@@ -1052,8 +1056,10 @@ def embedded_server(folder: str, *, stop: bool = False) -> str:
     import warnings
 
     try:  # optional dependency, imported only for the embedded server
-        import pgserver
-        from pgserver._commands import pg_ctl  # no public stop for a server another process began
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # XDG_RUNTIME_DIR unset: it falls back to /tmp
+            import pgserver
+            from pgserver._commands import pg_ctl  # no public stop for another process's server
     except ImportError:
         raise PgError(
             "the embedded server needs the pgserver package (pip install pgserver==0.1.4); "
