@@ -105,8 +105,8 @@ def redact(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+        user, _, password = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if password else f"{user}@{host}"
     query = urlencode(
         [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, True)],
         safe="/",
