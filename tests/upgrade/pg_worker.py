@@ -44,13 +44,16 @@ def start(
     batch_size: int = 50,
     lock_wait: float = 5.0,
     hook: str | None = None,
+    source: str | None = None,
 ) -> tuple[Any, Any]:
+    """Upgrade ``source`` (default: the gallery at ``url`` itself) into ``url``."""
     ctx = _context()
     ready = ctx.Event()
     proc = ctx.Process(
         target=_run,
-        args=(url, str(onnx), source_version, target, batch_size, lock_wait, hook, str(out), ready),
-    )
+        args=(url, str(onnx), source_version, target, batch_size, lock_wait, hook, str(out), ready,
+              source or url),
+    )  # fmt: skip
     proc.start()
     return proc, ready
 
@@ -69,6 +72,7 @@ def _run(
     hook: str | None,
     out: str,
     ready: Any,
+    source_location: str,
 ) -> None:
     os.environ.pop(HOOK_ENV, None)
     if hook:
@@ -77,7 +81,7 @@ def _run(
     ready.set()
     outcome: dict[str, Any] = {"rc": 0, "stderr": "", "report": None}
     try:
-        source = Source.open(url)
+        source = Source.open(source_location)
         try:
             report = upgrade_to_pg(
                 source, PG.PgLocation.parse(url), plan, batch_size=batch_size,

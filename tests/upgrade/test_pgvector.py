@@ -42,6 +42,7 @@ from tests.upgrade.conftest import (
 )
 
 pytestmark = pytest.mark.services
+S_ID = "id"
 SMALL_HNSW = PG.HnswParams(m=8, ef_construction=32)
 
 
@@ -167,6 +168,26 @@ def test_parquet_source_into_pgvector(
     order = np.argsort(rows.ids)
     want = chains["1-2"].numpy(rows.old[order], rows.side[order])
     np.testing.assert_allclose(matrix(table, "embedding"), want, rtol=1e-5, atol=1e-5)
+
+
+def test_killed_upgrade_from_parquet_resumes_on_a_batch_boundary(
+    pg_server: PgServer, chains: dict[str, GemmChain], tmp_path: Path
+) -> None:
+    rows = synthetic_rows(300)
+    write_gallery(tmp_path / "g", rows, shard_rows=70, row_group_rows=16)
+    url, ref = pg_server.gallery(), pg_server.gallery()
+    src = str(tmp_path / "g")
+    for gallery, hook, name in ((ref, None, "ref"), (url, "kill:batch:3", "killed")):
+        proc, _ = _worker(gallery, chains["1-2"], tmp_path / f"{name}.json", batch_size=32,
+                          hook=hook, source=src)  # fmt: skip
+        proc.join(120)
+    assert proc.exitcode == -9 and _job_state(PG.PgLocation.parse(url))[1] > 0
+    proc, _ = _worker(url, chains["1-2"], tmp_path / "resumed.json", batch_size=32, source=src)
+    outcome = _finish(proc, tmp_path / "resumed.json")
+    assert outcome["rc"] == 0 and 0 < outcome["report"]["resumed_rows"] < 300, outcome
+    got, want = read_all(url), read_all(ref)
+    assert got[S_ID].to_pylist() == want[S_ID].to_pylist()
+    assert np.array_equal(matrix(got, "embedding"), matrix(want, "embedding"))
 
 
 # --- bad input -----------------------------------------------------------------------------------
