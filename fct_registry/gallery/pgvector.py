@@ -613,6 +613,8 @@ def swap(conn: Any, loc: PgLocation, table: str, *, extra: list[tuple[str, tuple
         )
         row = cur.fetchone()
         old = row[0] if row else None
+        if old is None:  # never drop what fct did not create
+            check_name_free(conn, loc)
         cur.execute(f"DROP VIEW IF EXISTS {loc.gallery}")
         cur.execute(f"CREATE VIEW {loc.gallery} AS SELECT {cols} FROM {table}")
         cur.execute(f"UPDATE {TABLES} SET state = 'ready' WHERE table_name = %s", (table,))
@@ -630,6 +632,22 @@ def swap(conn: Any, loc: PgLocation, table: str, *, extra: list[tuple[str, tuple
         for sql, params in extra:
             cur.execute(sql, params)
     conn.commit()
+
+
+def check_name_free(conn: Any, loc: PgLocation) -> None:
+    """A new gallery's name must not be taken by a table or view fct did not create."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT 1 FROM {ALIASES} WHERE gallery = %s", (loc.gallery,))
+        if cur.fetchone():
+            return
+        cur.execute("SELECT to_regclass(%s)", (loc.gallery,))
+        taken = cur.fetchone()[0] is not None
+    if taken:
+        conn.rollback()
+        raise GalleryError(
+            f"{loc.server} already has a table or view named {loc.gallery!r} that is not an "
+            "fct gallery; choose another gallery=NAME"
+        )
 
 
 def rollback(loc: PgLocation) -> tuple[str, str]:
@@ -814,6 +832,7 @@ def write_gallery(
     )  # fmt: skip
     with contextlib.closing(connect(loc)) as conn:
         ensure_metadata(conn)
+        check_name_free(conn, loc)
         with conn.cursor() as cur:
             cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock_key(loc),))
             if not cur.fetchone()[0]:

@@ -317,6 +317,7 @@ def _start(
         row = cur.fetchone()
         if row is None:
             info = _target_info(source, dest, plan, table, distance)
+            PG.check_name_free(conn, dest)
             _check_family(conn, dest, info)
             PG.create_table(cur, info)
             cur.execute(

@@ -304,6 +304,20 @@ def test_a_missing_gallery_lists_the_known_ones(
             PG.served(conn, loc)
 
 
+def test_a_gallery_name_taken_by_another_relation_is_refused(pg_server: PgServer) -> None:
+    url = pg_server.gallery()
+    loc = PG.PgLocation.parse(url)
+    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE VIEW {loc.gallery} AS SELECT 1 AS x")  # someone else's view
+        conn.commit()
+    with pytest.raises(PG.GalleryError, match="not an fct gallery"):
+        load_rows(url, ["a"], np.ones((1, 3), np.float32), None)
+    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT x FROM {loc.gallery}")  # still there, untouched
+        assert cur.fetchone() == (1,)
+        assert PG.gallery_tables(conn, loc.gallery) == []  # and nothing was created
+
+
 def test_nan_vectors_are_refused_naming_the_row(pg_server: PgServer, tmp_path: Path) -> None:
     rows = synthetic_rows(20)
     rows.old[13, 2] = np.nan
