@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fct_registry.cli._common import check_file, check_positive
+from fct_registry.cli.gallery import add_search_arguments
 from fct_registry.errors import FctError
 
 DESCRIPTION = """\
@@ -79,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print every query's results (and the accuracy) as JSON"
     )
+    add_search_arguments(parser)  # pgvector galleries: --ef-search, --exact, --recall-queries
 
 
 def check(args: argparse.Namespace) -> None:

@@ -6,8 +6,8 @@ import argparse
 import json
 import time
 
+from fct_registry.commands.gallery import embed_destination
 from fct_registry.device import pick_device
-from fct_registry.gallery import open_storage
 from fct_registry.gallery.embed import index_with_registry, load_images
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import open_tracking_store
@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     path = args.images or args.data / f"{args.split}.safetensors"
     items = load_images(path, id_prefix=args.id_prefix, limit=args.limit)
-    storage = open_storage(args.out)
+    storage, publish = embed_destination(args.out, path)  # postgresql://: staged, then copied
     client = open_tracking_store(args.tracking_uri, read_only=True)
     start = time.perf_counter()
     manifest, used = index_with_registry(
@@ -32,9 +32,10 @@ def run(args: argparse.Namespace) -> int:
         shard_rows=args.shard_rows,
         without_side_info=args.without_side_info,
     )
+    uri = publish()
     seconds = time.perf_counter() - start
     summary = {
-        "gallery": storage.uri,
+        "gallery": uri,
         "family": used.family,
         "version": used.version,
         "model": used.model_uri,
@@ -52,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"indexed {manifest.rows} images from {path} with {used.family}@{used.version} "
             f"({summary['embedding_dim']}-d) and {side} into {len(manifest.shards)} shard(s) "
-            f"at {storage.uri} in {seconds:.1f} s"
+            f"at {uri} in {seconds:.1f} s"
         )
     return 0

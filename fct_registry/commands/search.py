@@ -6,14 +6,18 @@ import argparse
 import json
 from typing import Any
 
+from fct_registry.commands.gallery import search_pg
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances import DISTANCES
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
+from fct_registry.gallery.pgvector import is_pg_url
 from fct_registry.gallery.search import gallery_version, search, topk_accuracy
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_pg_url(args.gallery):  # served from PostgreSQL + pgvector
+        return search_pg(args, _from_gallery)
     import numpy as np
 
     DISTANCES.check(args.distance)

@@ -9,9 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fct_registry.commands.gallery import upgrade_pg
 from fct_registry.errors import FctError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery.errors import GalleryError
+from fct_registry.gallery.pgvector import is_pg_url
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import open_tracking_store, redact_uri, resolve_tracking_uri
 from fct_registry.upgrade import plan_from_registry
@@ -21,7 +23,8 @@ from fct_registry.upgrade.plan import estimate
 
 
 def run(args: argparse.Namespace) -> int:
-
+    if is_pg_url(args.gallery) or is_pg_url(args.out):  # served from PostgreSQL + pgvector
+        return upgrade_pg(args, open_tracking_store(args.tracking_uri, read_only=True))
     engine = _engine(args)
     target = parse_ref(args.to)
     source = Gallery.open(args.gallery)

@@ -299,7 +299,7 @@ def upgrade_shard(
         # Decoding and the chain run one batch ahead in a helper thread while this thread
         # encodes, hashes and writes the batch before (~15% faster on two cores; every step
         # releases the GIL). Order is preserved.
-        upgraded = _ahead(
+        upgraded = read_ahead(
             upgrade_batch(b, plan, f"{where} (batch {i})")
             for i, b in enumerate(reader.batches(batch_size))
         )
@@ -373,7 +373,7 @@ def _json(payload: dict[str, Any]) -> bytes:
 _END = object()
 
 
-def _ahead(items: Iterator[T]) -> Iterator[T]:
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """Yield ``items`` in order while a helper thread produces the next one.
 
     An exception raised while producing an item is re-raised here, at that item. If the consumer
