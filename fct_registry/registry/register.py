@@ -48,6 +48,7 @@ from fct_registry.pipeline.layout import Layout
 from fct_registry.registry import description as D
 from fct_registry.registry import tags as T
 from fct_registry.registry.checksums import canonical_json, content_hash, sha256_file
+from fct_registry.registry.pages import refresh_descriptions
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -331,7 +332,9 @@ def record_measured_chains(
     with use_tracking_uri(uri):
         client = MlflowClient(uri, registry_uri=uri)
         with registration_lock(client, summary.family):
-            return record_pipeline_chains(client, summary, report)
+            recorded = record_pipeline_chains(client, summary, report)
+            refresh_descriptions(client, summary.family)
+            return recorded
 
 
 def _first_line(exc: BaseException) -> str:
@@ -600,7 +603,7 @@ class _Registrar:
             self._log_history(run.info.run_id, model.history)
             if self.table_path is not None:
                 mlflow.log_artifact(str(self.table_path), "eval")
-            info = flavor.log_model(model.folder, name="model")
+            info = flavor.log_model(model.folder, name=f"{model.name}-{model.key}")
         conf = info.flavors[flavor.FLAVOR_NAME]
         tags = {
             **model.tags,
@@ -708,52 +711,11 @@ class _Registrar:
                 T.TRANSFORMS_OUT: ",".join(str(t.version) for t in out_of),
             }
             self._set_tags(family, version, tags, wanted)
-            tags.update(wanted)
-            self._set_description(
-                family,
-                version,
-                mv.description,
-                D.embedding_description(
-                    family,
-                    version,
-                    tags,
-                    into=into,
-                    out_of=out_of,
-                    compatibility=self.table,
-                    key_map=key_map,
-                ),
-            )
-        for t in summary.transformations.values():
-            mv = client.get_model_version(t_name, str(t.version))
-            self._set_description(
-                t_name,
-                t.version,
-                mv.description,
-                D.transformation_description(
-                    family, t.version, mv.tags, compatibility=self.table, key_map=key_map
-                ),
-            )
-        side = summary.side_info
-        mv = client.get_model_version(side.model, str(side.version))
-        ref = T.model_ref(side.model, side.version)
-        readers = [t for t in transformations if t.tags.get(T.SIDE_INFO) == ref]
-        self._set_description(
-            side.model,
-            side.version,
-            mv.description,
-            D.side_info_description(
-                family,
-                side.version,
-                mv.tags,
-                readers=readers,
-                compatibility=self.table,
-                key_map=key_map,
-            ),
-        )
         for registered in summary.all():
             alias = T.pipeline_alias(registered.pipeline_key)
             if alias not in self._aliases.get((registered.model, registered.version), set()):
                 client.set_registered_model_alias(registered.model, alias, str(registered.version))
+        refresh_descriptions(client, family)
 
     def _set_tags(
         self, name: str, version: int, current: Mapping[str, str], wanted: Mapping[str, str]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.errors import DataError, FctError
 from fct_registry.pipeline.layout import Layout
 from fct_registry.registry import tags as T
+from fct_registry.registry.pages import refresh_descriptions
 
 if TYPE_CHECKING:
     import torch
@@ -260,6 +261,7 @@ def record_chain(
     if existing is not None:
         for key, value in tags.items():
             client.set_model_version_tag(model, str(existing), key, value)
+        refresh_descriptions(client, family)
         return existing, False
     route = "->".join(map(str, loaded.path))
     mlflow.set_experiment(T.experiment_name(family))
@@ -271,7 +273,12 @@ def record_chain(
                 "mAP": evaluation.cross.mAP,
             }
         )
-        info = flavor.log_model(loaded.module, name="chain", specs=list(loaded.specs), tags=tags)
+        info = flavor.log_model(
+            loaded.module,
+            name=f"{model}-chain-{'-'.join(map(str, loaded.path))}",
+            specs=list(loaded.specs),
+            tags=tags,
+        )
     description = (
         f"Chain {route} of {family} (transformations {', '.join(map(str, loaded.hops))}), "
         f"measured end to end: top-1 {evaluation.cross.top1:.2f}%, mAP "
@@ -280,6 +287,7 @@ def record_chain(
     version = flavor.register_logged_model(
         info, model, tags=tags, description=description, client=client
     )
+    refresh_descriptions(client, family)  # its own page, and the link tables of its ends
     return int(version.version), True
 
 
