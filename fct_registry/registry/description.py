@@ -140,18 +140,33 @@ def _gate_rows(tags: Mapping[str, str], aliases: Sequence[str]) -> list[tuple[st
     return rows
 
 
-def _gate_text(tags: Mapping[str, str]) -> str:
+def gate_summary(tags: Mapping[str, str]) -> dict[str, object] | None:
+    """The gate's verdict on a version, from its ``fct.gate.*`` tags (None when never gated):
+    verdict, baseline version, rules passed / failed, and when."""
+    if T.GATE_VERDICT not in tags:
+        return None
     try:
         report = json.loads(tags.get(T.GATE_REPORT, "{}"))
     except ValueError:
         report = {}
-    verdict = tags[T.GATE_VERDICT].upper()
-    against = report.get("baseline")
-    passed, failed = report.get("passed"), report.get("failed")
-    text = verdict + (f" against @{against}" if against is not None else "")
-    if passed is not None and failed is not None:
-        text += f" ({passed} rules passed, {failed} failed)"
-    return text
+    checks = report.get("checks") or {}
+    statuses = [c.get("status") for c in checks.values() if isinstance(c, dict)]
+    return {
+        "verdict": tags[T.GATE_VERDICT],
+        "baseline": report.get("baseline"),
+        "passed": statuses.count("pass"),
+        "failed": statuses.count("fail"),
+        "at": report.get("at"),
+    }
+
+
+def _gate_text(tags: Mapping[str, str]) -> str:
+    gate = gate_summary(tags) or {}
+    text = str(gate.get("verdict", "?")).upper()
+    if gate.get("baseline") is not None:
+        text += f" against @{gate['baseline']}"
+    text += f": {gate.get('passed', 0)} rules passed, {gate.get('failed', 0)} failed"
+    return text + (f" ({gate['at']})" if gate.get("at") else "")
 
 
 def _footer(family: str, usage: str) -> list[str]:

@@ -24,23 +24,16 @@ from typing import Any
 from flask import Blueprint, Response, abort
 
 from fct_registry.registry import tags as T
+from fct_registry.registry.description import gate_summary
 from fct_registry.registry.pages import all_versions
 from fct_registry.resolver.graph import CompatibilityGraph, ResolveError, TransformEdge
 from fct_registry.resolver.load import known_families, load_graph
+from fct_registry.resolver.plot import Pair, measured_pairs
 
 blueprint = Blueprint("fct", __name__, url_prefix="/fct")
 
 
 # --- data ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Cell:
-    """One measured (query version, gallery version) pair of the heatmap."""
-
-    top1: float
-    how: str  # "own gallery", "transformation N", "chain N"
-    model_version: int | None = None  # the transformation/chain version that measured it
 
 
 @dataclass
@@ -51,7 +44,7 @@ class FamilyView:
     own: dict[int, dict[str, float]]  # self retrieval of each version
     production: int | None
     gates: list[dict[str, Any]] = field(default_factory=list)  # newest first
-    cells: dict[tuple[int, int], Cell] = field(default_factory=dict)  # (query, gallery)
+    cells: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (query, gallery)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,22 +91,9 @@ def family_view(client: Any, family: str) -> FamilyView:
     for mv in records:
         scores = {k: _float(mv.tags.get(t)) for k, t in (("top1", T.TOP1), ("mAP", T.MAP))}
         own[int(mv.version)] = {k: v for k, v in scores.items() if v is not None}
-        if T.GATE_VERDICT in mv.tags:
-            try:
-                report = json.loads(mv.tags.get(T.GATE_REPORT, "{}"))
-            except ValueError:
-                report = {}
-            gates.append(
-                {
-                    "version": int(mv.version),
-                    "verdict": mv.tags[T.GATE_VERDICT],
-                    "baseline": report.get("baseline"),
-                    "passed": report.get("passed"),
-                    "failed": report.get("failed"),
-                    "at": report.get("at") or report.get("timestamp"),
-                    "promoted": report.get("promoted"),
-                }
-            )
+        gate = gate_summary(mv.tags)
+        if gate is not None:
+            gates.append({"version": int(mv.version), **gate})
     gates.sort(key=lambda g: (str(g.get("at") or ""), g["version"]), reverse=True)
     view = FamilyView(
         family=family,
@@ -123,16 +103,7 @@ def family_view(client: Any, family: str) -> FamilyView:
         production=graph.aliases.get(T.PRODUCTION_ALIAS),
         gates=gates,
     )
-    for v, scores in own.items():
-        if "top1" in scores and v in graph.nodes:
-            view.cells[(v, v)] = Cell(scores["top1"], "own gallery")
-    for e in [*graph.edges, *graph.chains]:
-        what = "chain" if e.is_chain else "transformation"
-        best = view.cells.get((e.target, e.source))
-        if best is None or e.top1 > best.top1:
-            view.cells[(e.target, e.source)] = Cell(
-                e.top1, f"{what} {e.model_version}", e.model_version
-            )
+    view.cells = measured_pairs(graph, {v: s["top1"] for v, s in own.items() if "top1" in s})
     return view
 
 
@@ -307,7 +278,7 @@ def gates_html(view: FamilyView) -> str:
     rows = []
     for g in view.gates:
         badge = "pass" if g["verdict"] == "pass" else "fail"
-        promoted = "yes" if g.get("promoted") else ""
+        promoted = "production now" if g["version"] == view.production else ""
         rows.append(
             f"<tr><td class='l'><a href='{_version_href(view.family, g['version'])}' "
             f"target='_top'>{_e(view.family)}@{g['version']}</a></td>"
@@ -318,7 +289,7 @@ def gates_html(view: FamilyView) -> str:
         )
     return (
         "<table><tr><th class='l'>candidate</th><th class='l'>verdict</th><th>baseline</th>"
-        "<th>rules passed</th><th>failed</th><th class='l'>promoted</th><th class='l'>when</th>"
+        "<th>rules passed</th><th>failed</th><th class='l'>alias</th><th class='l'>when</th>"
         "</tr>" + "".join(rows) + "</table>"
     )
 

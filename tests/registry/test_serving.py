@@ -65,12 +65,15 @@ def serving_venv() -> Path:
     return venv
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    """This environment without anything that could make fct_registry importable."""
+def _clean_env(venv: Path | None = None, **extra: str) -> dict[str, str]:
+    """This environment without anything that could make fct_registry importable; with
+    ``venv``, as if it were activated (``mlflow models serve`` runs ``uvicorn`` from PATH)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = os.pathsep.join(
-        p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(Path.cwd()))
-    )
+    paths = [p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(Path.cwd()))]
+    if venv is not None:
+        paths.insert(0, str(venv / "bin"))
+        env["VIRTUAL_ENV"] = str(venv)
+    env["PATH"] = os.pathsep.join(paths)
     env.update(OMP_NUM_THREADS="1", MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true", **extra)
     return env
 
@@ -232,7 +235,7 @@ def test_mlflow_models_serve_answers_invocations_on_loopback(
             stdout=fh,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
-            env=_clean_env(MLFLOW_TRACKING_URI=store["uri"]),
+            env=_clean_env(serving_venv, MLFLOW_TRACKING_URI=store["uri"]),
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
