@@ -68,14 +68,13 @@ def version_link(name: str, version: int | str) -> str:
 
 
 def box_table(rows: Sequence[tuple[str, Cell | str]]) -> str:
-    """A two-column table drawn with box characters in ``<pre>`` (see the module docstring)."""
+    """A two-column table drawn with box characters in ``<pre>`` (see the module docstring):
+    a border around it and between the columns, none between rows (compact)."""
     cells = [(plain(k), plain(v) if isinstance(v, str) else v) for k, v in rows]
     wk = max(len(k.text) for k, _ in cells)
     wv = max(len(v.text) for _, v in cells)
     out = [f"┌{'─' * (wk + 2)}┬{'─' * (wv + 2)}┐"]
-    for i, (k, v) in enumerate(cells):
-        if i:
-            out.append(f"├{'─' * (wk + 2)}┼{'─' * (wv + 2)}┤")
+    for k, v in cells:
         out.append(
             f"│ {k.markup}{' ' * (wk - len(k.text))} │ {v.markup}{' ' * (wv - len(v.text))} │"
         )
@@ -180,14 +179,12 @@ def _footer(family: str, usage: str) -> list[str]:
     ]
 
 
-def _hop_rows(family: str, linked: Sequence[Linked]) -> list[Cell]:
+def _hop_rows(linked: Sequence[Linked]) -> list[Cell]:
     cells = []
     for t in linked:
-        ends = f"{family}@{t.tags.get(T.SOURCE, '?')} → {family}@{t.tags.get(T.TARGET, '?')}"
+        ends = f"@{t.tags.get(T.SOURCE, '?')} → @{t.tags.get(T.TARGET, '?')}"
         what = "chain" if t.tags.get(T.ROLE) == T.ROLE_CHAIN else t.tags.get(T.KIND, "fct")
-        cells.append(
-            join(link(t.name, t.version), f"  {ends}  {what}, top-1 {_num(t.tags, T.TOP1)}")
-        )
+        cells.append(join(link(t.name, t.version), f" {ends} {what}, top-1 {_num(t.tags, T.TOP1)}"))
     return cells
 
 
@@ -212,7 +209,7 @@ def embedding_description(
         ("own gallery", _scores(tags)),
     ]
     for label, linked in (("upgraded from", into), ("upgrades to", out_of)):
-        for i, cell in enumerate(_hop_rows(family, linked)):
+        for i, cell in enumerate(_hop_rows(linked)):
             rows.append((label if i == 0 else "", cell))
     if not into and not out_of:
         rows.append(("transformations", "none registered yet"))
@@ -287,7 +284,7 @@ def side_info_description(
     rows: list[tuple[str, Cell | str]] = [
         ("computes", f"{tags.get(T.EMBEDDING_DIM, '?')}-d side-info from float images in [0, 1]"),
     ]
-    for i, cell in enumerate(_hop_rows(family, readers)):
+    for i, cell in enumerate(_hop_rows(readers)):
         rows.append(("read by" if i == 0 else "", cell))
     if not readers:
         rows.append(("read by", "no transformation yet"))
@@ -315,9 +312,8 @@ def fit(text: str, limit: int = MAX_DESCRIPTION) -> str:
         return text
     head, _, rest = text.partition("<pre>\n")
     table, _, tail = rest.partition("\n</pre>")
-    lines = table.splitlines()  # top border, row, separator, row, ..., row, bottom border
+    lines = table.splitlines()  # top border, rows, bottom border
     note = "\n(table shortened: see the compatibility page)"
     while len(lines) > 3 and len(head) + len("\n".join(lines)) + len(tail) + 80 > limit:
-        middle = (len(lines) // 2) | 1  # a row (odd index) and the separator after it
-        del lines[middle : middle + 2]
+        del lines[len(lines) // 2]  # a middle row: the links, not the head or provenance
     return head + "<pre>\n" + "\n".join(lines) + "\n</pre>" + tail + note

@@ -53,7 +53,7 @@ def test_embedding_page_shows_release_state_and_links():
     )
     assert any("@production (serving)" in line for line in lines)
     assert any("trained on classes" in line and "0–4" in line for line in lines)
-    assert any("fam@2 → fam@4  chain, top-1 80.0" in line for line in lines)
+    assert any("@2 → @4 chain, top-1 80.0" in line for line in lines)
     assert '<a href="#/models/fam-transformations/versions/7">' in text
     assert "[compatibility page](fct/family/fam)" in text
 

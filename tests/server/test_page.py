@@ -39,6 +39,12 @@ def store(registered, tmp_path_factory) -> str:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     record_measured_chains(registered.summary, registered.pipeline.layout, uri)
     client = MlflowClient(uri, registry_uri=uri)
+    # What `fct gate --promote` records: a failed candidate, then a passing one promoted.
+    for version, verdict in ((2, "fail"), (3, "pass")):
+        checks = {"top1_drop": {"status": verdict}, "upgraded_gap": {"status": "pass"}}
+        report = {"verdict": verdict, "baseline": 1, "checks": checks, "at": f"2026-11-2{version}"}
+        client.set_model_version_tag(FAMILY, str(version), "fct.gate.verdict", verdict)
+        client.set_model_version_tag(FAMILY, str(version), "fct.gate.report", json.dumps(report))
     client.set_registered_model_alias(FAMILY, "production", "3")
     refresh_descriptions(client, FAMILY)
     return uri
@@ -71,6 +77,13 @@ def test_the_view_holds_every_measured_pair_and_links(store, registered):
     page = render_family(view)
     assert f'href="../../#/models/{FAMILY}-transformations/versions/{t["2-3"].version}"' in page
     assert "production" in page and "<svg" in page
+    assert [(g["version"], g["verdict"], g["passed"], g["failed"]) for g in view.gates] == [
+        (3, "pass", 2, 0),
+        (2, "fail", 1, 1),
+    ]
+    assert "production now" in page and "badge fail" in page
+    v3 = client.get_model_version(FAMILY, "3").description
+    assert "@production (serving)" in v3 and "PASS against @1: 2 rules passed, 0 failed" in v3
     assert json.loads(json.dumps(view.as_dict()))["production"] == 3
 
 
