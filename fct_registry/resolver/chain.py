@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.errors import DataError, FctError
 from fct_registry.pipeline.layout import Layout
 from fct_registry.registry import tags as T
+from fct_registry.registry.checksums import canonical_json
 from fct_registry.registry.pages import refresh_descriptions
+from fct_registry.registry.register import git_commit
 
 if TYPE_CHECKING:
     import torch
@@ -214,6 +216,10 @@ def chain_tags(
         T.MAP: f"{evaluation.cross.mAP:.4f}",
         T.GAP_CLOSED_TOP1: f"{evaluation.gap_closed_top1:.4f}",
         T.GAP_CLOSED_MAP: f"{evaluation.gap_closed_mAP:.4f}",
+        # Like every version: what it was built from (its hops' specs) and the code's commit.
+        T.KIND: "+".join(str(s.get("type", "?")) for s in loaded.specs),
+        T.PARAMS: canonical_json({"hops": list(loaded.hops), "specs": list(loaded.specs)}),
+        T.GIT_COMMIT: git_commit(),
     }
     if side_info and loaded.side_info_dim:  # hops without side-info fit any gallery: no tag
         tags[T.SIDE_INFO] = side_info

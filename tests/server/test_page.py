@@ -201,3 +201,53 @@ def test_pages_render_in_chromium(server, tmp_path, shot, route, expect):
     assert out.returncode == 0 and png.stat().st_size > 20_000, out.stderr[-2000:]
     if os.environ.get("FCT_UPDATE_DOCS") == "1":
         shutil.copyfile(png, DOCS / shot)
+
+
+def test_graph_and_heatmap_pictures_go_to_the_family_experiment(store, tmp_path, monkeypatch):
+    """`fct graph --log-to-mlflow`: both pictures in a run of `fct-<family>`, with artifacts
+    beside the store's others (never a new experiment `<family>` or ./mlruns)."""
+    from mlflow import MlflowClient
+
+    from fct_registry.resolver.load import load_graph
+    from fct_registry.resolver.plot import log_graph_to_mlflow, save_graph_png
+
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(store, registry_uri=store)
+    graph = load_graph(client, FAMILY)
+    run_id = log_graph_to_mlflow(client, graph, save_graph_png(graph, tmp_path / "g.png"))
+    run = client.get_run(run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == f"fct-{FAMILY}" and client.get_experiment_by_name(FAMILY) is None
+    artifacts = {a.path for a in client.list_artifacts(run_id, "resolver")}
+    assert {"resolver/compatibility_graph.png", "resolver/compatibility_heatmap.png"} <= artifacts
+    assert run.data.metrics["measured_pairs"] == 6
+    # The experiment registration created, whose artifacts sit beside the SQLite store.
+    assert experiment.artifact_location.endswith(f"/mlartifacts/fct-{FAMILY}")
+    assert run.info.artifact_uri.startswith(experiment.artifact_location + "/")
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_recorded_chain_is_a_first_class_version(store, registered):
+    """Its own page links every hop; tags say what it was built from; the versions it
+    connects list it in their link tables."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store, registry_uri=store)
+    name = f"{FAMILY}-transformations"
+    (chain,) = client.search_model_versions(f"name = '{name}' AND tags.`fct.role` = 'chain'")
+    t = registered.summary.transformations
+    hops = [t["1-2"].version, t["2-3"].version]
+    assert chain.tags["fct.hops"] == ",".join(map(str, hops))
+    assert chain.tags["fct.kind"] == "fct+fct" and len(chain.tags["fct.git_commit"]) > 0
+    assert json.loads(chain.tags["fct.params"])["hops"] == hops
+    for hop in hops:
+        assert f'<a href="#/models/{name}/versions/{hop}">' in chain.description
+    link = f'<a href="#/models/{name}/versions/{chain.version}">'
+    for end in (1, 3):  # the versions it connects
+        assert link in client.get_model_version(FAMILY, str(end)).description
+    assert link not in client.get_model_version(FAMILY, "2").description
+    logged = client.get_logged_model(chain.source.removeprefix("models:/"))
+    assert logged.name == f"{name}-chain-1-2-3"
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": name, "version": int(chain.version)}
+    ]
