@@ -2,10 +2,11 @@
 
 Two different hashes, for two different questions:
 
-* :func:`file_checksums` — sha256 of every file a model runs from (weights, spec, ONNX graph).
-  Recorded at registration (in ``checksums.json`` beside the files *and* in the version's
-  ``fct.checksums`` tag) and verified before a model is run, so a modified or corrupted artifact
-  store copy is refused instead of silently producing wrong embeddings.
+* :func:`file_checksums` — sha256 of every file a model runs from (weights, spec, ONNX graph,
+  pyfunc runtime). Recorded in ``checksums.json`` beside the files, whose digest
+  (:func:`checksums_digest`) is the version's ``fct.checksums_sha256`` tag, and verified before a
+  model is run, so a modified or corrupted artifact store copy is refused instead of silently
+  producing wrong embeddings.
 * :func:`content_hash` — sha256 over the specs and tensor values: the model's identity. It does
   not depend on file formats or on the ONNX export, so re-registering unchanged pipeline outputs
   finds the existing version (no new one).
