@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OMP_WAIT_POLICY ?= PASSIVE
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: help setup setup-test repro test lint format bench ui clean
+.PHONY: help setup setup-test repro test lint image format bench ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,8 +23,14 @@ test: setup-test  ## lint, then the whole test suite
 	ruff check . && ruff format --check .
 	python -m pytest -q
 
-lint: setup  ## ruff
+lint: setup  ## ruff; hadolint (Dockerfile); workflow schema + zizmor (.github/workflows); offline
 	ruff check . && ruff format --check .
+	hadolint Dockerfile
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	zizmor --offline --no-progress --persona=auditor .github/workflows/
+
+image:  ## build the image with podman, check it inside (IMAGE_ARGS=--light: uid + fct --help)
+	bash scripts/build-image.sh $(IMAGE_ARGS)
 
 bench: setup  ## benchmarks (ratios measured side by side; ~10 minutes)
 	python benchmarks/bench_evaluation.py

@@ -97,7 +97,7 @@ def store(registered, tmp_path_factory) -> dict:
     return {
         "uri": uri,
         "embedding": f"models:/{FAMILY}/2",
-        "transformation": registered.summary.transformations["1-2"].uri,
+        "transformation": registered.summary.transformations["v1_to_v2"].uri,
         "chain": f"models:/{TRANSFORMATIONS}/{chain.version}",
     }
 

@@ -61,7 +61,9 @@ def test_the_view_holds_every_measured_pair_and_links(store, registered):
     t = registered.summary.transformations
     # Diagonal: own gallery; (2, 1): the better of the two 1->2 transformations; (3, 1): chain.
     assert {(q, g) for q, g in view.cells} == {(1, 1), (2, 2), (3, 3), (2, 1), (3, 2), (3, 1)}
-    best_12 = max((t["1-2"], t["1-2-no-side-info"]), key=lambda r: _top1(client, r.version))
+    best_12 = max(
+        (t["v1_to_v2"], t["v1_to_v2_no_side_info"]), key=lambda r: _top1(client, r.version)
+    )
     assert view.cells[(2, 1)].model_version == best_12.version
     assert view.cells[(3, 1)].how.startswith("chain")
     for q, g in view.cells:  # every cell equals the tag it was read from
@@ -75,7 +77,9 @@ def test_the_view_holds_every_measured_pair_and_links(store, registered):
         )
         assert cell.top1 == pytest.approx(float(want))
     page = render_family(view)
-    assert f'href="../../#/models/{FAMILY}-transformations/versions/{t["2-3"].version}"' in page
+    assert (
+        f'href="../../#/models/{FAMILY}-transformations/versions/{t["v2_to_v3"].version}"' in page
+    )
     assert "production" in page and "<svg" in page
     assert [(g["version"], g["verdict"], g["passed"], g["failed"]) for g in view.gates] == [
         (3, "pass", 2, 0),
@@ -236,7 +240,7 @@ def test_a_recorded_chain_is_a_first_class_version(store, registered):
     name = f"{FAMILY}-transformations"
     (chain,) = client.search_model_versions(f"name = '{name}' AND tags.`fct.role` = 'chain'")
     t = registered.summary.transformations
-    hops = [t["1-2"].version, t["2-3"].version]
+    hops = [t["v1_to_v2"].version, t["v2_to_v3"].version]
     assert chain.tags["fct.hops"] == ",".join(map(str, hops))
     assert chain.tags["fct.kind"] == "fct+fct" and len(chain.tags["fct.git_commit"]) > 0
     assert json.loads(chain.tags["fct.params"])["hops"] == hops
