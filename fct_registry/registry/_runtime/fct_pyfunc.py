@@ -16,6 +16,7 @@ images must be floats in [0, 1], embeddings finite.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Mapping
@@ -115,8 +116,11 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Fc
     conf = read_conf(path)
     verify_files(path)
     if backend == "torch":
-        try:  # the PyTorch backend runs the safetensors weights: it needs the full package
-            from fct_registry.registry.flavor import load_local
+        # The PyTorch backend runs the safetensors weights, so it needs fct-registry itself:
+        # an optional package for this shipped module (and importing it statically would make
+        # fct_registry.registry.flavor, which ships this file, depend on its own payload).
+        try:
+            load_local = importlib.import_module("fct_registry.registry.flavor").load_local
         except ImportError as exc:
             raise _error(
                 "model_config backend 'torch' needs fct-registry (and torch) installed; "
