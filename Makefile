@@ -38,8 +38,9 @@ bench: setup  ## benchmarks (ratios measured side by side; ~10 minutes)
 	python benchmarks/bench_upgrade.py
 	python benchmarks/bench_gate.py
 
-ui: setup  ## MLflow UI on the default store (http://127.0.0.1:5000)
-	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+ui: setup  ## MLflow UI + compatibility page (http://127.0.0.1:5000/fct/) on the default store
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --app-name fct --workers 1 \
+	  --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 clean:  ## remove pipeline outputs (keeps the DVC cache)
 	rm -rf outputs

@@ -37,8 +37,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"training"}),
     frozenset({"registry"}),
     frozenset({"resolver"}),
-    frozenset({"gallery", "upgrade", "gate"}),
-    frozenset({"pipeline", "cli", "commands", "__main__"}),
+    frozenset({"gallery", "upgrade", "gate", "backfill"}),
+    frozenset({"pipeline", "cli", "commands", "server", "__main__"}),
 )
 # Packages in one layer that must not import each other at all.
 INDEPENDENT: tuple[frozenset[str], ...] = (frozenset({"models", "data", "evaluation"}),)

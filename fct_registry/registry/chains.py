@@ -23,6 +23,9 @@ from fct_registry.evaluation.retrieval import RetrievalScores
 from fct_registry.models import TransformationChain
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
+from fct_registry.registry.checksums import canonical_json
+from fct_registry.registry.pages import refresh_descriptions
+from fct_registry.registry.provenance import git_commit
 from fct_registry.registry.summary import RegistrationSummary
 
 
@@ -126,6 +129,10 @@ def chain_tags(
         T.MAP: f"{evaluation.cross.mAP:.4f}",
         T.GAP_CLOSED_TOP1: f"{evaluation.gap_closed_top1:.4f}",
         T.GAP_CLOSED_MAP: f"{evaluation.gap_closed_mAP:.4f}",
+        # Like every version: what it was built from (its hops' specs) and the code's commit.
+        T.KIND: "+".join(str(s.get("type", "?")) for s in loaded.specs),
+        T.PARAMS: canonical_json({"hops": list(loaded.hops), "specs": list(loaded.specs)}),
+        T.GIT_COMMIT: git_commit(),
     }
     if side_info and loaded.side_info_dim:  # hops without side-info fit any gallery: no tag
         tags[T.SIDE_INFO] = side_info
@@ -171,6 +178,7 @@ def record_chain(
     if existing is not None:
         for key, value in tags.items():
             client.set_model_version_tag(model, str(existing), key, value)
+        refresh_descriptions(client, family)
         return existing, False
     route = "->".join(map(str, loaded.path))
     mlflow.set_experiment(T.experiment_name(family))
@@ -182,7 +190,12 @@ def record_chain(
                 "mAP": evaluation.cross.mAP,
             }
         )
-        info = flavor.log_model(loaded.module, name="chain", specs=list(loaded.specs), tags=tags)
+        info = flavor.log_model(
+            loaded.module,
+            name=f"{model}-chain-{'-'.join(map(str, loaded.path))}",
+            specs=list(loaded.specs),
+            tags=tags,
+        )
     description = (
         f"Chain {route} of {family} (transformations {', '.join(map(str, loaded.hops))}), "
         f"measured end to end: top-1 {evaluation.cross.top1:.2f}%, mAP "
@@ -191,6 +204,7 @@ def record_chain(
     version = flavor.register_logged_model(
         info, model, tags=tags, description=description, client=client
     )
+    refresh_descriptions(client, family)  # its own page, and the link tables of its ends
     return int(version.version), True
 
 

@@ -31,8 +31,6 @@ import contextlib
 import csv
 import json
 import logging
-import re
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -51,6 +49,8 @@ from fct_registry.registry.checksums import canonical_json, content_hash, sha256
 from fct_registry.registry.errors import RegistryError
 from fct_registry.registry.links import update_links
 from fct_registry.registry.lock import LOCK_TIMEOUT_S, registration_lock
+from fct_registry.registry.pages import refresh_descriptions
+from fct_registry.registry.provenance import git_commit
 from fct_registry.registry.query import find_version
 from fct_registry.registry.store import (
     default_artifact_location,
@@ -66,25 +66,9 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 # write_summary: the DVC entry point imports it from here (pipelines/register.py).
-__all__ = ["git_commit", "record_measured_chains", "register_pipeline", "write_summary"]
+__all__ = ["record_measured_chains", "register_pipeline", "write_summary"]
 
 log = logging.getLogger(__name__)
-
-
-def git_commit(root: str | Path | None = None) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root or Path.cwd(),
-            timeout=10,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = out.stdout.strip()
-    return commit if re.fullmatch(r"[0-9a-f]{40,64}", commit) else "unknown"
 
 
 def register_pipeline(
@@ -150,7 +134,9 @@ def record_measured_chains(
         tracking_store(tracking_uri, root=root) as client,
         registration_lock(client, summary.family),
     ):
-        return record_pipeline_chains(client, summary, report)
+        recorded = record_pipeline_chains(client, summary, report)
+        refresh_descriptions(client, summary.family)
+        return recorded
 
 
 def _ensure_experiment(client: MlflowClient, family: str, artifact_location: str | None) -> str:
@@ -269,7 +255,7 @@ class _Registrar:
             family, safe_uri, self.commit, side, embeddings, transformations
         )
         with registration_lock(self.client, family, self.lock_timeout):
-            update_links(self.client, summary, key_map, self.table, self._aliases)
+            update_links(self.client, summary, self._aliases)
         return summary
 
     # -- the three kinds of model ----------------------------------------------------------------
@@ -410,7 +396,7 @@ class _Registrar:
             self._log_history(run.info.run_id, model.history)
             if self.table_path is not None:
                 mlflow.log_artifact(str(self.table_path), "eval")
-            info = flavor.log_model(model.folder, name="model")
+            info = flavor.log_model(model.folder, name=f"{model.name}-{model.key}")
         conf = info.flavors[flavor.FLAVOR_NAME]
         tags = {
             **model.tags,

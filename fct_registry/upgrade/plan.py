@@ -29,8 +29,7 @@ from fct_registry.gallery.errors import SchemaError, SideInfoError
 from fct_registry.gallery.manifest import GroupKey, Manifest, ShardInfo
 from fct_registry.gallery.storage import sha256_file
 from fct_registry.registry import tags as T
-from fct_registry.registry.checksums import ChecksumError, verify_checksums
-from fct_registry.registry.flavor import flavor_conf
+from fct_registry.registry.flavor import flavor_conf, verify_registered
 from fct_registry.registry.refs import VersionRef
 from fct_registry.resolver.errors import ResolveError
 from fct_registry.resolver.load import load_graph
@@ -312,18 +311,13 @@ def _fetch_step(client: Any, model: str, segment: Any, workdir: Path) -> Step:
 
     version = segment.model_version
     uri = f"models:/{model}/{version}"
-    recorded = client.get_model_version(model, str(version)).tags.get(T.CHECKSUMS)
-    if recorded is None:
-        raise ChecksumError(
-            f"{uri} has no {T.CHECKSUMS} tag, so its graph cannot be verified; "
-            "register it with `fct register` (or flavor.log_model)"
-        )
+    version_tags = client.get_model_version(model, str(version)).tags
     dst = workdir / f"{model}-{version}"
     dst.mkdir(parents=True, exist_ok=True)
     local = Path(download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     if not (local / "MLmodel").is_file():
         local = next((p.parent for p in local.rglob("MLmodel")), local)
-    verify_checksums(local, json.loads(recorded), what=uri)
+    verify_registered(local, version_tags, what=uri)
     conf = flavor_conf(local)
     if conf.get("kind") != "transformation":
         raise PlanError(

@@ -204,6 +204,10 @@ def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None
     ET.parse(out / JUNIT)
     assert "✅" in (out / SUMMARY).read_text()
     assert production(family) == 1
+    # The verdict reaches the registry: tags and the release row of the candidate's page.
+    assert gate_tags(family, 3)[T.GATE_VERDICT] == "pass"
+    page = client(family).get_model_version(FAMILY, "3").description
+    assert "release gate" in page and "PASS against @1" in page
 
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["gate"]
     assert list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])[-1] == "gate"

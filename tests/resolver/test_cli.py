@@ -93,7 +93,12 @@ def test_graph_draws_and_logs_to_mlflow(
     run_id = out.split("logged to MLflow run ")[1].split()[0]
     client = MlflowClient()
     names = {a.path for a in client.list_artifacts(run_id, "resolver")}
-    assert names == {"resolver/compatibility_graph.png", "resolver/compatibility_graph.json"}
+    assert names == {
+        "resolver/compatibility_graph.png",
+        "resolver/compatibility_heatmap.png",
+        "resolver/compatibility_graph.json",
+    }
+    assert client.get_experiment(client.get_run(run_id).info.experiment_id).name == "fct-fashion"
     local = client.download_artifacts(run_id, "resolver/compatibility_graph.json", str(tmp_path))
     data = json.loads(Path(local).read_text())
     assert [t["top1"] for t in data["transformations"]] == [90.0, 88.0, 78.0, 70.0]
