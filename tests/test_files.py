@@ -40,3 +40,15 @@ def test_reports_and_summaries_are_published_with_the_umask(tmp_path: Path, umas
     summary = tmp_path / "registry.json"
     write_summary(RegistrationSummary("fashion", "sqlite:///x", "unknown", version), summary)
     assert _mode(report) == _mode(summary) == 0o666 & ~umask
+
+
+def test_tracked_registry_summary_holds_no_machine_state(tmp_path: Path) -> None:
+    """outputs/registry.json is kept in git: an identical reproduction elsewhere (another store
+    path, commit, or a rerun that creates nothing) must write the same bytes."""
+    first = RegisteredVersion("fashion-side-info", 1, "side_info", "0" * 64, True)
+    again = RegisteredVersion("fashion-side-info", 1, "side_info", "0" * 64, False)
+    here, there = tmp_path / "a.json", tmp_path / "b.json"
+    write_summary(RegistrationSummary("fashion", "sqlite:////here/mlflow.db", "abc", first), here)
+    write_summary(RegistrationSummary("fashion", "sqlite:////there/db", "def", again), there)
+    assert here.read_bytes() == there.read_bytes()
+    assert "sqlite" not in here.read_text() and "created" not in here.read_text()

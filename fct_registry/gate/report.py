@@ -57,9 +57,10 @@ def verdict_line(result: GateResult) -> str:
     n = _counts(result)
     if result.verdict == "skip":
         return f"SKIP: {result.notes[-1] if result.notes else 'nothing to gate'}"
+    took = "" if result.seconds is None else f" ({result.seconds:.1f} s)"
     return (
         f"{result.verdict.upper()}: {n['pass']} passed, {n['fail']} failed, "
-        f"{n['skipped']} skipped ({result.seconds:.1f} s)"
+        f"{n['skipped']} skipped{took}"
     )
 
 
@@ -164,7 +165,7 @@ def junit_xml(result: GateResult, timestamp: datetime | None = None) -> str:
         "failures": str(n["fail"]),
         "errors": "0",
         "skipped": str(n["skipped"]),
-        "time": f"{result.seconds:.3f}",
+        "time": f"{result.seconds or 0:.3f}",
     }
     suites = ET.Element("testsuites", {"name": "fct gate", **attrs})
     suite = ET.SubElement(

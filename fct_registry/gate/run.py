@@ -73,10 +73,10 @@ class GateResult:
     upgrade: dict[str, Any] | None  # the resolved chain, when there is one
     items: int  # held-out items
     distance: str
-    tracking_uri: str  # redacted
+    tracking_uri: str | None  # redacted; None in the DVC stage's tracked reports
     bootstrap: bool  # True when the baseline alias was missing and --bootstrap chose one
     notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float | None = 0.0  # None in the DVC stage's tracked reports
     promotion: dict[str, Any] | None = None  # filled in by ``promote``
 
     @property
@@ -106,10 +106,12 @@ class GateResult:
             "upgrade": self.upgrade,
             "items": self.items,
             "distance": self.distance,
-            "tracking_uri": self.tracking_uri,
             "notes": list(self.notes),
-            "seconds": self.seconds,
             "promotion": self.promotion,
+        } | {
+            key: value
+            for key, value in (("tracking_uri", self.tracking_uri), ("seconds", self.seconds))
+            if value is not None
         }
 
 

@@ -11,6 +11,7 @@ the previous version) since nothing is promoted here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from fct_registry.config import Params
@@ -38,8 +39,11 @@ def gate_stage(params: Params, layout: Layout, tracking_uri: str | None = None) 
         bootstrap=True,
     )
     out = gate_dir(layout)
+    # The reports are kept in git: no store URI or timing, so a rerun on an unchanged registry
+    # (the stage is always_changed) rewrites the same bytes.
+    tracked = replace(result, tracking_uri=None, seconds=None)
     write_reports(
-        result, json_path=out / REPORT, junit_path=out / JUNIT, markdown_path=out / SUMMARY
+        tracked, json_path=out / REPORT, junit_path=out / JUNIT, markdown_path=out / SUMMARY
     )
     print(format_table(result))
     record_and_promote(result, promote=False, tracking_uri=tracking_uri)

@@ -53,12 +53,24 @@ class RegistrationSummary:
         out.update(created=self.created, unchanged=self.unchanged)
         return out
 
+    def tracked_dict(self) -> dict[str, Any]:
+        """What the pipeline decided (models, versions, content hashes), for a file kept in git:
+        no store URI, commit or created/unchanged counts, which differ between identical
+        reproductions on different machines or reruns."""
+        out = asdict(self)
+        for key in ("tracking_uri", "git_commit"):
+            out.pop(key)
+        for group in (out["embeddings"], out["transformations"], {"": out["side_info"]}):
+            for entry in group.values():
+                entry.pop("created")
+        return out
+
 
 def write_summary(summary: RegistrationSummary, path: str | Path) -> None:
-    """The DVC stage's ``outputs/registry.json`` (no credentials: the URI is redacted)."""
+    """The DVC stage's ``outputs/registry.json``: :meth:`RegistrationSummary.tracked_dict`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
-        json.dump(summary.as_dict(), fh, indent=2, sort_keys=True)
+        json.dump(summary.tracked_dict(), fh, indent=2, sort_keys=True)
         fh.write("\n")
     publish_mode(Path(fh.name)).replace(path)
