@@ -12,6 +12,9 @@ Two ways in, one decoding path (:class:`DecodedItems`):
   item list (references only, never pixels), so ``DistributedSampler``/shuffling work as for any
   dataset; ``__getitem__`` decodes in the worker.
 
+:func:`channel_stats` estimates the normalisation statistics from a bounded, seeded sample
+(reservoir sampling over the listing), never from a float copy of a whole split.
+
 Bad images never raise inside a worker (a worker's exception reaches the main process wrapped
 in a traceback): each decoded slot carries its error message, and :func:`check_batch` applies
 the ``on_bad_image`` policy in the main process.
@@ -237,3 +240,51 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
         return self.source.load(item, self.transform), int(item.label)  # type: ignore[arg-type]
+
+
+def sample_items(source: ImageSource, n: int, seed: int = 0) -> list[Item]:
+    """A uniform sample of ``n`` items (reservoir sampling over one pass of the listing:
+    memory for ``n`` references, whatever the collection's size), in listing order."""
+    import random
+
+    rng = random.Random(seed)
+    reservoir: list[tuple[int, Item]] = []
+    for i, item in enumerate(source.items()):
+        if i < n:
+            reservoir.append((i, item))
+        else:
+            j = rng.randrange(i + 1)
+            if j < n:
+                reservoir[j] = (i, item)
+    return [item for _, item in sorted(reservoir, key=lambda pair: pair[0])]
+
+
+def channel_stats(
+    source: ImageSource,
+    transform: ImageTransform,
+    *,
+    sample: int = 2000,
+    seed: int = 0,
+    num_workers: int = 2,
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units over a bounded sample of the source (the
+    models' input normalisation), accumulated in float64 sums: never a float copy of a split."""
+    total = torch.zeros(transform.channels, dtype=torch.float64)
+    squares = torch.zeros(transform.channels, dtype=torch.float64)
+    count = 0
+    for batch in stream_batches(
+        source,
+        transform,
+        items=sample_items(source, sample, seed),
+        num_workers=num_workers,
+        on_bad_image="skip",
+    ):
+        x = batch.images.to(torch.float64).div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    if count == 0:
+        raise DataError(f"no usable image in a sample of {source.uri}; check the collection")
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    return mean.tolist(), std.tolist()

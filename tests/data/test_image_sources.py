@@ -366,3 +366,21 @@ def test_missing_s3_prefix_and_bucket(s3) -> None:
         open_source(s3.uri("no/such/prefix"))
     with pytest.raises(DataError, match="bucket 'no-such-bucket-fct' does not exist"):
         open_source("s3://no-such-bucket-fct/images")
+
+
+def test_channel_stats_from_a_bounded_sample(tmp_path: Path) -> None:
+    from fct_registry.data.loader import channel_stats, sample_items
+    from fct_registry.data.prepared import channel_stats as full_stats
+
+    write_flat(tmp_path / "f", 50, rgb=True)
+    source = open_source(str(tmp_path / "f"))
+    _, everything, _ = _all(source, RGB28)
+    # A sample at least as large as the collection is the collection: same as the full pass.
+    mean, std = channel_stats(source, RGB28, sample=100, num_workers=0)
+    expected_mean, expected_std = full_stats(everything.numpy())
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-5)
+    np.testing.assert_allclose(std, expected_std, rtol=1e-4)
+    # A smaller sample: that many distinct items, in listing order, the same for a seed.
+    picked = [item.id for item in sample_items(source, 10, seed=3)]
+    assert len(set(picked)) == 10 and picked == sorted(picked)
+    assert picked == [item.id for item in sample_items(source, 10, seed=3)]
