@@ -140,6 +140,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _steady_malloc() -> None:
+    """Keep the process's footprint flat over a long run (glibc only; best effort).
+
+    Each batch allocates tens of MB of activations and frees them again. glibc raises its mmap
+    threshold after the first such free and then serves them from the heap, where fragmentation
+    lets the peak creep up with the number of batches (measured: +20% peak RSS from 10k to 30k
+    images). A fixed 1 MiB threshold returns large blocks to the OS on free; two arenas stop
+    each intra-op thread from growing its own heap.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return
+
+
 def run(args: argparse.Namespace) -> int:
     from fct_registry.cli.resolve import mlflow_client
     from fct_registry.data.image_sources import open_source
@@ -158,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             raise FctError(f"{flag} must be a positive number, got {value}")
     if args.workers < 0:
         raise FctError(f"--workers must be 0 or more, got {args.workers}")
+    _steady_malloc()
     ref = parse_ref(args.model)
     device = pick_device(args.device)
     images = args.images or [str(args.data / f"{args.split}.safetensors")]

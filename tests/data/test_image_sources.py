@@ -164,21 +164,43 @@ def test_image_dataset_with_distributed_sampler(tmp_path: Path) -> None:
     assert sorted(seen) == sorted(labels.tolist())
 
 
-def test_resize_and_centre_crop_match_torchvision() -> None:
+def test_resize_and_centre_crop_match_torchvision_and_pillow() -> None:
     from PIL import Image
     from torchvision.transforms import v2
 
     rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, (90, 60, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(array).save(out, "PNG")
+    smooth = np.kron(rng.integers(0, 256, (30, 20, 3)), np.ones((3, 3, 1))).astype(np.uint8)
     transform = ImageTransform(3, 32, 32, resize=40)
-    got = decode(out.getvalue(), transform, "x.png")
-    # The same steps one by one with PIL: shorter side to 40 (bilinear), then the centre 32x32.
-    img = Image.fromarray(array).resize((40, 60), Image.BILINEAR, reducing_gap=None)
-    expected = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    encoded = {}
+    for fmt in ("PNG", "BMP"):  # PNG: the torchvision path; BMP: the Pillow path
+        out = io.BytesIO()
+        Image.fromarray(smooth).save(out, fmt)
+        encoded[fmt] = decode(out.getvalue(), transform, f"x.{fmt.lower()}")
+    # The same steps one by one: shorter side 90 -> 40 (antialiased bilinear), centre 32x32.
+    expected = v2.functional.resize(
+        torch.from_numpy(smooth).permute(2, 0, 1), [60, 40], antialias=True
+    )
     expected = v2.functional.center_crop(expected, [32, 32])
-    assert torch.equal(got, expected)
+    assert torch.equal(encoded["PNG"], expected)
+    # Pillow's filter is the same up to rounding.
+    assert (encoded["BMP"].int() - expected.int()).abs().max() <= 2
+
+
+def test_jpeg_paths_agree_and_colour_conversion_matches_pillow(tmp_path: Path) -> None:
+    from PIL import Image
+
+    images, _ = fashion_images(20)
+    for i in range(20):
+        data = encode(images[i], "JPEG")
+        fast = decode(data, GRAY28, "x.jpg")  # torchvision.io
+        slow = decode(data, None, "x.jpg")  # Pillow, at the native size
+        assert torch.equal(fast, slow)
+    rng = np.random.default_rng(1)
+    colour = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(colour).save(out, "PNG")
+    gray = decode(out.getvalue(), GRAY28, "c.png")
+    assert torch.equal(gray[0], torch.from_numpy(np.array(Image.fromarray(colour).convert("L"))))
 
 
 # --- bad input: each case its own error -------------------------------------------------------
