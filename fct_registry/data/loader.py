@@ -234,6 +234,22 @@ class ImageDataset(Dataset):
         self.source, self.transform = source, transform
         self.items = [item.without_data() for item in source.items()]
 
+    @property
+    def labels(self) -> torch.Tensor:
+        """Every item's label (int64), from the listing: class counts need no decoding."""
+        return torch.tensor([item.label for item in self.items], dtype=torch.int64)
+
+    def subset(self, classes: list[int] | None) -> ImageDataset:
+        """The items of ``classes`` only (a version trained on a subset of the classes), in
+        the same order; ``None``: all of them."""
+        if classes is None:
+            return self
+        keep = set(classes)
+        subset = object.__new__(ImageDataset)
+        subset.source, subset.transform = self.source, self.transform
+        subset.items = [item for item in self.items if item.label in keep]
+        return subset
+
     def __len__(self) -> int:
         return len(self.items)
 

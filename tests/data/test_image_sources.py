@@ -162,6 +162,10 @@ def test_image_dataset_with_distributed_sampler(tmp_path: Path) -> None:
             assert x.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28)
             seen += y.tolist()
     assert sorted(seen) == sorted(labels.tolist())
+    assert dataset.labels.tolist() == labels.tolist()
+    two = dataset.subset([0, 2])
+    assert two.labels.tolist() == [v for v in labels.tolist() if v in (0, 2)]
+    assert int(two[len(two) - 1][1]) == 2
 
 
 def test_resize_and_centre_crop_match_torchvision_and_pillow() -> None:
