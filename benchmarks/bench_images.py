@@ -17,7 +17,7 @@ does.
    wall time measures the scheduler as much as the code.
 2. Peak memory of ``fct embed`` (the CLI, resolving through a temporary MLflow registry) over a
    flat folder of N JPEG files, at a small and a large N: the main process's ``VmHWM`` and the
-   peak of the summed PSS of the process and its DataLoader workers (polled every 0.25 s).
+   peak of its RSS plus its DataLoader workers' private memory (polled every 0.25 s).
    Target: the large run's peaks within 10% of the small run's.
 
 Wall and CPU seconds are printed side by side (the machine is shared). OMP_WAIT_POLICY=PASSIVE.
@@ -256,18 +256,27 @@ def register_default(workdir: Path) -> str:
     return uri
 
 
-def _tree_pss_kb(pid: int) -> int:
-    """PSS of ``pid`` and its descendants (kB), from /proc: pages the forked DataLoader
-    workers share with the main process are counted once, split between them."""
+def _tree_kb(pid: int) -> int:
+    """RSS of ``pid`` plus the private memory (USS) of its descendants (kB), from /proc: the
+    forked DataLoader workers' pages shared with the main process are counted once, and,
+    unlike PSS, nothing depends on what other processes on the machine map."""
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
         try:
-            with open(f"/proc/{p}/smaps_rollup") as fh:
-                total += next((int(line.split()[1]) for line in fh if line.startswith("Pss:")), 0)
+            if p == pid:
+                with open(f"/proc/{p}/status") as fh:
+                    total += next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:"))
+            else:
+                with open(f"/proc/{p}/smaps_rollup") as fh:
+                    total += sum(
+                        int(x.split()[1])
+                        for x in fh
+                        if x.startswith(("Private_Clean:", "Private_Dirty:"))
+                    )
             with open(f"/proc/{p}/task/{p}/children") as fh:
                 stack += [int(c) for c in fh.read().split()]
-        except (OSError, ValueError):
+        except (OSError, ValueError, StopIteration):
             continue
     return total
 
@@ -300,7 +309,7 @@ def peak_memory(n: int, uri: str, encoded: list[bytes], workdir: Path) -> dict[s
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     tree_peak = 0
     while proc.poll() is None:
-        tree_peak = max(tree_peak, _tree_pss_kb(proc.pid))
+        tree_peak = max(tree_peak, _tree_kb(proc.pid))
         time.sleep(0.25)
     stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - start
@@ -359,7 +368,7 @@ def main() -> int:
             run = peak_memory(n, uri, encoded, workdir / "m")
             runs.append(run)
             print(
-                f"   {n:>7} files: main peak RSS {run['main_peak_mb']:.0f} MB, with workers (PSS) "
+                f"   {n:>7} files: main peak RSS {run['main_peak_mb']:.0f} MB, with workers "
                 f"{run['tree_peak_mb']:.0f} MB; {run['seconds']:.0f} s "
                 f"({run['images_per_second']:.0f} images/s)",
                 flush=True,
