@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from fct_registry import __version__
 from fct_registry.errors import FctError
+from fct_registry.registry.store import close_command_stores
 
 # Module names under fct_registry.cli and their one-line help, in ``fct --help`` order.
 COMMANDS: dict[str, str] = {
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    finally:
+        close_command_stores()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -147,12 +147,20 @@ def tracking_store(
                     os.environ[key] = value
 
 
+# Stores opened by a command (``open_tracking_store``); closed when the command returns, so a
+# command run in-process (tests, notebooks) leaves MLflow's settings as it found them.
+_COMMAND_STORES = contextlib.ExitStack()
+atexit.register(_COMMAND_STORES.close)
+
+
 def open_tracking_store(
     tracking_uri: str | None = None, *, read_only: bool = False
 ) -> MlflowClient:
-    """:func:`tracking_store` for a command-line process: the store stays current until the
-    process exits (a command runs one store from start to end)."""
-    stack = contextlib.ExitStack()
-    client = stack.enter_context(tracking_store(tracking_uri, read_only=read_only))
-    atexit.register(stack.close)
-    return client
+    """:func:`tracking_store` for a command: the store stays current until the command ends
+    (:func:`close_command_stores`, called by ``fct``'s ``main``) or the process exits."""
+    return _COMMAND_STORES.enter_context(tracking_store(tracking_uri, read_only=read_only))
+
+
+def close_command_stores() -> None:
+    """Leave every store :func:`open_tracking_store` opened, restoring MLflow's settings."""
+    _COMMAND_STORES.close()
