@@ -237,7 +237,7 @@ def upgrade_gallery(
             try:
                 plan.check_shard(shard, where)
                 with source.shard(shard) as reader:
-                    schema = output_schema(reader.schema, plan.target_dim)
+                    schema = output_schema(reader.schema, plan.target_dim, batch_plan.uncertainty)
                     # Decoding and the chain run one batch ahead in a helper thread while
                     # this thread encodes, hashes and writes the batch before (~15% faster on
                     # two cores; every step releases the GIL). Order is preserved.

@@ -95,7 +95,7 @@ def upgrade_shard(
     ``<source uri>/<shard> (batch i)`` exactly as the local job's do."""
     where = f"{source.uri}/{shard.path}"
     with ShardReader(source, shard) as reader:
-        schema = output_schema(reader.schema, plan.target_dim)
+        schema = output_schema(reader.schema, plan.target_dim, plan.uncertainty)
         upgraded = _ahead(
             upgrade_batch(b, plan, f"{where} (batch {i})")
             for i, b in enumerate(reader.batches(batch_size))
