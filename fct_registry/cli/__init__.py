@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "graph",
     "embed",
     "upgrade",
+    "backfill",
     "search",
     "gate",
 )
