@@ -1,0 +1,87 @@
+"""The `backfill` DVC stage on a tiny pipeline run: outputs, switch-off, summary arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fct_registry.config import BackfillConfig, parse_params
+from fct_registry.pipeline import stages
+from fct_registry.pipeline.backfill import backfill_stage, summarise
+from fct_registry.pipeline.layout import Layout
+from tests.conftest import needs_fashion, tiny_params
+
+
+def test_summary_is_paired_over_seeds():
+    def seed(u, r, plain, unc):
+        curve = lambda a: {"auc_top1": a, "auc_mAP": a / 2}  # noqa: E731
+        return {
+            "curves": {"uncertainty": curve(u), "random": curve(r), "oracle": curve(u + 1)},
+            "transform_only": {
+                "plain": {"top1": plain, "mAP": plain},
+                "uncertainty": {"top1": unc, "mAP": unc},
+            },
+        }
+
+    s = summarise({"0": seed(80, 78, 70, 69.5), "1": seed(82, 79, 71, 71)}, BackfillConfig())
+    assert s["auc_uncertainty_minus_random"]["top1"]["mean"] == pytest.approx(2.5)
+    assert s["auc_uncertainty_minus_random"]["mAP"]["mean"] == pytest.approx(1.25)
+    assert s["auc"]["oracle"]["top1"]["mean"] == pytest.approx(82)
+    d = s["transform_only_uncertainty_minus_plain"]["top1"]
+    assert d["mean"] == pytest.approx(-0.25) and d["n"] == 2
+    sd = 0.5 / 2**0.5  # of the differences -0.5 and 0
+    assert d["ci95"] == pytest.approx(12.706 * sd / 2**0.5, rel=1e-3)  # t(0.975, 1) sd / sqrt n
+
+
+def test_switched_off(tmp_path):
+    raw = tiny_params()
+    raw["backfill"] = {"enabled": False}
+    metrics = backfill_stage(parse_params(raw), Layout(tmp_path))
+    assert metrics == {"enabled": False}
+    assert json.loads((tmp_path / "backfill" / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "backfill" / "curves.csv").read_text().startswith("policy,backfilled")
+
+
+def test_unknown_version_is_a_config_error():
+    raw = tiny_params()
+    raw["backfill"] = {"from": 1, "to": 9}
+    with pytest.raises(Exception, match="backfill names version 9"):
+        parse_params(raw)
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_stage_on_a_tiny_pipeline(tmp_path):
+    raw = tiny_params()
+    raw["transformations"] = {}
+    raw["bct"] = {}
+    raw["backfill"] = {
+        "from": 1,
+        "to": 3,
+        "seeds": [0, 1],
+        "steps": 4,
+        "transformation": {
+            "hidden_dim": 16,
+            "p2c_weight": 0.1,
+            "optim": {"epochs": 2, "batch_size": 64, "max_batches": 3},
+        },
+    }
+    params, layout = parse_params(raw), Layout(tmp_path)
+    stages.prepare_stage(params, layout)
+    stages.side_info_stage(params, layout)
+    for v in (1, 3):
+        stages.version_stage(params, layout, v)
+    metrics = backfill_stage(params, layout)
+    assert metrics["seeds"] == ["0", "1"]
+    for policy in ("random", "uncertainty", "oracle"):
+        curve = metrics["per_seed"]["0"]["curves"][policy]
+        assert curve["fractions"] == [0, 0.25, 0.5, 0.75, 1.0]
+    # every policy ends at the new model's own score and starts at the transformed gallery's
+    ends = {tuple(metrics["per_seed"]["1"]["curves"][p]["mAP"][i] for p in ("random", "oracle"))
+            for i in (0, 4)}  # fmt: skip
+    assert all(a == pytest.approx(b) for a, b in ends)
+    out = tmp_path / "backfill"
+    assert (out / "curves.png").stat().st_size > 0
+    assert len((out / "curves.csv").read_text().splitlines()) == 1 + 3 * 5
+    assert "seconds" not in json.loads((out / "metrics.json").read_text())
