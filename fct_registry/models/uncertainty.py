@@ -67,6 +67,12 @@ class WithUncertainty(nn.Module):
         return hops[-1].predict(old, side_info)
 
 
+def kind_predicts_uncertainty(kind: str) -> bool:
+    """Whether transformations of the registered ``kind`` predict uncertainty (and so train
+    with the NLL); the counterpart of ``uses_side_info``."""
+    return kind == KIND
+
+
 def chain_predicts_uncertainty(module: nn.Module) -> bool:
     """A transformation, or a chain whose last hop, predicts uncertainty."""
     hops = list(getattr(module, "hops", [module]))

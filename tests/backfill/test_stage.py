@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+import torch
 
+from fct_registry.backfill import Budget, make_plan, run_backfill
 from fct_registry.config import BackfillConfig, parse_params
+from fct_registry.gallery import Gallery, open_storage
+from fct_registry.gallery import schema as S
+from fct_registry.gallery.embed import embed_to_gallery, load_images
+from fct_registry.models import load_model
 from fct_registry.pipeline import stages
 from fct_registry.pipeline.backfill import backfill_stage, summarise
 from fct_registry.pipeline.layout import Layout
+from fct_registry.registry.onnx_export import export_onnx
+from fct_registry.training.embed import embed_images
+from fct_registry.upgrade import UpgradePlan, upgrade_gallery
 from tests.conftest import needs_fashion, tiny_params
 
 
@@ -54,7 +65,10 @@ def test_unknown_version_is_a_config_error():
 @pytest.mark.slow
 def test_stage_on_a_tiny_pipeline(tmp_path):
     raw = tiny_params()
-    raw["transformations"] = {}
+    raw["transformations"] = {
+        "1-3-u": {"from": 1, "to": 3, "kind": "fct-uncertainty", "hidden_dim": 16,
+                  "optim": {"epochs": 2, "batch_size": 64, "max_batches": 3}},
+    }  # fmt: skip
     raw["bct"] = {}
     raw["backfill"] = {
         "from": 1,
@@ -85,3 +99,34 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
     assert (out / "curves.png").stat().st_size > 0
     assert len((out / "curves.csv").read_text().splitlines()) == 1 + 3 * 5
     assert "seconds" not in json.loads((out / "metrics.json").read_text())
+
+    # The whole operator flow: the transform stage trains the uncertainty-aware kind, its ONNX
+    # graph upgrades a v1 gallery (uncertainty column), then plan and run the backfill.
+    stages.transformation_stage(params, layout, "1-3-u")
+    h, spec = load_model(layout.transformation("1-3-u"))
+    assert spec["type"] == "fct-uncertainty"
+    export_onnx(
+        h, tmp_path / "h.onnx", old_dim=spec["old_dim"], side_info_dim=spec["side_info_dim"]
+    )
+    v1, _ = load_model(layout.version(1))
+    v3, _ = load_model(layout.version(3))
+    side, _ = load_model(layout.side_info)
+    test_file = layout.data / "test.safetensors"
+    embed_to_gallery(
+        load_images(test_file), open_storage(tmp_path / "g1"), family="fashion", version=1,
+        model=v1, side_info_model=side, side_info_ref="side/1", shard_rows=128,
+    )  # fmt: skip
+    upgrade = UpgradePlan.from_onnx("fashion", 3, {(1, "side/1"): [tmp_path / "h.onnx"]})
+    upgrade_gallery(Gallery.open(tmp_path / "g1"), open_storage(tmp_path / "g3"), upgrade)
+    g3 = Gallery.open(tmp_path / "g3")
+    plan = make_plan(g3, Budget.parse("10%"), images=str(test_file))
+    assert len(plan.ids) == 30 and list(plan.scores) == sorted(plan.scores, reverse=True)
+    embed = lambda images: embed_images(v3, images, torch.device("cpu")).numpy()  # noqa: E731
+    run_backfill(plan, embed, model_id="v3")
+    table = pa.concat_tables(
+        pa.Table.from_batches([b]) for b in Gallery.open(tmp_path / "g3").batches()
+    )
+    marked = table.filter(pc.field(S.BACKFILLED))
+    assert sorted(marked.column(S.ID).to_pylist()) == sorted(plan.ids)
+    assert marked.column(S.UNCERTAINTY).null_count == 30
+    assert table.column(S.UNCERTAINTY).null_count == 30  # every other row keeps its own
