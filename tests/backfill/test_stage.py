@@ -130,3 +130,12 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
     assert sorted(marked.column(S.ID).to_pylist()) == sorted(plan.ids)
     assert marked.column(S.UNCERTAINTY).null_count == 30
     assert table.column(S.UNCERTAINTY).null_count == 30  # every other row keeps its own
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from fct_registry.evaluation.backfill_report import t_quantile
+
+    for df in (1, 2, 5, 30):
+        assert t_quantile(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4)
+    assert t_quantile(200) == pytest.approx(stats.t.ppf(0.975, 200), rel=0.02)
