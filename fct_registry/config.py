@@ -146,6 +146,12 @@ class BackfillConfig(_Strict):
     transformation: UncertaintyTrainingConfig = UncertaintyTrainingConfig()
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     steps: int = Field(20, ge=1, description="curve points: fractions 0, 1/steps, ..., 1")
+    queries: int | None = Field(
+        2000,
+        ge=1,
+        description="curves: this many test items (a fixed random draw) query a gallery of the "
+        "others; null: every test item queries all others (leave-one-out, ~6x the time)",
+    )
     policies: list[Literal["random", "uncertainty", "oracle"]] = Field(
         default_factory=lambda: ["random", "uncertainty", "oracle"], min_length=1
     )

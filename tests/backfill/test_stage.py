@@ -11,12 +11,13 @@ import torch
 
 from fct_registry.backfill import Budget, make_plan, run_backfill
 from fct_registry.config import BackfillConfig, parse_params
+from fct_registry.errors import ConfigError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.embed import embed_to_gallery, load_images
 from fct_registry.models import load_model
 from fct_registry.pipeline import stages
-from fct_registry.pipeline.backfill import backfill_stage, summarise
+from fct_registry.pipeline.backfill import _restrict, backfill_stage, query_split, summarise
 from fct_registry.pipeline.layout import Layout
 from fct_registry.registry.onnx_export import export_onnx
 from fct_registry.training.embed import embed_images
@@ -75,6 +76,7 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
         "to": 3,
         "seeds": [0, 1],
         "steps": 4,
+        "queries": 100,
         "transformation": {
             "hidden_dim": 16,
             "p2c_weight": 0.1,
@@ -139,3 +141,14 @@ def test_t_quantiles_match_scipy():
     for df in (1, 2, 5, 30):
         assert t_quantile(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4)
     assert t_quantile(200) == pytest.approx(stats.t.ppf(0.975, 200), rel=0.02)
+
+
+def test_query_split_and_restricted_orders():
+    qry, gal, loo = query_split(10, 3)
+    assert not loo and len(qry) == 3 and sorted(qry.tolist() + gal.tolist()) == list(range(10))
+    assert torch.equal(query_split(10, 3)[0], qry)  # fixed, whatever the seed
+    assert query_split(10, None)[2]
+    with pytest.raises(ConfigError, match=r"backfill\.queries"):
+        query_split(10, 10)
+    order = torch.tensor([4, 0, 3, 1, 2])
+    assert _restrict(order, torch.tensor([1, 3, 4])).tolist() == [2, 1, 0]
