@@ -216,25 +216,23 @@ def summarise(per_seed: dict[str, dict], cfg: BackfillConfig) -> dict:
 def _write(out: Path, metrics: dict, per_seed: dict, params: Params) -> None:
     tracked = {k: v for k, v in metrics.items() if k != "seconds"}  # no timings in git
     (out / "metrics.json").write_text(json.dumps(tracked, indent=2, sort_keys=True) + "\n")
-    rows: list[dict] = []
+    # Wide format, one row per fraction, so `dvc plots` draws one line per policy and metric.
     curves: dict[str, dict] = {}
-    if per_seed:
-        first = next(iter(per_seed.values()))["curves"]
-        for policy in first:
-            fr = first[policy]["fractions"]
-            by = {m: [per_seed[s]["curves"][policy][m] for s in per_seed] for m in ("top1", "mAP")}
-            curves[policy] = {"fractions": fr, **by}
-            for i, f in enumerate(fr):
-                rows.append(
-                    {
-                        "policy": policy,
-                        "backfilled": round(100 * f, 4),
-                        "top1": sum(v[i] for v in by["top1"]) / len(by["top1"]),
-                        "mAP": sum(v[i] for v in by["mAP"]) / len(by["mAP"]),
-                    }
-                )
+    for policy in next(iter(per_seed.values()))["curves"] if per_seed else []:
+        curves[policy] = {
+            "fractions": next(iter(per_seed.values()))["curves"][policy]["fractions"],
+            **{m: [per_seed[s]["curves"][policy][m] for s in per_seed] for m in ("top1", "mAP")},
+        }
+    fields = ["backfilled"] + [f"{p}_{m}" for m in ("top1", "mAP") for p in curves]
+    rows = []
+    for i, f in enumerate(next(iter(curves.values()))["fractions"] if curves else []):
+        row: dict = {"backfilled": round(100 * f, 4)}
+        for p, c in curves.items():
+            for m in ("top1", "mAP"):
+                row[f"{p}_{m}"] = sum(v[i] for v in c[m]) / len(c[m])
+        rows.append(row)
     with (out / "curves.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["policy", "backfilled", "top1", "mAP"])
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     if curves:
