@@ -133,6 +133,11 @@ class UncertaintyTrainingConfig(_Strict):
     hidden_dim: int = Field(512, ge=1)
     beta: float = Field(1.0, ge=0, le=1, description="beta-NLL weight exponent (0 = plain NLL)")
     p2c_weight: float = Field(0.0, ge=0, description="FastFill point-to-cluster term; 0 = off")
+    detach_variance: bool = Field(
+        True,
+        description="the variance head sends no gradient into the shared trunk, so the "
+        "embedding trains as the plain transformation's (false: joint, as in FastFill)",
+    )
     optim: OptimConfig = OptimConfig(epochs=12, batch_size=512, lr=1e-3, weight_decay=0)
 
 

@@ -34,6 +34,10 @@ class UncertaintyTransformation(FCTTransformation):
     def __init__(self, old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048):
         super().__init__(old_dim, new_dim, side_info_dim, hidden_dim)
         self.log_variance = nn.Linear(hidden_dim, 1)
+        # True: the variance head reads the trunk's features without sending gradients back,
+        # so the embedding is trained exactly as the plain transformation's (training only;
+        # outputs are the same either way, so it is not part of the spec).
+        self.detach_variance = False
 
     def predict(
         self, old: torch.Tensor, side_info: torch.Tensor
@@ -43,7 +47,8 @@ class UncertaintyTransformation(FCTTransformation):
         if self.side_proj is not None:
             h = torch.cat([h, self.side_proj(side_info)], dim=1)
         hidden, head = self.mixer[0](h), self.mixer[1]
-        log_var = self.log_variance(hidden).squeeze(1).clamp(*LOG_VARIANCE_CLAMP)
+        features = hidden.detach() if self.detach_variance else hidden
+        log_var = self.log_variance(features).squeeze(1).clamp(*LOG_VARIANCE_CLAMP)
         return head(hidden), log_var
 
     def forward(self, old: torch.Tensor, side_info: torch.Tensor) -> torch.Tensor:

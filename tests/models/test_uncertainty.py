@@ -222,3 +222,18 @@ def test_upgrade_batch_writes_the_uncertainty_column(exported):
     plan2 = BatchPlan("fam", 2, 6, {(2, "s/1"): Route(None, "already")})
     again = upgrade_batch(mixed, plan2)
     assert again.column(S.UNCERTAINTY).equals(mixed.column(S.UNCERTAINTY))
+
+
+def test_detached_variance_leaves_the_trunk_to_the_regression():
+    old, side, new, _ = _heteroscedastic(64)
+    grads = {}
+    for detach in (True, False):
+        h = _model(1).train()
+        h.detach_variance = detach
+        pred, log_var = h.predict(old, side)
+        gaussian_nll(pred, log_var, new, beta=1.0).backward()
+        grads[detach] = h.old_proj[0].weight.grad.clone()
+    h = _model(1).train()
+    (0.5 * ((h(old, side) - new) ** 2).mean(1)).mean().backward()
+    torch.testing.assert_close(grads[True], h.old_proj[0].weight.grad)
+    assert not torch.allclose(grads[False], h.old_proj[0].weight.grad)
