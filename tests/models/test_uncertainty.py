@@ -237,3 +237,22 @@ def test_detached_variance_leaves_the_trunk_to_the_regression():
     (0.5 * ((h(old, side) - new) ** 2).mean(1)).mean().backward()
     torch.testing.assert_close(grads[True], h.old_proj[0].weight.grad)
     assert not torch.allclose(grads[False], h.old_proj[0].weight.grad)
+
+
+def test_flavor_saves_and_serves_the_uncertainty_kind(tmp_path):
+    import onnxruntime as ort
+
+    from fct_registry.registry.flavor import load_local, save_model
+
+    h = _model(4)
+    spec = {"kind": "transformation", "type": KIND, "from": 1, "to": 2, "old_dim": 8,
+            "new_dim": 6, "side_info_dim": 4, "hidden_dim": 16}  # fmt: skip
+    save_model(h, tmp_path / "m", spec=spec)
+    graph = next((tmp_path / "m").rglob("*.onnx"))
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["new_embedding", UNCERTAINTY_OUTPUT]
+    loaded = load_local(tmp_path / "m")
+    old, side = torch.randn(3, 8), torch.randn(3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(old, side), h(old, side))
+    assert chain_predicts_uncertainty(loaded)
