@@ -168,6 +168,31 @@ def _cli_run(plan: Path, model: Path, kill: str | None) -> subprocess.CompletedP
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.parametrize("crash", ["batch:0:0", "batch:1:1", "shard:1", "marker:2", "manifest"])
+def test_crash_then_resume_in_process(setup, tmp_path, monkeypatch, crash):
+    """The fast twin of the SIGKILL test: an exception at each point, then the same call."""
+    import fct_registry.backfill.run as R
+
+    twin = tmp_path / "twin"
+    shutil.copytree(setup.gallery, twin)
+    plan_a = make_plan(Gallery.open(setup.gallery), Budget.parse("30%"), images=str(setup.images))
+    plan_b = make_plan(Gallery.open(twin), Budget.parse("30%"), images=str(setup.images))
+    run_backfill(plan_a, setup.embed, model_id="m", batch_size=8)
+
+    def boom(point: str) -> None:
+        if point == crash:
+            raise KeyboardInterrupt(point)
+
+    monkeypatch.setattr(R, "_checkpoint", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_backfill(plan_b, setup.embed, model_id="m", batch_size=8)
+    monkeypatch.undo()
+    report = run_backfill(plan_b, setup.embed, model_id="m", batch_size=8)
+    assert report.already_complete == (crash == "manifest")
+    assert files(twin) == files(setup.gallery)
+
+
+@pytest.mark.slow  # three CLI processes per case: minutes on a loaded 2-core machine
 @pytest.mark.parametrize("kill", ["batch:1:1", "marker:0", "manifest"])
 def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(setup, tmp_path, kill):
     twin = tmp_path / "twin"
