@@ -104,13 +104,14 @@ def _heteroscedastic(n=1024, seed=0):
     return old, side, new, noisy
 
 
-@pytest.mark.parametrize("p2c", [0.0, 0.5])
-def test_training_learns_which_items_are_uncertain(tmp_path, p2c):
+@pytest.mark.parametrize(("p2c", "detach"), [(0.0, True), (0.5, True), (0.0, False)])
+def test_training_learns_which_items_are_uncertain(tmp_path, p2c, detach):
     old, side, new, noisy = _heteroscedastic()
     cfg = UncertaintyTrainingConfig(
         hidden_dim=32,
         p2c_weight=p2c,
-        optim=OptimConfig(epochs=8, batch_size=128, lr=3e-3, weight_decay=0),
+        detach_variance=detach,
+        optim=OptimConfig(epochs=30, batch_size=128, lr=3e-3, weight_decay=0),
     )
     spec = {"type": KIND, "old_dim": 8, "new_dim": 6, "side_info_dim": 4, "hidden_dim": 32}
     extra = {}
