@@ -1,8 +1,10 @@
 """Typed, validated configuration loaded from ``params.yaml``.
 
 Every section is a pydantic model with ``extra="forbid"`` so a typo is an error, never a silent
-``None``. Cross-references (a transformation naming a version, a backbone name) are checked at load
-time, before any training starts.
+``None``. Cross-references between sections (a transformation naming a version) are checked here,
+at load time. Builder names (dataset, backbone, transformation kind) belong to registries that live
+in higher layers, so they are checked where those are visible: :func:`fct_registry.pipeline.params.
+check_names` before any stage starts, and by each registry's factory when it builds.
 """
 
 from __future__ import annotations
@@ -15,14 +17,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fct_registry.errors import ConfigError
-
-
-def _known(registry: Any, name: str) -> str:
-    # pydantic only collects ValueErrors into its located error report.
-    try:
-        return registry.check(name)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -38,13 +32,6 @@ class DataConfig(_Strict):
     max_train: int | None = Field(None, gt=0, description="keep the first N train images (CI)")
     max_test: int | None = Field(None, gt=0, description="keep the first N test images (CI)")
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from fct_registry.data import DATASETS
-
-        return _known(DATASETS, name)
-
 
 class OptimConfig(_Strict):
     epochs: int = Field(5, ge=1)
@@ -59,13 +46,6 @@ class OptimConfig(_Strict):
 class BackboneConfig(_Strict):
     name: str = "smallcnn"
     kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_backbone(cls, name: str) -> str:
-        from fct_registry.models import BACKBONES
-
-        return _known(BACKBONES, name)
 
 
 class VersionConfig(_Strict):
@@ -100,19 +80,6 @@ class TransformationConfig(_Strict):
     optim: OptimConfig = OptimConfig(epochs=20, batch_size=1024, lr=1e-3, weight_decay=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, name: str) -> str:
-        from fct_registry.models import TRANSFORMATIONS
-
-        return _known(TRANSFORMATIONS, name)
-
-    @property
-    def uses_side_info(self) -> bool:
-        from fct_registry.models.transformations import uses_side_info
-
-        return uses_side_info(self.kind)
 
 
 class BctConfig(_Strict):
@@ -194,21 +161,32 @@ class GateRule(_Strict):
         return self
 
 
+def check_addressable(entries: dict[str, Any]) -> None:
+    """Refuse keys that ``dvc exp run -S section.KEY.x=1`` cannot address: DVC parses KEY with
+    Hydra's grammar, which rejects '-', '.' and a leading digit."""
+    bad = [key for key in entries if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key)]
+    if bad:
+        raise ValueError(
+            f"names {bad} cannot be addressed by `dvc exp run -S`; use letters, digits "
+            "and '_', starting with a letter (e.g. `v1_to_v2`)"
+        )
+
+
 def _default_gate_rules() -> dict[str, GateRule]:
     return {
-        "candidate-top1-vs-baseline": GateRule(
+        "candidate_top1_vs_baseline": GateRule(
             case="candidate", metric="top1", reference="baseline", fraction=1.0
         ),
-        "upgraded-top1-vs-baseline": GateRule(
+        "upgraded_top1_vs_baseline": GateRule(
             case="upgraded", metric="top1", reference="baseline", fraction=1.0
         ),
-        "upgraded-top1-vs-candidate": GateRule(
+        "upgraded_top1_vs_candidate": GateRule(
             case="upgraded", metric="top1", reference="candidate", fraction=0.9
         ),
-        "upgraded-mAP-vs-baseline": GateRule(
+        "upgraded_mAP_vs_baseline": GateRule(
             case="upgraded", metric="mAP", reference="baseline", fraction=1.0
         ),
-        "upgraded-mAP-vs-candidate": GateRule(
+        "upgraded_mAP_vs_candidate": GateRule(
             case="upgraded", metric="mAP", reference="candidate", fraction=0.85
         ),
     }
@@ -230,9 +208,7 @@ class GateConfig(_Strict):
     def _named_rules(cls, rules: dict[str, GateRule]) -> dict[str, GateRule]:
         if not rules:
             raise ValueError("declare at least one rule under `gate.rules:`")
-        bad = [name for name in rules if not re.fullmatch(r"[A-Za-z0-9_.-]+", name)]
-        if bad:
-            raise ValueError(f"rule names may use letters, digits, '.', '_' and '-'; got {bad}")
+        check_addressable(rules)
         return rules
 
 
@@ -270,6 +246,12 @@ class Params(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
     backfill: BackfillConfig | None = None
+
+    @field_validator("transformations", "bct")
+    @classmethod
+    def _addressable_keys(cls, entries: dict[str, Any]) -> dict[str, Any]:
+        check_addressable(entries)
+        return entries
 
     @field_validator("versions")
     @classmethod
@@ -320,13 +302,19 @@ class Params(_Strict):
         return self
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_config_problems(problems: list[tuple[str, str]], source: str) -> str:
+    """``invalid configuration in SOURCE:`` and one ``  where: message`` line per problem."""
     lines = [f"invalid configuration in {source}:"]
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        msg = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {msg}")
+    lines += [f"  {where or '(top level)'}: {msg}" for where, msg in problems]
     return "\n".join(lines)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    problems = [
+        (".".join(str(p) for p in item["loc"]), item["msg"].removeprefix("Value error, "))
+        for item in err.errors()
+    ]
+    return format_config_problems(problems, source)
 
 
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:

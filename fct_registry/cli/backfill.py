@@ -1,15 +1,19 @@
-"""``fct backfill plan|run``: partial backfilling of an upgraded gallery in FastFill's order."""
+"""``fct backfill plan|run``: partial backfilling of an upgraded gallery in FastFill's order (the
+parser; the implementation is ``fct_registry.commands.backfill``)."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import re
 from pathlib import Path
-from typing import Any
 
-from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli._common import add_tracking_uri, check_file, check_positive, check_store
 from fct_registry.errors import FctError
+
+# Copies of ``backfill.run.DEFAULT_BATCH_SIZE`` and ``evaluation.backfill.ORDERS.names()`` (a test
+# keeps them equal): importing the backfill package costs torch and pyarrow, a parser must not.
+DEFAULT_BATCH_SIZE = 8192
+POLICIES = ("uncertainty", "random", "oracle")
 
 DESCRIPTION = """\
 A gallery upgraded through transformations closes most of the gap to the new model, not all of
@@ -52,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument(
         "--policy",
         default="uncertainty",
-        choices=["uncertainty", "random", "oracle"],
+        choices=POLICIES,
         help="uncertainty (default), random (baseline), oracle (embeds every candidate: "
         "evaluation only)",
     )
@@ -66,15 +70,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out", default="backfill-plan.json", metavar="P", help="plan file (default %(default)s)"
     )
     _model_arguments(plan)
-    plan.set_defaults(func=_plan)
 
     run = sub.add_parser("run", help="re-embed the planned items and rewrite their rows")
     run.add_argument("--plan", required=True, metavar="P", help="a plan from `fct backfill plan`")
     run.add_argument("--images", metavar="FILE", help="override the plan's image source")
-    run.add_argument("--batch-size", type=int, default=8192, metavar="ROWS")
+    run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="ROWS")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     _model_arguments(run)
-    run.set_defaults(func=_run)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,92 +90,28 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     add_tracking_uri(parser)
 
 
-def _embedder(args: argparse.Namespace, family: str, target: int) -> tuple[Any, str]:
-    """``(images -> embeddings, model id)`` for the target version."""
-    from fct_registry.device import pick_device
-    from fct_registry.training.embed import embed_images
-
-    device = pick_device(args.device)
-    if args.model:
-        from fct_registry.models.io import WEIGHTS_FILE, load_model
-
-        module, spec = load_model(Path(args.model))
-        if spec.get("kind") != "embedding":
-            raise FctError(f"{args.model} holds a {spec.get('kind')} model, not an embedding")
-        digest = hashlib.sha256((Path(args.model) / WEIGHTS_FILE).read_bytes()).hexdigest()
-        model_id = f"local:{digest}"
-    else:
-        from fct_registry.cli.resolve import mlflow_client
-        from fct_registry.registry.flavor import load_model as load_registered
-
-        mlflow_client(args.tracking_uri)  # sets the registry URI for the download
-        model_id = f"models:/{family}/{target}"
-        module = load_registered(model_id)
-    return (lambda images: embed_images(module, images, device).numpy()), model_id
-
-
-def _plan(args: argparse.Namespace) -> int:
-    from fct_registry.backfill import Budget, make_plan, stored_embeddings
-    from fct_registry.backfill.images import item_images
-    from fct_registry.gallery import Gallery
-
-    budget = Budget.parse(args.budget)
-    gallery = Gallery.open(args.gallery)
-    embed = transformed = None
-    if args.policy == "oracle":
-        if not args.images:
+def check(args: argparse.Namespace) -> None:
+    """Argument checks that need neither torch nor pyarrow (the budget's syntax, files)."""
+    if args.backfill_command == "plan":
+        text = args.budget.strip()
+        if not re.fullmatch(r"\d+(\.\d+)?\s*%|\d+", text):
+            raise FctError(
+                f"--budget {args.budget!r} is neither a percentage of the gallery (10%) nor a "
+                "row count (5000)"
+            )
+        if text.endswith("%") and float(text[:-1]) > 100:
+            raise FctError(f"--budget {args.budget!r}: a percentage must be within 0..100%")
+        if args.policy == "oracle" and not args.images:
             raise FctError("--policy oracle embeds every candidate: pass --images FILE")
-        fn, _ = _embedder(args, gallery.manifest.family, next(iter(gallery.manifest.versions)))
-
-        def embed(ids: list[str]) -> Any:
-            return fn(item_images(ids, args.images))
-
-        def transformed(ids: list[str]) -> Any:
-            return stored_embeddings(gallery, ids)
-
-    plan = make_plan(
-        gallery,
-        budget,
-        args.policy,
-        seed=args.seed,
-        images=str(Path(args.images).resolve()) if args.images else None,
-        embed=embed,
-        transformed=transformed,
-    )
-    plan.write(args.out)
-    print(
-        f"planned {len(plan.ids)} of {plan.candidates} candidate rows of {gallery.uri} "
-        f"(budget {plan.budget}, policy {plan.policy}) -> {args.out}"
-    )
-    return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    from fct_registry.backfill import BackfillPlan, run_backfill
-
-    if args.batch_size < 1:
-        raise FctError(f"--batch-size must be positive, got {args.batch_size}")
-    plan = BackfillPlan.read(args.plan)
-    embed, model_id = _embedder(args, plan.family, plan.target)
-    report = run_backfill(
-        plan, embed, model_id=model_id, images=args.images, batch_size=args.batch_size
-    )
-    summary = {
-        "gallery": report.gallery,
-        "planned": report.planned,
-        "shards_rewritten": report.shards,
-        "shards_resumed": report.skipped_shards,
-        "already_complete": report.already_complete,
-        "seconds": report.seconds,
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    elif report.already_complete:
-        print(f"{report.gallery}: this plan was already applied; nothing to do")
+        check_file("--gallery", args.gallery)
     else:
-        print(
-            f"backfilled {report.planned} rows of {report.gallery} with "
-            f"{plan.family}@{plan.target}: {report.shards} shard(s) rewritten "
-            f"({report.skipped_shards} resumed) in {report.seconds:.1f} s"
-        )
-    return 0
+        check_positive(batch_size=args.batch_size)
+        if not Path(args.plan).is_file():
+            raise FctError(
+                f"--plan file {args.plan} does not exist; write one with `fct backfill plan`"
+            )
+    check_file("--images", args.images and Path(args.images))
+    if args.model:
+        check_file("--model", Path(args.model))
+    elif args.backfill_command == "run" or args.policy == "oracle":
+        check_store(args.tracking_uri)  # the target version comes from the registry

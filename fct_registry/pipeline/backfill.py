@@ -14,9 +14,13 @@ For every seed in ``backfill.seeds``, on the stored embeddings of versions ``fro
    distances instead of N x N.
 
 Writes ``outputs/backfill/metrics.json`` (per seed and seed means with 95% t intervals: curve
-areas, the paired uncertainty-minus-random differences, transform-only scores),
-``curves.csv`` (DVC plot: seed-mean curves) and ``curves.png``. With ``backfill.enabled: false``
-(or no ``backfill:`` block) it writes a metrics file saying so and nothing is trained.
+areas, the paired uncertainty-minus-random differences, transform-only scores), and beside it
+``curves.csv`` (seed-mean curves, one column per policy and metric) and ``curves.png``. With
+``backfill.enabled: false`` (the default in params.yaml: the stage takes ~19 min on two cores)
+or no ``backfill:`` block nothing is trained: metrics.json is ``{"enabled": false}`` and no curve
+files are left, so a disabled stage changes nothing in git. Only metrics.json is a DVC output;
+the curves are not (DVC would require them from a disabled run too), and a measured run is kept
+under ``docs/backfill/``.
 """
 
 from __future__ import annotations
@@ -35,10 +39,10 @@ from fct_registry.errors import ConfigError
 from fct_registry.evaluation.backfill import backfill_curves, backfill_order
 from fct_registry.evaluation.backfill_report import mean_ci, paired, plot_curves
 from fct_registry.evaluation.retrieval import retrieval_scores
+from fct_registry.layout import Layout, load_embeddings
 from fct_registry.models import load_model
 from fct_registry.models.uncertainty import KIND
-from fct_registry.pipeline.layout import Layout
-from fct_registry.pipeline.stages import fingerprint, load_embeddings
+from fct_registry.pipeline.stages import fingerprint
 from fct_registry.training.embed import apply_transformation
 from fct_registry.training.transformation import train_transformation, transformation_spec
 from fct_registry.training.uncertainty import (
@@ -46,6 +50,8 @@ from fct_registry.training.uncertainty import (
     predict_with_uncertainty,
     train_uncertainty_transformation,
 )
+
+CURVE_FILES = ("curves.csv", "curves.png")
 
 
 def backfill_dir(layout: Layout) -> Path:
@@ -66,6 +72,8 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
     if cfg is None or not cfg.enabled:
         metrics: dict = {"enabled": False}
         _write(out, metrics, {}, params)
+        for name in CURVE_FILES:  # an earlier enabled run's curves would contradict the metrics
+            (out / name).unlink(missing_ok=True)
         return metrics
     start = time.perf_counter()
     device = pick_device(params.device)
@@ -216,6 +224,8 @@ def summarise(per_seed: dict[str, dict], cfg: BackfillConfig) -> dict:
 def _write(out: Path, metrics: dict, per_seed: dict, params: Params) -> None:
     tracked = {k: v for k, v in metrics.items() if k != "seconds"}  # no timings in git
     (out / "metrics.json").write_text(json.dumps(tracked, indent=2, sort_keys=True) + "\n")
+    if not per_seed:
+        return
     # Wide format, one row per fraction, so `dvc plots` draws one line per policy and metric.
     curves: dict[str, dict] = {}
     for policy in next(iter(per_seed.values()))["curves"] if per_seed else []:

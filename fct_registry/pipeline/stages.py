@@ -12,16 +12,16 @@ import json
 from functools import partial
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-
 from fct_registry.config import Params, UncertaintyTrainingConfig
 from fct_registry.data import load_info, load_prepared, prepare
 from fct_registry.device import pick_device
-from fct_registry.errors import ConfigError, DataError
+from fct_registry.errors import ConfigError
+from fct_registry.evaluation.compatibility import Edge, compatibility_cases
+from fct_registry.evaluation.report import markdown_table, matrix_rows, plot_matrix
+from fct_registry.layout import Layout, load_embeddings, save_embeddings
 from fct_registry.models import load_model, save_model
+from fct_registry.models.transformations import uses_side_info
 from fct_registry.models.uncertainty import kind_predicts_uncertainty
-from fct_registry.pipeline.layout import Layout
 from fct_registry.training.classifier import BctInfluence, embedding_spec, train_classifier
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
@@ -39,17 +39,6 @@ def fingerprint(config: object, seed: int, inputs: list[Path]) -> str:
             for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def save_embeddings(path: Path, train: torch.Tensor, test: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"train": train.contiguous(), "test": test.contiguous()}, str(path))
-
-
-def load_embeddings(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise DataError(f"{path} not found; run the stage that produces it (`dvc repro`)")
-    return load_file(str(path))
 
 
 def _write_json(path: Path, payload: object) -> None:
@@ -226,8 +215,6 @@ def _version_config(params: Params, version: int):
 
 def evaluate_stage(params: Params, layout: Layout) -> dict:
     """Score every compatibility case on the test split; write metrics, table and heatmap."""
-    from fct_registry.evaluation.compatibility import Edge, compatibility_cases
-    from fct_registry.evaluation.report import markdown_table, matrix_rows, plot_matrix
 
     labels = load_prepared(layout.data, "test").labels
     versions = {v: load_embeddings(layout.version_embeddings(v))["test"] for v in params.versions}
@@ -235,7 +222,7 @@ def evaluate_stage(params: Params, layout: Layout) -> dict:
     edges = []
     for name, cfg in params.transformations.items():
         module, _ = load_model(layout.transformation(name))
-        edges.append(Edge(name, cfg.source, cfg.target, cfg.uses_side_info, module))
+        edges.append(Edge(name, cfg.source, cfg.target, uses_side_info(cfg.kind), module))
     bct = {
         name: (b.old, b.new, load_embeddings(layout.bct_embeddings(name))["test"])
         for name, b in params.bct.items()

@@ -28,16 +28,22 @@ from typing import TYPE_CHECKING
 from fct_registry.errors import FctError
 from fct_registry.models.uncertainty import WithUncertainty, chain_predicts_uncertainty
 
+# The interface names are the shipped runtime's, so the graph and its pyfunc always agree.
+from fct_registry.registry._runtime.fct_pyfunc import (
+    IMAGE_INPUT,
+    IMAGE_OUTPUT,
+    OLD_INPUT,
+    SIDE_INFO_INPUT,
+    TRANSFORMATION_OUTPUT,
+)
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-OLD_INPUT = "old_embedding"
-SIDE_INFO_INPUT = "side_info"
-TRANSFORMATION_OUTPUT = "new_embedding"
+# Second output of an uncertainty-aware transformation (not served by the pyfunc, which returns
+# the embedding; read by the upgrade's runner into the gallery's uncertainty column).
 UNCERTAINTY_OUTPUT = "log_variance"
-IMAGE_INPUT = "images"
-IMAGE_OUTPUT = "embedding"
 
 KINDS = ("transformation", "embedding", "side_info")
 EXPORT_BATCH = 4  # > 1, so the exporter cannot specialise the batch dimension to a constant

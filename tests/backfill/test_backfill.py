@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,12 +23,15 @@ from fct_registry.backfill import (
     run_backfill,
     stored_embeddings,
 )
-from fct_registry.backfill.run import KILL_ENV, PROGRESS_DIR
+from fct_registry.backfill.run import DEFAULT_BATCH_SIZE, KILL_ENV, PROGRESS_DIR
+from fct_registry.cli import backfill as parser_side
 from fct_registry.cli import main
 from fct_registry.errors import ConfigError, DataError
+from fct_registry.evaluation.backfill import ORDERS
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
 from tests.backfill.conftest import N, write_gallery
+from tests.cli.test_main import HEAVY, _fct
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -227,3 +231,32 @@ def test_cli_plan_and_errors(setup, tmp_path, capsys):
     assert main(["backfill", "run", "--plan", str(tmp_path / "missing.json")]) == 2
     assert "fct backfill plan" in capsys.readouterr().err
     assert main(["backfill", "plan", "--gallery", str(setup.gallery), "--budget", "x"]) == 2
+
+
+def test_parser_copies_match_the_library():
+    assert parser_side.DEFAULT_BATCH_SIZE == DEFAULT_BATCH_SIZE
+    assert set(parser_side.POLICIES) == set(ORDERS.names())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plan", "--gallery", "g", "--budget", "ten"], "neither a percentage"),
+        (["plan", "--gallery", "g", "--budget", "101%"], "within 0..100%"),
+        (["plan", "--gallery", "g", "--budget", "5", "--policy", "oracle"], "--images"),
+        (["plan", "--gallery", "missing", "--budget", "5"], "--gallery file missing"),
+        (["run", "--plan", "missing.json"], "fct backfill plan"),
+        (["run", "--plan", "p.json", "--batch-size", "0"], "--batch-size"),
+        (["run", "--plan", "p.json"], "no tracking store"),  # the registry is needed, absent
+    ],
+)
+def test_usage_errors_come_before_heavy_imports(argv, message, tmp_path):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "p.json").write_text("{}")
+    probe = _fct("backfill", *argv, cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert probe.returncode == 2
+    errors = [line for line in probe.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], probe.stderr[-2000:]
+    heavy = [m for m in HEAVY if re.search(rf"\|\s+{m}$", probe.stderr, re.M)]
+    assert heavy == [], f"{argv} imported {heavy} before failing"
+    assert not (tmp_path / "mlflow.db").exists()

@@ -15,10 +15,10 @@ from fct_registry.errors import ConfigError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.embed import embed_to_gallery, load_images
+from fct_registry.layout import Layout
 from fct_registry.models import load_model
 from fct_registry.pipeline import stages
 from fct_registry.pipeline.backfill import _restrict, backfill_stage, query_split, summarise
-from fct_registry.pipeline.layout import Layout
 from fct_registry.registry.onnx_export import export_onnx
 from fct_registry.training.embed import embed_images
 from fct_registry.upgrade import UpgradePlan, upgrade_gallery
@@ -49,10 +49,15 @@ def test_summary_is_paired_over_seeds():
 def test_switched_off(tmp_path):
     raw = tiny_params()
     raw["backfill"] = {"enabled": False}
+    out = tmp_path / "backfill"
+    out.mkdir()
+    (out / "curves.png").write_bytes(b"from an earlier enabled run")
     metrics = backfill_stage(parse_params(raw), Layout(tmp_path))
     assert metrics == {"enabled": False}
-    assert json.loads((tmp_path / "backfill" / "metrics.json").read_text()) == metrics
-    assert (tmp_path / "backfill" / "curves.csv").read_text().strip() == "backfilled"
+    assert (out / "metrics.json").read_text() == '{\n  "enabled": false\n}\n'  # byte-stable
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]  # no curves, stale ones gone
+    del raw["backfill"]
+    assert backfill_stage(parse_params(raw), Layout(tmp_path)) == {"enabled": False}
 
 
 def test_unknown_version_is_a_config_error():
@@ -67,7 +72,7 @@ def test_unknown_version_is_a_config_error():
 def test_stage_on_a_tiny_pipeline(tmp_path):
     raw = tiny_params()
     raw["transformations"] = {
-        "1-3-u": {"from": 1, "to": 3, "kind": "fct-uncertainty", "hidden_dim": 16,
+        "v1_to_v3_u": {"from": 1, "to": 3, "kind": "fct-uncertainty", "hidden_dim": 16,
                   "optim": {"epochs": 2, "batch_size": 64, "max_batches": 3}},
     }  # fmt: skip
     raw["bct"] = {}
@@ -105,8 +110,8 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
 
     # The whole operator flow: the transform stage trains the uncertainty-aware kind, its ONNX
     # graph upgrades a v1 gallery (uncertainty column), then plan and run the backfill.
-    stages.transformation_stage(params, layout, "1-3-u")
-    h, spec = load_model(layout.transformation("1-3-u"))
+    stages.transformation_stage(params, layout, "v1_to_v3_u")
+    h, spec = load_model(layout.transformation("v1_to_v3_u"))
     assert spec["type"] == "fct-uncertainty"
     export_onnx(
         h, tmp_path / "h.onnx", old_dim=spec["old_dim"], side_info_dim=spec["side_info_dim"]

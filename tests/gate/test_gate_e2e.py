@@ -61,7 +61,7 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
     assert production(family) == 1
     assert gate_tags(family, 2)[T.GATE_VERDICT] == "fail"
     recorded = json.loads(gate_tags(family, 2)[T.GATE_REPORT])
-    assert recorded["checks"]["upgraded-top1-vs-baseline"]["status"] == "fail"
+    assert recorded["checks"]["upgraded_top1_vs_baseline"]["status"] == "fail"
 
     data = json.loads(reports["--json-out"].read_text())
     scores = data["scores"]
@@ -70,7 +70,7 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
     assert data["upgrade"]["path"] == [1, 2] and data["promotion"]["moved"] is False
     suite = ET.parse(reports["--junit"]).getroot().find("testsuite")
     failed = {c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None}
-    assert {"upgraded-top1-vs-baseline", "upgraded-top1-vs-candidate"} <= failed
+    assert {"upgraded_top1_vs_baseline", "upgraded_top1_vs_candidate"} <= failed
     assert "❌ Release gate FAIL: fashion@2 vs fashion@1" in reports["--markdown"].read_text()
 
 
@@ -193,7 +193,7 @@ def test_outputs_of_another_run_are_refused(
 def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None:
     from fct_registry.config import load_params
     from fct_registry.gate.stage import JUNIT, REPORT, SUMMARY, gate_dir, gate_stage
-    from fct_registry.pipeline.layout import Layout
+    from fct_registry.layout import Layout
 
     set_production(family, 1)
     layout = Layout(family.outputs)
@@ -204,6 +204,10 @@ def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None
     ET.parse(out / JUNIT)
     assert "✅" in (out / SUMMARY).read_text()
     assert production(family) == 1
+    # The verdict reaches the registry: tags and the release row of the candidate's page.
+    assert gate_tags(family, 3)[T.GATE_VERDICT] == "pass"
+    page = client(family).get_model_version(FAMILY, "3").description
+    assert "release gate" in page and "PASS against @1" in page
 
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["gate"]
     assert list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])[-1] == "gate"
@@ -217,7 +221,7 @@ def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None
 def test_record_only_tags_and_a_raced_promotion_is_refused(family: GateFamily) -> None:
     from fct_registry.config import load_params
     from fct_registry.gate import GateError, record_and_promote, run_gate
-    from fct_registry.pipeline.layout import Layout
+    from fct_registry.layout import Layout
 
     set_production(family, 1)
     rules = load_params(family.root / "params.yaml").gate.rules

@@ -25,7 +25,7 @@ from fct_registry.training.uncertainty import (
     predict_with_uncertainty,
     train_uncertainty_transformation,
 )
-from fct_registry.upgrade.batch import BatchPlan, Route, upgrade_batch
+from fct_registry.upgrade.batch import BatchPlan, GroupRunner, upgrade_batch
 from fct_registry.upgrade.runner import OnnxChainRunner
 
 
@@ -201,7 +201,7 @@ def test_upgrade_batch_writes_the_uncertainty_column(exported):
     batch = make_batch(
         [f"i{k}" for k in range(10)], emb, model_version=1, side_info=side, side_info_version="s/1"
     )
-    plan = BatchPlan("fam", 2, 6, {(1, "s/1"): Route(runner, "1 -> 2")})
+    plan = BatchPlan("fam", 2, 6, {(1, "s/1"): GroupRunner(runner, "1 -> 2")})
     assert plan.uncertainty
     out = upgrade_batch(batch, plan)
     assert out.schema.field(S.UNCERTAINTY).type == pa.float32()
@@ -220,7 +220,7 @@ def test_upgrade_batch_writes_the_uncertainty_column(exported):
         S.MODEL_VERSION,
         pa.array([2] * 20, pa.int32()),
     )
-    plan2 = BatchPlan("fam", 2, 6, {(2, "s/1"): Route(None, "already")})
+    plan2 = BatchPlan("fam", 2, 6, {(2, "s/1"): GroupRunner(None, "already")})
     again = upgrade_batch(mixed, plan2)
     assert again.column(S.UNCERTAINTY).equals(mixed.column(S.UNCERTAINTY))
 
