@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OMP_WAIT_POLICY ?= PASSIVE
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: help setup setup-test repro test lint image format bench ui clean
+.PHONY: help setup setup-test repro test test-fast lint lint-only image format bench ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,10 +20,17 @@ repro: setup  ## run the whole pipeline on the embedded default (dvc repro)
 	@echo; cat outputs/eval/compatibility.md
 
 test: setup-test  ## lint, then the whole test suite
-	ruff check . && ruff format --check .
+	@$(MAKE) --no-print-directory lint-only
 	python -m pytest -q
 
+test-fast: setup-test  ## lint, then every test not marked slow (minutes, for iterating)
+	@$(MAKE) --no-print-directory lint-only
+	python -m pytest -q -m "not slow"
+
 lint: setup  ## ruff; hadolint (Dockerfile); workflow schema + zizmor (.github/workflows); offline
+	@$(MAKE) --no-print-directory lint-only
+
+lint-only:
 	ruff check . && ruff format --check .
 	hadolint Dockerfile
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml

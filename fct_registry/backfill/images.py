@@ -1,10 +1,10 @@
 """Where a backfill finds an item's image: the one lookup every backfill goes through.
 
 For now items are rows of a prepared safetensors split (``images`` uint8 ``[N, C, H, W]``), the
-file ``fct embed --images`` indexed, and a row's id is ``<prefix><row>`` as
-:func:`fct_registry.gallery.embed.load_images` names it (``test-0000042`` is row 42 of
-``test.safetensors``). Swapping :func:`item_images` for a streaming image source changes no
-caller.
+file ``fct embed --images`` indexed, and a row's id ends in its row number, as the safetensors
+image source names it (``test-0000042`` is row 42 of ``test.safetensors``). Galleries embedded from
+folders, manifests or tar shards record each row's ``source_uri``; reading those through
+:func:`fct_registry.data.image_sources.open_source` here would change no caller.
 """
 
 from __future__ import annotations

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fct_registry.cli._common import add_tracking_uri, check_file, check_positive, check_store
+from fct_registry.cli._common import (
+    add_tracking_uri,
+    check_file,
+    check_positive,
+    check_store,
+)
+from fct_registry.errors import FctError
 from fct_registry.registry.refs import parse_ref
 
 DESCRIPTION = """\
@@ -14,15 +20,24 @@ write a gallery: Parquet shards (id, embedding, side_info, model_version, side_i
 the label when known) plus manifest.json (row counts, checksums, versions). Both models are
 downloaded through the fct flavor, which verifies their checksums first.
 
-Images come from a safetensors file holding uint8 [N, C, H, W] `images` (and optionally
-`labels`), by default the pipeline's prepared split (outputs/data/<split>.safetensors). DST is a
+Images come from --images: a folder in ImageFolder layout (class subfolders are labels), a flat
+folder (optionally with manifest.csv/.parquet: id,path[,label]), a CSV/Parquet manifest, tar
+shards in WebDataset layout (key.jpg + key.cls), any of these under s3://bucket/prefix, or a
+safetensors file of uint8 [N, C, H, W] `images` (default: the pipeline's prepared split,
+outputs/data/<split>.safetensors). Images are decoded in --workers DataLoader workers, resized
+(shorter side) and centre-cropped to the version's input shape; each row records its source URI.
+
+Streaming and resumable: memory does not grow with the collection, and after an interruption
+(even kill -9) rerunning the same command finishes the job, skipping finished shards. DST is a
 local folder or s3://bucket/prefix (boto3 credentials; AWS_ENDPOINT_URL for S3-compatible
 servers)."""
 
 EPILOG = """\
 examples:
   fct embed --model fashion@1 --split test --out galleries/v1
-  fct embed --model fashion@production --images my-images.safetensors --out s3://bucket/g/prod"""
+  fct embed --model fashion@production --images photos/ --out galleries/prod
+  fct embed --model fashion@1 --images s3://bucket/photos --out s3://bucket/galleries/v1
+  fct embed --model fashion@1 --images shards/train-{000..009}.tar --on-bad-image skip --out g1"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,10 +62,50 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--images",
-        type=Path,
-        metavar="FILE",
-        help="safetensors file of uint8 images (default: DATA/SPLIT.safetensors)",
+        nargs="+",
+        metavar="SRC",
+        help="folder, s3://bucket/prefix, manifest.csv|.parquet, shard.tar ... or "
+        "FILE.safetensors (default: DATA/SPLIT.safetensors)",
     )
+    parser.add_argument(
+        "--kind",
+        default="auto",
+        help="force the source kind: imagefolder, folder, manifest, tar, safetensors "
+        "(default: detected)",
+    )
+    parser.add_argument(
+        "--on-bad-image",
+        choices=("fail", "skip"),
+        default="fail",
+        help="a corrupt, unreadable or unusable image stops the job (fail, default) or is "
+        "left out and listed in DST/skipped.jsonl (skip)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="DataLoader worker processes decoding images (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--resize",
+        type=int,
+        metavar="PX",
+        help="resize the shorter side to PX before the centre crop (default: the crop size)",
+    )
+    parser.add_argument(
+        "--upscale",
+        action="store_true",
+        help="enlarge images smaller than the crop (default: such images are bad images)",
+    )
+    parser.add_argument(
+        "--color",
+        choices=("convert", "strict"),
+        default="convert",
+        help="images with other channels than the model reads: convert them (default) or "
+        "treat them as bad images (strict)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--data",
         type=Path,
@@ -63,7 +118,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--id-prefix",
         metavar="P",
-        help="ids are P<row number> (default: the file's stem and a dash)",
+        help="safetensors input: ids are P<row number> (default: the file's stem and a dash)",
     )
     parser.add_argument(
         "--shard-rows",
@@ -75,7 +130,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=512,
+        default=256,
         metavar="N",
         help="images per forward pass (default: %(default)s)",
     )
@@ -90,7 +145,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    check_positive(shard_rows=args.shard_rows, batch_size=args.batch_size, limit=args.limit)
+    check_positive(
+        shard_rows=args.shard_rows,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        resize=args.resize,
+    )
+    if args.workers < 0:
+        raise FctError(f"--workers must be 0 or more, got {args.workers}")
     parse_ref(args.model)
-    check_file("--images" if args.images else "--data", args.images or args.data)
+    for path in args.images or [args.data]:
+        if "{" not in str(path):  # shard patterns such as train-{000..009}.tar expand later
+            check_file("--images" if args.images else "--data", path)
     check_store(args.tracking_uri)

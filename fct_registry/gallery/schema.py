@@ -13,6 +13,8 @@ One row per indexed item:
   transformation predicted for the row's embedding (written by upgrades through one; null for
   rows embedded by the model itself). Partial backfills re-embed the most uncertain rows first.
 * ``backfilled`` (bool, optional): the row was re-embedded from its image by a partial backfill.
+* ``source_uri`` (string, optional): where the image was read from (a path, ``s3://`` URI,
+  ``shard.tar#member`` or ``file.safetensors#row``), so a later backfill can find it again.
 
 Embeddings are fixed-size lists so a shard's vectors are one contiguous float32 buffer: read into
 NumPy without a copy, and their width is part of the schema. Other columns are carried through
@@ -37,6 +39,7 @@ SIDE_INFO_VERSION = "side_info_version"
 LABEL = "label"
 UNCERTAINTY = "uncertainty"
 BACKFILLED = "backfilled"
+SOURCE_URI = "source_uri"
 REQUIRED = (ID, EMBEDDING, MODEL_VERSION)
 
 
@@ -53,7 +56,11 @@ def vector_type(dim: int) -> pa.DataType:
 
 
 def gallery_schema(
-    embedding_dim: int, side_info_dim: int | None = None, *, labels: bool = False
+    embedding_dim: int,
+    side_info_dim: int | None = None,
+    *,
+    labels: bool = False,
+    source_uris: bool = False,
 ) -> pa.Schema:
     """The schema ``fct embed`` writes (``side_info_dim=None``: a gallery without side-info)."""
     fields = [
@@ -68,6 +75,8 @@ def gallery_schema(
     ]
     if labels:
         fields.append(pa.field(LABEL, pa.int64()))
+    if source_uris:
+        fields.append(pa.field(SOURCE_URI, pa.string()))
     return pa.schema(fields)
 
 
@@ -87,6 +96,7 @@ def make_batch(
     side_info: np.ndarray | None = None,
     side_info_version: str | None = None,
     labels: np.ndarray | None = None,
+    source_uris: Sequence[str] | None = None,
 ) -> pa.RecordBatch:
     """One batch in the gallery schema, from NumPy arrays (rows in the same order)."""
     n = len(ids)
@@ -94,17 +104,20 @@ def make_batch(
         len(embeddings) != n
         or (side_info is not None and len(side_info) != n)
         or (labels is not None and len(labels) != n)
+        or (source_uris is not None and len(source_uris) != n)
     ):
         raise SchemaError(
             f"{n} ids but {len(embeddings)} embeddings"
             + (f", {len(side_info)} side-info rows" if side_info is not None else "")
             + (f", {len(labels)} labels" if labels is not None else "")
+            + (f", {len(source_uris)} source URIs" if source_uris is not None else "")
             + "; pass one row per item in every array"
         )
     schema = gallery_schema(
         int(embeddings.shape[1]),
         None if side_info is None else int(side_info.shape[1]),
         labels=labels is not None,
+        source_uris=source_uris is not None,
     )
     columns: list[pa.Array] = [pa.array(list(ids), pa.string()), vectors_array(embeddings)]
     if side_info is not None:
@@ -115,6 +128,8 @@ def make_batch(
     ]
     if labels is not None:
         columns.append(pa.array(np.asarray(labels, dtype=np.int64)))
+    if source_uris is not None:
+        columns.append(pa.array(list(source_uris), pa.string()))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

@@ -32,6 +32,7 @@ WRITE_OPTIONS = {
         S.MODEL_VERSION: "zstd",
         S.SIDE_INFO_VERSION: "zstd",
         S.LABEL: "zstd",
+        S.SOURCE_URI: "zstd",
     },
     "use_dictionary": [S.MODEL_VERSION, S.SIDE_INFO_VERSION, S.LABEL],
     "write_statistics": [S.ID, S.MODEL_VERSION, S.SIDE_INFO_VERSION, S.LABEL],

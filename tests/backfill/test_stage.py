@@ -11,10 +11,13 @@ import torch
 
 from fct_registry.backfill import Budget, make_plan, run_backfill
 from fct_registry.config import BackfillConfig, parse_params
+from fct_registry.data import load_prepared
+from fct_registry.data.decode import ImageTransform
+from fct_registry.data.image_sources import open_source
 from fct_registry.errors import ConfigError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.embed import embed_to_gallery, load_images
+from fct_registry.gallery.embed_job import EmbedModels, embed_source
 from fct_registry.layout import Layout
 from fct_registry.models import load_model
 from fct_registry.pipeline import stages
@@ -120,9 +123,11 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
     v3, _ = load_model(layout.version(3))
     side, _ = load_model(layout.side_info)
     test_file = layout.data / "test.safetensors"
-    embed_to_gallery(
-        load_images(test_file), open_storage(tmp_path / "g1"), family="fashion", version=1,
-        model=v1, side_info_model=side, side_info_ref="side/1", shard_rows=128,
+    shape = list(load_prepared(layout.data, "test").images.shape[1:])
+    embed_source(
+        open_source(str(test_file)), open_storage(tmp_path / "g1"),
+        EmbedModels("fashion", 1, v1, side, "side/1", key="v1 side/1"),
+        ImageTransform.for_input_shape(shape), shard_rows=128, num_workers=0,
     )  # fmt: skip
     upgrade = UpgradePlan.from_onnx("fashion", 3, {(1, "side/1"): [tmp_path / "h.onnx"]})
     upgrade_gallery(Gallery.open(tmp_path / "g1"), open_storage(tmp_path / "g3"), upgrade)

@@ -1,0 +1,306 @@
+"""Torch loaders over image sources: decoding in DataLoader workers, bounded memory.
+
+Two ways in, one decoding path (:class:`DecodedItems`):
+
+* :func:`stream_batches` (indexing a gallery, one pass in order): the source's item listing runs
+  in the main process and *is* the DataLoader's batch sampler, so workers receive item
+  references (tar samples with their bytes), read and decode them, and batches come back in
+  the listing's order. Nothing is listed ahead beyond the DataLoader's prefetch
+  (``prefetch_factor`` batches per worker). Several ranks (``rank``/``world``) each take every
+  ``world``-th batch.
+* :class:`ImageDataset` (training, random access): a map-style dataset over the materialised
+  item list (references only, never pixels), so ``DistributedSampler``/shuffling work as for any
+  dataset; ``__getitem__`` decodes in the worker.
+
+:func:`channel_stats` estimates the normalisation statistics from a bounded, seeded sample
+(reservoir sampling over the listing), never from a float copy of a whole split.
+
+Bad images never raise inside a worker (a worker's exception reaches the main process wrapped
+in a traceback): each decoded slot carries its error message, and :func:`check_batch` applies
+the ``on_bad_image`` policy in the main process.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fct_registry.data.decode import BadImageError, ImageTransform
+from fct_registry.data.image_sources import ImageSource, Item, TensorSource
+from fct_registry.errors import ConfigError, DataError
+
+BadImagePolicy = Literal["skip", "fail"]
+ON_BAD_IMAGE = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An item left out under ``on_bad_image=skip``, and why."""
+
+    id: str
+    uri: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "uri": self.uri, "reason": self.reason}
+
+
+@dataclass
+class ImageBatch:
+    """Decoded items in order: ``images`` uint8 ``[B, C, H, W]`` plus ids, URIs, labels; and
+    the items of this batch that could not be used."""
+
+    ids: list[str]
+    uris: list[str]
+    labels: list[int | None]
+    images: torch.Tensor
+    bad: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def pin_memory(self) -> ImageBatch:  # DataLoader(pin_memory=True) calls this
+        self.images = self.images.pin_memory()
+        return self
+
+
+class DecodedItems(Dataset):
+    """Indexed by :class:`Item` (not int): reads and decodes it; never raises for bad input."""
+
+    def __init__(self, source: ImageSource, transform: ImageTransform) -> None:
+        self.source, self.transform = source, transform
+
+    def __getitem__(self, item: Item) -> tuple[Item, torch.Tensor | None, str | None]:
+        try:
+            return item.without_data(), self.source.load(item, self.transform), None
+        except (BadImageError, DataError) as exc:
+            return item.without_data(), None, str(exc)
+
+
+def collate(
+    transform: ImageTransform,
+) -> Callable[[list[tuple[Item, torch.Tensor | None, str | None]]], ImageBatch]:
+    return _Collate(transform)
+
+
+class _Collate:
+    """Picklable collate function (workers may be spawned)."""
+
+    def __init__(self, transform: ImageTransform) -> None:
+        self.shape = transform.shape
+
+    def __call__(self, slots: list[tuple[Item, torch.Tensor | None, str | None]]) -> ImageBatch:
+        good = [(item, image) for item, image, _ in slots if image is not None]
+        bad = [Skipped(item.id, item.uri, str(err)) for item, image, err in slots if image is None]
+        images = (
+            torch.stack([image for _, image in good])
+            if good
+            else torch.empty((0, *self.shape), dtype=torch.uint8)
+        )
+        return ImageBatch(
+            [item.id for item, _ in good],
+            [item.uri for item, _ in good],
+            [item.label for item, _ in good],
+            images,
+            bad,
+        )
+
+
+def check_policy(on_bad_image: str) -> BadImagePolicy:
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ConfigError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
+    return on_bad_image  # type: ignore[return-value]
+
+
+def check_batch(batch: ImageBatch, on_bad_image: BadImagePolicy) -> ImageBatch:
+    """Raise the first bad item's error under ``fail``; under ``skip`` the batch is returned
+    as it is (its ``bad`` list is the caller's to report)."""
+    if batch.bad and on_bad_image == "fail":
+        first = batch.bad[0]
+        more = f" ({len(batch.bad) - 1} more in this batch)" if len(batch.bad) > 1 else ""
+        raise BadImageError(
+            f"{first.reason}{more}\n(--on-bad-image skip leaves bad images out and lists "
+            "them in a report)"
+        )
+    return batch
+
+
+class _ItemBatches:
+    """A batch sampler whose 'indices' are :class:`Item` s: the listing itself, in order."""
+
+    def __init__(self, items: Callable[[], Iterable[Item]], batch_size: int) -> None:
+        self.items, self.batch_size = items, batch_size
+
+    def __iter__(self) -> Iterator[list[Item]]:
+        it = iter(self.items())
+        while batch := list(itertools.islice(it, self.batch_size)):
+            yield batch
+
+
+def stream_batches(
+    source: ImageSource,
+    transform: ImageTransform,
+    *,
+    items: Iterable[Item] | None = None,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    on_bad_image: BadImagePolicy = "fail",
+    pin_memory: bool = False,
+    prefetch_factor: int = 4,
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[ImageBatch]:
+    """Decoded batches of ``items`` (default: the whole source) in order.
+
+    Memory: ``num_workers * prefetch_factor`` batches in flight, whatever the collection's
+    size. ``rank``/``world`` shard by batch for data-parallel inference.
+    """
+    check_policy(on_bad_image)
+    if batch_size < 1 or num_workers < 0:
+        raise ConfigError(
+            f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}"
+        )
+    listing = source.items() if items is None else items
+    if world > 1:
+        listing = _every_nth_batch(listing, batch_size, rank, world)
+    if isinstance(source, TensorSource):  # already decoded and in memory: no workers needed
+        yield from _tensor_batches(source, transform, listing, batch_size)
+        return
+    consumed = iter([listing])
+    loader = DataLoader(
+        DecodedItems(source, transform),
+        batch_sampler=_ItemBatches(lambda: next(consumed), batch_size),
+        num_workers=num_workers,
+        collate_fn=_Collate(transform),
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor if num_workers else None,
+        persistent_workers=False,
+    )
+    for batch in loader:
+        yield check_batch(batch, on_bad_image)
+
+
+def _every_nth_batch(items: Iterable[Item], batch_size: int, rank: int, world: int):
+    if not 0 <= rank < world:
+        raise ConfigError(f"rank must be in 0..{world - 1}, got {rank}")
+    it = iter(items)
+    index = 0
+    while block := list(itertools.islice(it, batch_size)):
+        if index % world == rank:
+            yield from block
+        index += 1
+
+
+def _tensor_batches(
+    source: TensorSource, transform: ImageTransform, items: Iterable[Item], batch_size: int
+) -> Iterator[ImageBatch]:
+    """The prepared split's fast path: slices of the in-memory tensor, as before."""
+    it = iter(items)
+    while block := list(itertools.islice(it, batch_size)):
+        rows = [item.row for item in block]
+        lo, hi = rows[0], rows[-1] + 1
+        contiguous = hi - lo == len(rows)
+        images = source.images[lo:hi] if contiguous else source.images[rows]
+        if tuple(images.shape[1:]) != transform.shape:
+            source.load(block[0], transform)  # raises the shape error
+        yield ImageBatch(
+            [item.id for item in block],
+            [item.uri for item in block],
+            [item.label for item in block],
+            images,
+        )
+
+
+class ImageDataset(Dataset):
+    """Random access for training: ``dataset[i] -> (uint8 [C, H, W], label)``.
+
+    Holds the item references (ids, paths, labels; tar samples as offsets, not bytes), never
+    pixels: about 200 bytes per image. Works with ``DistributedSampler`` like any map-style
+    dataset. A bad image raises :class:`BadImageError` (check a collection first with
+    ``fct embed --on-bad-image skip`` or :func:`stream_batches`).
+    """
+
+    def __init__(self, source: ImageSource, transform: ImageTransform) -> None:
+        if not source.has_labels:
+            raise DataError(
+                f"{source.uri} has no labels; training needs an ImageFolder tree, "
+                "a manifest with a label column or tar shards with .cls members"
+            )
+        self.source, self.transform = source, transform
+        self.items = [item.without_data() for item in source.items()]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Every item's label (int64), from the listing: class counts need no decoding."""
+        return torch.tensor([item.label for item in self.items], dtype=torch.int64)
+
+    def subset(self, classes: list[int] | None) -> ImageDataset:
+        """The items of ``classes`` only (a version trained on a subset of the classes), in
+        the same order; ``None``: all of them."""
+        if classes is None:
+            return self
+        keep = set(classes)
+        subset = object.__new__(ImageDataset)
+        subset.source, subset.transform = self.source, self.transform
+        subset.items = [item for item in self.items if item.label in keep]
+        return subset
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item = self.items[index]
+        return self.source.load(item, self.transform), int(item.label)  # type: ignore[arg-type]
+
+
+def sample_items(source: ImageSource, n: int, seed: int = 0) -> list[Item]:
+    """A uniform sample of ``n`` items (reservoir sampling over one pass of the listing:
+    memory for ``n`` references, whatever the collection's size), in listing order."""
+    import random
+
+    rng = random.Random(seed)
+    reservoir: list[tuple[int, Item]] = []
+    for i, item in enumerate(source.items()):
+        if i < n:
+            reservoir.append((i, item))
+        else:
+            j = rng.randrange(i + 1)
+            if j < n:
+                reservoir[j] = (i, item)
+    return [item for _, item in sorted(reservoir, key=lambda pair: pair[0])]
+
+
+def channel_stats(
+    source: ImageSource,
+    transform: ImageTransform,
+    *,
+    sample: int = 2000,
+    seed: int = 0,
+    num_workers: int = 2,
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units over a bounded sample of the source (the
+    models' input normalisation), accumulated in float64 sums: never a float copy of a split."""
+    total = torch.zeros(transform.channels, dtype=torch.float64)
+    squares = torch.zeros(transform.channels, dtype=torch.float64)
+    count = 0
+    for batch in stream_batches(
+        source,
+        transform,
+        items=sample_items(source, sample, seed),
+        num_workers=num_workers,
+        on_bad_image="skip",
+    ):
+        x = batch.images.to(torch.float64).div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    if count == 0:
+        raise DataError(f"no usable image in a sample of {source.uri}; check the collection")
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    return mean.tolist(), std.tolist()

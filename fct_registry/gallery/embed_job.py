@@ -1,0 +1,501 @@
+"""The streaming indexing job behind ``fct embed``: any image source in, a gallery out.
+
+Shard ``k`` of the gallery holds the items at positions ``[k * shard_rows, (k + 1) * shard_rows)``
+of the source's stable listing (fewer rows when bad images are skipped). Layout while the job
+runs, as for ``fct upgrade`` (:mod:`fct_registry.upgrade.job`)::
+
+    _fct_embed/job.json                  fingerprint of the job, written first
+    _fct_embed/part-00000.parquet.json   one marker per finished shard: its checksums, the
+                                         sha256 of the ids it read, the items it skipped
+    part-00000.parquet, ...              published atomically, one at a time
+    skipped.jsonl                        (``on_bad_image=skip``) every item left out, and why
+    manifest.json                        written last; then _fct_embed/ is removed
+
+After a crash or ``kill -9``, rerunning the same command lists the source again, skips each
+shard whose marker matches (same job, same ids, output bytes intact) and redoes the rest;
+batches and row groups fall on the same boundaries, so the gallery is byte-identical to an
+uninterrupted run's. Memory is bounded by the DataLoader's prefetch plus one row group,
+whatever the collection's size; images are decoded in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fct_registry import __version__
+from fct_registry.data.decode import ImageTransform
+from fct_registry.data.image_sources import ImageSource, Item
+from fct_registry.data.loader import BadImagePolicy, Skipped, check_policy, stream_batches
+from fct_registry.gallery import schema as S
+from fct_registry.gallery.errors import GalleryError, ManifestError, StorageError
+from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
+from fct_registry.gallery.shards import shard_name, write_shard
+from fct_registry.gallery.storage import TMP_SUFFIX, Storage
+from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS
+from fct_registry.training.embed import embed_images
+
+PROGRESS_DIR = "_fct_embed"
+JOB_FILE = f"{PROGRESS_DIR}/job.json"
+SKIPPED_REPORT = "skipped.jsonl"
+CPU_FORWARD_BATCH = 64
+KILL_ENV = "FCT_EMBED_KILL_AT"
+"""Test hook: ``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>`` or ``manifest`` makes the
+process SIGKILL itself at that point (what the kill-and-resume tests use)."""
+
+
+class EmbedDestinationError(StorageError):
+    """The output location holds something other than this indexing job."""
+
+
+@dataclass(frozen=True)
+class EmbedModels:
+    """The models a gallery is indexed with; ``key`` pins them in the job's fingerprint (e.g.
+    the registry URIs of immutable versions)."""
+
+    family: str
+    version: int
+    model: nn.Module
+    side_info_model: nn.Module | None
+    side_info_ref: str | None
+    key: str
+
+    def __post_init__(self) -> None:
+        if (self.side_info_model is None) != (self.side_info_ref is None):
+            raise GalleryError("pass both side_info_model and side_info_ref, or neither")
+
+
+@dataclass
+class EmbedReport:
+    source: str
+    destination: str
+    items: int = 0  # listed (and not limited away)
+    rows: int = 0  # written
+    skipped: list[Skipped] = field(default_factory=list)
+    shards: int = 0
+    resumed_shards: int = 0  # finished by an earlier, interrupted run
+    already_complete: bool = False
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    manifest: Manifest | None = None
+    fingerprint: str = ""
+    skipped_report: str | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+def marker_name(shard: str) -> str:
+    return f"{PROGRESS_DIR}/{shard}.json"
+
+
+def fingerprint(
+    source: ImageSource,
+    transform: ImageTransform,
+    models: EmbedModels,
+    settings: dict[str, Any],
+) -> str:
+    payload = {
+        "source": source.describe(),
+        "transform": transform.record(),
+        "models": _models_record(models),
+        "settings": settings,
+    }
+    return hashlib.sha256(_json(payload)).hexdigest()
+
+
+def embed_source(
+    source: ImageSource,
+    storage: Storage,
+    models: EmbedModels,
+    transform: ImageTransform,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    num_workers: int = 2,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    on_bad_image: BadImagePolicy = "fail",
+    limit: int | None = None,
+    progress: bool = False,
+) -> EmbedReport:
+    """Index every item of ``source`` into ``storage`` (see the module docstring).
+
+    Rerunning after an interruption finishes the job; rerunning after success does nothing.
+    Under ``on_bad_image="fail"`` the first bad image stops the job with its error (finished
+    shards are kept for the rerun); under ``skip`` bad images are left out and listed in
+    ``skipped.jsonl``.
+    """
+    check_policy(on_bad_image)
+    for name, value in (
+        ("batch_size", batch_size),
+        ("shard_rows", shard_rows),
+        ("row_group_rows", row_group_rows),
+    ):
+        if value < 1:
+            raise GalleryError(f"{name} must be positive, got {value}")
+    wall, cpu = time.perf_counter(), time.process_time()
+    settings = {
+        "batch_size": batch_size,
+        "shard_rows": shard_rows,
+        "row_group_rows": row_group_rows,
+        "on_bad_image": on_bad_image,
+        "limit": limit,
+    }
+    key = fingerprint(source, transform, models, settings)
+    report = EmbedReport(source.uri, storage.uri, fingerprint=key)
+    markers = _inspect(storage, key)
+    if markers is None:
+        manifest = Manifest.from_json(storage.read_bytes(MANIFEST), storage.uri)
+        report.already_complete, report.manifest = True, manifest
+        report.rows, report.shards = manifest.rows, len(manifest.shards)
+        report.items = int((manifest.provenance or {}).get("source", {}).get("items", 0))
+        _clean_progress(storage)
+        return report
+    storage.remove_temporaries()
+    if JOB_FILE not in markers:
+        storage.write_bytes(JOB_FILE, _json({"fingerprint": key, "source": source.uri}))
+
+    dev = torch.device(device)
+    schema = _schema(models, transform, source.has_labels, dev)
+    listing: Iterator[Item] = source.items()
+    if limit is not None:
+        listing = itertools.islice(listing, limit)
+    outputs: list[ShardInfo] = []
+    bar = tqdm(
+        desc=f"embed {models.family}@{models.version}",
+        unit="img",
+        disable=not progress,
+        smoothing=0.1,
+        dynamic_ncols=True,
+    )
+    try:
+        for index in itertools.count():
+            first = next(listing, None)
+            if first is None:
+                break
+            chunk = itertools.chain([first], itertools.islice(listing, shard_rows - 1))
+            name = shard_name(index)
+            done = _done_marker(storage, markers, name, key)
+            if done is not None:
+                ids_sha, n = _digest(chunk)
+                if ids_sha == done["ids_sha256"] and _intact(storage, done.get("output")):
+                    report.items += n
+                    report.resumed_shards += 1
+                    report.skipped += [Skipped(**s) for s in done["skipped"]]
+                    if done["output"] is not None:
+                        outputs.append(ShardInfo.from_dict(done["output"]))
+                    bar.update(n)
+                    continue
+                # The source changed under this shard: list it again and redo it.
+                listing = _relist(source, index * shard_rows, limit)
+                chunk = itertools.islice(listing, shard_rows)
+            hashed = _Hashing(chunk)
+            skipped: list[Skipped] = []
+            batches = stream_batches(
+                source,
+                transform,
+                items=hashed,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                on_bad_image=on_bad_image,
+                pin_memory=dev.type == "cuda",
+            )
+            rows = _rows(batches, models, dev, batch_size, source.has_labels, skipped, bar)
+            groups = _regroup(rows, schema, row_group_rows)
+
+            def on_batch(i: int, n: int, index: int = index) -> None:
+                _checkpoint(f"batch:{index}:{i}")
+
+            info: ShardInfo | None = write_shard(storage, name, schema, groups, on_batch)
+            assert info is not None
+            if info.rows == 0:  # every item of the shard was skipped: no empty file
+                storage.delete(name)
+                info = None
+            _checkpoint(f"shard:{index}")
+            storage.write_bytes(
+                marker_name(name),
+                _json(
+                    {
+                        "fingerprint": key,
+                        "ids_sha256": hashed.digest.hexdigest(),
+                        "items": hashed.count,
+                        "output": None if info is None else info.to_dict(),
+                        "skipped": [s.to_dict() for s in skipped],
+                    }
+                ),
+            )
+            _checkpoint(f"marker:{index}")
+            report.items += hashed.count
+            report.skipped += skipped
+            if info is not None:
+                outputs.append(info)
+            bar.set_postfix_str(f"shards {index + 1}, skipped {len(report.skipped)}")
+    finally:
+        bar.close()
+
+    if not outputs:
+        raise GalleryError(
+            f"no image of {source.uri} could be used ({len(report.skipped)} skipped: "
+            f"{report.skipped[0].reason if report.skipped else 'none listed'}); nothing was "
+            "written as a gallery"
+        )
+    if report.skipped:
+        lines = [json.dumps(s.to_dict(), sort_keys=True) for s in report.skipped]
+        storage.write_bytes(SKIPPED_REPORT, ("\n".join(lines) + "\n").encode())
+        report.skipped_report = f"{storage.uri.rstrip('/')}/{SKIPPED_REPORT}"
+    manifest = Manifest(
+        models.family,
+        tuple(outputs),
+        provenance=_provenance(key, source, transform, models, settings, report),
+    )
+    storage.write_bytes(MANIFEST, manifest.to_json())
+    _checkpoint("manifest")
+    _clean_progress(storage)
+    report.manifest, report.rows, report.shards = manifest, manifest.rows, len(outputs)
+    report.seconds = time.perf_counter() - wall
+    report.cpu_seconds = time.process_time() - cpu
+    return report
+
+
+# --- the rows of one shard ---------------------------------------------------------------------
+
+
+def _rows(
+    batches: Iterable[Any],
+    models: EmbedModels,
+    device: torch.device,
+    batch_size: int,
+    labels: bool,
+    skipped: list[Skipped],
+    bar: Any,
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        skipped += batch.bad
+        bar.update(len(batch) + len(batch.bad))
+        if not len(batch):
+            continue
+        # On CPU, forward passes of at most 64 images: same speed, a quarter of the
+        # activations, so the process's peak stays flat over a long run.
+        step = batch_size if device.type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
+        emb = embed_images(models.model, batch.images, device, batch_size=step).numpy()
+        side = (
+            None
+            if models.side_info_model is None
+            else embed_images(models.side_info_model, batch.images, device, batch_size=step).numpy()
+        )
+        label_array = None
+        if labels:
+            missing = [i for i, label in zip(batch.ids, batch.labels, strict=True) if label is None]
+            if missing:
+                raise GalleryError(
+                    f"item {missing[0]!r} has no label while others do; give every item a "
+                    "label (or none)"
+                )
+            label_array = np.asarray(batch.labels, dtype=np.int64)
+        yield S.make_batch(
+            batch.ids,
+            emb,
+            model_version=models.version,
+            side_info=side,
+            side_info_version=models.side_info_ref,
+            labels=label_array,
+            source_uris=batch.uris,
+        )
+
+
+def _regroup(
+    rows: Iterable[pa.RecordBatch], schema: pa.Schema, row_group_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Row groups of exactly ``row_group_rows`` (the last one shorter): the same boundaries
+    whatever the DataLoader's batches were, so a resumed shard has the same bytes."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in rows:
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= row_group_rows:
+            table = pa.Table.from_batches(pending, schema=schema)
+            yield table.slice(0, row_group_rows).combine_chunks().to_batches()[0]
+            rest = table.slice(row_group_rows)
+            pending = rest.combine_chunks().to_batches() if rest.num_rows else []
+            count -= row_group_rows
+    if count:
+        yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
+
+
+def _schema(
+    models: EmbedModels, transform: ImageTransform, labels: bool, device: torch.device
+) -> pa.Schema:
+    """The gallery's schema: widths from one forward pass on a blank image."""
+    blank = torch.zeros((1, *transform.shape), dtype=torch.uint8)
+    dim = int(embed_images(models.model, blank, device).shape[1])
+    side = (
+        None
+        if models.side_info_model is None
+        else int(embed_images(models.side_info_model, blank, device).shape[1])
+    )
+    return S.gallery_schema(dim, side, labels=labels, source_uris=True)
+
+
+class _Hashing:
+    """Passes items through, hashing their ids (what a marker pins) and counting them."""
+
+    def __init__(self, items: Iterable[Item]) -> None:
+        self.items, self.digest, self.count = items, hashlib.sha256(), 0
+
+    def __iter__(self) -> Iterator[Item]:
+        for item in self.items:
+            self.digest.update(item.id.encode() + b"\n")
+            self.count += 1
+            yield item
+
+
+def _digest(items: Iterable[Item]) -> tuple[str, int]:
+    hashed = _Hashing(items)
+    for _ in hashed:
+        pass
+    return hashed.digest.hexdigest(), hashed.count
+
+
+def _relist(source: ImageSource, start: int, limit: int | None) -> Iterator[Item]:
+    listing: Iterator[Item] = source.items()
+    if limit is not None:
+        listing = itertools.islice(listing, limit)
+    return itertools.islice(listing, start, None)
+
+
+# --- the destination ---------------------------------------------------------------------------
+
+
+def _inspect(storage: Storage, key: str) -> set[str] | None:
+    """The progress files an earlier run of this job left (empty for a fresh start), or
+    ``None`` when this job already completed there; anything else is refused."""
+    names = storage.list()
+    if not names:
+        return set()
+    if MANIFEST in names:
+        try:
+            existing = Manifest.from_json(storage.read_bytes(MANIFEST), storage.uri)
+        except ManifestError:
+            existing = None
+        if existing is not None and (existing.provenance or {}).get("fingerprint") == key:
+            return None
+        raise EmbedDestinationError(
+            f"{storage.uri} already holds a gallery (not from this very command: other "
+            "images, model or settings); choose an empty --out, or delete it to re-index"
+        )
+    job = _read_json(storage, JOB_FILE) if JOB_FILE in names else None
+    if job is None:
+        raise EmbedDestinationError(
+            f"{storage.uri} is not empty ({names[0]}, ...) and holds no `fct embed` in "
+            "progress; choose an empty --out"
+        )
+    if job.get("fingerprint") != key:
+        raise EmbedDestinationError(
+            f"{storage.uri} holds an interrupted `fct embed` of other images, model or "
+            f"settings (from {job.get('source')}); rerun that exact command to finish it, or "
+            f"delete {storage.uri} to start this one"
+        )
+    foreign = [
+        n
+        for n in names
+        if not (
+            n.startswith(f"{PROGRESS_DIR}/")
+            or n.endswith(TMP_SUFFIX)
+            or (n.startswith("part-") and n.endswith(".parquet"))
+            or n == SKIPPED_REPORT
+        )
+    ]
+    if foreign:
+        raise EmbedDestinationError(
+            f"{storage.uri} holds files `fct embed` did not write ({foreign[0]}); move them "
+            "away or choose an empty --out"
+        )
+    return set(names)
+
+
+def _done_marker(storage: Storage, names: set[str], shard: str, key: str) -> dict | None:
+    if marker_name(shard) not in names:
+        return None
+    marker = _read_json(storage, marker_name(shard))  # None: torn write, so redo the shard
+    if marker is None or marker.get("fingerprint") != key:
+        return None
+    return marker
+
+
+def _intact(storage: Storage, output: dict | None) -> bool:
+    if output is None:  # a shard whose every item was skipped has no file
+        return True
+    try:
+        return storage.sha256(output["path"]) == output["sha256"]
+    except StorageError:
+        return False
+
+
+def _read_json(storage: Storage, name: str) -> dict | None:
+    try:
+        value = json.loads(storage.read_bytes(name))
+    except (ValueError, StorageError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _clean_progress(storage: Storage) -> None:
+    for name in storage.list():
+        if name.startswith(f"{PROGRESS_DIR}/"):
+            storage.delete(name)
+
+
+def _models_record(models: EmbedModels) -> dict[str, Any]:
+    return {
+        "family": models.family,
+        "version": models.version,
+        "key": models.key,
+        "side_info": models.side_info_ref,
+    }
+
+
+def _provenance(
+    key: str,
+    source: ImageSource,
+    transform: ImageTransform,
+    models: EmbedModels,
+    settings: dict[str, Any],
+    report: EmbedReport,
+) -> dict[str, Any]:
+    return {
+        "fingerprint": key,
+        "engine": "local",
+        "job": "embed",
+        "source": {**source.describe(), "items": report.items},
+        "transform": transform.record(),
+        "models": _models_record(models),
+        "settings": settings,
+        "skipped": len(report.skipped),
+        "skipped_report": SKIPPED_REPORT if report.skipped else None,
+        "software": {"fct_registry": __version__},
+    }
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _checkpoint(point: str) -> None:
+    if os.environ.get(KILL_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
