@@ -94,6 +94,43 @@ class EvaluationConfig(_Strict):
     distance: Literal["l2", "cosine"] = "l2"
 
 
+class UncertaintyTrainingConfig(_Strict):
+    """How an uncertainty-aware transformation (``fct-uncertainty``) is trained."""
+
+    hidden_dim: int = Field(512, ge=1)
+    beta: float = Field(1.0, ge=0, le=1, description="beta-NLL weight exponent (0 = plain NLL)")
+    p2c_weight: float = Field(0.0, ge=0, description="FastFill point-to-cluster term; 0 = off")
+    detach_variance: bool = Field(
+        True,
+        description="the variance head sends no gradient into the shared trunk, so the "
+        "embedding trains as the plain transformation's (false: joint, as in FastFill)",
+    )
+    optim: OptimConfig = OptimConfig(epochs=12, batch_size=512, lr=1e-3, weight_decay=0)
+
+
+class BackfillConfig(_Strict):
+    """The partial-backfill evaluation (DVC stage ``backfill``): train an uncertainty-aware
+    transformation ``from -> to`` per seed and measure backfilling curves per order policy."""
+
+    enabled: bool = True
+    source: int = Field(1, alias="from")
+    target: int = Field(3, alias="to")
+    transformation: UncertaintyTrainingConfig = UncertaintyTrainingConfig()
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    steps: int = Field(20, ge=1, description="curve points: fractions 0, 1/steps, ..., 1")
+    queries: int | None = Field(
+        2000,
+        ge=1,
+        description="curves: this many test items (a fixed random draw) query a gallery of the "
+        "others; null: every test item queries all others (leave-one-out, ~6x the time)",
+    )
+    policies: list[Literal["random", "uncertainty", "oracle"]] = Field(
+        default_factory=lambda: ["random", "uncertainty", "oracle"], min_length=1
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
 GateCase = Literal["candidate", "baseline", "upgraded", "raw"]
 GateMetric = Literal["top1", "top5", "mAP"]
 
@@ -208,6 +245,7 @@ class Params(_Strict):
     bct: dict[str, BctConfig] = Field(default_factory=dict)
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
+    backfill: BackfillConfig | None = None
 
     @field_validator("transformations", "bct")
     @classmethod
@@ -240,6 +278,13 @@ class Params(_Strict):
                     f"transformation {name!r} goes from {edge.source} to {edge.target}; FCT "
                     "transformations map an older version into a newer one (from < to)"
                 )
+        if self.backfill is not None:
+            for end in (self.backfill.source, self.backfill.target):
+                if end not in self.versions:
+                    raise ValueError(
+                        f"backfill names version {end}, which is not declared; "
+                        f"declared versions: {known}"
+                    )
         for name, bct in self.bct.items():
             for end in (bct.old, bct.new):
                 if end not in self.versions:

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "graph": "draw the compatibility graph of a family (versions, transformations, top-1)",
     "embed": "index images into a gallery with a registered version and its side-info",
     "upgrade": "upgrade a stored gallery to a newer version through registered transformations",
+    "backfill": "re-embed the most uncertain items of an upgraded gallery (FastFill)",
     "search": "top-k nearest gallery items of query embeddings (e.g. against an upgraded gallery)",
     "gallery": "galleries in PostgreSQL + pgvector: copy, list, rollback, prune, embedded server",
     "gate": "release gate: check a candidate version against production, optionally promote",

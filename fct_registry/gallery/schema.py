@@ -9,6 +9,10 @@ One row per indexed item:
 * ``model_version`` (int32): the family version that produced ``embedding``.
 * ``side_info_version`` (string, nullable): the extractor's ref, e.g. ``fashion-side-info/1``.
 * ``label`` (int64, optional): the class id when known (evaluation, search accuracy).
+* ``uncertainty`` (float32, nullable, optional): the log-variance an uncertainty-aware
+  transformation predicted for the row's embedding (written by upgrades through one; null for
+  rows embedded by the model itself). Partial backfills re-embed the most uncertain rows first.
+* ``backfilled`` (bool, optional): the row was re-embedded from its image by a partial backfill.
 * ``source_uri`` (string, optional): where the image was read from (a path, ``s3://`` URI,
   ``shard.tar#member`` or ``file.safetensors#row``), so a later backfill can find it again.
 
@@ -33,8 +37,18 @@ SIDE_INFO = "side_info"
 MODEL_VERSION = "model_version"
 SIDE_INFO_VERSION = "side_info_version"
 LABEL = "label"
+UNCERTAINTY = "uncertainty"
+BACKFILLED = "backfilled"
 SOURCE_URI = "source_uri"
 REQUIRED = (ID, EMBEDDING, MODEL_VERSION)
+
+
+def uncertainty_field() -> pa.Field:
+    return pa.field(UNCERTAINTY, pa.float32())
+
+
+def backfilled_field() -> pa.Field:
+    return pa.field(BACKFILLED, pa.bool_())
 
 
 def vector_type(dim: int) -> pa.DataType:

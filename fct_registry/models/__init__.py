@@ -8,6 +8,7 @@ from fct_registry.models.transformations import (
     FCTTransformation,
     TransformationChain,
 )
+from fct_registry.models.uncertainty import UncertaintyTransformation  # registers fct-uncertainty
 
 __all__ = [
     "BACKBONES",
@@ -16,6 +17,7 @@ __all__ = [
     "FCTTransformation",
     "SideInfoModel",
     "TransformationChain",
+    "UncertaintyTransformation",
     "build_from_spec",
     "load_model",
     "load_spec",

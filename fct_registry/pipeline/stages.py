@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 
-from fct_registry.config import Params
+from fct_registry.config import Params, UncertaintyTrainingConfig
 from fct_registry.data import load_info, load_prepared, prepare
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
@@ -20,12 +21,14 @@ from fct_registry.evaluation.report import markdown_table, matrix_rows, plot_mat
 from fct_registry.layout import Layout, load_embeddings, save_embeddings
 from fct_registry.models import load_model, save_model
 from fct_registry.models.transformations import uses_side_info
+from fct_registry.models.uncertainty import kind_predicts_uncertainty
 from fct_registry.training.classifier import BctInfluence, embedding_spec, train_classifier
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_images
 from fct_registry.training.loop import write_history
 from fct_registry.training.transformation import train_transformation, transformation_spec
+from fct_registry.training.uncertainty import train_uncertainty_transformation
 
 
 def fingerprint(config: object, seed: int, inputs: list[Path]) -> str:
@@ -178,8 +181,14 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
         cfg, old["train"].shape[1], new["train"].shape[1], side["train"].shape[1]
     ) | {"family": params.family, "name": name}
     fp = fingerprint(cfg.model_dump(), params.seed, inputs)
-    model, result = train_transformation(
-        cfg,
+    # An uncertainty-aware kind learns its log-variance head with beta-NLL (beta=1: the
+    # embedding gets plain MSE's gradient); every other kind regresses with MSE.
+    train = (
+        partial(train_uncertainty_transformation, UncertaintyTrainingConfig(optim=cfg.optim))
+        if kind_predicts_uncertainty(cfg.kind)
+        else partial(train_transformation, cfg)
+    )
+    model, result = train(
         old["train"],
         side["train"],
         new["train"],

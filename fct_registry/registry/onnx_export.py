@@ -8,6 +8,8 @@ Graph interface (fixed, so every consumer can rely on it):
 
 * transformations and chains: inputs ``old_embedding`` ``[N, old_dim]`` and, when any hop reads
   side-info, ``side_info`` ``[N, side_info_dim]``; output ``new_embedding`` ``[N, new_dim]``.
+  An uncertainty-aware transformation (or a chain ending in one) has a second output,
+  ``log_variance`` ``[N]`` (see :mod:`fct_registry.models.uncertainty`).
 * embedding and side-info models: input ``images`` ``[N, C, H, W]`` (float in [0, 1]); output
   ``embedding`` ``[N, dim]``.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fct_registry.errors import FctError
+from fct_registry.models.uncertainty import WithUncertainty, chain_predicts_uncertainty
 
 # The interface names are the shipped runtime's, so the graph and its pyfunc always agree.
 from fct_registry.registry._runtime.fct_pyfunc import (
@@ -37,6 +40,10 @@ from fct_registry.registry._runtime.fct_pyfunc import (
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+# Second output of an uncertainty-aware transformation (not served by the pyfunc, which returns
+# the embedding; read by the upgrade's runner into the gallery's uncertainty column).
+UNCERTAINTY_OUTPUT = "log_variance"
 
 KINDS = ("transformation", "embedding", "side_info")
 EXPORT_BATCH = 4  # > 1, so the exporter cannot specialise the batch dimension to a constant
@@ -121,8 +128,12 @@ def export_onnx(
         kind, old_dim=old_dim, side_info_dim=side_info_dim, input_shape=input_shape
     )
     names = input_names(kind, side_info_dim)
+    outputs = [output_name(kind)]
     # A CPU copy: exporting must not move the caller's module off its device.
-    graph = graph_module(copy.deepcopy(module), kind, side_info_dim).cpu()
+    inner = copy.deepcopy(module)
+    if kind == "transformation" and chain_predicts_uncertainty(module):
+        inner, outputs = WithUncertainty(inner), [*outputs, UNCERTAINTY_OUTPUT]
+    graph = graph_module(inner, kind, side_info_dim).cpu()
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in names)
     with _eval_mode(graph), _quiet():
@@ -132,7 +143,7 @@ def export_onnx(
                 inputs,
                 dynamo=True,
                 input_names=names,
-                output_names=[output_name(kind)],
+                output_names=outputs,
                 dynamic_shapes=dynamic,
                 optimize=True,
                 verbose=False,
@@ -169,7 +180,8 @@ def verify_onnx(
 
     ``example_inputs`` are in the graph's input order (the module is called with them, so pass
     ``(old, side_info)`` for any transformation even when the graph takes only ``old``; extra
-    inputs the graph does not declare are not fed to it). Raises :class:`OnnxExportError` when
+    inputs the graph does not declare are not fed to it). A module returning a tuple is compared
+    output by output with the graph's outputs. Raises :class:`OnnxExportError` when
     any element differs by more than ``atol + rtol * |torch value|``; returns the max absolute
     difference.
     """
@@ -182,19 +194,28 @@ def verify_onnx(
         name: t.detach().cpu().numpy().astype(np.float32)
         for name, t in zip(declared, example_inputs, strict=False)
     }
-    (got,) = session.run(None, feeds)
+    gots = session.run(None, feeds)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     with _eval_mode(module), torch.no_grad():
-        want = module(*(t.to(device) for t in example_inputs)).detach().cpu().numpy()
-    if got.shape != want.shape:
+        out = module(*(t.to(device) for t in example_inputs))
+    wants = [w.detach().cpu().numpy() for w in (out if isinstance(out, tuple) else (out,))]
+    if len(gots) != len(wants):
         raise OnnxExportError(
-            f"{onnx_path}: ONNX output shape {got.shape} != PyTorch "
-            f"{want.shape}; re-export the model"
+            f"{onnx_path}: the graph has {len(gots)} output(s), PyTorch returns "
+            f"{len(wants)}; re-export the model"
         )
-    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-    bound = atol + rtol * np.abs(want.astype(np.float64))
-    worst = float(diff.max(initial=0.0))
-    if not np.all(diff <= bound):
+    worst, ok = 0.0, True
+    for got, want in zip(gots, wants, strict=True):
+        if got.shape != want.shape:
+            raise OnnxExportError(
+                f"{onnx_path}: ONNX output shape {got.shape} != PyTorch "
+                f"{want.shape}; re-export the model"
+            )
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        bound = atol + rtol * np.abs(want.astype(np.float64))
+        worst = max(worst, float(diff.max(initial=0.0)))
+        ok = ok and bool(np.all(diff <= bound))
+    if not ok:
         raise OnnxExportError(
             f"{onnx_path}: ONNX output differs from PyTorch by up to {worst:.3g} "
             f"(allowed {atol:g} + {rtol:g}*|value|); re-export with this torch "

@@ -48,6 +48,11 @@ class BatchPlan:
     target_dim: int
     routes: Mapping[GroupKey, GroupRunner]
 
+    @property
+    def uncertainty(self) -> bool:
+        """Some route's chain predicts a per-row uncertainty (written as a column)."""
+        return any(getattr(r.runner, "predicts_uncertainty", False) for r in self.routes.values())
+
     def known(self) -> str:
         return (
             ", ".join(
@@ -58,11 +63,15 @@ class BatchPlan:
         )
 
 
-def output_schema(schema: pa.Schema, target_dim: int) -> pa.Schema:
-    """``schema`` with the embedding widened/narrowed to the target's width; all else kept."""
+def output_schema(schema: pa.Schema, target_dim: int, uncertainty: bool = False) -> pa.Schema:
+    """``schema`` with the embedding widened/narrowed to the target's width; all else kept.
+    ``uncertainty``: add the ``uncertainty`` column (kept when the source has one anyway)."""
     i = schema.get_field_index(S.EMBEDDING)
     field = pa.field(S.EMBEDDING, S.vector_type(target_dim), nullable=False)
-    return schema.set(i, field).remove_metadata()
+    out = schema.set(i, field).remove_metadata()
+    if uncertainty and S.UNCERTAINTY not in out.names:
+        out = out.append(S.uncertainty_field())
+    return out
 
 
 def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch") -> pa.RecordBatch:
@@ -74,7 +83,7 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch") 
     """
     S.check_columns(batch.schema, where)
     n = batch.num_rows
-    out_schema = output_schema(batch.schema, plan.target_dim)
+    out_schema = output_schema(batch.schema, plan.target_dim, plan.uncertainty)
     if n == 0:
         return pa.RecordBatch.from_pylist([], schema=out_schema)
     versions = S.int_column(batch, S.MODEL_VERSION, where)
@@ -107,17 +116,25 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch") 
             what=f"the chain for {_route_labels(plan, groups)}",
         )
 
+    # NaN marks "no prediction" until it becomes a null (rows already at the target keep theirs).
+    log_var = np.full(n, np.nan, dtype=np.float32)
     if len(groups) == 1:  # the usual case: no gather/scatter copies
         ((key, _),) = groups.items()
-        new = _run(plan.routes[key], old, side, plan.target_dim, where)
+        new, part_var = _run(plan.routes[key], old, side, plan.target_dim, where)
+        if part_var is not None:
+            log_var[:] = part_var
     else:
         new = np.empty((n, plan.target_dim), dtype=np.float32)
         for key, rows in groups.items():
             route = plan.routes[key]
             part_side = side[rows] if side is not None and route.side_info_dim else None
-            new[rows] = _run(route, old[rows], part_side, plan.target_dim, where)
+            new[rows], part_var = _run(route, old[rows], part_side, plan.target_dim, where)
+            if part_var is not None:
+                log_var[rows] = part_var
 
     columns = list(batch.columns)
+    if S.UNCERTAINTY in out_schema.names:
+        columns = _with_uncertainty(batch, columns, out_schema, plan, groups, log_var)
     columns[batch.schema.get_field_index(S.EMBEDDING)] = S.vectors_array(new)
     i = batch.schema.get_field_index(S.MODEL_VERSION)
     columns[i] = pa.array(np.full(n, plan.target, dtype=np.int64)).cast(batch.schema.field(i).type)
@@ -149,16 +166,44 @@ def _groups(
 
 def _run(
     route: GroupRunner, old: np.ndarray, side: np.ndarray | None, target_dim: int, where: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The group's embeddings and, when its chain predicts one, the per-row log-variance."""
     if route.runner is None:
-        return old
-    new = route.runner(old, side)
+        return old, None
+    if getattr(route.runner, "predicts_uncertainty", False):
+        new, log_var = route.runner.predict(old, side)
+    else:
+        new, log_var = route.runner(old, side), None
     if new.shape != (len(old), target_dim):
         raise SchemaError(
             f"{where}: {route.label} produced {list(new.shape)}, expected "
             f"[{len(old)}, {target_dim}]; the chain does not end at the target"
         )
-    return new
+    return new, log_var
+
+
+def _with_uncertainty(
+    batch: pa.RecordBatch,
+    columns: list[pa.Array],
+    out_schema: pa.Schema,
+    plan: BatchPlan,
+    groups: Mapping[GroupKey, np.ndarray | slice],
+    log_var: np.ndarray,
+) -> list[pa.Array]:
+    """The ``uncertainty`` column: the chain's log-variance for transformed rows, the stored
+    value for rows already at the target, null where no chain predicted one."""
+    if S.UNCERTAINTY in batch.schema.names:
+        kept = batch.column(S.UNCERTAINTY).cast(pa.float32()).to_numpy(zero_copy_only=False)
+        for key, rows in groups.items():
+            if plan.routes[key].runner is None:
+                log_var[rows] = kept[rows]
+    column = pa.array(log_var, pa.float32(), mask=np.isnan(log_var))
+    if S.UNCERTAINTY in batch.schema.names:
+        columns[batch.schema.get_field_index(S.UNCERTAINTY)] = column
+    else:
+        columns.append(column)
+    assert len(columns) == len(out_schema)
+    return columns
 
 
 def _key_label(family: str, key: GroupKey) -> str:

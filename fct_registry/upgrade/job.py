@@ -295,7 +295,7 @@ def upgrade_shard(
     runs after batch ``i`` is written (progress)."""
     where = f"{source.uri}/{shard.path}"
     with ShardReader(source, shard) as reader:
-        schema = output_schema(reader.schema, plan.target_dim)
+        schema = output_schema(reader.schema, plan.target_dim, plan.uncertainty)
         # Decoding and the chain run one batch ahead in a helper thread while this thread
         # encodes, hashes and writes the batch before (~15% faster on two cores; every step
         # releases the GIL). Order is preserved.

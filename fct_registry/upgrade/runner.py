@@ -22,6 +22,8 @@ from fct_registry.errors import FctError
 
 OLD_NAMES = ("old_embedding", "old")
 SIDE_INFO_NAMES = ("side_info",)
+UNCERTAINTY_NAME = "log_variance"
+"""Second output of an uncertainty-aware transformation's graph: per-row log-variance ``[N]``."""
 
 
 class RunnerError(FctError):
@@ -47,6 +49,7 @@ class GraphInterface:
     old_dim: int
     side_info_dim: int
     new_dim: int
+    uncertainty_output: str | None = None
 
 
 def graph_interface(session: Any, where: str) -> GraphInterface:
@@ -66,8 +69,13 @@ def graph_interface(session: Any, where: str) -> GraphInterface:
             "fct_registry.registry.onnx_export.export_onnx)"
         )
     outputs = session.get_outputs()
+    uncertainty = next((o.name for o in outputs if o.name == UNCERTAINTY_NAME), None)
+    outputs = [o for o in outputs if o.name != uncertainty]
     if len(outputs) != 1:
-        raise RunnerError(f"{where}: {len(outputs)} outputs, expected one embedding")
+        raise RunnerError(
+            f"{where}: {len(outputs)} embedding outputs, expected one (and optionally "
+            f"{UNCERTAINTY_NAME})"
+        )
     return GraphInterface(
         old,
         side,
@@ -75,6 +83,7 @@ def graph_interface(session: Any, where: str) -> GraphInterface:
         _width(by_name[old], where),
         _width(by_name[side], where) if side else 0,
         _width(outputs[0], where),
+        uncertainty,
     )
 
 
@@ -134,6 +143,8 @@ class OnnxChainRunner:
         self.old_dim = steps[0][1].old_dim
         self.side_info_dim = side_dims.pop() if side_dims else 0
         self.new_dim = steps[-1][1].new_dim
+        # The last step's log-variance is the chain's: earlier hops' errors reach it as input.
+        self.predicts_uncertainty = steps[-1][1].uncertainty_output is not None
 
     def _load(self) -> list[tuple[Any, GraphInterface]]:
         if self._sessions is None:
@@ -157,15 +168,27 @@ class OnnxChainRunner:
         return self._sessions
 
     def __call__(self, old: np.ndarray, side_info: np.ndarray | None) -> np.ndarray:
+        return self.predict(old, side_info, uncertainty=False)[0]
+
+    def predict(
+        self, old: np.ndarray, side_info: np.ndarray | None, *, uncertainty: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(new [N, d_new], log_variance [N] or None)``; None when the last step predicts no
+        uncertainty (or ``uncertainty=False``)."""
         x = np.ascontiguousarray(old, dtype=np.float32)
-        for session, io in self._load():
+        log_var = None
+        steps = self._load()
+        for i, (session, io) in enumerate(steps):
             feeds = {io.old_input: x}
             if io.side_info_input is not None:
                 if side_info is None:
                     raise RunnerError("this chain reads side-info but none was given")
                 feeds[io.side_info_input] = np.ascontiguousarray(side_info, dtype=np.float32)
-            (x,) = session.run([io.output], feeds)
-        return x
+            if uncertainty and i == len(steps) - 1 and io.uncertainty_output is not None:
+                x, log_var = session.run([io.output, io.uncertainty_output], feeds)
+            else:
+                (x,) = session.run([io.output], feeds)
+        return x, log_var
 
     def gemm_shapes(self) -> list[tuple[int, int]]:
         """``(K, N)`` of every matrix multiplication by a weight in the graphs, in order: the

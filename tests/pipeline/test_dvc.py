@@ -30,6 +30,7 @@ OVERRIDES = {
     "bct": "bct.v1_to_v2.influence_weight=0.5",
     "evaluation": "evaluation.distance=cosine",
     "gate": "gate.rules.upgraded_top1_vs_candidate.fraction=0.8",
+    "backfill": "backfill.steps=5",
 }
 
 

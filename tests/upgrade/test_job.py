@@ -331,8 +331,8 @@ def test_writer_built_galleries_without_side_info_need_a_chain_without_it(
         upgrade_gallery(Gallery.open(tmp_path / "src"), open_storage(tmp_path / "dst2"), needs_side)
 
 
-def test_ahead_keeps_order_passes_errors_and_closes_on_early_stop() -> None:
-    from fct_registry.upgrade.job import _ahead
+def test_read_ahead_keeps_order_passes_errors_and_closes_on_early_stop() -> None:
+    _ahead = job.read_ahead
 
     assert list(_ahead(iter(range(50)))) == list(range(50))
 

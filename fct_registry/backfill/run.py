@@ -1,0 +1,356 @@
+"""``fct backfill run``: re-embed a plan's items from their images and rewrite their rows in place.
+
+The gallery stays readable throughout, and a crash never leaves it half-backfilled:
+
+1. ``_fct_backfill/job.json`` records the job (plan and model) and which shards it replaces.
+2. Each shard holding planned rows is rewritten under a new name (``part-00000.bf-<job>.parquet``)
+   with :func:`~fct_registry.gallery.shards.write_shard` (atomic, deterministic); the planned
+   rows get the new model's embedding, ``backfilled = true`` and a null ``uncertainty``; every
+   other row and column is copied. A marker then records the shard's checksum.
+3. ``manifest.json`` is replaced atomically, naming the new shards and recording the backfill in
+   its provenance: readers switch from the old snapshot to the new one at once.
+4. The replaced shards and the progress files are deleted.
+
+Until step 3, readers see the old manifest and the old, untouched shards. After a crash or
+``kill -9`` the same command resumes: finished shards (marker and bytes agree) are skipped, the
+rest redone, and the result is byte-identical to an uninterrupted run (writing is deterministic
+and the job's fingerprint pins plan, model and batching). Rerunning a finished plan does nothing
+(its checksum is in the manifest's provenance), which makes ``run`` idempotent. The first
+backfill of a gallery rewrites every shard, so all shards share the schema with ``backfilled``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from fct_registry.backfill.images import item_images
+from fct_registry.backfill.plan import BackfillPlan, BackfillPlanError
+from fct_registry.errors import FctError
+from fct_registry.gallery import schema as S
+from fct_registry.gallery.errors import ManifestError, StorageError
+from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
+from fct_registry.gallery.reader import Gallery
+from fct_registry.gallery.shards import write_shard
+
+PROGRESS_DIR = "_fct_backfill"
+JOB_FILE = f"{PROGRESS_DIR}/job.json"
+DEFAULT_BATCH_SIZE = 8192
+KILL_ENV = "FCT_BACKFILL_KILL_AT"
+"""Test hook: ``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>``, ``manifest`` make the
+process SIGKILL itself at that point (what the kill-and-resume tests use)."""
+
+EmbedImages = Callable[[torch.Tensor], np.ndarray]
+"""uint8 images ``[N, C, H, W]`` -> new-model embeddings float32 ``[N, d]``."""
+
+
+class BackfillError(FctError):
+    """The plan cannot be applied to this gallery (changed since planning, foreign job, ...)."""
+
+
+@dataclass
+class BackfillReport:
+    gallery: str
+    planned: int
+    shards: int  # shards rewritten by this job
+    skipped_shards: int = 0  # already rewritten by an earlier, interrupted run
+    already_complete: bool = False
+    seconds: float = 0.0
+    manifest: Manifest | None = None
+    fingerprint: str = ""
+    replaced: dict[str, str] = field(default_factory=dict)
+
+
+def job_fingerprint(plan: BackfillPlan, model_id: str, batch_size: int) -> str:
+    payload = json.dumps([plan.sha256, model_id, batch_size]).encode()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def new_shard_name(old: str, fingerprint: str) -> str:
+    stem = re.sub(r"(\.bf-[0-9a-f]+)?\.parquet$", "", old)
+    return f"{stem}.bf-{fingerprint[:12]}.parquet"
+
+
+def marker_name(shard: str) -> str:
+    return f"{PROGRESS_DIR}/{shard}.json"
+
+
+def run_backfill(
+    plan: BackfillPlan,
+    embed: EmbedImages,
+    *,
+    model_id: str,
+    gallery: Gallery | None = None,
+    images: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> BackfillReport:
+    """Apply ``plan`` to its gallery (see the module docstring).
+
+    ``embed`` is the new model (the plan's target version) on uint8 images; ``model_id``
+    identifies it (e.g. ``models:/fashion/3`` plus its weights' checksum) and is part of the
+    job's fingerprint. ``images`` overrides the plan's image source.
+    """
+    start = time.perf_counter()
+    gallery = gallery or Gallery.open(plan.gallery)
+    storage = gallery.storage
+    fingerprint = job_fingerprint(plan, model_id, batch_size)
+    report = BackfillReport(gallery.uri, len(plan.ids), 0, fingerprint=fingerprint)
+
+    done_before = [
+        b
+        for b in (gallery.manifest.provenance or {}).get("backfills", [])
+        if b.get("fingerprint") == fingerprint
+    ]
+    if done_before:  # finished earlier (maybe killed while deleting the replaced shards)
+        _clean(storage, gallery.manifest, _read_json(storage, JOB_FILE))
+        report.already_complete, report.manifest = True, gallery.manifest
+        report.replaced = dict(done_before[-1].get("replaced", {}))
+        return report
+    if gallery.manifest_sha256 != plan.manifest_sha256:
+        raise BackfillError(
+            f"{gallery.uri} changed since the plan was made (manifest sha256 "
+            f"{gallery.manifest_sha256[:12]}…, plan made for {plan.manifest_sha256[:12]}…); "
+            "write a new plan with `fct backfill plan`"
+        )
+    versions = gallery.manifest.versions
+    if list(versions) != [plan.target]:
+        raise BackfillError(
+            f"{gallery.uri} holds versions {sorted(versions)}, but the plan re-embeds with "
+            f"{plan.family}@{plan.target}; plan the gallery again"
+        )
+    source = images or plan.images
+    if plan.ids and not source:
+        raise BackfillError(
+            "no image source: pass --images FILE (the safetensors file the gallery was indexed "
+            "from) to `fct backfill plan` or `fct backfill run`"
+        )
+
+    job = _read_json(storage, JOB_FILE)
+    if job is not None and job.get("fingerprint") != fingerprint:
+        raise BackfillError(
+            f"{gallery.uri} holds an interrupted backfill of another plan or model "
+            f"(plan {str(job.get('plan_sha256'))[:12]}…); rerun that plan to finish it, or "
+            f"delete {gallery.uri}/{PROGRESS_DIR} to abandon it (the gallery is unchanged)"
+        )
+    rows_of = _locate(gallery, plan)
+    untyped = _shards_without_backfilled_column(gallery)
+    touched = [s for s in gallery.manifest.shards if rows_of.get(s.path) or untyped]
+    replaced = {s.path: new_shard_name(s.path, fingerprint) for s in touched}
+    if job is None:
+        storage.write_bytes(
+            JOB_FILE,
+            _json(
+                {
+                    "fingerprint": fingerprint,
+                    "plan_sha256": plan.sha256,
+                    "manifest_sha256": gallery.manifest_sha256,
+                    "replaced": replaced,
+                }
+            ),
+        )
+
+    outputs: dict[str, ShardInfo] = {}
+    for index, shard in enumerate(gallery.manifest.shards):
+        if shard.path not in replaced:
+            outputs[shard.path] = shard
+            continue
+        name = replaced[shard.path]
+        marker = _read_json(storage, marker_name(name))
+        if (
+            marker is not None
+            and marker.get("fingerprint") == fingerprint
+            and marker.get("source_sha256") == shard.sha256
+            and _intact(storage, marker["output"]["sha256"], name)
+        ):
+            outputs[shard.path] = ShardInfo.from_dict(marker["output"])
+            report.skipped_shards += 1
+            continue
+        rows = rows_of.get(shard.path, {})
+        ids = sorted(rows, key=rows.__getitem__)  # shard row order: deterministic batches
+        vectors = _embed(embed, ids, source, shard.embedding_dim) if ids else None
+        new_rows = {item: k for k, item in enumerate(ids)}
+        with gallery.shard(shard) as reader:
+            schema = _output_schema(reader.schema)
+            batches = (
+                _rewrite(batch, schema, new_rows, vectors) for batch in reader.batches(batch_size)
+            )
+
+            def on_batch(i: int, n: int, index: int = index) -> None:
+                _checkpoint(f"batch:{index}:{i}")
+
+            info = write_shard(storage, name, schema, batches, on_batch)
+        _checkpoint(f"shard:{index}")
+        storage.write_bytes(
+            marker_name(name),
+            _json(
+                {
+                    "fingerprint": fingerprint,
+                    "source_sha256": shard.sha256,
+                    "output": info.to_dict(),
+                }
+            ),
+        )
+        _checkpoint(f"marker:{index}")
+        outputs[shard.path] = info
+        report.shards += 1
+
+    provenance = dict(gallery.manifest.provenance or {})
+    provenance["backfills"] = [
+        *provenance.get("backfills", []),
+        {
+            "fingerprint": fingerprint,
+            "plan_sha256": plan.sha256,
+            "policy": plan.policy,
+            "budget": plan.budget,
+            "rows": len(plan.ids),
+            "model": model_id,
+            "source_manifest_sha256": gallery.manifest_sha256,
+            "replaced": replaced,
+        },
+    ]
+    manifest = Manifest(
+        gallery.manifest.family,
+        tuple(
+            _renamed(outputs[s.path], replaced.get(s.path, s.path)) for s in gallery.manifest.shards
+        ),
+        provenance=provenance,
+    )
+    storage.write_bytes(MANIFEST, manifest.to_json())
+    _checkpoint("manifest")
+    _clean(storage, manifest, {"replaced": replaced})
+    report.manifest, report.replaced = manifest, replaced
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _renamed(info: ShardInfo, name: str) -> ShardInfo:
+    return info if info.path == name else ShardInfo.from_dict(info.to_dict() | {"path": name})
+
+
+def _locate(gallery: Gallery, plan: BackfillPlan) -> dict[str, dict[str, int]]:
+    """``shard path -> {planned id: row in shard}``; every planned id must be a candidate."""
+    wanted = set(plan.ids)
+    found: dict[str, dict[str, int]] = {}
+    seen: set[str] = set()
+    for info in gallery.manifest.shards:
+        with gallery.shard(info) as reader:
+            offset = 0
+            for batch in reader.batches(65_536, [S.ID]):
+                for row, item in enumerate(batch.column(S.ID).to_pylist()):
+                    if item in wanted:
+                        found.setdefault(info.path, {})[item] = offset + row
+                        seen.add(item)
+                offset += batch.num_rows
+    missing = wanted - seen
+    if missing:
+        raise BackfillPlanError(
+            f"{len(missing)} planned id(s) are not in {gallery.uri} (e.g. "
+            f"{sorted(missing)[0]!r}); the plan is for another gallery: plan this one"
+        )
+    return found
+
+
+def _shards_without_backfilled_column(gallery: Gallery) -> bool:
+    for info in gallery.manifest.shards:
+        with gallery.shard(info, verify=False) as reader:
+            if S.BACKFILLED not in reader.schema.names:
+                return True
+    return False
+
+
+def _output_schema(schema: pa.Schema) -> pa.Schema:
+    out = schema.remove_metadata()
+    if S.BACKFILLED not in out.names:
+        out = out.append(S.backfilled_field())
+    return out
+
+
+def _embed(embed: EmbedImages, ids: list[str], source: str | None, dim: int) -> np.ndarray:
+    assert source is not None
+    vectors = np.ascontiguousarray(embed(item_images(ids, source)), dtype=np.float32)
+    if vectors.shape != (len(ids), dim):
+        raise BackfillError(
+            f"the new model gave {list(vectors.shape)} embeddings for {len(ids)} images, but "
+            f"the gallery stores {dim}-d vectors; re-embed with the plan's target version"
+        )
+    if not np.isfinite(vectors).all():
+        raise BackfillError("the new model produced NaN or inf embeddings; check the model")
+    return vectors
+
+
+def _rewrite(
+    batch: pa.RecordBatch,
+    schema: pa.Schema,
+    new_rows: dict[str, int],
+    vectors: np.ndarray | None,
+) -> pa.RecordBatch:
+    """The batch with planned rows re-embedded and marked; other rows copied."""
+    n = batch.num_rows
+    ids = batch.column(S.ID).to_pylist()
+    take = np.array([new_rows.get(i, -1) for i in ids], dtype=np.int64)
+    hit = take >= 0
+    columns = {name: batch.column(name) for name in batch.schema.names}
+    if hit.any():
+        assert vectors is not None
+        emb = S.vectors(batch, S.EMBEDDING, "backfill").copy()
+        emb[hit] = vectors[take[hit]]
+        columns[S.EMBEDDING] = S.vectors_array(emb)
+        if S.UNCERTAINTY in columns:
+            old = columns[S.UNCERTAINTY].cast(pa.float32())
+            mask = old.is_null().to_numpy(zero_copy_only=False) | hit
+            values = old.fill_null(0.0).to_numpy(zero_copy_only=False)
+            columns[S.UNCERTAINTY] = pa.array(values, pa.float32(), mask=mask)
+    before = (
+        batch.column(S.BACKFILLED).fill_null(False).to_numpy(zero_copy_only=False)
+        if S.BACKFILLED in columns
+        else np.zeros(n, dtype=bool)
+    )
+    columns[S.BACKFILLED] = pa.array(before | hit, pa.bool_())
+    return pa.RecordBatch.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
+
+
+def _clean(storage: Any, manifest: Manifest, job: dict[str, Any] | None) -> None:
+    """Delete replaced shards no longer in ``manifest``, then the progress files."""
+    live = {s.path for s in manifest.shards}
+    for old in (job or {}).get("replaced", {}):
+        if old not in live:
+            storage.delete(old)
+    for name in storage.list():
+        if name.startswith(f"{PROGRESS_DIR}/") and name != JOB_FILE:
+            storage.delete(name)
+    storage.delete(JOB_FILE)
+
+
+def _read_json(storage: Any, name: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(storage.read_bytes(name))
+    except (ValueError, StorageError, ManifestError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _intact(storage: Any, sha256: str, name: str) -> bool:
+    try:
+        return storage.sha256(name) == sha256
+    except StorageError:
+        return False
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _checkpoint(point: str) -> None:
+    if os.environ.get(KILL_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,117 @@
+"""``fct backfill plan|run``: partial backfilling of an upgraded gallery in FastFill's order (the
+parser; the implementation is ``fct_registry.commands.backfill``)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from fct_registry.cli._common import add_tracking_uri, check_file, check_positive, check_store
+from fct_registry.errors import FctError
+
+# Copies of ``backfill.run.DEFAULT_BATCH_SIZE`` and ``evaluation.backfill.ORDERS.names()`` (a test
+# keeps them equal): importing the backfill package costs torch and pyarrow, a parser must not.
+DEFAULT_BATCH_SIZE = 8192
+POLICIES = ("uncertainty", "random", "oracle")
+
+DESCRIPTION = """\
+A gallery upgraded through transformations closes most of the gap to the new model, not all of
+it. A partial backfill re-embeds some items from their images with the new model, most
+valuable first (FastFill, Jaeckle et al., ICLR 2023): upgraded through an uncertainty-aware
+transformation (kind fct-uncertainty), every row carries its predicted uncertainty, and the
+most uncertain rows are the ones the transformation serves worst.
+
+  plan  orders the gallery's transformed rows by a policy and keeps a budget (10% of the rows,
+        or a count); writes the plan (ids and scores, highest first) as JSON.
+  run   re-embeds the planned rows from their images with the plan's target version and
+        rewrites them in place (backfilled = true). Atomic and resumable like `fct upgrade`:
+        readers see the old gallery until the new manifest is published; after a kill, rerun
+        the same command; rerunning a finished plan does nothing."""
+
+EPILOG = """\
+examples:
+  fct backfill plan --gallery galleries/v1-to-3 --budget 10% \\
+      --images outputs/data/test.safetensors --out plan.json
+  fct backfill run --plan plan.json
+  fct backfill plan --gallery galleries/v1-to-3 --budget 500 --policy random --out random.json
+  fct backfill run --plan plan.json --model outputs/models/v3   # a local model, no registry"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "backfill",
+        help="re-embed the most uncertain items of an upgraded gallery (FastFill)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="backfill_command", metavar="{plan,run}", required=True)
+
+    plan = sub.add_parser("plan", help="order items by a policy within a budget")
+    plan.add_argument("--gallery", required=True, metavar="G", help="folder or s3://bucket/prefix")
+    plan.add_argument(
+        "--budget", required=True, help="rows to backfill: a percentage (10%%) or a count"
+    )
+    plan.add_argument(
+        "--policy",
+        default="uncertainty",
+        choices=POLICIES,
+        help="uncertainty (default), random (baseline), oracle (embeds every candidate: "
+        "evaluation only)",
+    )
+    plan.add_argument("--seed", type=int, default=0, help="random policy's seed (default 0)")
+    plan.add_argument(
+        "--images",
+        metavar="FILE",
+        help="the safetensors file the gallery was indexed from (recorded in the plan)",
+    )
+    plan.add_argument(
+        "--out", default="backfill-plan.json", metavar="P", help="plan file (default %(default)s)"
+    )
+    _model_arguments(plan)
+
+    run = sub.add_parser("run", help="re-embed the planned items and rewrite their rows")
+    run.add_argument("--plan", required=True, metavar="P", help="a plan from `fct backfill plan`")
+    run.add_argument("--images", metavar="FILE", help="override the plan's image source")
+    run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="ROWS")
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+    _model_arguments(run)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        help="a local model folder (model.safetensors + spec.json) of the target version; "
+        "default: FAMILY/TARGET from the registry",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    add_tracking_uri(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Argument checks that need neither torch nor pyarrow (the budget's syntax, files)."""
+    if args.backfill_command == "plan":
+        text = args.budget.strip()
+        if not re.fullmatch(r"\d+(\.\d+)?\s*%|\d+", text):
+            raise FctError(
+                f"--budget {args.budget!r} is neither a percentage of the gallery (10%) nor a "
+                "row count (5000)"
+            )
+        if text.endswith("%") and float(text[:-1]) > 100:
+            raise FctError(f"--budget {args.budget!r}: a percentage must be within 0..100%")
+        if args.policy == "oracle" and not args.images:
+            raise FctError("--policy oracle embeds every candidate: pass --images FILE")
+        check_file("--gallery", args.gallery)
+    else:
+        check_positive(batch_size=args.batch_size)
+        if not Path(args.plan).is_file():
+            raise FctError(
+                f"--plan file {args.plan} does not exist; write one with `fct backfill plan`"
+            )
+    check_file("--images", args.images and Path(args.images))
+    if args.model:
+        check_file("--model", Path(args.model))
+    elif args.backfill_command == "run" or args.policy == "oracle":
+        check_store(args.tracking_uri)  # the target version comes from the registry

@@ -1,0 +1,256 @@
+"""DVC stage ``backfill``: does backfilling in uncertainty order beat a random order?
+
+For every seed in ``backfill.seeds``, on the stored embeddings of versions ``from`` and ``to``:
+
+1. train the plain FCT transformation (MSE, the ``transformations:`` recipe) and the
+   uncertainty-aware one (``fct-uncertainty``: beta-NLL, optionally point-to-cluster through
+   the new model's classifier) with the same width, optimiser and seed;
+2. score each as transform-only retrieval on the test split (new-model queries against the
+   transformed gallery, leave-one-out, as in ``evaluate``);
+3. transform the test gallery with the uncertainty-aware model and measure the backfilling curve
+   of every policy (``random`` seeded by the seed, ``uncertainty``, ``oracle``). With
+   ``backfill.queries: Q`` a fixed random draw of Q test items queries (new model) a gallery of
+   the other test items, which is what gets backfilled; each curve point sorts Q x (N - Q)
+   distances instead of N x N.
+
+Writes ``outputs/backfill/metrics.json`` (per seed and seed means with 95% t intervals: curve
+areas, the paired uncertainty-minus-random differences, transform-only scores), and beside it
+``curves.csv`` (seed-mean curves, one column per policy and metric) and ``curves.png``. With
+``backfill.enabled: false`` (the default in params.yaml: the stage takes ~19 min on two cores)
+or no ``backfill:`` block nothing is trained: metrics.json is ``{"enabled": false}`` and no curve
+files are left, so a disabled stage changes nothing in git. Only metrics.json is a DVC output;
+the curves are not (DVC would require them from a disabled run too), and a measured run is kept
+under ``docs/backfill/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from fct_registry.config import BackfillConfig, Params, TransformationConfig
+from fct_registry.data import load_prepared
+from fct_registry.device import pick_device
+from fct_registry.errors import ConfigError
+from fct_registry.evaluation.backfill import backfill_curves, backfill_order
+from fct_registry.evaluation.backfill_report import mean_ci, paired, plot_curves
+from fct_registry.evaluation.retrieval import retrieval_scores
+from fct_registry.layout import Layout, load_embeddings
+from fct_registry.models import load_model
+from fct_registry.models.uncertainty import KIND
+from fct_registry.pipeline.stages import fingerprint
+from fct_registry.training.embed import apply_transformation
+from fct_registry.training.transformation import train_transformation, transformation_spec
+from fct_registry.training.uncertainty import (
+    class_index,
+    predict_with_uncertainty,
+    train_uncertainty_transformation,
+)
+
+CURVE_FILES = ("curves.csv", "curves.png")
+
+
+def backfill_dir(layout: Layout) -> Path:
+    return layout.root / "backfill"
+
+
+def _plain_config(cfg: BackfillConfig) -> TransformationConfig:
+    t = cfg.transformation
+    return TransformationConfig(
+        source=cfg.source, target=cfg.target, kind="fct", hidden_dim=t.hidden_dim, optim=t.optim
+    )
+
+
+def backfill_stage(params: Params, layout: Layout) -> dict:
+    out = backfill_dir(layout)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = params.backfill
+    if cfg is None or not cfg.enabled:
+        metrics: dict = {"enabled": False}
+        _write(out, metrics, {}, params)
+        for name in CURVE_FILES:  # an earlier enabled run's curves would contradict the metrics
+            (out / name).unlink(missing_ok=True)
+        return metrics
+    start = time.perf_counter()
+    device = pick_device(params.device)
+    inputs = [
+        layout.version_embeddings(cfg.source),
+        layout.version_embeddings(cfg.target),
+        layout.side_info_embeddings,
+    ]
+    old, new, side = (load_embeddings(p) for p in inputs)
+    train_labels = load_prepared(layout.data, "train").labels
+    test_labels = load_prepared(layout.data, "test").labels
+    new_model, _ = load_model(layout.version(cfg.target))
+    classes = class_index(params.versions[cfg.target].classes, int(test_labels.max()) + 1)
+    plain_cfg = _plain_config(cfg)
+    base_spec = transformation_spec(
+        plain_cfg, old["train"].shape[1], new["train"].shape[1], side["train"].shape[1]
+    )
+    distance = params.evaluation.distance
+
+    def score(gallery: torch.Tensor) -> dict[str, float]:
+        return retrieval_scores(
+            new["test"], gallery, test_labels, test_labels, distance=distance, leave_one_out=True
+        ).as_dict()
+
+    qry, gal, loo = query_split(len(test_labels), cfg.queries)
+    per_seed: dict[str, dict] = {}
+    for seed in cfg.seeds:
+        plain, _ = train_transformation(
+            plain_cfg,
+            old["train"],
+            side["train"],
+            new["train"],
+            base_spec,
+            seed=seed,
+            device=device,
+            checkpoint=layout.checkpoint(f"backfill-plain-s{seed}"),
+            fingerprint=fingerprint(plain_cfg.model_dump(), seed, inputs),
+            desc=f"backfill plain seed {seed}",
+        )
+        unc_spec = base_spec | {"type": KIND}
+        model, result = train_uncertainty_transformation(
+            cfg.transformation,
+            old["train"],
+            side["train"],
+            new["train"],
+            unc_spec,
+            seed=seed,
+            device=device,
+            checkpoint=layout.checkpoint(f"backfill-uncertainty-s{seed}"),
+            fingerprint=fingerprint(cfg.transformation.model_dump(), seed, inputs),
+            desc=f"backfill uncertainty seed {seed}",
+            labels=train_labels,
+            classifier=new_model.classifier,
+            classes=classes,
+        )
+        transformed, log_var = predict_with_uncertainty(model, old["test"], side["test"], device)
+        plain_gallery = apply_transformation(plain, old["test"], side["test"], device)
+        orders = {
+            p: backfill_order(
+                p,
+                len(transformed),
+                uncertainty=log_var,
+                transformed=transformed,
+                new=new["test"],
+                seed=seed,
+            )
+            for p in cfg.policies
+        }
+        curves = backfill_curves(
+            transformed[gal],
+            new["test"][gal],
+            new["test"][qry],
+            test_labels[qry],
+            test_labels[gal],
+            {p: _restrict(order, gal) for p, order in orders.items()},
+            steps=cfg.steps,
+            distance=distance,
+            leave_one_out=loo,
+        )
+        per_seed[str(seed)] = {
+            "transform_only": {"plain": score(plain_gallery), "uncertainty": score(transformed)},
+            "curves": {p: c.as_dict() for p, c in curves.items()},
+            "final_train": result.history[-1] if result.history else {},
+        }
+    metrics = summarise(per_seed, cfg)
+    metrics["seconds"] = time.perf_counter() - start  # not tracked in git (see _write)
+    _write(out, metrics, per_seed, params)
+    return metrics
+
+
+def query_split(n: int, queries: int | None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(query items, gallery items, leave_one_out)``: a fixed draw (the same for every seed,
+    so seeds differ only in training and the random order) or every item both ways."""
+    everything = torch.arange(n)
+    if queries is None:
+        return everything, everything, True
+    if not 0 < queries < n:
+        raise ConfigError(f"backfill.queries must be within 1..{n - 1} (test items), got {queries}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return perm[:queries].sort().values, perm[queries:].sort().values, False
+
+
+def _restrict(order: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``order`` (over all test items) restricted to ``items``, as positions within ``items``."""
+    position = torch.full((int(order.max()) + 1,), -1, dtype=torch.long)
+    position[items] = torch.arange(len(items))
+    mapped = position[order]
+    return mapped[mapped >= 0]
+
+
+def summarise(per_seed: dict[str, dict], cfg: BackfillConfig) -> dict:
+    """Seed means with 95% t intervals; the paired differences the issue asks about."""
+    seeds = list(per_seed)
+    summary: dict = {"enabled": True, "from": cfg.source, "to": cfg.target, "seeds": seeds}
+    summary["auc"] = {
+        p: {
+            m: mean_ci([per_seed[s]["curves"][p][f"auc_{m}"] for s in seeds])
+            for m in ("top1", "mAP")
+        }
+        for p in cfg.policies
+    }
+    if {"uncertainty", "random"} <= set(cfg.policies):
+        summary["auc_uncertainty_minus_random"] = {
+            m: paired(
+                [per_seed[s]["curves"]["uncertainty"][f"auc_{m}"] for s in seeds],
+                [per_seed[s]["curves"]["random"][f"auc_{m}"] for s in seeds],
+            )
+            for m in ("top1", "mAP")
+        }
+    summary["transform_only"] = {
+        kind: {
+            m: mean_ci([per_seed[s]["transform_only"][kind][m] for s in seeds])
+            for m in ("top1", "mAP")
+        }
+        for kind in ("plain", "uncertainty")
+    }
+    summary["transform_only_uncertainty_minus_plain"] = {
+        m: paired(
+            [per_seed[s]["transform_only"]["uncertainty"][m] for s in seeds],
+            [per_seed[s]["transform_only"]["plain"][m] for s in seeds],
+        )
+        for m in ("top1", "mAP")
+    }
+    summary["per_seed"] = per_seed
+    return summary
+
+
+def _write(out: Path, metrics: dict, per_seed: dict, params: Params) -> None:
+    tracked = {k: v for k, v in metrics.items() if k != "seconds"}  # no timings in git
+    (out / "metrics.json").write_text(json.dumps(tracked, indent=2, sort_keys=True) + "\n")
+    if not per_seed:
+        return
+    # Wide format, one row per fraction, so `dvc plots` draws one line per policy and metric.
+    curves: dict[str, dict] = {}
+    for policy in next(iter(per_seed.values()))["curves"] if per_seed else []:
+        curves[policy] = {
+            "fractions": next(iter(per_seed.values()))["curves"][policy]["fractions"],
+            **{m: [per_seed[s]["curves"][policy][m] for s in per_seed] for m in ("top1", "mAP")},
+        }
+    fields = ["backfilled"] + [f"{p}_{m}" for m in ("top1", "mAP") for p in curves]
+    rows = []
+    for i, f in enumerate(next(iter(curves.values()))["fractions"] if curves else []):
+        row: dict = {"backfilled": round(100 * f, 4)}
+        for p, c in curves.items():
+            for m in ("top1", "mAP"):
+                row[f"{p}_{m}"] = sum(v[i] for v in c[m]) / len(c[m])
+        rows.append(row)
+    with (out / "curves.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    if curves:
+        cfg = params.backfill
+        assert cfg is not None
+        plot_curves(
+            curves,
+            out / "curves.png",
+            f"{params.family}: backfilling {cfg.source} -> {cfg.target} "
+            f"({len(per_seed)} seeds, test split)",
+        )
