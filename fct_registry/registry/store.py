@@ -128,18 +128,17 @@ def tracking_store(
     saved_env = {k: os.environ.get(k) for k in (_REGISTRY_ENV, _NO_PROGRESS_BARS)}
     # Artifact-download progress bars would interleave with reports on stderr.
     os.environ.setdefault(_NO_PROGRESS_BARS, "false")
-    # A registry URI set explicitly elsewhere differs from the tracking URI; an unset one
-    # follows the tracking URI, so only an explicit one has to be swapped and restored.
+    # The registry follows the store for the block, whatever pointed it elsewhere before (an
+    # explicit registry URI, or $MLFLOW_REGISTRY_URI, which would otherwise win over it).
     explicit = mlflow.get_registry_uri() != mlflow.get_tracking_uri()
     saved_registry = mlflow.get_registry_uri() if explicit else None
     with use_tracking_uri(uri):
-        if explicit:
-            mlflow.set_registry_uri(uri)
+        os.environ[_REGISTRY_ENV] = uri
+        mlflow.set_registry_uri(uri)
         try:
             yield mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         finally:
-            if saved_registry is not None:
-                mlflow.set_registry_uri(saved_registry)
+            mlflow.set_registry_uri(saved_registry)  # None: follow the tracking URI again
             for key, value in saved_env.items():
                 if value is None:
                     os.environ.pop(key, None)

@@ -90,10 +90,12 @@ def galleries(
     """v1 and v2 galleries of the same 240 images, and v1 upgraded to v2, through the CLI."""
     reg = tiny_registry
     root = tmp_path_factory.mktemp("galleries")
-    os.environ.update({"MLFLOW_TRACKING_URI": reg.uri, "MLFLOW_REGISTRY_URI": reg.uri})
-    _embed(reg, 1, root / "v1")
-    _embed(reg, 2, root / "v2")
-    assert main(_upgrade_args(reg, root / "v1", root / "v1-to-2")) == 0
+    with pytest.MonkeyPatch.context() as env:  # later test modules get their own stores
+        env.setenv("MLFLOW_TRACKING_URI", reg.uri)
+        env.setenv("MLFLOW_REGISTRY_URI", reg.uri)
+        _embed(reg, 1, root / "v1")
+        _embed(reg, 2, root / "v2")
+        assert main(_upgrade_args(reg, root / "v1", root / "v1-to-2")) == 0
     return {"v1": root / "v1", "v2": root / "v2", "up": root / "v1-to-2"}
 
 
