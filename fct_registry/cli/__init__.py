@@ -105,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FctError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) has gone: stop quietly. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         if type(exc).__module__.split(".")[0] not in _STORE_ERRORS:
             raise  # a bug: its traceback is what a report needs
@@ -116,11 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except BrokenPipeError:
-        # The reader (e.g. `| head`) has gone: stop quietly. Point stdout at /dev/null so the
-        # interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

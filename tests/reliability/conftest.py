@@ -1,5 +1,5 @@
 """Fixtures for the reliability suite: the upgrade tests' ONNX chains and moto S3 bucket."""
 
 from tests.registry.conftest import tiny_pipeline  # noqa: F401
-from tests.services import moto_s3  # noqa: F401
+from tests.services import moto_s3, postgres  # noqa: F401
 from tests.upgrade.conftest import chains, moto_endpoint, s3  # noqa: F401  (re-exported fixtures)
