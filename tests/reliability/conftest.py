@@ -2,4 +2,10 @@
 
 from tests.registry.conftest import tiny_pipeline  # noqa: F401
 from tests.services import moto_s3, postgres  # noqa: F401
-from tests.upgrade.conftest import chains, moto_endpoint, s3  # noqa: F401  (re-exported fixtures)
+from tests.upgrade.conftest import (  # noqa: F401  (re-exported fixtures)
+    chains,
+    moto_endpoint,
+    registry,
+    s3,
+    tiny_registry,
+)
