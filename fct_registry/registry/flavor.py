@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -292,7 +293,14 @@ def load_model(
     from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
     uri, recorded = _pin_registered_version(model_uri) if verify else (model_uri, None)
-    local = Path(_download_artifact_from_uri(artifact_uri=uri, output_path=dst_path))
+    if dst_path is None:
+        # Always into a local cache: for a local artifact store MLflow would hand back the
+        # store's own folder and write its registered_model_meta file there (a read-only store
+        # then fails). The weights are in memory once loaded, so the cache goes with the call.
+        with tempfile.TemporaryDirectory(prefix="fct-model-") as cache:
+            local = Path(_download_artifact_from_uri(artifact_uri=uri, output_path=cache))
+            return load_local(local, expected=recorded, verify=verify, what=model_uri)
+    local = Path(_download_artifact_from_uri(artifact_uri=uri, output_path=str(dst_path)))
     return load_local(local, expected=recorded, verify=verify, what=model_uri)
 
 
