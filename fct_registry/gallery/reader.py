@@ -43,10 +43,14 @@ class Gallery:
             with self.shard(info) as reader:
                 yield from reader.batches(batch_size, columns)
 
-    def check_usable(self, role: str = "gallery", show: int = 10) -> None:
+    def check_usable(
+        self, role: str = "gallery", show: int = 10, *, skip_unreadable: bool = False
+    ) -> None:
         """Refuse a gallery with no rows, or with an id on more than one row (search would
         return a query's own row under another position, an upgrade would copy the clash).
         Reads only the id column, each shard checksum-verified; ``show`` duplicates are named.
+        ``skip_unreadable`` passes over shards that cannot be read: a caller that checks each
+        shard itself (the upgrade job, which can ``keep_going``) reports them there.
         """
         if not self.manifest.shards or self.manifest.rows == 0:
             raise GalleryError(
@@ -54,8 +58,14 @@ class Gallery:
                 f"{self.manifest.rows} rows); embed images into it first (`fct embed`)"
             )
         counts: Counter[str] = Counter()
-        for batch in self.batches(columns=[S.ID]):
-            counts.update(batch.column(0).to_pylist())
+        for info in self.manifest.shards:
+            try:
+                with self.shard(info) as reader:
+                    for batch in reader.batches(65_536, [S.ID]):
+                        counts.update(batch.column(0).to_pylist())
+            except GalleryError:
+                if not skip_unreadable:
+                    raise
         duplicates = [(i, n) for i, n in counts.items() if n > 1]
         if duplicates:
             listed = ", ".join(f"{i!r} x{n}" for i, n in duplicates[:show])

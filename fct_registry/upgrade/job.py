@@ -170,7 +170,7 @@ def start_job(
             f"the output {dest.uri} overlaps the source {source.uri}; the "
             "source is never written to: choose an --out outside it"
         )
-    source.check_usable("the source gallery")
+    source.check_usable("the source gallery", skip_unreadable=True)
     fingerprint = plan.fingerprint(batch_size)
     manifest = source.manifest
     report = UpgradeReport(
