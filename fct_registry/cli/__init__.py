@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from fct_registry import __version__
+from fct_registry._redact import first_line, install, redact
 from fct_registry.errors import FctError
 from fct_registry.registry.store import close_command_stores
 
@@ -36,6 +37,17 @@ COMMANDS: dict[str, str] = {
     "gallery": "galleries in PostgreSQL + pgvector: copy, list, rollback, prune, embedded server",
     "gate": "release gate: check a candidate version against production, optionally promote",
 }
+
+# MLflow's HTTP retry budget for a command line: its defaults (7 retries with backoff 2, 120 s
+# timeout) retry silently for minutes. A user's own setting of these variables wins.
+RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+# Libraries whose errors reach here only when a store or server failed (not a bug in fct):
+# reported as one scrubbed line, never as a traceback that could carry a password.
+_STORE_ERRORS = {"mlflow", "requests", "urllib3", "sqlalchemy", "psycopg2", "botocore", "boto3"}
 
 # Exit status of a command whose reader went away (`fct ... | head`), as if killed by SIGPIPE.
 EXIT_BROKEN_PIPE = 141
@@ -65,8 +77,22 @@ def _command(argv: Sequence[str]) -> str | None:
     return first if first in COMMANDS else None
 
 
+def _prepare_process() -> None:
+    """Credentials never printed or logged (:mod:`fct_registry._redact`); MLflow's "View run
+    at <url>" lines off (the URL can carry user-info); a bounded retry budget."""
+    install()
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    for key, value in RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def retry_budget() -> str:
+    return ", ".join(f"{k}={os.environ.get(k, v)}" for k, v in RETRY_DEFAULTS.items())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _prepare_process()
     command = _command(argv)
     # ``fct --help`` lists every command from COMMANDS; a typo needs no module either.
     parser = build_parser(command) if command else build_parser("")
@@ -80,13 +106,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
         return status
     except FctError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader (e.g. `| head`) has gone: stop quietly. Point stdout at /dev/null so the
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in _STORE_ERRORS:
+            raise  # a bug: its traceback is what a report needs
+        print(
+            f"error: the tracking store or artifact store failed ({type(exc).__name__}: "
+            f"{first_line(exc)[:500]}); check that it is running and reachable, and the "
+            f"credentials (HTTP requests are retried within {retry_budget()}; set these "
+            "variables to change that)",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         close_command_stores()
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 
+from fct_registry._redact import redact
 from fct_registry.cli.gate import settings as gate_settings
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
@@ -38,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
         _error_reports(args, str(exc))
         raise
     except Exception as exc:  # a crash is a broken run (2), never a failing model (1)
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")  # scrubbed: URIs
         message = (
-            f"the gate crashed ({type(exc).__name__}: {exc}); this is a bug or a broken "
-            "environment, not a verdict on the model"
+            f"the gate crashed ({type(exc).__name__}: {redact(str(exc))}); this is a bug or a "
+            "broken environment, not a verdict on the model"
         )
         _error_reports(args, message)
         print(f"error: {message}", file=sys.stderr)

@@ -24,8 +24,11 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be positive, got {args.limit}")
     gallery = Gallery.open(args.gallery)
+    gallery.check_usable("the gallery")  # no rows, or duplicate ids: refused, duplicates named
     if args.query_gallery:
-        queries, ids, labels, version = _from_gallery(Gallery.open(args.query_gallery), args.limit)
+        query_gallery = Gallery.open(args.query_gallery)
+        query_gallery.check_usable("the query gallery")
+        queries, ids, labels, version = _from_gallery(query_gallery, args.limit)
     else:
         queries = np.load(args.query, allow_pickle=False)[: args.limit]
         labels = (

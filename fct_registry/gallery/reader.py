@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from fct_registry.gallery import schema as S
+from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import Manifest, ShardInfo, read_manifest
 from fct_registry.gallery.shards import ShardReader
 from fct_registry.gallery.storage import Storage, open_storage
@@ -39,3 +42,36 @@ class Gallery:
         for info in self.manifest.shards:
             with self.shard(info) as reader:
                 yield from reader.batches(batch_size, columns)
+
+    def check_usable(
+        self, role: str = "gallery", show: int = 10, *, skip_unreadable: bool = False
+    ) -> None:
+        """Refuse a gallery with no rows, or with an id on more than one row (search would
+        return a query's own row under another position, an upgrade would copy the clash).
+        Reads only the id column, each shard checksum-verified; ``show`` duplicates are named.
+        ``skip_unreadable`` passes over shards that cannot be read: a caller that checks each
+        shard itself (the upgrade job, which can ``keep_going``) reports them there.
+        """
+        if not self.manifest.shards or self.manifest.rows == 0:
+            raise GalleryError(
+                f"{role} {self.uri} is empty ({len(self.manifest.shards)} shards, "
+                f"{self.manifest.rows} rows); embed images into it first (`fct embed`)"
+            )
+        counts: Counter[str] = Counter()
+        for info in self.manifest.shards:
+            try:
+                with self.shard(info) as reader:
+                    for batch in reader.batches(65_536, [S.ID]):
+                        counts.update(batch.column(0).to_pylist())
+            except GalleryError:
+                if not skip_unreadable:
+                    raise
+        duplicates = [(i, n) for i, n in counts.items() if n > 1]
+        if duplicates:
+            listed = ", ".join(f"{i!r} x{n}" for i, n in duplicates[:show])
+            more = f", and {len(duplicates) - show} more" if len(duplicates) > show else ""
+            raise GalleryError(
+                f"{role} {self.uri} has {len(duplicates)} ids on more than one row ({listed}"
+                f"{more}); ids must be unique: re-embed with distinct ids (--id-prefix) or "
+                "remove the duplicate rows"
+            )

@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,7 +135,8 @@ class LocalStorage(Storage):
     @contextlib.contextmanager
     def atomic_file(self, name: str) -> Iterator[Path]:
         final = self._path(name)
-        tmp = final.with_name(f".{final.name}{TMP_SUFFIX}")
+        # Unique per process and call: two writers never share (or delete) a temp file.
+        tmp = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -324,10 +325,19 @@ def load_model(
     from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
     uri, version_tags = _pin_registered_version(model_uri) if verify else (model_uri, None)
-    local = Path(_download_artifact_from_uri(artifact_uri=uri, output_path=dst_path))
-    if version_tags is not None:
-        verify_registered(local, version_tags, what=model_uri)
-    return load_local(local, verify=verify and version_tags is None, what=model_uri)
+
+    def _load(local: Path) -> Any:
+        if version_tags is not None:
+            verify_registered(local, version_tags, what=model_uri)
+        return load_local(local, verify=verify and version_tags is None, what=model_uri)
+
+    if dst_path is None:
+        # Always into a local cache: for a local artifact store MLflow would hand back the
+        # store's own folder and write its registered_model_meta file there (a read-only store
+        # then fails). The weights are in memory once loaded, so the cache goes with the call.
+        with tempfile.TemporaryDirectory(prefix="fct-model-") as cache:
+            return _load(Path(_download_artifact_from_uri(artifact_uri=uri, output_path=cache)))
+    return _load(Path(_download_artifact_from_uri(artifact_uri=uri, output_path=str(dst_path))))
 
 
 def load_local(

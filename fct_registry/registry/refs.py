@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from fct_registry.errors import FctError
 
-_REF = re.compile(r"^(?P<family>[A-Za-z][A-Za-z0-9_.-]*)@(?P<selector>[A-Za-z0-9_-]+)$")
+_REF = re.compile(r"^(?P<family>[A-Za-z][A-Za-z0-9_.-]*)@(?P<selector>[A-Za-z0-9_][A-Za-z0-9_-]*)$")
+# A selector starts with a letter, digit or "_": ``fashion@-1`` is malformed, not the alias "-1".
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ the registry itself (:mod:`.links`).
 Concurrency: creating versions and rewriting links happen under a per-family lock
 (:mod:`.lock`: a registered model that exists only while held, since creating one is atomic in
 every MLflow backend), so processes registering at once neither duplicate a content hash nor
-lose a link. The slow part (ONNX export, artifact upload) runs outside the lock.
+lose a link. The slow part (ONNX export, artifact upload) runs under a per-content claim (the
+same kind of lock, keyed by the content hash), so different models are logged in parallel and
+the same model only once: no duplicate runs or logged models are left behind.
 
 Credentials: the store is opened by :mod:`.store`; tracking URIs are redacted (``redact_uri``)
 before they reach a summary, a log line or an error; nothing derived from the environment is
@@ -359,7 +361,13 @@ class _Registrar:
         existing = find_version(self.client, model.name, digest, model.identity)
         created = False
         if existing is None:
-            existing, created = self._create(model, digest)
+            # One process per content logs it: the others wait for its claim and then find the
+            # version, instead of logging a duplicate run and model and discarding it.
+            claim = f"{digest[:12]}-{'-'.join(model.identity.values())}".strip("-")
+            with registration_lock(self.client, self.family, self.lock_timeout, key=claim):
+                existing = find_version(self.client, model.name, digest, model.identity)
+                if existing is None:
+                    existing, created = self._create(model, digest)
         version = int(existing.version)
         self._aliases[(model.name, version)] = set(getattr(existing, "aliases", None) or [])
         self._refresh_metric_tags(model, version, existing.tags)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fct_registry._redact import first_line, redact
 from fct_registry.registry import tags as T
 from fct_registry.registry.errors import RegistryError
 
@@ -36,22 +36,92 @@ class NoTrackingStoreError(RegistryError):
     """A read-only command found no tracking store to read."""
 
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-_SECRET_QUERY = re.compile(r"(?i)((?:password|passwd|pwd|secret|token|key)[^=&\s]*=)[^&\s]*")
-
-
 def redact_uri(text: str) -> str:
-    """``text`` with URI user-info (``user:password@``) and secret query values removed."""
-    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\g<scheme>", text))
+    """``text`` with URI user-info (``user:password@``) and secret query values removed
+    (:func:`fct_registry._redact.redact`, the one scrubber)."""
+    return redact(text)
+
+
+def normalize_uri(uri: str) -> str:
+    """``postgresql://`` as users write it, with the driver that is installed (psycopg2):
+    SQLAlchemy's bare ``postgresql://`` picks psycopg v3, which MLflow does not depend on."""
+    for bare in ("postgresql://", "postgres://"):
+        if uri.startswith(bare):
+            return "postgresql+psycopg2://" + uri.removeprefix(bare)
+    return uri
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None, root: str | Path | None = None) -> str:
-    """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``."""
+    """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``
+    (normalised by :func:`normalize_uri`)."""
     if tracking_uri:
-        return tracking_uri
+        return normalize_uri(tracking_uri)
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+        return normalize_uri(os.environ["MLFLOW_TRACKING_URI"])
     return f"sqlite:///{(Path(root or Path.cwd()) / DEFAULT_DB).resolve()}"
+
+
+def _initialise(uri: str) -> None:
+    """Open tracking and registry stores on ``uri`` once: MLflow creates (migrates) the schema
+    and the default experiment on first use."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
+
+
+def ensure_schema(uri: str) -> None:
+    """Create a brand-new database store's schema exactly once, before any worker uses it.
+
+    MLflow migrates an empty database on first use; processes that start on the same new store
+    at once race in those migrations and crash. A new SQLite file is built under an ``flock``
+    of its folder at a temporary path and renamed into place, so it appears complete or not at
+    all; a PostgreSQL database is initialised under a session advisory lock. Other stores
+    (servers) create their own schema.
+    """
+    db = sqlite_path(uri)
+    if db is not None:
+        if db.is_file():
+            return
+        import fcntl  # POSIX only
+
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(db.parent, os.O_RDONLY)
+        except OSError as exc:
+            raise RegistryError(
+                f"cannot create the tracking store {db}: {exc.strerror}; check the folder "
+                "and its permissions"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if db.is_file():  # another process created it while this one waited
+                return
+            tmp = db.with_name(f".{db.name}.{os.getpid()}.init")
+            tmp.unlink(missing_ok=True)
+            try:
+                _initialise(f"sqlite:///{tmp}")
+                os.replace(tmp, db)
+            finally:
+                tmp.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+        return
+    if uri.startswith("postgresql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                # a fixed key: "fct schema init" (any 64-bit number, the same in every process)
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(7716071001)"))
+                try:
+                    _initialise(uri)
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(7716071001)"))
+        finally:
+            engine.dispose()
 
 
 def default_artifact_location(tracking_uri: str, family: str) -> str | None:
@@ -63,12 +133,6 @@ def default_artifact_location(tracking_uri: str, family: str) -> str | None:
     if not db.is_absolute():  # sqlite:///relative.db is relative to the working directory
         db = Path.cwd() / db
     return (db.parent / ARTIFACTS_DIR / T.experiment_name(family)).resolve().as_uri()
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text (MLflow's can run to pages)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -125,6 +189,16 @@ def tracking_store(
     uri = resolve_tracking_uri(tracking_uri, root)
     if read_only:
         check_readable(uri)
+    else:
+        try:
+            ensure_schema(uri)
+        except RegistryError:
+            raise
+        except Exception as exc:  # the driver's text may carry the URI with its password
+            raise RegistryError(
+                f"cannot use the tracking store {redact(uri)} ({first_line(exc)[:300]}); start "
+                "it or pass --tracking-uri / set MLFLOW_TRACKING_URI"
+            ) from None
     saved_env = {k: os.environ.get(k) for k in (_REGISTRY_ENV, _NO_PROGRESS_BARS)}
     # Artifact-download progress bars would interleave with reports on stderr.
     os.environ.setdefault(_NO_PROGRESS_BARS, "false")

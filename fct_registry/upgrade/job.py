@@ -38,6 +38,7 @@ from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.shards import ShardReader, write_shard
 from fct_registry.gallery.storage import TMP_SUFFIX, Storage
 from fct_registry.upgrade.batch import BatchPlan, output_schema, upgrade_batch
+from fct_registry.upgrade.lease import LEASE, upgrade_lease
 from fct_registry.upgrade.plan import UpgradePlan
 
 T = TypeVar("T")
@@ -92,7 +93,7 @@ def marker_name(shard: str) -> str:
 
 def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> DestinationState:
     """What an earlier run of this job left at ``dest``; refuses anything else."""
-    names = dest.list()
+    names = [n for n in dest.list() if n != LEASE]  # the lease this run holds
     if not names:
         return DestinationState(False, {}, False)
     if MANIFEST in names:
@@ -102,9 +103,11 @@ def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> Des
             existing = None
         prov = (existing.provenance or {}) if existing else {}
         if (
-            prov.get("fingerprint") == fingerprint
+            existing is not None
+            and prov.get("fingerprint") == fingerprint
             and prov.get("source", {}).get("manifest_sha256") == source.manifest_sha256
         ):
+            _verify_finished(dest, existing)
             return DestinationState(True, {}, True)
         raise DestinationError(
             f"{dest.uri} already holds a gallery (its {MANIFEST} is not from "
@@ -154,7 +157,8 @@ def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> Des
 def start_job(
     source: Gallery, dest: Storage, plan: UpgradePlan, batch_size: int
 ) -> tuple[UpgradeReport, DestinationState | None]:
-    """What every engine does first: validate, inspect the destination, write the job file.
+    """What every engine does first, holding the destination's lease (:mod:`.lease`):
+    validate, inspect the destination, write the job file.
 
     Returns the report and the destination's state, or ``None`` when the job is already
     complete (the report then describes the finished output).
@@ -166,13 +170,15 @@ def start_job(
             f"the output {dest.uri} overlaps the source {source.uri}; the "
             "source is never written to: choose an --out outside it"
         )
+    source.check_usable("the source gallery", skip_unreadable=True)
     fingerprint = plan.fingerprint(batch_size)
     manifest = source.manifest
     report = UpgradeReport(
         source.uri, dest.uri, manifest.rows, len(manifest.shards), fingerprint=fingerprint
     )
     state = inspect_destination(dest, fingerprint, source)
-    dest.remove_temporaries()
+    _reached("inspected")
+    dest.remove_temporaries()  # safe: the caller holds the destination's lease
     if state.complete:
         _clean_progress(dest, manifest)
         report.already_complete = True
@@ -194,6 +200,18 @@ def start_job(
     return report, state
 
 
+def _verify_finished(dest: Storage, manifest: Manifest) -> None:
+    """A finished gallery is said to need nothing only if every shard has its recorded bytes."""
+    damaged = [s.path for s in manifest.shards if not _intact(dest, s)]
+    if damaged:
+        raise DestinationError(
+            f"{dest.uri} holds this upgrade's {MANIFEST}, but {len(damaged)} of "
+            f"{len(manifest.shards)} shards are missing or differ from their checksums "
+            f"({', '.join(damaged[:5])}{', ...' if len(damaged) > 5 else ''}); delete "
+            f"{dest.uri} and rerun the upgrade"
+        )
+
+
 def upgrade_gallery(
     source: Gallery,
     dest: Storage,
@@ -208,8 +226,21 @@ def upgrade_gallery(
     Rerunning after an interruption finishes the job; rerunning after success does nothing.
     With ``keep_going``, a bad shard is reported and skipped (nothing written for it) and the
     rest is upgraded; :class:`UpgradeIncompleteError` then lists the failures and no manifest
-    is written.
+    is written. The run holds the destination's lease (:mod:`.lease`) throughout: a second run
+    into the same ``dest`` fails at once with :class:`~.lease.LeaseHeldError`.
     """
+    with upgrade_lease(dest):
+        return _upgrade_gallery(source, dest, plan, batch_size, progress, keep_going)
+
+
+def _upgrade_gallery(
+    source: Gallery,
+    dest: Storage,
+    plan: UpgradePlan,
+    batch_size: int,
+    progress: bool,
+    keep_going: bool,
+) -> UpgradeReport:
     wall, cpu = time.perf_counter(), time.process_time()
     report, state = start_job(source, dest, plan, batch_size)
     if state is None:
@@ -422,7 +453,8 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
 
 def _reached(point: str) -> None:
     """The job reached a named point: ``batch:<shard>:<batch>`` (a batch written),
-    ``shard:<i>`` (shard published), ``marker:<i>`` (shard marked done), ``manifest``.
+    ``shard:<i>`` (shard published), ``marker:<i>`` (shard marked done), ``manifest``;
+    ``inspected`` (the destination was inspected; the job file is written next).
 
     Does nothing. Crash-and-resume tests replace it (``tests/upgrade/kill_at.py``) to kill the
     process exactly there; the library itself holds no fault injection.

@@ -53,6 +53,7 @@ from fct_registry.upgrade.job import (
     start_job,
     upgrade_shard,
 )
+from fct_registry.upgrade.lease import upgrade_lease
 from fct_registry.upgrade.runner import OnnxChainRunner
 
 if TYPE_CHECKING:
@@ -264,6 +265,18 @@ class RayEngine(Engine):
         batch_size: int,
         progress: bool = False,
         keep_going: bool = False,
+    ) -> UpgradeReport:
+        with upgrade_lease(dest):  # one run per destination (fct_registry.upgrade.lease)
+            return self._run(source, dest, plan, batch_size, progress, keep_going)
+
+    def _run(
+        self,
+        source: Gallery,
+        dest: Storage,
+        plan: UpgradePlan,
+        batch_size: int,
+        progress: bool,
+        keep_going: bool,
     ) -> UpgradeReport:
         wall, cpu = time.perf_counter(), time.process_time()
         self.worker_cpu_seconds = 0.0
