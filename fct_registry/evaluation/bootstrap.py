@@ -49,6 +49,8 @@ class Interval:
 def percentile_interval(estimate: float, samples: Tensor, level: float = 0.95) -> Interval:
     """The ``level`` percentile interval of bootstrap ``samples`` around the full-data estimate."""
     finite = samples[torch.isfinite(samples)].double()
+    if len(finite) == 0:  # e.g. a gap closed when old/old == new/new: undefined
+        return Interval(float(estimate), float("nan"), float("nan"))
     alpha = (1 - level) / 2
     low, high = torch.quantile(finite, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
     return Interval(float(estimate), float(low), float(high))

@@ -222,12 +222,14 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
         layout.version_embeddings(cfg.source),
         layout.version_embeddings(cfg.target),
         layout.side_info_embeddings,
-        layout.data / "train.safetensors",
     ]
-    old, new, side = (load_embeddings(p)["train"] for p in inputs[:3])
-    train = load_prepared(layout.data, "train")
+    old, new, side = (load_embeddings(p)["train"] for p in inputs)
     classes = params.versions[cfg.target].classes if cfg.train_on == "target" else None
-    rows = training_rows(train.labels, classes)
+    train = None
+    if classes is not None or cfg.features == "augmented":  # the images or their labels
+        inputs.append(layout.data / "train.safetensors")
+        train = load_prepared(layout.data, "train")
+    rows = training_rows(train.labels, classes) if train is not None else torch.arange(len(old))
     spec = transformation_spec(cfg, old.shape[1], new.shape[1], side.shape[1]) | {
         "family": params.family,
         "name": name,
@@ -243,11 +245,13 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
         common = {
             "seed": seed,
             "device": device,
-            "checkpoint": layout.checkpoint(f"transform-{name}-seed{index}"),
+            "checkpoint": layout.checkpoint(
+                f"transform-{name}" + (f"-seed{index}" if index else "")
+            ),
             "fingerprint": fp,
-            "desc": f"transform {name} seed {seed}",
+            "desc": f"transform {name}" + (f" seed {seed}" if index else ""),
         }
-        if cfg.features == "augmented":
+        if train is not None and cfg.features == "augmented":
             model, result = train_transformation_augmented(
                 cfg, train.images[rows], *models, spec, **common
             )
