@@ -223,21 +223,32 @@ class GateRule(_Strict):
         return self
 
 
+def check_addressable(entries: dict[str, Any]) -> None:
+    """Refuse keys that ``dvc exp run -S section.KEY.x=1`` cannot address: DVC parses KEY with
+    Hydra's grammar, which rejects '-', '.' and a leading digit."""
+    bad = [key for key in entries if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key)]
+    if bad:
+        raise ValueError(
+            f"names {bad} cannot be addressed by `dvc exp run -S`; use letters, digits "
+            "and '_', starting with a letter (e.g. `v1_to_v2`)"
+        )
+
+
 def _default_gate_rules() -> dict[str, GateRule]:
     return {
-        "candidate-top1-vs-baseline": GateRule(
+        "candidate_top1_vs_baseline": GateRule(
             case="candidate", metric="top1", reference="baseline", fraction=1.0
         ),
-        "upgraded-top1-vs-baseline": GateRule(
+        "upgraded_top1_vs_baseline": GateRule(
             case="upgraded", metric="top1", reference="baseline", fraction=1.0
         ),
-        "upgraded-top1-vs-candidate": GateRule(
+        "upgraded_top1_vs_candidate": GateRule(
             case="upgraded", metric="top1", reference="candidate", fraction=0.9
         ),
-        "upgraded-mAP-vs-baseline": GateRule(
+        "upgraded_mAP_vs_baseline": GateRule(
             case="upgraded", metric="mAP", reference="baseline", fraction=1.0
         ),
-        "upgraded-mAP-vs-candidate": GateRule(
+        "upgraded_mAP_vs_candidate": GateRule(
             case="upgraded", metric="mAP", reference="candidate", fraction=0.85
         ),
     }
@@ -259,9 +270,7 @@ class GateConfig(_Strict):
     def _named_rules(cls, rules: dict[str, GateRule]) -> dict[str, GateRule]:
         if not rules:
             raise ValueError("declare at least one rule under `gate.rules:`")
-        bad = [name for name in rules if not re.fullmatch(r"[A-Za-z0-9_.-]+", name)]
-        if bad:
-            raise ValueError(f"rule names may use letters, digits, '.', '_' and '-'; got {bad}")
+        check_addressable(rules)
         return rules
 
 
@@ -298,6 +307,12 @@ class Params(_Strict):
     bct: dict[str, BctConfig] = Field(default_factory=dict)
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
+
+    @field_validator("transformations", "bct")
+    @classmethod
+    def _addressable_keys(cls, entries: dict[str, Any]) -> dict[str, Any]:
+        check_addressable(entries)
+        return entries
 
     @field_validator("versions")
     @classmethod

@@ -13,8 +13,8 @@ def test_default_params_load(default_raw_params):
         (2, 3),
         (1, 3),
     }
-    assert params.transformations["1-2"].uses_side_info
-    assert not params.transformations["1-2-no-side-info"].uses_side_info
+    assert params.transformations["v1_to_v2"].uses_side_info
+    assert not params.transformations["v1_to_v2_no_side_info"].uses_side_info
 
 
 def test_unknown_backbone_lists_known(default_raw_params):
@@ -28,7 +28,7 @@ def test_unknown_backbone_lists_known(default_raw_params):
 
 
 def test_edge_to_undeclared_version(default_raw_params):
-    default_raw_params["transformations"]["2-3"]["to"] = 7
+    default_raw_params["transformations"]["v2_to_v3"]["to"] = 7
     with pytest.raises(
         ConfigError,
         match=r"names version 7, which is not declared; declared "
@@ -38,7 +38,7 @@ def test_edge_to_undeclared_version(default_raw_params):
 
 
 def test_backward_edge_rejected(default_raw_params):
-    default_raw_params["transformations"]["2-3"].update({"from": 3, "to": 2})
+    default_raw_params["transformations"]["v2_to_v3"].update({"from": 3, "to": 2})
     with pytest.raises(ConfigError, match="from < to"):
         parse_params(default_raw_params)
 
@@ -56,7 +56,7 @@ def test_typo_in_key_is_an_error(default_raw_params):
 
 
 def test_unknown_transformation_kind(default_raw_params):
-    default_raw_params["transformations"]["1-2"]["kind"] = "mlp"
+    default_raw_params["transformations"]["v1_to_v2"]["kind"] = "mlp"
     with pytest.raises(ConfigError, match="known: fct, fct-no-side-info"):
         parse_params(default_raw_params)
 
@@ -73,3 +73,11 @@ def test_gpu_profile_is_valid():
     assert params.versions[1].backbone.name == "resnet50"
     assert len(params.versions[1].classes) == 50 and params.versions[2].classes is None
     assert params.versions[1].embedding_dim == 128
+
+
+@pytest.mark.parametrize("section", ["transformations", "bct"])
+def test_keys_dvc_cannot_address_are_refused(default_raw_params, section):
+    entries = default_raw_params[section]
+    entries["1-2"] = entries.pop("v1_to_v2")
+    with pytest.raises(ConfigError, match=r"cannot be addressed by `dvc exp run -S`.*v1_to_v2"):
+        parse_params(default_raw_params)

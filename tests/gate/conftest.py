@@ -1,9 +1,9 @@
 """One tiny real pipeline per session, registered once, holding a weak and a good candidate.
 
 Family ``fashion``: version 1 (classes 0-4) is the baseline; versions 2 and 3 (all classes) are
-candidates. ``1-2`` is trained for one step (a deliberately weak transformation); ``1-3`` is
-trained properly. Stages run as library calls (``fct_registry.pipeline.stages``), registration
-through ``register_pipeline``, into a SQLite store beside the outputs.
+candidates. ``v1_to_v2`` is trained for one step (a deliberately weak transformation);
+``v1_to_v3`` is trained properly. Stages run as library calls (``fct_registry.pipeline.stages``),
+registration through ``register_pipeline``, into a SQLite store beside the outputs.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ def gate_params() -> dict:
     raw["versions"]["2"]["classes"] = None
     raw["versions"]["3"]["optim"]["lr"] = 0.004  # another model than 2 (registered apart)
     raw["transformations"] = {
-        "1-2": {
+        "v1_to_v2": {
             "from": 1,
             "to": 2,
             "kind": "fct",
             "hidden_dim": 64,
             "optim": {"epochs": 1, "max_batches": 1, "batch_size": 64, "lr": 0.001},
         },
-        "1-3": {"from": 1, "to": 3, "kind": "fct", "hidden_dim": 64, "optim": good},
+        "v1_to_v3": {"from": 1, "to": 3, "kind": "fct", "hidden_dim": 64, "optim": good},
     }
     return raw
 

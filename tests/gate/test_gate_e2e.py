@@ -61,7 +61,7 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
     assert production(family) == 1
     assert gate_tags(family, 2)[T.GATE_VERDICT] == "fail"
     recorded = json.loads(gate_tags(family, 2)[T.GATE_REPORT])
-    assert recorded["checks"]["upgraded-top1-vs-baseline"]["status"] == "fail"
+    assert recorded["checks"]["upgraded_top1_vs_baseline"]["status"] == "fail"
 
     data = json.loads(reports["--json-out"].read_text())
     scores = data["scores"]
@@ -70,7 +70,7 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
     assert data["upgrade"]["path"] == [1, 2] and data["promotion"]["moved"] is False
     suite = ET.parse(reports["--junit"]).getroot().find("testsuite")
     failed = {c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None}
-    assert {"upgraded-top1-vs-baseline", "upgraded-top1-vs-candidate"} <= failed
+    assert {"upgraded_top1_vs_baseline", "upgraded_top1_vs_candidate"} <= failed
     assert "❌ Release gate FAIL: fashion@2 vs fashion@1" in reports["--markdown"].read_text()
 
 

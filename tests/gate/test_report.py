@@ -24,11 +24,11 @@ from fct_registry.gate.rules import CheckResult, check_rules, verdict
 from fct_registry.registry import tags as T
 
 RULES = {  # explicit, so changing params.yaml's defaults does not change these expectations
-    "candidate-top1-vs-baseline": GateRule(case="candidate", reference="baseline"),
-    "upgraded-top1-vs-baseline": GateRule(case="upgraded", reference="baseline"),
-    "upgraded-top1-vs-candidate": GateRule(case="upgraded", reference="candidate", fraction=0.9),
-    "upgraded-mAP-vs-baseline": GateRule(case="upgraded", metric="mAP", reference="baseline"),
-    "upgraded-mAP-vs-candidate": GateRule(
+    "candidate_top1_vs_baseline": GateRule(case="candidate", reference="baseline"),
+    "upgraded_top1_vs_baseline": GateRule(case="upgraded", reference="baseline"),
+    "upgraded_top1_vs_candidate": GateRule(case="upgraded", reference="candidate", fraction=0.9),
+    "upgraded_mAP_vs_baseline": GateRule(case="upgraded", metric="mAP", reference="baseline"),
+    "upgraded_mAP_vs_candidate": GateRule(
         case="upgraded", metric="mAP", reference="candidate", fraction=0.8
     ),
 }
@@ -90,10 +90,10 @@ def test_junit_lists_every_check_with_failures_and_skips() -> None:
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     assert set(cases) == {"upgrade-path", *RULES}
     failed = {n for n, c in cases.items() if c.find("failure") is not None}
-    assert failed == {"upgraded-top1-vs-candidate", "upgraded-mAP-vs-baseline"}
+    assert failed == {"upgraded_top1_vs_candidate", "upgraded_mAP_vs_baseline"}
     assert suite.get("tests") == str(len(cases)) and suite.get("failures") == "2"
     assert root.get("failures") == "2" and suite.get("errors") == "0"
-    message = cases["upgraded-top1-vs-candidate"].find("failure").get("message")
+    message = cases["upgraded_top1_vs_candidate"].find("failure").get("message")
     assert "upgraded top1 >= 0.90 x candidate top1" in message and "71.00 is below 72.00" in message
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["upgraded.top1"] == "71.0000" and props["verdict"] == "fail"
@@ -104,7 +104,7 @@ def test_junit_marks_unmeasurable_rules_skipped() -> None:
     res = result({**SCORES, "upgraded": None}, upgrade=False)
     suite = ET.fromstring(junit_xml(res)).find("testsuite")
     skipped = [c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None]
-    assert len(skipped) == 4 and all(n.startswith("upgraded-") for n in skipped)
+    assert len(skipped) == 4 and all(n.startswith("upgraded_") for n in skipped)
     assert suite.get("skipped") == "4"
     assert suite.get("failures") == "1"  # the upgrade-path check itself
     assert res.verdict == "fail" and res.exit_code == 1
@@ -136,10 +136,10 @@ def test_markdown_and_table_show_numbers_bounds_and_verdict() -> None:
     md = markdown(res)
     assert md.startswith("### ❌ Release gate FAIL: fashion@3 vs fashion@1")
     assert "| upgraded | fashion@3 / fashion@1 upgraded by 1->3 | 71.00 | 91.00 | 49.00 |" in md
-    assert "| `upgraded-top1-vs-candidate` | ❌ fail | 71.00 | 72.00 | -1.00 |" in md
+    assert "| `upgraded_top1_vs_candidate` | ❌ fail | 71.00 | 72.00 | -1.00 |" in md
     assert "| raw | fashion@3 / fashion@1 as stored | — | — | — |" in md
     table = format_table(res)
-    assert "upgraded-top1-vs-candidate  FAIL" in table
+    assert "upgraded_top1_vs_candidate  FAIL" in table
     assert "verdict: FAIL: 4 passed, 2 failed, 0 skipped" in table
     assert "note: raw case not measured" in table
 
@@ -163,7 +163,7 @@ def test_gate_tags_are_namespaced_and_compact() -> None:
     assert set(tags) == {T.GATE_VERDICT, T.GATE_REPORT}
     assert tags[T.GATE_VERDICT] == "fail"
     summary = json.loads(tags[T.GATE_REPORT])
-    assert summary["checks"]["upgraded-mAP-vs-baseline"] == {
+    assert summary["checks"]["upgraded_mAP_vs_baseline"] == {
         "status": "fail",
         "measured": 49.0,
         "bound": 50.0,

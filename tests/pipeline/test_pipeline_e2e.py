@@ -53,10 +53,15 @@ def project(tmp_path_factory) -> Path:
 def test_repro_writes_every_case(project):
     metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
     assert set(metrics["self"]) == {"1", "2", "3"}
-    assert set(metrics["transformations"]) == {"1-2", "2-3", "1-3", "1-2-no-side-info"}
+    assert set(metrics["transformations"]) == {
+        "v1_to_v2",
+        "v2_to_v3",
+        "v1_to_v3",
+        "v1_to_v2_no_side_info",
+    }
     assert "1-2-3" in metrics["chains"]
     assert set(metrics["raw"]) == {"2-1", "3-1", "3-2"}
-    assert set(metrics["bct"]["1-2"]) >= {"new_old", "new_new"}
+    assert set(metrics["bct"]["v1_to_v2"]) >= {"new_old", "new_new"}
     for case in metrics["transformations"].values():
         assert 0 <= case["top1"] <= 100 and 0 <= case["mAP"] <= 100
     assert metrics["matrix"]["1"]["3"] is None  # no backward edge
@@ -80,7 +85,7 @@ def test_resolve_after_repro_compares_measured_routes(project):
     direct = next(r for r in routes if r["path"] == [1, 3])
     chain = next(r for r in routes if r["path"] == [1, 2, 3] and r["measured"])
     # The registry holds what the evaluate stage measured: direct edge and the recorded chain.
-    assert direct["top1"] == pytest.approx(metrics["transformations"]["1-3"]["top1"], abs=1e-3)
+    assert direct["top1"] == pytest.approx(metrics["transformations"]["v1_to_v3"]["top1"], abs=1e-3)
     assert chain["top1"] == pytest.approx(metrics["chains"]["1-2-3"]["top1"], abs=1e-3)
     best = max(direct["top1"], chain["top1"])
     assert answer["chosen"]["top1"] == pytest.approx(best)

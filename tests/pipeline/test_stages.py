@@ -146,7 +146,7 @@ def test_transformation_stage_under_torchrun(tmp_path):
             "-m",
             "pipelines.train_transformation",
             "--name",
-            "1-2",
+            "v1_to_v2",
             "--params",
             str(_write(tmp_path, raw)),
             "--outputs",
@@ -158,8 +158,8 @@ def test_transformation_stage_under_torchrun(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("transform 1-2 epoch 2/2") == 1  # only rank 0 reports
-    model, spec = load_model(layout.transformation("1-2"))
+    assert proc.stdout.count("transform v1_to_v2 epoch 2/2") == 1  # only rank 0 reports
+    model, spec = load_model(layout.transformation("v1_to_v2"))
     assert spec["from"] == 1 and spec["to"] == 2
     assert model(torch.randn(4, 128), torch.randn(4, 128)).shape == (4, 128)
-    assert layout.history("transform-1-2").read_text().count("\n") == 3  # header + 2 epochs
+    assert layout.history("transform-v1_to_v2").read_text().count("\n") == 3  # header + 2 epochs

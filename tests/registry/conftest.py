@@ -51,7 +51,9 @@ def registry_params() -> dict:
     forming a chain 1->2->3, and one edge without side-info; no BCT baseline."""
     raw = tiny_params(train=256, test=128)
     raw["transformations"] = {
-        k: v for k, v in raw["transformations"].items() if k in ("1-2", "2-3", "1-2-no-side-info")
+        k: v
+        for k, v in raw["transformations"].items()
+        if k in ("v1_to_v2", "v2_to_v3", "v1_to_v2_no_side_info")
     }
     raw["bct"] = {}
     raw["device"] = "cpu"

@@ -83,7 +83,7 @@ def test_links_are_reachable_both_ways(registered, client):
         else:  # the no-side-info kind reads none
             assert T.SIDE_INFO not in tv.tags and tv.tags[T.SIDE_INFO_DIM] == "0"
     assert _ids(embeddings[1].tags[T.TRANSFORMS_OUT]) == {
-        registered.summary.transformations[n].version for n in ("1-2", "1-2-no-side-info")
+        registered.summary.transformations[n].version for n in ("v1_to_v2", "v1_to_v2_no_side_info")
     }
 
 
@@ -103,19 +103,19 @@ def test_versions_carry_metrics_provenance_and_checksums(registered, client):
         "modules/0/model.safetensors",
         "modules/0/spec.json",
     }
-    t = registered.summary.transformations["1-2"]
+    t = registered.summary.transformations["v1_to_v2"]
     tv = client.get_model_version(TRANSFORMATIONS, str(t.version))
-    edge = metrics["transformations"]["1-2"]
+    edge = metrics["transformations"]["v1_to_v2"]
     assert float(tv.tags[T.GAP_CLOSED_TOP1]) == pytest.approx(edge["gap_closed_top1"], abs=1e-3)
 
     run = client.get_run(tv.run_id)  # the run that trained-and-logged it
-    assert run.data.params["transformations.1-2.kind"] == "fct"
+    assert run.data.params["transformations.v1_to_v2.kind"] == "fct"
     assert run.data.params["seed"] == "0"
     assert run.data.metrics["eval.top1"] == pytest.approx(edge["top1"])
     history = client.get_metric_history(run.info.run_id, "train.loss")
     assert [m.step for m in history] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "history")}
-    assert artifacts == {"history/transform-1-2.csv"}
+    assert artifacts == {"history/transform-v1_to_v2.csv"}
 
 
 def test_descriptions_tell_the_story_with_the_table(registered, client):
@@ -125,10 +125,10 @@ def test_descriptions_tell_the_story_with_the_table(registered, client):
         text = client.get_model_version(FAMILY, str(v)).description
         assert table in text and side_link in text and f"**{FAMILY}@{v}**" in text
     v1 = client.get_model_version(FAMILY, "1").description
-    for name in ("1-2", "1-2-no-side-info"):
+    for name in ("v1_to_v2", "v1_to_v2_no_side_info"):
         t = registered.summary.transformations[name].version
         assert f"[{TRANSFORMATIONS}/{t}](#/models/{TRANSFORMATIONS}/versions/{t})" in v1
-    t = registered.summary.transformations["2-3"].version
+    t = registered.summary.transformations["v2_to_v3"].version
     text = client.get_model_version(TRANSFORMATIONS, str(t)).description
     assert f"[{FAMILY}/2](#/models/{FAMILY}/versions/2)" in text
     assert f"[{FAMILY}/3](#/models/{FAMILY}/versions/3)" in text
@@ -144,10 +144,10 @@ def test_registered_transformation_upgrades_like_the_pipeline_model(registered, 
 
     old = load_embeddings(layout.version_embeddings(1))["test"][:50]
     side = load_embeddings(layout.side_info_embeddings)["test"][:50]
-    module, _ = load_folder(layout.transformation("1-2"))
+    module, _ = load_folder(layout.transformation("v1_to_v2"))
     with torch.no_grad():
         want = module(old, side).numpy()
-    uri = registered.summary.transformations["1-2"].uri
+    uri = registered.summary.transformations["v1_to_v2"].uri
     with mlflow.tracking._tracking_service.utils._use_tracking_uri(registered.uri):
         got = mlflow.pyfunc.load_model(uri).predict(
             {"old_embedding": old.numpy(), "side_info": side.numpy()}
@@ -201,13 +201,13 @@ def test_changed_models_map_keys_to_new_versions(registered, tmp_path):
     client = MlflowClient(uri, registry_uri=uri)
     assert client.get_model_version(FAMILY, "4").tags[T.PIPELINE_KEY] == "3"
     assert int(client.get_model_version_by_alias(FAMILY, "pipeline-3").version) == 4
-    moved = s.transformations["2-3"]
+    moved = s.transformations["v2_to_v3"]
     assert moved.created and (moved.source, moved.target) == (2, 4) and moved.version == 4
-    assert not s.transformations["1-2"].created
+    assert not s.transformations["v1_to_v2"].created
     tags = client.get_model_version(TRANSFORMATIONS, "4").tags
     assert (tags[T.SOURCE], tags[T.TARGET]) == ("2", "4")
     assert _ids(client.get_model_version(FAMILY, "2").tags[T.TRANSFORMS_OUT]) == {
-        registered.summary.transformations["2-3"].version,
+        registered.summary.transformations["v2_to_v3"].version,
         4,
     }
     assert _ids(client.get_model_version(FAMILY, "4").tags[T.TRANSFORMS_IN]) == {4}
@@ -231,7 +231,7 @@ def test_cli_register_json(registered, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["created"] == 0 and out["embeddings"]["2"]["version"] == 2
-    assert out["transformations"]["2-3"]["target"] == 3
+    assert out["transformations"]["v2_to_v3"]["target"] == 3
 
 
 def test_missing_evaluation_names_the_stage(registered, tmp_path):

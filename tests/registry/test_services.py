@@ -85,9 +85,9 @@ def test_registered_through_the_server_with_artifacts_in_s3(via_server, mlflow_s
 
     old = load_embeddings(layout.version_embeddings(2))["test"][:40]
     side = load_embeddings(layout.side_info_embeddings)["test"][:40]
-    module, _ = load_folder(layout.transformation("2-3"))
+    module, _ = load_folder(layout.transformation("v2_to_v3"))
     with use_tracking_uri(mlflow_server.url):
-        chain = flavor.load_model(s.transformations["2-3"].uri, dst_path=str(tmp_path))
+        chain = flavor.load_model(s.transformations["v2_to_v3"].uri, dst_path=str(tmp_path))
     with torch.no_grad():
         np.testing.assert_array_equal(chain(old, side).numpy(), module(old, side).numpy())
 
@@ -127,7 +127,7 @@ def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_s
     projects = []
     for i in range(4):
         project = via_server.pipeline.copy_to(tmp_path / f"project-{i}")
-        weights = project.layout.transformation("1-2") / "model.safetensors"
+        weights = project.layout.transformation("v1_to_v2") / "model.safetensors"
         state = load_file(str(weights))
         state["mixer.1.bias"] = state["mixer.1.bias"] + 0.001 * (i + 1)
         save_file(state, str(weights))
@@ -161,18 +161,18 @@ def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_s
         (mv.tags[T.CONTENT_HASH], mv.tags[T.SOURCE], mv.tags[T.TARGET]) for mv in versions
     ]
     assert len(set(identities)) == len(identities)  # no duplicates
-    new = {r["transformations"]["1-2"]["version"] for r in results}
+    new = {r["transformations"]["v1_to_v2"]["version"] for r in results}
     assert len(new) == 4 and new.isdisjoint(
         {v.version for v in via_server.summary.transformations.values()}
     )
     for i in range(0, 8, 2):  # racing twins agree on the one version their content got
-        assert results[i]["transformations"]["1-2"] == {
-            **results[i + 1]["transformations"]["1-2"],
-            "created": results[i]["transformations"]["1-2"]["created"],
+        assert results[i]["transformations"]["v1_to_v2"] == {
+            **results[i + 1]["transformations"]["v1_to_v2"],
+            "created": results[i]["transformations"]["v1_to_v2"]["created"],
         }
         assert {
-            results[i]["transformations"]["1-2"]["created"],
-            results[i + 1]["transformations"]["1-2"]["created"],
+            results[i]["transformations"]["v1_to_v2"]["created"],
+            results[i + 1]["transformations"]["v1_to_v2"]["created"],
         } == {True, False}
     assert sum(r["created"] for r in results) == 4  # nothing else was registered again
     assert [int(mv.version) for mv in search_versions(client, FAMILY)] == [1, 2, 3]

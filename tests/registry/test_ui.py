@@ -54,8 +54,8 @@ def ui(registered, tmp_path_factory):
 
 def test_embedding_version_page_links_side_info_and_transformations(ui, registered):
     dom = _dom(f"{ui}/#/models/{FAMILY}/versions/2")
-    into = registered.summary.transformations["1-2"].version
-    out_of = registered.summary.transformations["2-3"].version
+    into = registered.summary.transformations["v1_to_v2"].version
+    out_of = registered.summary.transformations["v2_to_v3"].version
     for text in (
         f"{SIDE_INFO}/1",
         f"{TRANSFORMATIONS}/{into}",
@@ -70,7 +70,7 @@ def test_embedding_version_page_links_side_info_and_transformations(ui, register
 
 
 def test_transformation_version_page_links_its_ends(ui, registered):
-    version = registered.summary.transformations["2-3"].version
+    version = registered.summary.transformations["v2_to_v3"].version
     dom = _dom(f"{ui}/#/models/{TRANSFORMATIONS}/versions/{version}")
-    for text in (f"{FAMILY}/2", f"{FAMILY}/3", f"{SIDE_INFO}/1", "fct.from", "pipeline-2-3"):
+    for text in (f"{FAMILY}/2", f"{FAMILY}/3", f"{SIDE_INFO}/1", "fct.from", "pipeline-v2_to_v3"):
         assert text in dom, text
