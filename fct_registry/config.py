@@ -89,17 +89,10 @@ class VersionConfig(_Strict):
         if self.label_map is not None:
             if min(self.label_map) < 0:
                 raise ValueError(f"label_map entries must be >= 0, got {self.label_map}")
-            used = sorted(
-                {
-                    self.label_map[c]
-                    for c in self.classes or range(len(self.label_map))
-                    if c < len(self.label_map)
-                }
-            )
+            used = sorted(set(self.label_map))
             if used != list(range(len(used))):
                 raise ValueError(
-                    f"label_map must use the labels 0..K-1 without gaps on the trained classes; "
-                    f"it uses {used}"
+                    f"label_map must use the labels 0..K-1 without gaps; it uses {used}"
                 )
             if self.label_names is not None and len(self.label_names) != len(used):
                 raise ValueError(
@@ -183,7 +176,16 @@ class BctConfig(_Strict):
     old: int
     new: int
     kind: Literal["influence", "l2"] = "influence"
-    influence_weight: float = Field(1.0, ge=0)
+    influence_weight: float = Field(1.0, ge=0, description="weight of the BCT term")
+    init_from_old: bool = Field(
+        False, description="l2: start from the old model's weights (needs the same backbone)"
+    )
+
+    @model_validator(mode="after")
+    def _init_needs_l2(self) -> BctConfig:
+        if self.init_from_old and self.kind != "l2":
+            raise ValueError("init_from_old applies to kind: l2; remove it or set kind: l2")
+        return self
 
 
 class EvaluationConfig(_Strict):
@@ -352,6 +354,14 @@ class Params(_Strict):
                         f"bct {name!r} names version {end}, which is not declared; "
                         f"declared versions: {known}"
                     )
+            if (
+                bct.init_from_old
+                and self.versions[bct.old].backbone != self.versions[bct.new].backbone
+            ):
+                raise ValueError(
+                    f"bct {name!r}: init_from_old needs versions {bct.old} and {bct.new} to use "
+                    "the same backbone; make them equal or set init_from_old: false"
+                )
             old_dim = self.versions[bct.old].embedding_dim
             new_dim = self.versions[bct.new].embedding_dim
             if old_dim != new_dim:

@@ -19,8 +19,8 @@ from fct_registry.data import TensorSplit, load_info, load_prepared, prepare
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError, DataError
 from fct_registry.evaluation.compatibility import Edge, compatibility_cases
+from fct_registry.evaluation.forest_plot import plot_intervals
 from fct_registry.evaluation.report import markdown_table, matrix_rows, plot_matrix
-from fct_registry.evaluation.results import plot_intervals
 from fct_registry.evaluation.uncertainty import uncertainty_report
 from fct_registry.models import load_model, save_model
 from fct_registry.pipeline.layout import Layout
@@ -172,7 +172,7 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     term = (
         BctInfluence(old_model.classifier, old_classes, bct.influence_weight, old_cfg.label_map)
         if bct.kind == "influence"
-        else BctAlignment(old_model, old_classes, bct.influence_weight)
+        else BctAlignment(old_model, old_classes, bct.influence_weight, bct.init_from_old)
     )
     spec = embedding_spec(cfg, info) | {
         "family": params.family,
@@ -263,6 +263,11 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
             save_model(model, spec | {"seed": seed}, layout.transformation(name, index))
             if index == 0:
                 write_history(result.history, layout.history(f"transform-{name}"))
+    if ctx.is_main:  # always written, so the stage's seeds folder exists even with one seed
+        _write_json(
+            layout.transformation_seeds(name) / "seeds.json",
+            {"seeds": [params.seed + i for i in range(cfg.seeds)], "registered": params.seed},
+        )
 
 
 def _version_config(params: Params, version: int):

@@ -39,6 +39,7 @@ class BctAlignment:
     old_model: torch.nn.Module
     old_classes: list[int]
     weight: float
+    init_from_old: bool = False  # start from the old weights (same backbone) instead of scratch
 
 
 BctTerm = BctInfluence | BctAlignment
@@ -86,6 +87,10 @@ def train_classifier(
         spec["mean"],
         spec["std"],
     )
+    if isinstance(bct, BctAlignment) and bct.init_from_old:
+        # every weight but the classifier, whose labels differ; the shapes must match
+        state = {k: v for k, v in bct.old_model.state_dict().items() if "classifier" not in k}
+        model.load_state_dict(state, strict=False)
     net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
     ctx = context()
     data = train.subset(cfg.classes).to(device)

@@ -7,8 +7,8 @@ from torch import nn
 
 from fct_registry.evaluation.compatibility import Edge, compatibility_cases
 from fct_registry.evaluation.per_query import per_query_scores
-from fct_registry.evaluation.results import BEGIN, END, checks, replace_section, results_markdown
 from fct_registry.evaluation.uncertainty import uncertainty_report
+from tests.readme_results import BEGIN, END, checks, replace_section, results_markdown
 
 
 class Shift(nn.Module):
