@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script
 from fct_registry.evaluation.report import markdown_table
 
@@ -137,14 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--eval-dir", type=Path, default=Path("outputs/eval"))
-    parser.add_argument("--family", default=None, help="default: params.yaml's family")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--family", default=None, help="default: --params' family")
     parser.add_argument("--check", action="store_true", help="exit 1 if README is stale")
     args = parser.parse_args(argv)
     family = args.family
     if family is None:
-        import yaml  # only to read the family name
-
-        family = yaml.safe_load(Path("params.yaml").read_text())["family"]
+        family = yaml.safe_load(args.params.read_text())["family"]
     text = args.readme.read_text()
     new = replace_section(text, render(args.eval_dir, family))
     if args.check:
