@@ -184,6 +184,13 @@ def side_info_description(
         "transformations read it to upgrade old embeddings.",
         "",
     ]
+    trained_with = tags.get(T.TRAINED_WITH)
+    if trained_with and trained_with != "all":
+        lines += [
+            f"Trained only on the training images of params version `{trained_with}` "
+            "(`side_info.trained_with`): it ships with that version.",
+            "",
+        ]
     if readers:
         lines += ["| read by | upgrades |", "|---|---|"]
         for t in readers:
