@@ -43,9 +43,10 @@ def test_backward_edge_rejected(default_raw_params):
         parse_params(default_raw_params)
 
 
-def test_bct_embedding_size_mismatch(default_raw_params):
-    default_raw_params["versions"]["2"]["embedding_dim"] = 64
-    with pytest.raises(ConfigError, match="embedding_dim 64 but version 1 has 128"):
+def test_bct_with_init_from_old_needs_the_same_backbone(default_raw_params):
+    # BCT trains in the old embedding's width, so only the backbones must agree to copy weights
+    default_raw_params["versions"]["2"]["backbone"]["kwargs"] = {"width": 8}
+    with pytest.raises(ConfigError, match="init_from_old needs versions 1 and 2"):
         parse_params(default_raw_params)
 
 

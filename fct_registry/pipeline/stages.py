@@ -162,7 +162,9 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     if name not in params.bct:
         raise ConfigError(f"unknown bct entry {name!r}; known: {', '.join(params.bct) or 'none'}")
     bct = params.bct[name]
-    cfg = params.versions[bct.new]
+    # BCT's new model shares the old embedding space: new's recipe at old's width.
+    old_dim = params.versions[bct.old].embedding_dim
+    cfg = params.versions[bct.new].model_copy(update={"embedding_dim": old_dim})
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
     train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")

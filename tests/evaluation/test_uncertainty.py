@@ -89,6 +89,7 @@ def test_results_section_renders_every_claim_and_replaces_between_markers():
     body = results_markdown(report, u, "fam")
     assert "side-info gain: `1-2` − `1-2-no-side-info`" in body
     assert "FCT − BCT (l2)" in body and "chain 1-2-3 − direct `1-3`" in body
+    assert "side-info adds ≥ 2 top-1 points on `1-2`" in body
     assert len([line for line in checks(u) if line.startswith("- ")]) == 3 + 1 + 1 + 1
     readme = f"intro\n{BEGIN}\nold text\n{END}\noutro\n"
     new = replace_section(readme, body)
