@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OMP_WAIT_POLICY ?= PASSIVE
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: help setup setup-test repro test lint format bench ui clean
+.PHONY: help setup setup-test repro test test-fast lint lint-only image format bench ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,11 +20,24 @@ repro: setup  ## run the whole pipeline on the embedded default (dvc repro)
 	@echo; cat outputs/eval/compatibility.md
 
 test: setup-test  ## lint, then the whole test suite
-	ruff check . && ruff format --check .
+	@$(MAKE) --no-print-directory lint-only
 	python -m pytest -q
 
-lint: setup  ## ruff
+test-fast: setup-test  ## lint, then every test not marked slow (minutes, for iterating)
+	@$(MAKE) --no-print-directory lint-only
+	python -m pytest -q -m "not slow"
+
+lint: setup  ## ruff; hadolint (Dockerfile); workflow schema + zizmor (.github/workflows); offline
+	@$(MAKE) --no-print-directory lint-only
+
+lint-only:
 	ruff check . && ruff format --check .
+	hadolint Dockerfile
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	zizmor --offline --no-progress --persona=auditor .github/workflows/
+
+image:  ## build the image with podman, check it inside (IMAGE_ARGS=--light: uid + fct --help)
+	bash scripts/build-image.sh $(IMAGE_ARGS)
 
 bench: setup  ## benchmarks (ratios measured side by side; ~10 minutes)
 	python benchmarks/bench_evaluation.py
@@ -32,8 +45,9 @@ bench: setup  ## benchmarks (ratios measured side by side; ~10 minutes)
 	python benchmarks/bench_upgrade.py
 	python benchmarks/bench_gate.py
 
-ui: setup  ## MLflow UI on the default store (http://127.0.0.1:5000)
-	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+ui: setup  ## MLflow UI + compatibility page (http://127.0.0.1:5000/fct/) on the default store
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --app-name fct --workers 1 \
+	  --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 clean:  ## remove pipeline outputs (keeps the DVC cache)
 	rm -rf outputs

@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from fct_registry.config import parse_params
+from fct_registry.layout import Layout
 from fct_registry.pipeline import stages
-from fct_registry.pipeline.layout import Layout
 
 
 def pipeline(data_root: str, out: Path, epochs_scale: float) -> dict:

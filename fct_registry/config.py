@@ -1,8 +1,10 @@
 """Typed, validated configuration loaded from ``params.yaml``.
 
 Every section is a pydantic model with ``extra="forbid"`` so a typo is an error, never a silent
-``None``. Cross-references (a transformation naming a version, a backbone name) are checked at load
-time, before any training starts.
+``None``. Cross-references between sections (a transformation naming a version) are checked here,
+at load time. Builder names (dataset, backbone, transformation kind) belong to registries that live
+in higher layers, so they are checked where those are visible: :func:`fct_registry.pipeline.params.
+check_names` before any stage starts, and by each registry's factory when it builds.
 """
 
 from __future__ import annotations
@@ -15,14 +17,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fct_registry.errors import ConfigError
-
-
-def _known(registry: Any, name: str) -> str:
-    # pydantic only collects ValueErrors into its located error report.
-    try:
-        return registry.check(name)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -38,13 +32,6 @@ class DataConfig(_Strict):
     max_train: int | None = Field(None, gt=0, description="keep the first N train images (CI)")
     max_test: int | None = Field(None, gt=0, description="keep the first N test images (CI)")
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from fct_registry.data import DATASETS
-
-        return _known(DATASETS, name)
-
 
 class OptimConfig(_Strict):
     epochs: int = Field(5, ge=1)
@@ -59,13 +46,6 @@ class OptimConfig(_Strict):
 class BackboneConfig(_Strict):
     name: str = "smallcnn"
     kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_backbone(cls, name: str) -> str:
-        from fct_registry.models import BACKBONES
-
-        return _known(BACKBONES, name)
 
 
 class VersionConfig(_Strict):
@@ -148,19 +128,6 @@ class TransformationConfig(_Strict):
     optim: OptimConfig = OptimConfig(epochs=20, batch_size=1024, lr=1e-3, weight_decay=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, name: str) -> str:
-        from fct_registry.models import TRANSFORMATIONS
-
-        return _known(TRANSFORMATIONS, name)
-
-    @property
-    def uses_side_info(self) -> bool:
-        from fct_registry.models.transformations import uses_side_info
-
-        return uses_side_info(self.kind)
 
 
 class BctConfig(_Strict):
@@ -357,24 +324,22 @@ class Params(_Strict):
                         f"bct {name!r} names version {end}, which is not declared; "
                         f"declared versions: {known}"
                     )
-            if (
-                bct.init_from_old
-                and self.versions[bct.old].backbone != self.versions[bct.new].backbone
-            ):
-                raise ValueError(
-                    f"bct {name!r}: init_from_old needs versions {bct.old} and {bct.new} to use "
-                    "the same backbone; make them equal or set init_from_old: false"
-                )
         return self
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_config_problems(problems: list[tuple[str, str]], source: str) -> str:
+    """``invalid configuration in SOURCE:`` and one ``  where: message`` line per problem."""
     lines = [f"invalid configuration in {source}:"]
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        msg = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {msg}")
+    lines += [f"  {where or '(top level)'}: {msg}" for where, msg in problems]
     return "\n".join(lines)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    problems = [
+        (".".join(str(p) for p in item["loc"]), item["msg"].removeprefix("Value error, "))
+        for item in err.errors()
+    ]
+    return format_config_problems(problems, source)
 
 
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:

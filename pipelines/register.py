@@ -4,11 +4,8 @@ import logging
 import sys
 
 from fct_registry.pipeline.entry import run_stage
-from fct_registry.registry.register import (
-    record_measured_chains,
-    register_pipeline,
-    write_summary,
-)
+from fct_registry.registry.register import record_measured_chains, register_pipeline
+from fct_registry.registry.summary import write_summary
 
 
 def _register(params, layout, _args) -> None:

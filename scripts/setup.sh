@@ -5,9 +5,24 @@
 #   scripts/setup.sh --image   container build (root): also Python where the base image lacks it
 #                              (CUDA bases), and the non-root user `fct` (uid 10001) owning the
 #                              project folder
+#   scripts/setup.sh --containers  only the container tools `make image` needs (podman, buildah,
+#                              debootstrap); no venv
 # Fast when nothing changed: the venv is rebuilt only when requirements.txt/pyproject.toml change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--containers" ]]; then
+  tools=(podman buildah debootstrap)
+  missing=()
+  for pkg in "${tools[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""; [[ $(id -u) != 0 ]] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  exit 0
+fi
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}

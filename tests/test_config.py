@@ -2,6 +2,7 @@ import pytest
 
 from fct_registry.config import load_params, parse_params
 from fct_registry.errors import ConfigError
+from fct_registry.pipeline.params import check_names
 
 
 def test_default_params_load(default_raw_params):
@@ -13,14 +14,15 @@ def test_default_params_load(default_raw_params):
         (2, 3),
         (1, 3),
     }
-    assert params.transformations["v1_to_v2"].uses_side_info
-    assert not params.transformations["v1_to_v2_no_side_info"].uses_side_info
+    assert params.transformations["v1_to_v2"].kind == "fct"
+    assert params.transformations["v1_to_v2_no_side_info"].kind == "fct-no-side-info"
 
 
 def test_unknown_backbone_lists_known(default_raw_params):
     default_raw_params["versions"]["2"]["backbone"]["name"] = "resnet19"
+    params = parse_params(default_raw_params)  # structure is fine; the name is checked later
     with pytest.raises(ConfigError) as err:
-        parse_params(default_raw_params)
+        check_names(params)
     msg = str(err.value)
     assert "versions.2.backbone.name" in msg
     assert "unknown backbone 'resnet19'" in msg
@@ -43,13 +45,6 @@ def test_backward_edge_rejected(default_raw_params):
         parse_params(default_raw_params)
 
 
-def test_bct_with_init_from_old_needs_the_same_backbone(default_raw_params):
-    # BCT trains in the old embedding's width, so only the backbones must agree to copy weights
-    default_raw_params["versions"]["2"]["backbone"]["kwargs"] = {"width": 8}
-    with pytest.raises(ConfigError, match="init_from_old needs versions 1 and 2"):
-        parse_params(default_raw_params)
-
-
 def test_typo_in_key_is_an_error(default_raw_params):
     default_raw_params["versions"]["1"]["optim"]["epoch"] = 3
     with pytest.raises(ConfigError, match=r"versions\.1\.optim\.epoch.*Extra inputs"):
@@ -58,8 +53,25 @@ def test_typo_in_key_is_an_error(default_raw_params):
 
 def test_unknown_transformation_kind(default_raw_params):
     default_raw_params["transformations"]["v1_to_v2"]["kind"] = "mlp"
-    with pytest.raises(ConfigError, match="known: fct, fct-no-side-info"):
-        parse_params(default_raw_params)
+    with pytest.raises(
+        ConfigError, match=r"transformations\.v1_to_v2\.kind: .*known: fct, fct-no-side-info"
+    ):
+        check_names(parse_params(default_raw_params))
+
+
+def test_unknown_dataset_and_every_unknown_name_reported_at_once(default_raw_params):
+    default_raw_params["data"]["dataset"] = "mnist"
+    default_raw_params["side_info"]["backbone"]["name"] = "vit"
+    with pytest.raises(ConfigError) as err:
+        check_names(parse_params(default_raw_params))
+    msg = str(err.value)
+    assert "data.dataset: unknown dataset 'mnist'" in msg
+    assert "side_info.backbone.name: unknown backbone 'vit'" in msg
+
+
+def test_default_params_name_known_builders(default_raw_params):
+    params = parse_params(default_raw_params)
+    assert check_names(params) is params
 
 
 def test_missing_params_file(tmp_path):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
-from fct_registry.cli._common import add_tracking_uri
-from fct_registry.errors import FctError
+from fct_registry.cli._common import add_tracking_uri, check_file, check_positive, check_store
+from fct_registry.registry.refs import parse_ref
 
 DESCRIPTION = """\
 Embed images with a registered family version and the side-info extractor linked to it, and
@@ -89,60 +87,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_tracking_uri(parser)
     parser.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fct_registry.cli.resolve import mlflow_client
-    from fct_registry.device import pick_device
-    from fct_registry.gallery import open_storage
-    from fct_registry.gallery.embed import index_with_registry, load_images
-    from fct_registry.registry.refs import parse_ref
-
-    for flag, value in (
-        ("--shard-rows", args.shard_rows),
-        ("--batch-size", args.batch_size),
-        ("--limit", args.limit),
-    ):
-        if value is not None and value < 1:
-            raise FctError(f"{flag} must be a positive number, got {value}")
-    ref = parse_ref(args.model)
-    device = pick_device(args.device)
-    path = args.images or args.data / f"{args.split}.safetensors"
-    items = load_images(path, id_prefix=args.id_prefix, limit=args.limit)
-    storage = open_storage(args.out)
-    client = mlflow_client(args.tracking_uri)
-    start = time.perf_counter()
-    manifest, used = index_with_registry(
-        client,
-        ref,
-        items,
-        storage,
-        device=device,
-        batch_size=args.batch_size,
-        shard_rows=args.shard_rows,
-        without_side_info=args.without_side_info,
-    )
-    seconds = time.perf_counter() - start
-    summary = {
-        "gallery": storage.uri,
-        "family": used.family,
-        "version": used.version,
-        "model": used.model_uri,
-        "side_info": used.side_info_ref if not args.without_side_info else None,
-        "rows": manifest.rows,
-        "shards": len(manifest.shards),
-        "embedding_dim": manifest.shards[0].embedding_dim,
-        "seconds": seconds,
-        "labels": items.labels is not None,
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        side = summary["side_info"] or "no side-info"
-        print(
-            f"indexed {manifest.rows} images from {path} with {used.family}@{used.version} "
-            f"({summary['embedding_dim']}-d) and {side} into {len(manifest.shards)} shard(s) "
-            f"at {storage.uri} in {seconds:.1f} s"
-        )
-    return 0
+def check(args: argparse.Namespace) -> None:
+    check_positive(shard_rows=args.shard_rows, batch_size=args.batch_size, limit=args.limit)
+    parse_ref(args.model)
+    check_file("--images" if args.images else "--data", args.images or args.data)
+    check_store(args.tracking_uri)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli._common import add_tracking_uri, check_store
+from fct_registry.registry.refs import parse_ref
 
 DESCRIPTION = """\
 Draw a family's compatibility graph from the registry: versions as nodes, registered
@@ -44,31 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar=("FROM", "TO"),
         help="draw the chain `fct resolve FROM TO` picks in bold",
     )
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fct_registry.cli.resolve import mlflow_client
-    from fct_registry.registry.refs import parse_ref
-    from fct_registry.resolver.load import load_graph
-    from fct_registry.resolver.plot import log_graph_to_mlflow, save_graph_png
-    from fct_registry.resolver.resolve import resolve
-
-    client = mlflow_client(args.tracking_uri)
-    graph = load_graph(client, args.family)
-    highlight = None
-    if args.highlight:
-        source, target = (parse_ref(r) for r in args.highlight)
-        highlight = resolve(graph, source, target).chosen
-    png = args.out or Path(f"{args.family}-compatibility-graph.png")
-    out = save_graph_png(graph, png, highlight)
-    print(
-        f"wrote {out}: {len(graph.nodes)} versions, {len(graph.edges)} transformations, "
-        f"{len(graph.chains)} recorded chains"
-    )
-    for note in graph.notes:
-        print(f"note: {note}")
-    if args.log_to_mlflow:
-        run_id = log_graph_to_mlflow(client, graph, out)
-        print(f"logged to MLflow run {run_id} (artifacts under resolver/)")
-    return 0
+def check(args: argparse.Namespace) -> None:
+    for ref in args.highlight or ():
+        parse_ref(ref)
+    check_store(args.tracking_uri)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 from pathlib import Path
 
-from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli._common import add_tracking_uri, check_file
 
 DESCRIPTION = """\
 Register the pipeline's side-info extractor, every embedding version and every transformation
@@ -52,36 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the registration summary as JSON"
     )
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fct_registry.config import load_params
-    from fct_registry.pipeline.layout import Layout
-    from fct_registry.registry.register import register_pipeline
-
-    if not args.json:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        logging.getLogger("fct_registry.registry").setLevel(logging.INFO)
-    summary = register_pipeline(load_params(args.params), Layout(args.outputs), args.tracking_uri)
-    if args.json:
-        print(json.dumps(summary.as_dict(), indent=2, sort_keys=True))
-        return 0
-    print(
-        f"{summary.family} in {summary.tracking_uri} (git {summary.git_commit[:12]}): "
-        f"{summary.created} new, {summary.unchanged} unchanged"
-    )
-    for label, versions in (
-        ("side-info", {summary.side_info.pipeline_key: summary.side_info}),
-        ("embedding", summary.embeddings),
-        ("transformation", summary.transformations),
-    ):
-        for key, v in versions.items():
-            ends = (
-                f"  {summary.family}@{v.source} -> {summary.family}@{v.target}"
-                if v.source is not None
-                else ""
-            )
-            state = "new" if v.created else "unchanged"
-            print(f"  {label:<15}{key:<20}{v.uri:<36}{state}{ends}")
-    return 0
+def check(args: argparse.Namespace) -> None:
+    check_file("--params", args.params)

@@ -21,6 +21,10 @@ from fct_registry.gallery.manifest import Manifest
 from fct_registry.gallery.schema import make_batch
 from fct_registry.gallery.storage import Storage
 from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS, GalleryWriter
+from fct_registry.registry import tags as T
+from fct_registry.registry.flavor import load_model
+from fct_registry.resolver.load import load_graph
+from fct_registry.training.embed import embed_images
 
 if TYPE_CHECKING:
     import torch
@@ -103,8 +107,6 @@ def embed_to_gallery(
     """
     import torch
 
-    from fct_registry.training.embed import embed_images
-
     if (side_info_model is None) != (side_info_ref is None):
         raise GalleryError("pass both side_info_model and side_info_ref, or neither")
     dev = torch.device(device)
@@ -145,8 +147,6 @@ class IndexedWith:
 def models_for(client: Any, ref: Any) -> IndexedWith:
     """Resolve a version reference (``fashion@3``, ``fashion@production``) to the embedding
     model and the side-info extractor its ``fct.side_info`` tag links to."""
-    from fct_registry.registry import tags as T
-    from fct_registry.resolver.load import load_graph
 
     graph = load_graph(client, ref.family)
     version = graph.version_of(ref)
@@ -171,7 +171,6 @@ def index_with_registry(
 ) -> tuple[Manifest, IndexedWith]:
     """Load ``ref``'s embedding model and side-info extractor (checksums verified) and index
     ``items``. Uses MLflow's current registry URI for the downloads."""
-    from fct_registry.registry.flavor import load_model
 
     found = models_for(client, ref)
     if found.side_info_uri is None and not without_side_info:

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fct_registry.evaluation.distances import DISTANCES
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import GalleryError, SchemaError
 from fct_registry.gallery.reader import Gallery
@@ -79,8 +80,6 @@ def search(
     be the gallery's (new-version queries need an upgraded gallery).
     """
     import torch
-
-    from fct_registry.evaluation.distances import DISTANCES
 
     metric = DISTANCES.build(distance)
     version = gallery_version(gallery)

@@ -1,13 +1,16 @@
 """The release gate: may candidate ``F@c`` replace baseline ``F@production``?
 
-``rules`` (pure checks over measured numbers), ``evaluate`` (the measurements: registry +
-resolver + stored test embeddings), ``report`` (table, JSON, JUnit XML, markdown), ``promote``
-(verdict tags, alias move). ``fct gate`` and the DVC ``gate`` stage are thin shells over
-:func:`run_gate`. Importing this package does not import torch or mlflow.
+``rules`` (pure checks over measured numbers), ``run`` (the whole gate run: measurements from
+the registry, the resolver and the stored test embeddings), ``report`` (table, JSON, JUnit XML,
+markdown), ``promote`` (verdict tags, alias move). ``fct gate`` and the DVC ``gate`` stage are
+thin shells over :func:`run_gate`.
 """
 
 from fct_registry.gate.errors import GateError, GateInfrastructureError, StaleOutputsError
-from fct_registry.gate.evaluate import (
+from fct_registry.gate.promote import gate_tags, promotion_alias, record_and_promote
+from fct_registry.gate.report import format_table, junit_xml, markdown, to_json, write_reports
+from fct_registry.gate.rules import CASES, CheckResult, check_rule, check_rules, describe, verdict
+from fct_registry.gate.run import (
     EXIT_ERROR,
     EXIT_FAIL,
     EXIT_PASS,
@@ -15,9 +18,6 @@ from fct_registry.gate.evaluate import (
     choose_versions,
     run_gate,
 )
-from fct_registry.gate.promote import gate_tags, promotion_alias, record_and_promote
-from fct_registry.gate.report import format_table, junit_xml, markdown, to_json, write_reports
-from fct_registry.gate.rules import CASES, CheckResult, check_rule, check_rules, describe, verdict
 from fct_registry.gate.stage import gate_stage
 
 __all__ = [

@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fct_registry.gate.errors import GateError
-from fct_registry.gate.evaluate import GateResult, as_ref, mlflow_at
 from fct_registry.gate.report import finite
+from fct_registry.gate.run import GateResult, as_ref
 from fct_registry.registry import tags as T
+from fct_registry.registry.pages import refresh_descriptions
+from fct_registry.registry.store import tracking_store
 
 
 def promotion_alias(baseline_ref: str) -> str:
@@ -66,7 +68,6 @@ def record_and_promote(
 
     Returns (and stores in ``result.promotion``) what happened, with a readable ``message``.
     """
-    from fct_registry.registry.register import resolve_tracking_uri
 
     family, cand = result.family, result.candidate
     alias = promotion_alias(result.baseline_ref) if promote else None
@@ -82,40 +83,50 @@ def record_and_promote(
         outcome["message"] = f"nothing recorded or promoted: {why}"
         result.promotion = outcome
         return outcome
-    with mlflow_at(resolve_tracking_uri(tracking_uri)) as client:
+    with tracking_store(tracking_uri) as client:
         for key, value in gate_tags(result).items():
             client.set_model_version_tag(family, str(cand), key, value)
         outcome["tagged"] = True
-        if alias is None:
-            outcome["message"] = f"recorded verdict {result.verdict!r} on {family}@{cand}"
-        else:
-            current = _alias_version(client, family, alias)
-            outcome["from"] = current
-            if not result.passed:
-                where = f"stays at version {current}" if current is not None else "stays unset"
-                outcome["message"] = (
-                    f"not promoted: the gate failed; {family}@{alias} {where} "
-                    f"(verdict recorded on {family}@{cand})"
-                )
-            elif current != result.baseline and not (result.bootstrap and current is None):
-                raise GateError(
-                    f"{family}@{alias} moved to version {current} while the gate compared "
-                    f"{family}@{cand} with version {result.baseline}; rerun the gate against "
-                    f"the current {family}@{alias}"
-                )
-            else:
-                client.set_registered_model_alias(family, alias, str(cand))
-                outcome.update(
-                    moved=True,
-                    to=cand,
-                    message=(
-                        f"{family}@{alias} moved from "
-                        f"{'version ' + str(current) if current is not None else 'nothing'} to "
-                        f"version {cand}"
-                    ),
-                )
+        try:
+            _decide(client, result, alias, outcome)
+        finally:  # the verdict (and any promotion) shows on the version pages
+            refresh_descriptions(client, family)
     result.promotion = outcome
     return outcome
+
+
+def _decide(client: Any, result: GateResult, alias: str | None, outcome: dict[str, Any]) -> None:
+    """Fill ``outcome``; move ``alias`` to the candidate only when the gate passed and the
+    alias still points at the version the gate compared with."""
+    family, cand = result.family, result.candidate
+    if alias is None:
+        outcome["message"] = f"recorded verdict {result.verdict!r} on {family}@{cand}"
+    else:
+        current = _alias_version(client, family, alias)
+        outcome["from"] = current
+        if not result.passed:
+            where = f"stays at version {current}" if current is not None else "stays unset"
+            outcome["message"] = (
+                f"not promoted: the gate failed; {family}@{alias} {where} "
+                f"(verdict recorded on {family}@{cand})"
+            )
+        elif current != result.baseline and not (result.bootstrap and current is None):
+            raise GateError(
+                f"{family}@{alias} moved to version {current} while the gate compared "
+                f"{family}@{cand} with version {result.baseline}; rerun the gate against "
+                f"the current {family}@{alias}"
+            )
+        else:
+            client.set_registered_model_alias(family, alias, str(cand))
+            outcome.update(
+                moved=True,
+                to=cand,
+                message=(
+                    f"{family}@{alias} moved from "
+                    f"{'version ' + str(current) if current is not None else 'nothing'} to "
+                    f"version {cand}"
+                ),
+            )
 
 
 def _alias_version(client: Any, family: str, alias: str) -> int | None:

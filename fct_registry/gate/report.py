@@ -1,6 +1,6 @@
 """The gate's result for people and for CI: a text table, JSON, JUnit XML and markdown.
 
-All four render one :class:`~fct_registry.gate.evaluate.GateResult` and nothing else, so they
+All four render one :class:`~fct_registry.gate.run.GateResult` and nothing else, so they
 cannot disagree. JUnit has one test case per rule (``failure`` / ``skipped`` as measured) so any
 CI test-report viewer lists the rules; the markdown is meant for ``$GITHUB_STEP_SUMMARY`` or a
 pull-request comment.
@@ -16,8 +16,9 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fct_registry.gate.evaluate import GateResult
+from fct_registry._files import publish_mode
 from fct_registry.gate.rules import CASES, CheckResult
+from fct_registry.gate.run import GateResult
 
 METRICS = ("top1", "top5", "mAP")
 _HEAD = {"top1": "top-1 %", "top5": "top-5 %", "mAP": "mAP %"}
@@ -56,9 +57,10 @@ def verdict_line(result: GateResult) -> str:
     n = _counts(result)
     if result.verdict == "skip":
         return f"SKIP: {result.notes[-1] if result.notes else 'nothing to gate'}"
+    took = "" if result.seconds is None else f" ({result.seconds:.1f} s)"
     return (
         f"{result.verdict.upper()}: {n['pass']} passed, {n['fail']} failed, "
-        f"{n['skipped']} skipped ({result.seconds:.1f} s)"
+        f"{n['skipped']} skipped{took}"
     )
 
 
@@ -163,7 +165,7 @@ def junit_xml(result: GateResult, timestamp: datetime | None = None) -> str:
         "failures": str(n["fail"]),
         "errors": "0",
         "skipped": str(n["skipped"]),
-        "time": f"{result.seconds:.3f}",
+        "time": f"{result.seconds or 0:.3f}",
     }
     suites = ET.Element("testsuites", {"name": "fct gate", **attrs})
     suite = ET.SubElement(
@@ -305,7 +307,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
         "w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8"
     ) as fh:
         fh.write(text)
-    Path(fh.name).replace(path)
+    publish_mode(Path(fh.name)).replace(path)  # 0600 from tempfile breaks shared volumes
     return path
 
 

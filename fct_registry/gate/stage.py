@@ -1,6 +1,8 @@
 """The DVC ``gate`` stage: run the gate at the end of the pipeline and write its reports.
 
-The stage reports; it does not decide. It never promotes, and a failing verdict does not fail
+The stage reports; it does not decide. It records the verdict on the candidate version
+(``fct.gate.*`` tags and the release row of its page) but never promotes, and a failing verdict
+does not fail
 ``dvc repro`` (the models are built and registered by then, and a failed stage would be rerun
 and leave no report): the verdict is in ``outputs/gate/report.json`` (``dvc metrics show``), and
 CI acts on ``fct gate``'s exit status. A missing production alias is bootstrapped (compared with
@@ -9,12 +11,14 @@ the previous version) since nothing is promoted here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from fct_registry.config import Params
-from fct_registry.gate.evaluate import GateResult, run_gate
+from fct_registry.gate.promote import record_and_promote
 from fct_registry.gate.report import format_table, write_reports
-from fct_registry.pipeline.layout import Layout
+from fct_registry.gate.run import GateResult, run_gate
+from fct_registry.layout import Layout
 
 REPORT, JUNIT, SUMMARY = "report.json", "junit.xml", "summary.md"
 
@@ -35,8 +39,12 @@ def gate_stage(params: Params, layout: Layout, tracking_uri: str | None = None) 
         bootstrap=True,
     )
     out = gate_dir(layout)
+    # The reports are kept in git: no store URI or timing, so a rerun on an unchanged registry
+    # (the stage is always_changed) rewrites the same bytes.
+    tracked = replace(result, tracking_uri=None, seconds=None)
     write_reports(
-        result, json_path=out / REPORT, junit_path=out / JUNIT, markdown_path=out / SUMMARY
+        tracked, json_path=out / REPORT, junit_path=out / JUNIT, markdown_path=out / SUMMARY
     )
     print(format_table(result))
+    record_and_promote(result, promote=False, tracking_uri=tracking_uri)
     return result

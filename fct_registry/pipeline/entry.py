@@ -10,9 +10,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fct_registry.config import LauncherConfig, Params, load_params
+from fct_registry.config import LauncherConfig, Params
 from fct_registry.errors import FctError
-from fct_registry.pipeline.layout import Layout
+from fct_registry.layout import Layout
+from fct_registry.pipeline.params import load_checked_params
 from fct_registry.training.distributed import launched_by_torchrun, shutdown
 
 StageFn = Callable[[Params, Layout, argparse.Namespace], object]
@@ -70,7 +71,7 @@ def run_stage(
     # Shared 2-core machines: a spinning OpenMP pool collapses throughput under load.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        params = load_params(args.params)
+        params = load_checked_params(args.params)
         if distributed_module and params.launcher.kind == "torchrun" and not launched_by_torchrun():
             argv = list(sys.argv[1:] if argv is None else argv)
             return subprocess.run(

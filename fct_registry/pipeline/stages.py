@@ -12,18 +12,18 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from fct_registry.config import Params
 from fct_registry.data import TensorSplit, load_info, load_prepared, prepare
 from fct_registry.device import pick_device
-from fct_registry.errors import ConfigError, DataError
+from fct_registry.errors import ConfigError
 from fct_registry.evaluation.compatibility import Edge, compatibility_cases
 from fct_registry.evaluation.forest_plot import plot_intervals
 from fct_registry.evaluation.report import markdown_table, matrix_rows, plot_matrix
 from fct_registry.evaluation.uncertainty import uncertainty_report
+from fct_registry.layout import Layout, load_embeddings, save_embeddings
 from fct_registry.models import load_model, save_model
-from fct_registry.pipeline.layout import Layout
+from fct_registry.models.transformations import uses_side_info
 from fct_registry.training.classifier import (
     BctAlignment,
     BctInfluence,
@@ -50,17 +50,6 @@ def fingerprint(config: object, seed: int, inputs: list[Path]) -> str:
             for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def save_embeddings(path: Path, train: torch.Tensor, test: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"train": train.contiguous(), "test": test.contiguous()}, str(path))
-
-
-def load_embeddings(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise DataError(f"{path} not found; run the stage that produces it (`dvc repro`)")
-    return load_file(str(path))
 
 
 def _write_json(path: Path, payload: object) -> None:
@@ -162,6 +151,11 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     if name not in params.bct:
         raise ConfigError(f"unknown bct entry {name!r}; known: {', '.join(params.bct) or 'none'}")
     bct = params.bct[name]
+    if bct.init_from_old and params.versions[bct.old].backbone != params.versions[bct.new].backbone:
+        raise ConfigError(
+            f"bct.{name}.init_from_old needs versions {bct.old} and {bct.new} to use the same "
+            "backbone (their weights are copied); make them equal or set init_from_old: false"
+        )
     # BCT's new model shares the old embedding space: new's recipe at old's width.
     old_dim = params.versions[bct.old].embedding_dim
     cfg = params.versions[bct.new].model_copy(update={"embedding_dim": old_dim})
@@ -293,7 +287,7 @@ def evaluate_stage(params: Params, layout: Layout) -> dict:
                 name,
                 cfg.source,
                 cfg.target,
-                cfg.uses_side_info,
+                uses_side_info(cfg.kind),
                 modules[0],
                 tuple(modules[1:]),
                 cfg.kind,

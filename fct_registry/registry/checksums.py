@@ -2,10 +2,11 @@
 
 Two different hashes, for two different questions:
 
-* :func:`file_checksums` — sha256 of every file a model runs from (weights, spec, ONNX graph).
-  Recorded at registration (in ``checksums.json`` beside the files *and* in the version's
-  ``fct.checksums`` tag) and verified before a model is run, so a modified or corrupted artifact
-  store copy is refused instead of silently producing wrong embeddings.
+* :func:`file_checksums` — sha256 of every file a model runs from (weights, spec, ONNX graph,
+  pyfunc runtime). Recorded in ``checksums.json`` beside the files, whose digest
+  (:func:`checksums_digest`) is the version's ``fct.checksums_sha256`` tag, and verified before a
+  model is run, so a modified or corrupted artifact store copy is refused instead of silently
+  producing wrong embeddings.
 * :func:`content_hash` — sha256 over the specs and tensor values: the model's identity. It does
   not depend on file formats or on the ONNX export, so re-registering unchanged pipeline outputs
   finds the existing version (no new one).
@@ -67,19 +68,36 @@ def read_checksums(root: str | Path) -> dict[str, str]:
     return sums
 
 
+def checksums_digest(sums: Mapping[str, str]) -> str:
+    """sha256 of a checksums mapping (canonical JSON): the registry's compact record of it."""
+    return hashlib.sha256(canonical_json(dict(sums)).encode()).hexdigest()
+
+
 def verify_checksums(
-    root: str | Path, expected: Mapping[str, str] | None = None, *, what: str | None = None
+    root: str | Path,
+    expected: Mapping[str, str] | None = None,
+    *,
+    what: str | None = None,
+    expected_digest: str | None = None,
 ) -> dict[str, str]:
     """Check every file listed in ``root/checksums.json`` (and in ``expected``, the registry's
     record, when given) against its sha256; raise :class:`ChecksumError` naming the first
     mismatching file. Returns the verified mapping.
 
-    Checking ``expected`` as well matters: whoever can rewrite an artifact in the store can also
-    rewrite the ``checksums.json`` next to it, but not the registry's ``fct.checksums`` tag.
+    Checking the registry's record as well matters: whoever can rewrite an artifact in the store
+    can also rewrite the ``checksums.json`` next to it, but not the version's tags. The record is
+    either the mapping itself (``expected``, older versions' ``fct.checksums`` tag) or its
+    :func:`checksums_digest` (``expected_digest``, the ``fct.checksums_sha256`` tag).
     """
     root = Path(root)
     label = what or str(root)
     recorded = read_checksums(root)
+    if expected_digest is not None and checksums_digest(recorded) != expected_digest:
+        raise ChecksumError(
+            f"{label}: checksums.json does not match the digest recorded in the registry at "
+            "registration; the artifact store copy was modified: restore it or re-register "
+            "the model"
+        )
     if expected is not None and dict(expected) != recorded:
         differing = sorted(
             k for k in set(expected) | set(recorded) if expected.get(k) != recorded.get(k)

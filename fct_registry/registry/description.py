@@ -1,13 +1,23 @@
 """Markdown descriptions of registered versions, so the MLflow UI tells the story on its own.
 
-Everything is rendered from version tags (plus the pipeline's compatibility table), so a
-description can be regenerated from the registry alone whenever links change. Links use the
-UI's hash routes (``#/models/NAME/versions/N``) and read ``NAME/N``, the format of the
-``fct.side_info`` tag.
+Each version gets one compact, bordered table about *that* version (what it is, what it links
+to, how it measured, what it was trained from), followed by how to load it. The full
+compatibility matrix of the family is on the compatibility page (``mlflow server --app-name
+fct``, :data:`COMPATIBILITY_PAGE`), which every description links.
+
+MLflow renders descriptions through showdown and a sanitizer that keeps ``<pre>`` and ``<a
+href>`` but drops every ``style`` attribute, so markdown tables show without borders. The table
+is therefore drawn with box characters inside ``<pre>``, where links still work; column widths
+count the visible text, not the markup.
+
+Everything is rendered from version tags, so descriptions can be regenerated from the registry
+alone whenever links change (:mod:`fct_registry.registry.pages`). Links use the UI's hash routes
+(``#/models/NAME/versions/N``) and read ``NAME/N``, the format of the ``fct.side_info`` tag.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +25,8 @@ from dataclasses import dataclass
 from fct_registry.registry import tags as T
 
 MAX_DESCRIPTION = 5000  # MLflow's column width for model-version descriptions
+COMPATIBILITY_PAGE = "fct/family/{family}"  # relative to the UI root: works behind a prefix
+_SHORT = 12  # hex digits shown of a hash or commit
 
 
 @dataclass(frozen=True)
@@ -26,8 +38,51 @@ class Linked:
     tags: Mapping[str, str]
 
 
+# --- cells: visible text plus the HTML that renders it -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str  # what the reader sees (sets the column width)
+    markup: str  # HTML with links
+
+
+def plain(text: str) -> Cell:
+    return Cell(text, html.escape(text, quote=False))
+
+
+def link(name: str, version: int | str) -> Cell:
+    ref = T.model_ref(name, version)
+    return Cell(ref, f'<a href="#/models/{name}/versions/{version}">{html.escape(ref)}</a>')
+
+
+def join(*cells: Cell | str, sep: str = "") -> Cell:
+    parts = [plain(c) if isinstance(c, str) else c for c in cells]
+    glue = plain(sep)
+    return Cell(glue.text.join(p.text for p in parts), glue.markup.join(p.markup for p in parts))
+
+
 def version_link(name: str, version: int | str) -> str:
+    """A markdown link to a version's page (for text outside the table)."""
     return f"[{T.model_ref(name, version)}](#/models/{name}/versions/{version})"
+
+
+def box_table(rows: Sequence[tuple[str, Cell | str]]) -> str:
+    """A two-column table drawn with box characters in ``<pre>`` (see the module docstring):
+    a border around it and between the columns, none between rows (compact)."""
+    cells = [(plain(k), plain(v) if isinstance(v, str) else v) for k, v in rows]
+    wk = max(len(k.text) for k, _ in cells)
+    wv = max(len(v.text) for _, v in cells)
+    out = [f"┌{'─' * (wk + 2)}┬{'─' * (wv + 2)}┐"]
+    for k, v in cells:
+        out.append(
+            f"│ {k.markup}{' ' * (wk - len(k.text))} │ {v.markup}{' ' * (wv - len(v.text))} │"
+        )
+    out.append(f"└{'─' * (wk + 2)}┴{'─' * (wv + 2)}┘")
+    return "<pre>\n" + "\n".join(out) + "\n</pre>"
+
+
+# --- values --------------------------------------------------------------------------------------
 
 
 def _num(tags: Mapping[str, str], key: str) -> str:
@@ -38,56 +93,102 @@ def _num(tags: Mapping[str, str], key: str) -> str:
         return "—"
 
 
-def _provenance(tags: Mapping[str, str]) -> list[str]:
-    params = tags.get(T.PARAMS)
-    rows = [
-        "| trained from | |",
-        "|---|---|",
-        f"| params.yaml key | `{tags.get(T.PIPELINE_KEY, '?')}` |",
-        f"| dataset | `{tags.get(T.DATASET, '?')}`, training split sha256 "
-        f"`{tags.get(T.DATA_SHA256, '?')[:12]}` |",
-        f"| git commit | `{tags.get(T.GIT_COMMIT, 'unknown')[:12]}` |",
-        f"| content hash | `{tags.get(T.CONTENT_HASH, '?')[:12]}` |",
-        f"| ONNX vs PyTorch | max abs diff {tags.get(T.ONNX_MAX_ABS_DIFF, '?')} |",
-    ]
-    if params:
-        rows.append(f"| params | `{_compact(params)}` |")
-    return rows
+def _scores(tags: Mapping[str, str]) -> str:
+    return f"top-1 {_num(tags, T.TOP1)} · top-5 {_num(tags, T.TOP5)} · mAP {_num(tags, T.MAP)}"
 
 
-def _compact(params_json: str, limit: int = 600) -> str:
+def _gap(tags: Mapping[str, str]) -> str:
+    return f"top-1 {_num(tags, T.GAP_CLOSED_TOP1)}% · mAP {_num(tags, T.GAP_CLOSED_MAP)}%"
+
+
+def _classes(tags: Mapping[str, str]) -> str:
     try:
-        text = json.dumps(json.loads(params_json), sort_keys=True, separators=(", ", ": "))
+        classes = json.loads(tags.get(T.CLASSES, ""))
     except ValueError:
-        text = params_json
-    text = text.replace("|", "\\|").replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        return "all"
+    if classes and classes == list(range(classes[0], classes[-1] + 1)):
+        return f"{classes[0]}–{classes[-1]}"
+    return ", ".join(map(str, classes)) or "all"
 
 
-def _table(compatibility: str | None, key_map: Mapping[str, int] | None, family: str) -> list[str]:
-    if not compatibility:
-        return []
-    lines = ["", "### Compatibility (test split, percent)", "", compatibility.strip(), ""]
-    if key_map:
-        identity = all(str(k) == str(v) for k, v in key_map.items())
-        mapping = ", ".join(f"`{k}` → {family}/{v}" for k, v in key_map.items())
-        lines.append(
-            "Versions in the table are params.yaml keys"
-            + (" and equal the registry's versions." if identity else f"; registered as {mapping}.")
-        )
-    return lines
-
-
-def _transformation_rows(family: str, label: str, versions: Sequence[Linked]) -> list[str]:
-    rows = []
-    for t in versions:
-        ends = f"{family}@{t.tags.get(T.SOURCE, '?')} → {family}@{t.tags.get(T.TARGET, '?')}"
+def _provenance(tags: Mapping[str, str]) -> list[tuple[str, Cell | str]]:
+    rows: list[tuple[str, Cell | str]] = []
+    if T.PIPELINE_KEY in tags:
+        rows.append(("params.yaml key", tags[T.PIPELINE_KEY]))
+    if T.DATASET in tags:
         rows.append(
-            f"| {label} | {version_link(t.name, t.version)} | {ends} | "
-            f"{t.tags.get(T.KIND, '?')} | {_num(t.tags, T.TOP1)} | "
-            f"{_num(t.tags, T.GAP_CLOSED_TOP1)} |"
+            (
+                "training data",
+                f"{tags[T.DATASET]}, split sha256 {tags.get(T.DATA_SHA256, '?')[:_SHORT]}",
+            )
         )
+    rows.append(("git commit", tags.get(T.GIT_COMMIT, "unknown")[:_SHORT]))
+    if T.CONTENT_HASH in tags:
+        rows.append(("content hash", tags[T.CONTENT_HASH][:_SHORT]))
+    if T.ONNX_MAX_ABS_DIFF in tags:
+        rows.append(("ONNX vs PyTorch", f"max abs diff {tags[T.ONNX_MAX_ABS_DIFF]}"))
     return rows
+
+
+def _gate_rows(tags: Mapping[str, str], aliases: Sequence[str]) -> list[tuple[str, Cell | str]]:
+    rows: list[tuple[str, Cell | str]] = []
+    if T.PRODUCTION_ALIAS in aliases:
+        rows.append(("release", f"@{T.PRODUCTION_ALIAS} (serving)"))
+    if T.GATE_VERDICT in tags:
+        rows.append(("release gate", _gate_text(tags)))
+    return rows
+
+
+def gate_summary(tags: Mapping[str, str]) -> dict[str, object] | None:
+    """The gate's verdict on a version, from its ``fct.gate.*`` tags (None when never gated):
+    verdict, baseline version, rules passed / failed, and when."""
+    if T.GATE_VERDICT not in tags:
+        return None
+    try:
+        report = json.loads(tags.get(T.GATE_REPORT, "{}"))
+    except ValueError:
+        report = {}
+    checks = report.get("checks") or {}
+    statuses = [c.get("status") for c in checks.values() if isinstance(c, dict)]
+    return {
+        "verdict": tags[T.GATE_VERDICT],
+        "baseline": report.get("baseline"),
+        "passed": statuses.count("pass"),
+        "failed": statuses.count("fail"),
+        "at": report.get("at"),
+    }
+
+
+def _gate_text(tags: Mapping[str, str]) -> str:
+    gate = gate_summary(tags) or {}
+    text = str(gate.get("verdict", "?")).upper()
+    if gate.get("baseline") is not None:
+        text += f" against @{gate['baseline']}"
+    text += f": {gate.get('passed', 0)} rules passed, {gate.get('failed', 0)} failed"
+    return text + (f" ({gate['at']})" if gate.get("at") else "")
+
+
+def _footer(family: str, usage: str) -> list[str]:
+    page = COMPATIBILITY_PAGE.format(family=family)
+    return [
+        "",
+        usage,
+        "",
+        f"Compatibility graph, every measured pair and the gate history of `{family}`: "
+        f"[compatibility page]({page}) (`mlflow server --app-name fct`).",
+    ]
+
+
+def _hop_rows(linked: Sequence[Linked]) -> list[Cell]:
+    cells = []
+    for t in linked:
+        ends = f"@{t.tags.get(T.SOURCE, '?')} → @{t.tags.get(T.TARGET, '?')}"
+        what = "chain" if t.tags.get(T.ROLE) == T.ROLE_CHAIN else t.tags.get(T.KIND, "fct")
+        cells.append(join(link(t.name, t.version), f" {ends} {what}, top-1 {_num(t.tags, T.TOP1)}"))
+    return cells
+
+
+# --- the three pages -----------------------------------------------------------------------------
 
 
 def embedding_description(
@@ -97,38 +198,34 @@ def embedding_description(
     *,
     into: Sequence[Linked],
     out_of: Sequence[Linked],
-    compatibility: str | None = None,
-    key_map: Mapping[str, int] | None = None,
+    aliases: Sequence[str] = (),
 ) -> str:
+    """``into``/``out_of``: transformations and chains ending / starting at this version."""
     side = tags.get(T.SIDE_INFO)
-    side_link = version_link(*T.parse_model_ref(side)) if side else "—"
-    lines = [
-        f"**{family}@{version}** — embedding model of the `{family}` family "
-        "(Forward Compatible Training registry).",
-        "",
-        f"Embeds float images in [0, 1] into {tags.get(T.EMBEDDING_DIM, '?')}-d vectors; trained "
-        f"on classes {tags.get(T.CLASSES, 'all')}. Galleries of older versions are upgraded to "
-        "this one by the transformations below, reading the side-info stored with each item.",
-        "",
-        "| link | |",
-        "|---|---|",
-        f"| side-info extractor | {side_link} |",
-        f"| retrieval on its own gallery | top-1 {_num(tags, T.TOP1)} · top-5 "
-        f"{_num(tags, T.TOP5)} · mAP {_num(tags, T.MAP)} |",
-        "",
-        "### Transformations",
-        "",
+    rows: list[tuple[str, Cell | str]] = [
+        ("embeds", f"float images in [0, 1] → {tags.get(T.EMBEDDING_DIM, '?')}-d vectors"),
+        ("trained on classes", _classes(tags)),
+        ("side-info extractor", link(*T.parse_model_ref(side)) if side else "none"),
+        ("own gallery", _scores(tags)),
     ]
-    if into or out_of:
-        lines += [
-            "| | version | upgrades | kind | top-1 | top-1 gap closed |",
-            "|---|---|---|---|---:|---:|",
-        ]
-        lines += _transformation_rows(family, "into", into)
-        lines += _transformation_rows(family, "out of", out_of)
-    else:
-        lines.append("None registered yet.")
-    lines += ["", *_provenance(tags), *_table(compatibility, key_map, family)]
+    for label, linked in (("upgraded from", into), ("upgrades to", out_of)):
+        for i, cell in enumerate(_hop_rows(linked)):
+            rows.append((label if i == 0 else "", cell))
+    if not into and not out_of:
+        rows.append(("transformations", "none registered yet"))
+    rows += _gate_rows(tags, aliases) + _provenance(tags)
+    lines = [
+        f"**{family}@{version}**: embedding model of the `{family}` family (Forward Compatible "
+        "Training registry). Galleries of older versions are upgraded to it by the "
+        "transformations below, reading the side-info stored with each item.",
+        "",
+        box_table(rows),
+        *_footer(
+            family,
+            f'Embed: `mlflow.pyfunc.load_model("models:/{family}/{version}").predict('
+            '{"images": float32 [N, C, H, W] in [0, 1]})`.',
+        ),
+    ]
     return fit("\n".join(lines))
 
 
@@ -137,33 +234,43 @@ def transformation_description(
     version: int,
     tags: Mapping[str, str],
     *,
-    compatibility: str | None = None,
-    key_map: Mapping[str, int] | None = None,
+    aliases: Sequence[str] = (),
 ) -> str:
+    """A transformation, or a chain (``fct.role=chain``, hops in ``fct.hops``)."""
     source, target = tags.get(T.SOURCE, "?"), tags.get(T.TARGET, "?")
     side = tags.get(T.SIDE_INFO)
-    role = "chain of transformations" if tags.get(T.ROLE) == T.ROLE_CHAIN else "transformation"
-    lines = [
-        f"**{family}@{source} → {family}@{target}** — FCT {role} "
-        f"(`{tags.get(T.KIND, '?')}`), version {version}.",
-        "",
-        "Upgrades a stored gallery without re-embedding images: "
-        "`h(old_embedding, side_info) -> new_embedding`. Load it with "
-        '`mlflow.pyfunc.load_model(uri).predict({"old_embedding": ..., "side_info": ...})`.',
-        "",
-        "| link | |",
-        "|---|---|",
-        f"| reads (old) | {version_link(family, source)} |",
-        f"| produces (new) | {version_link(family, target)} |",
-        f"| side-info extractor | {version_link(*T.parse_model_ref(side)) if side else 'none'} |",
-        f"| new queries vs upgraded gallery | top-1 {_num(tags, T.TOP1)} · top-5 "
-        f"{_num(tags, T.TOP5)} · mAP {_num(tags, T.MAP)} |",
-        f"| share of the old→new gap closed | top-1 {_num(tags, T.GAP_CLOSED_TOP1)} · mAP "
-        f"{_num(tags, T.GAP_CLOSED_MAP)} |",
+    chain = tags.get(T.ROLE) == T.ROLE_CHAIN
+    name = T.transformations_model_name(family)
+    hops = [h for h in tags.get(T.HOPS, "").split(",") if h.strip()]
+    rows: list[tuple[str, Cell | str]] = [
+        ("upgrades", join(link(family, source), " → ", link(family, target))),
     ]
-    if tags.get(T.HOPS):
-        lines.append(f"| hops | {tags[T.HOPS]} |")
-    lines += ["", *_provenance(tags), *_table(compatibility, key_map, family)]
+    if chain:
+        rows.append(("hops, in order", join(*(link(name, h) for h in hops), sep=" then ")))
+    else:
+        rows.append(("kind", tags.get(T.KIND, "?")))
+    rows += [
+        ("side-info", link(*T.parse_model_ref(side)) if side else "none (reads no side-info)"),
+        ("new queries vs upgraded old gallery", _scores(tags)),
+        ("old→new gap closed", _gap(tags)),
+    ]
+    rows += _gate_rows(tags, aliases) + _provenance(tags)
+    what = (
+        f"chain of {len(hops)} transformations, measured end to end"
+        if chain
+        else f"FCT transformation (`{tags.get(T.KIND, '?')}`)"
+    )
+    lines = [
+        f"**{family}@{source} → {family}@{target}**: {what}. Upgrades a stored gallery without "
+        "re-embedding its images: `h(old_embedding, side_info) -> new_embedding`.",
+        "",
+        box_table(rows),
+        *_footer(
+            family,
+            f'Upgrade: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
+            '{"old_embedding": ..., "side_info": ...})` (float32 arrays, one row per item).',
+        ),
+    ]
     return fit("\n".join(lines))
 
 
@@ -173,42 +280,48 @@ def side_info_description(
     tags: Mapping[str, str],
     *,
     readers: Sequence[Linked],
-    compatibility: str | None = None,
-    key_map: Mapping[str, int] | None = None,
 ) -> str:
-    lines = [
-        f"**{T.side_info_model_name(family)}/{version}** — side-info extractor of the "
-        f"`{family}` family (self-supervised, {tags.get(T.EMBEDDING_DIM, '?')}-d).",
-        "",
-        "Its vector is stored beside every gallery item, once, and never changes: FCT "
-        "transformations read it to upgrade old embeddings.",
-        "",
+    rows: list[tuple[str, Cell | str]] = [
+        ("computes", f"{tags.get(T.EMBEDDING_DIM, '?')}-d side-info from float images in [0, 1]"),
     ]
     trained_with = tags.get(T.TRAINED_WITH)
     if trained_with and trained_with != "all":
-        lines += [
-            f"Trained only on the training images of params version `{trained_with}` "
-            "(`side_info.trained_with`): it ships with that version.",
-            "",
-        ]
-    if readers:
-        lines += ["| read by | upgrades |", "|---|---|"]
-        for t in readers:
-            lines.append(
-                f"| {version_link(t.name, t.version)} | {family}@{t.tags.get(T.SOURCE)}"
-                f" → {family}@{t.tags.get(T.TARGET)} |"
+        rows.append(
+            (
+                "trained on",
+                f"params version `{trained_with}`'s training images only (ships with it)",
             )
-        lines.append("")
-    lines += [*_provenance(tags), *_table(compatibility, key_map, family)]
+        )
+    for i, cell in enumerate(_hop_rows(readers)):
+        rows.append(("read by" if i == 0 else "", cell))
+    if not readers:
+        rows.append(("read by", "no transformation yet"))
+    rows += _provenance(tags)
+    name = T.side_info_model_name(family)
+    lines = [
+        f"**{name}/{version}**: side-info extractor of the `{family}` family (self-supervised). "
+        "Its vector is stored beside every gallery item, once, and never changes: FCT "
+        "transformations read it to upgrade old embeddings.",
+        "",
+        box_table(rows),
+        *_footer(
+            family,
+            f'Compute: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
+            '{"images": float32 [N, C, H, W] in [0, 1]})`.',
+        ),
+    ]
     return fit("\n".join(lines))
 
 
 def fit(text: str, limit: int = MAX_DESCRIPTION) -> str:
-    """Keep under MLflow's limit: drop the compatibility table first, then cut."""
+    """Keep under MLflow's limit (a family with very many transformations): cut the table's
+    middle rows rather than break its markup."""
     if len(text) <= limit:
         return text
-    head, sep, _ = text.partition("\n### Compatibility")
-    if sep:
-        text = head + "\n\n(compatibility table omitted for length: see the run's artifact "
-        text += "`eval/compatibility.md`)"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    head, _, rest = text.partition("<pre>\n")
+    table, _, tail = rest.partition("\n</pre>")
+    lines = table.splitlines()  # top border, rows, bottom border
+    note = "\n(table shortened: see the compatibility page)"
+    while len(lines) > 3 and len(head) + len("\n".join(lines)) + len(tail) + 80 > limit:
+        del lines[len(lines) // 2]  # a middle row: the links, not the head or provenance
+    return head + "<pre>\n" + "\n".join(lines) + "\n</pre>" + tail + note

@@ -7,21 +7,27 @@ Shaped like MLflow's own flavors (``mlflow.onnx``, ``mlflow.pytorch``): :func:`s
     mlflow.pyfunc.load_model("models:/fashion-transformations/1").predict(
         {"old_embedding": old, "side_info": side_info})
 
-upgrades stored embeddings anywhere MLflow and this package are installed. Heavy imports (torch,
-onnxruntime, mlflow) happen inside functions.
+upgrades stored embeddings anywhere the model's own ``requirements.txt`` is installed (mlflow,
+onnxruntime, numpy: no torch, no fct-registry). Heavy imports (torch, onnxruntime, mlflow) happen
+inside functions.
 
 A saved model folder holds no pickle::
 
-    MLmodel                      flavor conf: kind, every hop's spec, dims, checksums
+    MLmodel                      flavor conf: kind, every hop's spec, dims, checksums; signature
     modules/<i>/model.safetensors, modules/<i>/spec.json     one folder per hop, in order
     model.onnx                   the whole model (or chain) as one graph, checked against PyTorch
+    code/fct_pyfunc.py           the pyfunc runtime (:mod:`._runtime.fct_pyfunc`), shipped along
     checksums.json               sha256 of all the above, verified before anything runs
+    input_example.json, serving_input_example.json, requirements.txt, python_env.yaml, ...
 
 Transformations and chains load as :class:`~fct_registry.models.TransformationChain` (forward
 ``(old, side_info)``); embedding and side-info models as themselves (forward ``(images)``). The
-pyfunc runs the ONNX graph with onnxruntime by default (``model_config={"backend": "torch"}``
-runs the safetensors weights in PyTorch instead). The MLmodel also declares MLflow's ``onnx``
-flavor, so ``mlflow.onnx.load_model(uri)`` returns the graph itself.
+pyfunc (loader module ``fct_pyfunc``, from the model's ``code/``) runs the ONNX graph with
+onnxruntime by default (``model_config={"backend": "torch"}`` runs the safetensors weights in
+PyTorch instead, and needs this package). Every model carries a signature of named float32
+tensors with their shapes, and an input example; the pyfunc refuses other dtypes, shapes,
+non-finite values and images outside [0, 1]. The MLmodel also declares MLflow's ``onnx`` flavor,
+so ``mlflow.onnx.load_model(uri)`` returns the graph itself.
 """
 
 from __future__ import annotations
@@ -29,16 +35,23 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from fct_registry import __version__
 from fct_registry.errors import FctError
+from fct_registry.models import TransformationChain, build_from_spec
+from fct_registry.models import load_model as load_hop
+from fct_registry.models import save_model as save_module
 from fct_registry.registry import onnx_export as _onnx
 from fct_registry.registry import tags as T
+from fct_registry.registry._runtime import fct_pyfunc as _runtime
 from fct_registry.registry.checksums import (
     ChecksumError,
+    checksums_digest,
     content_hash,
     verify_checksums,
     write_checksums,
@@ -53,7 +66,10 @@ if TYPE_CHECKING:
 FLAVOR_NAME = "fct"
 MODULES_DIR = "modules"
 ONNX_FILE = "model.onnx"
-BACKENDS = ("onnx", "torch")
+CODE_DIR = "code"
+RUNTIME_MODULE = "fct_pyfunc"  # the loader module, as shipped in the model's code/ folder
+BACKENDS = _runtime.BACKENDS
+EXAMPLE_ROWS = 2
 
 ModelSource: TypeAlias = (
     "nn.Module | Sequence[nn.Module] | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]"
@@ -92,6 +108,7 @@ def save_model(
     import yaml
     from mlflow.models import Model
     from mlflow.models.model import MLMODEL_FILE_NAME
+    from mlflow.models.utils import _save_example
     from mlflow.utils.environment import (
         _CONDA_ENV_FILE_NAME,
         _PYTHON_ENV_FILE_NAME,
@@ -100,10 +117,6 @@ def save_model(
         _PythonEnv,
     )
     from mlflow.utils.model_utils import _validate_and_prepare_target_save_path
-
-    from fct_registry import __version__
-    from fct_registry.models import TransformationChain
-    from fct_registry.models import save_model as save_module
 
     modules, hop_specs = _normalise(model, spec, specs)
     kind = hop_specs[0]["kind"]
@@ -130,14 +143,21 @@ def save_model(
         atol=onnx_atol,
     )
     files.append(ONNX_FILE)
+    # The pyfunc runtime travels with the model, so serving needs no fct-registry install.
+    (path / CODE_DIR).mkdir()
+    shutil.copyfile(_runtime.__file__, path / CODE_DIR / f"{RUNTIME_MODULE}.py")
+    files.append(f"{CODE_DIR}/{RUNTIME_MODULE}.py")
     sums = write_checksums(path, files)
 
     mlflow_model = mlflow_model or Model()
     if metadata is not None:
         mlflow_model.metadata = metadata
+    mlflow_model.signature = signature(kind, dims)
+    _save_example(mlflow_model, input_example(kind, dims), str(path))
     mlflow.pyfunc.add_to_model(
         mlflow_model,
-        loader_module=__name__,
+        loader_module=RUNTIME_MODULE,
+        code=CODE_DIR,
         conda_env=_CONDA_ENV_FILE_NAME,
         python_env=_PYTHON_ENV_FILE_NAME,
         model_config={"backend": "onnx"},
@@ -177,7 +197,7 @@ def save_model(
 
 def log_model(
     model: ModelSource,
-    name: str = "model",
+    name: str | None = None,
     *,
     spec: Mapping[str, Any] | None = None,
     specs: Sequence[Mapping[str, Any]] | None = None,
@@ -194,15 +214,17 @@ def log_model(
     """Log ``model`` (see :func:`save_model`) to the active run, or a new one, as a LoggedModel.
 
     A chain of hops logs as one model: pass a ``TransformationChain`` or a list of hop modules
-    with ``specs`` (one per hop, in order), or a list of hop folders. With
-    ``registered_model_name`` a model version is created whose tags are ``tags`` plus
-    ``fct.content_hash`` and ``fct.checksums`` (read back by :func:`load_model` to verify the
-    download), with ``description`` (markdown); ``ModelInfo.registered_model_version`` holds its
-    number. ``tags`` also go on the LoggedModel. Registration here does not deduplicate: check
-    :func:`fct_registry.registry.register.find_version` first for idempotency.
+    with ``specs`` (one per hop, in order), or a list of hop folders. ``name`` (the LoggedModel's
+    name) defaults to one that says what the model is (:func:`default_name`). With
+    ``registered_model_name`` a model version is created (see :func:`register_logged_model`)
+    with ``description`` (markdown); ``ModelInfo.registered_model_version`` holds its number.
+    ``tags`` go on the version and the LoggedModel. Registration here does not deduplicate:
+    check :func:`fct_registry.registry.register.find_version` first for idempotency.
     """
     from mlflow.models import Model
 
+    if name is None:
+        name = default_name(_specs_of(model, spec, specs))
     info = Model.log(
         None,
         sys.modules[__name__],
@@ -239,10 +261,13 @@ def register_logged_model(
     client: Any = None,
 ) -> ModelVersion:
     """Create a version of registered model ``name`` (created if missing) from a logged model,
-    tagged with its content hash and checksums (the registry's copy, which artifact-store
-    tampering cannot reach)."""
+    as ``mlflow.register_model`` does: the version's ``source`` and ``model_id`` name the
+    LoggedModel, whose ``mlflow.modelVersions`` tag lists the version (the UI's "registered
+    versions"). Tagged with the content hash and the digest of ``checksums.json`` (the
+    registry's record, which artifact-store tampering cannot reach)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     client = client or MlflowClient()
     conf = info.flavors.get(FLAVOR_NAME)
@@ -255,7 +280,7 @@ def register_logged_model(
     version_tags.update(
         {
             T.CONTENT_HASH: conf["content_hash"],
-            T.CHECKSUMS: json.dumps(conf["checksums"], sort_keys=True),
+            T.CHECKSUMS_SHA256: checksums_digest(conf["checksums"]),
         }
     )
     try:
@@ -263,7 +288,7 @@ def register_logged_model(
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    return client.create_model_version(
+    version = client.create_model_version(
         name,
         source=info.model_uri,
         run_id=info.run_id,
@@ -272,6 +297,13 @@ def register_logged_model(
         await_creation_for=await_creation_for,
         model_id=info.model_id,
     )
+    if info.model_id:
+        # One logged model is registered once, so this read-modify-write has no competitor.
+        logged = client.get_logged_model(info.model_id)
+        listed = json.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+        listed.append({"name": version.name, "version": version.version})
+        client.set_logged_model_tags(info.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(listed)})
+    return version
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -285,15 +317,17 @@ def load_model(
     Transformations and chains come back as a ``TransformationChain`` (forward
     ``(old, side_info)``; a hop without side-info ignores it), image models as themselves. With
     ``verify`` (default) every file's sha256 is checked first against ``checksums.json`` and, for
-    a ``models:/name/<version|@alias>`` URI, against the version's ``fct.checksums`` tag; a
-    mismatch raises :class:`~.checksums.ChecksumError` naming the file. Weights are read with
-    safetensors and specs as JSON: nothing is unpickled.
+    a ``models:/name/<version|@alias>`` URI, against the version's record
+    (:func:`verify_registered`); a mismatch raises :class:`~.checksums.ChecksumError` naming
+    the file. Weights are read with safetensors and specs as JSON: nothing is unpickled.
     """
     from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
-    uri, recorded = _pin_registered_version(model_uri) if verify else (model_uri, None)
+    uri, version_tags = _pin_registered_version(model_uri) if verify else (model_uri, None)
     local = Path(_download_artifact_from_uri(artifact_uri=uri, output_path=dst_path))
-    return load_local(local, expected=recorded, verify=verify, what=model_uri)
+    if version_tags is not None:
+        verify_registered(local, version_tags, what=model_uri)
+    return load_local(local, verify=verify and version_tags is None, what=model_uri)
 
 
 def load_local(
@@ -304,8 +338,6 @@ def load_local(
     what: str | None = None,
 ) -> nn.Module:
     """:func:`load_model` for a model folder already on disk."""
-    from fct_registry.models import TransformationChain
-    from fct_registry.models import load_model as load_hop
 
     path = Path(path)
     conf = flavor_conf(path)
@@ -331,8 +363,9 @@ def flavor_conf(path: str | os.PathLike) -> dict[str, Any]:
         ) from exc
 
 
-def _pin_registered_version(model_uri: str) -> tuple[str, dict[str, str] | None]:
-    """For ``models:/name/...`` URIs: the URI of the exact version and its recorded checksums.
+def _pin_registered_version(model_uri: str) -> tuple[str, Mapping[str, str] | None]:
+    """For ``models:/name/...`` URIs: the URI of the exact version and its tags (the record the
+    download is verified against).
 
     Resolving an alias once, then downloading that version, keeps the tag and the files from
     two different versions if the alias moves in between.
@@ -347,102 +380,59 @@ def _pin_registered_version(model_uri: str) -> tuple[str, dict[str, str] | None]
     if len(resolved) == 1:  # models:/m-<id>: a LoggedModel, not a registered version
         return model_uri, None
     name, version = resolved
-    recorded = client.get_model_version(name, str(version)).tags.get(T.CHECKSUMS)
-    if recorded is None:
-        raise ChecksumError(
-            f"{name} version {version} has no {T.CHECKSUMS} tag, so its "
-            "artifacts cannot be verified; register it with `fct register` (or "
-            "flavor.log_model), or pass verify=False if you trust the store"
-        )
-    return f"models:/{name}/{version}", json.loads(recorded)
+    return f"models:/{name}/{version}", client.get_model_version(name, str(version)).tags
+
+
+def verify_registered(
+    path: str | os.PathLike, version_tags: Mapping[str, str], what: str
+) -> dict[str, str]:
+    """Verify a downloaded model folder against its registered version's record: the
+    ``fct.checksums_sha256`` digest of ``checksums.json`` (or, for versions registered before
+    it, the ``fct.checksums`` JSON), then every file. Returns the verified checksums."""
+    if T.CHECKSUMS_SHA256 in version_tags:
+        return verify_checksums(path, what=what, expected_digest=version_tags[T.CHECKSUMS_SHA256])
+    if T.CHECKSUMS in version_tags:
+        return verify_checksums(path, json.loads(version_tags[T.CHECKSUMS]), what=what)
+    raise ChecksumError(
+        f"{what} has no {T.CHECKSUMS_SHA256} tag, so its artifacts cannot be verified; "
+        "register it with `fct register` (or flavor.log_model), or pass verify=False if you "
+        "trust the store"
+    )
 
 
 # --- pyfunc ------------------------------------------------------------------------------------
 
 
-def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> _FctPyfunc:
-    """Called by ``mlflow.pyfunc.load_model``; verifies checksums before anything runs."""
-    backend = (model_config or {}).get("backend", "onnx")
-    if backend not in BACKENDS:
-        raise FlavorError(
-            f"unknown backend {backend!r} in model_config; known: {', '.join(BACKENDS)}"
-        )
-    conf = flavor_conf(path)
-    verify_checksums(path)
-    if backend == "torch":
-        return _FctPyfunc(conf, module=load_local(path, verify=False))
-    return _FctPyfunc(conf, session=_onnx._session(Path(path) / conf["onnx"]))
+def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Any:
+    """The loader of models saved before the runtime shipped with them (``loader_module`` was
+    this module): the same runtime, from this package."""
+    return _runtime._load_pyfunc(path, model_config)
 
 
-class _FctPyfunc:
-    """pyfunc implementation. Transformations take ``{"old_embedding": [N, d_old],
-    "side_info": [N, d_s]}`` (a dict of arrays or a DataFrame of list columns; ``side_info`` may
-    be left out when no hop reads it); image models take float images ``[N, C, H, W]`` in [0, 1]
-    (an array, or ``{"images": ...}``). ``predict`` returns a float32 array ``[N, d_new]``."""
+def signature(kind: str, dims: Mapping[str, Any]) -> Any:
+    """The model's MLflow signature: named float32 tensors with a free batch dimension."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
 
-    def __init__(self, conf: dict[str, Any], *, module: Any = None, session: Any = None) -> None:
-        self.conf, self.module, self.session = conf, module, session
+    f32 = np.dtype(np.float32)
+    inputs = [
+        TensorSpec(f32, (-1, *shape), name)
+        for name, shape in _runtime.input_shapes({"kind": kind, **dims}).items()
+    ]
+    output = TensorSpec(f32, (-1, int(dims["output_dim"])), _onnx.output_name(kind))
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([output]))
 
-    def get_raw_model(self) -> Any:
-        return self.module if self.module is not None else self.session
 
-    def predict(self, data: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-        feeds = self._feeds(data)
-        if self.session is not None:
-            return self.session.run(None, feeds)[0]
-        import torch
+def input_example(kind: str, dims: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A small valid input (images in [0, 1]), saved with the model for the UI and serving."""
+    import numpy as np
 
-        tensors = [torch.from_numpy(feeds[n]) for n in self.conf["inputs"]]
-        if self.conf["kind"] == "transformation" and len(tensors) == 1:
-            tensors.append(tensors[0].new_zeros(len(tensors[0]), 0))
-        with torch.no_grad():
-            return self.module(*tensors).numpy()
-
-    def _feeds(self, data: Any) -> dict[str, np.ndarray]:
-        import numpy as np
-
-        names = self.conf["inputs"]
-        if not isinstance(data, Mapping) and not hasattr(data, "columns"):
-            if len(names) != 1:
-                raise FlavorError(
-                    f"this model takes named inputs {names}; pass a dict or a "
-                    "DataFrame with those keys"
-                )
-            data = {names[0]: data}
-        feeds = {}
-        for name in names:
-            if name not in data:
-                raise FlavorError(
-                    f"missing input {name!r}; this {self.conf['kind']} model takes "
-                    f"{', '.join(names)}"
-                )
-            value = data[name]
-            if hasattr(value, "to_numpy"):  # a DataFrame column of lists / arrays
-                value = np.stack([np.asarray(row, dtype=np.float32) for row in value.to_numpy()])
-            feeds[name] = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
-        self._check_shapes(feeds)
-        return feeds
-
-    def _check_shapes(self, feeds: dict[str, np.ndarray]) -> None:
-        if self.conf["kind"] == "transformation":
-            want = {
-                _onnx.OLD_INPUT: (self.conf["old_dim"],),
-                _onnx.SIDE_INFO_INPUT: (self.conf["side_info_dim"],),
-            }
-        else:
-            want = {_onnx.IMAGE_INPUT: tuple(self.conf["input_shape"])}
-        sizes = {len(v) for v in feeds.values()}
-        if len(sizes) > 1:
-            raise FlavorError(
-                f"inputs have different numbers of rows {sorted(sizes)}; pass one "
-                "row per item in every input"
-            )
-        for name, value in feeds.items():
-            if value.shape[1:] != want[name]:
-                raise FlavorError(
-                    f"input {name!r} has shape {list(value.shape)}, expected "
-                    f"[N, {', '.join(str(d) for d in want[name])}]"
-                )
+    rng = np.random.default_rng(0)
+    shapes = _runtime.input_shapes({"kind": kind, **dims})
+    if kind == "transformation":
+        return {n: rng.standard_normal((EXAMPLE_ROWS, *s), np.float32) for n, s in shapes.items()}
+    return {n: rng.random((EXAMPLE_ROWS, *s), np.float32) for n, s in shapes.items()}
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -497,9 +487,6 @@ def _normalise(
 ) -> tuple[list[nn.Module], list[dict]]:
     from torch import nn
 
-    from fct_registry.models import TransformationChain, build_from_spec
-    from fct_registry.models import load_model as load_hop
-
     if isinstance(model, (str, os.PathLike)) or (
         isinstance(model, Sequence) and model and isinstance(model[0], (str, os.PathLike))
     ):
@@ -536,20 +523,39 @@ def _normalise(
     return modules, hop_specs
 
 
-def default_pip_requirements() -> list[str]:
-    """What the pyfunc needs where the model is loaded (versions of this environment)."""
-    from fct_registry import __version__
+def default_name(specs: Sequence[Mapping[str, Any]]) -> str:
+    """A LoggedModel name that says what the model is, e.g. ``transformation-64d-to-96d``,
+    ``chain-2-hops-64d-to-128d``, ``embedding-smallcnn-64d``, ``side-info-32d``."""
+    if not specs:
+        return "model"
+    dims = describe(specs)
+    kind = dims["kind"]
+    if kind == "transformation":
+        what = "transformation" if len(specs) == 1 else f"chain-{len(specs)}-hops"
+        return f"{what}-{dims['old_dim']}d-to-{dims['output_dim']}d"
+    backbone = specs[0].get("backbone") or specs[0].get("name")
+    label = f"-{backbone}" if isinstance(backbone, str) and backbone.isidentifier() else ""
+    return f"{kind.replace('_', '-')}{label}-{dims['output_dim']}d"
 
-    reqs = [
-        f"mlflow=={_package_version('mlflow')}",
-        f"torch=={_package_version('torch').split('+')[0]}",
-        f"onnxruntime=={_package_version('onnxruntime')}",
-        f"safetensors=={_package_version('safetensors')}",
-        f"numpy=={_package_version('numpy')}",
-        f"pandas=={_package_version('pandas')}",
-        f"fct-registry=={__version__}",
-    ]
-    return reqs
+
+def _specs_of(
+    model: ModelSource, spec: Mapping[str, Any] | None, specs: Sequence[Mapping[str, Any]] | None
+) -> list[Mapping[str, Any]]:
+    """The hops' specs without loading weights (for naming)."""
+    if spec is not None:
+        return [spec]
+    if specs is not None:
+        return list(specs)
+    folders = [model] if isinstance(model, (str, os.PathLike)) else model
+    if isinstance(folders, Sequence) and all(isinstance(f, (str, os.PathLike)) for f in folders):
+        return [json.loads((Path(f) / "spec.json").read_text()) for f in folders]
+    return []
+
+
+def default_pip_requirements() -> list[str]:
+    """What the pyfunc needs where the model is loaded, pinned to this environment's versions:
+    all on PyPI, no torch and no fct-registry (the runtime ships in the model's ``code/``)."""
+    return [f"{name}=={_package_version(name)}" for name in ("mlflow", "onnxruntime", "numpy")]
 
 
 def _package_version(name: str) -> str:

@@ -25,15 +25,18 @@ from typing import TYPE_CHECKING
 
 from fct_registry.errors import FctError
 
+# The interface names are the shipped runtime's, so the graph and its pyfunc always agree.
+from fct_registry.registry._runtime.fct_pyfunc import (
+    IMAGE_INPUT,
+    IMAGE_OUTPUT,
+    OLD_INPUT,
+    SIDE_INFO_INPUT,
+    TRANSFORMATION_OUTPUT,
+)
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-OLD_INPUT = "old_embedding"
-SIDE_INFO_INPUT = "side_info"
-TRANSFORMATION_OUTPUT = "new_embedding"
-IMAGE_INPUT = "images"
-IMAGE_OUTPUT = "embedding"
 
 KINDS = ("transformation", "embedding", "side_info")
 EXPORT_BATCH = 4  # > 1, so the exporter cannot specialise the batch dimension to a constant

@@ -13,15 +13,16 @@ version, so rerunning on unchanged outputs creates nothing. A new model gets an 
 (params, metrics, per-epoch history, the compatibility table) and a LoggedModel in the ``fct``
 flavor, then a version. Finally the links that depend on other versions (transformations into
 and out of each embedding version, descriptions, ``pipeline-<key>`` aliases) are recomputed from
-the registry itself.
+the registry itself (:mod:`.links`).
 
-Concurrency: creating versions and rewriting links happen under a per-family lock (a registered
-model that exists only while held, since creating one is atomic in every MLflow backend), so
-processes registering at once neither duplicate a content hash nor lose a link. The slow part
-(ONNX export, artifact upload) runs outside the lock.
+Concurrency: creating versions and rewriting links happen under a per-family lock
+(:mod:`.lock`: a registered model that exists only while held, since creating one is atomic in
+every MLflow backend), so processes registering at once neither duplicate a content hash nor
+lose a link. The slow part (ONNX export, artifact upload) runs outside the lock.
 
-Credentials: tracking URIs are redacted (:func:`redact_uri`) before they reach a summary, a log
-line or an error; nothing derived from the environment is written to tags or descriptions.
+Credentials: the store is opened by :mod:`.store`; tracking URIs are redacted (``redact_uri``)
+before they reach a summary, a log line or an error; nothing derived from the environment is
+written to tags or descriptions.
 """
 
 from __future__ import annotations
@@ -30,236 +31,44 @@ import contextlib
 import csv
 import json
 import logging
-import os
-import random
-import re
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fct_registry.config import Params
-from fct_registry.errors import DataError, FctError
-from fct_registry.pipeline.layout import Layout
-from fct_registry.registry import description as D
+from fct_registry.errors import DataError
+from fct_registry.layout import Layout
+from fct_registry.models import load_model as load_hop
+from fct_registry.models.transformations import uses_side_info
+from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
+from fct_registry.registry.chains import record_pipeline_chains
 from fct_registry.registry.checksums import canonical_json, content_hash, sha256_file
+from fct_registry.registry.errors import RegistryError
+from fct_registry.registry.links import update_links
+from fct_registry.registry.lock import LOCK_TIMEOUT_S, registration_lock
+from fct_registry.registry.pages import refresh_descriptions
+from fct_registry.registry.provenance import git_commit
+from fct_registry.registry.query import find_version
+from fct_registry.registry.store import (
+    default_artifact_location,
+    first_line,
+    redact_uri,
+    resolve_tracking_uri,
+    tracking_store,
+)
+from fct_registry.registry.summary import RegisteredVersion, RegistrationSummary, write_summary
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+# write_summary: the DVC entry point imports it from here (pipelines/register.py).
+__all__ = ["record_measured_chains", "register_pipeline", "write_summary"]
+
 log = logging.getLogger(__name__)
-
-DEFAULT_DB = "mlflow.db"
-ARTIFACTS_DIR = "mlartifacts"
-LOCK_TIMEOUT_S = 300.0
-_NO_URL_PRINTING = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-
-
-class RegistryError(FctError):
-    """The tracking store or registry refused an operation, or holds inconsistent state."""
-
-
-class RegistryLockError(RegistryError):
-    """Another registration held the family's lock for too long."""
-
-
-# --- results -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    """One model of the pipeline and the registry version it maps to."""
-
-    model: str  # registered model name
-    version: int
-    pipeline_key: str
-    content_hash: str
-    created: bool  # False: an identical model was already registered
-    source: int | None = None  # transformations: MLflow (family) versions of the two ends
-    target: int | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.model}/{self.version}"
-
-
-@dataclass(frozen=True)
-class RegistrationSummary:
-    family: str
-    tracking_uri: str  # redacted
-    git_commit: str
-    side_info: RegisteredVersion
-    embeddings: dict[str, RegisteredVersion] = field(default_factory=dict)
-    transformations: dict[str, RegisteredVersion] = field(default_factory=dict)
-
-    def all(self) -> list[RegisteredVersion]:
-        return [self.side_info, *self.embeddings.values(), *self.transformations.values()]
-
-    @property
-    def created(self) -> int:
-        return sum(v.created for v in self.all())
-
-    @property
-    def unchanged(self) -> int:
-        return sum(not v.created for v in self.all())
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(created=self.created, unchanged=self.unchanged)
-        return out
-
-
-# --- environment -------------------------------------------------------------------------------
-
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-_SECRET_QUERY = re.compile(r"(?i)((?:password|passwd|pwd|secret|token|key)[^=&\s]*=)[^&\s]*")
-
-
-def redact_uri(text: str) -> str:
-    """``text`` with URI user-info (``user:password@``) and secret query values removed."""
-    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\g<scheme>", text))
-
-
-def resolve_tracking_uri(tracking_uri: str | None = None, root: str | Path | None = None) -> str:
-    """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``."""
-    if tracking_uri:
-        return tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{(Path(root or Path.cwd()) / DEFAULT_DB).resolve()}"
-
-
-def default_artifact_location(tracking_uri: str, family: str) -> str | None:
-    """Where a new experiment keeps artifacts: beside a SQLite database (``mlartifacts/``);
-    a server or other database decides for itself (None)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
-    if not db.is_absolute():  # sqlite:///relative.db is relative to the working directory
-        db = Path.cwd() / db
-    return (db.parent / ARTIFACTS_DIR / T.experiment_name(family)).resolve().as_uri()
-
-
-def git_commit(root: str | Path | None = None) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root or Path.cwd(),
-            timeout=10,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = out.stdout.strip()
-    return commit if re.fullmatch(r"[0-9a-f]{40,64}", commit) else "unknown"
-
-
-@contextlib.contextmanager
-def use_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for the block, then restore the caller's setting
-    (including ``$MLFLOW_TRACKING_URI``, which MLflow's own helper would unset). MLflow's
-    "View run at <url>" lines are suppressed: the URL could carry user-info."""
-    from mlflow.tracking._tracking_service import utils
-
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", _NO_URL_PRINTING)}
-    os.environ[_NO_URL_PRINTING] = "true"
-    try:
-        with utils._use_tracking_uri(uri):
-            yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-# --- registry queries and the lock -------------------------------------------------------------
-
-
-def search_versions(client: MlflowClient, name: str, where: str = "") -> list[ModelVersion]:
-    """Every version of ``name`` matching ``where`` (MLflow filter syntax), paginated."""
-    query = f"name = '{name}'" + (f" AND {where}" if where else "")
-    out: list[ModelVersion] = []
-    token = None
-    while True:
-        page = client.search_model_versions(query, max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return sorted(out, key=lambda mv: int(mv.version))
-
-
-def find_version(
-    client: MlflowClient, name: str, content: str, links: Mapping[str, str] | None = None
-) -> ModelVersion | None:
-    """The version of ``name`` with content hash ``content`` and, when given, these link tags
-    (e.g. ``{fct.from: "1", fct.to: "4"}``); the oldest, should several exist."""
-    if not re.fullmatch(r"[0-9a-f]{64}", content):
-        raise RegistryError(f"bad content hash {content!r}; expected 64 hex digits")
-    where = [f"tags.`{T.CONTENT_HASH}` = '{content}'"]
-    where += [f"tags.`{k}` = '{v}'" for k, v in (links or {}).items()]
-    found = search_versions(client, name, " AND ".join(where))
-    return found[0] if found else None
-
-
-@contextlib.contextmanager
-def registration_lock(
-    client: MlflowClient, family: str, timeout: float = LOCK_TIMEOUT_S, poll: float = 0.2
-) -> Iterator[None]:
-    """Hold the family's registration lock: the registered model ``F-registration-lock``.
-
-    Creating a registered model that already exists fails atomically in every MLflow backend
-    (SQLite, PostgreSQL, through a server), which makes it a mutex visible to all processes.
-    """
-    from mlflow.exceptions import MlflowException
-
-    name = T.lock_model_name(family)
-    holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.create_registered_model(
-                name,
-                description=f"registration lock held by {holder}"
-                "; delete this model if no registration is running",
-            )
-            break
-        except MlflowException as exc:
-            # RESOURCE_DOES_NOT_EXIST: the holder released it while the store was reporting the
-            # conflict (it re-reads the model to word the error); busy all the same.
-            if exc.error_code not in (
-                "RESOURCE_ALREADY_EXISTS",
-                "ALREADY_EXISTS",
-                "RESOURCE_DOES_NOT_EXIST",
-            ):
-                raise
-        if time.monotonic() > deadline:
-            raise RegistryLockError(
-                f"registered model {name!r} (the {family} registration lock) has existed for "
-                f"over {timeout:.0f} s; if no `fct register` is running, a registration was "
-                f"killed while holding it: delete it (MLflow UI, or MlflowClient()"
-                f".delete_registered_model({name!r})) and rerun"
-            )
-        time.sleep(poll * (0.5 + random.random()))
-    try:
-        yield
-    finally:
-        try:
-            client.delete_registered_model(name)
-        except MlflowException as exc:  # pragma: no cover - only when someone broke the lock
-            log.warning("could not release registration lock %s: %s", name, exc.message)
-
-
-# --- the pipeline ------------------------------------------------------------------------------
 
 
 def register_pipeline(
@@ -279,14 +88,12 @@ def register_pipeline(
     where ``git rev-parse HEAD`` runs. ``artifact_location`` applies only when the family's
     experiment is created. Idempotent: unchanged models map to their existing versions.
     """
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     uri = resolve_tracking_uri(tracking_uri, root)
     safe_uri = redact_uri(uri)
     evaluation = _read_evaluation(layout)
-    with use_tracking_uri(uri):
-        client = MlflowClient(uri, registry_uri=uri)
+    with tracking_store(uri) as client:
         try:
             experiment = _ensure_experiment(
                 client,
@@ -296,7 +103,7 @@ def register_pipeline(
         except Exception as exc:
             raise RegistryError(
                 f"cannot use the tracking store {safe_uri} "
-                f"({redact_uri(_first_line(exc))}); start it or pass "
+                f"({redact_uri(first_line(exc))}); start it or pass "
                 "--tracking-uri / set MLFLOW_TRACKING_URI"
             ) from None
         log.info("registering %s into %s", params.family, safe_uri)
@@ -308,7 +115,7 @@ def register_pipeline(
         except MlflowException as exc:  # its text may carry the URI; the chain would too
             raise RegistryError(
                 f"the tracking store {safe_uri} refused the registration "
-                f"({redact_uri(_first_line(exc))}); fix the store or its "
+                f"({redact_uri(first_line(exc))}); fix the store or its "
                 "permissions and rerun (registered versions are kept)"
             ) from None
 
@@ -322,21 +129,14 @@ def record_measured_chains(
 ) -> list[int]:
     """Record the chains the ``evaluate`` stage measured end to end (``fct.role=chain``), so that
     ``fct resolve`` compares measurements, not estimates, right after ``dvc repro``."""
-    from mlflow import MlflowClient
-
-    from fct_registry.resolver.chain import record_pipeline_chains
-
-    uri = resolve_tracking_uri(tracking_uri, root)
     report = json.loads((layout.evaluation / "metrics.json").read_text())
-    with use_tracking_uri(uri):
-        client = MlflowClient(uri, registry_uri=uri)
-        with registration_lock(client, summary.family):
-            return record_pipeline_chains(client, summary, report)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    with (
+        tracking_store(tracking_uri, root=root) as client,
+        registration_lock(client, summary.family),
+    ):
+        recorded = record_pipeline_chains(client, summary, report)
+        refresh_descriptions(client, summary.family)
+        return recorded
 
 
 def _ensure_experiment(client: MlflowClient, family: str, artifact_location: str | None) -> str:
@@ -455,7 +255,7 @@ class _Registrar:
             family, safe_uri, self.commit, side, embeddings, transformations
         )
         with registration_lock(self.client, family, self.lock_timeout):
-            self._update_links(summary, key_map)
+            update_links(self.client, summary, self._aliases)
         return summary
 
     # -- the three kinds of model ----------------------------------------------------------------
@@ -532,10 +332,10 @@ class _Registrar:
                 T.TARGET: str(target),
                 T.KIND: cfg.kind,
                 T.EMBEDDING_DIM: str(self.params.versions[cfg.target].embedding_dim),
-                T.SIDE_INFO_DIM: str(self.params.side_info.dim if cfg.uses_side_info else 0),
+                T.SIDE_INFO_DIM: str(self.params.side_info.dim if uses_side_info(cfg.kind) else 0),
             }
         )
-        if cfg.uses_side_info:
+        if uses_side_info(cfg.kind):
             tags[T.SIDE_INFO] = side_ref
         scores = self.metrics.get("transformations", {}).get(name, {})
         # Same weights between other versions is another transformation: ends are identity.
@@ -555,8 +355,6 @@ class _Registrar:
     # -- registering one model -------------------------------------------------------------------
 
     def _register(self, model: _Model) -> RegisteredVersion:
-        from fct_registry.models import load_model as load_hop
-
         module, spec = load_hop(model.folder)
         digest = content_hash([module], [spec])
         existing = find_version(self.client, model.name, digest, model.identity)
@@ -577,8 +375,6 @@ class _Registrar:
 
     def _create(self, model: _Model, digest: str) -> tuple[ModelVersion, bool]:
         import mlflow
-
-        from fct_registry.registry import flavor
 
         with mlflow.start_run(
             experiment_id=self.experiment,
@@ -601,7 +397,7 @@ class _Registrar:
             self._log_history(run.info.run_id, model.history)
             if self.table_path is not None:
                 mlflow.log_artifact(str(self.table_path), "eval")
-            info = flavor.log_model(model.folder, name="model")
+            info = flavor.log_model(model.folder, name=f"{model.name}-{model.key}")
         conf = info.flavors[flavor.FLAVOR_NAME]
         tags = {
             **model.tags,
@@ -686,87 +482,6 @@ class _Registrar:
                 if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                     raise
 
-    def _update_links(self, summary: RegistrationSummary, key_map: dict[str, int]) -> None:
-        """Recompute every link that depends on other versions, from the registry (run under
-        the family lock, so concurrent registrations each see the others' versions)."""
-        client, family = self.client, self.family
-        t_name = T.transformations_model_name(family)
-        only_transformations = f"tags.`{T.ROLE}` = '{T.ROLE_TRANSFORMATION}'"
-        transformations = [
-            D.Linked(t_name, int(mv.version), mv.tags)
-            for mv in search_versions(client, t_name, only_transformations)
-        ]
-        touched = {v.version for v in summary.embeddings.values()}
-        for t in summary.transformations.values():
-            touched |= {t.source, t.target}
-        for version in sorted(v for v in touched if v is not None):
-            mv = client.get_model_version(family, str(version))
-            into = [t for t in transformations if t.tags.get(T.TARGET) == str(version)]
-            out_of = [t for t in transformations if t.tags.get(T.SOURCE) == str(version)]
-            tags = dict(mv.tags)
-            wanted = {
-                T.TRANSFORMS_IN: ",".join(str(t.version) for t in into),
-                T.TRANSFORMS_OUT: ",".join(str(t.version) for t in out_of),
-            }
-            self._set_tags(family, version, tags, wanted)
-            tags.update(wanted)
-            self._set_description(
-                family,
-                version,
-                mv.description,
-                D.embedding_description(
-                    family,
-                    version,
-                    tags,
-                    into=into,
-                    out_of=out_of,
-                    compatibility=self.table,
-                    key_map=key_map,
-                ),
-            )
-        for t in summary.transformations.values():
-            mv = client.get_model_version(t_name, str(t.version))
-            self._set_description(
-                t_name,
-                t.version,
-                mv.description,
-                D.transformation_description(
-                    family, t.version, mv.tags, compatibility=self.table, key_map=key_map
-                ),
-            )
-        side = summary.side_info
-        mv = client.get_model_version(side.model, str(side.version))
-        ref = T.model_ref(side.model, side.version)
-        readers = [t for t in transformations if t.tags.get(T.SIDE_INFO) == ref]
-        self._set_description(
-            side.model,
-            side.version,
-            mv.description,
-            D.side_info_description(
-                family,
-                side.version,
-                mv.tags,
-                readers=readers,
-                compatibility=self.table,
-                key_map=key_map,
-            ),
-        )
-        for registered in summary.all():
-            alias = T.pipeline_alias(registered.pipeline_key)
-            if alias not in self._aliases.get((registered.model, registered.version), set()):
-                client.set_registered_model_alias(registered.model, alias, str(registered.version))
-
-    def _set_tags(
-        self, name: str, version: int, current: Mapping[str, str], wanted: Mapping[str, str]
-    ) -> None:
-        for key, value in wanted.items():
-            if current.get(key) != value:
-                self.client.set_model_version_tag(name, str(version), key, value)
-
-    def _set_description(self, name: str, version: int, current: str | None, text: str) -> None:
-        if (current or "") != text:
-            self.client.update_model_version(name, str(version), description=text)
-
 
 def _numbers(scores: Mapping[str, Any]) -> dict[str, float]:
     return {
@@ -774,13 +489,3 @@ def _numbers(scores: Mapping[str, Any]) -> dict[str, float]:
         for k, v in scores.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and v == v
     }
-
-
-def write_summary(summary: RegistrationSummary, path: str | Path) -> None:
-    """The DVC stage's ``outputs/registry.json`` (no credentials: the URI is redacted)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
-        json.dump(summary.as_dict(), fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    Path(fh.name).replace(path)

@@ -32,7 +32,8 @@ ROLE_CHAIN = "chain"
 
 FAMILY = "fct.family"
 CONTENT_HASH = "fct.content_hash"  # sha256 over the model's files: registering is idempotent
-CHECKSUMS = "fct.checksums"  # JSON {artifact path: sha256}, verified before a model is run
+CHECKSUMS_SHA256 = "fct.checksums_sha256"  # sha256 of the model's checksums.json (its record)
+CHECKSUMS = "fct.checksums"  # older versions: the JSON {artifact path: sha256} itself
 EMBEDDING_DIM = "fct.embedding_dim"
 PIPELINE_KEY = "fct.pipeline_key"  # the params.yaml key the version was trained from
 GIT_COMMIT = "fct.git_commit"

@@ -1,35 +1,36 @@
-"""Resolving upgrades: which chain of registered transformations takes a gallery from one family
+"""Resolving upgrades: which route of registered transformations takes a gallery from one family
 version to another, chosen on measured accuracy and never mixing side-info extractors.
 
-``graph`` (pure data) and ``resolve`` (pure search) know nothing of MLflow; ``load`` reads the
-registry in a bounded number of paginated calls; ``chain`` loads, evaluates, records and exports a
-chosen chain; ``plot`` draws the graph. Importing this package does not import torch or mlflow.
+``graph`` (pure data), ``search`` (the route search and its ranking), ``explanation`` (why a
+route won) and ``resolve`` (the entry point) know nothing of MLflow; ``errors`` holds what they
+raise; ``load`` reads the registry in a bounded number of paginated calls; ``chain`` measures a
+chosen route end to end and exports it; ``plot`` draws the graph. Importing this package does
+not import torch or mlflow.
 """
 
-from fct_registry.resolver.graph import (
+from fct_registry.resolver.errors import (
     BackwardRequestError,
-    CompatibilityGraph,
-    LoadStats,
     NoPathError,
     ResolveError,
     SideInfoMismatchError,
-    TransformEdge,
     UnknownFamilyError,
     UnknownVersionError,
-    VersionNode,
 )
+from fct_registry.resolver.explanation import Resolution
+from fct_registry.resolver.graph import CompatibilityGraph, LoadStats, TransformEdge, VersionNode
 from fct_registry.resolver.load import CountingClient, load_graph
-from fct_registry.resolver.resolve import Chain, Resolution, best_routes, resolve
+from fct_registry.resolver.resolve import resolve
+from fct_registry.resolver.search import Route, best_routes
 
 __all__ = [
     "BackwardRequestError",
-    "Chain",
     "CompatibilityGraph",
     "CountingClient",
     "LoadStats",
     "NoPathError",
     "Resolution",
     "ResolveError",
+    "Route",
     "SideInfoMismatchError",
     "TransformEdge",
     "UnknownFamilyError",

@@ -1,122 +1,25 @@
-"""A resolved chain as one model: load its hops, evaluate it end to end, record it, export it.
+"""Measure a resolved chain end to end, and export it as one fused ONNX graph.
 
 Evaluating replaces the resolver's *estimate* for a multi-hop route by a *measurement* taken the
 same way as every edge's (new-version queries against the old gallery upgraded by the chain,
-leave-one-out on the stored held-out embeddings of ``dvc repro``). Recording registers the chain
-as a ``fct.role=chain`` version of ``<F>-transformations`` with ``fct.hops`` and the measured
-tags, so the next ``resolve`` uses the measurement. A chain is itself a model (one
-``TransformationChain`` module, one MLflow model, one fused ONNX graph).
-
-Loading and logging go through ``fct_registry.registry.flavor``, which uses MLflow's current
-tracking and registry URIs (``mlflow.set_tracking_uri``/``set_registry_uri``).
+leave-one-out on the stored held-out embeddings of ``dvc repro``). Loading the hops and recording
+the measurement as a registered version are the registry's job
+(:mod:`fct_registry.registry.chains`).
 """
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from fct_registry.errors import DataError, FctError
-from fct_registry.pipeline.layout import Layout
-from fct_registry.registry import tags as T
+import torch
+from torch import nn
 
-if TYPE_CHECKING:
-    import torch
-
-    from fct_registry.evaluation.retrieval import RetrievalScores
-    from fct_registry.models import TransformationChain
-    from fct_registry.resolver.resolve import Chain
-
-
-@dataclass(frozen=True)
-class LoadedChain:
-    """The chain's hops as one module, with the specs needed to log it again."""
-
-    family: str
-    hops: tuple[int, ...]  # transformation versions
-    path: tuple[int, ...]  # family versions visited
-    module: TransformationChain
-    specs: tuple[dict[str, Any], ...]
-
-    @property
-    def old_dim(self) -> int:
-        return int(self.specs[0]["old_dim"])
-
-    @property
-    def side_info_dim(self) -> int:
-        from fct_registry.registry.flavor import describe
-
-        return int(describe(self.specs)["side_info_dim"])
-
-
-@dataclass(frozen=True)
-class ChainEvaluation:
-    """End-to-end accuracy of a chain, percent; ``old_old``/``new_new`` frame the gap it closes."""
-
-    source: int
-    target: int
-    hops: tuple[int, ...]
-    cross: RetrievalScores  # new-version queries vs the upgraded old gallery
-    old_old: RetrievalScores
-    new_new: RetrievalScores
-    items: int
-    distance: str
-
-    @property
-    def gap_closed_top1(self) -> float:
-        from fct_registry.evaluation.compatibility import gap_closed
-
-        return gap_closed(self.cross.top1, self.old_old.top1, self.new_new.top1)
-
-    @property
-    def gap_closed_mAP(self) -> float:
-        from fct_registry.evaluation.compatibility import gap_closed
-
-        return gap_closed(self.cross.mAP, self.old_old.mAP, self.new_new.mAP)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "from": self.source,
-            "to": self.target,
-            "hops": list(self.hops),
-            **self.cross.as_dict(),
-            "gap_closed_top1": self.gap_closed_top1,
-            "gap_closed_mAP": self.gap_closed_mAP,
-            "old_old": self.old_old.as_dict(),
-            "new_new": self.new_new.as_dict(),
-            "items": self.items,
-            "distance": self.distance,
-        }
-
-
-def load_chain(family: str, chain: Chain, dst_dir: Path | None = None) -> LoadedChain:
-    """Download every hop of ``chain`` (checksums verified by the flavor) into one module."""
-    from fct_registry.models import TransformationChain
-    from fct_registry.registry import flavor
-
-    model = T.transformations_model_name(family)
-    modules: list[Any] = []
-    specs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(dst_dir) if dst_dir is not None else Path(tmp)
-        for i, version in enumerate(chain.hops):
-            where = root / f"hop-{i}-v{version}"
-            where.mkdir(parents=True, exist_ok=True)
-            loaded = flavor.load_model(f"models:/{model}/{version}", dst_path=where)
-            mlmodel = next(where.rglob("MLmodel"), None)
-            if mlmodel is None:  # pragma: no cover - load_model succeeded, so it exists
-                raise FctError(f"{model}/{version}: no MLmodel file in its artifacts")
-            specs += flavor.flavor_conf(mlmodel.parent)["specs"]
-            modules += list(loaded.hops) if isinstance(loaded, TransformationChain) else [loaded]
-    return LoadedChain(
-        family=family,
-        hops=chain.hops,
-        path=chain.path,
-        module=TransformationChain(modules).eval(),
-        specs=tuple(specs),
-    )
+from fct_registry.data.prepared import load_prepared
+from fct_registry.errors import DataError
+from fct_registry.evaluation import RetrievalScores, retrieval_scores
+from fct_registry.layout import Layout, load_embeddings
+from fct_registry.registry.chains import ChainEvaluation, LoadedChain
+from fct_registry.registry.onnx_export import export_onnx, verify_onnx
 
 
 def stored_test_embeddings(
@@ -127,9 +30,6 @@ def stored_test_embeddings(
     ``source`` and ``target`` are *pipeline* versions (``params.yaml`` keys); map registry
     versions with ``CompatibilityGraph.stored_as``.
     """
-    from fct_registry.data.prepared import load_prepared
-    from fct_registry.pipeline.stages import load_embeddings
-
     labels = load_prepared(layout.data, "test").labels
     old = load_embeddings(layout.version_embeddings(source))["test"]
     new = load_embeddings(layout.version_embeddings(target))["test"]
@@ -155,10 +55,6 @@ def evaluate_chain(
     ``stored_as``: the pipeline versions holding the stored embeddings of the chain's two ends
     (default: the registry version numbers; see ``CompatibilityGraph.stored_as``).
     """
-    import torch
-
-    from fct_registry.evaluation import retrieval_scores
-
     source, target = loaded.path[0], loaded.path[-1]
     keys = stored_as or (source, target)
     old, new, side_info, labels = stored_test_embeddings(layout or Layout(), *keys)
@@ -196,93 +92,6 @@ def evaluate_chain(
     )
 
 
-def chain_tags(
-    family: str, evaluation: ChainEvaluation, side_info: str | None, loaded: LoadedChain
-) -> dict[str, str]:
-    """The version tags of a recorded chain (schema: ``fct_registry.registry.tags``)."""
-    tags = {
-        T.ROLE: T.ROLE_CHAIN,
-        T.FAMILY: family,
-        T.SOURCE: str(evaluation.source),
-        T.TARGET: str(evaluation.target),
-        T.HOPS: ",".join(map(str, loaded.hops)),
-        T.SIDE_INFO_DIM: str(loaded.side_info_dim),
-        T.EMBEDDING_DIM: str(loaded.specs[-1]["new_dim"]),
-        T.TOP1: f"{evaluation.cross.top1:.4f}",
-        T.TOP5: f"{evaluation.cross.top5:.4f}",
-        T.MAP: f"{evaluation.cross.mAP:.4f}",
-        T.GAP_CLOSED_TOP1: f"{evaluation.gap_closed_top1:.4f}",
-        T.GAP_CLOSED_MAP: f"{evaluation.gap_closed_mAP:.4f}",
-    }
-    if side_info and loaded.side_info_dim:  # hops without side-info fit any gallery: no tag
-        tags[T.SIDE_INFO] = side_info
-    return tags
-
-
-def find_recorded_chain(client: Any, family: str, hops: tuple[int, ...]) -> int | None:
-    """The version already recording exactly these hops, if any (recording is idempotent)."""
-    model = T.transformations_model_name(family)
-    found = client.search_model_versions(
-        filter_string=(
-            f"name = '{model}' AND tags.`{T.ROLE}` = '{T.ROLE_CHAIN}' "
-            f"AND tags.`{T.HOPS}` = '{','.join(map(str, hops))}'"
-        ),
-        max_results=10,
-    )
-    versions = sorted(int(v.version) for v in found)
-    return versions[0] if versions else None
-
-
-def record_chain(
-    client: Any,
-    loaded: LoadedChain,
-    evaluation: ChainEvaluation,
-    side_info: str | None,
-) -> tuple[int, bool]:
-    """Register the chain as a ``fct.role=chain`` version; ``(version, created)``.
-
-    If these hops are already recorded, that version's measured tags are updated instead of
-    registering a duplicate.
-    """
-    import mlflow
-
-    from fct_registry.registry import flavor
-
-    if evaluation.hops != loaded.hops:
-        raise FctError(
-            f"the evaluation is of hops {evaluation.hops} but the chain is {loaded.hops}; "
-            "evaluate the chain you record"
-        )
-    family = loaded.family
-    model = T.transformations_model_name(family)
-    tags = chain_tags(family, evaluation, side_info, loaded)
-    existing = find_recorded_chain(client, family, loaded.hops)
-    if existing is not None:
-        for key, value in tags.items():
-            client.set_model_version_tag(model, str(existing), key, value)
-        return existing, False
-    route = "->".join(map(str, loaded.path))
-    mlflow.set_experiment(T.experiment_name(family))
-    with mlflow.start_run(run_name=f"chain-{route}"):
-        mlflow.log_metrics(
-            {
-                "top1": evaluation.cross.top1,
-                "top5": evaluation.cross.top5,
-                "mAP": evaluation.cross.mAP,
-            }
-        )
-        info = flavor.log_model(loaded.module, name="chain", specs=list(loaded.specs), tags=tags)
-    description = (
-        f"Chain {route} of {family} (transformations {', '.join(map(str, loaded.hops))}), "
-        f"measured end to end: top-1 {evaluation.cross.top1:.2f}%, mAP "
-        f"{evaluation.cross.mAP:.2f}%."
-    )
-    version = flavor.register_logged_model(
-        info, model, tags=tags, description=description, client=client
-    )
-    return int(version.version), True
-
-
 def export_chain_onnx(
     loaded: LoadedChain,
     path: Path,
@@ -295,8 +104,6 @@ def export_chain_onnx(
     ``check_inputs`` (``(old, side_info)``, e.g. stored embeddings) it is checked again against
     the hops applied one at a time in PyTorch, on realistic data.
     """
-    from fct_registry.registry.onnx_export import export_onnx, verify_onnx
-
     diff = export_onnx(
         loaded.module,
         path,
@@ -314,9 +121,8 @@ def export_chain_onnx(
     return float(diff or 0.0)
 
 
-def _hop_by_hop(hops: list[Any]) -> Any:
+def _hop_by_hop(hops: list[nn.Module]) -> nn.Module:
     """The reference for the fused graph: each hop applied on its own, one after another."""
-    from torch import nn
 
     class HopByHop(nn.Module):
         def __init__(self) -> None:
@@ -331,51 +137,3 @@ def _hop_by_hop(hops: list[Any]) -> Any:
             return old
 
     return HopByHop()
-
-
-@dataclass(frozen=True)
-class _Route:
-    """The two attributes of a resolved ``Chain`` that ``load_chain`` reads."""
-
-    hops: tuple[int, ...]
-    path: tuple[int, ...]
-
-
-def record_pipeline_chains(client: Any, summary: Any, report: dict[str, Any]) -> list[int]:
-    """Record every multi-hop chain that the ``evaluate`` stage measured end to end.
-
-    ``summary`` is the :class:`~fct_registry.registry.register.RegistrationSummary` of the same
-    run (it maps params keys to registry versions) and ``report`` the stage's ``metrics.json``.
-    Without this the resolver could only *estimate* a chain right after ``dvc repro``.
-    Idempotent: an already recorded chain gets its measured tags refreshed.
-    """
-    from fct_registry.evaluation.retrieval import RetrievalScores
-
-    def scores(d: dict[str, Any]) -> RetrievalScores:
-        return RetrievalScores(top1=d["top1"], top5=d["top5"], mAP=d["mAP"])
-
-    embeddings, transforms = summary.embeddings, summary.transformations
-    side_info = T.model_ref(summary.side_info.model, summary.side_info.version)
-    recorded = []
-    for case in report.get("chains", {}).values():
-        if any(name not in transforms for name in case["hops"]):
-            continue  # a hop that was not registered (e.g. filtered out): nothing to record
-        hops = tuple(transforms[name].version for name in case["hops"])
-        path = (
-            transforms[case["hops"][0]].source,
-            *(transforms[name].target for name in case["hops"]),
-        )
-        loaded = load_chain(summary.family, _Route(hops=hops, path=path))
-        evaluation = ChainEvaluation(
-            source=path[0],
-            target=path[-1],
-            hops=hops,
-            cross=scores(case),
-            old_old=scores(report["self"][embeddings[str(case["from"])].pipeline_key]),
-            new_new=scores(report["self"][embeddings[str(case["to"])].pipeline_key]),
-            items=0,
-            distance="l2",
-        )
-        version, _ = record_chain(client, loaded, evaluation, side_info)
-        recorded.append(version)
-    return recorded

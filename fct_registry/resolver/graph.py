@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fct_registry.errors import FctError
 from fct_registry.registry import tags as T
 from fct_registry.registry.refs import VersionRef
+from fct_registry.resolver.errors import ResolveError, UnknownVersionError
 
 
 class ModelVersionLike(Protocol):
@@ -29,30 +29,6 @@ class ModelVersionLike(Protocol):
     name: str
     version: Any  # str over REST, int from the SQL store
     tags: Mapping[str, str]
-
-
-class ResolveError(FctError):
-    """A version reference or an upgrade request that the registry cannot satisfy."""
-
-
-class UnknownFamilyError(ResolveError):
-    pass
-
-
-class UnknownVersionError(ResolveError):
-    pass
-
-
-class NoPathError(ResolveError):
-    pass
-
-
-class SideInfoMismatchError(NoPathError):
-    pass
-
-
-class BackwardRequestError(NoPathError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -230,9 +206,14 @@ class CompatibilityGraph:
         assert ref.alias is not None
         if ref.alias not in self.aliases:
             known = ", ".join([*sorted(self.aliases), "latest"])
+            hint = (
+                "the first release sets it: `fct gate --bootstrap --promote --candidate "
+                f"{self.family}@latest`"
+                if ref.alias == T.PRODUCTION_ALIAS
+                else f"name a version instead, e.g. {self.family}@{max(self.nodes)}"
+            )
             raise UnknownVersionError(
-                f"{self.family} has no alias {ref.alias!r}; known aliases: {known} "
-                f"(set one with MlflowClient().set_registered_model_alias)"
+                f"{self.family} has no alias {ref.alias!r}; known aliases: {known}; {hint}"
             )
         version = self.aliases[ref.alias]
         if version not in self.nodes:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fct_registry.registry import tags as T
-from fct_registry.resolver.graph import CompatibilityGraph, LoadStats, UnknownFamilyError
+from fct_registry.resolver.errors import UnknownFamilyError
+from fct_registry.resolver.graph import CompatibilityGraph, LoadStats
 
 DEFAULT_PAGE_SIZE = 1000
 """Versions per search page. SQL stores accept up to 200,000; servers may cap lower."""

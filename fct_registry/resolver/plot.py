@@ -10,22 +10,85 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fct_registry.registry import tags as T
+from fct_registry.registry.register import default_artifact_location
 from fct_registry.resolver.graph import CompatibilityGraph, TransformEdge
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from fct_registry.resolver.resolve import Chain
+    from fct_registry.resolver.search import Route
 
 MAX_LABELLED_EDGES = 200  # beyond this the labels only hide the arcs
 GRAPH_PNG = "compatibility_graph.png"
 GRAPH_JSON = "compatibility_graph.json"
+HEATMAP_PNG = "compatibility_heatmap.png"
 
 
-def plot_graph(graph: CompatibilityGraph, highlight: Chain | None = None) -> Figure:
+@dataclass(frozen=True)
+class Pair:
+    """One measured (query version, gallery version) pair: top-1 %, and what measured it."""
+
+    top1: float
+    how: str  # "own gallery", "transformation N", "chain N"
+    model_version: int | None = None  # the transformation/chain version, for links
+
+
+def measured_pairs(
+    graph: CompatibilityGraph, own: Mapping[int, float]
+) -> dict[tuple[int, int], Pair]:
+    """Every measured ``(query, gallery)`` pair: a version on its own gallery (``own``: its
+    top-1), and new-version queries on an old gallery upgraded by the best transformation or
+    recorded chain between them. Unmeasured pairs are absent (never a made-up number)."""
+    pairs = {(v, v): Pair(top1, "own gallery") for v, top1 in own.items() if v in graph.nodes}
+    for e in (*graph.edges, *graph.chains):
+        best = pairs.get((e.target, e.source))
+        if best is None or e.top1 > best.top1:
+            what = "chain" if e.is_chain else "transformation"
+            pairs[(e.target, e.source)] = Pair(e.top1, f"{what} {e.model_version}", e.model_version)
+    return pairs
+
+
+def plot_heatmap(graph: CompatibilityGraph, pairs: Mapping[tuple[int, int], Pair]) -> Figure:
+    """Rows: query version; columns: gallery version; grey: not measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    versions = list(graph.nodes)
+    index = {v: i for i, v in enumerate(versions)}
+    grid = np.full((len(versions), len(versions)), np.nan)
+    for (q, g), pair in pairs.items():
+        if q in index and g in index:
+            grid[index[q], index[g]] = pair.top1
+    side = min(2.5 + 0.9 * len(versions), 30)
+    fig = Figure(figsize=(side + 1.5, side))
+    ax = fig.add_subplot()
+    ax.set_facecolor("0.9")
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="Blues", vmin=0, vmax=100)
+    if len(versions) <= 25:
+        for (q, g), pair in pairs.items():
+            if q in index and g in index:
+                ink = "white" if pair.top1 > 60 else "black"
+                ax.text(index[g], index[q], f"{pair.top1:.1f}", ha="center", va="center", color=ink)
+    ax.set_xticks(range(len(versions)), [f"@{v}" for v in versions])
+    ax.set_yticks(range(len(versions)), [f"@{v}" for v in versions])
+    ax.set_xlabel("gallery version (old; upgraded by the best measured transformation or chain)")
+    ax.set_ylabel("query version")
+    ax.set_title(f"{graph.family}: top-1 % of every measured pair", fontsize=11)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def plot_graph(graph: CompatibilityGraph, highlight: Route | None = None) -> Figure:
     """The figure (not shown or saved); ``highlight`` draws a resolved route on top in bold."""
     import matplotlib
 
@@ -171,39 +234,59 @@ def graph_dict(graph: CompatibilityGraph) -> dict[str, Any]:
     }
 
 
-def save_graph_png(graph: CompatibilityGraph, path: Path, highlight: Chain | None = None) -> Path:
+def save_graph_png(graph: CompatibilityGraph, path: Path, highlight: Route | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_graph(graph, highlight).savefig(path, dpi=120)
     return path
 
 
-def log_graph_to_mlflow(client: Any, graph: CompatibilityGraph, png: Path) -> str:
-    """Log the picture and the graph's JSON to a run in the experiment named after the family.
+def own_top1(client: Any, family: str) -> dict[int, float]:
+    """Each embedding version's top-1 on its own gallery (its ``fct.top1`` tag)."""
+    out: dict[int, float] = {}
+    for mv in client.search_model_versions(f"name = '{family}'", max_results=1000):
+        try:
+            out[int(mv.version)] = float(mv.tags[T.TOP1])
+        except (KeyError, ValueError):
+            continue
+    return out
 
-    Registered models hold no artifacts of their own, so the picture lives in a run
-    (``compatibility-graph``) of experiment ``<family>``; returns the run id.
-    """
+
+def family_experiment(client: Any, family: str) -> str:
+    """The id of the family's experiment ``fct-<family>`` (where registration logs its runs);
+    created if missing, with artifacts beside a SQLite store like registration's."""
+    name = T.experiment_name(family)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    uri = client._tracking_client.tracking_uri
+    return client.create_experiment(
+        name, artifact_location=default_artifact_location(uri, family), tags={T.FAMILY: family}
+    )
+
+
+def log_graph_to_mlflow(client: Any, graph: CompatibilityGraph, png: Path) -> str:
+    """Log the picture, the heatmap of every measured pair and the graph's JSON to a run
+    (``compatibility-graph``) of the family's experiment ``fct-<family>``, whose artifacts sit
+    beside the store's others; returns the run id. Registered models hold no artifacts of their
+    own, so the pictures live in a run."""
     import shutil
     import tempfile
 
-    experiment = client.get_experiment_by_name(graph.family)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(graph.family)
-    )
-    run = client.create_run(experiment_id, run_name="compatibility-graph")
+    run = client.create_run(family_experiment(client, graph.family), run_name="compatibility-graph")
     run_id = run.info.run_id
     try:
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copyfile(png, Path(tmp) / GRAPH_PNG)
+            pairs = measured_pairs(graph, own_top1(client, graph.family))
+            plot_heatmap(graph, pairs).savefig(Path(tmp) / HEATMAP_PNG, dpi=120)
             (Path(tmp) / GRAPH_JSON).write_text(json.dumps(graph_dict(graph), indent=2))
             client.log_artifacts(run_id, tmp, artifact_path="resolver")
         client.log_param(run_id, "family", graph.family)
         client.log_metric(run_id, "versions", len(graph.nodes))
         client.log_metric(run_id, "transformations", len(graph.edges))
         client.log_metric(run_id, "chains", len(graph.chains))
+        client.log_metric(run_id, "measured_pairs", len(pairs))
     except Exception:
         client.set_terminated(run_id, status="FAILED")
         raise

@@ -22,7 +22,7 @@ from torch import nn
 
 from fct_registry.config import TransformationConfig
 from fct_registry.data.augment import classifier_augment
-from fct_registry.models.transformations import TRANSFORMATIONS
+from fct_registry.models.transformations import TRANSFORMATIONS, uses_side_info
 from fct_registry.training.distributed import context
 from fct_registry.training.embed import images_to_float
 from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
@@ -38,7 +38,7 @@ def transformation_spec(
         "to": cfg.target,
         "old_dim": old_dim,
         "new_dim": new_dim,
-        "side_info_dim": side_info_dim if cfg.uses_side_info else 0,
+        "side_info_dim": side_info_dim if uses_side_info(cfg.kind) else 0,
         "hidden_dim": cfg.hidden_dim,
     }
 

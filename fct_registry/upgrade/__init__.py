@@ -7,7 +7,7 @@ shard, atomically and resumably, recording provenance. Importing this package do
 torch or mlflow.
 """
 
-from fct_registry.upgrade.batch import BatchPlan, Route, output_schema, upgrade_batch
+from fct_registry.upgrade.batch import BatchPlan, GroupRunner, output_schema, upgrade_batch
 from fct_registry.upgrade.job import (
     DEFAULT_BATCH_SIZE,
     DestinationError,
@@ -17,8 +17,8 @@ from fct_registry.upgrade.job import (
 )
 from fct_registry.upgrade.plan import (
     Estimate,
+    GroupPlan,
     PlanError,
-    RoutePlan,
     Step,
     UpgradePlan,
     estimate,
@@ -32,10 +32,10 @@ __all__ = [
     "ChainRunner",
     "DestinationError",
     "Estimate",
+    "GroupPlan",
+    "GroupRunner",
     "OnnxChainRunner",
     "PlanError",
-    "Route",
-    "RoutePlan",
     "RunnerError",
     "Step",
     "UpgradeIncompleteError",

@@ -21,13 +21,11 @@ from fct_registry.gallery.errors import SchemaError, SideInfoError
 from fct_registry.gallery.manifest import GroupKey
 from fct_registry.upgrade.runner import ChainRunner
 
-RouteKey = GroupKey
-"""``(family version, side-info extractor ref or None)`` of a group of gallery rows."""
-
 
 @dataclass(frozen=True)
-class Route:
-    """How rows of one ``RouteKey`` reach the target: a runner, or ``None`` when already there."""
+class GroupRunner:
+    """How rows of one group (``GroupKey``: family version, side-info extractor) reach the target:
+    the runner of the route the resolver chose, or ``None`` when they are already there."""
 
     runner: ChainRunner | None
     label: str  # e.g. "fashion@1 -> fashion@3 via fashion-transformations/4" (for messages)
@@ -48,7 +46,7 @@ class BatchPlan:
     family: str
     target: int
     target_dim: int
-    routes: Mapping[RouteKey, Route]
+    routes: Mapping[GroupKey, GroupRunner]
 
     def known(self) -> str:
         return (
@@ -128,7 +126,7 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch") 
 
 def _groups(
     versions: np.ndarray, extractors: pa.Array | None, n: int
-) -> dict[RouteKey, np.ndarray | slice]:
+) -> dict[GroupKey, np.ndarray | slice]:
     """Row indices per route key (a full slice when the whole batch shares one key)."""
     if extractors is None:
         names: list[str | None] = [None]
@@ -141,7 +139,7 @@ def _groups(
     if n and (versions == versions[0]).all() and (codes == codes[0]).all():
         return {(int(versions[0]), names[int(codes[0])]): slice(None)}
     pairs = versions * (len(names) + 1) + codes
-    out: dict[RouteKey, np.ndarray | slice] = {}
+    out: dict[GroupKey, np.ndarray | slice] = {}
     for pair in np.unique(pairs):
         out[(int(pair // (len(names) + 1)), names[int(pair % (len(names) + 1))])] = np.flatnonzero(
             pairs == pair
@@ -150,7 +148,7 @@ def _groups(
 
 
 def _run(
-    route: Route, old: np.ndarray, side: np.ndarray | None, target_dim: int, where: str
+    route: GroupRunner, old: np.ndarray, side: np.ndarray | None, target_dim: int, where: str
 ) -> np.ndarray:
     if route.runner is None:
         return old
@@ -163,15 +161,15 @@ def _run(
     return new
 
 
-def _key_label(family: str, key: RouteKey) -> str:
+def _key_label(family: str, key: GroupKey) -> str:
     return f"{family}@{key[0]} with side-info {key[1] or 'none'}"
 
 
-def _route_labels(plan: BatchPlan, groups: Mapping[RouteKey, object]) -> str:
+def _route_labels(plan: BatchPlan, groups: Mapping[GroupKey, object]) -> str:
     return "; ".join(plan.routes[k].label for k in groups)
 
 
-def _no_route(plan: BatchPlan, key: RouteKey, where: str, rows: object) -> Exception:
+def _no_route(plan: BatchPlan, key: GroupKey, where: str, rows: object) -> Exception:
     first = 0 if isinstance(rows, slice) else int(np.asarray(rows)[0])
     versions = {k[0] for k in plan.routes}
     if key[0] in versions:

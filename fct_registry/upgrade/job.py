@@ -23,22 +23,21 @@ the chain's activations, rows out), whatever the gallery's size.
 from __future__ import annotations
 
 import json
-import os
 import queue
-import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from fct_registry import __version__
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError, ManifestError, StorageError
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.reader import Gallery
-from fct_registry.gallery.shards import write_shard
+from fct_registry.gallery.shards import ShardReader, write_shard
 from fct_registry.gallery.storage import TMP_SUFFIX, Storage
-from fct_registry.upgrade.batch import output_schema, upgrade_batch
+from fct_registry.upgrade.batch import BatchPlan, output_schema, upgrade_batch
 from fct_registry.upgrade.plan import UpgradePlan
 
 T = TypeVar("T")
@@ -46,9 +45,6 @@ T = TypeVar("T")
 PROGRESS_DIR = "_fct_upgrade"
 JOB_FILE = f"{PROGRESS_DIR}/job.json"
 DEFAULT_BATCH_SIZE = 8192
-KILL_ENV = "FCT_UPGRADE_KILL_AT"
-"""Test hook: ``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>`` or ``manifest`` makes the
-process SIGKILL itself at that point (what the kill-and-resume tests use)."""
 
 
 class DestinationError(StorageError):
@@ -236,27 +232,20 @@ def upgrade_gallery(
             where = f"{source.uri}/{shard.path}"
             try:
                 plan.check_shard(shard, where)
-                with source.shard(shard) as reader:
-                    schema = output_schema(reader.schema, plan.target_dim)
-                    # Decoding and the chain run one batch ahead in a helper thread while
-                    # this thread encodes, hashes and writes the batch before (~15% faster on
-                    # two cores; every step releases the GIL). Order is preserved.
-                    upgraded = _ahead(
-                        upgrade_batch(b, batch_plan, f"{where} (batch {i})")
-                        for i, b in enumerate(reader.batches(batch_size))
-                    )
 
-                    def on_batch(i: int, rows: int, index: int = index) -> None:
-                        bar.update(rows)
-                        _checkpoint(f"batch:{index}:{i}")
+                def on_batch(i: int, rows: int, index: int = index) -> None:
+                    bar.update(rows)
+                    _reached(f"batch:{index}:{i}")
 
-                    info = write_shard(dest, shard.path, schema, upgraded, on_batch)
+                info = upgrade_shard(
+                    source.storage, dest, shard, batch_plan, batch_size, on_batch=on_batch
+                )
             except GalleryError as exc:
                 if not keep_going:
                     raise
                 report.failures.append(str(exc))
                 continue
-            _checkpoint(f"shard:{index}")
+            _reached(f"shard:{index}")
             dest.write_bytes(
                 marker_name(shard.path),
                 _json(
@@ -267,7 +256,7 @@ def upgrade_gallery(
                     }
                 ),
             )
-            _checkpoint(f"marker:{index}")
+            _reached(f"marker:{index}")
             outputs[shard.path] = info
             bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
     finally:
@@ -285,12 +274,36 @@ def upgrade_gallery(
         provenance=_provenance(source, plan, fingerprint, batch_size, outputs),
     )
     dest.write_bytes(MANIFEST, result.to_json())
-    _checkpoint("manifest")
+    _reached("manifest")
     _clean_progress(dest, manifest)
     report.manifest = result
     report.seconds = time.perf_counter() - wall
     report.cpu_seconds = time.process_time() - cpu
     return report
+
+
+def upgrade_shard(
+    source: Storage,
+    dest: Storage,
+    shard: ShardInfo,
+    plan: BatchPlan,
+    batch_size: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> ShardInfo:
+    """One shard, for every engine: verified read, :func:`upgrade_batch` per batch, atomic
+    deterministic write. Messages name ``<source uri>/<shard> (batch i)``. ``on_batch(i, rows)``
+    runs after batch ``i`` is written (progress)."""
+    where = f"{source.uri}/{shard.path}"
+    with ShardReader(source, shard) as reader:
+        schema = output_schema(reader.schema, plan.target_dim)
+        # Decoding and the chain run one batch ahead in a helper thread while this thread
+        # encodes, hashes and writes the batch before (~15% faster on two cores; every step
+        # releases the GIL). Order is preserved.
+        upgraded = read_ahead(
+            upgrade_batch(b, plan, f"{where} (batch {i})")
+            for i, b in enumerate(reader.batches(batch_size))
+        )
+        return write_shard(dest, shard.path, schema, upgraded, on_batch)
 
 
 def _read_json(dest: Storage, name: str) -> dict[str, Any] | None:
@@ -318,8 +331,6 @@ def _provenance(
 ) -> dict[str, Any]:
     import onnxruntime
     import pyarrow
-
-    from fct_registry import __version__
 
     return {
         "fingerprint": fingerprint,
@@ -362,7 +373,7 @@ def _json(payload: dict[str, Any]) -> bytes:
 _END = object()
 
 
-def _ahead(items: Iterator[T]) -> Iterator[T]:
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """Yield ``items`` in order while a helper thread produces the next one.
 
     An exception raised while producing an item is re-raised here, at that item. If the consumer
@@ -409,9 +420,13 @@ def _ahead(items: Iterator[T]) -> Iterator[T]:
         helper.join()
 
 
-def _checkpoint(point: str) -> None:
-    if os.environ.get(KILL_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
+def _reached(point: str) -> None:
+    """The job reached a named point: ``batch:<shard>:<batch>`` (a batch written),
+    ``shard:<i>`` (shard published), ``marker:<i>`` (shard marked done), ``manifest``.
+
+    Does nothing. Crash-and-resume tests replace it (``tests/upgrade/kill_at.py``) to kill the
+    process exactly there; the library itself holds no fault injection.
+    """
 
 
 class _NoBar:

@@ -29,7 +29,13 @@ from fct_registry.gallery.errors import SchemaError, SideInfoError
 from fct_registry.gallery.manifest import GroupKey, Manifest, ShardInfo
 from fct_registry.gallery.storage import sha256_file
 from fct_registry.registry import tags as T
-from fct_registry.upgrade.batch import BatchPlan, Route
+from fct_registry.registry.flavor import flavor_conf, verify_registered
+from fct_registry.registry.refs import VersionRef
+from fct_registry.resolver.errors import ResolveError
+from fct_registry.resolver.load import load_graph
+from fct_registry.resolver.resolve import resolve
+from fct_registry.resolver.search import best_routes
+from fct_registry.upgrade.batch import BatchPlan, GroupRunner
 from fct_registry.upgrade.runner import ChainRunner, OnnxChainRunner
 
 PLAN_FORMAT = "fct-upgrade/1"
@@ -68,8 +74,9 @@ class Step:
 
 
 @dataclass(frozen=True)
-class RoutePlan:
-    """The chain for one group of rows; no steps when the rows are already at the target."""
+class GroupPlan:
+    """The route chosen for one group of rows (its steps, runner and score, as recorded in the
+    gallery's provenance); no steps when the rows are already at the target."""
 
     key: GroupKey
     path: tuple[int, ...]  # family versions visited
@@ -100,7 +107,7 @@ class UpgradePlan:
     family: str
     target: int
     target_dim: int
-    routes: Mapping[GroupKey, RoutePlan]
+    routes: Mapping[GroupKey, GroupPlan]
     registry: str | None = None  # redacted tracking URI the chains came from
 
     def batch_plan(self) -> BatchPlan:
@@ -108,7 +115,7 @@ class UpgradePlan:
             self.family,
             self.target,
             self.target_dim,
-            {k: Route(r.runner, r.label(self.family)) for k, r in self.routes.items()},
+            {k: GroupRunner(r.runner, r.label(self.family)) for k, r in self.routes.items()},
         )
 
     def record(self, keys: Any = None) -> dict[str, Any]:
@@ -170,18 +177,18 @@ class UpgradePlan:
     ) -> UpgradePlan:
         """A plan from local ONNX graphs (tests, benchmarks, offline use): ``chains`` maps each
         group of rows to its graphs in order (an empty list: already at the target)."""
-        routes: dict[GroupKey, RoutePlan] = {}
+        routes: dict[GroupKey, GroupPlan] = {}
         dims = set()
         for key, paths in chains.items():
             if not paths:
-                routes[key] = RoutePlan(key, (key[0],), (), None)
+                routes[key] = GroupPlan(key, (key[0],), (), None)
                 continue
             runner = OnnxChainRunner(paths, threads=threads)
             dims.add(runner.new_dim)
             steps = tuple(
                 Step("local", 0, key[0], target, (), sha256_file(p), str(p)) for p in paths
             )
-            routes[key] = RoutePlan(key, (key[0], target), steps, runner, basis="local graphs")
+            routes[key] = GroupPlan(key, (key[0], target), steps, runner, basis="local graphs")
         if target_dim is None:
             if len(dims) != 1:
                 raise PlanError(
@@ -216,8 +223,6 @@ def plan_from_registry(
     against the versions' ``fct.checksums`` tags. Raises a ``ResolveError`` (unknown version,
     side-info mismatch, no path) or :class:`PlanError`, naming the rows concerned.
     """
-    from fct_registry.resolver.graph import ResolveError
-    from fct_registry.resolver.load import load_graph
 
     family = manifest.family
     if target.family != family:
@@ -228,7 +233,7 @@ def plan_from_registry(
     graph = load_graph(client, family)
     dst = graph.version_of(target)
     fetched: dict[tuple[str, int], Step] = {}
-    routes: dict[GroupKey, RoutePlan] = {}
+    routes: dict[GroupKey, GroupPlan] = {}
     for key, rows in manifest.groups.items():
         shards = manifest.shards_with(key)
         listed = ", ".join(shards[:3]) + (", ..." if len(shards) > 3 else "")
@@ -264,15 +269,13 @@ def _route(
     workdir: Path,
     fetched: dict[tuple[str, int], Step],
     threads: int | None,
-) -> RoutePlan:
-    from fct_registry.registry.refs import VersionRef
-    from fct_registry.resolver.resolve import best_routes, resolve
+) -> GroupPlan:
 
     source, extractor = key
     family = graph.family
     graph.version_of(VersionRef(family, version=source))  # UnknownVersionError, listing known
     if source == dst:
-        return RoutePlan(key, (source,), (), None, basis="already the target")
+        return GroupPlan(key, (source,), (), None, basis="already the target")
     if extractor is None:  # no side-info stored: only chains that read none can be used
         chosen = next(iter(best_routes(graph, source, dst, None)), None)
         if chosen is None:
@@ -297,7 +300,7 @@ def _route(
             fetched[cache] = _fetch_step(client, model, segment, workdir)
         steps.append(fetched[cache])
     runner = OnnxChainRunner([s.onnx for s in steps], threads=threads)
-    return RoutePlan(
+    return GroupPlan(
         key, chosen.path, tuple(steps), runner, top1=chosen.top1, basis=chosen.basis(model)
     )
 
@@ -306,23 +309,15 @@ def _fetch_step(client: Any, model: str, segment: Any, workdir: Path) -> Step:
     """Download one transformation (or recorded chain) version and verify its files."""
     from mlflow.artifacts import download_artifacts
 
-    from fct_registry.registry.checksums import ChecksumError, verify_checksums
-    from fct_registry.registry.flavor import flavor_conf
-
     version = segment.model_version
     uri = f"models:/{model}/{version}"
-    recorded = client.get_model_version(model, str(version)).tags.get(T.CHECKSUMS)
-    if recorded is None:
-        raise ChecksumError(
-            f"{uri} has no {T.CHECKSUMS} tag, so its graph cannot be verified; "
-            "register it with `fct register` (or flavor.log_model)"
-        )
+    version_tags = client.get_model_version(model, str(version)).tags
     dst = workdir / f"{model}-{version}"
     dst.mkdir(parents=True, exist_ok=True)
     local = Path(download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     if not (local / "MLmodel").is_file():
         local = next((p.parent for p in local.rglob("MLmodel")), local)
-    verify_checksums(local, json.loads(recorded), what=uri)
+    verify_registered(local, version_tags, what=uri)
     conf = flavor_conf(local)
     if conf.get("kind") != "transformation":
         raise PlanError(

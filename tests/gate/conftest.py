@@ -65,8 +65,8 @@ class GateFamily:
 
 def build_family(root: Path) -> GateFamily:
     from fct_registry.config import parse_params
+    from fct_registry.layout import Layout
     from fct_registry.pipeline import stages
-    from fct_registry.pipeline.layout import Layout
     from fct_registry.registry.register import register_pipeline
 
     raw = gate_params()

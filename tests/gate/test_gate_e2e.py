@@ -193,7 +193,7 @@ def test_outputs_of_another_run_are_refused(
 def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None:
     from fct_registry.config import load_params
     from fct_registry.gate.stage import JUNIT, REPORT, SUMMARY, gate_dir, gate_stage
-    from fct_registry.pipeline.layout import Layout
+    from fct_registry.layout import Layout
 
     set_production(family, 1)
     layout = Layout(family.outputs)
@@ -204,6 +204,10 @@ def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None
     ET.parse(out / JUNIT)
     assert "✅" in (out / SUMMARY).read_text()
     assert production(family) == 1
+    # The verdict reaches the registry: tags and the release row of the candidate's page.
+    assert gate_tags(family, 3)[T.GATE_VERDICT] == "pass"
+    page = client(family).get_model_version(FAMILY, "3").description
+    assert "release gate" in page and "PASS against @1" in page
 
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["gate"]
     assert list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])[-1] == "gate"
@@ -217,7 +221,7 @@ def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None
 def test_record_only_tags_and_a_raced_promotion_is_refused(family: GateFamily) -> None:
     from fct_registry.config import load_params
     from fct_registry.gate import GateError, record_and_promote, run_gate
-    from fct_registry.pipeline.layout import Layout
+    from fct_registry.layout import Layout
 
     set_production(family, 1)
     rules = load_params(family.root / "params.yaml").gate.rules

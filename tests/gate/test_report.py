@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from fct_registry.config import GateRule
-from fct_registry.gate.evaluate import GateResult
 from fct_registry.gate.promote import gate_tags
 from fct_registry.gate.report import (
     error_junit_xml,
@@ -21,6 +20,7 @@ from fct_registry.gate.report import (
     write_reports,
 )
 from fct_registry.gate.rules import CheckResult, check_rules, verdict
+from fct_registry.gate.run import GateResult
 from fct_registry.registry import tags as T
 
 RULES = {  # explicit, so changing params.yaml's defaults does not change these expectations

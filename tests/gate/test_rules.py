@@ -7,9 +7,10 @@ import pytest
 from fct_registry.config import GateConfig, GateRule, parse_params
 from fct_registry.errors import ConfigError
 from fct_registry.gate.errors import GateError
-from fct_registry.gate.evaluate import as_ref, choose_versions
 from fct_registry.gate.rules import TOLERANCE, check_rule, check_rules, describe, verdict
-from fct_registry.resolver.graph import CompatibilityGraph, UnknownVersionError
+from fct_registry.gate.run import as_ref, choose_versions
+from fct_registry.resolver.errors import UnknownVersionError
+from fct_registry.resolver.graph import CompatibilityGraph
 from tests.resolver.records import emb, side, tr
 
 SCORES = {

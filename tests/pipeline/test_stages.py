@@ -8,8 +8,8 @@ import sys
 import yaml
 
 from fct_registry.config import parse_params
+from fct_registry.layout import Layout
 from fct_registry.pipeline.entry import run_stage
-from fct_registry.pipeline.layout import Layout
 from fct_registry.pipeline.stages import prepare_stage
 from tests.conftest import ROOT, needs_fashion, tiny_params
 
@@ -127,8 +127,8 @@ def test_transformation_stage_under_torchrun(tmp_path):
     alone writes the outputs, which load as a working transformation."""
     import torch
 
+    from fct_registry.layout import save_embeddings
     from fct_registry.models import load_model
-    from fct_registry.pipeline.stages import save_embeddings
 
     layout = Layout(tmp_path / "out")
     gen = torch.Generator().manual_seed(0)

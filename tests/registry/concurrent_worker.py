@@ -25,7 +25,7 @@ def register_worker(project: str, uri: str, out: str, barrier: Any) -> None:
     """Wait until all workers are ready, register ``project`` into ``uri``, write the summary
     (or the traceback) to ``out``."""
     from fct_registry.config import load_params
-    from fct_registry.pipeline.layout import Layout
+    from fct_registry.layout import Layout
     from fct_registry.registry.register import register_pipeline
 
     root = Path(project)

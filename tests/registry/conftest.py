@@ -34,7 +34,7 @@ class TinyPipeline:
 
     @property
     def layout(self):
-        from fct_registry.pipeline.layout import Layout
+        from fct_registry.layout import Layout
 
         return Layout(self.root / "outputs")
 

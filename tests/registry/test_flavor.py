@@ -14,7 +14,7 @@ import torch
 from fct_registry.models import TransformationChain
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
-from fct_registry.registry.checksums import ChecksumError
+from fct_registry.registry.checksums import ChecksumError, checksums_digest
 from tests.registry import builders
 
 
@@ -44,6 +44,9 @@ def test_saved_folder_holds_every_hop_onnx_and_checksums(chain_dir):
         "modules/0/spec.json",
         "modules/1/model.safetensors",
         "modules/1/spec.json",
+        "code/fct_pyfunc.py",
+        "input_example.json",
+        "serving_input_example.json",
     } <= names
     assert not any(n.endswith((".pt", ".pkl", ".pth")) for n in names)  # nothing to unpickle
     conf = flavor.flavor_conf(path)
@@ -68,10 +71,9 @@ def test_load_gives_a_transformation_chain_equal_to_the_hops(chain_dir):
 def test_pyfunc_predict_equals_torch(chain_dir, backend):
     path, (a, b), _ = chain_dir
     model = mlflow.pyfunc.load_model(str(path), model_config={"backend": backend})
-    old, side = np.random.rand(11, 6), np.random.rand(11, 4)  # float64: cast by the wrapper
-    want = _torch(
-        TransformationChain([a, b]), torch.from_numpy(old).float(), torch.from_numpy(side).float()
-    )
+    old = np.random.rand(11, 6).astype(np.float32)
+    side = np.random.rand(11, 4).astype(np.float32)
+    want = _torch(TransformationChain([a, b]), torch.from_numpy(old), torch.from_numpy(side))
     got = model.predict({"old_embedding": old, "side_info": side})
     assert isinstance(got, np.ndarray) and got.shape == (11, 7) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
@@ -79,12 +81,63 @@ def test_pyfunc_predict_equals_torch(chain_dir, backend):
     np.testing.assert_allclose(model.predict(frame), want, atol=1e-5, rtol=0)
 
 
+def test_every_model_has_a_signature_of_named_tensors_and_an_input_example(chain_dir, tmp_path):
+    from mlflow.models import Model
+
+    model = Model.load(str(chain_dir[0]))
+    inputs = {s.name: (s.type, s.shape) for s in model.signature.inputs.inputs}
+    f32 = np.dtype(np.float32)
+    assert inputs == {"old_embedding": (f32, (-1, 6)), "side_info": (f32, (-1, 4))}
+    (out,) = model.signature.outputs.inputs
+    assert (out.name, out.type, out.shape) == ("new_embedding", f32, (-1, 7))
+    example = model.load_input_example(str(chain_dir[0]))
+    assert set(example) == {"old_embedding", "side_info"}
+    assert mlflow.pyfunc.load_model(str(chain_dir[0])).predict(example).shape == (2, 7)
+
+    module, spec = builders.embedding()
+    flavor.save_model(module, tmp_path / "e", spec=spec)
+    image_model = Model.load(str(tmp_path / "e"))
+    (images,) = image_model.signature.inputs.inputs
+    assert (images.name, images.type, images.shape) == ("images", f32, (-1, 1, 12, 12))
+    example = image_model.load_input_example(str(tmp_path / "e"))["images"]
+    assert example.dtype == np.float32 and example.min() >= 0 and example.max() <= 1
+
+
 def test_pyfunc_rejects_wrong_inputs_with_the_expected_shape(chain_dir):
+    from mlflow.exceptions import MlflowException
+
     model = mlflow.pyfunc.load_model(str(chain_dir[0]))
-    with pytest.raises(flavor.FlavorError, match="missing input 'side_info'"):
-        model.predict({"old_embedding": np.zeros((2, 6))})
-    with pytest.raises(flavor.FlavorError, match=r"expected \[N, 6\]"):
-        model.predict({"old_embedding": np.zeros((2, 5)), "side_info": np.zeros((2, 4))})
+    old, side = np.zeros((2, 6), np.float32), np.zeros((2, 4), np.float32)
+    with pytest.raises(MlflowException, match=r"missing inputs \['side_info'\]"):
+        model.predict({"old_embedding": old})
+    with pytest.raises(MlflowException, match=r"expected shape \(-1, 6\)"):
+        model.predict({"old_embedding": np.zeros((2, 5), np.float32), "side_info": side})
+    with pytest.raises(MlflowException, match=r"dtype of input float64 does not match.*float32"):
+        model.predict({"old_embedding": old.astype(np.float64), "side_info": side})
+    with pytest.raises(MlflowException, match="'side_info' holds NaN or infinite values"):
+        model.predict({"old_embedding": old, "side_info": np.full((2, 4), np.nan, np.float32)})
+    # The runtime checks on its own too (a caller that bypasses the signature).
+    runtime = model._model_impl
+    with pytest.raises(MlflowException, match="'old_embedding' has dtype int64, expected float32"):
+        runtime.predict({"old_embedding": np.zeros((2, 6), np.int64), "side_info": side})
+    with pytest.raises(MlflowException, match=r"expected \[N, 6\]"):
+        runtime.predict({"old_embedding": np.zeros((2, 5), np.float32), "side_info": side})
+
+
+def test_images_outside_zero_one_or_not_float_are_refused(tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    module, spec = builders.embedding()
+    flavor.save_model(module, tmp_path / "e", spec=spec)
+    model = mlflow.pyfunc.load_model(str(tmp_path / "e"))
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 1, 12, 12))
+    with pytest.raises(MlflowException, match="dtype of input uint8 does not match"):
+        model.predict(pixels.astype(np.uint8))
+    with pytest.raises(MlflowException, match=r"outside \[0, 1\].*divide by 255"):
+        model.predict(pixels.astype(np.float32))
+    with pytest.raises(MlflowException, match=r"outside \[0, 1\]"):
+        model.predict(np.full((2, 1, 12, 12), -0.5, np.float32))
+    assert model.predict((pixels / 255).astype(np.float32)).shape == (2, 6)
 
 
 def test_no_side_info_model_needs_no_side_info(tmp_path):
@@ -121,7 +174,9 @@ def test_tampered_folder_is_refused_before_running(chain_dir, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(ChecksumError, match=r"modules/1/model\.safetensors"):
         flavor.load_local(path)
-    with pytest.raises(ChecksumError, match=r"modules/1/model\.safetensors"):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=r"modules/1/model\.safetensors.*modified"):
         mlflow.pyfunc.load_model(str(path))
 
 
@@ -155,8 +210,15 @@ def test_log_register_and_load_through_the_registry(sqlite_store, tmp_path):
     assert info.registered_model_version == 1
     mv = mlflow.MlflowClient().get_model_version("fam-transformations", "1")
     assert mv.tags[T.ROLE] == T.ROLE_CHAIN and mv.description == "**a chain**"
-    assert json.loads(mv.tags[T.CHECKSUMS]) == info.flavors["fct"]["checksums"]
+    assert mv.tags[T.CHECKSUMS_SHA256] == checksums_digest(info.flavors["fct"]["checksums"])
+    assert T.CHECKSUMS not in mv.tags  # the mapping is an artifact (checksums.json), not a tag
     assert mv.tags[T.CONTENT_HASH] == info.flavors["fct"]["content_hash"]
+    # Lineage as mlflow.register_model records it: the logged model lists its version.
+    logged = mlflow.MlflowClient().get_logged_model(info.model_id)
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "fam-transformations", "version": 1}
+    ]
+    assert mv.source == f"models:/{info.model_id}" and logged.name == "chain"
 
     old, side = torch.randn(3, 6), torch.randn(3, 4)
     loaded = flavor.load_model("models:/fam-transformations/1")

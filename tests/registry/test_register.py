@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import mlflow
@@ -17,14 +18,10 @@ from fct_registry.errors import DataError
 from fct_registry.models import load_model as load_folder
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
-from fct_registry.registry.register import (
-    RegistryError,
-    default_artifact_location,
-    redact_uri,
-    register_pipeline,
-    resolve_tracking_uri,
-    search_versions,
-)
+from fct_registry.registry.errors import RegistryError
+from fct_registry.registry.query import search_versions
+from fct_registry.registry.register import register_pipeline
+from fct_registry.registry.store import default_artifact_location, redact_uri, resolve_tracking_uri
 from tests.registry.conftest import FAMILY
 
 pytestmark = pytest.mark.slow
@@ -100,11 +97,7 @@ def test_versions_carry_metrics_provenance_and_checksums(registered, client):
     assert v2.tags[T.DATASET] == "fashion-mnist" and len(v2.tags[T.DATA_SHA256]) == 64
     assert v2.tags[T.EMBEDDING_DIM] == "128" and v2.tags[T.ROLE] == T.ROLE_EMBEDDING
     assert float(v2.tags[T.ONNX_MAX_ABS_DIFF]) <= 1e-5
-    assert set(json.loads(v2.tags[T.CHECKSUMS])) == {
-        "model.onnx",
-        "modules/0/model.safetensors",
-        "modules/0/spec.json",
-    }
+    assert len(v2.tags[T.CHECKSUMS_SHA256]) == 64 and T.CHECKSUMS not in v2.tags
     t = registered.summary.transformations["v1_to_v2"]
     tv = client.get_model_version(TRANSFORMATIONS, str(t.version))
     edge = metrics["transformations"]["v1_to_v2"]
@@ -120,29 +113,45 @@ def test_versions_carry_metrics_provenance_and_checksums(registered, client):
     assert artifacts == {"history/transform-v1_to_v2.csv"}
 
 
-def test_descriptions_tell_the_story_with_the_table(registered, client):
-    table = (registered.pipeline.layout.evaluation / "compatibility.md").read_text().strip()
-    side_link = f"[{SIDE_INFO}/1](#/models/{SIDE_INFO}/versions/1)"
+def _a(name: str, version: int | str) -> str:
+    return f'<a href="#/models/{name}/versions/{version}">{name}/{version}</a>'
+
+
+def test_descriptions_tell_the_story_in_one_table_per_version(registered, client):
+    side_link = _a(SIDE_INFO, 1)
+    page = f"[compatibility page](fct/family/{FAMILY})"
     for v in (1, 2, 3):
         text = client.get_model_version(FAMILY, str(v)).description
-        assert table in text and side_link in text and f"**{FAMILY}@{v}**" in text
+        assert side_link in text and f"**{FAMILY}@{v}**" in text and page in text
+        assert text.count("<pre>") == 1 and "┌" in text and "└" in text  # one bordered table
+        assert "Compatibility (test split" not in text  # the matrix lives on the page
     v1 = client.get_model_version(FAMILY, "1").description
+    assert "│ trained on classes" in v1 and "0–4" in v1
     for name in ("v1_to_v2", "v1_to_v2_no_side_info"):
         t = registered.summary.transformations[name].version
-        assert f"[{TRANSFORMATIONS}/{t}](#/models/{TRANSFORMATIONS}/versions/{t})" in v1
+        assert _a(TRANSFORMATIONS, t) in v1
     t = registered.summary.transformations["v2_to_v3"].version
     text = client.get_model_version(TRANSFORMATIONS, str(t)).description
-    assert f"[{FAMILY}/2](#/models/{FAMILY}/versions/2)" in text
-    assert f"[{FAMILY}/3](#/models/{FAMILY}/versions/3)" in text
-    assert side_link in text and table in text
-    assert len(text) <= 5000
+    assert _a(FAMILY, 2) in text and _a(FAMILY, 3) in text and side_link in text
+    assert "old→new gap closed" in text and len(text) <= 5000
     assert "read by" in client.get_model_version(SIDE_INFO, "1").description
+
+
+def test_box_table_columns_line_up_whatever_the_links():
+    from fct_registry.registry import description as D
+
+    html = D.box_table([("a", D.link("m", 12)), ("longer key", "x"), ("", D.join("p", "q"))])
+    lines = html.removeprefix("<pre>\n").removesuffix("\n</pre>").splitlines()
+    visible = [re.sub(r"<[^>]+>", "", line) for line in lines]
+    assert len({len(line) for line in visible}) == 1  # every line as wide as the border
+    assert visible[1] == "│ a          │ m/12 │"
+    assert '<a href="#/models/m/versions/12">m/12</a>' in lines[1]
 
 
 def test_registered_transformation_upgrades_like_the_pipeline_model(registered, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.uri)
     layout = registered.pipeline.layout
-    from fct_registry.pipeline.stages import load_embeddings
+    from fct_registry.layout import load_embeddings
 
     old = load_embeddings(layout.version_embeddings(1))["test"][:50]
     side = load_embeddings(layout.side_info_embeddings)["test"][:50]
@@ -213,7 +222,7 @@ def test_changed_models_map_keys_to_new_versions(registered, tmp_path):
         4,
     }
     assert _ids(client.get_model_version(FAMILY, "4").tags[T.TRANSFORMS_IN]) == {4}
-    assert "registered as" in client.get_model_version(FAMILY, "4").description  # 3 -> 4
+    assert re.search(r"│ params.yaml key +│ 3 ", client.get_model_version(FAMILY, "4").description)
 
 
 def test_cli_register_json(registered, capsys):

@@ -17,7 +17,9 @@ from safetensors.torch import load_file, save_file
 from fct_registry.models import load_model as load_folder
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
-from fct_registry.registry.register import register_pipeline, search_versions, use_tracking_uri
+from fct_registry.registry.query import search_versions
+from fct_registry.registry.register import register_pipeline
+from fct_registry.registry.store import use_tracking_uri
 from tests.registry import concurrent_worker
 from tests.registry.conftest import TinyPipeline
 
@@ -81,7 +83,7 @@ def test_registered_through_the_server_with_artifacts_in_s3(via_server, mlflow_s
     # Downloaded from S3 through the server, verified against the registry, equal to the
     # pipeline's module.
     layout = via_server.pipeline.layout
-    from fct_registry.pipeline.stages import load_embeddings
+    from fct_registry.layout import load_embeddings
 
     old = load_embeddings(layout.version_embeddings(2))["test"][:40]
     side = load_embeddings(layout.side_info_embeddings)["test"][:40]

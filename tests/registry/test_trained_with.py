@@ -8,8 +8,8 @@ def test_side_info_page_shows_trained_with():
     page = D.side_info_description(
         "fam", 1, {T.EMBEDDING_DIM: "128", T.TRAINED_WITH: "1"}, readers=[]
     )
-    assert "Trained only on the training images of params version `1`" in page
+    assert "params version `1`'s training images only" in page
     whole = D.side_info_description(
         "fam", 1, {T.EMBEDDING_DIM: "128", T.TRAINED_WITH: "all"}, readers=[]
     )
-    assert "Trained only" not in whole
+    assert "training images only" not in whole

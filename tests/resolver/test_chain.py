@@ -22,19 +22,14 @@ from safetensors.torch import save_file
 
 from fct_registry.cli import main
 from fct_registry.evaluation import RetrievalScores, retrieval_scores
+from fct_registry.layout import Layout
 from fct_registry.models import TRANSFORMATIONS
-from fct_registry.pipeline.layout import Layout
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
+from fct_registry.registry.chains import ChainEvaluation, load_chain, record_chain
 from fct_registry.registry.refs import parse_ref
 from fct_registry.resolver import load_graph, resolve
-from fct_registry.resolver.chain import (
-    ChainEvaluation,
-    evaluate_chain,
-    export_chain_onnx,
-    load_chain,
-    record_chain,
-)
+from fct_registry.resolver.chain import evaluate_chain, export_chain_onnx
 from tests.resolver.records import FAMILY, SIDE, TRANSFORMS, emb, side
 
 DIM, SIDE_DIM, N_ITEMS, CLASSES = 6, 5, 60, 3
@@ -140,7 +135,7 @@ def _by_hand(family: SimpleNamespace, hops: list[int]) -> torch.Tensor:
 
 def test_load_chain_applies_the_registered_hops_in_order(family: SimpleNamespace) -> None:
     _, _, route = _two_hop(family)
-    loaded = load_chain(FAMILY, route)
+    loaded = load_chain(FAMILY, route.hops, route.path)
     assert loaded.hops == (1, 2) and loaded.path == (1, 2, 3)
     assert (loaded.old_dim, loaded.side_info_dim) == (DIM, SIDE_DIM)
     from safetensors.torch import load_file
@@ -156,7 +151,7 @@ def test_evaluate_chain_measures_new_queries_against_the_upgraded_gallery(
     family: SimpleNamespace,
 ) -> None:
     graph, _, route = _two_hop(family)
-    loaded = load_chain(FAMILY, route)
+    loaded = load_chain(FAMILY, route.hops, route.path)
     keys = (graph.stored_as(1), graph.stored_as(3))
     assert keys == (11, 13)
     got = evaluate_chain(loaded, family.layout, stored_as=keys)
@@ -174,7 +169,7 @@ def test_record_chain_registers_once_and_resolve_uses_the_measurement(
 ) -> None:
     graph, before, route = _two_hop(family)
     assert before.chosen is not None and before.chosen.hops == (1, 2)  # estimate 76.5 > 70
-    loaded = load_chain(FAMILY, route)
+    loaded = load_chain(FAMILY, route.hops, route.path)
     scores = RetrievalScores(top1=64.0, top5=90.0, mAP=55.0)  # measured worse than the estimate
     evaluation = ChainEvaluation(1, 3, (1, 2), scores, scores, scores, N_ITEMS, "l2")
     version, created = record_chain(family.client, loaded, evaluation, SIDE)
@@ -203,7 +198,7 @@ def test_export_is_one_graph_matching_hop_by_hop(family: SimpleNamespace) -> Non
     import onnxruntime as ort
 
     _, _, route = _two_hop(family)
-    loaded = load_chain(FAMILY, route)
+    loaded = load_chain(FAMILY, route.hops, route.path)
     path = family.root / "chain.onnx"
     old = torch.randn(37, DIM)
     side_info = torch.randn(37, SIDE_DIM)

@@ -93,9 +93,25 @@ def test_graph_draws_and_logs_to_mlflow(
     run_id = out.split("logged to MLflow run ")[1].split()[0]
     client = MlflowClient()
     names = {a.path for a in client.list_artifacts(run_id, "resolver")}
-    assert names == {"resolver/compatibility_graph.png", "resolver/compatibility_graph.json"}
+    assert names == {
+        "resolver/compatibility_graph.png",
+        "resolver/compatibility_heatmap.png",
+        "resolver/compatibility_graph.json",
+    }
+    assert client.get_experiment(client.get_run(run_id).info.experiment_id).name == "fct-fashion"
     local = client.download_artifacts(run_id, "resolver/compatibility_graph.json", str(tmp_path))
     data = json.loads(Path(local).read_text())
     assert [t["top1"] for t in data["transformations"]] == [90.0, 88.0, 78.0, 70.0]
     assert data["chains"][0]["hops"] == [1, 2]
     assert client.get_run(run_id).data.metrics["transformations"] == 4
+
+
+def test_missing_production_alias_names_the_gate(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register(store, [*default_family(direct=70.0)])
+    argv = ["resolve", "fashion@1", "fashion@production", "--tracking-uri", store]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no alias 'production'" in err and "fct gate --bootstrap --promote" in err
+    assert "MlflowClient" not in err

@@ -18,7 +18,7 @@ from fct_registry.resolver import (
     UnknownVersionError,
     resolve,
 )
-from fct_registry.resolver.resolve import TIE_DECIMALS
+from fct_registry.resolver.search import TIE_DECIMALS
 from tests.resolver.records import (
     FAMILY,
     OTHER_SIDE,

@@ -15,9 +15,9 @@ from fct_registry.config import (
 from fct_registry.data import load_prepared, prepare
 from fct_registry.errors import ConfigError
 from fct_registry.evaluation import retrieval_scores
+from fct_registry.layout import Layout, load_embeddings, save_embeddings
 from fct_registry.models import EmbeddingModel, SideInfoModel, load_model, save_model
 from fct_registry.pipeline import stages
-from fct_registry.pipeline.layout import Layout
 from fct_registry.training.classifier import (
     BctAlignment,
     BctInfluence,
@@ -141,7 +141,7 @@ def _write_embeddings(layout: Layout, n_train: int, n_test: int = 20) -> None:
         layout.version_embeddings(2),
         layout.side_info_embeddings,
     ):
-        stages.save_embeddings(
+        save_embeddings(
             path, torch.randn(n_train, 16, generator=gen), torch.randn(n_test, 16, generator=gen)
         )
 
@@ -151,7 +151,7 @@ def _write_embeddings(layout: Layout, n_train: int, n_test: int = 20) -> None:
 def test_transformation_trains_only_on_the_target_versions_data(tmp_path, monkeypatch, train_on):
     raw, layout = _prepared(tmp_path)
     raw["versions"]["2"]["classes"] = [3, 4, 5, 6]
-    raw["transformations"]["1-2"].update(seeds=2, train_on=train_on)
+    raw["transformations"]["v1_to_v2"].update(seeds=2, train_on=train_on)
     _write_embeddings(layout, 600)
     calls = []
     real = stages.train_transformation
@@ -162,29 +162,35 @@ def test_transformation_trains_only_on_the_target_versions_data(tmp_path, monkey
 
     monkeypatch.setattr(stages, "train_transformation", spy)
     params = parse_params(raw)
-    stages.transformation_stage(params, layout, "1-2")
+    stages.transformation_stage(params, layout, "v1_to_v2")
     labels = load_prepared(layout.data, "train").labels
     target = torch.isin(labels, torch.tensor([3, 4, 5, 6]))
-    new_all = stages.load_embeddings(layout.version_embeddings(2))["train"]
+    new_all = load_embeddings(layout.version_embeddings(2))["train"]
     expected = new_all[target] if train_on == "target" else new_all
     assert [c[2] for c in calls] == [params.seed, params.seed + 1]  # one training per seed
     for _, new, _ in calls:
         assert torch.equal(new, expected)
-    assert load_model(layout.transformation("1-2"))[1]["seed"] == params.seed
-    assert load_model(layout.transformation("1-2", 1))[1]["seed"] == params.seed + 1
+    assert load_model(layout.transformation("v1_to_v2"))[1]["seed"] == params.seed
+    assert load_model(layout.transformation("v1_to_v2", 1))[1]["seed"] == params.seed + 1
 
 
 @needs_fashion
 def test_augmented_features_recompute_from_target_images(tmp_path, monkeypatch):
     raw, layout = _prepared(tmp_path)
     raw["versions"]["2"]["classes"] = [0, 1]
-    raw["transformations"]["1-2"].update(features="augmented")
+    raw["transformations"]["v1_to_v2"].update(features="augmented")
     params = parse_params(raw)
     info = {"shape": [1, 28, 28], "classes": list(range(10)), "mean": [0.3], "std": [0.3]}
     for v in (1, 2):
         spec = embedding_spec(params.versions[v], info)
         model = EmbeddingModel(
-            spec["backbone"], spec["backbone_kwargs"], 1, 128, spec["num_classes"], [0.3], [0.3]
+            spec["backbone"],
+            spec["backbone_kwargs"],
+            1,
+            spec["embedding_dim"],
+            spec["num_classes"],
+            [0.3],
+            [0.3],
         )
         save_model(model, spec, layout.version(v))
     side_spec = stages.side_info_spec(params.side_info, info)
@@ -196,12 +202,12 @@ def test_augmented_features_recompute_from_target_images(tmp_path, monkeypatch):
         layout.side_info,
     )
     gen = torch.Generator().manual_seed(0)
-    for path in (
-        layout.version_embeddings(1),
-        layout.version_embeddings(2),
-        layout.side_info_embeddings,
+    for path, dim in (
+        (layout.version_embeddings(1), params.versions[1].embedding_dim),
+        (layout.version_embeddings(2), params.versions[2].embedding_dim),
+        (layout.side_info_embeddings, params.side_info.dim),
     ):
-        stages.save_embeddings(path, torch.randn(600, 128, generator=gen), torch.randn(20, 128))
+        save_embeddings(path, torch.randn(600, dim, generator=gen), torch.randn(20, dim))
     seen = {}
     real = stages.train_transformation_augmented
 
@@ -210,11 +216,12 @@ def test_augmented_features_recompute_from_target_images(tmp_path, monkeypatch):
         return real(cfg, images, *args, **kwargs)
 
     monkeypatch.setattr(stages, "train_transformation_augmented", spy)
-    stages.transformation_stage(params, layout, "1-2")
+    stages.transformation_stage(params, layout, "v1_to_v2")
     train = load_prepared(layout.data, "train")
     assert torch.equal(seen["images"], train.images[torch.isin(train.labels, torch.tensor([0, 1]))])
-    h, _ = load_model(layout.transformation("1-2"))
-    assert h(torch.randn(3, 128), torch.randn(3, 128)).shape == (3, 128)
+    h, _ = load_model(layout.transformation("v1_to_v2"))
+    old_dim = params.versions[1].embedding_dim
+    assert h(torch.randn(3, old_dim), torch.randn(3, 128)).shape == (3, 128)
 
 
 # ---- labels: coarse versions ------------------------------------------------------------------
@@ -306,3 +313,10 @@ def test_embeddings_are_float32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = embed_images(model, images, CPU)
     assert out.dtype == torch.float32 and torch.equal(out, reference)
+
+
+def test_bct_init_from_old_needs_the_same_backbone(tmp_path):
+    raw = tiny_params()
+    raw["versions"]["2"]["backbone"]["kwargs"] = {"width": 8}  # version 1 keeps width 4
+    with pytest.raises(ConfigError, match=r"init_from_old needs versions 1 and 2"):
+        stages.bct_stage(parse_params(raw), Layout(tmp_path), "v1_to_v2_l2")

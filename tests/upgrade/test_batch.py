@@ -9,7 +9,7 @@ import pytest
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import NonFiniteError, SchemaError, SideInfoError
 from fct_registry.gallery.schema import make_batch, vectors_array
-from fct_registry.upgrade.batch import BatchPlan, Route, upgrade_batch
+from fct_registry.upgrade.batch import BatchPlan, GroupRunner, upgrade_batch
 from fct_registry.upgrade.runner import OnnxChainRunner
 from tests.upgrade.conftest import FAMILY, NEW_DIM, SIDE, OnnxChain, synthetic_rows
 
@@ -22,9 +22,11 @@ def plan(chains: dict[str, OnnxChain]) -> BatchPlan:
         3,
         NEW_DIM,
         {
-            (1, SIDE): Route(OnnxChainRunner([chains["1-2"].path, chains["2-2b"].path]), "1->3"),
-            (2, SIDE): Route(OnnxChainRunner([chains["2-2b"].path]), "2->3"),
-            (3, SIDE): Route(None, "3"),
+            (1, SIDE): GroupRunner(
+                OnnxChainRunner([chains["1-2"].path, chains["2-2b"].path]), "1->3"
+            ),
+            (2, SIDE): GroupRunner(OnnxChainRunner([chains["2-2b"].path]), "2->3"),
+            (3, SIDE): GroupRunner(None, "3"),
         },
     )
 

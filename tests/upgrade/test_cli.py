@@ -19,7 +19,8 @@ from fct_registry.cli import main
 from fct_registry.evaluation import retrieval_scores
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
-from fct_registry.upgrade.job import JOB_FILE, KILL_ENV
+from fct_registry.upgrade.job import JOB_FILE
+from tests.conftest import ROOT
 from tests.services import free_port
 from tests.upgrade.conftest import (
     S3_ENV,
@@ -215,10 +216,14 @@ def test_progress_bar_shows_shards_and_rows(
 
 def _killed(reg: TinyRegistry, src: Path, out: Path, point: str) -> None:
     """Run the CLI in a subprocess that SIGKILLs itself at ``point``."""
-    env = {**reg.env(), KILL_ENV: point}
+    env = {
+        **reg.env(),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "fct_registry", *_upgrade_args(reg, src, out)],
+        [sys.executable, "-m", "tests.upgrade.kill_at", point, *_upgrade_args(reg, src, out)],
         env=env,
+        cwd=ROOT,
         capture_output=True,
         timeout=120,
     )

@@ -22,7 +22,8 @@ from fct_registry.gallery.errors import (
 from fct_registry.gallery.manifest import MANIFEST, Manifest
 from fct_registry.gallery.shards import WRITE_OPTIONS
 from fct_registry.gallery.storage import sha256_file
-from fct_registry.upgrade import UpgradePlan, upgrade_gallery
+from fct_registry.upgrade import UpgradePlan, job, upgrade_gallery
+from fct_registry.upgrade.engines import ray_data
 from fct_registry.upgrade.job import DestinationError, UpgradeIncompleteError
 from fct_registry.upgrade.runner import OnnxChainRunner
 from tests.upgrade.conftest import (
@@ -356,3 +357,21 @@ def test_ahead_keeps_order_passes_errors_and_closes_on_early_stop() -> None:
     assert next(stream) == 0
     stream.close()  # the consumer stops early (e.g. its writer failed)
     assert closed == [True]
+
+
+def test_local_job_runs_the_shared_per_shard_function(
+    tmp_path: Path, plan: UpgradePlan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every engine upgrades a shard through ``job.upgrade_shard``; the local loop has no copy."""
+    assert ray_data.upgrade_shard is job.upgrade_shard
+    write_gallery(tmp_path / "src", synthetic_rows(300), shard_rows=100)
+    seen: list[str] = []
+    real = job.upgrade_shard
+
+    def spy(*args, **kwargs):
+        seen.append(args[2].path)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job, "upgrade_shard", spy)
+    upgrade_gallery(Gallery.open(tmp_path / "src"), open_storage(tmp_path / "dst"), plan)
+    assert seen == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]

@@ -9,7 +9,8 @@ from fct_registry.upgrade.engines import local as _local  # noqa: F401  (registe
 from fct_registry.upgrade.engines import ray_data as _ray_data  # noqa: F401  (registers "ray")
 from fct_registry.upgrade.engines.base import ENGINES, Engine, create_engine
 from fct_registry.upgrade.engines.local import LocalEngine
-from fct_registry.upgrade.engines.ray_data import RayEngine, RayUnavailableError, upgrade_shard
+from fct_registry.upgrade.engines.ray_data import RayEngine, RayUnavailableError
+from fct_registry.upgrade.job import upgrade_shard
 
 __all__ = [
     "ENGINES",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fct_registry.upgrade.engines.base import ENGINES, Engine
+from fct_registry.upgrade.job import upgrade_gallery
 
 if TYPE_CHECKING:
     from fct_registry.gallery.reader import Gallery
@@ -28,7 +29,6 @@ class LocalEngine(Engine):
         progress: bool = False,
         keep_going: bool = False,
     ) -> UpgradeReport:
-        from fct_registry.upgrade.job import upgrade_gallery
 
         return upgrade_gallery(
             source, dest, plan, batch_size=batch_size, progress=progress, keep_going=keep_going

@@ -37,15 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError
-from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
-from fct_registry.gallery.shards import ShardReader, write_shard
+from fct_registry.gallery.manifest import MANIFEST, GroupKey, Manifest, ShardInfo
 from fct_registry.gallery.storage import ENDPOINT_VARS, Storage, open_storage
-from fct_registry.upgrade.batch import BatchPlan, Route, RouteKey, output_schema, upgrade_batch
+from fct_registry.upgrade.batch import BatchPlan, GroupRunner
 from fct_registry.upgrade.engines.base import ENGINES, Engine
 from fct_registry.upgrade.job import (
     UpgradeIncompleteError,
     UpgradeReport,
-    _ahead,
     _clean_progress,
     _intact,
     _json,
@@ -53,6 +51,7 @@ from fct_registry.upgrade.job import (
     _provenance,
     marker_name,
     start_job,
+    upgrade_shard,
 )
 from fct_registry.upgrade.runner import OnnxChainRunner
 
@@ -87,27 +86,11 @@ _NO_RAY = (
 )
 
 
-def upgrade_shard(
-    source: Storage, dest: Storage, shard: ShardInfo, plan: BatchPlan, batch_size: int
-) -> ShardInfo:
-    """One shard, the local job's way: verified read, :func:`upgrade_batch` per batch (decoding
-    and the chain one batch ahead of the writer), atomic deterministic write. The messages name
-    ``<source uri>/<shard> (batch i)`` exactly as the local job's do."""
-    where = f"{source.uri}/{shard.path}"
-    with ShardReader(source, shard) as reader:
-        schema = output_schema(reader.schema, plan.target_dim)
-        upgraded = _ahead(
-            upgrade_batch(b, plan, f"{where} (batch {i})")
-            for i, b in enumerate(reader.batches(batch_size))
-        )
-        return write_shard(dest, shard.path, schema, upgraded)
-
-
 # --- what the actors receive -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _PortableRoute:
+class _PortableRunner:
     label: str
     graphs: tuple[str, ...] | None  # sha256 of each ONNX step, in order; None: see ``runner``
     runner: Any = None  # a non-ONNX runner, pickled as is (None with no graphs: pass-through)
@@ -123,7 +106,7 @@ class WorkerJob:
     family: str
     target: int
     target_dim: int
-    routes: Mapping[RouteKey, _PortableRoute]
+    routes: Mapping[GroupKey, _PortableRunner]
     graphs: Mapping[str, bytes]  # sha256 -> ONNX bytes, each graph once
     threads: int | None
     env: Mapping[str, str | None] = field(repr=False)  # storage settings of the driver
@@ -133,7 +116,7 @@ class WorkerJob:
         cls, source: Storage, dest: Storage, plan: UpgradePlan, batch_size: int, threads: int | None
     ) -> WorkerJob:
         graphs: dict[str, bytes] = {}
-        routes: dict[RouteKey, _PortableRoute] = {}
+        routes: dict[GroupKey, _PortableRunner] = {}
         for key, route in plan.batch_plan().routes.items():
             if isinstance(route.runner, OnnxChainRunner):
                 shas = []
@@ -142,9 +125,9 @@ class WorkerJob:
                     sha = hashlib.sha256(data).hexdigest()
                     graphs[sha] = data
                     shas.append(sha)
-                routes[key] = _PortableRoute(route.label, tuple(shas))
+                routes[key] = _PortableRunner(route.label, tuple(shas))
             else:
-                routes[key] = _PortableRoute(route.label, None, route.runner)
+                routes[key] = _PortableRunner(route.label, None, route.runner)
         env = {var: os.environ.get(var) for var in STORAGE_ENV}
         return cls(
             source.uri,
@@ -164,14 +147,14 @@ class WorkerJob:
         ``folder``)."""
         for sha, data in self.graphs.items():
             (folder / f"{sha}.onnx").write_bytes(data)
-        routes: dict[RouteKey, Route] = {}
+        routes: dict[GroupKey, GroupRunner] = {}
         for key, r in self.routes.items():
             runner = (
                 OnnxChainRunner([folder / f"{sha}.onnx" for sha in r.graphs], threads=self.threads)
                 if r.graphs is not None
                 else r.runner
             )
-            routes[key] = Route(runner, r.label)
+            routes[key] = GroupRunner(runner, r.label)
         return BatchPlan(self.family, self.target, self.target_dim, routes)
 
 

@@ -1,9 +1,19 @@
-"""Where every pipeline output lives: one place, used by stages, registry and tests alike."""
+"""Where every pipeline output lives, and the format of its stored embeddings.
+
+One place, used by the stages, the registry, the resolver, the gate and tests alike; it sits in
+the base layer so that none of them has to import the pipeline to find a file.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fct_registry.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -58,3 +68,20 @@ class Layout:
     def checkpoint(self, stage: str) -> Path:
         # Not a DVC output: DVC deletes outputs before a stage runs, and resume needs these.
         return self.root / "checkpoints" / f"{stage}.pt"
+
+
+# safetensors.torch imports torch: loaded on first use, so that importing Layout stays light.
+def save_embeddings(path: Path, train: torch.Tensor, test: torch.Tensor) -> None:
+    """Write a version's ``train``/``test`` embeddings (the format every stage reads back)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"train": train.contiguous(), "test": test.contiguous()}, str(path))
+
+
+def load_embeddings(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise DataError(f"{path} not found; run the stage that produces it (`dvc repro`)")
+    return load_file(str(path))

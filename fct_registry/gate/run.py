@@ -23,20 +23,30 @@ only rules that need no baseline are evaluated. The report says which happened.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fct_registry.config import GateRule
+from fct_registry.data.prepared import load_prepared
+from fct_registry.errors import FctError
+from fct_registry.evaluation import retrieval_scores
 from fct_registry.gate.errors import GateError, GateInfrastructureError, StaleOutputsError
 from fct_registry.gate.rules import CheckResult, Verdict, check_rules, verdict
-from fct_registry.pipeline.layout import Layout
+from fct_registry.layout import Layout, load_embeddings
+from fct_registry.models import load_model as load_hop
+from fct_registry.models.io import SPEC_FILE, WEIGHTS_FILE
 from fct_registry.registry import tags as T
+from fct_registry.registry.chains import load_chain
+from fct_registry.registry.checksums import content_hash
 from fct_registry.registry.refs import VersionRef, parse_ref
+from fct_registry.registry.store import redact_uri, resolve_tracking_uri, tracking_store
+from fct_registry.resolver.chain import evaluate_chain
+from fct_registry.resolver.errors import NoPathError, UnknownVersionError
+from fct_registry.resolver.load import load_graph
+from fct_registry.resolver.resolve import resolve
 
 if TYPE_CHECKING:
     import torch
@@ -63,10 +73,10 @@ class GateResult:
     upgrade: dict[str, Any] | None  # the resolved chain, when there is one
     items: int  # held-out items
     distance: str
-    tracking_uri: str  # redacted
+    tracking_uri: str | None  # redacted; None in the DVC stage's tracked reports
     bootstrap: bool  # True when the baseline alias was missing and --bootstrap chose one
     notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float | None = 0.0  # None in the DVC stage's tracked reports
     promotion: dict[str, Any] | None = None  # filled in by ``promote``
 
     @property
@@ -96,45 +106,16 @@ class GateResult:
             "upgrade": self.upgrade,
             "items": self.items,
             "distance": self.distance,
-            "tracking_uri": self.tracking_uri,
             "notes": list(self.notes),
-            "seconds": self.seconds,
             "promotion": self.promotion,
+        } | {
+            key: value
+            for key, value in (("tracking_uri", self.tracking_uri), ("seconds", self.seconds))
+            if value is not None
         }
 
 
-# --- MLflow plumbing --------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def mlflow_at(uri: str) -> Iterator[Any]:
-    """An ``MlflowClient`` on ``uri``, with MLflow's default tracking *and* registry URIs set to
-    it for the block (the flavor downloads ``models:/`` through them), restored afterwards."""
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-
-    from fct_registry.registry.register import use_tracking_uri
-
-    saved_registry = getattr(registry_utils, "_registry_uri", None)
-    saved_env = os.environ.get("MLFLOW_REGISTRY_URI")
-    # Artifact-download progress bars would interleave with the report on stderr.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with use_tracking_uri(uri):
-        mlflow.set_registry_uri(uri)
-        try:
-            yield mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-        finally:
-            registry_utils._registry_uri = saved_registry
-            if saved_env is None:
-                os.environ.pop("MLFLOW_REGISTRY_URI", None)
-            else:
-                os.environ["MLFLOW_REGISTRY_URI"] = saved_env
-
-
 def _load_graph(client: Any, family: str, safe_uri: str) -> CompatibilityGraph:
-    from fct_registry.errors import FctError
-    from fct_registry.registry.register import redact_uri
-    from fct_registry.resolver.load import load_graph
 
     try:
         return load_graph(client, family)
@@ -165,7 +146,6 @@ def choose_versions(
     graph: CompatibilityGraph, candidate: VersionRef, baseline: VersionRef, bootstrap: bool
 ) -> tuple[int, int | None, bool, list[str]]:
     """``(candidate, baseline or None, bootstrapped, notes)`` as registry version numbers."""
-    from fct_registry.resolver.graph import UnknownVersionError
 
     cand = graph.version_of(candidate)
     notes: list[str] = []
@@ -215,9 +195,6 @@ def choose_versions(
 def verify_outputs(client: Any, model: str, version: int, folder: Path, what: str) -> str | None:
     """Check that ``folder`` (a pipeline output) holds the registered ``model/version``, by
     content hash; a note when it cannot be checked, :class:`StaleOutputsError` when it differs."""
-    from fct_registry.models import load_model as load_hop
-    from fct_registry.models.io import SPEC_FILE, WEIGHTS_FILE
-    from fct_registry.registry.checksums import content_hash
 
     recorded = client.get_model_version(model, str(version)).tags.get(T.CONTENT_HASH)
     if not recorded:
@@ -243,13 +220,11 @@ def verify_outputs(client: Any, model: str, version: int, folder: Path, what: st
 
 
 def _embeddings(layout: Layout, key: int) -> torch.Tensor:
-    from fct_registry.pipeline.stages import load_embeddings
 
     return load_embeddings(layout.version_embeddings(key))["test"]
 
 
 def _labels(layout: Layout) -> torch.Tensor:
-    from fct_registry.data.prepared import load_prepared
 
     path = layout.data / "test.safetensors"
     if not path.is_file():
@@ -263,7 +238,6 @@ def _labels(layout: Layout) -> torch.Tensor:
 def _score(
     query: torch.Tensor, gallery: torch.Tensor, labels: torch.Tensor, distance: str, device: str
 ) -> RetrievalScores:
-    from fct_registry.evaluation import retrieval_scores
 
     # Query i and gallery i are the same test image: leave-one-out, like every registry number.
     return retrieval_scores(
@@ -291,7 +265,6 @@ def run_gate(
     working directory (as ``fct register``). ``layout``: the pipeline outputs holding the stored
     test embeddings (default ``outputs/``). Raises a ``FctError`` (exit 2) when it cannot judge.
     """
-    from fct_registry.registry.register import redact_uri, resolve_tracking_uri
 
     start = time.perf_counter()
     cand_ref = as_ref(candidate)
@@ -305,7 +278,7 @@ def run_gate(
     layout = layout or Layout()
     uri = resolve_tracking_uri(tracking_uri)
     safe_uri = redact_uri(uri)
-    with mlflow_at(uri) as client:
+    with tracking_store(uri, read_only=True) as client:
         graph = _load_graph(client, cand_ref.family, safe_uri)
         cand, base, bootstrapped, notes = choose_versions(graph, cand_ref, base_ref, bootstrap)
         result = GateResult(
@@ -341,9 +314,6 @@ def _measure(
     client: Any, graph: CompatibilityGraph, result: GateResult, layout: Layout, device: str
 ) -> None:
     """Fill ``result.scores``, ``result.upgrade`` and the ``upgrade-path`` check."""
-    from fct_registry.registry.refs import VersionRef
-    from fct_registry.resolver.graph import NoPathError
-    from fct_registry.resolver.resolve import resolve
 
     family, cand, base, distance = graph.family, result.candidate, result.baseline, result.distance
     labels = _labels(layout)
@@ -422,9 +392,8 @@ def _evaluate_chain(
     check_side_info: Callable[[], None],
 ) -> Any:
     """``load_chain`` + ``evaluate_chain``, the resolver's own measurement of a route."""
-    from fct_registry.resolver.chain import evaluate_chain, load_chain
 
-    loaded = load_chain(family, chosen)
+    loaded = load_chain(family, chosen.hops, chosen.path)
     if loaded.side_info_dim:  # the chain reads the stored side-info: it must be the gallery's
         check_side_info()
     return evaluate_chain(

@@ -1,0 +1,365 @@
+"""Benchmark: galleries served from PostgreSQL + pgvector (the embedded pgserver), in one run.
+
+    .venv/bin/python benchmarks/bench_pgvector.py                       # everything (long: 1M HNSW)
+    .venv/bin/python benchmarks/bench_pgvector.py --rows 20000 --hnsw-rows 20000   # a quick look
+
+All numbers come from this one run, side by side, on this machine (CPU; random weights for the
+chain, whose cost does not depend on them):
+
+1. Upgrade throughput, rows per second, for the default family's transformation into its newest
+   version (params.yaml widths), on the same synthetic rows: Parquet -> Parquet
+   (``upgrade_gallery``, the existing path), pgvector -> pgvector and Parquet -> pgvector
+   (``upgrade_to_pg``: keyset reads, the chain, binary COPY, a checkpoint per batch; the HNSW
+   build excluded, it is item 2), and re-embedding images per second with the newest version's
+   backbone (the faster of PyTorch and ONNX Runtime). Rounds are interleaved, medians reported.
+   Target: pgvector -> pgvector >= 50% of the Parquet path's rows/s.
+2. HNSW build time (pgvector's defaults m=16, ef_construction=64, the family's l2 distance) on
+   upgraded galleries of each ``--hnsw-rows`` size (default 100k and 1M), with the upgrade's
+   own copy time beside it.
+3. recall@10 of HNSW against exact search at pgvector's default ef_search (40), and at 100:
+   (a) on the default family's upgraded gallery of real images: the Fashion-MNIST train split
+   embedded with the source version's architecture and the side-info extractor's, upgraded
+   through the chain into pgvector; queries are the test split through the same pipeline. No
+   trained weights ship with a fresh checkout, so the networks are randomly initialised (the
+   geometry of real images still shapes the vectors); (b) on the largest synthetic gallery of
+   item 2 (Gaussian inputs: no cluster structure, the hard case for HNSW).
+   Target: (a) >= 0.95 at the defaults.
+
+PostgreSQL's own CPU time is not in this process's CPU time, so only wall time is compared; the
+load average is printed, since the machine may be shared. Exit status 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_upgrade import (  # noqa: E402  (a sibling script, not a package)
+    default_family,
+    export_chain,
+    reembed_measures,
+    write_synthetic,
+)
+
+from fct_registry.gallery import Gallery, open_storage  # noqa: E402
+from fct_registry.gallery import pgvector as PG  # noqa: E402
+from fct_registry.upgrade import UpgradePlan, upgrade_gallery  # noqa: E402
+from fct_registry.upgrade.pgvector import Source, upgrade_to_pg  # noqa: E402
+
+TARGET_RATIO = 0.5
+TARGET_RECALL = 0.95
+SIDE = "bench-side-info/1"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def drop_gallery(url: str) -> None:
+    """Remove a benchmark gallery: its view, its tables and their metadata."""
+    loc = PG.PgLocation.parse(url)
+    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+        tables = [t.table for t in PG.gallery_tables(conn, loc.gallery)]
+        cur.execute(f"DROP VIEW IF EXISTS {loc.gallery}")
+        cur.execute(f"DELETE FROM {PG.ALIASES} WHERE gallery = %s", (loc.gallery,))
+        for table in tables:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"DELETE FROM {PG.TABLES} WHERE gallery = %s", (loc.gallery,))
+        cur.execute("DELETE FROM fct_gallery_jobs WHERE gallery = %s", (loc.gallery,))
+        conn.commit()
+
+
+def build_chain(fam: dict[str, Any], workdir: Path) -> Path:
+    from fct_registry.models import TRANSFORMATIONS, TransformationChain
+
+    hop = TRANSFORMATIONS.build(
+        fam["kind"],
+        old_dim=fam["old_dim"],
+        new_dim=fam["new_dim"],
+        side_info_dim=fam["side_dim"],
+        hidden_dim=fam["hidden"],
+    )
+    return export_chain(
+        TransformationChain([hop]), workdir / "chain.onnx", fam["old_dim"], fam["side_dim"]
+    )
+
+
+# --- 1. throughput -------------------------------------------------------------------------------
+
+
+def throughput(args: argparse.Namespace, fam: dict[str, Any], plan: UpgradePlan, url: str,
+               workdir: Path) -> dict[str, list[float]]:  # fmt: skip
+    src = workdir / "src"
+    write_synthetic(src, args.rows, fam["old_dim"], fam["side_dim"])
+    pg_src = f"{url}&gallery=bench_src"
+    PG.copy_gallery(str(src), pg_src, index=False)
+    say(f"  source: {args.rows:,} rows as Parquet ({src}) and in pgvector (bench_src)")
+
+    from fct_registry.models import build_from_spec
+
+    backbone = build_from_spec(fam["backbone_spec"])
+    reembed = reembed_measures(backbone, fam["shape"], args.images, 512, workdir, "backbone")
+    rates: dict[str, list[float]] = {
+        "parquet": [],
+        "pg->pg": [],
+        "parquet->pg": [],
+        "reembed": [],
+    }
+    for r in range(args.rounds):
+        dst = workdir / f"dst-{r}"
+        start = time.perf_counter()
+        report = upgrade_gallery(
+            Gallery.open(src), open_storage(dst), plan, batch_size=args.batch_size
+        )
+        rates["parquet"].append(report.rows / (time.perf_counter() - start))
+        shutil.rmtree(dst)
+
+        for name, source_loc in (("pg->pg", pg_src), ("parquet->pg", str(src))):
+            dest = f"{url}&gallery=bench_up_{r}_{name.replace('->', '_')}"
+            source = Source.open(source_loc)
+            try:
+                up = upgrade_to_pg(source, PG.PgLocation.parse(dest), plan,
+                                   batch_size=args.batch_size, index=False)  # fmt: skip
+            finally:
+                source.close()
+            rates[name].append(up.rows_per_second)
+            drop_gallery(dest)
+
+        for m in reembed.values():
+            m.sample()
+        rates["reembed"].append(max(max(m.rates()[-1:]) for m in reembed.values()))
+        say(
+            f"  round {r + 1}: parquet {rates['parquet'][-1]:,.0f}, pg->pg "
+            f"{rates['pg->pg'][-1]:,.0f}, parquet->pg {rates['parquet->pg'][-1]:,.0f} rows/s; "
+            f"re-embedding {rates['reembed'][-1]:,.0f} images/s"
+        )
+    drop_gallery(pg_src)
+    shutil.rmtree(src)
+    return rates
+
+
+# --- 2. HNSW build, 3b. recall on synthetic -----------------------------------------------------
+
+
+def hnsw_at(rows: int, args: argparse.Namespace, fam: dict[str, Any], plan: UpgradePlan,
+            url: str, workdir: Path, recall: bool) -> dict[str, Any]:  # fmt: skip
+    import numpy as np
+
+    src = workdir / f"hnsw-src-{rows}"
+    write_synthetic(src, rows, fam["old_dim"], fam["side_dim"])
+    dest = f"{url}&gallery=bench_hnsw_{rows}"
+    source = Source.open(str(src))
+    try:
+        up = upgrade_to_pg(source, PG.PgLocation.parse(dest), plan,
+                           batch_size=args.batch_size, index=False)  # fmt: skip
+    finally:
+        source.close()
+    shutil.rmtree(src)
+    loc = PG.PgLocation.parse(dest)
+    params = PG.HnswParams(maintenance_work_mem=args.maintenance_work_mem)
+    with contextlib.closing(PG.connect(loc)) as conn:
+        seconds = PG.build_index(conn, up.table, "l2", params)
+        out = {"rows": rows, "copy_rows_per_second": up.rows_per_second, "build_seconds": seconds}
+        say(
+            f"  {rows:,} rows: upgrade into pgvector {up.copy_seconds:.1f} s "
+            f"({up.rows_per_second:,.0f} rows/s), HNSW build {seconds:.1f} s"
+        )
+        if recall:
+            runner = next(iter(plan.routes.values())).runner
+            rng = np.random.default_rng(99)
+            n = args.recall_queries
+            queries = runner(
+                rng.standard_normal((n, fam["old_dim"]), dtype=np.float32),
+                rng.standard_normal((n, fam["side_dim"]), dtype=np.float32),
+            )
+            out["recall"] = recall_table(conn, loc, queries)
+    drop_gallery(dest)
+    return out
+
+
+def recall_table(conn: Any, loc: PG.PgLocation, queries: Any) -> dict[int, tuple[float, float]]:
+    """``ef_search -> (recall@10 against exact, HNSW queries/s)``."""
+    exact = PG.search(conn, loc, queries, k=10, exact=True)
+    out = {}
+    for ef in (PG.HNSW_EF_SEARCH, 100):
+        hnsw = PG.search(conn, loc, queries, k=10, ef_search=ef)
+        out[ef] = (PG.recall_at_k(hnsw.ids, exact.ids), hnsw.qps)
+    out[0] = (1.0, exact.qps)  # exact search's own speed, for comparison
+    return out
+
+
+# --- 3a. recall on the default family's upgraded Fashion-MNIST gallery ------------------------
+
+
+def fashion_recall(args: argparse.Namespace, fam: dict[str, Any], plan: UpgradePlan, url: str,
+                   workdir: Path) -> dict[str, Any] | None:  # fmt: skip
+    import torch
+
+    from fct_registry.config import load_params
+    from fct_registry.data.fashion_mnist import load_fashion_mnist
+    from fct_registry.gallery import GalleryWriter, make_batch
+    from fct_registry.models import build_from_spec
+    from fct_registry.training.embed import embed_images
+
+    root = Path(args.fashion)
+    if not root.is_dir():
+        say(f"  skipped: {root} not found (dataset-fashion-mnist)")
+        return None
+    params = load_params(REPO_ROOT / "params.yaml")
+    src_cfg, side_cfg = params.versions[fam["source"]], params.side_info
+    common = {"in_channels": 1, "input_shape": [1, 28, 28], "mean": [0.286], "std": [0.353]}
+    torch.manual_seed(0)
+    model = build_from_spec({
+        "kind": "embedding", "backbone": src_cfg.backbone.name,
+        "backbone_kwargs": dict(src_cfg.backbone.kwargs), "embedding_dim": src_cfg.embedding_dim,
+        "num_classes": 10, **common,
+    }).eval()  # fmt: skip
+    side = build_from_spec({
+        "kind": "side_info", "backbone": side_cfg.backbone.name,
+        "backbone_kwargs": dict(side_cfg.backbone.kwargs), "dim": side_cfg.dim,
+        "projection_dim": side_cfg.projection_dim, **common,
+    }).eval()  # fmt: skip
+    out: dict[str, Any] = {}
+    splits = {}
+    for split in ("train", "test"):
+        images, labels = load_fashion_mnist(root, split)
+        images = torch.from_numpy(images)
+        start = time.perf_counter()
+        emb = embed_images(model, images, torch.device("cpu"), batch_size=512).numpy()
+        side_info = embed_images(side, images, torch.device("cpu"), batch_size=512).numpy()
+        splits[split] = (emb, side_info, labels)
+        say(f"  embedded {split}: {len(images):,} images in {time.perf_counter() - start:.0f} s")
+    emb, side_info, labels = splits["train"]
+    gallery = workdir / "fashion"
+    writer = GalleryWriter(open_storage(gallery), "bench")
+    ids = [f"train-{i:05d}" for i in range(len(emb))]
+    writer.write(
+        make_batch(ids, emb, model_version=1, side_info=side_info, side_info_version=SIDE,
+                   labels=labels)
+    )  # fmt: skip
+    writer.close()
+    dest = f"{url}&gallery=bench_fashion"
+    source = Source.open(str(gallery))
+    try:
+        up = upgrade_to_pg(source, PG.PgLocation.parse(dest), plan, batch_size=args.batch_size)
+    finally:
+        source.close()
+    runner = next(iter(plan.routes.values())).runner
+    q_emb, q_side, _ = splits["test"]
+    n = args.fashion_queries
+    queries = runner(q_emb[:n], q_side[:n])
+    loc = PG.PgLocation.parse(dest)
+    with contextlib.closing(PG.connect(loc)) as conn:
+        out = {
+            "rows": up.rows,
+            "index_seconds": up.index_seconds,
+            "recall": recall_table(conn, loc, queries),
+        }
+    drop_gallery(dest)
+    shutil.rmtree(gallery)
+    return out
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="rows per throughput run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved throughput rounds")
+    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all)")
+    parser.add_argument("--images", type=int, default=4096, help="images per re-embed round")
+    parser.add_argument(
+        "--hnsw-rows", default="100000,1000000", help="gallery sizes of the HNSW build timings"
+    )
+    parser.add_argument("--recall-queries", type=int, default=100)
+    parser.add_argument("--fashion", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--fashion-queries", type=int, default=500)
+    parser.add_argument("--maintenance-work-mem", default="2GB")
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-pgvector-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)  # pgserver runs PostgreSQL as its own user when we are root
+    fam = default_family()
+    say(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; default family "
+        f"{fam['family']}: @{fam['source']} ({fam['old_dim']}-d) + side-info "
+        f"({fam['side_dim']}-d) -> @{fam['newest']} ({fam['new_dim']}-d), {fam['kind']} "
+        f"hidden {fam['hidden']}"
+    )
+    url = PG.embedded_server(str(workdir / "pgdata"))
+    try:
+        plan = UpgradePlan.from_onnx(
+            "bench", 2, {(1, SIDE): [build_chain(fam, workdir)]}, threads=args.threads
+        )
+        say("\n1. upgrade throughput (HNSW build excluded for pgvector)")
+        rates = throughput(args, fam, plan, url, workdir)
+        say("\n3a. recall on the default family's upgraded Fashion-MNIST gallery")
+        fashion = fashion_recall(args, fam, plan, url, workdir)
+        if fashion:
+            print_recall(fashion["recall"], f"{fashion['rows']:,} rows")
+        say("\n2. HNSW build (m=16, ef_construction=64, l2)")
+        sizes = [int(s) for s in args.hnsw_rows.split(",") if s]
+        builds = [hnsw_at(n, args, fam, plan, url, workdir, recall=n == max(sizes)) for n in sizes]
+        if builds and "recall" in builds[-1]:
+            say("\n3b. recall on the largest synthetic upgraded gallery")
+            print_recall(builds[-1]["recall"], f"{builds[-1]['rows']:,} rows")
+    finally:
+        with contextlib.suppress(Exception):
+            PG.embedded_server(str(workdir / "pgdata"), stop=True)
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return summary(args, rates, fashion, builds)
+
+
+def print_recall(table: dict[int, tuple[float, float]], what: str) -> None:
+    for ef, (recall, qps) in table.items():
+        mode = "exact" if ef == 0 else f"HNSW ef_search={ef}"
+        extra = "" if ef == 0 else f"recall@10 {recall:.4f}, "
+        say(f"  {what}, {mode}: {extra}{qps:,.0f} queries/s")
+
+
+def summary(args: argparse.Namespace, rates: dict[str, list[float]],
+            fashion: dict[str, Any] | None, builds: list[dict[str, Any]]) -> int:  # fmt: skip
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = med["pg->pg"] / med["parquet"]
+    say(f"\nsummary ({args.rows:,} rows, batch {args.batch_size}, medians of {args.rounds}):")
+    say(f"  Parquet -> Parquet     {med['parquet']:>10,.0f} rows/s")
+    say(f"  pgvector -> pgvector   {med['pg->pg']:>10,.0f} rows/s  ({ratio:.0%} of Parquet; "
+        f"target >= {TARGET_RATIO:.0%})")  # fmt: skip
+    say(f"  Parquet -> pgvector    {med['parquet->pg']:>10,.0f} rows/s  "
+        f"({med['parquet->pg'] / med['parquet']:.0%} of Parquet)")  # fmt: skip
+    say(f"  re-embedding           {med['reembed']:>10,.0f} images/s (pgvector upgrade is "
+        f"{med['pg->pg'] / med['reembed']:.0f}x faster)")  # fmt: skip
+    for b in builds:
+        say(f"  HNSW build at {b['rows']:>9,} rows: {b['build_seconds']:8.1f} s")
+    ok = ratio >= TARGET_RATIO
+    if fashion:
+        recall = fashion["recall"][PG.HNSW_EF_SEARCH][0]
+        say(f"  recall@10 at defaults, upgraded Fashion-MNIST ({fashion['rows']:,} rows): "
+            f"{recall:.4f} (target >= {TARGET_RECALL})")  # fmt: skip
+        ok = ok and recall >= TARGET_RECALL
+    if builds and "recall" in builds[-1]:
+        say(f"  recall@10 at defaults, synthetic {builds[-1]['rows']:,} rows: "
+            f"{builds[-1]['recall'][PG.HNSW_EF_SEARCH][0]:.4f}")  # fmt: skip
+    say("targets met" if ok else "TARGET MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

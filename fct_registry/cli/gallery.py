@@ -1,0 +1,109 @@
+"""``fct gallery ACTION``: galleries served from PostgreSQL + pgvector (the parser; the
+implementation is ``fct_registry.commands.gallery``)."""
+
+from __future__ import annotations
+
+import argparse
+
+# Copies of ``gallery.pgvector``'s constants (a test keeps them equal): importing the store
+# module costs pyarrow and psycopg2, a parser must not.
+DISTANCES = ("cosine", "l2")
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+
+DESCRIPTION = """\
+Serve galleries from PostgreSQL with the pgvector extension. A gallery there is a view (the
+alias readers query) over one table per version, each with an HNSW index; `fct upgrade` into a
+postgresql:// URL writes a new table and swaps the view in one transaction, keeping the old
+table so the swap can be rolled back until it is pruned.
+
+URL: postgresql://USER:PASSWORD@HOST:PORT/DB?gallery=NAME (other parameters go to libpq; the
+password is never printed). `fct gallery server DIR` starts an embedded PostgreSQL with pgvector
+(the pgserver package) in DIR and prints its URL."""
+
+EPILOG = """\
+examples:
+  URL=$(fct gallery server /tmp/fct-pg)            # embedded PostgreSQL + pgvector
+  fct gallery copy galleries/v1 "$URL&gallery=fashion"
+  fct upgrade --gallery "$URL&gallery=fashion" --to fashion@3 --out "$URL&gallery=fashion"
+  fct gallery list "$URL&gallery=fashion"
+  fct gallery rollback "$URL&gallery=fashion"
+  fct gallery prune "$URL&gallery=fashion"
+  fct gallery copy "$URL&gallery=fashion" s3://bucket/galleries/fashion-v3"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "gallery",
+        help="galleries in PostgreSQL + pgvector: copy, list, rollback, prune, embedded server",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+
+    copy = sub.add_parser(
+        "copy",
+        help="copy a gallery between Parquet (folder, s3://) and pgvector, either way",
+    )
+    copy.add_argument("source", metavar="SRC", help="a folder, s3://bucket/prefix or URL")
+    copy.add_argument("dest", metavar="DST", help="a folder, s3://bucket/prefix or URL")
+    copy.add_argument(
+        "--distance",
+        choices=DISTANCES,
+        help="distance of the HNSW index (default: the source's, else l2 as params.yaml)",
+    )
+    _hnsw_args(copy)
+    copy.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    listing = sub.add_parser("list", help="the gallery's tables: served, previous, kept")
+    listing.add_argument("url", metavar="URL")
+    listing.add_argument("--json", action="store_true", help="print as JSON")
+
+    back = sub.add_parser("rollback", help="serve the table served before the last swap again")
+    back.add_argument("url", metavar="URL")
+
+    prune = sub.add_parser("prune", help="drop every table of the gallery but the served one")
+    prune.add_argument("url", metavar="URL")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be dropped")
+
+    server = sub.add_parser(
+        "server", help="start (or --stop) an embedded PostgreSQL with pgvector; prints its URL"
+    )
+    server.add_argument("folder", metavar="DIR", help="the server's data folder")
+    server.add_argument("--stop", action="store_true", help="stop the server in DIR")
+
+
+def _hnsw_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hnsw-m", type=int, default=HNSW_M, metavar="M", help="HNSW m (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--hnsw-ef-construction",
+        type=int,
+        default=HNSW_EF_CONSTRUCTION,
+        metavar="EF",
+        help="HNSW ef_construction (default: %(default)s)",
+    )
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``fct search`` has for pgvector galleries."""
+    parser.add_argument(
+        "--ef-search",
+        type=int,
+        metavar="N",
+        help="pgvector galleries: HNSW candidates per query (default: 40, pgvector's)",
+    )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="pgvector galleries: exact search (sequential scan) instead of HNSW",
+    )
+    parser.add_argument(
+        "--recall-queries",
+        type=int,
+        default=100,
+        metavar="N",
+        help="pgvector galleries: also run the first N queries exactly and report HNSW's "
+        "recall@k against them (default: %(default)s; 0: skip)",
+    )

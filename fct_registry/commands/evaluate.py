@@ -1,0 +1,114 @@
+"""``fct evaluate``, once its arguments are parsed (the parser is ``fct_registry.cli.evaluate``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fct_registry.device import pick_device
+from fct_registry.errors import DataError
+from fct_registry.evaluation import DISTANCES, retrieval_scores
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+def run(args: argparse.Namespace) -> int:
+    # Heavy imports here, so ``fct --help`` and other subcommands don't pay for torch.
+
+    DISTANCES.check(args.distance)  # fail on a typo before loading large files
+    device = pick_device(args.device)
+    gallery_path, gallery_labels_path = args.gallery, args.gallery_labels
+    if (gallery_path is None) != (gallery_labels_path is None):
+        raise DataError("pass both --gallery and --gallery-labels, or neither")
+    if gallery_path is None and not args.leave_one_out:
+        raise DataError(
+            "--gallery and --gallery-labels are required unless --leave-one-out is given "
+            "(which uses the query set as the gallery)"
+        )
+
+    query = _to_tensor(_load(args.query, "--query"), "--query")
+    query_labels = _load(args.query_labels, "--query-labels")
+    if gallery_path is None:
+        gallery, gallery_labels = query, query_labels
+    else:
+        gallery = _to_tensor(_load(gallery_path, "--gallery"), "--gallery")
+        gallery_labels = _load(gallery_labels_path, "--gallery-labels")
+    qlab, glab = _encode_labels(query_labels, gallery_labels)
+
+    scores = retrieval_scores(
+        query,
+        gallery,
+        qlab,
+        glab,
+        distance=args.distance,
+        leave_one_out=args.leave_one_out,
+        device=device,
+    )
+    if args.json:
+        print(json.dumps(scores.as_dict()))
+    else:
+        setup = (
+            f"{len(query)} items, leave-one-out"
+            if args.leave_one_out
+            else f"{len(query)} queries vs {len(gallery)} gallery items"
+        )
+        print(f"{setup}, distance {args.distance}")
+        print(f"{'metric':<8}{'percent':>9}")
+        for name, value in scores.as_dict().items():
+            print(f"{name:<8}{value:>9.2f}")
+    return 0
+
+
+def _load(path: Path, flag: str) -> np.ndarray:
+    import numpy as np
+
+    if not path.is_file():
+        raise DataError(f"{flag} file {path} does not exist; pass the path of a .npy file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(
+            f"{flag} file {path} is not a readable .npy array ({exc}); "
+            "write it with numpy.save from a numeric or string array"
+        ) from exc
+
+
+def _to_tensor(array: np.ndarray, flag: str) -> torch.Tensor:
+    import torch
+
+    try:
+        return torch.from_numpy(array)
+    except TypeError as exc:
+        raise DataError(
+            f"{flag} has dtype {array.dtype}, which torch cannot hold; save float embeddings"
+        ) from exc
+
+
+def _encode_labels(
+    query_labels: np.ndarray, gallery_labels: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class ids as integer tensors; string labels are mapped to ids jointly so they match."""
+    import numpy as np
+    import torch
+
+    if query_labels.dtype.kind in "US" or gallery_labels.dtype.kind in "US":
+        if query_labels.dtype.kind != gallery_labels.dtype.kind:
+            raise DataError(
+                f"query labels are {query_labels.dtype} but gallery labels are "
+                f"{gallery_labels.dtype}; use the same label type (all strings or all integers)"
+            )
+        _, ids = np.unique(
+            np.concatenate([query_labels.reshape(-1), gallery_labels.reshape(-1)]),
+            return_inverse=True,
+        )
+        query_ids = ids[: query_labels.size].reshape(query_labels.shape)
+        gallery_ids = ids[query_labels.size :].reshape(gallery_labels.shape)
+        return torch.from_numpy(query_ids), torch.from_numpy(gallery_ids)
+    return (
+        _to_tensor(query_labels, "--query-labels"),
+        _to_tensor(gallery_labels, "--gallery-labels"),
+    )

@@ -1,0 +1,65 @@
+"""``fct gate``, once its arguments are parsed (the parser is ``fct_registry.cli.gate``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from fct_registry.cli.gate import settings as gate_settings
+from fct_registry.device import pick_device
+from fct_registry.errors import FctError
+from fct_registry.gate import report
+from fct_registry.gate.promote import promotion_alias, record_and_promote
+from fct_registry.gate.report import error_junit_xml, error_markdown, write_text
+from fct_registry.gate.run import EXIT_ERROR, as_ref, run_gate
+from fct_registry.layout import Layout
+
+
+def run(args: argparse.Namespace) -> int:
+
+    try:
+        settings = gate_settings(args)
+        if args.promote:
+            promotion_alias(str(as_ref(settings["baseline"], as_ref(settings["candidate"]).family)))
+        result = run_gate(
+            settings["candidate"],
+            settings["baseline"],
+            settings["rules"],
+            layout=Layout(args.outputs),
+            tracking_uri=args.tracking_uri,
+            distance=settings["distance"],
+            device=str(pick_device(args.device)),
+            bootstrap=args.bootstrap,
+        )
+        if args.promote or args.record:
+            record_and_promote(result, promote=args.promote, tracking_uri=args.tracking_uri)
+    except FctError as exc:
+        _error_reports(args, str(exc))
+        raise
+    except Exception as exc:  # a crash is a broken run (2), never a failing model (1)
+        traceback.print_exc()
+        message = (
+            f"the gate crashed ({type(exc).__name__}: {exc}); this is a bug or a broken "
+            "environment, not a verdict on the model"
+        )
+        _error_reports(args, message)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    report.write_reports(
+        result, json_path=args.json_out, junit_path=args.junit, markdown_path=args.markdown
+    )
+    print(report.to_json(result).rstrip("\n") if args.json else report.format_table(result))
+    return result.exit_code
+
+
+def _error_reports(args: argparse.Namespace, message: str) -> None:
+    """On exit 2, still leave JUnit/markdown saying why, so CI shows a broken run as one."""
+
+    try:
+        if args.junit:
+            write_text(args.junit, error_junit_xml(message))
+        if args.markdown:
+            write_text(args.markdown, error_markdown(message))
+    except OSError as exc:  # pragma: no cover - the original error matters more
+        print(f"warning: could not write the error report: {exc}", file=sys.stderr)

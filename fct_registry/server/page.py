@@ -1,0 +1,365 @@
+"""The family compatibility page: graph, heatmap of every measured pair, production, gate history.
+
+Routes (a Flask blueprint added to MLflow's server by :func:`fct_registry.server.create_app`):
+
+* ``/fct/`` — the registered families;
+* ``/fct/family/<family>`` — the page (HTML, inline SVG: nothing loaded from elsewhere);
+* ``/fct/api/family/<family>`` — the same data as JSON.
+
+Everything is read from the registry on each request (:func:`family_view`), through the same
+loader as ``fct resolve`` (``fct_registry.resolver.load_graph``), so the page never disagrees
+with the resolver. Version pages link here (``fct/family/<family>``); every version named here
+links back to its MLflow page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, abort
+
+from fct_registry.registry import tags as T
+from fct_registry.registry.description import gate_summary
+from fct_registry.registry.pages import all_versions
+from fct_registry.resolver.graph import CompatibilityGraph, ResolveError, TransformEdge
+from fct_registry.resolver.load import known_families, load_graph
+from fct_registry.resolver.plot import Pair, measured_pairs
+
+blueprint = Blueprint("fct", __name__, url_prefix="/fct")
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class FamilyView:
+    family: str
+    graph: CompatibilityGraph
+    versions: list[int]
+    own: dict[int, dict[str, float]]  # self retrieval of each version
+    production: int | None
+    gates: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    cells: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (query, gallery)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "production": self.production,
+            "versions": self.versions,
+            "own": {str(v): s for v, s in self.own.items()},
+            "edges": [_edge_dict(e) for e in self.graph.edges],
+            "chains": [_edge_dict(e) for e in self.graph.chains],
+            "heatmap": [
+                {"query": q, "gallery": g, "top1": c.top1, "how": c.how}
+                for (q, g), c in sorted(self.cells.items())
+            ],
+            "gates": self.gates,
+            "notes": self.graph.notes,
+        }
+
+
+def _edge_dict(e: TransformEdge) -> dict[str, Any]:
+    return {
+        "model_version": e.model_version,
+        "from": e.source,
+        "to": e.target,
+        "hops": list(e.hops),
+        "kind": e.kind,
+        "top1": e.top1,
+    }
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def family_view(client: Any, family: str) -> FamilyView:
+    """Everything the page shows, read from the registry now."""
+    graph = load_graph(client, family)
+    records = all_versions(client, family)
+    own = {}
+    gates = []
+    for mv in records:
+        scores = {k: _float(mv.tags.get(t)) for k, t in (("top1", T.TOP1), ("mAP", T.MAP))}
+        own[int(mv.version)] = {k: v for k, v in scores.items() if v is not None}
+        gate = gate_summary(mv.tags)
+        if gate is not None:
+            gates.append({"version": int(mv.version), **gate})
+    gates.sort(key=lambda g: (str(g.get("at") or ""), g["version"]), reverse=True)
+    view = FamilyView(
+        family=family,
+        graph=graph,
+        versions=sorted(graph.nodes),
+        own=own,
+        production=graph.aliases.get(T.PRODUCTION_ALIAS),
+        gates=gates,
+    )
+    view.cells = measured_pairs(graph, {v: s["top1"] for v, s in own.items() if "top1" in s})
+    return view
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:0;
+ color:#1f272d;background:#f7f8fa}
+header{background:#fff;border-bottom:1px solid #e3e6ea;padding:12px 24px;display:flex;gap:24px;
+ align-items:baseline}
+header b{font-size:18px} header a{color:#2272b4;text-decoration:none}
+main{padding:16px 24px;display:grid;grid-template-columns:minmax(520px,1fr) minmax(420px,1fr);
+ gap:16px}
+section{background:#fff;border:1px solid #e3e6ea;border-radius:8px;padding:12px 16px}
+section.wide{grid-column:1/-1}
+h2{font-size:15px;margin:0 0 10px 0}
+table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #d5dae0;padding:4px 8px;text-align:right}
+th{background:#f1f3f5;font-weight:600}
+td.l,th.l{text-align:left}
+a{color:#2272b4}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
+.pass{background:#d9f2e3;color:#14632f}.fail{background:#fbdada;color:#9b1c1c}
+.prod{background:#dbe9fb;color:#14437a}
+.muted{color:#6b7780;font-size:12px}
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _version_href(name: str, version: int) -> str:
+    return f"../../#/models/{name}/versions/{version}"
+
+
+def _colour(top1: float) -> str:
+    """White (0) to MLflow blue (100), readable with dark text up to ~70."""
+    t = max(0.0, min(1.0, top1 / 100.0))
+    r, g, b = (int(255 + (c - 255) * t) for c in (34, 114, 180))
+    return f"rgb({r},{g},{b})"
+
+
+def graph_svg(view: FamilyView, width: int = 640) -> str:
+    """Versions left to right; transformations as arcs above, recorded chains below, each
+    labelled with its measured top-1 and linked to its version page."""
+    versions = view.versions
+    if not versions:
+        return "<p class='muted'>No versions registered.</p>"
+    height, mid, r = 340, 170, 22
+    step = (width - 2 * 50) / max(1, len(versions) - 1)
+    x = {v: 50 + i * step if len(versions) > 1 else width / 2 for i, v in enumerate(versions)}
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-size="12" role="img" '
+        f'aria-label="compatibility graph of {_e(view.family)}">',
+        '<defs><marker id="arr" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" '
+        'fill="#555"/></marker></defs>',
+    ]
+    t_name = view.graph.transformations_model
+    for group, below in ((view.graph.edges, False), (view.graph.chains, True)):
+        seen: dict[tuple[int, int], int] = {}
+        for e in group:
+            if e.source not in x or e.target not in x:
+                continue
+            nth = seen.get((e.source, e.target), 0)
+            seen[(e.source, e.target)] = nth + 1
+            x0, x1 = x[e.source] + r * 0.8, x[e.target] - r * 0.8
+            room = mid - r - 40  # keep arcs and labels inside the picture
+            lift = min(30 + 0.15 * abs(x1 - x0) + 24 * nth, room) * (1 if below else -1)
+            y0 = mid + (r * 0.6 if below else -r * 0.6)
+            cx, cy = (x0 + x1) / 2, y0 + 2 * lift
+            colour = "#8e44ad" if below else ("#2272b4" if e.side_info else "#e67e22")
+            dash = ' stroke-dasharray="5,4"' if below else ""
+            label = f"{'chain' if below else e.kind or 'fct'} {e.model_version}: {e.top1:.1f}"
+            parts.append(
+                f'<a href="{_version_href(t_name, e.model_version)}" target="_top">'
+                f'<path d="M{x0:.0f},{y0:.0f} Q{cx:.0f},{cy:.0f} {x1:.0f},{y0:.0f}" '
+                f'fill="none" stroke="{colour}" stroke-width="2"{dash} marker-end="url(#arr)"/>'
+                f'<text x="{cx:.0f}" y="{y0 + lift + (14 if below else -4):.0f}" '
+                f'text-anchor="middle" fill="{colour}">{_e(label)}</text></a>'
+            )
+    for v in versions:
+        prod = v == view.production
+        fill, stroke = ("#dbe9fb", "#14437a") if prod else ("#fff", "#1f272d")
+        parts.append(
+            f'<a href="{_version_href(view.family, v)}" target="_top">'
+            f'<circle cx="{x[v]:.0f}" cy="{mid}" r="{r}" fill="{fill}" stroke="{stroke}" '
+            f'stroke-width="{3 if prod else 1.5}"/>'
+            f'<text x="{x[v]:.0f}" y="{mid + 4}" text-anchor="middle" font-weight="600">'
+            f"@{v}</text></a>"
+        )
+        top1 = view.own.get(v, {}).get("top1")
+        if top1 is not None:
+            parts.append(
+                f'<text x="{x[v]:.0f}" y="{mid + r + 14}" text-anchor="middle" '
+                f'fill="#6b7780">{top1:.1f}</text>'
+            )
+        if prod:
+            parts.append(
+                f'<text x="{x[v]:.0f}" y="{mid - r - 6}" text-anchor="middle" '
+                f'fill="#14437a" font-weight="600">production</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def heatmap_html(view: FamilyView) -> str:
+    """Rows: query version (new); columns: gallery version (old, or upgraded from it)."""
+    vs = view.versions
+    if not vs:
+        return "<p class='muted'>No versions registered.</p>"
+    head = "".join(f"<th>gallery @{v}</th>" for v in vs)
+    rows = []
+    t_name = view.graph.transformations_model
+    for q in vs:
+        cells = []
+        for g in vs:
+            cell = view.cells.get((q, g))
+            if cell is None:
+                cells.append('<td class="muted" title="not measured">—</td>')
+                continue
+            ink = "#fff" if cell.top1 > 70 else "#1f272d"
+            text = f"{cell.top1:.1f}"
+            if cell.model_version is not None:
+                text = (
+                    f'<a style="color:{ink}" href="{_version_href(t_name, cell.model_version)}"'
+                    f' target="_top">{text}</a>'
+                )
+            cells.append(
+                f'<td style="background:{_colour(cell.top1)};color:{ink}" '
+                f'title="{_e(cell.how)}">{text}<div style="font-size:10px">{_e(cell.how)}'
+                "</div></td>"
+            )
+        rows.append(f"<tr><th class='l'>query @{q}</th>{''.join(cells)}</tr>")
+    return (
+        f"<table><tr><th class='l'>top-1 %</th>{head}</tr>{''.join(rows)}</table>"
+        "<p class='muted'>Diagonal: each version on its own gallery. Below it: new-version "
+        "queries against the old gallery upgraded by the best measured transformation or "
+        "chain. — : no measurement registered.</p>"
+    )
+
+
+def edges_html(view: FamilyView) -> str:
+    t_name = view.graph.transformations_model
+    rows = []
+    for e in [*view.graph.edges, *view.graph.chains]:
+        route = " → ".join(f"@{v}" for v in [e.source, e.target])
+        what = f"chain of {e.n_hops} ({', '.join(map(str, e.hops))})" if e.is_chain else e.kind
+        rows.append(
+            f"<tr><td class='l'><a href='{_version_href(t_name, e.model_version)}' "
+            f"target='_top'>{_e(t_name)}/{e.model_version}</a></td><td class='l'>{route}</td>"
+            f"<td class='l'>{_e(what)}</td><td class='l'>{_e(e.side_info or 'none')}</td>"
+            f"<td>{e.top1:.1f}</td><td>{'' if e.mAP is None else f'{e.mAP:.1f}'}</td></tr>"
+        )
+    if not rows:
+        return "<p class='muted'>No transformations registered.</p>"
+    return (
+        "<table><tr><th class='l'>version</th><th class='l'>upgrades</th><th class='l'>kind"
+        "</th><th class='l'>side-info</th><th>top-1</th><th>mAP</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def gates_html(view: FamilyView) -> str:
+    if not view.gates:
+        return (
+            "<p class='muted'>No gate verdict recorded yet (<code>fct gate</code> writes "
+            "fct.gate.* tags on the candidate version).</p>"
+        )
+    rows = []
+    for g in view.gates:
+        badge = "pass" if g["verdict"] == "pass" else "fail"
+        promoted = "production now" if g["version"] == view.production else ""
+        rows.append(
+            f"<tr><td class='l'><a href='{_version_href(view.family, g['version'])}' "
+            f"target='_top'>{_e(view.family)}@{g['version']}</a></td>"
+            f"<td class='l'><span class='badge {badge}'>{_e(g['verdict'])}</span></td>"
+            f"<td>{'' if g['baseline'] is None else '@' + _e(g['baseline'])}</td>"
+            f"<td>{_e(g.get('passed', ''))}</td><td>{_e(g.get('failed', ''))}</td>"
+            f"<td class='l'>{promoted}</td><td class='l'>{_e(g.get('at') or '')}</td></tr>"
+        )
+    return (
+        "<table><tr><th class='l'>candidate</th><th class='l'>verdict</th><th>baseline</th>"
+        "<th>rules passed</th><th>failed</th><th class='l'>alias</th><th class='l'>when</th>"
+        "</tr>" + "".join(rows) + "</table>"
+    )
+
+
+def render_family(view: FamilyView) -> str:
+    f = _e(view.family)
+    prod = (
+        f"<a href='{_version_href(view.family, view.production)}' target='_top'>"
+        f"<span class='badge prod'>{f}@{view.production}</span></a>"
+        if view.production is not None
+        else "<span class='muted'>no version has the production alias</span>"
+    )
+    notes = "".join(f"<li>{_e(n)}</li>" for n in view.graph.notes)
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>{f} · compatibility · fct-registry</title><style>{_CSS}</style></head><body>
+<header><b>{f}</b><span>compatibility of the embedding family</span>
+<span>production: {prod}</span><a href="../../#/models/{f}">MLflow registry →</a>
+<a href="../">all families</a></header>
+<main>
+<section><h2>Compatibility graph</h2>{graph_svg(view)}
+<p class="muted">Arcs above: transformations (blue: read side-info, orange: none); dashed arcs
+below: recorded chains; label: top-1 % of new queries on the upgraded old gallery; number under
+a version: top-1 on its own gallery.</p></section>
+<section><h2>Every measured pair (top-1 %)</h2>{heatmap_html(view)}</section>
+<section class="wide"><h2>Transformations and chains</h2>{edges_html(view)}</section>
+<section class="wide"><h2>Release gate history</h2>{gates_html(view)}</section>
+{f'<section class="wide"><h2>Left out</h2><ul>{notes}</ul></section>' if notes else ""}
+</main></body></html>"""
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+
+def _client() -> Any:
+    """A client on the server's own stores (the environment ``mlflow server`` gives workers)."""
+    from mlflow import MlflowClient
+    from mlflow.server import BACKEND_STORE_URI_ENV_VAR, REGISTRY_STORE_URI_ENV_VAR
+
+    tracking = os.environ.get(BACKEND_STORE_URI_ENV_VAR) or os.environ.get("MLFLOW_TRACKING_URI")
+    registry = os.environ.get(REGISTRY_STORE_URI_ENV_VAR) or tracking
+    return MlflowClient(tracking_uri=tracking, registry_uri=registry)
+
+
+def _view_or_404(family: str) -> FamilyView:
+    try:
+        return family_view(_client(), family)
+    except ResolveError as exc:
+        abort(Response(_e(str(exc)), status=404, mimetype="text/plain"))
+        raise  # unreachable: abort raises
+
+
+@blueprint.route("/")
+def index() -> Response:
+    families = known_families(_client())
+    items = "".join(f"<li><a href='family/{_e(n)}'>{_e(n)}</a></li>" for n in families)
+    body = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>fct-registry</title>"
+        f"<style>{_CSS}</style></head><body><header><b>fct-registry</b>"
+        "<a href='../'>MLflow UI →</a></header><main><section class='wide'><h2>Families</h2>"
+        f"<ul>{items or '<li class=muted>none registered</li>'}</ul></section></main></body></html>"
+    )
+    return Response(body, mimetype="text/html")
+
+
+@blueprint.route("/family/<family>")
+def family_page(family: str) -> Response:
+    return Response(render_family(_view_or_404(family)), mimetype="text/html")
+
+
+@blueprint.route("/api/family/<family>")
+def family_json(family: str) -> Response:
+    return Response(json.dumps(_view_or_404(family).as_dict()), mimetype="application/json")

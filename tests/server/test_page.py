@@ -1,0 +1,257 @@
+"""The compatibility page: built from the registry (fast checks on the data), served by
+``mlflow server --app-name fct`` on loopback and rendered in headless Chromium beside the MLflow
+version page it links from."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from tests.registry.conftest import FAMILY
+from tests.services import free_port, http_ok, stop, wait_until
+
+pytestmark = pytest.mark.slow
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture(scope="module")
+def store(registered, tmp_path_factory) -> str:
+    """A copy of the registered store with the chain 1->2->3 recorded and version 3 in
+    production, so the page has every kind of thing to show."""
+    from mlflow import MlflowClient
+
+    from fct_registry.registry.pages import refresh_descriptions
+    from fct_registry.registry.register import record_measured_chains
+
+    folder = tmp_path_factory.mktemp("page-store")
+    shutil.copyfile(registered.uri.removeprefix("sqlite:///"), folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    record_measured_chains(registered.summary, registered.pipeline.layout, uri)
+    client = MlflowClient(uri, registry_uri=uri)
+    # What `fct gate --promote` records: a failed candidate, then a passing one promoted.
+    for version, verdict in ((2, "fail"), (3, "pass")):
+        checks = {"top1_drop": {"status": verdict}, "upgraded_gap": {"status": "pass"}}
+        report = {"verdict": verdict, "baseline": 1, "checks": checks, "at": f"2026-11-2{version}"}
+        client.set_model_version_tag(FAMILY, str(version), "fct.gate.verdict", verdict)
+        client.set_model_version_tag(FAMILY, str(version), "fct.gate.report", json.dumps(report))
+    client.set_registered_model_alias(FAMILY, "production", "3")
+    refresh_descriptions(client, FAMILY)
+    return uri
+
+
+def test_the_view_holds_every_measured_pair_and_links(store, registered):
+    from mlflow import MlflowClient
+
+    from fct_registry.server.page import family_view, render_family
+
+    client = MlflowClient(store, registry_uri=store)
+    view = family_view(client, FAMILY)
+    assert view.versions == [1, 2, 3] and view.production == 3
+    t = registered.summary.transformations
+    # Diagonal: own gallery; (2, 1): the better of the two 1->2 transformations; (3, 1): chain.
+    assert {(q, g) for q, g in view.cells} == {(1, 1), (2, 2), (3, 3), (2, 1), (3, 2), (3, 1)}
+    best_12 = max(
+        (t["v1_to_v2"], t["v1_to_v2_no_side_info"]), key=lambda r: _top1(client, r.version)
+    )
+    assert view.cells[(2, 1)].model_version == best_12.version
+    assert view.cells[(3, 1)].how.startswith("chain")
+    for q, g in view.cells:  # every cell equals the tag it was read from
+        cell = view.cells[(q, g)]
+        want = (
+            client.get_model_version(FAMILY, str(q)).tags["fct.top1"]
+            if q == g
+            else client.get_model_version(
+                f"{FAMILY}-transformations", str(cell.model_version)
+            ).tags["fct.top1"]
+        )
+        assert cell.top1 == pytest.approx(float(want))
+    page = render_family(view)
+    assert (
+        f'href="../../#/models/{FAMILY}-transformations/versions/{t["v2_to_v3"].version}"' in page
+    )
+    assert "production" in page and "<svg" in page
+    assert [(g["version"], g["verdict"], g["passed"], g["failed"]) for g in view.gates] == [
+        (3, "pass", 2, 0),
+        (2, "fail", 1, 1),
+    ]
+    assert "production now" in page and "badge fail" in page
+    v3 = client.get_model_version(FAMILY, "3").description
+    assert "@production (serving)" in v3 and "PASS against @1: 2 rules passed, 0 failed" in v3
+    assert json.loads(json.dumps(view.as_dict()))["production"] == 3
+
+
+def _top1(client, version: int) -> float:
+    tags = client.get_model_version(f"{FAMILY}-transformations", str(version)).tags
+    return float(tags["fct.top1"])
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    """``mlflow server --app-name fct`` on loopback. When this environment's fct-registry was
+    installed before the entry point existed, a dist-info declaring it goes on PYTHONPATH (what
+    ``pip install -e .`` writes)."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if "fct" not in {e.name for e in entry_points(group="mlflow.app")}:
+        plugin = tmp_path_factory.mktemp("entry-point")
+        info = plugin / "fct_registry_app-0.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: fct-registry-app\nVersion: 0.0\n"
+        )
+        (info / "entry_points.txt").write_text(
+            "[mlflow.app]\nfct = fct_registry.server:create_app\n"
+        )
+        paths = [str(plugin), str(Path.cwd()), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--app-name",
+        "fct",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        store,
+    ]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/health"), 120, "mlflow server --app-name fct", proc, log)
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.mark.services
+def test_the_server_serves_the_page_beside_the_mlflow_ui(server):
+    with urllib.request.urlopen(f"{server}/fct/family/{FAMILY}", timeout=60) as response:
+        page = response.read().decode()
+    assert "Compatibility graph" in page and "Every measured pair" in page
+    assert f"{FAMILY}@3" in page  # production
+    with urllib.request.urlopen(f"{server}/fct/api/family/{FAMILY}", timeout=60) as response:
+        data = json.loads(response.read())
+    assert data["production"] == 3 and len(data["heatmap"]) == 6
+    with urllib.request.urlopen(f"{server}/fct/", timeout=60) as response:
+        assert f"family/{FAMILY}" in response.read().decode()
+    assert http_ok(f"{server}/")  # the MLflow UI, same server
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{server}/fct/family/nope", timeout=60)
+    assert missing.value.code == 404 and "nope" in missing.value.read().decode()
+
+
+def _chromium(args: list[str]) -> subprocess.CompletedProcess:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (`apt-get install chromium`)")
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=15000",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    ("shot", "route", "expect"),
+    [
+        ("compatibility-page.png", f"/fct/family/{FAMILY}", "Every measured pair"),
+        ("version-page.png", f"/#/models/{FAMILY}/versions/2", "trained on classes"),
+    ],
+)
+def test_pages_render_in_chromium(server, tmp_path, shot, route, expect):
+    """The DOM shows the content; the screenshot is kept (and copied into docs/ with
+    FCT_UPDATE_DOCS=1, for the README)."""
+    dom = _chromium(["--dump-dom", f"{server}{route}"])
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert expect in dom.stdout
+    if "versions" in route:  # the version page links the compatibility page and its hops
+        assert f'href="fct/family/{FAMILY}"' in dom.stdout
+        assert re.search(r"┌─+┬─+┐", dom.stdout)
+    png = tmp_path / shot
+    out = _chromium(["--window-size=1400,1000", f"--screenshot={png}", f"{server}{route}"])
+    assert out.returncode == 0 and png.stat().st_size > 20_000, out.stderr[-2000:]
+    if os.environ.get("FCT_UPDATE_DOCS") == "1":
+        shutil.copyfile(png, DOCS / shot)
+
+
+def test_graph_and_heatmap_pictures_go_to_the_family_experiment(store, tmp_path, monkeypatch):
+    """`fct graph --log-to-mlflow`: both pictures in a run of `fct-<family>`, with artifacts
+    beside the store's others (never a new experiment `<family>` or ./mlruns)."""
+    from mlflow import MlflowClient
+
+    from fct_registry.resolver.load import load_graph
+    from fct_registry.resolver.plot import log_graph_to_mlflow, save_graph_png
+
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(store, registry_uri=store)
+    graph = load_graph(client, FAMILY)
+    run_id = log_graph_to_mlflow(client, graph, save_graph_png(graph, tmp_path / "g.png"))
+    run = client.get_run(run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == f"fct-{FAMILY}" and client.get_experiment_by_name(FAMILY) is None
+    artifacts = {a.path for a in client.list_artifacts(run_id, "resolver")}
+    assert {"resolver/compatibility_graph.png", "resolver/compatibility_heatmap.png"} <= artifacts
+    assert run.data.metrics["measured_pairs"] == 6
+    # The experiment registration created, whose artifacts sit beside the SQLite store.
+    assert experiment.artifact_location.endswith(f"/mlartifacts/fct-{FAMILY}")
+    assert run.info.artifact_uri.startswith(experiment.artifact_location + "/")
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_recorded_chain_is_a_first_class_version(store, registered):
+    """Its own page links every hop; tags say what it was built from; the versions it
+    connects list it in their link tables."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store, registry_uri=store)
+    name = f"{FAMILY}-transformations"
+    (chain,) = client.search_model_versions(f"name = '{name}' AND tags.`fct.role` = 'chain'")
+    t = registered.summary.transformations
+    hops = [t["v1_to_v2"].version, t["v2_to_v3"].version]
+    assert chain.tags["fct.hops"] == ",".join(map(str, hops))
+    assert chain.tags["fct.kind"] == "fct+fct" and len(chain.tags["fct.git_commit"]) > 0
+    assert json.loads(chain.tags["fct.params"])["hops"] == hops
+    for hop in hops:
+        assert f'<a href="#/models/{name}/versions/{hop}">' in chain.description
+    link = f'<a href="#/models/{name}/versions/{chain.version}">'
+    for end in (1, 3):  # the versions it connects
+        assert link in client.get_model_version(FAMILY, str(end)).description
+    assert link not in client.get_model_version(FAMILY, "2").description
+    logged = client.get_logged_model(chain.source.removeprefix("models:/"))
+    assert logged.name == f"{name}-chain-1-2-3"
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": name, "version": int(chain.version)}
+    ]
