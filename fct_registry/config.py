@@ -54,9 +54,41 @@ class VersionConfig(_Strict):
     backbone: BackboneConfig = BackboneConfig()
     embedding_dim: int = Field(128, ge=2)
     classes: list[int] | None = Field(None, description="training classes; null = all")
+    label_map: list[int] | None = Field(
+        None,
+        description="training label of each dataset class (e.g. coarse groups); null = the "
+        "class id itself. Retrieval is always scored on the dataset's own classes.",
+    )
+    label_names: list[str] | None = Field(None, description="names of the mapped labels")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: Literal["none", "flip_crop"] = "flip_crop"
     optim: OptimConfig = OptimConfig()
+
+    @model_validator(mode="after")
+    def _labels(self) -> VersionConfig:
+        if self.label_map is not None:
+            if min(self.label_map) < 0:
+                raise ValueError(f"label_map entries must be >= 0, got {self.label_map}")
+            used = sorted(set(self.label_map))
+            if used != list(range(len(used))):
+                raise ValueError(
+                    f"label_map must use the labels 0..K-1 without gaps; it uses {used}"
+                )
+            if self.label_names is not None and len(self.label_names) != len(used):
+                raise ValueError(
+                    f"label_names has {len(self.label_names)} names for {len(used)} mapped labels"
+                )
+        elif self.label_names is not None:
+            raise ValueError("label_names needs a label_map (names of the mapped labels)")
+        return self
+
+    def training_labels(self, num_classes: int) -> list[int]:
+        """Training label of every dataset class (identity without ``label_map``)."""
+        return list(self.label_map) if self.label_map is not None else list(range(num_classes))
+
+    def num_labels(self, num_classes: int) -> int:
+        """Width of this version's classifier."""
+        return max(self.training_labels(num_classes)) + 1
 
 
 class SideInfoConfig(_Strict):
@@ -67,6 +99,11 @@ class SideInfoConfig(_Strict):
     dim: int = Field(128, ge=2)
     projection_dim: int = Field(128, ge=2)
     temperature: float = Field(0.5, gt=0)
+    trained_with: int | None = Field(
+        None,
+        description="version whose training data (its classes' images) the side-info model "
+        "trains on, as when it ships with that version; null = the whole training split",
+    )
     optim: OptimConfig = OptimConfig()
 
 
@@ -77,21 +114,55 @@ class TransformationConfig(_Strict):
     target: int = Field(alias="to")
     kind: str = "fct"
     hidden_dim: int = Field(2048, ge=1)
+    seeds: int = Field(
+        1, ge=1, description="independent trainings (seed, seed+1, ...); the first is registered"
+    )
+    train_on: Literal["target", "all"] = Field(
+        "target", description="target: the new version's own training classes (as in ml-fct)"
+    )
+    features: Literal["stored", "augmented"] = Field(
+        "stored",
+        description="stored: the stored embeddings of un-augmented images; augmented: old, new "
+        "and side-info features recomputed from freshly augmented images every batch",
+    )
     optim: OptimConfig = OptimConfig(epochs=20, batch_size=1024, lr=1e-3, weight_decay=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class BctConfig(_Strict):
-    """BCT baseline (Shen et al. 2020): train ``new``'s recipe with ``old``'s frozen classifier."""
+    """A backward-compatible baseline: ``new``'s recipe trained with a term tying it to ``old``.
+
+    ``kind``: ``influence`` is Shen et al. (CVPR 2020): the new embedding must also be
+    classified by the old, frozen classifier (on the old labels). ``l2`` is a feature-alignment
+    variant: the new embedding of each (augmented) image is pulled towards the frozen old model's
+    embedding of the same image, which constrains every dimension, not only the few the old
+    classifier reads, so new/old retrieval stays at least as good as old/old.
+
+    Either way the BCT model lives in the old embedding space, so it is trained with ``new``'s
+    recipe at ``old``'s ``embedding_dim`` (the price BCT pays when the old space is small).
+    """
 
     old: int
     new: int
-    influence_weight: float = Field(1.0, ge=0)
+    kind: Literal["influence", "l2"] = "influence"
+    influence_weight: float = Field(1.0, ge=0, description="weight of the BCT term")
+    init_from_old: bool = Field(
+        False, description="l2: start from the old model's weights (needs the same backbone)"
+    )
+
+    @model_validator(mode="after")
+    def _init_needs_l2(self) -> BctConfig:
+        if self.init_from_old and self.kind != "l2":
+            raise ValueError("init_from_old applies to kind: l2; remove it or set kind: l2")
+        return self
 
 
 class EvaluationConfig(_Strict):
     distance: Literal["l2", "cosine"] = "l2"
+    bootstrap_resamples: int = Field(
+        2000, ge=100, description="paired-bootstrap resamples of the test queries (95% CIs)"
+    )
 
 
 class UncertaintyTrainingConfig(_Strict):
@@ -266,6 +337,12 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _cross_references(self) -> Params:
         known = ", ".join(str(v) for v in self.versions)
+        trained_with = self.side_info.trained_with
+        if trained_with is not None and trained_with not in self.versions:
+            raise ValueError(
+                f"side_info.trained_with names version {trained_with}, which is not declared; "
+                f"declared versions: {known}"
+            )
         for name, edge in self.transformations.items():
             for end in (edge.source, edge.target):
                 if end not in self.versions:
@@ -292,13 +369,6 @@ class Params(_Strict):
                         f"bct {name!r} names version {end}, which is not declared; "
                         f"declared versions: {known}"
                     )
-            old_dim = self.versions[bct.old].embedding_dim
-            new_dim = self.versions[bct.new].embedding_dim
-            if old_dim != new_dim:
-                raise ValueError(
-                    f"bct {name!r}: version {bct.new} has embedding_dim {new_dim} but version "
-                    f"{bct.old} has {old_dim}; BCT reuses the old classifier, so set both equal"
-                )
         return self
 
 

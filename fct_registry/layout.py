@@ -34,8 +34,14 @@ class Layout:
     def bct(self, name: str) -> Path:
         return self.root / "bct" / name
 
-    def transformation(self, name: str) -> Path:
-        return self.root / "transformations" / name
+    def transformation(self, name: str, seed_index: int = 0) -> Path:
+        """Seed 0 is the registered model; further seeds (uncertainty only) live apart."""
+        if seed_index == 0:
+            return self.root / "transformations" / name
+        return self.root / "transformation_seeds" / name / f"seed-{seed_index}"
+
+    def transformation_seeds(self, name: str) -> Path:
+        return self.root / "transformation_seeds" / name
 
     @property
     def embeddings(self) -> Path:

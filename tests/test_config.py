@@ -45,12 +45,6 @@ def test_backward_edge_rejected(default_raw_params):
         parse_params(default_raw_params)
 
 
-def test_bct_embedding_size_mismatch(default_raw_params):
-    default_raw_params["versions"]["2"]["embedding_dim"] = 64
-    with pytest.raises(ConfigError, match="embedding_dim 64 but version 1 has 128"):
-        parse_params(default_raw_params)
-
-
 def test_typo_in_key_is_an_error(default_raw_params):
     default_raw_params["versions"]["1"]["optim"]["epoch"] = 3
     with pytest.raises(ConfigError, match=r"versions\.1\.optim\.epoch.*Extra inputs"):
@@ -58,7 +52,7 @@ def test_typo_in_key_is_an_error(default_raw_params):
 
 
 def test_unknown_transformation_kind(default_raw_params):
-    default_raw_params["transformations"]["1-2"]["kind"] = "mlp"
+    default_raw_params["transformations"]["v1_to_v2"]["kind"] = "mlp"
     with pytest.raises(
         ConfigError, match=r"transformations\.v1_to_v2\.kind: .*known: fct, fct-no-side-info"
     ):

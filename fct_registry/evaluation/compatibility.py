@@ -4,6 +4,11 @@ Cases (query model / gallery model): old/old and new/new (``self``), new/old thr
 learned transformation (``transformations``, FCT with or without side-info), through multi-hop
 chains (``chains``), new/old with no transformation (``raw``), and BCT-new/old, BCT-new/BCT-new
 (``bct``). ``gap_closed`` is the share of the old/old -> new/new gap a cross-version case recovers.
+
+Every case is scored query by query (:func:`per_query_scores`); the report holds the means, and
+``outcomes`` (when asked for) the per-query values behind them, keyed by case, for paired
+bootstrap intervals (:mod:`fct_registry.evaluation.uncertainty`). An edge trained with several
+seeds reports its first seed (the registered model) and, under ``seeds``, every seed's scores.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fct_registry.evaluation.retrieval import RetrievalScores, retrieval_scores
+from fct_registry.evaluation.per_query import PerQuery, per_query_scores
+from fct_registry.evaluation.retrieval import RetrievalScores
 
 
 @dataclass(frozen=True)
@@ -24,12 +30,18 @@ class Edge:
     target: int
     uses_side_info: bool
     module: nn.Module
+    other_seeds: tuple[nn.Module, ...] = ()
+    kind: str = "fct"
+
+    @property
+    def modules(self) -> tuple[nn.Module, ...]:
+        return (self.module, *self.other_seeds)
 
 
-def _apply(hops: list[Edge], old: torch.Tensor, side_info: torch.Tensor) -> torch.Tensor:
+def _apply(hops: list[nn.Module], old: torch.Tensor, side_info: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         for hop in hops:
-            old = hop.module.eval()(old, side_info)
+            old = hop.eval()(old, side_info).float()
     return old
 
 
@@ -39,7 +51,8 @@ def gap_closed(cross: float, old_old: float, new_new: float) -> float:
 
 
 def chains(edges: list[Edge], min_hops: int = 2) -> list[list[Edge]]:
-    """Every forward path of ``min_hops`` or more side-info edges (small families only)."""
+    """Every forward path of ``min_hops`` or more side-info edges of one architecture (small
+    families only)."""
     side = [e for e in edges if e.uses_side_info]
     out: list[list[Edge]] = []
 
@@ -47,7 +60,7 @@ def chains(edges: list[Edge], min_hops: int = 2) -> list[list[Edge]]:
         if len(path) >= min_hops:
             out.append(path)
         for e in side:
-            if e.source == path[-1].target:
+            if e.source == path[-1].target and e.kind == path[0].kind:
                 extend([*path, e])
 
     for e in side:
@@ -62,16 +75,24 @@ def compatibility_cases(
     edges: list[Edge],
     bct: dict[str, tuple[int, int, torch.Tensor]],
     distance: str = "l2",
+    outcomes: dict[tuple, PerQuery] | None = None,
 ) -> dict:
-    """All cases as ``{group: {case: {"top1", "top5", "mAP", ...}}}`` (percent)."""
+    """All cases as ``{group: {case: {"top1", "top5", "mAP", ...}}}`` (percent).
 
-    def score(query: torch.Tensor, gallery: torch.Tensor) -> RetrievalScores:
+    ``outcomes``: a dict filled with each case's per-query values, keyed ``("self", v)``,
+    ``("transformations", name, seed_index)``, ``("chains", key)``, ``("raw", key)``,
+    ``("bct", name, "new_old" | "new_new")``.
+    """
+    kept: dict[tuple, PerQuery] = {} if outcomes is None else outcomes
+
+    def score(key: tuple, query: torch.Tensor, gallery: torch.Tensor) -> RetrievalScores:
         # Leave-one-out: query i and gallery i are the same test image, so i is excluded.
-        return retrieval_scores(
+        kept[key] = per_query_scores(
             query, gallery, labels, labels, distance=distance, leave_one_out=True
         )
+        return RetrievalScores(**kept[key].means())
 
-    own = {v: score(e, e) for v, e in versions.items()}
+    own = {v: score(("self", v), e, e) for v, e in versions.items()}
     report: dict = {
         "self": {str(v): s.as_dict() for v, s in own.items()},
         "transformations": {},
@@ -88,26 +109,45 @@ def compatibility_cases(
         }
 
     for e in edges:
-        upgraded = _apply([e], versions[e.source], side_info)
-        report["transformations"][e.name] = with_gap(
-            score(versions[e.target], upgraded), e.source, e.target
-        ) | {"from": e.source, "to": e.target, "side_info": e.uses_side_info}
+        per_seed = [
+            with_gap(
+                score(
+                    ("transformations", e.name, i),
+                    versions[e.target],
+                    _apply([m], versions[e.source], side_info),
+                ),
+                e.source,
+                e.target,
+            )
+            for i, m in enumerate(e.modules)
+        ]
+        report["transformations"][e.name] = per_seed[0] | {
+            "from": e.source,
+            "to": e.target,
+            "side_info": e.uses_side_info,
+            "kind": e.kind,
+            "seeds": per_seed,
+        }
     for path in chains(edges):
         source, target = path[0].source, path[-1].target
-        upgraded = _apply(path, versions[source], side_info)
+        upgraded = _apply([h.module for h in path], versions[source], side_info)
         key = "-".join([str(source), *(str(h.target) for h in path)])
-        report["chains"][key] = with_gap(score(versions[target], upgraded), source, target) | {
+        key += "" if path[0].kind == "fct" else f" ({path[0].kind})"
+        scores = score(("chains", key), versions[target], upgraded)
+        report["chains"][key] = with_gap(scores, source, target) | {
             "from": source,
             "to": target,
             "hops": [h.name for h in path],
         }
     for old, new in itertools.combinations(sorted(versions), 2):
         if versions[old].shape[1] == versions[new].shape[1]:
-            report["raw"][f"{new}-{old}"] = with_gap(score(versions[new], versions[old]), old, new)
+            key = f"{new}-{old}"
+            raw = score(("raw", key), versions[new], versions[old])
+            report["raw"][key] = with_gap(raw, old, new)
     for name, (old, new, emb) in bct.items():
         report["bct"][name] = {
-            "new_old": score(emb, versions[old]).as_dict(),
-            "new_new": score(emb, emb).as_dict(),
+            "new_old": score(("bct", name, "new_old"), emb, versions[old]).as_dict(),
+            "new_new": score(("bct", name, "new_new"), emb, emb).as_dict(),
             "from": old,
             "to": new,
         }

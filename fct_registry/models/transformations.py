@@ -1,9 +1,15 @@
 """FCT transformations ``h(old_embedding, side_info) -> new embedding`` and their chains.
 
-The MLP follows the paper (arXiv 2112.02805, Sec. 3): the old embedding and the side-info are
-projected separately (linear + batch-norm + ReLU) to an inner width, concatenated, and mixed by
-a second MLP into the new space. The ``fct-no-side-info`` variant drops the side-info branch; it
-keeps the same call signature so chains and exported graphs are uniform.
+Two architectures, each with a variant without side-info (same call signature, so chains and
+exported graphs are uniform; the side-info argument is ignored):
+
+* ``fct`` / ``fct-no-side-info`` (this project's): the old embedding and the side-info are each
+  projected (linear + batch-norm + ReLU) to ``hidden_dim``, concatenated, and mixed by one more
+  block and a linear layer into the new space.
+* ``ml-fct`` / ``ml-fct-no-side-info``: the shape of apple/ml-fct's ``MLP_BN_SIDE_PROJECTION``
+  (its 1x1 convolutions on ``[N, C, 1, 1]`` are linear layers): old ``d_o -> 2 d_o -> 2 d_n``,
+  side-info ``d_s -> 2 d_s -> 2 d_n``, then a mixer ``4 d_n -> hidden -> hidden -> d_n``
+  (128-d: 256 + 256 -> 2048 -> 2048 -> 128 at the paper's width).
 """
 
 from __future__ import annotations
@@ -55,8 +61,60 @@ def fct_no_side_info(
     return FCTTransformation(old_dim, new_dim, 0, hidden_dim)
 
 
+class MLFCTTransformation(nn.Module):
+    """apple/ml-fct's ``MLP_BN_SIDE_PROJECTION`` (``side_info_dim=0``: without side-info)."""
+
+    def __init__(self, old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048):
+        super().__init__()
+        self.old_dim, self.new_dim, self.side_info_dim = old_dim, new_dim, side_info_dim
+        self.p1 = nn.Sequential(_block(old_dim, 2 * old_dim), _block(2 * old_dim, 2 * new_dim))
+        self.p2 = (
+            nn.Sequential(
+                _block(side_info_dim, 2 * side_info_dim), _block(2 * side_info_dim, 2 * new_dim)
+            )
+            if side_info_dim
+            else None
+        )
+        mixed = 2 * new_dim * (2 if side_info_dim else 1)
+        self.mixer = nn.Sequential(
+            _block(mixed, hidden_dim),
+            _block(hidden_dim, hidden_dim),
+            nn.Linear(hidden_dim, new_dim),
+        )
+
+    @property
+    def uses_side_info(self) -> bool:
+        return self.p2 is not None
+
+    def forward(self, old: torch.Tensor, side_info: torch.Tensor) -> torch.Tensor:
+        h = self.p1(old)
+        if self.p2 is not None:
+            h = torch.cat([h, self.p2(side_info)], dim=1)
+        return self.mixer(h)
+
+
+@TRANSFORMATIONS.register("ml-fct")
+def ml_fct(old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048) -> nn.Module:
+    return MLFCTTransformation(old_dim, new_dim, side_info_dim, hidden_dim)
+
+
+@TRANSFORMATIONS.register("ml-fct-no-side-info")
+def ml_fct_no_side_info(
+    old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048
+) -> nn.Module:
+    return MLFCTTransformation(old_dim, new_dim, 0, hidden_dim)
+
+
+NO_SIDE_INFO_SUFFIX = "-no-side-info"
+
+
 def uses_side_info(kind: str) -> bool:
-    return kind != "fct-no-side-info"
+    return not kind.endswith(NO_SIDE_INFO_SUFFIX)
+
+
+def architecture(kind: str) -> str:
+    """The architecture of a transformation kind (``fct``, ``ml-fct``), side-info or not."""
+    return kind.removesuffix(NO_SIDE_INFO_SUFFIX)
 
 
 class TransformationChain(nn.Module):

@@ -284,6 +284,14 @@ def side_info_description(
     rows: list[tuple[str, Cell | str]] = [
         ("computes", f"{tags.get(T.EMBEDDING_DIM, '?')}-d side-info from float images in [0, 1]"),
     ]
+    trained_with = tags.get(T.TRAINED_WITH)
+    if trained_with and trained_with != "all":
+        rows.append(
+            (
+                "trained on",
+                f"params version `{trained_with}`'s training images only (ships with it)",
+            )
+        )
     for i, cell in enumerate(_hop_rows(readers)):
         rows.append(("read by" if i == 0 else "", cell))
     if not readers:

@@ -286,6 +286,7 @@ class _Registrar:
         trained_from = self._trained_from("side_info", cfg)
         tags = self._common_tags(T.ROLE_SIDE_INFO, cfg.name, trained_from)
         tags[T.EMBEDDING_DIM] = str(cfg.dim)
+        tags[T.TRAINED_WITH] = "all" if cfg.trained_with is None else str(cfg.trained_with)
         return _Model(
             T.ROLE_SIDE_INFO,
             T.side_info_model_name(self.family),

@@ -45,6 +45,7 @@ ONNX_MAX_ABS_DIFF = "fct.onnx_max_abs_diff"  # ONNX vs PyTorch, checked at regis
 
 # --- links -------------------------------------------------------------------------------------
 SIDE_INFO = "fct.side_info"  # "<model name>/<version>" of the side-info extractor
+TRAINED_WITH = "fct.trained_with"  # side-info: params key of the version whose images it saw
 SIDE_INFO_DIM = "fct.side_info_dim"
 SOURCE = "fct.from"  # family version number the transformation reads
 TARGET = "fct.to"  # family version number it produces

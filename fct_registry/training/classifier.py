@@ -1,6 +1,13 @@
-"""Supervised training of one family version (cross-entropy with label smoothing), optionally
-with BCT's influence loss: the new embedding must also be classified by the old, frozen classifier
-(Shen et al., CVPR 2020), on samples of the classes the old model knew."""
+"""Supervised training of one family version (cross-entropy with label smoothing on the version's
+own labels: its classes, optionally mapped to coarser groups by ``label_map``), optionally with a
+backward-compatibility term tying the new embedding to an old version's:
+
+* :class:`BctInfluence` (Shen et al., CVPR 2020): the new embedding must also be classified by the
+  old, frozen classifier, on samples of the classes the old model knew (old labels);
+* :class:`BctAlignment`: the new embedding of each augmented image is pulled (squared L2) towards
+  the frozen old model's embedding of the same image. The influence loss only constrains the
+  directions the old classifier reads (about as many as it has classes), so its new/old retrieval
+  can fall far below old/old; alignment constrains the whole embedding."""
 
 from __future__ import annotations
 
@@ -24,6 +31,23 @@ class BctInfluence:
     old_classifier: torch.nn.Linear
     old_classes: list[int]
     weight: float
+    old_label_map: list[int] | None = None  # dataset class -> old training label
+
+
+@dataclass(frozen=True)
+class BctAlignment:
+    old_model: torch.nn.Module
+    old_classes: list[int]
+    weight: float
+    init_from_old: bool = False  # start from the old weights (same backbone) instead of scratch
+
+
+BctTerm = BctInfluence | BctAlignment
+
+
+def label_lookup(label_map: list[int] | None, num_classes: int) -> torch.Tensor:
+    """Dataset class id -> training label (identity without a map)."""
+    return torch.as_tensor(label_map if label_map is not None else list(range(num_classes)))
 
 
 def embedding_spec(cfg: VersionConfig, info: dict) -> dict:
@@ -35,7 +59,7 @@ def embedding_spec(cfg: VersionConfig, info: dict) -> dict:
         "in_channels": channels,
         "input_shape": [channels, height, width],
         "embedding_dim": cfg.embedding_dim,
-        "num_classes": len(info["classes"]),
+        "num_classes": cfg.num_labels(len(info["classes"])),
         "mean": info["mean"],
         "std": info["std"],
     }
@@ -51,7 +75,7 @@ def train_classifier(
     checkpoint: Path,
     fingerprint: str,
     desc: str,
-    bct: BctInfluence | None = None,
+    bct: BctTerm | None = None,
 ) -> tuple[EmbeddingModel, LoopResult]:
     torch.manual_seed(seed)
     model = EmbeddingModel(
@@ -63,13 +87,24 @@ def train_classifier(
         spec["mean"],
         spec["std"],
     )
+    if isinstance(bct, BctAlignment) and bct.init_from_old:
+        # every weight but the classifier, whose labels differ; the shapes must match
+        state = {k: v for k, v in bct.old_model.state_dict().items() if "classifier" not in k}
+        model.load_state_dict(state, strict=False)
     net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
     ctx = context()
     data = train.subset(cfg.classes).to(device)
-    old_classes = None
+    num_classes = int(train.labels.max()) + 1 if cfg.label_map is None else len(cfg.label_map)
+    lut = label_lookup(cfg.label_map, num_classes).to(device)
+    old_classes = old_lut = None
     if bct is not None:
-        bct.old_classifier.to(device).requires_grad_(False)
         old_classes = torch.as_tensor(bct.old_classes, device=device)
+    if isinstance(bct, BctInfluence):
+        bct.old_classifier.to(device).requires_grad_(False)
+        old_lut = label_lookup(bct.old_label_map, max(num_classes, len(bct.old_label_map or [])))
+        old_lut = old_lut.to(device)
+    elif isinstance(bct, BctAlignment):
+        bct.old_model.to(device).eval().requires_grad_(False)
 
     def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         indices = indices.to(device)
@@ -77,19 +112,27 @@ def train_classifier(
         if cfg.augment == "flip_crop":
             x = classifier_augment(x, gen)  # drawn for the global batch: same as 1 process
         x, y = ctx.shard(x), ctx.shard(data.labels[indices])
-        emb = net(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        emb = net(x)
         logits = unwrap(net).classifier(emb)
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        logs = {"accuracy": float((logits.argmax(1) == y).float().mean())}
-        if bct is not None:
-            seen = torch.isin(y, old_classes)
-            if seen.any():
-                influence = F.cross_entropy(
-                    bct.old_classifier(emb[seen]), y[seen], label_smoothing=cfg.label_smoothing
-                )
-                loss = loss + bct.weight * influence
-                logs["influence_loss"] = float(influence.detach())
-        return loss, logs
+        loss = F.cross_entropy(logits, lut[y], label_smoothing=cfg.label_smoothing)
+        logs = {"accuracy": float((logits.argmax(1) == lut[y]).float().mean())}
+        if bct is None:
+            return loss, logs
+        seen = torch.isin(y, old_classes)
+        if not seen.any():
+            return loss, logs
+        if isinstance(bct, BctInfluence):
+            term = F.cross_entropy(
+                bct.old_classifier(emb[seen]), old_lut[y[seen]], label_smoothing=cfg.label_smoothing
+            )
+            logs["influence_loss"] = float(term.detach())
+        else:
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                target = bct.old_model(x[seen].float()).float()  # float32 target
+            term = (emb[seen].float() - target).pow(2).sum(1).mean()
+            logs["alignment_loss"] = float(term.detach())
+        return loss + bct.weight * term, logs
 
     result = run_training(
         net,

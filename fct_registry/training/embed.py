@@ -1,4 +1,7 @@
-"""Batched inference: images or embeddings in, float32 embeddings out (no grad, AMP on GPU)."""
+"""Batched inference: images or embeddings in, float32 embeddings out (no grad).
+
+Extraction runs in float32 on every device: these vectors are stored in galleries and used as
+regression targets, so they must not carry bf16 rounding from training's autocast."""
 
 from __future__ import annotations
 
@@ -19,8 +22,8 @@ def embed_images(
     out = []
     for start in range(0, len(images), batch_size):
         x = images_to_float(images[start : start + batch_size].to(device))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(model(x).float().cpu())
+        with torch.autocast(device.type, enabled=False):  # also inside a caller's autocast
+            out.append(model(x.float()).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -33,8 +36,9 @@ def apply_transformation(
     batch_size: int = 8192,
 ) -> torch.Tensor:
     model.eval().to(device)
-    out = [
-        model(old[s : s + batch_size].to(device), side_info[s : s + batch_size].to(device)).cpu()
-        for s in range(0, len(old), batch_size)
-    ]
+    out = []
+    for s in range(0, len(old), batch_size):
+        with torch.autocast(device.type, enabled=False):
+            x, side = old[s : s + batch_size].to(device), side_info[s : s + batch_size].to(device)
+            out.append(model(x.float(), side.float()).float().cpu())
     return torch.cat(out)

@@ -58,9 +58,13 @@ def test_repro_writes_every_case(project):
         "v2_to_v3",
         "v1_to_v3",
         "v1_to_v2_no_side_info",
+        "v1_to_v2_ml_fct",
     }
+    uncertainty = json.loads((project / "outputs/eval/uncertainty.json").read_text())
+    assert set(uncertainty["side_info_gain"]) == {"v1_to_v2"}
+    assert uncertainty["edges"]["v1_to_v2"]["seeds"] == 3
     assert "1-2-3" in metrics["chains"]
-    assert set(metrics["raw"]) == {"2-1", "3-1", "3-2"}
+    assert set(metrics["raw"]) == {"3-2"}  # version 1 is 8-d: no raw case against it
     assert set(metrics["bct"]["v1_to_v2"]) >= {"new_old", "new_new"}
     for case in metrics["transformations"].values():
         assert 0 <= case["top1"] <= 100 and 0 <= case["mAP"] <= 100

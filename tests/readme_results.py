@@ -1,0 +1,15 @@
+"""``scripts/readme_results.py`` loaded as a module (scripts/ is not a package)."""
+
+import importlib.util
+
+from tests.conftest import ROOT
+
+_spec = importlib.util.spec_from_file_location(
+    "readme_results", ROOT / "scripts" / "readme_results.py"
+)
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+
+BEGIN, END = _module.BEGIN, _module.END
+checks, replace_section = _module.checks, _module.replace_section
+results_markdown, render, main = _module.results_markdown, _module.render, _module.main
