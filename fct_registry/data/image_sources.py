@@ -444,7 +444,13 @@ class TensorSource(ImageSource):
                 f"{path} not found; prepare the data first (`dvc repro prepare`) or pass a "
                 "folder, manifest, tar shards or s3:// prefix of images"
             )
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # SafetensorError (not a safetensors file), OSError
+            raise DataError(
+                f"cannot read {path} as safetensors ({type(exc).__name__}: {exc}); pass a "
+                "safetensors file holding uint8 `images` [N, C, H, W], or a folder of images"
+            ) from None
         if "images" not in tensors:
             raise DataError(
                 f"{path} has no 'images' tensor (has: {', '.join(tensors)}); store uint8 "
@@ -519,6 +525,12 @@ def open_source(uri: str | Sequence[str], kind: str = "auto", **options: object)
             return SOURCES.build("tar", uris=uris)
         uri = uris[0]
     uri = str(uri)
+    if uri.lower().endswith((".npy", ".npz")):
+        raise DataError(
+            f"{uri} is a NumPy file, not images; pass a folder of image files, a manifest, tar "
+            "shards, or a .safetensors file holding uint8 `images` [N, C, H, W] (convert with "
+            "safetensors.numpy.save_file({'images': array}, 'images.safetensors'))"
+        )
     if kind == "auto":
         kind = detect_kind(uri)
     SOURCES.check(kind)

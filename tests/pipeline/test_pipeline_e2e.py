@@ -40,7 +40,7 @@ def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("pipeline")
-    for item in ("dvc.yaml", "pipelines", "fct_registry"):
+    for item in ("dvc.yaml", ".dvcignore", "pipelines", "fct_registry"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
@@ -95,11 +95,28 @@ def test_resolve_after_repro_compares_measured_routes(project):
     assert answer["chosen"]["top1"] == pytest.approx(best)
 
 
-def test_second_repro_does_nothing(project):
+@pytest.mark.parametrize("bytecode", ["written", "not written"])
+def test_second_repro_reruns_only_the_gate_and_changes_nothing(project, monkeypatch, bytecode):
+    """Nothing is stale, also when Python writes __pycache__ into the code deps (as on any
+    machine without PYTHONDONTWRITEBYTECODE); only the always_changed gate reruns, and it
+    rewrites the same bytes."""
+    if bytecode == "written":
+        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    tracked = [
+        *sorted((project / "outputs" / "gate").glob("*")),
+        project / "outputs" / "registry.json",
+        project / "outputs" / "eval" / "metrics.json",
+    ]
+    before = {p: p.read_bytes() for p in tracked}
     run = _dvc(project, "repro")
-    assert run.returncode == 0
-    assert "Running stage" not in run.stdout
-    assert "up to date" in run.stdout
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ran = [line for line in run.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'gate':"], run.stdout
+    assert {p: p.read_bytes() for p in tracked} == before
+    if bytecode == "written":
+        assert any((project / "fct_registry").rglob("__pycache__"))
 
 
 def test_metrics_and_plots_readable(project):
