@@ -330,6 +330,7 @@ def _clean(storage: Any, manifest: Manifest, job: dict[str, Any] | None) -> None
         if name.startswith(f"{PROGRESS_DIR}/") and name != JOB_FILE:
             storage.delete(name)
     storage.delete(JOB_FILE)
+    storage.remove_temporaries()  # partial files of a killed run (their names are per process)
 
 
 def _read_json(storage: Any, name: str) -> dict[str, Any] | None:

@@ -174,8 +174,13 @@ def junit_xml(result: GateResult, timestamp: datetime | None = None) -> str:
         {
             "name": f"fct-gate.{result.family}",
             **attrs,
-            "timestamp": (timestamp or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S"),
-        },
+        }
+        # tracked reports (the DVC stage: no timing) carry no wall-clock time either
+        | (
+            {}
+            if result.seconds is None and timestamp is None
+            else {"timestamp": (timestamp or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S")}
+        ),
     )
     props = ET.SubElement(suite, "properties")
     for name, value in _properties(result).items():

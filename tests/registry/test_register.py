@@ -126,7 +126,9 @@ def test_descriptions_tell_the_story_in_one_table_per_version(registered, client
         assert text.count("<pre>") == 1 and "┌" in text and "└" in text  # one bordered table
         assert "Compatibility (test split" not in text  # the matrix lives on the page
     v1 = client.get_model_version(FAMILY, "1").description
-    assert "│ trained on classes" in v1 and "0–4" in v1
+    classes = registered.pipeline.params.versions[1].classes or list(range(10))
+    shown = f"{classes[0]}–{classes[-1]}"
+    assert "│ trained on classes" in v1 and f"│ {shown}" in v1
     for name in ("v1_to_v2", "v1_to_v2_no_side_info"):
         t = registered.summary.transformations[name].version
         assert _a(TRANSFORMATIONS, t) in v1
@@ -150,6 +152,7 @@ def test_box_table_columns_line_up_whatever_the_links():
 
 def test_registered_transformation_upgrades_like_the_pipeline_model(registered, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registered.uri)
     layout = registered.pipeline.layout
     from fct_registry.layout import load_embeddings
 

@@ -75,6 +75,8 @@ def _clean_env(venv: Path | None = None, **extra: str) -> dict[str, str]:
         env["VIRTUAL_ENV"] = str(venv)
     env["PATH"] = os.pathsep.join(paths)
     env.update(OMP_NUM_THREADS="1", MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true", **extra)
+    if "MLFLOW_TRACKING_URI" in extra:  # the registry too, whatever an earlier test left behind
+        env["MLFLOW_REGISTRY_URI"] = extra["MLFLOW_TRACKING_URI"]
     return env
 
 
