@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from fct_registry.gallery import GalleryWriter, make_batch, open_storage
 from fct_registry.gallery import schema as S
-from fct_registry.models import EmbeddingModel, save_model
+from fct_registry.models.embedding import EmbeddingModel
+from fct_registry.models.io import save_model
 from fct_registry.training.embed import embed_images
 
 N, DIM, SIDE = 40, 6, 4
@@ -30,7 +31,7 @@ class Setup:
     new: np.ndarray  # the new model on every image
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
-        from fct_registry.models import load_model
+        from fct_registry.models.io import load_model
 
         module, _ = load_model(self.model)
         return embed_images(module, images, torch.device("cpu")).numpy()
