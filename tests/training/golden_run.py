@@ -4,7 +4,8 @@ checkpoints' fingerprints. ``test_golden.py`` compares it with the digests recor
 before training read data through the streaming interface, so the default path provably trains
 the same bits (same batch order, same augmentation draws, same fingerprints).
 
-Run ``python -m tests.training.golden_run OUT_DIR`` to print the digests."""
+``python -m tests.training.golden_run OUT_DIR DIGESTS.json`` writes the digests (training logs go
+to stdout)."""
 
 from __future__ import annotations
 
@@ -72,4 +73,5 @@ def run(out: Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(Path(sys.argv[1])), indent=1, sort_keys=True))
+    digest = run(Path(sys.argv[1]))
+    Path(sys.argv[2]).write_text(json.dumps(digest, indent=1, sort_keys=True) + "\n")
