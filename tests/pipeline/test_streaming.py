@@ -116,7 +116,7 @@ def test_bad_image_fails_prepare_and_leaves_nothing(trees, tmp_path):
     (trees[0] / "class-1" / "broken.png").write_bytes(b"\x89PNG not really")
     params = parse_params(stream_params(str(trees[0]), str(trees[1])))
     layout = Layout(tmp_path / "outputs")
-    with pytest.raises(DataError, match="broken.png"):
+    with pytest.raises(DataError, match=r"broken\.png"):
         prepare_stage(params, layout)
     assert not layout.data.exists()
 
