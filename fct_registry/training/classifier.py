@@ -52,7 +52,7 @@ def label_lookup(label_map: list[int] | None, num_classes: int) -> torch.Tensor:
 
 def embedding_spec(cfg: VersionConfig, info: dict) -> dict:
     channels, height, width = info["shape"]
-    return {
+    spec = {
         "kind": "embedding",
         "backbone": cfg.backbone.name,
         "backbone_kwargs": dict(cfg.backbone.kwargs),
@@ -63,6 +63,9 @@ def embedding_spec(cfg: VersionConfig, info: dict) -> dict:
         "mean": info["mean"],
         "std": info["std"],
     }
+    if "transform" in info:  # streamed from files: how images were decoded and cropped
+        spec["preprocess"] = info["transform"]
+    return spec
 
 
 def train_classifier(

@@ -29,7 +29,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 def side_info_spec(cfg: SideInfoConfig, info: dict) -> dict:
     channels, height, width = info["shape"]
-    return {
+    spec = {
         "kind": "side_info",
         "name": cfg.name,
         "backbone": cfg.backbone.name,
@@ -41,6 +41,9 @@ def side_info_spec(cfg: SideInfoConfig, info: dict) -> dict:
         "mean": info["mean"],
         "std": info["std"],
     }
+    if "transform" in info:  # streamed from files: how images were decoded and cropped
+        spec["preprocess"] = info["transform"]
+    return spec
 
 
 def train_side_info(
