@@ -30,7 +30,9 @@ outputs/data/<split>.safetensors). Images are decoded in --workers DataLoader wo
 Streaming and resumable: memory does not grow with the collection, and after an interruption
 (even kill -9) rerunning the same command finishes the job, skipping finished shards. DST is a
 local folder or s3://bucket/prefix (boto3 credentials; AWS_ENDPOINT_URL for S3-compatible
-servers)."""
+servers). --engine ray runs the same per-shard function on Ray Data actors (a private local
+Ray, or a cluster with --ray-address): same gallery files, and either engine resumes the other's
+interrupted run."""
 
 EPILOG = """\
 examples:
@@ -104,6 +106,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="convert",
         help="images with other channels than the model reads: convert them (default) or "
         "treat them as bad images (strict)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where shards are indexed: local (this process) or ray (Ray Data actors, one "
+        "shard per task, needs ray[data]); same gallery files (default: local)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --engine ray: a running Ray cluster (ray://head:10001, or auto); default: "
+        "a private local Ray on this machine's CPUs",
+    )
+    parser.add_argument(
+        "--actors",
+        type=int,
+        metavar="N",
+        help="with --engine ray: actors, each loading the models once (default: one per CPU, "
+        "at most one per shard)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(

@@ -11,9 +11,11 @@ from pathlib import Path
 from fct_registry.commands.gallery import embed_destination
 from fct_registry.data.image_sources import open_source
 from fct_registry.device import pick_device
+from fct_registry.errors import ConfigError
 from fct_registry.gallery.embed import index_with_registry
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import open_tracking_store
+from fct_registry.upgrade.engines.ray_embed import RayShardRunner
 
 
 def _steady_malloc() -> None:
@@ -34,6 +36,17 @@ def _steady_malloc() -> None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return
+
+
+def _runner(args: argparse.Namespace):
+    """``--engine ray``: the Ray Data shard runner; local: ``None`` (this process)."""
+    address, actors = getattr(args, "ray_address", None), getattr(args, "actors", None)
+    if getattr(args, "engine", "local") != "ray":
+        given = [f for f, v in (("--ray-address", address), ("--actors", actors)) if v]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} apply to --engine ray; add it or drop them")
+        return None
+    return RayShardRunner(address=address, workers=actors)  # Ray is imported when it starts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         color=args.color,
         limit=args.limit,
         progress=not args.no_progress and not args.json,
+        runner=_runner(args),
     )
     manifest = report.manifest
     assert manifest is not None

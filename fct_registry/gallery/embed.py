@@ -82,6 +82,7 @@ def index_with_registry(
     color: ColorPolicy = "convert",
     limit: int | None = None,
     progress: bool = False,
+    runner: Any = None,
 ) -> tuple[EmbedReport, IndexedWith, ImageTransform]:
     """Load ``ref``'s embedding model and side-info extractor (checksums verified) and index
     ``source``: images are resized (shorter side to ``resize``; -1: the model's input size)
@@ -122,5 +123,6 @@ def index_with_registry(
         on_bad_image=on_bad_image,
         limit=limit,
         progress=progress,
+        runner=runner,
     )
     return report, found, transform

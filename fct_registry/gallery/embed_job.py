@@ -26,7 +26,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,12 @@ class EmbedReport:
         return self.items / self.seconds if self.seconds > 0 else 0.0
 
 
+ShardRunner = Callable[
+    ["ShardJob", Storage, list[tuple[int, str, list[Item]]]], Iterable[tuple[int, "ShardDone"]]
+]
+"""Runs ``(index, shard name, items)`` s elsewhere, yielding each shard's result as it ends."""
+
+
 def marker_name(shard: str) -> str:
     return f"{PROGRESS_DIR}/{shard}.json"
 
@@ -132,8 +138,14 @@ def embed_source(
     on_bad_image: BadImagePolicy = "fail",
     limit: int | None = None,
     progress: bool = False,
+    runner: ShardRunner | None = None,
 ) -> EmbedReport:
     """Index every item of ``source`` into ``storage`` (see the module docstring).
+
+    ``runner``: runs the shards still to do elsewhere (``upgrade.engines.ray_embed``: Ray
+    Data actors), each with :func:`embed_shard` as here; default: one after another in this
+    process. The outputs are the same files either way, and a run interrupted under one resumes
+    under the other.
 
     Rerunning after an interruption finishes the job; rerunning after success does nothing.
     Under ``on_bad_image="fail"`` the first bad image stops the job with its error (finished
@@ -175,7 +187,20 @@ def embed_source(
     listing: Iterator[Item] = source.items()
     if limit is not None:
         listing = itertools.islice(listing, limit)
-    outputs: list[ShardInfo] = []
+    finished: dict[int, ShardDone] = {}
+    pending: list[tuple[int, str, list[Item]]] = []
+    shard_job = ShardJob(
+        source,
+        models,
+        transform,
+        schema,
+        key,
+        str(dev),
+        batch_size,
+        num_workers,
+        on_bad_image,
+        row_group_rows,
+    )
     bar = tqdm(
         desc=f"embed {models.family}@{models.version}",
         unit="img",
@@ -194,59 +219,36 @@ def embed_source(
             if done is not None:
                 ids_sha, n = _digest(chunk)
                 if ids_sha == done["ids_sha256"] and _intact(storage, done.get("output")):
-                    report.items += n
                     report.resumed_shards += 1
-                    report.skipped += [Skipped(**s) for s in done["skipped"]]
-                    if done["output"] is not None:
-                        outputs.append(ShardInfo.from_dict(done["output"]))
+                    output = done["output"]
+                    finished[index] = ShardDone(
+                        n,
+                        [Skipped(**s) for s in done["skipped"]],
+                        None if output is None else ShardInfo.from_dict(output),
+                    )
                     bar.update(n)
                     continue
                 # The source changed under this shard: list it again and redo it.
                 listing = _relist(source, index * shard_rows, limit)
                 chunk = itertools.islice(listing, shard_rows)
-            hashed = _Hashing(chunk)
-            skipped: list[Skipped] = []
-            batches = stream_batches(
-                source,
-                transform,
-                items=hashed,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                on_bad_image=on_bad_image,
-                pin_memory=dev.type == "cuda",
-            )
-            rows = _rows(batches, models, dev, batch_size, source.has_labels, skipped, bar)
-            groups = _regroup(rows, schema, row_group_rows)
-
-            def on_batch(i: int, n: int, index: int = index) -> None:
-                _checkpoint(f"batch:{index}:{i}")
-
-            info: ShardInfo | None = write_shard(storage, name, schema, groups, on_batch)
-            assert info is not None
-            if info.rows == 0:  # every item of the shard was skipped: no empty file
-                storage.delete(name)
-                info = None
-            _checkpoint(f"shard:{index}")
-            storage.write_bytes(
-                marker_name(name),
-                _json(
-                    {
-                        "fingerprint": key,
-                        "ids_sha256": hashed.digest.hexdigest(),
-                        "items": hashed.count,
-                        "output": None if info is None else info.to_dict(),
-                        "skipped": [s.to_dict() for s in skipped],
-                    }
-                ),
-            )
-            _checkpoint(f"marker:{index}")
-            report.items += hashed.count
-            report.skipped += skipped
-            if info is not None:
-                outputs.append(info)
-            bar.set_postfix_str(f"shards {index + 1}, skipped {len(report.skipped)}")
+            if runner is not None:  # another engine runs the shard: hand it the references
+                pending.append((index, name, [item.without_data() for item in chunk]))
+                continue
+            finished[index] = embed_shard(shard_job, storage, index, name, chunk, bar)
+            skips = sum(len(d.skipped) for d in finished.values())
+            bar.set_postfix_str(f"shards {index + 1}, skipped {skips}")
+        if pending and runner is not None:
+            for index, result in runner(shard_job, storage, pending):
+                finished[index] = result
+                bar.update(result.items)
     finally:
         bar.close()
+    outputs: list[ShardInfo] = []
+    for index in sorted(finished):  # shard order, whichever finished first
+        report.items += finished[index].items
+        report.skipped += finished[index].skipped
+        if finished[index].output is not None:
+            outputs.append(finished[index].output)
 
     if not outputs:
         raise GalleryError(
@@ -261,7 +263,8 @@ def embed_source(
     manifest = Manifest(
         models.family,
         tuple(outputs),
-        provenance=_provenance(key, source, transform, models, settings, report),
+        provenance=_provenance(key, source, transform, models, settings, report)
+        | {"engine": getattr(runner, "name", "local")},
     )
     storage.write_bytes(MANIFEST, manifest.to_json())
     _checkpoint("manifest")
@@ -270,6 +273,81 @@ def embed_source(
     report.seconds = time.perf_counter() - wall
     report.cpu_seconds = time.process_time() - cpu
     return report
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What indexing one shard needs besides its items: picklable, so an engine can ship it
+    to other processes (``upgrade.engines.ray_embed``)."""
+
+    source: ImageSource
+    models: EmbedModels
+    transform: ImageTransform
+    schema: pa.Schema
+    key: str
+    device: str
+    batch_size: int
+    num_workers: int
+    on_bad_image: BadImagePolicy
+    row_group_rows: int
+
+
+@dataclass
+class ShardDone:
+    items: int
+    skipped: list[Skipped]
+    output: ShardInfo | None
+
+
+def embed_shard(
+    job: ShardJob,
+    storage: Storage,
+    index: int,
+    name: str,
+    items: Iterable[Item],
+    bar: Any = None,
+) -> ShardDone:
+    """Index ``items`` into shard ``name`` and write its marker (the unit of resume)."""
+    dev = torch.device(job.device)
+    bar = bar if bar is not None else tqdm(disable=True)
+    hashed = _Hashing(items)
+    skipped: list[Skipped] = []
+    batches = stream_batches(
+        job.source,
+        job.transform,
+        items=hashed,
+        batch_size=job.batch_size,
+        num_workers=job.num_workers,
+        on_bad_image=job.on_bad_image,
+        pin_memory=dev.type == "cuda",
+    )
+    labels = job.source.has_labels
+    rows = _rows(batches, job.models, dev, job.batch_size, labels, skipped, bar)
+    groups = _regroup(rows, job.schema, job.row_group_rows)
+
+    def on_batch(i: int, n: int, index: int = index) -> None:
+        _checkpoint(f"batch:{index}:{i}")
+
+    info: ShardInfo | None = write_shard(storage, name, job.schema, groups, on_batch)
+    assert info is not None
+    if info.rows == 0:  # every item of the shard was skipped: no empty file
+        storage.delete(name)
+        info = None
+    _checkpoint(f"shard:{index}")
+    storage.write_bytes(
+        marker_name(name),
+        _json(
+            {
+                "fingerprint": job.key,
+                "ids_sha256": hashed.digest.hexdigest(),
+                "items": hashed.count,
+                "output": None if info is None else info.to_dict(),
+                "skipped": [s.to_dict() for s in skipped],
+            }
+        ),
+    )
+    _checkpoint(f"marker:{index}")
+    return ShardDone(hashed.count, skipped, info)
 
 
 # --- the rows of one shard ---------------------------------------------------------------------
