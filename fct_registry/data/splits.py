@@ -96,7 +96,9 @@ class StreamSplit:
         return len(self.dataset)
 
     def subset(self, classes: list[int] | None) -> StreamSplit:
-        return StreamSplit(self.dataset.subset(classes), workers=self.workers)
+        return StreamSplit(
+            self.dataset.subset(classes), workers=self.workers, prefetch=self.prefetch
+        )
 
     def to(self, device: torch.device) -> StreamSplit:
         return self  # batches move to the device as they are read
