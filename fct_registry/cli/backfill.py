@@ -27,12 +27,17 @@ most uncertain rows are the ones the transformation serves worst.
   run   re-embeds the planned rows from their images with the plan's target version and
         rewrites them in place (backfilled = true). Atomic and resumable like `fct upgrade`:
         readers see the old gallery until the new manifest is published; after a kill, rerun
-        the same command; rerunning a finished plan does nothing."""
+        the same command; rerunning a finished plan does nothing.
+
+Images are found from each row's source_uri, which `fct embed --images` records (a file path,
+s3://bucket/key, SHARD.tar#MEMBER or FILE.safetensors#ROW), and decoded as `fct embed` does:
+resized and centre-cropped to the target version's input shape (pass the same --resize,
+--upscale and --color as to `fct embed`). Rows without a source_uri read --images FILE, a
+safetensors file whose row number ends each id."""
 
 EPILOG = """\
 examples:
-  fct backfill plan --gallery galleries/v1-to-3 --budget 10% \\
-      --images outputs/data/test.safetensors --out plan.json
+  fct backfill plan --gallery galleries/v1-to-3 --budget 10% --out plan.json
   fct backfill run --plan plan.json
   fct backfill plan --gallery galleries/v1-to-3 --budget 500 --policy random --out random.json
   fct backfill run --plan plan.json --model outputs/models/v3   # a local model, no registry"""
@@ -64,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument(
         "--images",
         metavar="FILE",
-        help="the safetensors file the gallery was indexed from (recorded in the plan)",
+        help="rows without a source_uri: the safetensors file the gallery was indexed from "
+        "(recorded in the plan)",
     )
     plan.add_argument(
         "--out", default="backfill-plan.json", metavar="P", help="plan file (default %(default)s)"
@@ -73,7 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     run = sub.add_parser("run", help="re-embed the planned items and rewrite their rows")
     run.add_argument("--plan", required=True, metavar="P", help="a plan from `fct backfill plan`")
-    run.add_argument("--images", metavar="FILE", help="override the plan's image source")
+    run.add_argument(
+        "--images", metavar="FILE", help="rows without a source_uri: override the plan's file"
+    )
     run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="ROWS")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     _model_arguments(run)
@@ -87,6 +95,21 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         "default: FAMILY/TARGET from the registry",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    parser.add_argument(
+        "--resize",
+        type=int,
+        metavar="PX",
+        help="as for `fct embed`: the shorter side before the centre crop (default: crop size)",
+    )
+    parser.add_argument(
+        "--upscale", action="store_true", help="as for `fct embed`: enlarge small images"
+    )
+    parser.add_argument(
+        "--color",
+        choices=("convert", "strict"),
+        default="convert",
+        help="as for `fct embed`: convert images with other channels (default) or refuse them",
+    )
     add_tracking_uri(parser)
 
 
@@ -101,8 +124,6 @@ def check(args: argparse.Namespace) -> None:
             )
         if text.endswith("%") and float(text[:-1]) > 100:
             raise FctError(f"--budget {args.budget!r}: a percentage must be within 0..100%")
-        if args.policy == "oracle" and not args.images:
-            raise FctError("--policy oracle embeds every candidate: pass --images FILE")
         check_file("--gallery", args.gallery)
     else:
         check_positive(batch_size=args.batch_size)

@@ -12,17 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from fct_registry.backfill import (
+from fct_registry.backfill.images import ItemImages
+from fct_registry.backfill.plan import (
     BackfillPlan,
     Budget,
-    item_images,
     make_plan,
-    run_backfill,
+    source_uris,
     stored_embeddings,
 )
+from fct_registry.backfill.run import IMAGE_CHUNK, run_backfill
+from fct_registry.data.decode import ImageTransform
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
-from fct_registry.gallery import Gallery
+from fct_registry.gallery.embed import input_shape
+from fct_registry.gallery.reader import Gallery
 from fct_registry.models.io import WEIGHTS_FILE, load_model
 from fct_registry.registry.flavor import load_model as load_registered
 from fct_registry.registry.store import open_tracking_store
@@ -35,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _embedder(
     args: argparse.Namespace, family: str, target: int
-) -> tuple[Callable[[Any], np.ndarray], str]:
-    """``(images -> embeddings, model id)`` for the target version."""
+) -> tuple[Callable[[Any], np.ndarray], str, ImageTransform | None]:
+    """``(images -> embeddings, model id, image transform)`` for the target version; the
+    transform decodes image files as ``fct embed`` does (the version's input shape, and
+    ``--resize``/``--upscale``/``--color``); ``None`` when the model records no input shape."""
     device = pick_device(args.device)
     if args.model:
         module, spec = load_model(Path(args.model))
@@ -44,11 +49,21 @@ def _embedder(
             raise FctError(f"{args.model} holds a {spec.get('kind')} model, not an embedding")
         digest = hashlib.sha256((Path(args.model) / WEIGHTS_FILE).read_bytes()).hexdigest()
         model_id = f"local:{digest}"
+        shape = spec.get("input_shape")
     else:
         open_tracking_store(args.tracking_uri, read_only=True)  # the registry to download from
         model_id = f"models:/{family}/{target}"
         module = load_registered(model_id)
-    return (lambda images: embed_images(module, images, device).numpy()), model_id
+        shape = input_shape(model_id)
+    transform = None
+    if shape:
+        transform = ImageTransform.for_input_shape(
+            shape,
+            resize=-1 if args.resize is None else args.resize,
+            upscale=args.upscale,
+            color=args.color,
+        )
+    return (lambda images: embed_images(module, images, device).numpy()), model_id, transform
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -56,12 +71,19 @@ def _plan(args: argparse.Namespace) -> int:
     gallery = Gallery.open(args.gallery)
     embed = transformed = None
     if args.policy == "oracle":
-        if not args.images:
-            raise FctError("--policy oracle embeds every candidate: pass --images FILE")
-        fn, _ = _embedder(args, gallery.manifest.family, next(iter(gallery.manifest.versions)))
+        fn, _, transform = _embedder(
+            args, gallery.manifest.family, next(iter(gallery.manifest.versions))
+        )
+        images = ItemImages(transform, args.images)
 
         def embed(ids: list[str]) -> Any:
-            return fn(item_images(ids, args.images))
+            uris = source_uris(gallery, ids)
+            images.check(ids, uris)
+            parts = [
+                fn(images.load(ids[lo : lo + IMAGE_CHUNK], uris[lo : lo + IMAGE_CHUNK]))
+                for lo in range(0, len(ids), IMAGE_CHUNK)
+            ]
+            return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
         def transformed(ids: list[str]) -> Any:
             return stored_embeddings(gallery, ids)
@@ -85,9 +107,14 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     plan = BackfillPlan.read(args.plan)
-    embed, model_id = _embedder(args, plan.family, plan.target)
+    embed, model_id, transform = _embedder(args, plan.family, plan.target)
     report = run_backfill(
-        plan, embed, model_id=model_id, images=args.images, batch_size=args.batch_size
+        plan,
+        embed,
+        model_id=model_id,
+        images=args.images,
+        transform=transform,
+        batch_size=args.batch_size,
     )
     summary = {
         "gallery": report.gallery,

@@ -33,14 +33,14 @@ from pathlib import Path
 import torch
 
 from fct_registry.config import BackfillConfig, Params, TransformationConfig
-from fct_registry.data import load_prepared
+from fct_registry.data.prepared import load_prepared
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
 from fct_registry.evaluation.backfill import backfill_curves, backfill_order
 from fct_registry.evaluation.backfill_report import mean_ci, paired, plot_curves
 from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.layout import Layout, load_embeddings
-from fct_registry.models import load_model
+from fct_registry.models.io import load_model
 from fct_registry.models.uncertainty import KIND
 from fct_registry.pipeline.stages import fingerprint
 from fct_registry.training.embed import apply_transformation

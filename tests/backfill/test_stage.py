@@ -11,15 +11,15 @@ import torch
 
 from fct_registry.backfill import Budget, make_plan, run_backfill
 from fct_registry.config import BackfillConfig, parse_params
-from fct_registry.data import load_prepared
 from fct_registry.data.decode import ImageTransform
 from fct_registry.data.image_sources import open_source
+from fct_registry.data.prepared import load_prepared
 from fct_registry.errors import ConfigError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.embed_job import EmbedModels, embed_source
 from fct_registry.layout import Layout
-from fct_registry.models import load_model
+from fct_registry.models.io import load_model
 from fct_registry.pipeline import stages
 from fct_registry.pipeline.backfill import _restrict, backfill_stage, query_split, summarise
 from fct_registry.registry.onnx_export import export_onnx
