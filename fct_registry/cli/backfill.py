@@ -28,6 +28,9 @@ most uncertain rows are the ones the transformation serves worst.
         rewrites them in place (backfilled = true). Atomic and resumable like `fct upgrade`:
         readers see the old gallery until the new manifest is published; after a kill, rerun
         the same command; rerunning a finished plan does nothing.
+  log   files the backfill stage's curves (outputs/backfill/metrics.json, curves.csv/png) in
+        MLflow as a run of the family's experiment fct-<family>, linked to the registered
+        uncertainty-aware transformation they measure (tag fct.backfill.run on the version).
 
 Images are found from each row's source_uri, which `fct embed --images` records (a file path,
 s3://bucket/key, SHARD.tar#MEMBER or FILE.safetensors#ROW), and decoded as `fct embed` does:
@@ -40,7 +43,8 @@ examples:
   fct backfill plan --gallery galleries/v1-to-3 --budget 10% --out plan.json
   fct backfill run --plan plan.json
   fct backfill plan --gallery galleries/v1-to-3 --budget 500 --policy random --out random.json
-  fct backfill run --plan plan.json --model outputs/models/v3   # a local model, no registry"""
+  fct backfill run --plan plan.json --model outputs/models/v3   # a local model, no registry
+  fct backfill log --metrics outputs/backfill/metrics.json   # newest fct-uncertainty 1 -> 3"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="backfill_command", metavar="{plan,run}", required=True)
+    sub = parser.add_subparsers(dest="backfill_command", metavar="{plan,run,log}", required=True)
 
     plan = sub.add_parser("plan", help="order items by a policy within a budget")
     plan.add_argument("--gallery", required=True, metavar="G", help="folder or s3://bucket/prefix")
@@ -86,6 +90,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     _model_arguments(run)
 
+    log = sub.add_parser(
+        "log", help="log the backfill stage's curves on the transformation version (MLflow)"
+    )
+    log.add_argument(
+        "--metrics",
+        default="outputs/backfill/metrics.json",
+        metavar="FILE",
+        help="the backfill stage's metrics.json; curves.csv/png beside it are logged too "
+        "(default %(default)s)",
+    )
+    log.add_argument(
+        "--transformation",
+        metavar="NAME/VERSION",
+        help="the version to link (default: the newest uncertainty-aware transformation with "
+        "the curves' from/to in FAMILY-transformations)",
+    )
+    log.add_argument("--family", help="default: the family recorded in the metrics")
+    add_tracking_uri(log)
+
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -115,6 +138,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Argument checks that need neither torch nor pyarrow (the budget's syntax, files)."""
+    if args.backfill_command == "log":
+        check_file("--metrics", Path(args.metrics))
+        check_store(args.tracking_uri)  # the version to link must already be registered
+        return
     if args.backfill_command == "plan":
         text = args.budget.strip()
         if not re.fullmatch(r"\d+(\.\d+)?\s*%|\d+", text):

@@ -21,6 +21,7 @@ from fct_registry.backfill.plan import (
     stored_embeddings,
 )
 from fct_registry.backfill.run import IMAGE_CHUNK, run_backfill
+from fct_registry.backfill.tracking import log_backfill_metrics, read_metrics
 from fct_registry.data.decode import ImageTransform
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
@@ -33,7 +34,7 @@ from fct_registry.training.embed import embed_images
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"plan": _plan, "run": _run}[args.backfill_command](args)
+    return {"plan": _plan, "run": _run, "log": _log}[args.backfill_command](args)
 
 
 def _embedder(
@@ -134,4 +135,23 @@ def _run(args: argparse.Namespace) -> int:
             f"{plan.family}@{plan.target}: {report.shards} shard(s) rewritten "
             f"({report.skipped_shards} resumed) in {report.seconds:.1f} s"
         )
+    return 0
+
+
+def _log(args: argparse.Namespace) -> int:
+    family = args.family or read_metrics(args.metrics).get("family")
+    if not family:
+        raise FctError(f"{args.metrics} records no family (an older stage run); pass --family F")
+    logged = log_backfill_metrics(
+        args.metrics,
+        family=family,
+        transformation=args.transformation,
+        tracking_uri=args.tracking_uri,
+    )
+    what = "logged" if logged.created else "already logged (same metrics.json)"
+    print(
+        f"{what}: {logged.metrics} backfilling metrics and the curves on "
+        f"{logged.model}/{logged.version} (run {logged.run_id} in experiment fct-{family}; "
+        f"version tag fct.backfill.run)"
+    )
     return 0

@@ -246,6 +246,8 @@ def test_parser_copies_match_the_library():
         (["run", "--plan", "missing.json"], "fct backfill plan"),
         (["run", "--plan", "p.json", "--batch-size", "0"], "--batch-size"),
         (["run", "--plan", "p.json"], "no tracking store"),  # the registry is needed, absent
+        (["log", "--metrics", "missing.json"], "--metrics file missing.json"),
+        (["log", "--metrics", "p.json"], "no tracking store"),
     ],
 )
 def test_usage_errors_come_before_heavy_imports(argv, message, tmp_path):
