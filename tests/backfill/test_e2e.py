@@ -52,6 +52,24 @@ def test_folder_embed_upgrade_plan_run(
     assert main(["upgrade", "--gallery", str(g1), "--to", "tiny@2", "--out", str(g2),
                  "--no-progress", *uri]) == 0  # fmt: skip
     upgraded = _rows(g2)
+    source = open_source(str(tree))
+    transform = ImageTransform.for_input_shape([1, 28, 28])
+    items = {item.id: item for item in source.items()}
+    ids = list(items)
+    new = embed_images(
+        registry.models["v2"],
+        torch.stack([source.load(items[i], transform) for i in ids]),
+        torch.device("cpu"),
+    ).numpy()
+
+    # The oracle re-embeds every candidate from its file: largest true error first.
+    oracle = tmp_path / "oracle.json"
+    assert main(["backfill", "plan", "--gallery", str(g2), "--budget", "5", "--policy",
+                 "oracle", "--device", "cpu", "--out", str(oracle), *uri]) == 0  # fmt: skip
+    error = {i: float(((upgraded[i][0] - new[k]) ** 2).mean()) for k, i in enumerate(ids)}
+    top = sorted(ids, key=lambda i: -error[i])[:5]
+    assert [i["id"] for i in json.loads(oracle.read_text())["items"]] == top
+
     # tiny's transformation predicts no uncertainty: plan a random 25% (10 rows)
     assert main(["backfill", "plan", "--gallery", str(g2), "--budget", "25%", "--policy",
                  "random", "--seed", "4", "--out", str(plan)]) == 0  # fmt: skip
@@ -61,15 +79,8 @@ def test_folder_embed_upgrade_plan_run(
     assert main(["backfill", "run", "--plan", str(plan), "--device", "cpu", "--json", *uri]) == 0
     assert json.loads(capsys.readouterr().out)["planned"] == 10
 
-    # Oracle: each file decoded alone as `fct embed` decodes it, embedded by tiny@2.
-    source = open_source(str(tree))
-    transform = ImageTransform.for_input_shape([1, 28, 28])
-    items = {item.id: item for item in source.items()}
-    expected = embed_images(
-        registry.models["v2"],
-        torch.stack([source.load(items[i], transform) for i in planned]),
-        torch.device("cpu"),
-    ).numpy()
+    # Each file decoded alone as `fct embed` decodes it, embedded by tiny@2.
+    expected = new[[ids.index(i) for i in planned]]
     after = _rows(g2)
     assert set(after) == set(upgraded) == set(items)
     for k, item in enumerate(planned):
