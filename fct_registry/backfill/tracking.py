@@ -109,21 +109,35 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def seed_mean_curve(
+    metrics: dict[str, Any], policy: str, metric: str
+) -> tuple[list[float], list[float]]:
+    """``(fractions backfilled, seed-mean values)`` of one policy's curve."""
+    seeds = list(metrics["per_seed"].values())
+    if policy not in seeds[0]["curves"]:
+        raise DataError(
+            f"the backfill stage measured no {policy!r} curve (policies: "
+            f"{', '.join(seeds[0]['curves'])}); add it to backfill.policies and rerun"
+        )
+    fractions = [float(f) for f in seeds[0]["curves"][policy]["fractions"]]
+    values = [
+        sum(s["curves"][policy][metric][i] for s in seeds) / len(seeds)
+        for i in range(len(fractions))
+    ]
+    return fractions, values
+
+
 def mean_curves(metrics: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """``policy -> metric -> [(percent backfilled, seed-mean value)]``."""
-    seeds = list(metrics["per_seed"].values())
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for policy, first in seeds[0]["curves"].items():
-        steps = [round(100 * f) for f in first["fractions"]]
-        if len(set(steps)) != len(steps):  # finer than 1%: number the points instead
-            steps = list(range(len(steps)))
-        out[policy] = {
-            m: [
-                (step, sum(s["curves"][policy][m][i] for s in seeds) / len(seeds))
-                for i, step in enumerate(steps)
-            ]
-            for m in ("top1", "mAP")
-        }
+    for policy in next(iter(metrics["per_seed"].values()))["curves"]:
+        out[policy] = {}
+        for metric in ("top1", "mAP"):
+            fractions, values = seed_mean_curve(metrics, policy, metric)
+            steps = [round(100 * f) for f in fractions]
+            if len(set(steps)) != len(steps):  # finer than 1%: number the points instead
+                steps = list(range(len(steps)))
+            out[policy][metric] = list(zip(steps, values, strict=True))
     return out
 
 

@@ -31,6 +31,8 @@ most uncertain rows are the ones the transformation serves worst.
   log   files the backfill stage's curves (outputs/backfill/metrics.json, curves.csv/png) in
         MLflow as a run of the family's experiment fct-<family>, linked to the registered
         uncertainty-aware transformation they measure (tag fct.backfill.run on the version).
+  check a release rule on those curves, e.g. "backfilling 20% in uncertainty order, the
+        gallery reaches 98% of the new model's top-1"; exit 0 pass, 1 fail (as `fct gate`).
 
 Images are found from each row's source_uri, which `fct embed --images` records (a file path,
 s3://bucket/key, SHARD.tar#MEMBER or FILE.safetensors#ROW), and decoded as `fct embed` does:
@@ -44,7 +46,8 @@ examples:
   fct backfill run --plan plan.json
   fct backfill plan --gallery galleries/v1-to-3 --budget 500 --policy random --out random.json
   fct backfill run --plan plan.json --model outputs/models/v3   # a local model, no registry
-  fct backfill log --metrics outputs/backfill/metrics.json   # newest fct-uncertainty 1 -> 3"""
+  fct backfill log --metrics outputs/backfill/metrics.json   # newest fct-uncertainty 1 -> 3
+  fct backfill check --within 20% --metric top1 --fraction 0.98"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -109,6 +112,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     log.add_argument("--family", help="default: the family recorded in the metrics")
     add_tracking_uri(log)
 
+    check = sub.add_parser("check", help="a release rule on the backfilling curves (exit 0/1)")
+    check.add_argument(
+        "--metrics",
+        default="outputs/backfill/metrics.json",
+        metavar="FILE",
+        help="the backfill stage's metrics.json (default %(default)s)",
+    )
+    check.add_argument(
+        "--within", required=True, metavar="P%", help="share of the gallery backfilled, e.g. 20%%"
+    )
+    check.add_argument("--metric", choices=("top1", "mAP"), default="top1")
+    check.add_argument(
+        "--fraction",
+        type=float,
+        default=0.98,
+        help="of the new model's score (the curve at 100%%), default %(default)s",
+    )
+    check.add_argument("--policy", choices=POLICIES, default="uncertainty")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -138,6 +161,14 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Argument checks that need neither torch nor pyarrow (the budget's syntax, files)."""
+    if args.backfill_command == "check":
+        text = args.within.strip()
+        if not re.fullmatch(r"\d+(\.\d+)?\s*%", text) or float(text[:-1].strip()) > 100:
+            raise FctError(f"--within {args.within!r} is not a percentage within 0..100% (20%)")
+        if not 0 < args.fraction <= 1:
+            raise FctError(f"--fraction must be within (0, 1], got {args.fraction}")
+        check_file("--metrics", Path(args.metrics))
+        return
     if args.backfill_command == "log":
         check_file("--metrics", Path(args.metrics))
         check_store(args.tracking_uri)  # the version to link must already be registered

@@ -21,12 +21,13 @@ from fct_registry.backfill.plan import (
     stored_embeddings,
 )
 from fct_registry.backfill.run import IMAGE_CHUNK, run_backfill
-from fct_registry.backfill.tracking import log_backfill_metrics, read_metrics
+from fct_registry.backfill.tracking import log_backfill_metrics, read_metrics, seed_mean_curve
 from fct_registry.data.decode import ImageTransform
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
 from fct_registry.gallery.embed import input_shape
 from fct_registry.gallery.reader import Gallery
+from fct_registry.gate.rules import check_backfill
 from fct_registry.models.io import WEIGHTS_FILE, load_model
 from fct_registry.registry.flavor import load_model as load_registered
 from fct_registry.registry.store import open_tracking_store
@@ -34,7 +35,8 @@ from fct_registry.training.embed import embed_images
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"plan": _plan, "run": _run, "log": _log}[args.backfill_command](args)
+    commands = {"plan": _plan, "run": _run, "log": _log, "check": _check}
+    return commands[args.backfill_command](args)
 
 
 def _embedder(
@@ -155,3 +157,28 @@ def _log(args: argparse.Namespace) -> int:
         f"version tag fct.backfill.run)"
     )
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """The rule on the seed-mean curve decides; each seed's own curve is shown beside it."""
+    metrics = read_metrics(args.metrics)
+    within = float(args.within.strip()[:-1]) / 100
+    rule = {"within": within, "fraction": args.fraction, "metric": args.metric}
+    fractions, values = seed_mean_curve(metrics, args.policy, args.metric)
+    result = check_backfill("backfill", fractions, values, policy=args.policy, **rule)
+    per_seed = {}
+    for seed, data in metrics["per_seed"].items():
+        curve = data["curves"][args.policy]
+        one = check_backfill(
+            f"seed {seed}", curve["fractions"], curve[args.metric], policy=args.policy, **rule
+        )
+        per_seed[seed] = one.as_dict()
+    if args.json:
+        print(json.dumps({**result.as_dict(), "per_seed": per_seed}, indent=2))
+    else:
+        print(f"{result.status.upper()}: {result.description} ({result.reason}; seed mean)")
+        for seed, one in per_seed.items():
+            print(f"  seed {seed}: {one['status']} ({one['reason']})")
+    if result.status == "skipped":
+        raise FctError(f"cannot decide: {result.reason}")
+    return 0 if result.status == "pass" else 1
