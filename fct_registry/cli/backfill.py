@@ -58,7 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="backfill_command", metavar="{plan,run,log}", required=True)
+    sub = parser.add_subparsers(
+        dest="backfill_command", metavar="{plan,run,log,check}", required=True
+    )
 
     plan = sub.add_parser("plan", help="order items by a policy within a budget")
     plan.add_argument("--gallery", required=True, metavar="G", help="folder or s3://bucket/prefix")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from fct_registry.backfill import run as run_module
 from fct_registry.backfill.images import ItemImages, split_uri
 from fct_registry.backfill.plan import Budget, make_plan, source_uris
 from fct_registry.backfill.run import BackfillError, run_backfill
@@ -117,7 +118,9 @@ def _file_gallery(setup: Setup, tmp_path: Path) -> tuple[Path, list[str], np.nda
     return root, uris, images
 
 
-def test_run_reads_files_and_a_bad_one_changes_nothing(setup: Setup, tmp_path: Path) -> None:
+def test_run_reads_files_and_a_bad_one_changes_nothing(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.upgrade.conftest import snapshot
 
     root, uris, _ = _file_gallery(setup, tmp_path)
@@ -144,8 +147,10 @@ def test_run_reads_files_and_a_bad_one_changes_nothing(setup: Setup, tmp_path: P
         run_backfill(plan, setup.embed, model_id="m", transform=square, batch_size=8)
     assert snapshot(root) == before
 
-    # Restored: the planned rows hold the new model's embeddings of the files.
+    # Restored: the planned rows hold the new model's embeddings of the files (decoded and
+    # embedded 3 at a time, so chunks must line up with the rows).
     path.write_bytes(saved)
+    monkeypatch.setattr(run_module, "IMAGE_CHUNK", 3)
     run_backfill(plan, setup.embed, model_id="m", transform=square, batch_size=8)
     got = {}
     for batch in Gallery.open(root).batches():
