@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from benchmarks.bench_upgrade import default_family, export_chain, write_synthetic
-    from fct_registry.models import TRANSFORMATIONS, TransformationChain
+    from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-engines-"))

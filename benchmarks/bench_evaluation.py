@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from fct_registry.evaluation import auto_chunk_size, retrieval_scores
-    from fct_registry.evaluation.retrieval import BYTES_PER_PAIR
+    from fct_registry.evaluation.retrieval import BYTES_PER_PAIR, auto_chunk_size, retrieval_scores
     from tests.evaluation.test_retrieval import naive_retrieval_scores
 
     if args.embeddings is not None:

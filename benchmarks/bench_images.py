@@ -84,7 +84,7 @@ def default_models() -> tuple[Any, Any, list[int]]:
     """The default family's newest version and side-info extractor (params.yaml), built with
     random weights; and their input shape."""
     from fct_registry.config import load_params
-    from fct_registry.models import build_from_spec
+    from fct_registry.models.io import build_from_spec
 
     params = load_params(REPO_ROOT / "params.yaml")
     newest = params.versions[max(params.versions)]

@@ -81,7 +81,7 @@ def drop_gallery(url: str) -> None:
 
 
 def build_chain(fam: dict[str, Any], workdir: Path) -> Path:
-    from fct_registry.models import TRANSFORMATIONS, TransformationChain
+    from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
 
     hop = TRANSFORMATIONS.build(
         fam["kind"],
@@ -106,7 +106,7 @@ def throughput(args: argparse.Namespace, fam: dict[str, Any], plan: UpgradePlan,
     PG.copy_gallery(str(src), pg_src, index=False)
     say(f"  source: {args.rows:,} rows as Parquet ({src}) and in pgvector (bench_src)")
 
-    from fct_registry.models import build_from_spec
+    from fct_registry.models.io import build_from_spec
 
     backbone = build_from_spec(fam["backbone_spec"])
     reembed = reembed_measures(backbone, fam["shape"], args.images, 512, workdir, "backbone")
@@ -209,7 +209,7 @@ def fashion_recall(args: argparse.Namespace, fam: dict[str, Any], plan: UpgradeP
     from fct_registry.config import load_params
     from fct_registry.data.fashion_mnist import load_fashion_mnist
     from fct_registry.gallery import GalleryWriter, make_batch
-    from fct_registry.models import build_from_spec
+    from fct_registry.models.io import build_from_spec
     from fct_registry.training.embed import embed_images
 
     root = Path(args.fashion)

@@ -319,7 +319,7 @@ def peak_memory(rows: int, fam: dict[str, Any], batch: int, workdir: Path) -> di
     import mlflow
     from mlflow import MlflowClient
 
-    from fct_registry.models import TRANSFORMATIONS
+    from fct_registry.models.transformations import TRANSFORMATIONS
     from fct_registry.registry import flavor
     from fct_registry.registry import tags as T
 
@@ -474,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO_ROOT))
     import torch
 
-    from fct_registry.models import TRANSFORMATIONS, TransformationChain, build_from_spec
+    from fct_registry.models.io import build_from_spec
+    from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
 
     torch.manual_seed(0)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-upgrade-"))

@@ -19,7 +19,12 @@ import yaml
 
 from fct_registry.config import parse_params
 from fct_registry.layout import Layout
-from fct_registry.pipeline import stages
+from fct_registry.pipeline.bct import bct_stage
+from fct_registry.pipeline.evaluate import evaluate_stage
+from fct_registry.pipeline.prepare import prepare_stage
+from fct_registry.pipeline.side_info import side_info_stage
+from fct_registry.pipeline.transformation import transformation_stage
+from fct_registry.pipeline.version import version_stage
 
 
 def pipeline(data_root: str, out: Path, epochs_scale: float) -> dict:
@@ -30,18 +35,16 @@ def pipeline(data_root: str, out: Path, epochs_scale: float) -> dict:
     layout = Layout(out)
     timings = {}
     steps = [
-        ("prepare", lambda: stages.prepare_stage(params, layout)),
-        ("side_info", lambda: stages.side_info_stage(params, layout)),
+        ("prepare", lambda: prepare_stage(params, layout)),
+        ("side_info", lambda: side_info_stage(params, layout)),
     ]
+    steps += [(f"train@{v}", lambda v=v: version_stage(params, layout, v)) for v in params.versions]
+    steps += [(f"bct@{n}", lambda n=n: bct_stage(params, layout, n)) for n in params.bct]
     steps += [
-        (f"train@{v}", lambda v=v: stages.version_stage(params, layout, v)) for v in params.versions
-    ]
-    steps += [(f"bct@{n}", lambda n=n: stages.bct_stage(params, layout, n)) for n in params.bct]
-    steps += [
-        (f"transform@{n}", lambda n=n: stages.transformation_stage(params, layout, n))
+        (f"transform@{n}", lambda n=n: transformation_stage(params, layout, n))
         for n in params.transformations
     ]
-    steps += [("evaluate", lambda: stages.evaluate_stage(params, layout))]
+    steps += [("evaluate", lambda: evaluate_stage(params, layout))]
     for name, fn in steps:
         t0 = time.perf_counter()
         fn()
@@ -95,9 +98,9 @@ def resnet50_epochs(data_root: str, out: Path, epochs: int = 2) -> dict:
     raw["transformations"], raw["bct"] = {}, {}
     params = parse_params(raw)
     layout = Layout(out)
-    stages.prepare_stage(params, layout)
+    prepare_stage(params, layout)
     t0 = time.perf_counter()
-    stages.version_stage(params, layout, 1)
+    version_stage(params, layout, 1)
     seconds = time.perf_counter() - t0
     history = Path(layout.history("v1")).read_text().splitlines()
     return {

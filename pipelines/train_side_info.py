@@ -3,7 +3,7 @@
 import sys
 
 from fct_registry.pipeline.entry import run_stage
-from fct_registry.pipeline.stages import side_info_stage
+from fct_registry.pipeline.side_info import side_info_stage
 
 if __name__ == "__main__":
     sys.exit(

@@ -3,7 +3,7 @@
 import sys
 
 from fct_registry.pipeline.entry import run_stage
-from fct_registry.pipeline.stages import transformation_stage
+from fct_registry.pipeline.transformation import transformation_stage
 
 if __name__ == "__main__":
     sys.exit(

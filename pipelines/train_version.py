@@ -3,7 +3,7 @@
 import sys
 
 from fct_registry.pipeline.entry import run_stage
-from fct_registry.pipeline.stages import version_stage
+from fct_registry.pipeline.version import version_stage
 
 if __name__ == "__main__":
     sys.exit(

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from fct_registry.device import pick_device
 from fct_registry.errors import DataError
-from fct_registry.evaluation import DISTANCES, retrieval_scores
+from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.retrieval import retrieval_scores
 
 if TYPE_CHECKING:
     import numpy as np

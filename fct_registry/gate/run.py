@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.config import GateRule
 from fct_registry.data.prepared import load_prepared
 from fct_registry.errors import FctError
-from fct_registry.evaluation import retrieval_scores
+from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.gate.errors import GateError, GateInfrastructureError, StaleOutputsError
 from fct_registry.gate.rules import CheckResult, Verdict, check_rules, verdict
 from fct_registry.layout import Layout, load_embeddings
-from fct_registry.models import load_model as load_hop
 from fct_registry.models.io import SPEC_FILE, WEIGHTS_FILE
+from fct_registry.models.io import load_model as load_hop
 from fct_registry.registry import tags as T
 from fct_registry.registry.chains import load_chain
 from fct_registry.registry.checksums import content_hash

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fct_registry.errors import DataError
+from fct_registry.models import uncertainty as _uncertainty  # noqa: F401  (registers fct-uncertainty)
 from fct_registry.models.embedding import EmbeddingModel, SideInfoModel
 from fct_registry.models.transformations import TRANSFORMATIONS
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from fct_registry._registry import Registry
 from fct_registry.config import Params, format_config_problems, load_params
-from fct_registry.data import DATASETS
+from fct_registry.data.sources import DATASETS
 from fct_registry.errors import ConfigError
-from fct_registry.models import BACKBONES, TRANSFORMATIONS
+from fct_registry.models import uncertainty as _uncertainty  # noqa: F401  (registers fct-uncertainty)
+from fct_registry.models.backbones import BACKBONES
+from fct_registry.models.transformations import TRANSFORMATIONS
 
 
 def check_names(params: Params, source: str = "params") -> Params:

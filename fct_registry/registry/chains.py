@@ -20,7 +20,7 @@ from typing import Any
 from fct_registry.errors import FctError
 from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.evaluation.retrieval import RetrievalScores
-from fct_registry.models import TransformationChain
+from fct_registry.models.transformations import TransformationChain
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
 from fct_registry.registry.checksums import canonical_json

@@ -44,9 +44,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fct_registry import __version__
 from fct_registry.errors import FctError
-from fct_registry.models import TransformationChain, build_from_spec
-from fct_registry.models import load_model as load_hop
-from fct_registry.models import save_model as save_module
+from fct_registry.models.io import build_from_spec
+from fct_registry.models.io import load_model as load_hop
+from fct_registry.models.io import save_model as save_module
+from fct_registry.models.transformations import TransformationChain
 from fct_registry.registry import onnx_export as _onnx
 from fct_registry.registry import tags as T
 from fct_registry.registry._runtime import fct_pyfunc as _runtime

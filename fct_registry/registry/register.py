@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.config import Params
 from fct_registry.errors import DataError
 from fct_registry.layout import Layout
-from fct_registry.models import load_model as load_hop
+from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.transformations import uses_side_info
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T

@@ -16,7 +16,7 @@ from torch import nn
 
 from fct_registry.data.prepared import load_prepared
 from fct_registry.errors import DataError
-from fct_registry.evaluation import RetrievalScores, retrieval_scores
+from fct_registry.evaluation.retrieval import RetrievalScores, retrieval_scores
 from fct_registry.layout import Layout, load_embeddings
 from fct_registry.registry.chains import ChainEvaluation, LoadedChain
 from fct_registry.registry.onnx_export import export_onnx, verify_onnx

@@ -20,8 +20,11 @@ from fct_registry.gallery import schema as S
 from fct_registry.gallery.embed_job import EmbedModels, embed_source
 from fct_registry.layout import Layout
 from fct_registry.models.io import load_model
-from fct_registry.pipeline import stages
 from fct_registry.pipeline.backfill import _restrict, backfill_stage, query_split, summarise
+from fct_registry.pipeline.prepare import prepare_stage
+from fct_registry.pipeline.side_info import side_info_stage
+from fct_registry.pipeline.transformation import transformation_stage
+from fct_registry.pipeline.version import version_stage
 from fct_registry.registry.onnx_export import export_onnx
 from fct_registry.training.embed import embed_images
 from fct_registry.upgrade import UpgradePlan, upgrade_gallery
@@ -92,10 +95,10 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
         },
     }
     params, layout = parse_params(raw), Layout(tmp_path)
-    stages.prepare_stage(params, layout)
-    stages.side_info_stage(params, layout)
+    prepare_stage(params, layout)
+    side_info_stage(params, layout)
     for v in (1, 3):
-        stages.version_stage(params, layout, v)
+        version_stage(params, layout, v)
     metrics = backfill_stage(params, layout)
     assert metrics["seeds"] == ["0", "1"]
     for policy in ("random", "uncertainty", "oracle"):
@@ -115,7 +118,7 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
 
     # The whole operator flow: the transform stage trains the uncertainty-aware kind, its ONNX
     # graph upgrades a v1 gallery (uncertainty column), then plan and run the backfill.
-    stages.transformation_stage(params, layout, "v1_to_v3_u")
+    transformation_stage(params, layout, "v1_to_v3_u")
     h, spec = load_model(layout.transformation("v1_to_v3_u"))
     assert spec["type"] == "fct-uncertainty"
     export_onnx(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fct_registry.cli import main
-from fct_registry.evaluation import retrieval_scores
+from fct_registry.evaluation.retrieval import retrieval_scores
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def test_import_probe_sees_torch(tmp_path: Path) -> None:
     """The probe below can fail: a command that does import torch is seen doing so."""
     probe = _fct("--version", cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert not re.search(r"\|\s+torch$", probe.stderr, re.M)
-    code = "import fct_registry.models"
+    code = "import fct_registry.models.io"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONPROFILEIMPORTTIME": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert re.search(r"\|\s+torch$", out.stderr, re.M)

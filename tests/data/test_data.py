@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from fct_registry.config import DataConfig
-from fct_registry.data import load_prepared, load_split, prepare
 from fct_registry.data.augment import classifier_augment, random_affine, simclr_augment
 from fct_registry.data.fashion_mnist import load_fashion_mnist
+from fct_registry.data.prepared import load_prepared, prepare
+from fct_registry.data.sources import load_split
 from fct_registry.errors import DataError
 from tests.conftest import needs_fashion
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fct_registry.errors import ConfigError, DataError
-from fct_registry.evaluation import DISTANCES, pairwise_distance
+from fct_registry.evaluation.distances import DISTANCES, pairwise_distance
 
 
 def _l2(a: Sequence[float], b: Sequence[float]) -> float:

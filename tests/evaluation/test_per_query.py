@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from fct_registry.evaluation import retrieval_scores
 from fct_registry.evaluation.per_query import per_query_scores
+from fct_registry.evaluation.retrieval import retrieval_scores
 
 
 def _data(seed: int = 0, n: int = 60, dim: int = 6, classes: int = 4):

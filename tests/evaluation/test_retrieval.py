@@ -11,13 +11,15 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score
 
 from fct_registry.errors import ConfigError, DataError
-from fct_registry.evaluation import RetrievalScores, auto_chunk_size, retrieval_scores
 from fct_registry.evaluation.retrieval import (
     BYTES_PER_PAIR,
     BYTES_PER_PAIR_ACCELERATOR,
     CHUNK_BUDGET_BYTES,
+    RetrievalScores,
     _ranking_keys,
     _sort_rows,
+    auto_chunk_size,
+    retrieval_scores,
 )
 
 

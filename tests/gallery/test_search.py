@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fct_registry.evaluation import retrieval_scores
+from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.gallery import Gallery, GalleryWriter, make_batch, open_storage
 from fct_registry.gallery.errors import GalleryError, SchemaError
 from fct_registry.gallery.search import search, topk_accuracy

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fct_registry.models import TRANSFORMATIONS, build_from_spec
-from fct_registry.models.transformations import architecture, uses_side_info
+from fct_registry.models.io import build_from_spec
+from fct_registry.models.transformations import TRANSFORMATIONS, architecture, uses_side_info
 
 
 def _linear_shapes(module: nn.Module) -> list[tuple[int, int]]:

@@ -2,15 +2,10 @@ import pytest
 import torch
 
 from fct_registry.errors import ConfigError
-from fct_registry.models import (
-    BACKBONES,
-    TRANSFORMATIONS,
-    EmbeddingModel,
-    TransformationChain,
-    build_from_spec,
-    load_model,
-    save_model,
-)
+from fct_registry.models.backbones import BACKBONES
+from fct_registry.models.embedding import EmbeddingModel
+from fct_registry.models.io import build_from_spec, load_model, save_model
+from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())

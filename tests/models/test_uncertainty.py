@@ -11,7 +11,8 @@ from fct_registry.config import OptimConfig, UncertaintyTrainingConfig
 from fct_registry.errors import ConfigError
 from fct_registry.gallery import make_batch
 from fct_registry.gallery import schema as S
-from fct_registry.models import TRANSFORMATIONS, TransformationChain, build_from_spec
+from fct_registry.models.io import build_from_spec
+from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
 from fct_registry.models.uncertainty import (
     KIND,
     UncertaintyTransformation,

@@ -10,7 +10,7 @@ import yaml
 from fct_registry.config import parse_params
 from fct_registry.layout import Layout
 from fct_registry.pipeline.entry import run_stage
-from fct_registry.pipeline.stages import prepare_stage
+from fct_registry.pipeline.prepare import prepare_stage
 from tests.conftest import ROOT, needs_fashion, tiny_params
 
 
@@ -128,7 +128,7 @@ def test_transformation_stage_under_torchrun(tmp_path):
     import torch
 
     from fct_registry.layout import save_embeddings
-    from fct_registry.models import load_model
+    from fct_registry.models.io import load_model
 
     layout = Layout(tmp_path / "out")
     gen = torch.Generator().manual_seed(0)

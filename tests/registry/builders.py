@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fct_registry.models import build_from_spec
+from fct_registry.models.io import build_from_spec
 
 
 def _randomise(module: nn.Module, seed: int) -> nn.Module:

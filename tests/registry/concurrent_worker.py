@@ -14,7 +14,7 @@ PRELOAD = [
     "mlflow",
     "onnxscript",
     "torch.onnx",
-    "fct_registry.models",
+    "fct_registry.models.io",
     "fct_registry.registry.register",
     "fct_registry.registry.flavor",
     "tests.registry.concurrent_worker",

@@ -67,13 +67,13 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
     """The real stages on a few hundred images: models, embeddings, history, evaluation."""
     if not FASHION.is_dir():
         pytest.skip("dataset-fashion-mnist not installed (run `make setup`)")
-    from fct_registry.pipeline import stages
+    from fct_registry.pipeline.run_all import run_pipeline
 
     root = tmp_path_factory.mktemp("tiny-pipeline")
     pipeline = TinyPipeline(root, registry_params())
     (root / "params.yaml").write_text(yaml.safe_dump(pipeline.raw))
     params, layout = pipeline.params, pipeline.layout
-    stages.run_pipeline(params, layout)
+    run_pipeline(params, layout)
     return pipeline
 
 

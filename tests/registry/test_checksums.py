@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from fct_registry.models import TRANSFORMATIONS
+from fct_registry.models.transformations import TRANSFORMATIONS
 from fct_registry.registry.checksums import (
     CHECKSUMS_FILE,
     ChecksumError,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fct_registry.models import TransformationChain
+from fct_registry.models.transformations import TransformationChain
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
 from fct_registry.registry.checksums import ChecksumError, checksums_digest

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fct_registry.models import TransformationChain
+from fct_registry.models.transformations import TransformationChain
 from fct_registry.registry.onnx_export import OnnxExportError, export_onnx, verify_onnx
 from tests.registry import builders
 

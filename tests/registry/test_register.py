@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from fct_registry.cli import main
 from fct_registry.errors import DataError
-from fct_registry.models import load_model as load_folder
+from fct_registry.models.io import load_model as load_folder
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
 from fct_registry.registry.errors import RegistryError

@@ -14,7 +14,7 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file, save_file
 
-from fct_registry.models import load_model as load_folder
+from fct_registry.models.io import load_model as load_folder
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
 from fct_registry.registry.query import search_versions

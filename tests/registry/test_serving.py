@@ -107,7 +107,7 @@ def store(registered, tmp_path_factory) -> dict:
 def _inputs(kind: str, layout) -> dict[str, np.ndarray]:
     """Real inputs from the pipeline's outputs: test images, stored embeddings and side-info."""
     from fct_registry.data.prepared import load_prepared
-    from fct_registry.pipeline.stages import load_embeddings
+    from fct_registry.layout import load_embeddings
 
     if kind == "embedding":  # stored as uint8; the model takes floats in [0, 1]
         images = load_prepared(layout.data, "test").images[:6]

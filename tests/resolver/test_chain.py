@@ -21,9 +21,9 @@ from mlflow import MlflowClient
 from safetensors.torch import save_file
 
 from fct_registry.cli import main
-from fct_registry.evaluation import RetrievalScores, retrieval_scores
+from fct_registry.evaluation.retrieval import RetrievalScores, retrieval_scores
 from fct_registry.layout import Layout
-from fct_registry.models import TRANSFORMATIONS
+from fct_registry.models.transformations import TRANSFORMATIONS
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
 from fct_registry.registry.chains import ChainEvaluation, load_chain, record_chain

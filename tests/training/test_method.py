@@ -12,18 +12,23 @@ from fct_registry.config import (
     VersionConfig,
     parse_params,
 )
-from fct_registry.data import load_prepared, prepare
+from fct_registry.data.prepared import load_prepared, prepare
 from fct_registry.errors import ConfigError
-from fct_registry.evaluation import retrieval_scores
+from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.layout import Layout, load_embeddings, save_embeddings
-from fct_registry.models import EmbeddingModel, SideInfoModel, load_model, save_model
-from fct_registry.pipeline import stages
+from fct_registry.models.embedding import EmbeddingModel, SideInfoModel
+from fct_registry.models.io import load_model, save_model
+from fct_registry.pipeline import bct as bct_module
+from fct_registry.pipeline import prepare as prepare_module
+from fct_registry.pipeline import side_info as side_info_module
+from fct_registry.pipeline import transformation as transformation_module
 from fct_registry.training.classifier import (
     BctAlignment,
     BctInfluence,
     embedding_spec,
     train_classifier,
 )
+from fct_registry.training.contrastive import side_info_spec
 from fct_registry.training.embed import apply_transformation, embed_images
 from fct_registry.training.transformation import train_transformation, transformation_spec
 from tests.conftest import needs_fashion, tiny_params
@@ -109,21 +114,21 @@ def test_side_info_model_sees_only_its_versions_classes(tmp_path, monkeypatch):
     raw["versions"]["1"]["classes"] = [0, 1, 2]
     raw["side_info"]["trained_with"] = 1
     seen = {}
-    real = stages.train_side_info
+    real = side_info_module.train_side_info
 
     def spy(cfg, images, *args, **kwargs):
         seen["images"] = images
         return real(cfg, images, *args, **kwargs)
 
-    monkeypatch.setattr(stages, "train_side_info", spy)
-    stages.side_info_stage(parse_params(raw), layout)
+    monkeypatch.setattr(side_info_module, "train_side_info", spy)
+    side_info_module.side_info_stage(parse_params(raw), layout)
     train = load_prepared(layout.data, "train")
     keep = torch.isin(train.labels, torch.tensor([0, 1, 2]))
     assert 0 < len(seen["images"]) == int(keep.sum()) < len(train.labels)
     assert torch.equal(seen["images"], train.images[keep])
     # and the whole split without trained_with
     raw["side_info"]["trained_with"] = None
-    stages.side_info_stage(parse_params(raw), layout)
+    side_info_module.side_info_stage(parse_params(raw), layout)
     assert len(seen["images"]) == len(train.labels)
 
 
@@ -154,15 +159,15 @@ def test_transformation_trains_only_on_the_target_versions_data(tmp_path, monkey
     raw["transformations"]["v1_to_v2"].update(seeds=2, train_on=train_on)
     _write_embeddings(layout, 600)
     calls = []
-    real = stages.train_transformation
+    real = transformation_module.train_transformation
 
     def spy(cfg, old, side, new, *args, **kwargs):
         calls.append((old, new, kwargs["seed"]))
         return real(cfg, old, side, new, *args, **kwargs)
 
-    monkeypatch.setattr(stages, "train_transformation", spy)
+    monkeypatch.setattr(transformation_module, "train_transformation", spy)
     params = parse_params(raw)
-    stages.transformation_stage(params, layout, "v1_to_v2")
+    transformation_module.transformation_stage(params, layout, "v1_to_v2")
     labels = load_prepared(layout.data, "train").labels
     target = torch.isin(labels, torch.tensor([3, 4, 5, 6]))
     new_all = load_embeddings(layout.version_embeddings(2))["train"]
@@ -193,7 +198,7 @@ def test_augmented_features_recompute_from_target_images(tmp_path, monkeypatch):
             [0.3],
         )
         save_model(model, spec, layout.version(v))
-    side_spec = stages.side_info_spec(params.side_info, info)
+    side_spec = side_info_spec(params.side_info, info)
     save_model(
         SideInfoModel(
             side_spec["backbone"], side_spec["backbone_kwargs"], 1, 128, 128, [0.3], [0.3]
@@ -209,14 +214,14 @@ def test_augmented_features_recompute_from_target_images(tmp_path, monkeypatch):
     ):
         save_embeddings(path, torch.randn(600, dim, generator=gen), torch.randn(20, dim))
     seen = {}
-    real = stages.train_transformation_augmented
+    real = transformation_module.train_transformation_augmented
 
     def spy(cfg, images, *args, **kwargs):
         seen["images"] = images
         return real(cfg, images, *args, **kwargs)
 
-    monkeypatch.setattr(stages, "train_transformation_augmented", spy)
-    stages.transformation_stage(params, layout, "v1_to_v2")
+    monkeypatch.setattr(transformation_module, "train_transformation_augmented", spy)
+    transformation_module.transformation_stage(params, layout, "v1_to_v2")
     train = load_prepared(layout.data, "train")
     assert torch.equal(seen["images"], train.images[torch.isin(train.labels, torch.tensor([0, 1]))])
     h, _ = load_model(layout.transformation("v1_to_v2"))
@@ -244,7 +249,7 @@ def test_label_map_must_cover_every_dataset_class(tmp_path):
     raw = tiny_params()
     raw["versions"]["1"].update(label_map=[0, 1, 0], label_names=None)
     with pytest.raises(ConfigError, match=r"label_map has 3 entries.*10 classes"):
-        stages.prepare_stage(parse_params(raw), Layout(tmp_path))
+        prepare_module.prepare_stage(parse_params(raw), Layout(tmp_path))
 
 
 def _small_fashion(tmp_path, train: int, test: int):
@@ -319,4 +324,4 @@ def test_bct_init_from_old_needs_the_same_backbone(tmp_path):
     raw = tiny_params()
     raw["versions"]["2"]["backbone"]["kwargs"] = {"width": 8}  # version 1 keeps width 4
     with pytest.raises(ConfigError, match=r"init_from_old needs versions 1 and 2"):
-        stages.bct_stage(parse_params(raw), Layout(tmp_path), "v1_to_v2_l2")
+        bct_module.bct_stage(parse_params(raw), Layout(tmp_path), "v1_to_v2_l2")

@@ -46,7 +46,7 @@ def export_chain(
 ) -> OnnxChain:
     import torch
 
-    from fct_registry.models import TRANSFORMATIONS, TransformationChain
+    from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
     from fct_registry.registry.onnx_export import export_onnx
 
     torch.manual_seed(seed)
@@ -210,7 +210,7 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRegi
     import torch
     from safetensors.torch import save_file
 
-    from fct_registry.models import build_from_spec
+    from fct_registry.models.io import build_from_spec
     from fct_registry.registry import flavor
     from fct_registry.registry import tags as T
 

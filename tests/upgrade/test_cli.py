@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from fct_registry.cli import main
-from fct_registry.evaluation import retrieval_scores
+from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
 from fct_registry.upgrade.job import JOB_FILE

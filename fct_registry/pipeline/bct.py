@@ -1,0 +1,78 @@
+"""DVC stage ``bct@NAME``: a BCT baseline, version ``new``'s recipe trained in version ``old``'s
+embedding space with a compatibility term (Shen et al.'s influence loss, or L2 alignment)."""
+
+from __future__ import annotations
+
+from fct_registry.config import Params
+from fct_registry.data.prepared import load_info, load_prepared
+from fct_registry.device import pick_device
+from fct_registry.errors import ConfigError
+from fct_registry.layout import Layout, save_embeddings
+from fct_registry.models.io import load_model, save_model
+from fct_registry.pipeline.fingerprint import fingerprint
+from fct_registry.training.classifier import (
+    BctAlignment,
+    BctInfluence,
+    embedding_spec,
+    train_classifier,
+)
+from fct_registry.training.distributed import init_from_env
+from fct_registry.training.embed import embed_images
+from fct_registry.training.loop import write_history
+
+
+def bct_stage(params: Params, layout: Layout, name: str) -> None:
+    if name not in params.bct:
+        raise ConfigError(f"unknown bct entry {name!r}; known: {', '.join(params.bct) or 'none'}")
+    bct = params.bct[name]
+    if bct.init_from_old and params.versions[bct.old].backbone != params.versions[bct.new].backbone:
+        raise ConfigError(
+            f"bct.{name}.init_from_old needs versions {bct.old} and {bct.new} to use the same "
+            "backbone (their weights are copied); make them equal or set init_from_old: false"
+        )
+    # BCT's new model shares the old embedding space: new's recipe at old's width.
+    old_dim = params.versions[bct.old].embedding_dim
+    cfg = params.versions[bct.new].model_copy(update={"embedding_dim": old_dim})
+    ctx, device = init_from_env(pick_device(params.device))
+    info = load_info(layout.data)
+    train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
+    old_model, _ = load_model(layout.version(bct.old), device)
+    old_cfg = params.versions[bct.old]
+    old_classes = old_cfg.classes or list(range(len(info["classes"])))
+    term = (
+        BctInfluence(old_model.classifier, old_classes, bct.influence_weight, old_cfg.label_map)
+        if bct.kind == "influence"
+        else BctAlignment(old_model, old_classes, bct.influence_weight, bct.init_from_old)
+    )
+    spec = embedding_spec(cfg, info) | {
+        "family": params.family,
+        "bct": name,
+        "bct_old": bct.old,
+        "bct_new": bct.new,
+        "bct_kind": bct.kind,
+    }
+    fp = fingerprint(
+        [cfg.model_dump(), bct.model_dump(), old_cfg.model_dump()],
+        params.seed,
+        [layout.data / "train.safetensors", layout.version(bct.old) / "model.safetensors"],
+    )
+    model, result = train_classifier(
+        cfg,
+        train,
+        spec,
+        seed=params.seed,
+        device=device,
+        checkpoint=layout.checkpoint(f"bct-{name}"),
+        fingerprint=fp,
+        desc=f"bct {name}",
+        bct=term,
+    )
+    if not ctx.is_main:
+        return
+    save_model(model, spec, layout.bct(name))
+    write_history(result.history, layout.history(f"bct-{name}"))
+    save_embeddings(
+        layout.bct_embeddings(name),
+        embed_images(model, train.images, device),
+        embed_images(model, test.images, device),
+    )

@@ -1,0 +1,28 @@
+"""Every training and evaluation stage in one process, in ``dvc.yaml``'s order (notebooks, tests,
+a quick GPU check); ``dvc repro`` remains the way to run them incrementally. No DVC stage runs
+this module, so its imports widen no stage's deps."""
+
+from __future__ import annotations
+
+from fct_registry.config import Params
+from fct_registry.layout import Layout
+from fct_registry.pipeline.bct import bct_stage
+from fct_registry.pipeline.evaluate import evaluate_stage
+from fct_registry.pipeline.prepare import prepare_stage
+from fct_registry.pipeline.side_info import side_info_stage
+from fct_registry.pipeline.transformation import transformation_stage
+from fct_registry.pipeline.version import version_stage
+
+
+def run_pipeline(params: Params, layout: Layout) -> dict:
+    """Every training and evaluation stage in ``dvc.yaml``'s order, in this process (notebooks,
+    tests, a quick GPU check); ``dvc repro`` remains the way to run it incrementally."""
+    prepare_stage(params, layout)
+    side_info_stage(params, layout)
+    for version in params.versions:
+        version_stage(params, layout, version)
+    for name in params.bct:
+        bct_stage(params, layout, name)
+    for name in params.transformations:
+        transformation_stage(params, layout, name)
+    return evaluate_stage(params, layout)

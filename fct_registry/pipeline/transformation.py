@@ -1,0 +1,95 @@
+"""DVC stage ``transform@NAME``: the FCT transformation NAME, trained once per seed."""
+
+from __future__ import annotations
+
+import torch
+
+from fct_registry.config import Params, UncertaintyTrainingConfig
+from fct_registry.data.prepared import load_prepared
+from fct_registry.device import pick_device
+from fct_registry.errors import ConfigError
+from fct_registry.layout import Layout, load_embeddings
+from fct_registry.models.io import load_model, save_model
+from fct_registry.models.uncertainty import kind_predicts_uncertainty
+from fct_registry.pipeline.fingerprint import fingerprint, write_json
+from fct_registry.training.distributed import init_from_env
+from fct_registry.training.loop import write_history
+from fct_registry.training.transformation import (
+    train_transformation,
+    train_transformation_augmented,
+    training_rows,
+    transformation_spec,
+)
+from fct_registry.training.uncertainty import train_uncertainty_transformation
+
+
+def transformation_stage(params: Params, layout: Layout, name: str) -> None:
+    """Train transformation ``name`` with each of its seeds on the target version's training data
+    (``train_on: target``): stored features, or features of augmented images
+    (``features: augmented``)."""
+    if name not in params.transformations:
+        raise ConfigError(
+            f"unknown transformation {name!r}; known: {', '.join(params.transformations) or 'none'}"
+        )
+    cfg = params.transformations[name]
+    ctx, device = init_from_env(pick_device(params.device))
+    inputs = [
+        layout.version_embeddings(cfg.source),
+        layout.version_embeddings(cfg.target),
+        layout.side_info_embeddings,
+    ]
+    old, new, side = (load_embeddings(p)["train"] for p in inputs)
+    classes = params.versions[cfg.target].classes if cfg.train_on == "target" else None
+    train = None
+    if classes is not None or cfg.features == "augmented":  # the images or their labels
+        inputs.append(layout.data / "train.safetensors")
+        train = load_prepared(layout.data, "train")
+    rows = training_rows(train.labels, classes) if train is not None else torch.arange(len(old))
+    spec = transformation_spec(cfg, old.shape[1], new.shape[1], side.shape[1]) | {
+        "family": params.family,
+        "name": name,
+    }
+    if cfg.features == "augmented":
+        models = [
+            load_model(d, device)[0]
+            for d in (layout.version(cfg.source), layout.side_info, layout.version(cfg.target))
+        ]
+    for index in range(cfg.seeds):
+        seed = params.seed + index
+        fp = fingerprint([cfg.model_dump(), classes], seed, inputs)
+        common = {
+            "seed": seed,
+            "device": device,
+            "checkpoint": layout.checkpoint(
+                f"transform-{name}" + (f"-seed{index}" if index else "")
+            ),
+            "fingerprint": fp,
+            "desc": f"transform {name}" + (f" seed {seed}" if index else ""),
+        }
+        if kind_predicts_uncertainty(cfg.kind):
+            # beta-NLL trains the log-variance head (beta=1: the embedding gets MSE's gradient)
+            model, result = train_uncertainty_transformation(
+                UncertaintyTrainingConfig(optim=cfg.optim),
+                old[rows],
+                side[rows],
+                new[rows],
+                spec,
+                **common,
+            )
+        elif train is not None and cfg.features == "augmented":
+            model, result = train_transformation_augmented(
+                cfg, train.images[rows], *models, spec, **common
+            )
+        else:
+            model, result = train_transformation(
+                cfg, old[rows], side[rows], new[rows], spec, **common
+            )
+        if ctx.is_main:
+            save_model(model, spec | {"seed": seed}, layout.transformation(name, index))
+            if index == 0:
+                write_history(result.history, layout.history(f"transform-{name}"))
+    if ctx.is_main:  # always written, so the stage's seeds folder exists even with one seed
+        write_json(
+            layout.transformation_seeds(name) / "seeds.json",
+            {"seeds": [params.seed + i for i in range(cfg.seeds)], "registered": params.seed},
+        )

@@ -1,0 +1,52 @@
+"""DVC stage ``train@N``: one embedding-model version of the family, and its stored embeddings."""
+
+from __future__ import annotations
+
+from fct_registry.config import Params, VersionConfig
+from fct_registry.data.prepared import load_info, load_prepared
+from fct_registry.device import pick_device
+from fct_registry.errors import ConfigError
+from fct_registry.layout import Layout, save_embeddings
+from fct_registry.models.io import save_model
+from fct_registry.pipeline.fingerprint import fingerprint
+from fct_registry.pipeline.prepare import check_classes
+from fct_registry.training.classifier import embedding_spec, train_classifier
+from fct_registry.training.distributed import init_from_env
+from fct_registry.training.embed import embed_images
+from fct_registry.training.loop import write_history
+
+
+def version_stage(params: Params, layout: Layout, version: int) -> None:
+    cfg = version_config(params, version)
+    ctx, device = init_from_env(pick_device(params.device))
+    info = load_info(layout.data)
+    check_classes(params, info)
+    train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
+    spec = embedding_spec(cfg, info) | {"family": params.family, "version": version}
+    fp = fingerprint(cfg.model_dump(), params.seed, [layout.data / "train.safetensors"])
+    model, result = train_classifier(
+        cfg,
+        train,
+        spec,
+        seed=params.seed,
+        device=device,
+        checkpoint=layout.checkpoint(f"v{version}"),
+        fingerprint=fp,
+        desc=f"{params.family}@{version}",
+    )
+    if not ctx.is_main:
+        return
+    save_model(model, spec, layout.version(version))
+    write_history(result.history, layout.history(f"v{version}"))
+    save_embeddings(
+        layout.version_embeddings(version),
+        embed_images(model, train.images, device),
+        embed_images(model, test.images, device),
+    )
+
+
+def version_config(params: Params, version: int) -> VersionConfig:
+    if version not in params.versions:
+        known = ", ".join(str(v) for v in params.versions)
+        raise ConfigError(f"unknown version {version} of {params.family}; known: {known}")
+    return params.versions[version]
