@@ -142,7 +142,7 @@ a{color:#2272b4}
 .pass{background:#d9f2e3;color:#14632f}.fail{background:#fbdada;color:#9b1c1c}
 .prod{background:#dbe9fb;color:#14437a}
 .pass-text{color:#14632f}.fail-text{color:#9b1c1c}.skipped-text{color:#6b7780}
-td.checks{font-size:12px;white-space:nowrap}
+td.checks{font-size:12px;white-space:nowrap}.nw{white-space:nowrap}
 .muted{color:#6b7780;font-size:12px}
 """
 
@@ -322,7 +322,7 @@ def gates_html(view: FamilyView) -> str:
         )
         unfinished = "" if g["status"] == "FINISHED" else f" ({_e(g['status'].lower())})"
         rows.append(
-            f"<tr><td class='l'>{_e(g['at'].replace('T', ' ').replace('Z', ' UTC'))}</td>"
+            f"<tr><td class='l nw'>{_e(g['at'].replace('T', ' ').replace('Z', ' UTC'))}</td>"
             f"<td class='l'><a href='{_version_href(view.family, g['version'])}' "
             f"target='_top'>{_e(view.family)}@{g['version']}</a></td>"
             f"<td>{'—' if g['baseline'] is None else '@' + _e(g['baseline'])}</td>"

@@ -23,12 +23,9 @@ from fct_registry.gate.history import (
 )
 from fct_registry.gate.promote import record_and_promote
 from fct_registry.gate.report import format_table
-from fct_registry.gate.rules import CheckResult, verdict
-from fct_registry.gate.run import GateResult
 from fct_registry.registry import tags as T
 from fct_registry.registry.store import ensure_schema
-
-FAMILY = "fashion"
+from tests.gate.conftest import FAMILY, gate_result
 
 
 @pytest.fixture
@@ -43,53 +40,6 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     for _ in range(3):
         client.create_model_version(FAMILY, source=str(tmp_path / "model"))
     return uri
-
-
-def gate_result(candidate: int, baseline: int | None, upgraded_top1: float) -> GateResult:
-    """A verdict as ``run_gate`` returns it: fails when the upgraded gallery loses accuracy."""
-    checks = [
-        CheckResult("upgrade-path", "a chain exists", "pass", reason=f"{baseline}->{candidate}"),
-        CheckResult(
-            "upgraded_top1_vs_baseline",
-            "upgraded top1 >= 1.00 x baseline top1",
-            "pass" if upgraded_top1 >= 70.0 else "fail",
-            measured=upgraded_top1,
-            bound=70.0,
-        ),
-        CheckResult("raw_top1", "raw top1 >= 1.00 x baseline top1", "skipped", reason="widths"),
-    ]
-    return GateResult(
-        family=FAMILY,
-        candidate=candidate,
-        baseline=baseline,
-        candidate_ref=f"{FAMILY}@{candidate}",
-        baseline_ref=f"{FAMILY}@production",
-        verdict=verdict(checks),
-        scores={
-            "candidate": {"top1": 80.0, "top5": 95.0, "mAP": 60.0},
-            "baseline": {"top1": 70.0, "top5": 90.0, "mAP": 50.0},
-            "upgraded": {"top1": upgraded_top1, "top5": 91.0, "mAP": float("nan")},
-            "raw": None,
-        },
-        checks=checks,
-        upgrade={
-            "path": [baseline, candidate],
-            "hops": [1],
-            "uris": ["models:/fashion-transformations/1"],
-            "side_info": None,
-            "registry_top1": upgraded_top1,
-            "basis": "measured",
-            "decision": "only route",
-            "gap_closed_top1": 50.0,
-            "gap_closed_mAP": float("nan"),
-        }
-        if baseline
-        else None,
-        items=300,
-        distance="l2",
-        tracking_uri=None,
-        bootstrap=False,
-    )
 
 
 def client_of(uri: str) -> MlflowClient:
