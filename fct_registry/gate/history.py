@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fct_registry.errors import FctError
+from fct_registry.gate.errors import GateInfrastructureError
 from fct_registry.gate.report import markdown, to_json
 from fct_registry.gate.run import GateResult
 from fct_registry.registry import tags as T
+from fct_registry.registry.store import redact_uri, resolve_tracking_uri, tracking_store
 
 HISTORY_LIMIT = 50  # entries the page shows
 REPORT_ARTIFACT = "gate/report.json"
@@ -249,4 +252,57 @@ def record_from_run(run: Any) -> GateRecord:
         promotion=tags.get(T.GATE_PROMOTION, ""),
         checks=checks,
         status=run.info.status,
+    )
+
+
+def read_history(
+    family: str, limit: int = HISTORY_LIMIT, tracking_uri: str | None = None
+) -> list[GateRecord]:
+    """:func:`gate_history` on the resolved store (read-only), for ``fct gate --history``."""
+    uri = resolve_tracking_uri(tracking_uri)
+    with tracking_store(uri, read_only=True) as client:
+        try:
+            return gate_history(client, family, limit)
+        except FctError:
+            raise
+        except Exception as exc:  # unreachable server, refused credentials
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise GateInfrastructureError(
+                f"cannot read the gate history at {redact_uri(uri)} ({redact_uri(first)[:300]}); "
+                "start the tracking server or pass the right --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from None
+
+
+def format_history(family: str, records: list[GateRecord]) -> str:
+    """The history as a text table, newest first (``fct gate --history``)."""
+    if not records:
+        return (
+            f"no gate run recorded for {family} yet (`fct gate --record` or `--promote`, or the "
+            "DVC gate stage, records one)"
+        )
+    head = ["when (UTC)", "candidate", "baseline", "verdict", "passed", "failed", "alias", "run"]
+    rows = [
+        [
+            r.at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{family}@{r.candidate}",
+            "—" if r.baseline is None else f"@{r.baseline}",
+            r.verdict + ("" if r.status == "FINISHED" else f" ({r.status.lower()})"),
+            str(r.passed),
+            str(r.failed),
+            "promoted" if r.promoted else "-",
+            r.run_id,
+        ]
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [head, *rows]
+    ]
+    return "\n".join(
+        [
+            f"gate history of {family}, newest first: {len(records)} recorded "
+            f"{'run' if len(records) == 1 else 'runs'} of experiment {T.experiment_name(family)}",
+            *lines,
+        ]
     )

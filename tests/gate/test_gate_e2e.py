@@ -79,6 +79,16 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
             assert check.measured == pytest.approx(measured[check.name]["measured"])
             assert check.bound == pytest.approx(measured[check.name]["bound"])
     assert data["promotion"]["run"] == entry.run_id
+    capsys.readouterr()
+    assert gate(family, "--candidate", "fashion@2", "--history") == 0  # lists, measures nothing
+    listed = capsys.readouterr().out.splitlines()
+    assert (
+        listed[0]
+        == "gate history of fashion, newest first: 1 recorded run of experiment fct-fashion"
+    )
+    counts = [str(entry.passed), str(entry.failed)]
+    assert listed[2].split()[2:] == ["fashion@2", "@1", "fail", *counts, "-", entry.run_id]
+    assert entry.failed >= 2
     scores = data["scores"]
     # The one-step transformation leaves the gallery barely searchable: far below the old model.
     assert scores["upgraded"]["top1"] < scores["baseline"]["top1"] - 10
@@ -114,6 +124,9 @@ def test_good_candidate_passes_and_is_promoted_then_nothing_to_gate(
     (entry,) = history(family)
     assert (entry.run_id, entry.candidate, entry.verdict, entry.promoted) == (run, 3, "pass", True)
     assert entry.promotion == data["promotion"]["message"]
+    assert gate(family, "--history", "5", "--json") == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["run_id"] == run and listed["promoted"] is True and listed["failed"] == 0
 
     # CI reruns the gate on every push: once promoted, latest is production and nothing is gated.
     assert gate(family, "--promote") == 0
