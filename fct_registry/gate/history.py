@@ -21,11 +21,13 @@ shows it. Nothing here touches tracked files, so the DVC stage's reports stay by
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fct_registry._redact import first_line
 from fct_registry.errors import FctError
 from fct_registry.gate.errors import GateInfrastructureError
 from fct_registry.gate.report import markdown, to_json
@@ -37,6 +39,8 @@ HISTORY_LIMIT = 50  # entries the page shows
 REPORT_ARTIFACT = "gate/report.json"
 CHECKS_PARAM = "checks"  # JSON list of check names, in report order
 _NOTE = "mlflow.note.content"  # MLflow's run description
+
+log = logging.getLogger(__name__)
 
 
 def history_filter() -> str:
@@ -179,8 +183,8 @@ def start_record(
 
 
 def finish_record(client: Any, run_id: str, result: GateResult, *, failed: bool = False) -> None:
-    """Add what happened to the alias (``result.promotion``), the JSON report and the markdown
-    summary; close the run (``FAILED`` when recording broke off)."""
+    """Add what happened to the alias (``result.promotion``), the markdown summary and the JSON
+    report; close the run (``FAILED`` when recording broke off)."""
     from mlflow.entities import RunTag
 
     outcome = result.promotion or {}
@@ -193,10 +197,18 @@ def finish_record(client: Any, run_id: str, result: GateResult, *, failed: bool 
                 RunTag(_NOTE, markdown(result)),
             ],
         )
-        client.log_text(run_id, to_json(result), REPORT_ARTIFACT)
     except Exception:
         client.set_terminated(run_id, status="FAILED")
         raise
+    try:
+        client.log_text(run_id, to_json(result), REPORT_ARTIFACT)
+    except Exception as exc:  # the entry is complete without it; an alias may have moved
+        log.warning(
+            "gate run %s recorded, but its report could not be uploaded to the artifact store "
+            "(%s); the run's tags, params and metrics hold the verdict",
+            run_id,
+            first_line(exc),
+        )
     client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 

@@ -154,3 +154,22 @@ def test_nothing_to_gate_records_nothing(store: str) -> None:
     result.verdict = "skip"
     assert record_and_promote(result, promote=False, tracking_uri=store)["tagged"] is False
     assert gate_history(client_of(store), FAMILY) == []
+
+
+def test_a_report_that_cannot_be_uploaded_leaves_a_complete_entry(
+    store: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only or failing artifact store: the alias has moved by then, so the gate does not
+    turn into a crash; the run's tags, params and metrics still hold the entry."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("artifact store is read-only")
+
+    client = client_of(store)
+    client.set_registered_model_alias(FAMILY, T.PRODUCTION_ALIAS, "1")
+    monkeypatch.setattr(MlflowClient, "log_text", refuse)
+    assert record_and_promote(gate_result(3, 1, 75.5), promote=True, tracking_uri=store)["moved"]
+    (entry,) = gate_history(client, FAMILY)
+    assert entry.status == "FINISHED" and entry.promoted and entry.verdict == "pass"
+    assert "report could not be uploaded" in caplog.text and "read-only" in caplog.text
+    assert client.list_artifacts(entry.run_id) == []
