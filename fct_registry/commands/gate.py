@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace, family: str) -> int:
     """``fct gate --history N``: the recorded gate runs, newest first; nothing is measured."""
     check_positive(history=args.history)
+    if args.promote or args.record:
+        raise FctError(
+            "--history only lists recorded gate runs; run the gate with --record/--promote "
+            "separately"
+        )
     records = read_history(family, args.history, args.tracking_uri)
     if args.json:
         print(json.dumps([r.as_dict() for r in records], indent=2))
