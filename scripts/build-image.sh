@@ -93,6 +93,9 @@ fi
 say() { printf '\n== %s ==\n' "$*"; }
 elapsed() { echo $(($(date +%s) - $1)); }
 t_all=$(date +%s)
+# The source the build context is made of, taken now (the checkout may move during the build).
+source=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
+git diff --quiet HEAD -- 2>/dev/null || source+=" plus uncommitted changes"
 
 # --- preflight: can this machine build images at all? -----------------------------------------
 # A problem of the project (no Dockerfile) fails in every mode; a machine that cannot build
@@ -139,7 +142,7 @@ if ! podman image exists "$base" && ! podman pull -q "$base" >/dev/null 2>&1; th
   base=localhost/fct-base:bookworm-minbase
   if ! podman image exists "$base"; then
     t=$(date +%s)
-    cache=${FCT_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fct-registry}
+    cache=${FCT_IMAGE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/fct-registry}
     tarball=$cache/bookworm-minbase-$(uname -m).tar
     if [[ -n $(find "$tarball" -mtime -7 2>/dev/null) ]]; then
       say "no registry reachable: the cached Debian bookworm base $tarball"
@@ -183,7 +186,7 @@ say "podman build $tag"
 t_build=$(date +%s)
 podman build --isolation chroot --layers --target runtime "${build_args[@]}" "${volumes[@]}" \
   -f "$dockerfile" -t "$tag" . 2>&1 |
-  { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  { grep --line-buffered -v "is ignored: it is neither a file nor a directory" || true; }
 build_s=$(elapsed "$t_build")
 
 # --- checks inside the image -------------------------------------------------------------------
@@ -248,8 +251,6 @@ fi
 # --- summary ----------------------------------------------------------------------------------
 say "summary"
 size=$(podman image inspect "$tag" --format '{{.Size}}')
-source=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
-git diff --quiet HEAD -- 2>/dev/null || source+=" plus uncommitted changes"
 total_s=$(elapsed "$t_all")
 echo "image: $tag (variant $variant, base $base, source $source)"
 echo "base: ${base_s} s; build time: ${build_s} s; checks: $((total_s - base_s - build_s)) s;" \
