@@ -136,7 +136,8 @@ base_s=0
 default_base=$(sed -n "s/^ARG ${variant^^}_BASE=//p" "$dockerfile")
 base=${base:-$default_base}
 [[ -n $base ]] || { echo "build-image: $dockerfile has no ARG ${variant^^}_BASE" >&2; exit 2; }
-if ! podman image exists "$base" && ! podman pull -q "$base" >/dev/null 2>&1; then
+# A registry that is blocked rather than unknown makes podman retry for minutes: 120 s at most.
+if ! podman image exists "$base" && ! timeout 120 podman pull -q "$base" >/dev/null 2>&1; then
   [[ $variant == cpu ]] ||
     unavailable "cannot pull $base; the GPU variant needs a CUDA base: --base IMAGE"
   base=localhost/fct-base:bookworm-minbase
