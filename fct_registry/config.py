@@ -23,14 +23,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SourceConfig(_Strict):
+    """Image collections streamed into training (any ``fct_registry.data.image_sources``
+    URI: an ImageFolder tree, a manifest, tar shards, an ``s3://`` prefix)."""
+
+    train: str
+    test: str
+
+
 class DataConfig(_Strict):
-    """Which dataset to use. ``root`` is the dataset's folder (see ``fct_registry.data``)."""
+    """Which dataset to use. Without ``source``: ``dataset`` from ``root``, materialised by the
+    prepare stage as safetensors splits (see ``fct_registry.data``). With ``source``: images
+    streamed from files through a DataLoader (``dataset``/``root``/``image_size``/``max_*``
+    unused); prepare writes only ``info.json``."""
 
     dataset: str = "fashion-mnist"
     root: Path = Path("/usr/share/datasets/fashion-mnist")
     image_size: int | None = Field(None, gt=0, description="resize (ImageFolder only)")
     max_train: int | None = Field(None, gt=0, description="keep the first N train images (CI)")
     max_test: int | None = Field(None, gt=0, description="keep the first N test images (CI)")
+    source: SourceConfig | None = Field(None, description="stream train/test images from files")
+    input_shape: list[int] = Field(
+        default_factory=lambda: [3, 224, 224],
+        min_length=3,
+        max_length=3,
+        description="source: the models' input [C, H, W] (centre crop)",
+    )
+    resize: int | None = Field(256, gt=0, description="source: shorter side before the crop")
+    upscale: bool = Field(False, description="source: enlarge images smaller than the crop")
+    color: Literal["convert", "strict"] = "convert"
+    stats_sample: int = Field(2000, ge=1, description="source: images sampled for mean/std")
+    workers: int = Field(2, ge=0, description="source: DataLoader decoding workers")
+    validate_images: bool = Field(
+        True, description="source: prepare decodes every image once to find bad ones"
+    )
+    on_bad_image: Literal["fail", "skip"] = Field(
+        "fail", description="source: skip lists bad images in skipped.json; training omits them"
+    )
+    checkpoint_batches: int | None = Field(
+        None, ge=1, description="also checkpoint every N batches (resume mid-epoch)"
+    )
 
 
 class OptimConfig(_Strict):

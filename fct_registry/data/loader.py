@@ -225,14 +225,20 @@ class ImageDataset(Dataset):
     ``fct embed --on-bad-image skip`` or :func:`stream_batches`).
     """
 
-    def __init__(self, source: ImageSource, transform: ImageTransform) -> None:
+    def __init__(
+        self,
+        source: ImageSource,
+        transform: ImageTransform,
+        exclude: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
         if not source.has_labels:
             raise DataError(
                 f"{source.uri} has no labels; training needs an ImageFolder tree, "
                 "a manifest with a label column or tar shards with .cls members"
             )
         self.source, self.transform = source, transform
-        self.items = [item.without_data() for item in source.items()]
+        # ``exclude``: ids of bad images found by the prepare stage (on_bad_image: skip)
+        self.items = [item.without_data() for item in source.items() if item.id not in exclude]
 
     @property
     def labels(self) -> torch.Tensor:

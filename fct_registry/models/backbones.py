@@ -1,4 +1,5 @@
-"""Backbones for small images, registered by name.
+"""Backbones, registered by name: for small images by default; the ResNets also with the standard
+ImageNet stem (``stem: imagenet``, 224 px inputs: the paper's setting).
 
 Every builder takes ``in_channels`` plus its own keyword arguments and returns a module mapping
 ``[N, C, H, W]`` float images to ``[N, out_features]`` features, with ``out_features`` set.
@@ -12,6 +13,7 @@ from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
 
 from fct_registry._registry import Registry
+from fct_registry.errors import ConfigError
 
 BACKBONES: Registry[nn.Module] = Registry("backbone")
 
@@ -45,10 +47,18 @@ class SmallCNN(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
-def _small_image_resnet(net: nn.Module, in_channels: int) -> nn.Module:
-    # CIFAR-style stem: 3x3 stride-1 conv and no max-pool keep 28-32 px images from vanishing.
-    net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()
+STEMS = ("small", "imagenet")
+
+
+def _small_image_resnet(net: nn.Module, in_channels: int, stem: str = "small") -> nn.Module:
+    if stem not in STEMS:
+        raise ConfigError(f"backbone kwarg stem must be one of {', '.join(STEMS)}, got {stem!r}")
+    if stem == "small":
+        # CIFAR-style stem: 3x3 stride-1 conv and no max-pool keep 28-32 px images from vanishing.
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif in_channels != 3:  # torchvision's 7x7 stride-2 conv and max-pool, for other channels
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
     net.out_features = net.fc.in_features
     net.fc = nn.Identity()
     return net
@@ -60,10 +70,11 @@ def smallcnn(in_channels: int, width: int = 32, depth: int = 1) -> nn.Module:
 
 
 @BACKBONES.register("resnet18")
-def resnet18(in_channels: int) -> nn.Module:
-    return _small_image_resnet(tv_resnet18(weights=None), in_channels)
+def resnet18(in_channels: int, stem: str = "small") -> nn.Module:
+    return _small_image_resnet(tv_resnet18(weights=None), in_channels, stem)
 
 
 @BACKBONES.register("resnet50")
-def resnet50(in_channels: int) -> nn.Module:
-    return _small_image_resnet(tv_resnet50(weights=None), in_channels)
+def resnet50(in_channels: int, stem: str = "small") -> nn.Module:
+    """ResNet-50; ``stem: imagenet`` keeps torchvision's stem (224 px inputs, 7x7 s2 + pool)."""
+    return _small_image_resnet(tv_resnet50(weights=None), in_channels, stem)

@@ -4,7 +4,8 @@ embedding space with a compatibility term (Shen et al.'s influence loss, or L2 a
 from __future__ import annotations
 
 from fct_registry.config import Params
-from fct_registry.data.prepared import load_info, load_prepared
+from fct_registry.data.prepared import load_info
+from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout, save_embeddings
@@ -17,7 +18,7 @@ from fct_registry.training.classifier import (
     train_classifier,
 )
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.embed import embed_images
+from fct_registry.training.embed import embed_split
 from fct_registry.training.loop import write_history
 
 
@@ -35,7 +36,8 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     cfg = params.versions[bct.new].model_copy(update={"embedding_dim": old_dim})
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
-    train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
+    train = open_split(layout.data, "train", params.data)
+    test = open_split(layout.data, "test", params.data)
     old_model, _ = load_model(layout.version(bct.old), device)
     old_cfg = params.versions[bct.old]
     old_classes = old_cfg.classes or list(range(len(info["classes"])))
@@ -54,7 +56,7 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     fp = fingerprint(
         [cfg.model_dump(), bct.model_dump(), old_cfg.model_dump()],
         params.seed,
-        [layout.data / "train.safetensors", layout.version(bct.old) / "model.safetensors"],
+        [*data_inputs(layout.data, params.data), layout.version(bct.old) / "model.safetensors"],
     )
     model, result = train_classifier(
         cfg,
@@ -66,6 +68,7 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
         fingerprint=fp,
         desc=f"bct {name}",
         bct=term,
+        checkpoint_every=params.data.checkpoint_batches,
     )
     if not ctx.is_main:
         return
@@ -73,6 +76,6 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     write_history(result.history, layout.history(f"bct-{name}"))
     save_embeddings(
         layout.bct_embeddings(name),
-        embed_images(model, train.images, device),
-        embed_images(model, test.images, device),
+        embed_split(model, train, device),
+        embed_split(model, test, device),
     )

@@ -4,7 +4,7 @@ intervals for the protocol's claims; metrics, tables and plots."""
 from __future__ import annotations
 
 from fct_registry.config import Params
-from fct_registry.data.prepared import load_prepared
+from fct_registry.data.splits import split_labels
 from fct_registry.evaluation.compatibility import Edge, compatibility_cases
 from fct_registry.evaluation.forest_plot import plot_intervals
 from fct_registry.evaluation.report import markdown_table, matrix_rows, plot_matrix
@@ -18,7 +18,7 @@ from fct_registry.pipeline.fingerprint import write_json
 def evaluate_stage(params: Params, layout: Layout) -> dict:
     """Score every compatibility case on the test split (every seed of every transformation),
     with paired-bootstrap intervals for the protocol's claims; write metrics, tables, plots."""
-    labels = load_prepared(layout.data, "test").labels
+    labels = split_labels(layout.data, "test", params.data)
     versions = {v: load_embeddings(layout.version_embeddings(v))["test"] for v in params.versions}
     side_info = load_embeddings(layout.side_info_embeddings)["test"]
     edges = []

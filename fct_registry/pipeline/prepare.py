@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from fct_registry.config import Params
 from fct_registry.data.prepared import prepare
+from fct_registry.data.splits import prepare_source
 from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout
 
 
 def prepare_stage(params: Params, layout: Layout) -> dict:
-    info = prepare(params.data, layout.data)
+    if params.data.source is not None:  # streamed from files: info.json only, no pixels
+        info = prepare_source(params.data, layout.data, seed=params.seed)
+    else:
+        info = prepare(params.data, layout.data)
     check_classes(params, info)  # before any training starts
     return info
 

@@ -3,38 +3,40 @@ the version it ships with (``side_info.trained_with``), as when that version was
 
 from __future__ import annotations
 
-import torch
-
 from fct_registry.config import Params
-from fct_registry.data.prepared import TensorSplit, load_info, load_prepared
+from fct_registry.data.prepared import load_info
+from fct_registry.data.splits import Split, data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.layout import Layout, save_embeddings
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.embed import embed_images
+from fct_registry.training.embed import embed_split
 from fct_registry.training.loop import write_history
 
 
-def side_info_images(params: Params, train: TensorSplit) -> torch.Tensor:
+def side_info_images(params: Params, train: Split) -> Split:
     """The images the side-info model trains on: ``side_info.trained_with``'s classes only."""
     version = params.side_info.trained_with
     if version is None:
-        return train.images
-    return train.subset(params.versions[version].classes).images
+        return train
+    return train.subset(params.versions[version].classes)
 
 
 def side_info_stage(params: Params, layout: Layout) -> None:
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
-    train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
+    train = open_split(layout.data, "train", params.data)
+    test = open_split(layout.data, "test", params.data)
     spec = side_info_spec(params.side_info, info)
     images = side_info_images(params, train)
     trained_with = params.side_info.trained_with
     classes = None if trained_with is None else params.versions[trained_with].classes
     fp = fingerprint(
-        [params.side_info.model_dump(), classes], params.seed, [layout.data / "train.safetensors"]
+        [params.side_info.model_dump(), classes],
+        params.seed,
+        data_inputs(layout.data, params.data),
     )
     model, result = train_side_info(
         params.side_info,
@@ -44,6 +46,7 @@ def side_info_stage(params: Params, layout: Layout) -> None:
         device=device,
         checkpoint=layout.checkpoint("side_info"),
         fingerprint=fp,
+        checkpoint_every=params.data.checkpoint_batches,
     )
     if not ctx.is_main:  # rank 0 writes the outputs
         return
@@ -51,6 +54,6 @@ def side_info_stage(params: Params, layout: Layout) -> None:
     write_history(result.history, layout.history("side_info"))
     save_embeddings(
         layout.side_info_embeddings,
-        embed_images(model, train.images, device),
-        embed_images(model, test.images, device),
+        embed_split(model, train, device),
+        embed_split(model, test, device),
     )

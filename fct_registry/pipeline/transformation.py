@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fct_registry.config import Params, UncertaintyTrainingConfig
-from fct_registry.data.prepared import load_prepared
+from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout, load_embeddings
@@ -42,8 +42,8 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
     classes = params.versions[cfg.target].classes if cfg.train_on == "target" else None
     train = None
     if classes is not None or cfg.features == "augmented":  # the images or their labels
-        inputs.append(layout.data / "train.safetensors")
-        train = load_prepared(layout.data, "train")
+        inputs += data_inputs(layout.data, params.data)
+        train = open_split(layout.data, "train", params.data)
     rows = training_rows(train.labels, classes) if train is not None else torch.arange(len(old))
     spec = transformation_spec(cfg, old.shape[1], new.shape[1], side.shape[1]) | {
         "family": params.family,
@@ -78,7 +78,12 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
             )
         elif train is not None and cfg.features == "augmented":
             model, result = train_transformation_augmented(
-                cfg, train.images[rows], *models, spec, **common
+                cfg,
+                train.subset(classes),  # the rows above, as a split
+                *models,
+                spec,
+                **common,
+                checkpoint_every=params.data.checkpoint_batches,
             )
         else:
             model, result = train_transformation(

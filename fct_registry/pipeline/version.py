@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fct_registry.config import Params, VersionConfig
-from fct_registry.data.prepared import load_info, load_prepared
+from fct_registry.data.prepared import load_info
+from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout, save_embeddings
@@ -12,7 +13,7 @@ from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.prepare import check_classes
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.embed import embed_images
+from fct_registry.training.embed import embed_split
 from fct_registry.training.loop import write_history
 
 
@@ -21,9 +22,10 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
     check_classes(params, info)
-    train, test = load_prepared(layout.data, "train"), load_prepared(layout.data, "test")
+    train = open_split(layout.data, "train", params.data)
+    test = open_split(layout.data, "test", params.data)
     spec = embedding_spec(cfg, info) | {"family": params.family, "version": version}
-    fp = fingerprint(cfg.model_dump(), params.seed, [layout.data / "train.safetensors"])
+    fp = fingerprint(cfg.model_dump(), params.seed, data_inputs(layout.data, params.data))
     model, result = train_classifier(
         cfg,
         train,
@@ -33,6 +35,7 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
         checkpoint=layout.checkpoint(f"v{version}"),
         fingerprint=fp,
         desc=f"{params.family}@{version}",
+        checkpoint_every=params.data.checkpoint_batches,
     )
     if not ctx.is_main:
         return
@@ -40,8 +43,8 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
     write_history(result.history, layout.history(f"v{version}"))
     save_embeddings(
         layout.version_embeddings(version),
-        embed_images(model, train.images, device),
-        embed_images(model, test.images, device),
+        embed_split(model, train, device),
+        embed_split(model, test, device),
     )
 
 

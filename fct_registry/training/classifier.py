@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from fct_registry.config import VersionConfig
 from fct_registry.data.augment import classifier_augment
-from fct_registry.data.prepared import TensorSplit
+from fct_registry.data.splits import Batch, Split, split_batches
 from fct_registry.models.embedding import EmbeddingModel
 from fct_registry.training.distributed import context
 from fct_registry.training.embed import images_to_float
@@ -52,7 +52,7 @@ def label_lookup(label_map: list[int] | None, num_classes: int) -> torch.Tensor:
 
 def embedding_spec(cfg: VersionConfig, info: dict) -> dict:
     channels, height, width = info["shape"]
-    return {
+    spec = {
         "kind": "embedding",
         "backbone": cfg.backbone.name,
         "backbone_kwargs": dict(cfg.backbone.kwargs),
@@ -63,11 +63,14 @@ def embedding_spec(cfg: VersionConfig, info: dict) -> dict:
         "mean": info["mean"],
         "std": info["std"],
     }
+    if "transform" in info:  # streamed from files: how images were decoded and cropped
+        spec["preprocess"] = info["transform"]
+    return spec
 
 
 def train_classifier(
     cfg: VersionConfig,
-    train: TensorSplit,
+    train: Split,
     spec: dict,
     *,
     seed: int,
@@ -76,6 +79,7 @@ def train_classifier(
     fingerprint: str,
     desc: str,
     bct: BctTerm | None = None,
+    checkpoint_every: int | None = None,
 ) -> tuple[EmbeddingModel, LoopResult]:
     torch.manual_seed(seed)
     model = EmbeddingModel(
@@ -106,12 +110,17 @@ def train_classifier(
     elif isinstance(bct, BctAlignment):
         bct.old_model.to(device).eval().requires_grad_(False)
 
-    def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        indices = indices.to(device)
-        x = images_to_float(data.images[indices])
+    def fetch(indices):
+        return split_batches(data, indices, device=device, rank=ctx.rank, world=ctx.world_size)
+
+    def step(batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        x = images_to_float(batch.images)
         if cfg.augment == "flip_crop":
-            x = classifier_augment(x, gen)  # drawn for the global batch: same as 1 process
-        x, y = ctx.shard(x), ctx.shard(data.labels[indices])
+            # drawn for the global batch: the same as one process
+            x = classifier_augment(x, gen, part=batch.part)
+        y = batch.labels
+        if batch.part is None:  # the whole global batch was read: take this rank's rows
+            x, y = ctx.shard(x), ctx.shard(y)
         x = x.contiguous(memory_format=torch.channels_last)
         emb = net(x)
         logits = unwrap(net).classifier(emb)
@@ -145,5 +154,7 @@ def train_classifier(
         checkpoint=checkpoint,
         fingerprint=fingerprint,
         desc=desc,
+        fetch=fetch,
+        checkpoint_every=checkpoint_every,
     )
     return unwrap(net), result

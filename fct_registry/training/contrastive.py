@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from fct_registry.config import SideInfoConfig
 from fct_registry.data.augment import simclr_augment
+from fct_registry.data.splits import Batch, Split, split_batches
 from fct_registry.models.embedding import SideInfoModel
 from fct_registry.training.distributed import context, gather_batch
 from fct_registry.training.embed import images_to_float
@@ -28,7 +29,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 def side_info_spec(cfg: SideInfoConfig, info: dict) -> dict:
     channels, height, width = info["shape"]
-    return {
+    spec = {
         "kind": "side_info",
         "name": cfg.name,
         "backbone": cfg.backbone.name,
@@ -40,11 +41,14 @@ def side_info_spec(cfg: SideInfoConfig, info: dict) -> dict:
         "mean": info["mean"],
         "std": info["std"],
     }
+    if "transform" in info:  # streamed from files: how images were decoded and cropped
+        spec["preprocess"] = info["transform"]
+    return spec
 
 
 def train_side_info(
     cfg: SideInfoConfig,
-    images: torch.Tensor,
+    images: Split,
     spec: dict,
     *,
     seed: int,
@@ -52,7 +56,9 @@ def train_side_info(
     checkpoint: Path,
     fingerprint: str,
     desc: str = "side-info",
+    checkpoint_every: int | None = None,
 ) -> tuple[SideInfoModel, LoopResult]:
+    """SimCLR on ``images`` (a split: its labels are never read)."""
     torch.manual_seed(seed)
     model = SideInfoModel(
         spec["backbone"],
@@ -67,11 +73,16 @@ def train_side_info(
     ctx = context()
     images = images.to(device)
 
-    def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        x = images_to_float(images[indices.to(device)])
+    def fetch(indices):
+        return split_batches(images, indices, device=device, rank=ctx.rank, world=ctx.world_size)
+
+    def step(batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        x = images_to_float(batch.images)
         # Views drawn for the global batch, then this rank's shard; negatives are all-gathered,
         # so the loss is the single-process one on every rank.
-        v1, v2 = ctx.shard(simclr_augment(x, gen)), ctx.shard(simclr_augment(x, gen))
+        v1, v2 = simclr_augment(x, gen, part=batch.part), simclr_augment(x, gen, part=batch.part)
+        if batch.part is None:
+            v1, v2 = ctx.shard(v1), ctx.shard(v2)
         z = unwrap(net).project(
             net(torch.cat([v1, v2]).contiguous(memory_format=torch.channels_last))
         )
@@ -81,7 +92,7 @@ def train_side_info(
     result = run_training(
         net,
         None,
-        len(images),
+        len(images.labels),
         step,
         cfg.optim,
         seed=seed,
@@ -89,5 +100,7 @@ def train_side_info(
         checkpoint=checkpoint,
         fingerprint=fingerprint,
         desc=desc,
+        fetch=fetch,
+        checkpoint_every=checkpoint_every,
     )
     return unwrap(net), result

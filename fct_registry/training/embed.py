@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fct_registry.data.splits import Split, ordered_images
+
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
@@ -18,10 +20,24 @@ def embed_images(
     model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024
 ) -> torch.Tensor:
     """Embed uint8 ``[N, C, H, W]`` images with ``model`` (in eval mode) in batches."""
+    batches = (images[s : s + batch_size] for s in range(0, len(images), batch_size))
+    return _embed_batches(model, batches, device)
+
+
+@torch.no_grad()
+def embed_split(
+    model: nn.Module, split: Split, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
+    """Embed every image of a training split in order (streamed from files when it is a
+    streaming split: memory holds the ``[N, d]`` output, not the images)."""
+    return _embed_batches(model, ordered_images(split, batch_size), device)
+
+
+def _embed_batches(model: nn.Module, batches, device: torch.device) -> torch.Tensor:
     model.eval().to(device)
     out = []
-    for start in range(0, len(images), batch_size):
-        x = images_to_float(images[start : start + batch_size].to(device))
+    for images in batches:
+        x = images_to_float(images.to(device))
         with torch.autocast(device.type, enabled=False):  # also inside a caller's autocast
             out.append(model(x.float()).float().cpu())
     return torch.cat(out) if out else torch.empty(0)

@@ -2,17 +2,22 @@
 
 Batches are drawn from a permutation seeded by ``(seed, epoch)`` and augmentations use a generator
 seeded the same way, so a run resumed from its last checkpoint ends with the same weights as an
-uninterrupted one.
+uninterrupted one. A trainer's ``fetch`` turns the epoch's index batches into what its step reads
+(rows of an in-memory split, or images decoded by DataLoader workers: ``data.splits``); with
+``checkpoint_every`` a run also checkpoints inside an epoch and resumes by skipping the index
+batches already done (never reading them).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,8 +26,11 @@ from tqdm import tqdm
 from fct_registry.config import OptimConfig
 from fct_registry.training.distributed import context, convert_batchnorm
 
-StepFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
-"""One optimisation step: ``(sample indices, augmentation generator) -> (loss, extra logs)``."""
+StepFn = Callable[[Any, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+"""One optimisation step: ``(batch, augmentation generator) -> (loss, extra logs)``; the batch is
+a tensor of sample indices, or what the trainer's ``fetch`` made of it."""
+
+FetchFn = Callable[[Iterator[torch.Tensor]], Iterable[Any]]
 
 
 @dataclass
@@ -90,6 +98,8 @@ def run_training(
     checkpoint: Path,
     fingerprint: str,
     desc: str,
+    fetch: FetchFn | None = None,
+    checkpoint_every: int | None = None,
 ) -> LoopResult:
     """Train ``model`` for ``optim.epochs`` epochs.
 
@@ -98,6 +108,11 @@ def run_training(
     from :func:`prepare_model`). The checkpoint at ``checkpoint`` is resumed when its
     ``fingerprint`` (a hash of the config) matches; a stale checkpoint from another config is
     ignored. Only rank 0 writes it; every rank reads it (a shared folder across nodes).
+
+    ``fetch`` maps the epoch's index batches to the step's batches (default: the indices
+    themselves). ``checkpoint_every``: also checkpoint after every that many batches; a resume
+    then skips the batches done in the interrupted epoch and restores the augmentation
+    generator, so the weights equal an uninterrupted run's.
     """
     ctx = context()
     ctx.check_batch(optim.batch_size)
@@ -118,7 +133,8 @@ def run_training(
     use_amp = device.type == "cuda"  # bf16 autocast: no loss scaling needed
     result = LoopResult()
 
-    start_epoch = 0
+    start_epoch = skip = 0
+    partial: dict = {}
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         if state.get("fingerprint") == fingerprint:
@@ -127,8 +143,13 @@ def run_training(
             scheduler.load_state_dict(state["scheduler"])
             result.history = state["history"]
             start_epoch = result.resumed_from_epoch = int(state["epoch"])
+            partial = state.get("partial", {})  # present when saved inside an epoch
+            skip = int(partial.get("batches", 0))
             if ctx.is_main:
-                tqdm.write(f"{desc}: resuming after epoch {start_epoch} from {checkpoint}")
+                where = (
+                    f"batch {skip} of epoch {start_epoch + 1}" if skip else f"epoch {start_epoch}"
+                )
+                tqdm.write(f"{desc}: resuming after {where} from {checkpoint}")
 
     if ctx.is_main:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -137,18 +158,26 @@ def run_training(
         gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
         sums: dict[str, float] = {}
         batches = 0
+        indices = epoch_batches(num_samples, optim.batch_size, seed, epoch, optim.max_batches)
+        if partial:  # the interrupted epoch: its first batches are done, skip them unread
+            indices = itertools.islice(indices, skip, None)
+            gen.set_state(partial["generator"].cpu())
+            torch.set_rng_state(partial["rng"].cpu())
+            sums, batches = dict(partial["sums"]), skip
+            partial = {}
         bar = tqdm(
-            epoch_batches(num_samples, optim.batch_size, seed, epoch, optim.max_batches),
+            fetch(indices) if fetch is not None else indices,
             total=steps_per_epoch,
+            initial=batches,
             desc=f"{desc} epoch {epoch + 1}/{optim.epochs}",
             leave=False,
             dynamic_ncols=True,
             mininterval=1.0,
             disable=None if ctx.is_main else True,
         )  # no bar off a terminal (CI logs)
-        for indices in bar:
+        for batch in bar:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, logs = step(indices, gen)
+                loss, logs = step(batch, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -157,6 +186,26 @@ def run_training(
             for k, v in {"loss": float(loss.detach()), **logs}.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{sums['loss'] / batches:.4f}")
+            if checkpoint_every and batches % checkpoint_every == 0 and batches < steps_per_epoch:
+                if ctx.is_main:
+                    _atomic_torch_save(
+                        {
+                            "model": module.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "history": result.history,
+                            "epoch": epoch,
+                            "fingerprint": fingerprint,
+                            "partial": {
+                                "batches": batches,
+                                "sums": sums,
+                                "generator": gen.get_state(),
+                                "rng": torch.get_rng_state(),
+                            },
+                        },
+                        checkpoint,
+                    )
+                ctx.barrier()
         means = ctx.mean({k: v / batches for k, v in sums.items()})
         row = {"epoch": epoch + 1, **means, "lr": scheduler.get_last_lr()[0]}
         result.history.append(row)

@@ -22,6 +22,7 @@ from torch import nn
 
 from fct_registry.config import TransformationConfig
 from fct_registry.data.augment import classifier_augment
+from fct_registry.data.splits import Batch, Split, split_batches
 from fct_registry.models.transformations import TRANSFORMATIONS, uses_side_info
 from fct_registry.training.distributed import context
 from fct_registry.training.embed import images_to_float
@@ -109,7 +110,7 @@ def _features(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.
 
 def train_transformation_augmented(
     cfg: TransformationConfig,
-    images: torch.Tensor,
+    images: Split,
     old_model: nn.Module,
     side_info_model: nn.Module,
     new_model: nn.Module,
@@ -120,8 +121,9 @@ def train_transformation_augmented(
     checkpoint: Path,
     fingerprint: str,
     desc: str,
+    checkpoint_every: int | None = None,
 ) -> tuple[torch.nn.Module, LoopResult]:
-    """Train on features recomputed from augmented ``images`` (uint8, the rows to use)."""
+    """Train on features recomputed from augmented ``images`` (a split of the rows to use)."""
     torch.manual_seed(seed)
     net = prepare_model(_build(spec, device), device)
     ctx = context()
@@ -129,9 +131,13 @@ def train_transformation_augmented(
     frozen = [m.to(device).eval().requires_grad_(False) for m in (old_model, side_info_model)]
     new_model = new_model.to(device).eval().requires_grad_(False)
 
-    def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        x = classifier_augment(images_to_float(images[indices.to(device)]), gen)
-        x = ctx.shard(x)  # augmentations drawn for the global batch: same as one process
+    def fetch(indices):
+        return split_batches(images, indices, device=device, rank=ctx.rank, world=ctx.world_size)
+
+    def step(batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        x = classifier_augment(images_to_float(batch.images), gen, part=batch.part)
+        if batch.part is None:  # augmentations drawn for the global batch: same as one process
+            x = ctx.shard(x)
         old, side = (_features(m, x, device) for m in frozen)
         target = _features(new_model, x, device)
         return F.mse_loss(net(old, side).float(), target), {}
@@ -139,7 +145,7 @@ def train_transformation_augmented(
     result = run_training(
         net,
         None,
-        len(images),
+        len(images.labels),
         step,
         cfg.optim,
         seed=seed,
@@ -147,5 +153,7 @@ def train_transformation_augmented(
         checkpoint=checkpoint,
         fingerprint=fingerprint,
         desc=desc,
+        fetch=fetch,
+        checkpoint_every=checkpoint_every,
     )
     return unwrap(net), result

@@ -1,4 +1,6 @@
-"""2-process DDP (gloo, CPU) ends with the single-process weights for a fixed seed and batch."""
+"""2-process DDP (gloo, CPU) ends with the single-process weights for a fixed seed and batch,
+from an in-memory split and from a split streamed from image files (each rank reads only its
+share of every global batch)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,16 @@ def _data():
     )
 
 
+def _stream_split(tree: Path):
+    from fct_registry.data.decode import ImageTransform
+    from fct_registry.data.image_sources import open_source
+    from fct_registry.data.loader import ImageDataset
+    from fct_registry.data.splits import StreamSplit
+
+    dataset = ImageDataset(open_source(str(tree)), ImageTransform(1, 28, 28))
+    return StreamSplit(dataset, workers=0)
+
+
 def _train(kind: str, workdir: Path) -> dict[str, torch.Tensor]:
     from fct_registry.training.classifier import train_classifier
     from fct_registry.training.contrastive import train_side_info
@@ -55,17 +67,24 @@ def _train(kind: str, workdir: Path) -> dict[str, torch.Tensor]:
 
     ctx, device = init_from_env(torch.device("cpu"))
     split, old, side, new = _data()
+    checkpoint = workdir / f"{kind}-{ctx.world_size}.pt"  # shared by ranks
+    if kind.endswith("-stream") or kind.endswith("-tree"):
+        # the same PNG tree, streamed from files or held in memory (a TensorSplit)
+        stream = _stream_split(workdir / "tree")
+        images = torch.stack([stream.dataset[i][0] for i in range(len(stream))])
+        split = stream if kind.endswith("-stream") else TensorSplit(images, stream.labels)
+        kind = kind.rsplit("-", 1)[0]
     common = {
         "seed": 1,
         "device": device,
         "fingerprint": "x",
-        "checkpoint": workdir / f"{kind}-{ctx.world_size}.pt",
-    }  # shared by ranks
+        "checkpoint": checkpoint,
+    }
     if kind == "classifier":
         model, _ = train_classifier(VersionConfig(optim=OPTIM), split, SPEC_EMB, desc="c", **common)
     elif kind == "simclr":
         cfg = SideInfoConfig(optim=OPTIM, temperature=0.5)
-        model, _ = train_side_info(cfg, split.images, SPEC_SIDE, **common)
+        model, _ = train_side_info(cfg, split, SPEC_SIDE, **common)
     else:
         cfg = TransformationConfig.model_validate({"from": 1, "to": 2, "optim": OPTIM})
         model, _ = train_transformation(cfg, old, side, new, SPEC_H, desc="h", **common)
@@ -127,6 +146,30 @@ def test_two_process_ddp_matches_single_process(kind, tmp_path, monkeypatch):
             assert torch.allclose(rank0[key], value, atol=2e-4, rtol=1e-3), key
         else:
             assert torch.equal(rank0[key], value), key
+
+
+@pytest.mark.parametrize("kind", ["classifier", "simclr"])
+def test_streamed_split_trains_the_in_memory_bits_also_under_ddp(kind, tmp_path, monkeypatch):
+    """Streaming a lossless PNG tree gives the in-memory split's weights bit for bit (same index
+    batches, same augmentation draws), in one process and with 2 ranks each reading only half
+    of every global batch (augmentations drawn for the global batch and sliced)."""
+    from tests.data.images import write_imagefolder
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    write_imagefolder(tmp_path / "tree", n=64, classes=4)
+    in_memory = _train(f"{kind}-tree", tmp_path)
+    streamed = _train(f"{kind}-stream", tmp_path)
+    for key, value in in_memory.items():
+        assert torch.equal(streamed[key], value), key
+    ranks = {}
+    for mode in ("tree", "stream"):
+        mp.spawn(_worker, args=(2, _free_port(), f"{kind}-{mode}", str(tmp_path)), nprocs=2)
+        for rank in (0, 1):
+            ranks[mode, rank] = load_file(str(tmp_path / f"{kind}-{mode}-rank{rank}.safetensors"))
+    for key in in_memory:
+        assert torch.equal(ranks["stream", 0][key], ranks["stream", 1][key]), key
+        assert torch.equal(ranks["stream", 0][key], ranks["tree", 0][key]), key
 
 
 def test_ddp_resume_after_interruption_matches_single_process(tmp_path, monkeypatch):

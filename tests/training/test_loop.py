@@ -105,3 +105,48 @@ def test_epoch_batches_are_a_seeded_partition():
     other = torch.cat(list(epoch_batches(50, 8, seed=1, epoch=1, max_batches=None)))
     assert not torch.equal(flat, other)
     assert len(list(epoch_batches(50, 8, seed=1, epoch=0, max_batches=2))) == 2
+
+
+def test_mid_epoch_resume_skips_done_batches_unread_and_matches(tmp_path):
+    """With checkpoint_every, a run killed inside an epoch resumes at the next batch: the
+    batches already done are never fetched again, and the weights (and history) equal an
+    uninterrupted run's, the augmentation generator included."""
+    optim = OptimConfig(epochs=2, batch_size=16, lr=1e-2, weight_decay=0.0)
+    common = {"seed": 3, "device": torch.device("cpu"), "fingerprint": "a", "desc": "t"}
+    full, step = _setup()
+    full_result = run_training(
+        full, None, 64, step, optim, checkpoint=tmp_path / "full.pt", checkpoint_every=1, **common
+    )
+    fetched: list[list[int]] = []
+
+    def fetch(indices):  # what a streaming split would read
+        for idx in indices:
+            fetched.append(idx.tolist())
+            yield idx
+
+    model, step = _setup()
+    calls = {"n": 0}
+
+    def crashing_step(idx, gen):
+        calls["n"] += 1
+        if calls["n"] == 7:  # the 3rd batch of epoch 2 (4 batches per epoch)
+            raise KeyboardInterrupt
+        return step(idx, gen)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_training(
+            model, None, 64, crashing_step, optim, checkpoint=tmp_path / "p.pt",
+            checkpoint_every=1, fetch=fetch, **common,
+        )  # fmt: skip
+    assert torch.load(tmp_path / "p.pt", weights_only=True)["partial"]["batches"] == 2
+    fetched.clear()
+    resumed, step = _setup()
+    result = run_training(
+        resumed, None, 64, step, optim, checkpoint=tmp_path / "p.pt", checkpoint_every=1,
+        fetch=fetch, **common,
+    )  # fmt: skip
+    epoch2 = [b.tolist() for b in epoch_batches(64, 16, seed=3, epoch=1, max_batches=None)]
+    assert fetched == epoch2[2:]  # only the batches not done before the kill
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert result.history == full_result.history

@@ -116,9 +116,9 @@ def test_side_info_model_sees_only_its_versions_classes(tmp_path, monkeypatch):
     seen = {}
     real = side_info_module.train_side_info
 
-    def spy(cfg, images, *args, **kwargs):
-        seen["images"] = images
-        return real(cfg, images, *args, **kwargs)
+    def spy(cfg, split, *args, **kwargs):
+        seen["images"] = split.images
+        return real(cfg, split, *args, **kwargs)
 
     monkeypatch.setattr(side_info_module, "train_side_info", spy)
     side_info_module.side_info_stage(parse_params(raw), layout)
@@ -216,9 +216,9 @@ def test_augmented_features_recompute_from_target_images(tmp_path, monkeypatch):
     seen = {}
     real = transformation_module.train_transformation_augmented
 
-    def spy(cfg, images, *args, **kwargs):
-        seen["images"] = images
-        return real(cfg, images, *args, **kwargs)
+    def spy(cfg, split, *args, **kwargs):
+        seen["images"] = split.images
+        return real(cfg, split, *args, **kwargs)
 
     monkeypatch.setattr(transformation_module, "train_transformation_augmented", spy)
     transformation_module.transformation_stage(params, layout, "v1_to_v2")
