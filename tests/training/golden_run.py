@@ -49,6 +49,11 @@ def digests(root: Path) -> dict[str, str]:
     return out
 
 
+def platform() -> str:
+    """What the bits depend on besides the code: torch's version and the CPU kernels it picks."""
+    return f"torch {torch.__version__}, CPU {torch.backends.cpu.get_cpu_capability()}"
+
+
 def run(out: Path) -> dict[str, str]:
     # run_all's imports are the stage modules; imported here so collecting tests stays light
     from fct_registry.pipeline.bct import bct_stage
@@ -73,5 +78,5 @@ def run(out: Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    digest = run(Path(sys.argv[1]))
+    digest = run(Path(sys.argv[1])) | {"_platform": platform()}
     Path(sys.argv[2]).write_text(json.dumps(digest, indent=1, sort_keys=True) + "\n")
