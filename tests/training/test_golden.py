@@ -1,6 +1,6 @@
 """The embedded default (prepared safetensors splits) trains the same bits as before training
 read data through the split interface: every weight, stored embedding, history and checkpoint
-fingerprint of a tiny run of every training stage matches the digests recorded from the code
+epoch of a tiny run of every training stage matches the digests recorded from the code
 before the change (``golden_digests.json``, made by ``python -m tests.training.golden_run``)."""
 
 from __future__ import annotations
