@@ -36,7 +36,7 @@ lint-only:
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	zizmor --offline --no-progress --persona=auditor .github/workflows/
 
-image:  ## build the image with podman, check it inside (IMAGE_ARGS=--light: uid + fct --help)
+image:  ## build the image with podman, check it inside (IMAGE_ARGS=--light: uid + fct --help; --ci: what CI runs)
 	bash scripts/build-image.sh $(IMAGE_ARGS)
 
 bench: setup  ## benchmarks (ratios measured side by side; ~10 minutes)

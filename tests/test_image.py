@@ -338,3 +338,119 @@ def test_entrypoint_runs_the_real_cli_from_the_checkout() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("usage: fct gate")
+
+
+# --- the CI preflight (--ci): skip when the machine cannot build, fail when the project is broken
+
+
+def ci_build(
+    tmp_path: Path, *args: str, fakes: dict[str, str] | None = None, **env: str
+) -> tuple[int, str]:
+    """Run ``scripts/build-image.sh --light --ci ARGS`` with a PATH that has this machine's
+    commands except podman, buildah and debootstrap, plus ``fakes`` (name -> bash body).
+    Returns the exit status and stdout + stderr."""
+    bin_dir = tmp_path / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        for folder in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+            if not Path(folder).is_dir() or Path(folder).is_symlink():
+                continue
+            for cmd in Path(folder).iterdir():
+                link = bin_dir / cmd.name
+                if cmd.name not in {"podman", "buildah", "debootstrap"} and not link.exists():
+                    link.symlink_to(cmd)
+    for name, body in (fakes or {}).items():
+        (bin_dir / name).unlink(missing_ok=True)
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts/build-image.sh"), "--light", "--ci", *args],
+        env={
+            "PATH": f"{VENV_BIN}:{bin_dir}",
+            "HOME": str(tmp_path),
+            "PIP_CONFIG_FILE": os.devnull,
+            "BUILD_IMAGE_INSTALL": "0",  # never apt-get install from a test
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return run.returncode, run.stdout + run.stderr
+
+
+# A podman that works and whose base image exists; a buildah whose chroot RUN works. `build`
+# fails as podman does on a broken Dockerfile (the RUN step's status).
+PODMAN = """case $1 in
+  info) [[ ${FAKE_INFO:-ok} == ok ]] || { echo "Error: cannot set up namespace" >&2; exit 125; } ;;
+  image) [[ $2 == exists ]] && exit 0; echo 7628000000 ;;
+  build) echo "STEP 11/11: RUN bash scripts/setup.sh --image"
+         echo 'Error: building at STEP "RUN bash scripts/setup.sh --image": exit status 3' >&2
+         exit 3 ;;
+  *) echo "fake podman: unexpected $*" >&2; exit 99 ;;
+esac"""
+BUILDAH = """case $1 in
+  from) echo probe-ctr ;;
+  run) [[ ${FAKE_CHROOT:-ok} == ok ]] ||
+         { echo "error running container: chroot: operation not permitted" >&2; exit 1; } ;;
+  rm) echo "$2" >> "$HOME/removed" ;;
+  *) echo "fake buildah: unexpected $*" >&2; exit 99 ;;
+esac"""
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the preflight's next check is root")
+
+
+def test_ci_build_skips_loudly_without_podman(tmp_path: Path) -> None:
+    status, out = ci_build(tmp_path)
+    assert status == 0, out
+    assert "image build skipped: podman not found" in out
+    assert "podman build" not in out
+    # Run by hand (no --ci), the same machine is an error, not a skip.
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts/build-image.sh"), "--light"],
+        env={"PATH": f"{VENV_BIN}:{tmp_path / 'bin'}", "PIP_CONFIG_FILE": os.devnull},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "podman not found" in run.stderr
+    assert "skipped" not in run.stdout + run.stderr
+
+
+@needs_root
+def test_ci_build_skips_when_podman_cannot_run_or_chroot_is_forbidden(tmp_path: Path) -> None:
+    fakes = {"podman": PODMAN, "buildah": BUILDAH}
+    status, out = ci_build(tmp_path, fakes=fakes, FAKE_INFO="broken")
+    assert status == 0, out
+    assert "image build skipped: podman info failed: Error: cannot set up namespace" in out
+    status, out = ci_build(tmp_path, fakes=fakes, FAKE_CHROOT="forbidden")
+    assert status == 0, out
+    assert "image build skipped: chroot isolation not permitted" in out
+    assert "operation not permitted" in out and "podman build" not in out
+    assert (tmp_path / "removed").read_text().split() == ["probe-ctr"]  # the probe is removed
+
+
+@needs_root
+def test_ci_build_fails_when_the_build_fails(tmp_path: Path) -> None:
+    # The machine can build (podman info and the chroot probe pass): a failing build is the
+    # project's and fails CI, with podman's error in the log.
+    status, out = ci_build(tmp_path, fakes={"podman": PODMAN, "buildah": BUILDAH})
+    assert status == 3, out
+    assert "exit status 3" in out and "skipped" not in out
+    assert "== summary ==" not in out
+
+
+def test_ci_build_fails_on_a_missing_dockerfile_even_where_it_would_skip(tmp_path: Path) -> None:
+    status, out = ci_build(tmp_path, "--file", str(tmp_path / "no/Dockerfile"))
+    assert status == 2
+    assert "no such Dockerfile" in out and "skipped" not in out
+
+
+def test_ci_runs_the_tests_then_the_light_image_build_in_ci_mode() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci/run").read_text().splitlines()
+        if line.strip().startswith("make ")
+    ]
+    assert lines == ["make test", 'make image IMAGE_ARGS="--light --ci"']
+    assert "bash scripts/build-image.sh $(IMAGE_ARGS)" in make_targets()["image"][1]

@@ -3,16 +3,17 @@
 ``plan`` orders the candidate rows of an upgraded gallery by a policy (predicted uncertainty,
 random, oracle) within a budget; ``run`` re-embeds the planned rows from their images with the
 new model and rewrites them in place, atomically and resumably; ``images`` is the one place an
-item's image is looked up.
+item's image is looked up (from the row's ``source_uri``).
 """
 
-from fct_registry.backfill.images import item_images
+from fct_registry.backfill.images import ItemImages, item_images
 from fct_registry.backfill.plan import (
     BackfillPlan,
     BackfillPlanError,
     Budget,
     candidates,
     make_plan,
+    source_uris,
     stored_embeddings,
 )
 from fct_registry.backfill.run import BackfillError, BackfillReport, run_backfill
@@ -23,9 +24,11 @@ __all__ = [
     "BackfillPlanError",
     "BackfillReport",
     "Budget",
+    "ItemImages",
     "candidates",
     "item_images",
     "make_plan",
     "run_backfill",
+    "source_uris",
     "stored_embeddings",
 ]

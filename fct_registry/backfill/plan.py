@@ -270,6 +270,23 @@ def stored_embeddings(gallery: Gallery, ids: list[str]) -> np.ndarray:
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
+def source_uris(gallery: Gallery, ids: list[str]) -> list[str | None]:
+    """Each id's ``source_uri`` (``None`` where the gallery has none), in the order of ``ids``."""
+    wanted = {item: k for k, item in enumerate(ids)}
+    out: list[str | None] = [None] * len(ids)
+    for info in gallery.manifest.shards:
+        with gallery.shard(info) as reader:
+            if S.SOURCE_URI not in reader.schema.names:
+                continue
+            for batch in reader.batches(65_536, [S.ID, S.SOURCE_URI]):
+                uris = batch.column(S.SOURCE_URI).to_pylist()
+                for item, uri in zip(batch.column(S.ID).to_pylist(), uris, strict=True):
+                    k = wanted.get(item)
+                    if k is not None:
+                        out[k] = uri
+    return out
+
+
 __all__ = [
     "BackfillPlan",
     "BackfillPlanError",
@@ -277,5 +294,6 @@ __all__ = [
     "Candidates",
     "candidates",
     "make_plan",
+    "source_uris",
     "stored_embeddings",
 ]

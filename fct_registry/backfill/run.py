@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,9 +33,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from fct_registry.backfill.images import item_images
+from fct_registry.backfill.images import ItemImages
 from fct_registry.backfill.plan import BackfillPlan, BackfillPlanError
-from fct_registry.errors import FctError
+from fct_registry.data.decode import ImageTransform
+from fct_registry.errors import DataError, FctError
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import ManifestError, StorageError
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
@@ -47,9 +46,8 @@ from fct_registry.gallery.shards import write_shard
 PROGRESS_DIR = "_fct_backfill"
 JOB_FILE = f"{PROGRESS_DIR}/job.json"
 DEFAULT_BATCH_SIZE = 8192
-KILL_ENV = "FCT_BACKFILL_KILL_AT"
-"""Test hook: ``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>``, ``manifest`` make the
-process SIGKILL itself at that point (what the kill-and-resume tests use)."""
+IMAGE_CHUNK = 512
+"""Images decoded and embedded at a time: memory stays bounded however many rows a shard plans."""
 
 EmbedImages = Callable[[torch.Tensor], np.ndarray]
 """uint8 images ``[N, C, H, W]`` -> new-model embeddings float32 ``[N, d]``."""
@@ -72,8 +70,11 @@ class BackfillReport:
     replaced: dict[str, str] = field(default_factory=dict)
 
 
-def job_fingerprint(plan: BackfillPlan, model_id: str, batch_size: int) -> str:
-    payload = json.dumps([plan.sha256, model_id, batch_size]).encode()
+def job_fingerprint(
+    plan: BackfillPlan, model_id: str, batch_size: int, transform: ImageTransform | None = None
+) -> str:
+    record = transform.record() if transform is not None else None
+    payload = json.dumps([plan.sha256, model_id, batch_size, record], sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()
 
 
@@ -93,18 +94,23 @@ def run_backfill(
     model_id: str,
     gallery: Gallery | None = None,
     images: str | None = None,
+    transform: ImageTransform | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> BackfillReport:
     """Apply ``plan`` to its gallery (see the module docstring).
 
     ``embed`` is the new model (the plan's target version) on uint8 images; ``model_id``
     identifies it (e.g. ``models:/fashion/3`` plus its weights' checksum) and is part of the
-    job's fingerprint. ``images`` overrides the plan's image source.
+    job's fingerprint. Images are found from each row's ``source_uri`` and decoded with
+    ``transform`` (the new version's input, as ``fct embed`` does; see
+    :mod:`fct_registry.backfill.images`); rows without one read ``images`` (default: the plan's),
+    a safetensors file. An image that cannot be read or decoded stops the run before anything
+    is published: the error names the item and its URI, and the job's files are removed.
     """
     start = time.perf_counter()
     gallery = gallery or Gallery.open(plan.gallery)
     storage = gallery.storage
-    fingerprint = job_fingerprint(plan, model_id, batch_size)
+    fingerprint = job_fingerprint(plan, model_id, batch_size, transform)
     report = BackfillReport(gallery.uri, len(plan.ids), 0, fingerprint=fingerprint)
 
     done_before = [
@@ -129,12 +135,7 @@ def run_backfill(
             f"{gallery.uri} holds versions {sorted(versions)}, but the plan re-embeds with "
             f"{plan.family}@{plan.target}; plan the gallery again"
         )
-    source = images or plan.images
-    if plan.ids and not source:
-        raise BackfillError(
-            "no image source: pass --images FILE (the safetensors file the gallery was indexed "
-            "from) to `fct backfill plan` or `fct backfill run`"
-        )
+    images_of = ItemImages(transform, images or plan.images)
 
     job = _read_json(storage, JOB_FILE)
     if job is not None and job.get("fingerprint") != fingerprint:
@@ -143,7 +144,11 @@ def run_backfill(
             f"(plan {str(job.get('plan_sha256'))[:12]}…); rerun that plan to finish it, or "
             f"delete {gallery.uri}/{PROGRESS_DIR} to abandon it (the gallery is unchanged)"
         )
-    rows_of = _locate(gallery, plan)
+    rows_of, uris = _locate(gallery, plan)
+    try:  # every planned row can at least be looked up, before anything is written
+        images_of.check(list(uris), list(uris.values()))
+    except DataError as exc:
+        raise BackfillError(f"{exc}") from None
     untyped = _shards_without_backfilled_column(gallery)
     touched = [s for s in gallery.manifest.shards if rows_of.get(s.path) or untyped]
     replaced = {s.path: new_shard_name(s.path, fingerprint) for s in touched}
@@ -178,7 +183,15 @@ def run_backfill(
             continue
         rows = rows_of.get(shard.path, {})
         ids = sorted(rows, key=rows.__getitem__)  # shard row order: deterministic batches
-        vectors = _embed(embed, ids, source, shard.embedding_dim) if ids else None
+        try:
+            vectors = _embed(embed, images_of, ids, uris, shard.embedding_dim) if ids else None
+        except DataError as exc:  # a missing or bad image: leave the gallery as it was
+            _abandon(storage, gallery.manifest, replaced)
+            raise BackfillError(
+                f"{exc}. Nothing was published: {gallery.uri} is unchanged and this "
+                "backfill's files were removed; fix the image (or plan without the item) and "
+                "run again"
+            ) from None
         new_rows = {item: k for k, item in enumerate(ids)}
         with gallery.shard(shard) as reader:
             schema = _output_schema(reader.schema)
@@ -187,10 +200,10 @@ def run_backfill(
             )
 
             def on_batch(i: int, n: int, index: int = index) -> None:
-                _checkpoint(f"batch:{index}:{i}")
+                _reached(f"batch:{index}:{i}")
 
             info = write_shard(storage, name, schema, batches, on_batch)
-        _checkpoint(f"shard:{index}")
+        _reached(f"shard:{index}")
         storage.write_bytes(
             marker_name(name),
             _json(
@@ -201,7 +214,7 @@ def run_backfill(
                 }
             ),
         )
-        _checkpoint(f"marker:{index}")
+        _reached(f"marker:{index}")
         outputs[shard.path] = info
         report.shards += 1
 
@@ -227,7 +240,7 @@ def run_backfill(
         provenance=provenance,
     )
     storage.write_bytes(MANIFEST, manifest.to_json())
-    _checkpoint("manifest")
+    _reached("manifest")
     _clean(storage, manifest, {"replaced": replaced})
     report.manifest, report.replaced = manifest, replaced
     report.seconds = time.perf_counter() - start
@@ -238,27 +251,37 @@ def _renamed(info: ShardInfo, name: str) -> ShardInfo:
     return info if info.path == name else ShardInfo.from_dict(info.to_dict() | {"path": name})
 
 
-def _locate(gallery: Gallery, plan: BackfillPlan) -> dict[str, dict[str, int]]:
-    """``shard path -> {planned id: row in shard}``; every planned id must be a candidate."""
+def _locate(
+    gallery: Gallery, plan: BackfillPlan
+) -> tuple[dict[str, dict[str, int]], dict[str, str | None]]:
+    """``(shard path -> {planned id: row in shard}, planned id -> its source_uri or None)``;
+    every planned id must be a row of the gallery."""
     wanted = set(plan.ids)
     found: dict[str, dict[str, int]] = {}
-    seen: set[str] = set()
+    uris: dict[str, str | None] = {}
     for info in gallery.manifest.shards:
         with gallery.shard(info) as reader:
             offset = 0
-            for batch in reader.batches(65_536, [S.ID]):
-                for row, item in enumerate(batch.column(S.ID).to_pylist()):
+            cols = [S.ID] + ([S.SOURCE_URI] if S.SOURCE_URI in reader.schema.names else [])
+            for batch in reader.batches(65_536, cols):
+                ids = batch.column(S.ID).to_pylist()
+                sources = (
+                    batch.column(S.SOURCE_URI).to_pylist()
+                    if S.SOURCE_URI in batch.schema.names
+                    else [None] * len(ids)
+                )
+                for row, (item, uri) in enumerate(zip(ids, sources, strict=True)):
                     if item in wanted:
                         found.setdefault(info.path, {})[item] = offset + row
-                        seen.add(item)
+                        uris[item] = uri
                 offset += batch.num_rows
-    missing = wanted - seen
+    missing = wanted - set(uris)
     if missing:
         raise BackfillPlanError(
             f"{len(missing)} planned id(s) are not in {gallery.uri} (e.g. "
             f"{sorted(missing)[0]!r}); the plan is for another gallery: plan this one"
         )
-    return found
+    return found, uris
 
 
 def _shards_without_backfilled_column(gallery: Gallery) -> bool:
@@ -276,9 +299,16 @@ def _output_schema(schema: pa.Schema) -> pa.Schema:
     return out
 
 
-def _embed(embed: EmbedImages, ids: list[str], source: str | None, dim: int) -> np.ndarray:
-    assert source is not None
-    vectors = np.ascontiguousarray(embed(item_images(ids, source)), dtype=np.float32)
+def _embed(
+    embed: EmbedImages, reader: ItemImages, ids: list[str], uris: dict[str, str | None], dim: int
+) -> np.ndarray:
+    """New-model embeddings of ``ids``, :data:`IMAGE_CHUNK` images at a time."""
+    parts = []
+    for lo in range(0, len(ids), IMAGE_CHUNK):
+        chunk = ids[lo : lo + IMAGE_CHUNK]
+        images = reader.load(chunk, [uris[i] for i in chunk])
+        parts.append(np.ascontiguousarray(embed(images), dtype=np.float32))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
     if vectors.shape != (len(ids), dim):
         raise BackfillError(
             f"the new model gave {list(vectors.shape)} embeddings for {len(ids)} images, but "
@@ -352,6 +382,15 @@ def _json(payload: dict[str, Any]) -> bytes:
     return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _checkpoint(point: str) -> None:
-    if os.environ.get(KILL_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
+def _abandon(storage: Any, manifest: Manifest, replaced: dict[str, str]) -> None:
+    """Remove an unpublished job's shards and progress files (the gallery is untouched)."""
+    live = {s.path for s in manifest.shards}
+    for name in replaced.values():
+        if name not in live:
+            storage.delete(name)
+    _clean(storage, manifest, None)
+
+
+def _reached(point: str) -> None:
+    """Called at each step of a run (``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>``,
+    ``manifest``); does nothing. Tests replace it to inject crashes at exact points."""

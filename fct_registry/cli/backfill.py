@@ -27,15 +27,27 @@ most uncertain rows are the ones the transformation serves worst.
   run   re-embeds the planned rows from their images with the plan's target version and
         rewrites them in place (backfilled = true). Atomic and resumable like `fct upgrade`:
         readers see the old gallery until the new manifest is published; after a kill, rerun
-        the same command; rerunning a finished plan does nothing."""
+        the same command; rerunning a finished plan does nothing.
+  log   files the backfill stage's curves (outputs/backfill/metrics.json, curves.csv/png) in
+        MLflow as a run of the family's experiment fct-<family>, linked to the registered
+        uncertainty-aware transformation they measure (tag fct.backfill.run on the version).
+  check a release rule on those curves, e.g. "backfilling 20% in uncertainty order, the
+        gallery reaches 98% of the new model's top-1"; exit 0 pass, 1 fail (as `fct gate`).
+
+Images are found from each row's source_uri, which `fct embed --images` records (a file path,
+s3://bucket/key, SHARD.tar#MEMBER or FILE.safetensors#ROW), and decoded as `fct embed` does:
+resized and centre-cropped to the target version's input shape (pass the same --resize,
+--upscale and --color as to `fct embed`). Rows without a source_uri read --images FILE, a
+safetensors file whose row number ends each id."""
 
 EPILOG = """\
 examples:
-  fct backfill plan --gallery galleries/v1-to-3 --budget 10% \\
-      --images outputs/data/test.safetensors --out plan.json
+  fct backfill plan --gallery galleries/v1-to-3 --budget 10% --out plan.json
   fct backfill run --plan plan.json
   fct backfill plan --gallery galleries/v1-to-3 --budget 500 --policy random --out random.json
-  fct backfill run --plan plan.json --model outputs/models/v3   # a local model, no registry"""
+  fct backfill run --plan plan.json --model outputs/models/v3   # a local model, no registry
+  fct backfill log --metrics outputs/backfill/metrics.json   # newest fct-uncertainty 1 -> 3
+  fct backfill check --within 20% --metric top1 --fraction 0.98"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="backfill_command", metavar="{plan,run}", required=True)
+    sub = parser.add_subparsers(
+        dest="backfill_command", metavar="{plan,run,log,check}", required=True
+    )
 
     plan = sub.add_parser("plan", help="order items by a policy within a budget")
     plan.add_argument("--gallery", required=True, metavar="G", help="folder or s3://bucket/prefix")
@@ -64,7 +78,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument(
         "--images",
         metavar="FILE",
-        help="the safetensors file the gallery was indexed from (recorded in the plan)",
+        help="rows without a source_uri: the safetensors file the gallery was indexed from "
+        "(recorded in the plan)",
     )
     plan.add_argument(
         "--out", default="backfill-plan.json", metavar="P", help="plan file (default %(default)s)"
@@ -73,10 +88,51 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     run = sub.add_parser("run", help="re-embed the planned items and rewrite their rows")
     run.add_argument("--plan", required=True, metavar="P", help="a plan from `fct backfill plan`")
-    run.add_argument("--images", metavar="FILE", help="override the plan's image source")
+    run.add_argument(
+        "--images", metavar="FILE", help="rows without a source_uri: override the plan's file"
+    )
     run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="ROWS")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     _model_arguments(run)
+
+    log = sub.add_parser(
+        "log", help="log the backfill stage's curves on the transformation version (MLflow)"
+    )
+    log.add_argument(
+        "--metrics",
+        default="outputs/backfill/metrics.json",
+        metavar="FILE",
+        help="the backfill stage's metrics.json; curves.csv/png beside it are logged too "
+        "(default %(default)s)",
+    )
+    log.add_argument(
+        "--transformation",
+        metavar="NAME/VERSION",
+        help="the version to link (default: the newest uncertainty-aware transformation with "
+        "the curves' from/to in FAMILY-transformations)",
+    )
+    log.add_argument("--family", help="default: the family recorded in the metrics")
+    add_tracking_uri(log)
+
+    check = sub.add_parser("check", help="a release rule on the backfilling curves (exit 0/1)")
+    check.add_argument(
+        "--metrics",
+        default="outputs/backfill/metrics.json",
+        metavar="FILE",
+        help="the backfill stage's metrics.json (default %(default)s)",
+    )
+    check.add_argument(
+        "--within", required=True, metavar="P%", help="share of the gallery backfilled, e.g. 20%%"
+    )
+    check.add_argument("--metric", choices=("top1", "mAP"), default="top1")
+    check.add_argument(
+        "--fraction",
+        type=float,
+        default=0.98,
+        help="of the new model's score (the curve at 100%%), default %(default)s",
+    )
+    check.add_argument("--policy", choices=POLICIES, default="uncertainty")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,11 +143,38 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         "default: FAMILY/TARGET from the registry",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    parser.add_argument(
+        "--resize",
+        type=int,
+        metavar="PX",
+        help="as for `fct embed`: the shorter side before the centre crop (default: crop size)",
+    )
+    parser.add_argument(
+        "--upscale", action="store_true", help="as for `fct embed`: enlarge small images"
+    )
+    parser.add_argument(
+        "--color",
+        choices=("convert", "strict"),
+        default="convert",
+        help="as for `fct embed`: convert images with other channels (default) or refuse them",
+    )
     add_tracking_uri(parser)
 
 
 def check(args: argparse.Namespace) -> None:
     """Argument checks that need neither torch nor pyarrow (the budget's syntax, files)."""
+    if args.backfill_command == "check":
+        text = args.within.strip()
+        if not re.fullmatch(r"\d+(\.\d+)?\s*%", text) or float(text[:-1].strip()) > 100:
+            raise FctError(f"--within {args.within!r} is not a percentage within 0..100% (20%)")
+        if not 0 < args.fraction <= 1:
+            raise FctError(f"--fraction must be within (0, 1], got {args.fraction}")
+        check_file("--metrics", Path(args.metrics))
+        return
+    if args.backfill_command == "log":
+        check_file("--metrics", Path(args.metrics))
+        check_store(args.tracking_uri)  # the version to link must already be registered
+        return
     if args.backfill_command == "plan":
         text = args.budget.strip()
         if not re.fullmatch(r"\d+(\.\d+)?\s*%|\d+", text):
@@ -101,8 +184,6 @@ def check(args: argparse.Namespace) -> None:
             )
         if text.endswith("%") and float(text[:-1]) > 100:
             raise FctError(f"--budget {args.budget!r}: a percentage must be within 0..100%")
-        if args.policy == "oracle" and not args.images:
-            raise FctError("--policy oracle embeds every candidate: pass --images FILE")
         check_file("--gallery", args.gallery)
     else:
         check_positive(batch_size=args.batch_size)

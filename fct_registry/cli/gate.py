@@ -25,7 +25,9 @@ the candidate's own) and report each with its measured value and bound.
 
 --promote moves the baseline's alias (production) to the candidate only if every rule passes;
 with --promote or --record, the verdict and numbers are stored as fct.gate.* tags on the
-candidate version. Without them the gate is read-only.
+candidate version, and the run is added to the family's gate history (one MLflow run per
+recorded evaluation in the experiment fct-FAMILY; --history lists it). Without them the gate is
+read-only.
 
 No production alias yet (first release): pass --bootstrap to compare with the newest version
 older than the candidate (or, for a family's first version, check only rules that need no
@@ -39,7 +41,8 @@ examples:
   fct gate                                   # params.yaml: fashion@latest vs fashion@production
   fct gate --candidate fashion@3 --baseline fashion@production --promote
   fct gate --bootstrap --promote             # first release: no production alias yet
-  fct gate --junit gate.xml --markdown gate.md --json-out gate.json"""
+  fct gate --junit gate.xml --markdown gate.md --json-out gate.json
+  fct gate --history 10                      # the last 10 recorded verdicts, newest first"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -90,7 +93,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--record",
         action="store_true",
-        help="store the verdict and numbers as fct.gate.* tags on the candidate",
+        help="store the verdict and numbers as fct.gate.* tags on the candidate and add the "
+        "run to the gate history",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        nargs="?",
+        const=20,
+        metavar="N",
+        help="print the family's last N recorded gate runs (default 20), newest first, and "
+        "exit; measures nothing",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--json-out", type=Path, metavar="PATH", help="also write the JSON report")

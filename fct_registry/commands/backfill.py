@@ -12,17 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from fct_registry.backfill import (
+from fct_registry.backfill.images import ItemImages
+from fct_registry.backfill.plan import (
     BackfillPlan,
     Budget,
-    item_images,
     make_plan,
-    run_backfill,
+    source_uris,
     stored_embeddings,
 )
+from fct_registry.backfill.run import IMAGE_CHUNK, run_backfill
+from fct_registry.backfill.tracking import log_backfill_metrics, read_metrics, seed_mean_curve
+from fct_registry.data.decode import ImageTransform
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
-from fct_registry.gallery import Gallery
+from fct_registry.gallery.embed import input_shape
+from fct_registry.gallery.reader import Gallery
+from fct_registry.gate.rules import check_backfill
 from fct_registry.models.io import WEIGHTS_FILE, load_model
 from fct_registry.registry.flavor import load_model as load_registered
 from fct_registry.registry.store import open_tracking_store
@@ -30,13 +35,16 @@ from fct_registry.training.embed import embed_images
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"plan": _plan, "run": _run}[args.backfill_command](args)
+    commands = {"plan": _plan, "run": _run, "log": _log, "check": _check}
+    return commands[args.backfill_command](args)
 
 
 def _embedder(
     args: argparse.Namespace, family: str, target: int
-) -> tuple[Callable[[Any], np.ndarray], str]:
-    """``(images -> embeddings, model id)`` for the target version."""
+) -> tuple[Callable[[Any], np.ndarray], str, ImageTransform | None]:
+    """``(images -> embeddings, model id, image transform)`` for the target version; the
+    transform decodes image files as ``fct embed`` does (the version's input shape, and
+    ``--resize``/``--upscale``/``--color``); ``None`` when the model records no input shape."""
     device = pick_device(args.device)
     if args.model:
         module, spec = load_model(Path(args.model))
@@ -44,11 +52,21 @@ def _embedder(
             raise FctError(f"{args.model} holds a {spec.get('kind')} model, not an embedding")
         digest = hashlib.sha256((Path(args.model) / WEIGHTS_FILE).read_bytes()).hexdigest()
         model_id = f"local:{digest}"
+        shape = spec.get("input_shape")
     else:
         open_tracking_store(args.tracking_uri, read_only=True)  # the registry to download from
         model_id = f"models:/{family}/{target}"
         module = load_registered(model_id)
-    return (lambda images: embed_images(module, images, device).numpy()), model_id
+        shape = input_shape(model_id)
+    transform = None
+    if shape:
+        transform = ImageTransform.for_input_shape(
+            shape,
+            resize=-1 if args.resize is None else args.resize,
+            upscale=args.upscale,
+            color=args.color,
+        )
+    return (lambda images: embed_images(module, images, device).numpy()), model_id, transform
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -56,12 +74,19 @@ def _plan(args: argparse.Namespace) -> int:
     gallery = Gallery.open(args.gallery)
     embed = transformed = None
     if args.policy == "oracle":
-        if not args.images:
-            raise FctError("--policy oracle embeds every candidate: pass --images FILE")
-        fn, _ = _embedder(args, gallery.manifest.family, next(iter(gallery.manifest.versions)))
+        fn, _, transform = _embedder(
+            args, gallery.manifest.family, next(iter(gallery.manifest.versions))
+        )
+        images = ItemImages(transform, args.images)
 
         def embed(ids: list[str]) -> Any:
-            return fn(item_images(ids, args.images))
+            uris = source_uris(gallery, ids)
+            images.check(ids, uris)
+            parts = [
+                fn(images.load(ids[lo : lo + IMAGE_CHUNK], uris[lo : lo + IMAGE_CHUNK]))
+                for lo in range(0, len(ids), IMAGE_CHUNK)
+            ]
+            return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
         def transformed(ids: list[str]) -> Any:
             return stored_embeddings(gallery, ids)
@@ -85,9 +110,14 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     plan = BackfillPlan.read(args.plan)
-    embed, model_id = _embedder(args, plan.family, plan.target)
+    embed, model_id, transform = _embedder(args, plan.family, plan.target)
     report = run_backfill(
-        plan, embed, model_id=model_id, images=args.images, batch_size=args.batch_size
+        plan,
+        embed,
+        model_id=model_id,
+        images=args.images,
+        transform=transform,
+        batch_size=args.batch_size,
     )
     summary = {
         "gallery": report.gallery,
@@ -108,3 +138,47 @@ def _run(args: argparse.Namespace) -> int:
             f"({report.skipped_shards} resumed) in {report.seconds:.1f} s"
         )
     return 0
+
+
+def _log(args: argparse.Namespace) -> int:
+    family = args.family or read_metrics(args.metrics).get("family")
+    if not family:
+        raise FctError(f"{args.metrics} records no family (an older stage run); pass --family F")
+    logged = log_backfill_metrics(
+        args.metrics,
+        family=family,
+        transformation=args.transformation,
+        tracking_uri=args.tracking_uri,
+    )
+    what = "logged" if logged.created else "already logged (same metrics.json)"
+    print(
+        f"{what}: {logged.metrics} backfilling metrics and the curves on "
+        f"{logged.model}/{logged.version} (run {logged.run_id} in experiment fct-{family}; "
+        f"version tag fct.backfill.run)"
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """The rule on the seed-mean curve decides; each seed's own curve is shown beside it."""
+    metrics = read_metrics(args.metrics)
+    within = float(args.within.strip()[:-1]) / 100
+    rule = {"within": within, "fraction": args.fraction, "metric": args.metric}
+    fractions, values = seed_mean_curve(metrics, args.policy, args.metric)
+    result = check_backfill("backfill", fractions, values, policy=args.policy, **rule)
+    per_seed = {}
+    for seed, data in metrics["per_seed"].items():
+        curve = data["curves"][args.policy]
+        one = check_backfill(
+            f"seed {seed}", curve["fractions"], curve[args.metric], policy=args.policy, **rule
+        )
+        per_seed[seed] = one.as_dict()
+    if args.json:
+        print(json.dumps({**result.as_dict(), "per_seed": per_seed}, indent=2))
+    else:
+        print(f"{result.status.upper()}: {result.description} ({result.reason}; seed mean)")
+        for seed, one in per_seed.items():
+            print(f"  seed {seed}: {one['status']} ({one['reason']})")
+    if result.status == "skipped":
+        raise FctError(f"cannot decide: {result.reason}")
+    return 0 if result.status == "pass" else 1

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 
 from fct_registry._redact import redact
+from fct_registry.cli._common import check_positive
 from fct_registry.cli.gate import settings as gate_settings
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
 from fct_registry.gate import report
+from fct_registry.gate.history import format_history, read_history
 from fct_registry.gate.promote import promotion_alias, record_and_promote
 from fct_registry.gate.report import error_junit_xml, error_markdown, write_text
 from fct_registry.gate.run import EXIT_ERROR, as_ref, run_gate
@@ -21,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = gate_settings(args)
+        if args.history is not None:
+            return _history(args, as_ref(settings["candidate"]).family)
         if args.promote:
             promotion_alias(str(as_ref(settings["baseline"], as_ref(settings["candidate"]).family)))
         result = run_gate(
@@ -52,6 +57,22 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.to_json(result).rstrip("\n") if args.json else report.format_table(result))
     return result.exit_code
+
+
+def _history(args: argparse.Namespace, family: str) -> int:
+    """``fct gate --history N``: the recorded gate runs, newest first; nothing is measured."""
+    check_positive(history=args.history)
+    if args.promote or args.record:
+        raise FctError(
+            "--history only lists recorded gate runs; run the gate with --record/--promote "
+            "separately"
+        )
+    records = read_history(family, args.history, args.tracking_uri)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in records], indent=2))
+    else:
+        print(format_history(family, records))
+    return 0
 
 
 def _error_reports(args: argparse.Namespace, message: str) -> None:

@@ -1,10 +1,12 @@
 """Act on a gate result: record the verdict on the candidate version, move the alias on a pass.
 
-Tags (``fct.gate.verdict``, ``fct.gate.report``: schema in :mod:`fct_registry.registry.tags`)
-are written on every judged run with ``--promote`` or ``--record``, failing ones included, so the
-registry shows why a version was never promoted. The alias moves only when every check passed,
-and only if it still points where it pointed when the gate measured: a gate that raced another
-promotion refuses rather than overwrite a version it never compared against.
+Every judged run with ``--promote`` or ``--record`` (and every DVC ``gate`` stage run), failing
+ones included, is recorded twice: as the candidate's *latest* verdict (``fct.gate.verdict``,
+``fct.gate.report``, ``fct.gate.run``: schema in :mod:`fct_registry.registry.tags`), so its page
+shows why it was or was not promoted, and as one more entry of the append-only history
+(:mod:`fct_registry.gate.history`: a run of the family's experiment). The alias moves only when
+every check passed, and only if it still points where it pointed when the gate measured: a gate
+that raced another promotion refuses rather than overwrite a version it never compared against.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fct_registry.gate.errors import GateError
+from fct_registry.gate.history import finish_record, start_record
 from fct_registry.gate.report import finite
 from fct_registry.gate.run import GateResult, as_ref
 from fct_registry.registry import tags as T
 from fct_registry.registry.pages import refresh_descriptions
-from fct_registry.registry.store import tracking_store
+from fct_registry.registry.store import (
+    default_artifact_location,
+    resolve_tracking_uri,
+    tracking_store,
+)
 
 
 def promotion_alias(baseline_ref: str) -> str:
@@ -64,9 +71,11 @@ def gate_tags(result: GateResult, at: datetime | None = None) -> dict[str, str]:
 def record_and_promote(
     result: GateResult, *, promote: bool, tracking_uri: str | None = None
 ) -> dict[str, Any]:
-    """Tag the candidate with the verdict; with ``promote`` and a pass, move the alias.
+    """Record the verdict (history run + the candidate's tags); with ``promote`` and a pass,
+    move the alias.
 
-    Returns (and stores in ``result.promotion``) what happened, with a readable ``message``.
+    Returns (and stores in ``result.promotion``) what happened, with a readable ``message`` and
+    the history ``run`` id.
     """
 
     family, cand = result.family, result.candidate
@@ -83,15 +92,31 @@ def record_and_promote(
         outcome["message"] = f"nothing recorded or promoted: {why}"
         result.promotion = outcome
         return outcome
-    with tracking_store(tracking_uri) as client:
-        for key, value in gate_tags(result).items():
-            client.set_model_version_tag(family, str(cand), key, value)
-        outcome["tagged"] = True
+    uri = resolve_tracking_uri(tracking_uri)
+    at = datetime.now(UTC)
+    with tracking_store(uri) as client:
+        run_id = start_record(
+            client, result, at=at, artifact_location=default_artifact_location(uri, family)
+        )
+        outcome["run"] = run_id
+        broke_off = True
         try:
-            _decide(client, result, alias, outcome)
-        finally:  # the verdict (and any promotion) shows on the version pages
-            refresh_descriptions(client, family)
-    result.promotion = outcome
+            for key, value in (gate_tags(result, at) | {T.GATE_RUN: run_id}).items():
+                client.set_model_version_tag(family, str(cand), key, value)
+            outcome["tagged"] = True
+            try:
+                _decide(client, result, alias, outcome)
+            except GateError as exc:  # a raced promotion: the verdict stands, nothing moved
+                outcome["message"] = f"not promoted: {exc}"
+                broke_off = False
+                raise
+            broke_off = False
+        finally:
+            result.promotion = outcome
+            try:
+                finish_record(client, run_id, result, failed=broke_off)
+            finally:  # the verdict (and any promotion) shows on the version pages
+                refresh_descriptions(client, family)
     return outcome
 
 

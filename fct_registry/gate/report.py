@@ -19,6 +19,7 @@ from pathlib import Path
 from fct_registry._files import publish_mode
 from fct_registry.gate.rules import CASES, CheckResult
 from fct_registry.gate.run import GateResult
+from fct_registry.registry import tags as T
 
 METRICS = ("top1", "top5", "mAP")
 _HEAD = {"top1": "top-1 %", "top5": "top-5 %", "mAP": "mAP %"}
@@ -125,7 +126,17 @@ def format_table(result: GateResult) -> str:
     lines.append(f"verdict: {verdict_line(result)}")
     if result.promotion:
         lines.append(f"promotion: {result.promotion['message']}")
+        if result.promotion.get("run"):
+            lines.append(f"history: {_history_line(result)}")
     return "\n".join(lines)
+
+
+def _history_line(result: GateResult) -> str:
+    assert result.promotion is not None
+    return (
+        f"recorded as run {result.promotion['run']} of experiment "
+        f"{T.experiment_name(result.family)} (fct.role=gate)"
+    )
 
 
 def _rule_text(check: CheckResult) -> str:
@@ -280,6 +291,8 @@ def markdown(result: GateResult) -> str:
         lines += ["", *(f"- {n}" for n in result.notes)]
     if result.promotion:
         lines += ["", f"**Promotion:** {result.promotion['message']}"]
+        if result.promotion.get("run"):
+            lines += ["", f"**History:** {_history_line(result)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ in the report, and a separate check (e.g. ``upgrade-path``) is what fails the ga
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,3 +107,43 @@ def verdict(checks: Iterable[CheckResult]) -> Verdict:
     """``fail`` if any check failed, else ``pass`` (skipped checks do not block: whatever made
     them unmeasurable is itself a failing check, or an explicit ``--bootstrap``)."""
     return "fail" if any(c.status == "fail" for c in checks) else "pass"
+
+
+def check_backfill(
+    name: str,
+    fractions: Sequence[float],
+    values: Sequence[float],
+    *,
+    within: float,
+    fraction: float,
+    metric: str = "top1",
+    policy: str = "uncertainty",
+) -> CheckResult:
+    """FastFill's release question on a backfilling curve (``values`` at ``fractions`` of the
+    gallery backfilled, percent): re-embedding at most ``within`` of the gallery in the
+    ``policy`` order, does search reach ``fraction`` x the new model's ``metric`` (the curve's
+    value at 100% backfilled)? The curve is read at ``within``, linearly between measured
+    points; skipped when the curve does not reach 100%."""
+    text = (
+        f"{policy} backfill of {100 * within:g}%: {metric} >= {fraction:.2f} x new model {metric}"
+    )
+    if not fractions or abs(fractions[-1] - 1.0) > 1e-9:
+        return CheckResult(name, text, "skipped", reason="the curve does not reach 100% backfilled")
+    value = _interpolate(fractions, values, within)
+    bound = fraction * float(values[-1])
+    ok = value >= bound - TOLERANCE
+    verb = "reaches" if ok else "is below"
+    return CheckResult(
+        name, text, "pass" if ok else "fail", value, bound, f"{value:.2f} {verb} {bound:.2f}"
+    )
+
+
+def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """``ys`` at ``x`` (``xs`` increasing), linear between neighbours, clamped at the ends."""
+    if x <= xs[0]:
+        return float(ys[0])
+    for i in range(1, len(xs)):
+        if x <= xs[i]:
+            x0, x1, y0, y1 = xs[i - 1], xs[i], float(ys[i - 1]), float(ys[i])
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return float(ys[-1])

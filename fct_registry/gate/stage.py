@@ -1,12 +1,12 @@
 """The DVC ``gate`` stage: run the gate at the end of the pipeline and write its reports.
 
-The stage reports; it does not decide. It records the verdict on the candidate version
-(``fct.gate.*`` tags and the release row of its page) but never promotes, and a failing verdict
-does not fail
-``dvc repro`` (the models are built and registered by then, and a failed stage would be rerun
-and leave no report): the verdict is in ``outputs/gate/report.json`` (``dvc metrics show``), and
-CI acts on ``fct gate``'s exit status. A missing production alias is bootstrapped (compared with
-the previous version) since nothing is promoted here.
+The stage reports; it does not decide. It records the verdict (one more entry of the gate
+history, a run of the family's experiment; ``fct.gate.*`` tags and the release row of the
+candidate's page) but never promotes, and a failing verdict does not fail ``dvc repro`` (the
+models are built and registered by then, and a failed stage would be rerun and leave no
+report): the verdict is in ``outputs/gate/report.json`` (``dvc metrics show``), and CI acts on
+``fct gate``'s exit status. A missing production alias is bootstrapped (compared with the
+previous version) since nothing is promoted here.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def gate_stage(params: Params, layout: Layout, tracking_uri: str | None = None) 
         bootstrap=True,
     )
     out = gate_dir(layout)
-    # The reports are kept in git: no store URI or timing, so a rerun on an unchanged registry
-    # (the stage is always_changed) rewrites the same bytes.
+    # The reports are kept in git: no store URI, timing or history run id (they are written
+    # before the verdict is recorded), so a rerun on an unchanged registry (the stage is
+    # always_changed) rewrites the same bytes; each rerun still adds a history entry.
     tracked = replace(result, tracking_uri=None, seconds=None)
     write_reports(
         tracked, json_path=out / REPORT, junit_path=out / JUNIT, markdown_path=out / SUMMARY

@@ -159,6 +159,9 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
             "final_train": result.history[-1] if result.history else {},
         }
     metrics = summarise(per_seed, cfg)
+    # What `fct backfill log` files under the registered transformation version: whose curves.
+    metrics["family"] = params.family
+    metrics["recipe"] = cfg.transformation.model_dump(mode="json")
     metrics["seconds"] = time.perf_counter() - start  # not tracked in git (see _write)
     _write(out, metrics, per_seed, params)
     return metrics

@@ -136,6 +136,10 @@ def _gate_rows(tags: Mapping[str, str], aliases: Sequence[str]) -> list[tuple[st
         rows.append(("release", f"@{T.PRODUCTION_ALIAS} (serving)"))
     if T.GATE_VERDICT in tags:
         rows.append(("release gate", _gate_text(tags)))
+        if T.GATE_RUN in tags and tags.get(T.FAMILY):  # recorded by a gate that keeps a history
+            page = COMPATIBILITY_PAGE.format(family=tags[T.FAMILY]) + "#gate-history"
+            text = "every recorded verdict, newest first"
+            rows.append(("gate history", Cell(text, f'<a href="{html.escape(page)}">{text}</a>')))
     return rows
 
 

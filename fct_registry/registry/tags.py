@@ -29,6 +29,7 @@ ROLE_EMBEDDING = "embedding"
 ROLE_SIDE_INFO = "side_info"
 ROLE_TRANSFORMATION = "transformation"
 ROLE_CHAIN = "chain"
+ROLE_GATE = "gate"  # on runs of the family's experiment: one recorded gate evaluation
 
 FAMILY = "fct.family"
 CONTENT_HASH = "fct.content_hash"  # sha256 over the model's files: registering is idempotent
@@ -64,6 +65,12 @@ GAP_CLOSED_MAP = "fct.gap_closed_mAP"
 # --- release gate ------------------------------------------------------------------------------
 GATE_VERDICT = "fct.gate.verdict"  # pass | fail
 GATE_REPORT = "fct.gate.report"  # JSON summary
+GATE_RUN = "fct.gate.run"  # on the version: run id of its latest verdict's history entry
+# On each gate run (``fct.role=gate``, experiment ``fct-F``), with GATE_VERDICT:
+GATE_CANDIDATE = "fct.gate.candidate"  # family version number judged
+GATE_BASELINE = "fct.gate.baseline"  # version compared with ("" when none: bootstrap)
+GATE_PROMOTED = "fct.gate.promoted"  # true | false: did this run move the alias
+GATE_PROMOTION = "fct.gate.promotion"  # what happened to the alias, in words
 
 PRODUCTION_ALIAS = "production"
 PIPELINE_ALIAS_PREFIX = "pipeline-"  # ``F@pipeline-3``: what params.yaml key 3 last registered

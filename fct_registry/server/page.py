@@ -8,8 +8,10 @@ Routes (a Flask blueprint added to MLflow's server by :func:`fct_registry.server
 
 Everything is read from the registry on each request (:func:`family_view`), through the same
 loader as ``fct resolve`` (``fct_registry.resolver.load_graph``), so the page never disagrees
-with the resolver. Version pages link here (``fct/family/<family>``); every version named here
-links back to its MLflow page.
+with the resolver. The gate history is the gate runs of the family's experiment
+(:func:`fct_registry.gate.history.gate_history`: newest first, at most
+:data:`~fct_registry.gate.history.HISTORY_LIMIT`), each linked to its MLflow run. Version pages
+link here (``fct/family/<family>``); every version named here links back to its MLflow page.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort
 
+from fct_registry.gate.history import HISTORY_LIMIT, gate_history
 from fct_registry.registry import tags as T
 from fct_registry.registry.description import gate_summary
 from fct_registry.registry.pages import all_versions
@@ -43,8 +46,12 @@ class FamilyView:
     versions: list[int]
     own: dict[int, dict[str, float]]  # self retrieval of each version
     production: int | None
-    gates: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    # The gate history (GateRecord.as_dict), newest first; when the family has no gate runs
+    # yet, the latest verdicts kept in version tags by older gates (``legacy_gates``).
+    gates: list[dict[str, Any]] = field(default_factory=list)
     cells: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (query, gallery)
+    experiment_id: str | None = None  # fct-<family>, where the gate runs are
+    legacy_gates: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +66,8 @@ class FamilyView:
                 for (q, g), c in sorted(self.cells.items())
             ],
             "gates": self.gates,
+            "gate_history": not self.legacy_gates,
+            "experiment_id": self.experiment_id,
             "notes": self.graph.notes,
         }
 
@@ -82,26 +91,30 @@ def _float(value: str | None) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-def family_view(client: Any, family: str) -> FamilyView:
+def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) -> FamilyView:
     """Everything the page shows, read from the registry now."""
     graph = load_graph(client, family)
     records = all_versions(client, family)
     own = {}
-    gates = []
+    latest = []
     for mv in records:
         scores = {k: _float(mv.tags.get(t)) for k, t in (("top1", T.TOP1), ("mAP", T.MAP))}
         own[int(mv.version)] = {k: v for k, v in scores.items() if v is not None}
         gate = gate_summary(mv.tags)
         if gate is not None:
-            gates.append({"version": int(mv.version), **gate})
-    gates.sort(key=lambda g: (str(g.get("at") or ""), g["version"]), reverse=True)
+            latest.append({"version": int(mv.version), **gate})
+    latest.sort(key=lambda g: (str(g.get("at") or ""), g["version"]), reverse=True)
+    history = [r.as_dict() for r in gate_history(client, family, history_limit)]
+    experiment = client.get_experiment_by_name(T.experiment_name(family))
     view = FamilyView(
         family=family,
         graph=graph,
         versions=sorted(graph.nodes),
         own=own,
         production=graph.aliases.get(T.PRODUCTION_ALIAS),
-        gates=gates,
+        gates=history or latest,
+        experiment_id=experiment.experiment_id if experiment is not None else None,
+        legacy_gates=not history and bool(latest),
     )
     view.cells = measured_pairs(graph, {v: s["top1"] for v, s in own.items() if "top1" in s})
     return view
@@ -128,6 +141,8 @@ a{color:#2272b4}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
 .pass{background:#d9f2e3;color:#14632f}.fail{background:#fbdada;color:#9b1c1c}
 .prod{background:#dbe9fb;color:#14437a}
+.pass-text{color:#14632f}.fail-text{color:#9b1c1c}.skipped-text{color:#6b7780}
+td.checks{font-size:12px;white-space:nowrap}.nw{white-space:nowrap}
 .muted{color:#6b7780;font-size:12px}
 """
 
@@ -270,12 +285,72 @@ def edges_html(view: FamilyView) -> str:
     )
 
 
+def _run_href(experiment_id: str, run_id: str) -> str:
+    return f"../../#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _check_html(check: dict[str, Any]) -> str:
+    mark = {"pass": "✓", "fail": "✗"}.get(check["status"], "–")
+    numbers = (
+        f" {check['measured']:.2f} ≥ {check['bound']:.2f}"
+        if check.get("measured") is not None and check.get("bound") is not None
+        else ""
+    )
+    return (
+        f"<div class='{_e(check['status'])}-text'>{mark} {_e(check['name'])}{numbers}"
+        f"{'' if check['status'] in ('pass', 'fail') else ' (' + _e(check['status']) + ')'}</div>"
+    )
+
+
 def gates_html(view: FamilyView) -> str:
     if not view.gates:
         return (
-            "<p class='muted'>No gate verdict recorded yet (<code>fct gate</code> writes "
-            "fct.gate.* tags on the candidate version).</p>"
+            "<p class='muted'>No gate run recorded yet (<code>fct gate --record</code> or "
+            "<code>--promote</code>, or the DVC <code>gate</code> stage, records one run per "
+            f"evaluation in the experiment <code>{_e(T.experiment_name(view.family))}</code>)."
+            "</p>"
         )
+    if view.legacy_gates:
+        return _legacy_gates_html(view)
+    rows = []
+    for g in view.gates:
+        badge = "pass" if g["verdict"] == "pass" else "fail"
+        promoted = (
+            f"<span class='badge prod'>promoted</span> {_e(g['promotion'])}"
+            if g["promoted"]
+            else f"<span class='muted'>{_e(g['promotion'] or 'not promoted')}</span>"
+        )
+        unfinished = "" if g["status"] == "FINISHED" else f" ({_e(g['status'].lower())})"
+        rows.append(
+            f"<tr><td class='l nw'>{_e(g['at'].replace('T', ' ').replace('Z', ' UTC'))}</td>"
+            f"<td class='l'><a href='{_version_href(view.family, g['version'])}' "
+            f"target='_top'>{_e(view.family)}@{g['version']}</a></td>"
+            f"<td>{'—' if g['baseline'] is None else '@' + _e(g['baseline'])}</td>"
+            f"<td class='l'><span class='badge {badge}'>{_e(g['verdict'])}</span></td>"
+            f"<td class='l checks'>{''.join(_check_html(c) for c in g['checks'])}</td>"
+            f"<td class='l'>{promoted}</td>"
+            f"<td class='l'><a href='{_run_href(g['experiment_id'], g['run_id'])}' "
+            f"target='_top'>{_e(g['run_id'][:8])}</a>{unfinished}</td></tr>"
+        )
+    experiment = T.experiment_name(view.family)
+    where = (
+        f"<a href='../../#/experiments/{_e(view.experiment_id)}' target='_top'>{_e(experiment)}</a>"
+        if view.experiment_id
+        else _e(experiment)
+    )
+    return (
+        "<table id='gate-history-table'><tr><th class='l'>when</th><th class='l'>candidate</th>"
+        "<th>baseline</th><th class='l'>verdict</th><th class='l'>checks (measured ≥ bound)"
+        "</th><th class='l'>alias</th><th class='l'>run</th></tr>" + "".join(rows) + "</table>"
+        f"<p class='muted'>Newest first, the last {len(view.gates)} recorded "
+        f"{'run' if len(view.gates) == 1 else 'runs'} (at most {HISTORY_LIMIT}): every "
+        f"<code>fct gate --record/--promote</code> and DVC <code>gate</code> stage run of "
+        f"experiment {where}, tagged <code>{T.ROLE}={T.ROLE_GATE}</code>.</p>"
+    )
+
+
+def _legacy_gates_html(view: FamilyView) -> str:
+    """Latest verdict per version, from ``fct.gate.*`` tags written before gate runs existed."""
     rows = []
     for g in view.gates:
         badge = "pass" if g["verdict"] == "pass" else "fail"
@@ -291,7 +366,8 @@ def gates_html(view: FamilyView) -> str:
     return (
         "<table><tr><th class='l'>candidate</th><th class='l'>verdict</th><th>baseline</th>"
         "<th>rules passed</th><th>failed</th><th class='l'>alias</th><th class='l'>when</th>"
-        "</tr>" + "".join(rows) + "</table>"
+        "</tr>" + "".join(rows) + "</table><p class='muted'>Latest verdict per version only "
+        "(fct.gate.* tags): these verdicts were recorded before the gate kept a history.</p>"
     )
 
 
@@ -316,7 +392,7 @@ below: recorded chains; label: top-1 % of new queries on the upgraded old galler
 a version: top-1 on its own gallery.</p></section>
 <section><h2>Every measured pair (top-1 %)</h2>{heatmap_html(view)}</section>
 <section class="wide"><h2>Transformations and chains</h2>{edges_html(view)}</section>
-<section class="wide"><h2>Release gate history</h2>{gates_html(view)}</section>
+<section class="wide" id="gate-history"><h2>Release gate history</h2>{gates_html(view)}</section>
 {f'<section class="wide"><h2>Left out</h2><ul>{notes}</ul></section>' if notes else ""}
 </main></body></html>"""
 

@@ -1,4 +1,5 @@
-"""A tiny upgraded gallery with an uncertainty column, its images, and the new model."""
+"""A tiny upgraded gallery with an uncertainty column, its images, and the new model; S3 on the
+session's moto_server for the image-source tests."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fct_registry.gallery import schema as S
 from fct_registry.models.embedding import EmbeddingModel
 from fct_registry.models.io import save_model
 from fct_registry.training.embed import embed_images
+from tests.upgrade.conftest import moto_endpoint, moto_s3, s3  # noqa: F401  (pytest fixtures)
 
 N, DIM, SIDE = 40, 6, 4
 
@@ -37,11 +39,12 @@ class Setup:
         return embed_images(module, images, torch.device("cpu")).numpy()
 
 
-def write_gallery(root: Path, ids, emb, side, labels, unc, shard_rows=16) -> None:
+def write_gallery(root: Path, ids, emb, side, labels, unc, shard_rows=16, uris=None) -> None:
     writer = GalleryWriter(open_storage(root), "tiny", shard_rows=shard_rows, row_group_rows=8)
     batch = make_batch(
-        ids, emb, model_version=3, side_info=side, side_info_version="s/1", labels=labels
-    )
+        ids, emb, model_version=3, side_info=side, side_info_version="s/1", labels=labels,
+        source_uris=uris,
+    )  # fmt: skip
     if unc is not None:
         batch = batch.append_column(
             S.uncertainty_field(), pa.array(unc, pa.float32(), mask=np.isnan(unc))

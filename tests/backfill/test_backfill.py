@@ -23,7 +23,7 @@ from fct_registry.backfill import (
     run_backfill,
     stored_embeddings,
 )
-from fct_registry.backfill.run import DEFAULT_BATCH_SIZE, KILL_ENV, PROGRESS_DIR
+from fct_registry.backfill.run import DEFAULT_BATCH_SIZE, PROGRESS_DIR
 from fct_registry.cli import backfill as parser_side
 from fct_registry.cli import main
 from fct_registry.errors import ConfigError, DataError
@@ -163,13 +163,12 @@ def test_run_rewrites_planned_rows_in_place(setup, tmp_path):
 
 
 def _cli_run(plan: Path, model: Path, kill: str | None) -> subprocess.CompletedProcess:
+    """``fct backfill run`` in a subprocess; with ``kill``, one that SIGKILLs itself there."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop(KILL_ENV, None)
-    if kill:
-        env[KILL_ENV] = kill
-    cmd = [sys.executable, "-m", "fct_registry", "backfill", "run", "--plan", str(plan),
+    entry = ["-m", "tests.backfill.kill_at", kill] if kill else ["-m", "fct_registry"]
+    cmd = [sys.executable, *entry, "backfill", "run", "--plan", str(plan),
            "--model", str(model), "--device", "cpu", "--batch-size", "8"]  # fmt: skip
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 @pytest.mark.parametrize("crash", ["batch:0:0", "batch:1:1", "shard:1", "marker:2", "manifest"])
@@ -187,7 +186,7 @@ def test_crash_then_resume_in_process(setup, tmp_path, monkeypatch, crash):
         if point == crash:
             raise KeyboardInterrupt(point)
 
-    monkeypatch.setattr(R, "_checkpoint", boom)
+    monkeypatch.setattr(R, "_reached", boom)
     with pytest.raises(KeyboardInterrupt):
         run_backfill(plan_b, setup.embed, model_id="m", batch_size=8)
     monkeypatch.undo()
@@ -243,11 +242,12 @@ def test_parser_copies_match_the_library():
     [
         (["plan", "--gallery", "g", "--budget", "ten"], "neither a percentage"),
         (["plan", "--gallery", "g", "--budget", "101%"], "within 0..100%"),
-        (["plan", "--gallery", "g", "--budget", "5", "--policy", "oracle"], "--images"),
         (["plan", "--gallery", "missing", "--budget", "5"], "--gallery file missing"),
         (["run", "--plan", "missing.json"], "fct backfill plan"),
         (["run", "--plan", "p.json", "--batch-size", "0"], "--batch-size"),
         (["run", "--plan", "p.json"], "no tracking store"),  # the registry is needed, absent
+        (["log", "--metrics", "missing.json"], "--metrics file missing.json"),
+        (["log", "--metrics", "p.json"], "no tracking store"),
     ],
 )
 def test_usage_errors_come_before_heavy_imports(argv, message, tmp_path):

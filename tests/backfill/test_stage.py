@@ -112,7 +112,9 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
     assert (out / "curves.png").stat().st_size > 0
     lines = (out / "curves.csv").read_text().splitlines()
     assert len(lines) == 1 + 5 and lines[0].startswith("backfilled,random_top1,uncertainty_top1")
-    assert "seconds" not in json.loads((out / "metrics.json").read_text())
+    written = json.loads((out / "metrics.json").read_text())
+    assert "seconds" not in written
+    assert written["family"] == "fashion" and written["recipe"]["p2c_weight"] == 0.1
 
     # The whole operator flow: the transform stage trains the uncertainty-aware kind, its ONNX
     # graph upgrades a v1 gallery (uncertainty column), then plan and run the backfill.

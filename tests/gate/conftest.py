@@ -4,6 +4,7 @@ Family ``fashion``: version 1 (classes 0-4) is the baseline; versions 2 and 3 (a
 candidates. ``v1_to_v2`` is trained for one step (a deliberately weak transformation);
 ``v1_to_v3`` is trained properly. Stages run as library calls (``fct_registry.pipeline.run_all``),
 registration through ``register_pipeline``, into a SQLite store beside the outputs.
+:func:`gate_result` builds a verdict by hand, for tests of what is recorded (no models needed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fct_registry.gate.rules import CheckResult, verdict
+from fct_registry.gate.run import GateResult
 from tests.conftest import FASHION, tiny_params
 
 FAMILY = "fashion"
@@ -95,3 +98,50 @@ def family(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     yield copy
+
+
+def gate_result(candidate: int, baseline: int | None, upgraded_top1: float) -> GateResult:
+    """A verdict as ``run_gate`` returns it: fails when the upgraded gallery loses accuracy."""
+    checks = [
+        CheckResult("upgrade-path", "a chain exists", "pass", reason=f"{baseline}->{candidate}"),
+        CheckResult(
+            "upgraded_top1_vs_baseline",
+            "upgraded top1 >= 1.00 x baseline top1",
+            "pass" if upgraded_top1 >= 70.0 else "fail",
+            measured=upgraded_top1,
+            bound=70.0,
+        ),
+        CheckResult("raw_top1", "raw top1 >= 1.00 x baseline top1", "skipped", reason="widths"),
+    ]
+    return GateResult(
+        family=FAMILY,
+        candidate=candidate,
+        baseline=baseline,
+        candidate_ref=f"{FAMILY}@{candidate}",
+        baseline_ref=f"{FAMILY}@production",
+        verdict=verdict(checks),
+        scores={
+            "candidate": {"top1": 80.0, "top5": 95.0, "mAP": 60.0},
+            "baseline": {"top1": 70.0, "top5": 90.0, "mAP": 50.0},
+            "upgraded": {"top1": upgraded_top1, "top5": 91.0, "mAP": float("nan")},
+            "raw": None,
+        },
+        checks=checks,
+        upgrade={
+            "path": [baseline, candidate],
+            "hops": [1],
+            "uris": ["models:/fashion-transformations/1"],
+            "side_info": None,
+            "registry_top1": upgraded_top1,
+            "basis": "measured",
+            "decision": "only route",
+            "gap_closed_top1": 50.0,
+            "gap_closed_mAP": float("nan"),
+        }
+        if baseline
+        else None,
+        items=300,
+        distance="l2",
+        tracking_uri=None,
+        bootstrap=False,
+    )

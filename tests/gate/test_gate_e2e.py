@@ -15,6 +15,7 @@ import yaml
 from mlflow import MlflowClient
 
 from fct_registry.cli import main
+from fct_registry.gate.history import GateRecord, gate_history
 from fct_registry.registry import tags as T
 from tests.conftest import ROOT
 from tests.gate.conftest import FAMILY, GateFamily
@@ -40,6 +41,10 @@ def gate_tags(family: GateFamily, version: int) -> dict[str, str]:
     return {k: v for k, v in tags.items() if k.startswith("fct.gate.")}
 
 
+def history(family: GateFamily) -> list[GateRecord]:
+    return gate_history(client(family), FAMILY)
+
+
 def gate(family: GateFamily, *args: str) -> int:
     return main(["gate", "--tracking-uri", family.uri, "--outputs", str(family.outputs), *args])
 
@@ -62,8 +67,28 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
     assert gate_tags(family, 2)[T.GATE_VERDICT] == "fail"
     recorded = json.loads(gate_tags(family, 2)[T.GATE_REPORT])
     assert recorded["checks"]["upgraded_top1_vs_baseline"]["status"] == "fail"
+    (entry,) = history(family)  # the failure is in the history, with each rule as measured
+    assert (entry.candidate, entry.baseline, entry.verdict, entry.promoted) == (2, 1, "fail", False)
+    assert entry.run_id == gate_tags(family, 2)[T.GATE_RUN]
 
     data = json.loads(reports["--json-out"].read_text())
+    measured = {c["name"]: c for c in data["checks"]}
+    for check in entry.checks:
+        assert check.status == measured[check.name]["status"]
+        if measured[check.name]["bound"] is not None:
+            assert check.measured == pytest.approx(measured[check.name]["measured"])
+            assert check.bound == pytest.approx(measured[check.name]["bound"])
+    assert data["promotion"]["run"] == entry.run_id
+    capsys.readouterr()
+    assert gate(family, "--candidate", "fashion@2", "--history") == 0  # lists, measures nothing
+    listed = capsys.readouterr().out.splitlines()
+    assert (
+        listed[0]
+        == "gate history of fashion, newest first: 1 recorded run of experiment fct-fashion"
+    )
+    counts = [str(entry.passed), str(entry.failed)]
+    assert listed[2].split()[2:] == ["fashion@2", "@1", "fail", *counts, "-", entry.run_id]
+    assert entry.failed >= 2
     scores = data["scores"]
     # The one-step transformation leaves the gallery barely searchable: far below the old model.
     assert scores["upgraded"]["top1"] < scores["baseline"]["top1"] - 10
@@ -85,6 +110,7 @@ def test_good_candidate_passes_and_is_promoted_then_nothing_to_gate(
     assert data["upgrade"]["path"] == [1, 3]
     # The transformation is what makes the upgrade work: without it the gallery is useless.
     assert data["scores"]["upgraded"]["top1"] > data["scores"]["raw"]["top1"] + 20
+    run = data["promotion"].pop("run")
     assert data["promotion"] == {
         "moved": True,
         "alias": "production",
@@ -95,12 +121,19 @@ def test_good_candidate_passes_and_is_promoted_then_nothing_to_gate(
     }
     assert production(family) == 3
     assert gate_tags(family, 3)[T.GATE_VERDICT] == "pass"
+    (entry,) = history(family)
+    assert (entry.run_id, entry.candidate, entry.verdict, entry.promoted) == (run, 3, "pass", True)
+    assert entry.promotion == data["promotion"]["message"]
+    assert gate(family, "--history", "5", "--json") == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["run_id"] == run and listed["promoted"] is True and listed["failed"] == 0
 
     # CI reruns the gate on every push: once promoted, latest is production and nothing is gated.
     assert gate(family, "--promote") == 0
     out = capsys.readouterr().out
     assert "SKIP" in out and "nothing to gate" in out
     assert production(family) == 3
+    assert len(history(family)) == 1  # nothing judged, nothing recorded
 
 
 def test_first_release_needs_bootstrap(
@@ -117,6 +150,10 @@ def test_first_release_needs_bootstrap(
     # The family's first version has nothing to compare with: it becomes production.
     assert gate(family, "--candidate", "fashion@1", "--bootstrap", "--promote") == 0
     assert production(family) == 1
+    assert [(r.candidate, r.baseline, r.verdict, r.promoted) for r in history(family)] == [
+        (1, None, "pass", True),
+        (3, 2, "fail", False),
+    ]
 
 
 def test_exit_status_of_the_real_process(family: GateFamily) -> None:
@@ -132,6 +169,7 @@ def test_exit_status_of_the_real_process(family: GateFamily) -> None:
     )
     assert run.returncode == 1, run.stderr[-2000:]
     assert "verdict: FAIL" in run.stdout
+    assert history(family) == []  # without --record/--promote the gate is read-only
 
 
 @pytest.mark.parametrize(
@@ -197,9 +235,22 @@ def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None
 
     set_production(family, 1)
     layout = Layout(family.outputs)
-    result = gate_stage(load_params(family.root / "params.yaml"), layout, family.uri)
+    params = load_params(family.root / "params.yaml")
+    result = gate_stage(params, layout, family.uri)
     assert result.verdict == "pass" and result.candidate == 3 and result.baseline == 1
     out = gate_dir(layout)
+    first = {name: (out / name).read_bytes() for name in (REPORT, JUNIT, SUMMARY)}
+    # Rerun on the unchanged registry (the stage is always_changed): one more history entry,
+    # and the tracked reports are the same bytes (no time or run id in them).
+    gate_stage(params, layout, family.uri)
+    assert {name: (out / name).read_bytes() for name in first} == first
+    entries = history(family)
+    assert [(r.candidate, r.baseline, r.verdict, r.promoted) for r in entries] == [
+        (3, 1, "pass", False)
+    ] * 2
+    assert entries[0].at > entries[1].at
+    assert gate_tags(family, 3)[T.GATE_RUN] == entries[0].run_id
+    assert all(r.run_id.encode() not in b"".join(first.values()) for r in entries)
     assert json.loads((out / REPORT).read_text())["verdict"] == "pass"
     ET.parse(out / JUNIT)
     assert "✅" in (out / SUMMARY).read_text()

@@ -163,3 +163,27 @@ def test_transformation_stage_under_torchrun(tmp_path):
     assert spec["from"] == 1 and spec["to"] == 2
     assert model(torch.randn(4, 128), torch.randn(4, 128)).shape == (4, 128)
     assert layout.history("transform-v1_to_v2").read_text().count("\n") == 3  # header + 2 epochs
+
+
+def test_checkpoint_fingerprint_follows_the_code(tmp_path, monkeypatch):
+    """DVC reruns a stage whose code changed; a finished checkpoint must then not resume, or
+    the old code's model would come back as the new one's."""
+    import types
+
+    from fct_registry.pipeline.fingerprint import fingerprint
+
+    source = tmp_path / "probe.py"
+    source.write_text("X = 1\n")
+    module = types.ModuleType("fct_registry._fingerprint_probe")
+    module.__file__ = str(source)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    data = tmp_path / "input.bin"
+    data.write_bytes(b"images")
+    first = fingerprint({"epochs": 3}, 0, [data])
+    assert fingerprint({"epochs": 3}, 0, [data]) == first  # nothing changed: resumes
+    source.write_text("X = 2\n")
+    assert fingerprint({"epochs": 3}, 0, [data]) != first  # an edited stage module
+    source.write_text("X = 1\n")
+    assert fingerprint({"epochs": 4}, 0, [data]) != first  # the config
+    data.write_bytes(b"other images")
+    assert fingerprint({"epochs": 3}, 0, [data]) != first  # an input

@@ -139,10 +139,3 @@ def sqlite_store(
     yield uri
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
-
-
-@pytest.fixture(autouse=True)
-def _no_leaked_registry_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Session fixtures of other packages point $MLFLOW_REGISTRY_URI at their own stores; here
-    every registry follows the store a test opens."""
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)

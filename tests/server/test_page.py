@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.gate.conftest import gate_result
 from tests.registry.conftest import FAMILY
 from tests.services import free_port, http_ok, stop, wait_until
 
@@ -31,7 +32,7 @@ def store(registered, tmp_path_factory) -> str:
     production, so the page has every kind of thing to show."""
     from mlflow import MlflowClient
 
-    from fct_registry.registry.pages import refresh_descriptions
+    from fct_registry.gate.promote import record_and_promote
     from fct_registry.registry.register import record_measured_chains
 
     folder = tmp_path_factory.mktemp("page-store")
@@ -40,6 +41,24 @@ def store(registered, tmp_path_factory) -> str:
     record_measured_chains(registered.summary, registered.pipeline.layout, uri)
     client = MlflowClient(uri, registry_uri=uri)
     # What `fct gate --promote` records: a failed candidate, then a passing one promoted.
+    client.set_registered_model_alias(FAMILY, "production", "1")
+    for version, top1 in ((2, 55.0), (3, 75.5)):
+        record_and_promote(gate_result(version, 1, top1), promote=True, tracking_uri=uri)
+    assert int(client.get_registered_model(FAMILY).aliases["production"]) == 3
+    return uri
+
+
+@pytest.fixture(scope="module")
+def legacy_store(registered, tmp_path_factory) -> str:
+    """A store whose verdicts were recorded before the gate kept a history: tags only."""
+    from mlflow import MlflowClient
+
+    from fct_registry.registry.pages import refresh_descriptions
+
+    folder = tmp_path_factory.mktemp("legacy-store")
+    shutil.copyfile(registered.uri.removeprefix("sqlite:///"), folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
     for version, verdict in ((2, "fail"), (3, "pass")):
         checks = {"top1_drop": {"status": verdict}, "upgraded_gap": {"status": "pass"}}
         report = {"verdict": verdict, "baseline": 1, "checks": checks, "at": f"2026-11-2{version}"}
@@ -81,14 +100,66 @@ def test_the_view_holds_every_measured_pair_and_links(store, registered):
         f'href="../../#/models/{FAMILY}-transformations/versions/{t["v2_to_v3"].version}"' in page
     )
     assert "production" in page and "<svg" in page
+    v3 = client.get_model_version(FAMILY, "3").description
+    assert "@production (serving)" in v3 and "PASS against @1: 2 rules passed, 0 failed" in v3
+    assert f'<a href="fct/family/{FAMILY}#gate-history">every recorded verdict' in v3
+    assert json.loads(json.dumps(view.as_dict()))["production"] == 3
+
+
+def test_the_page_shows_the_gate_history_newest_first_with_links_to_runs(store):
+    from mlflow import MlflowClient
+
+    from fct_registry.gate.promote import record_and_promote
+    from fct_registry.server.page import family_view, render_family
+
+    client = MlflowClient(store, registry_uri=store)
+    view = family_view(client, FAMILY)
+    assert not view.legacy_gates
+    summary = [
+        (g["version"], g["verdict"], g["passed"], g["failed"], g["promoted"]) for g in view.gates
+    ]
+    assert summary == [(3, "pass", 2, 0, True), (2, "fail", 1, 1, False)]
+    page = render_family(view)
+    history = page[page.index('id="gate-history"') :]
+    runs = [g["run_id"] for g in view.gates]
+    links = [f"#/experiments/{g['experiment_id']}/runs/{g['run_id']}" for g in view.gates]
+    assert all(link in history for link in links)
+    assert history.index(links[0]) < history.index(links[1])  # newest first
+    assert "fashion@production moved from version 1 to version 3" in history
+    assert "✗ upgraded_top1_vs_baseline 55.00 ≥ 70.00" in history
+    assert "– raw_top1 (skipped)" in history
+    assert f"#/experiments/{view.experiment_id}'" in history  # the experiment, for older runs
+    # A version gated again is a new row (the version's tags keep only the latest verdict).
+    copy = json.loads(json.dumps(view.as_dict()))
+    assert [g["run_id"] for g in copy["gates"]] == runs
+    record_and_promote(gate_result(3, 1, 75.5), promote=False, tracking_uri=store)
+    again = family_view(client, FAMILY)
+    assert [g["run_id"] for g in again.gates][1:] == runs
+    assert again.gates[0]["version"] == 3 and not again.gates[0]["promoted"]
+    assert client.get_model_version(FAMILY, "3").tags["fct.gate.run"] == again.gates[0]["run_id"]
+    # Bounded: the page reads only the newest entries.
+    assert [g["run_id"] for g in family_view(client, FAMILY, history_limit=2).gates] == [
+        again.gates[0]["run_id"],
+        runs[0],
+    ]
+
+
+def test_verdicts_from_before_the_history_still_show(legacy_store):
+    from mlflow import MlflowClient
+
+    from fct_registry.server.page import family_view, render_family
+
+    view = family_view(MlflowClient(legacy_store, registry_uri=legacy_store), FAMILY)
+    assert view.legacy_gates
     assert [(g["version"], g["verdict"], g["passed"], g["failed"]) for g in view.gates] == [
         (3, "pass", 2, 0),
         (2, "fail", 1, 1),
     ]
+    page = render_family(view)
     assert "production now" in page and "badge fail" in page
-    v3 = client.get_model_version(FAMILY, "3").description
-    assert "@production (serving)" in v3 and "PASS against @1: 2 rules passed, 0 failed" in v3
-    assert json.loads(json.dumps(view.as_dict()))["production"] == 3
+    assert "recorded before the gate kept a history" in page
+    v3 = MlflowClient(legacy_store, registry_uri=legacy_store).get_model_version(FAMILY, "3")
+    assert "PASS against @1" in v3.description and "#gate-history" not in v3.description
 
 
 def _top1(client, version: int) -> float:
@@ -187,7 +258,7 @@ def _chromium(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("shot", "route", "expect"),
     [
-        ("compatibility-page.png", f"/fct/family/{FAMILY}", "Every measured pair"),
+        ("compatibility-page.png", f"/fct/family/{FAMILY}", "Release gate history"),
         ("version-page.png", f"/#/models/{FAMILY}/versions/2", "trained on classes"),
     ],
 )
@@ -197,8 +268,12 @@ def test_pages_render_in_chromium(server, tmp_path, shot, route, expect):
     dom = _chromium(["--dump-dom", f"{server}{route}"])
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert expect in dom.stdout
+    if "fct/family" in route:  # every section, the gate history with its runs
+        assert "Every measured pair" in dom.stdout and "gate-history-table" in dom.stdout
+        assert dom.stdout.count("/runs/") >= 2 and "promoted" in dom.stdout
     if "versions" in route:  # the version page links the compatibility page and its hops
         assert f'href="fct/family/{FAMILY}"' in dom.stdout
+        assert f'href="fct/family/{FAMILY}#gate-history"' in dom.stdout  # version 2 was gated
         assert re.search(r"┌─+┬─+┐", dom.stdout)
     png = tmp_path / shot
     out = _chromium(["--window-size=1400,1000", f"--screenshot={png}", f"{server}{route}"])

@@ -207,6 +207,24 @@ def _image_spec(kind: str, dim: int) -> dict:
 @pytest.fixture(scope="session")
 def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRegistry]:
     import mlflow
+
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    # The store is MLflow's default only while it is built: a session-wide $MLFLOW_*_URI would
+    # leak into every later test (the `registry` fixture sets it per test).
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        env.setenv("MLFLOW_REGISTRY_URI", uri)
+        try:
+            transformation, models = _build_tiny_registry(root, uri)
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+    yield TinyRegistry(uri, root, root / "images.safetensors", transformation, models)
+
+
+def _build_tiny_registry(root: Path, uri: str) -> tuple[object, dict[str, object]]:
+    import mlflow
     import torch
     from safetensors.torch import save_file
 
@@ -214,10 +232,6 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRegi
     from fct_registry.registry import flavor
     from fct_registry.registry import tags as T
 
-    root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment(
@@ -288,16 +302,7 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRegi
         },
         str(images),
     )
-    try:
-        yield TinyRegistry(uri, root, images, transformation, models)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    return transformation, models
 
 
 @pytest.fixture
