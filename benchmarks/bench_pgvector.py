@@ -17,7 +17,8 @@ chain of items 1, 2 and 3b, whose cost does not depend on them):
 2. HNSW build time (pgvector's defaults m=16, ef_construction=64, the family's l2 distance) on
    upgraded galleries of each ``--hnsw-rows`` size (default 100k and 1M), with the upgrade's
    own copy time beside it.
-3. recall@10 of HNSW against exact search at pgvector's default ef_search (40), and at 100:
+3. recall@10 of HNSW against exact search at pgvector's default ef_search (40), at 100 (and at
+   any ``--ef-search`` values):
    (a) on the default family's upgraded gallery of real images: the Fashion-MNIST train split
    embedded with the source version's embedding model and the side-info extractor, upgraded
    through the chain (the default family's newest edge, exported to ONNX as the registry does)
@@ -195,8 +196,9 @@ def hnsw_at(rows: int, args: argparse.Namespace, fam: dict[str, Any], plan: Upgr
     return out
 
 
-def recall_table(conn: Any, loc: PG.PgLocation, queries: Any,
-                 labels: Any = None) -> dict[int, tuple[float, float, float | None]]:  # fmt: skip
+def recall_table(conn: Any, loc: PG.PgLocation, queries: Any, labels: Any = None,
+                 ef_search: tuple[int, ...] = (PG.HNSW_EF_SEARCH, 100),
+                 ) -> dict[int, tuple[float, float, float | None]]:  # fmt: skip
     """``ef_search -> (recall@10 against exact, queries/s, top-1 label accuracy or None)``; key 0
     is exact search itself. ``labels``: the queries' true labels, for the accuracy."""
     import numpy as np
@@ -208,7 +210,7 @@ def recall_table(conn: Any, loc: PG.PgLocation, queries: Any,
 
     exact = PG.search(conn, loc, queries, k=10, exact=True)
     out = {}
-    for ef in (PG.HNSW_EF_SEARCH, 100):
+    for ef in ef_search:
         hnsw = PG.search(conn, loc, queries, k=10, ef_search=ef)
         out[ef] = (PG.recall_at_k(hnsw.ids, exact.ids), hnsw.qps, top1(hnsw))
     out[0] = (1.0, exact.qps, top1(exact))  # exact search's own speed, for comparison
@@ -387,7 +389,7 @@ def fashion_recall(args: argparse.Namespace, models: RecallModels, url: str,
             "queries": len(queries),
             "index_seconds": up.index_seconds,
             "weights": models.weights,
-            "recall": recall_table(conn, loc, queries, q_labels[:n]),
+            "recall": recall_table(conn, loc, queries, q_labels[:n], args.ef_search),
         }
     drop_gallery(dest)
     shutil.rmtree(gallery)
@@ -428,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fashion", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--fashion-queries", type=int, default=500)
     parser.add_argument(
+        "--ef-search",
+        type=lambda v: tuple(int(x) for x in v.split(",") if x),
+        default=(PG.HNSW_EF_SEARCH, 100),
+        help="step 3a's HNSW ef_search values, comma-separated (default 40,100; 40 and 100 "
+        "are always added)",
+    )
+    parser.add_argument(
         "--trained",
         metavar="OUTPUTS",
         help="the pipeline's outputs/ folder: step 3a uses its trained models and transformation "
@@ -447,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.trained and args.random_weights:
         parser.error("--trained and --random-weights exclude each other")
+    # the summary reports 40 (pgvector's default) and 100 whatever else is asked for
+    args.ef_search = tuple(sorted({*args.ef_search, PG.HNSW_EF_SEARCH, 100}))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-pgvector-"))
