@@ -96,10 +96,12 @@ def test_resolve_after_repro_compares_measured_routes(project):
 
 
 @pytest.mark.parametrize("bytecode", ["written", "not written"])
-def test_second_repro_reruns_only_the_gate_and_changes_nothing(project, monkeypatch, bytecode):
+def test_second_repro_reruns_only_register_and_gate_and_changes_nothing(
+    project, monkeypatch, bytecode
+):
     """Nothing is stale, also when Python writes __pycache__ into the code deps (as on any
-    machine without PYTHONDONTWRITEBYTECODE); only the always_changed gate reruns, and it
-    rewrites the same bytes."""
+    machine without PYTHONDONTWRITEBYTECODE); only the always_changed stages that read or
+    write the MLflow store rerun, and they rewrite the same bytes."""
     if bytecode == "written":
         monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     else:
@@ -113,10 +115,24 @@ def test_second_repro_reruns_only_the_gate_and_changes_nothing(project, monkeypa
     run = _dvc(project, "repro")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     ran = [line for line in run.stdout.splitlines() if line.startswith("Running stage")]
-    assert ran == ["Running stage 'gate':"], run.stdout
+    assert ran == ["Running stage 'register':", "Running stage 'gate':"], run.stdout
     assert {p: p.read_bytes() for p in tracked} == before
     if bytecode == "written":
         assert any((project / "fct_registry").rglob("__pycache__"))
+
+
+def test_repro_without_the_store_registers_again(project):
+    """A fresh clone has the tracked outputs (registry.json, dvc.lock) but no MLflow store:
+    `dvc repro` must fill the store again before the gate reads it, not skip `register`."""
+    tracked = [project / "outputs" / "registry.json", *sorted((project / "outputs/gate").glob("*"))]
+    before = {p: p.read_bytes() for p in tracked}
+    (project / "mlflow.db").unlink()
+    for folder in ("mlartifacts", "mlruns"):
+        shutil.rmtree(project / folder, ignore_errors=True)
+    run = _dvc(project, "repro")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Running stage 'register':" in run.stdout
+    assert {p: p.read_bytes() for p in tracked} == before
 
 
 def test_metrics_and_plots_readable(project):
