@@ -18,8 +18,9 @@ from fct_registry.data.decode import ImageTransform
 from fct_registry.data.image_sources import open_source
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.embed_job import JOB_FILE, KILL_ENV, SKIPPED_REPORT
+from fct_registry.gallery.embed_job import JOB_FILE, SKIPPED_REPORT
 from fct_registry.training.embed import embed_images
+from tests.conftest import ROOT
 from tests.data.images import encode, write_flat, write_imagefolder
 from tests.upgrade.conftest import TinyRegistry, registry, snapshot, tiny_registry  # noqa: F401
 
@@ -139,14 +140,12 @@ def test_safetensors_and_tar_shards(registry: TinyRegistry, tmp_path: Path) -> N
 
 
 def _embed_process(reg: TinyRegistry, args: list[str], kill_at: str | None) -> int:
-    env = reg.env() | {"OMP_NUM_THREADS": "1"}
-    env.pop(KILL_ENV, None)
-    if kill_at:
-        env[KILL_ENV] = kill_at
-    code = "import sys; from fct_registry.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, timeout=300
-    ).returncode
+    env = reg.env() | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    if kill_at:  # the same command, SIGKILLed when the job reaches that point
+        cmd = [sys.executable, "-m", "tests.gallery.kill_at", kill_at, *args]
+    else:
+        cmd = [sys.executable, "-m", "fct_registry", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, timeout=300, cwd=ROOT).returncode
 
 
 @pytest.mark.parametrize("kill_at", ["batch:1:0", "marker:1", "manifest"])
