@@ -291,15 +291,22 @@ def mlflow_server(
         stop(proc)
 
 
-def start_ui(backend_store_uri: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """``mlflow server`` on a local store as ``make ui`` runs it (light: one worker); the caller
-    stops it with :func:`stop`."""
+def start_ui(
+    backend_store_uri: str,
+    log: Path,
+    app_name: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` on a local store as ``make ui`` runs it (light: one worker; with
+    ``app_name``, e.g. ``fct``, that app's pages too); the caller stops it with :func:`stop`."""
     binary = _binary("mlflow")
     port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**(os.environ if env is None else env), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [
         binary,
         "server",
+        *(["--app-name", app_name] if app_name else []),
         "--workers",
         "1",
         "--host",
@@ -315,7 +322,7 @@ def start_ui(backend_store_uri: str, log: Path) -> tuple[subprocess.Popen, str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(f"{url}/health"), 90, "mlflow ui", proc, log)
+        wait_until(lambda: http_ok(f"{url}/health"), timeout, "mlflow ui", proc, log)
     except RuntimeError:
         stop(proc)
         raise

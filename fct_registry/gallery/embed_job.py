@@ -262,7 +262,7 @@ def embed_source(
         | {"engine": getattr(runner, "name", "local")},
     )
     storage.write_bytes(MANIFEST, manifest.to_json())
-    _checkpoint("manifest")
+    _reached("manifest")
     _clean_progress(storage)
     report.manifest, report.rows, report.shards = manifest, manifest.rows, len(outputs)
     report.seconds = time.perf_counter() - wall
@@ -321,14 +321,14 @@ def embed_shard(
     groups = _regroup(rows, job.schema, job.row_group_rows)
 
     def on_batch(i: int, n: int, index: int = index) -> None:
-        _checkpoint(f"batch:{index}:{i}")
+        _reached(f"batch:{index}:{i}")
 
     info: ShardInfo | None = write_shard(storage, name, job.schema, groups, on_batch)
     assert info is not None
     if info.rows == 0:  # every item of the shard was skipped: no empty file
         storage.delete(name)
         info = None
-    _checkpoint(f"shard:{index}")
+    _reached(f"shard:{index}")
     storage.write_bytes(
         marker_name(name),
         _json(
@@ -341,7 +341,7 @@ def embed_shard(
             }
         ),
     )
-    _checkpoint(f"marker:{index}")
+    _reached(f"marker:{index}")
     return ShardDone(hashed.count, skipped, info)
 
 
@@ -569,7 +569,7 @@ def _json(payload: dict[str, Any]) -> bytes:
     return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _checkpoint(point: str) -> None:
+def _reached(point: str) -> None:
     """A named point of the job (``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>``,
     ``manifest``). Does nothing; the kill-and-resume tests replace it
-    (``tests/gallery/kill_at.py``), so library code holds no kill switch."""
+    (``tests/kill_at.py``), so library code holds no kill switch."""

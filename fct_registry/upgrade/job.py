@@ -456,7 +456,7 @@ def _reached(point: str) -> None:
     ``shard:<i>`` (shard published), ``marker:<i>`` (shard marked done), ``manifest``;
     ``inspected`` (the destination was inspected; the job file is written next).
 
-    Does nothing. Crash-and-resume tests replace it (``tests/upgrade/kill_at.py``) to kill the
+    Does nothing. Crash-and-resume tests replace it (``tests/kill_at.py``) to kill the
     process exactly there; the library itself holds no fault injection.
     """
 

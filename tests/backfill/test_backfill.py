@@ -165,7 +165,11 @@ def test_run_rewrites_planned_rows_in_place(setup, tmp_path):
 def _cli_run(plan: Path, model: Path, kill: str | None) -> subprocess.CompletedProcess:
     """``fct backfill run`` in a subprocess; with ``kill``, one that SIGKILLs itself there."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    entry = ["-m", "tests.backfill.kill_at", kill] if kill else ["-m", "fct_registry"]
+    entry = (
+        ["-m", "tests.kill_at", "fct_registry.backfill.run", kill]
+        if kill
+        else ["-m", "fct_registry"]
+    )
     cmd = [sys.executable, *entry, "backfill", "run", "--plan", str(plan),
            "--model", str(model), "--device", "cpu", "--batch-size", "8"]  # fmt: skip
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -142,7 +142,14 @@ def test_safetensors_and_tar_shards(registry: TinyRegistry, tmp_path: Path) -> N
 def _embed_process(reg: TinyRegistry, args: list[str], kill_at: str | None) -> int:
     env = reg.env() | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     if kill_at:  # the same command, SIGKILLed when the job reaches that point
-        cmd = [sys.executable, "-m", "tests.gallery.kill_at", kill_at, *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.kill_at",
+            "fct_registry.gallery.embed_job",
+            kill_at,
+            *args,
+        ]
     else:
         cmd = [sys.executable, "-m", "fct_registry", *args]
     return subprocess.run(cmd, env=env, capture_output=True, timeout=300, cwd=ROOT).returncode

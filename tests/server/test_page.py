@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ import pytest
 
 from tests.gate.conftest import gate_result
 from tests.registry.conftest import FAMILY
-from tests.services import free_port, http_ok, stop, wait_until
+from tests.services import http_ok, start_ui, stop
 
 pytestmark = pytest.mark.slow
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -172,7 +171,7 @@ def server(store, tmp_path_factory):
     """``mlflow server --app-name fct`` on loopback. When this environment's fct-registry was
     installed before the entry point existed, a dist-info declaring it goes on PYTHONPATH (what
     ``pip install -e .`` writes)."""
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = dict(os.environ)
     if "fct" not in {e.name for e in entry_points(group="mlflow.app")}:
         plugin = tmp_path_factory.mktemp("entry-point")
         info = plugin / "fct_registry_app-0.0.dist-info"
@@ -185,29 +184,9 @@ def server(store, tmp_path_factory):
         )
         paths = [str(plugin), str(Path.cwd()), env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--app-name",
-        "fct",
-        "--workers",
-        "1",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        store,
-    ]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_ui(store, log, app_name="fct", env=env, timeout=120)
     try:
-        wait_until(lambda: http_ok(f"{url}/health"), 120, "mlflow server --app-name fct", proc, log)
         yield url
     finally:
         stop(proc)

@@ -223,7 +223,14 @@ def _killed(reg: TinyRegistry, src: Path, out: Path, point: str) -> None:
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.upgrade.kill_at", point, *_upgrade_args(reg, src, out)],
+        [
+            sys.executable,
+            "-m",
+            "tests.kill_at",
+            "fct_registry.upgrade.job",
+            point,
+            *_upgrade_args(reg, src, out),
+        ],
         env=env,
         cwd=ROOT,
         capture_output=True,
