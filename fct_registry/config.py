@@ -139,6 +139,36 @@ class SideInfoConfig(_Strict):
     optim: OptimConfig = OptimConfig()
 
 
+class UncertaintyConfig(_Strict):
+    """How an uncertainty-aware transformation (``fct-uncertainty``) learns its uncertainty.
+
+    Each training item's alignment loss is its squared error per dimension plus, with
+    ``p2c_weight``, FastFill's point-to-cluster cross-entropy of the new model's classifier on
+    the transformed embedding; the variance head learns the expected size of that loss
+    (Gaussian NLL). The cross-entropy is what makes the uncertainty order backfill the items a
+    search gets wrong (wrong class cluster) first, not merely those far from their target.
+    """
+
+    beta: float = Field(1.0, ge=0, le=1, description="beta-NLL weight exponent (0 = plain NLL)")
+    p2c_weight: float = Field(
+        0.5,
+        ge=0,
+        description="weight of the point-to-cluster cross-entropy in each item's alignment loss "
+        "(needs the new version's classifier and the training labels); 0 = squared error only",
+    )
+    p2c_trains_embedding: bool = Field(
+        False,
+        description="the point-to-cluster term's gradient also reaches the embedding (FastFill); "
+        "false: only the variance head learns from it",
+    )
+    detach_variance: bool = Field(
+        True,
+        description="the variance head sends no gradient into the shared trunk (false: joint, "
+        "as in FastFill); with p2c_trains_embedding false the embedding then trains exactly as "
+        "the plain transformation's",
+    )
+
+
 class TransformationConfig(_Strict):
     """A learned map ``h(old, side_info) -> new`` between two versions of the family."""
 
@@ -158,6 +188,9 @@ class TransformationConfig(_Strict):
         "and side-info features recomputed from freshly augmented images every batch",
     )
     optim: OptimConfig = OptimConfig(epochs=20, batch_size=1024, lr=1e-3, weight_decay=0)
+    uncertainty: UncertaintyConfig = Field(
+        UncertaintyConfig(), description="kind fct-uncertainty only: how its uncertainty is learnt"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -197,17 +230,11 @@ class EvaluationConfig(_Strict):
     )
 
 
-class UncertaintyTrainingConfig(_Strict):
-    """How an uncertainty-aware transformation (``fct-uncertainty``) is trained."""
+class UncertaintyTrainingConfig(UncertaintyConfig):
+    """The backfill stage's own uncertainty-aware transformation: the loss above, its width and
+    optimiser."""
 
     hidden_dim: int = Field(512, ge=1)
-    beta: float = Field(1.0, ge=0, le=1, description="beta-NLL weight exponent (0 = plain NLL)")
-    p2c_weight: float = Field(0.0, ge=0, description="FastFill point-to-cluster term; 0 = off")
-    detach_variance: bool = Field(
-        True,
-        description="the variance head sends no gradient into the shared trunk, so the "
-        "embedding trains as the plain transformation's (false: joint, as in FastFill)",
-    )
     optim: OptimConfig = OptimConfig(epochs=12, batch_size=512, lr=1e-3, weight_decay=0)
 
 

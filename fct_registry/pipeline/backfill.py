@@ -116,6 +116,7 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
         unc_spec = base_spec | {"type": KIND}
         model, result = train_uncertainty_transformation(
             cfg.transformation,
+            cfg.transformation.optim,
             old["train"],
             side["train"],
             new["train"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fct_registry.config import Params, UncertaintyTrainingConfig
+from fct_registry.config import Params
 from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
@@ -20,7 +20,16 @@ from fct_registry.training.transformation import (
     training_rows,
     transformation_spec,
 )
-from fct_registry.training.uncertainty import train_uncertainty_transformation
+from fct_registry.training.uncertainty import class_index, train_uncertainty_transformation
+
+
+def _point_to_cluster(params: Params, layout: Layout, target: int, labels: torch.Tensor) -> dict:
+    """The point-to-cluster term's inputs: the rows' labels, the target version's classifier and
+    its class index."""
+    trained_on = params.versions[target].classes
+    index = class_index(trained_on, max([int(labels.max()), *(trained_on or [])]) + 1)
+    classifier = load_model(layout.version(target))[0].classifier
+    return {"labels": labels, "classifier": classifier, "classes": index}
 
 
 def transformation_stage(params: Params, layout: Layout, name: str) -> None:
@@ -40,8 +49,10 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
     ]
     old, new, side = (load_embeddings(p)["train"] for p in inputs)
     classes = params.versions[cfg.target].classes if cfg.train_on == "target" else None
+    uncertain = kind_predicts_uncertainty(cfg.kind)
+    p2c = uncertain and cfg.uncertainty.p2c_weight > 0
     train = None
-    if classes is not None or cfg.features == "augmented":  # the images or their labels
+    if classes is not None or cfg.features == "augmented" or p2c:  # the images or their labels
         inputs += data_inputs(layout.data, params.data)
         train = open_split(layout.data, "train", params.data)
     rows = training_rows(train.labels, classes) if train is not None else torch.arange(len(old))
@@ -54,6 +65,9 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
             load_model(d, device)[0]
             for d in (layout.version(cfg.source), layout.side_info, layout.version(cfg.target))
         ]
+    p2c_inputs = {}
+    if p2c and train is not None:
+        p2c_inputs = _point_to_cluster(params, layout, cfg.target, train.labels[rows])
     for index in range(cfg.seeds):
         seed = params.seed + index
         fp = fingerprint([cfg.model_dump(), classes], seed, inputs)
@@ -66,15 +80,16 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
             "fingerprint": fp,
             "desc": f"transform {name}" + (f" seed {seed}" if index else ""),
         }
-        if kind_predicts_uncertainty(cfg.kind):
-            # beta-NLL trains the log-variance head (beta=1: the embedding gets MSE's gradient)
+        if uncertain:
             model, result = train_uncertainty_transformation(
-                UncertaintyTrainingConfig(optim=cfg.optim),
+                cfg.uncertainty,
+                cfg.optim,
                 old[rows],
                 side[rows],
                 new[rows],
                 spec,
                 **common,
+                **p2c_inputs,
             )
         elif train is not None and cfg.features == "augmented":
             model, result = train_transformation_augmented(

@@ -1,22 +1,26 @@
-"""Training an uncertainty-aware transformation (FastFill): Gaussian NLL on the regression,
-optionally FastFill's point-to-cluster term through the new model's classifier.
+"""Training an uncertainty-aware transformation (FastFill): a Gaussian NLL on each item's
+alignment loss, optionally with FastFill's point-to-cluster term in it.
 
-Per item ``i`` with squared error per dimension ``e_i = ||mu_i - y_i||^2 / d`` and predicted
-log-variance ``s_i``, the isotropic Gaussian negative log-likelihood (per dimension, constants
-dropped) is ``0.5 * (e_i * exp(-s_i) + s_i)``; its minimum over ``s_i`` is at ``exp(s_i) = e_i``,
-so the head learns the item's expected error. Plain NLL also scales the embedding's gradient by
-``1/sigma_i^2``, which starves hard items of learning and costs retrieval accuracy; ``beta``
-applies beta-NLL (Seitzer et al., ICLR 2022): each item's loss is weighted by
-``stopgrad(sigma_i^2)^beta``. ``beta=1`` gives the embedding exactly the MSE gradient (up to a
-constant) while the head still learns the error; ``beta=0`` is the plain NLL. The variance
-head shares the trunk; with ``detach_variance`` (the default) it sends no gradient into it, so
-the embedding trains exactly as the plain transformation's: jointly trained (beta=1) on the
-default family, the uncertainty model's training MSE was ~14% above the plain one's at the same
-epoch, which costs transform-only accuracy.
+Per item ``i`` the alignment loss is ``a_i = ||mu_i - y_i||^2 / d + w * ce_i``: the squared error
+per dimension between the transformed and the true new embedding, plus (``p2c_weight`` w > 0) the
+point-to-cluster term ``ce_i`` (FastFill Sec. 3.2), the cross-entropy of the *frozen* new model's
+classifier on the transformed embedding against the item's label. With the predicted
+log-variance ``s_i`` the loss is ``0.5 * (a_i * exp(-s_i) + s_i)``, whose minimum over ``s_i`` is
+at ``exp(s_i) = a_i``: the head learns the item's expected alignment loss. The squared error
+alone ranks items by how far they land from their target; the cross-entropy adds whether they
+land in the wrong class cluster, which is what a search gets wrong (on the default family it
+lifts the uncertainty order's backfilling lead over random; README "Partial backfill").
 
-The point-to-cluster term (FastFill Sec. 3.2) is the cross-entropy of the *frozen* new model's
-classifier applied to the transformed embedding: it pulls each transformed item towards its
-class cluster in the new space. Items whose class the new model was not trained on are skipped.
+Plain NLL scales the embedding's gradient by ``1/sigma_i^2``, which starves hard items of
+learning and costs retrieval accuracy; ``beta`` applies beta-NLL (Seitzer et al., ICLR 2022):
+each item's loss is weighted by ``stopgrad(sigma_i^2)^beta``, so ``beta=1`` gives the embedding
+exactly the gradient of ``a_i`` (up to a constant) while the head still learns ``a_i``. With
+``p2c_trains_embedding`` false (the default) the cross-entropy is detached from the embedding and
+only the head learns from it; with ``detach_variance`` (the default) the head sends no gradient
+into the shared trunk. Both together train the embedding exactly as the plain transformation's:
+jointly trained (beta=1) on the default family the uncertainty model's training MSE was ~14%
+above the plain one's at the same epoch, which costs transform-only accuracy. Items whose class
+the new model was not trained on contribute no cross-entropy.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fct_registry.config import UncertaintyTrainingConfig
+from fct_registry.config import OptimConfig, UncertaintyConfig
 from fct_registry.errors import ConfigError
 from fct_registry.models.transformations import TRANSFORMATIONS
 from fct_registry.models.uncertainty import KIND, WithUncertainty, predicts_uncertainty
@@ -35,27 +39,32 @@ from fct_registry.training.distributed import context
 from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
 
 
-def gaussian_nll(
-    pred: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor, beta: float = 0.0
-) -> torch.Tensor:
-    """Mean over items of the per-dimension isotropic Gaussian NLL (constants dropped), each
-    item weighted by ``stopgrad(exp(log_var))**beta`` (beta-NLL)."""
-    err = (pred - target).square().mean(dim=1)
-    nll = 0.5 * (err * torch.exp(-log_var) + log_var)
+def loss_nll(loss: torch.Tensor, log_var: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
+    """Mean over items of ``0.5 * (loss_i * exp(-s_i) + s_i)`` for per-item losses ``loss [N]``
+    and log-variances ``s [N]``, each item weighted by ``stopgrad(exp(s_i))**beta`` (beta-NLL)."""
+    nll = 0.5 * (loss * torch.exp(-log_var) + log_var)
     if beta:
         nll = nll * torch.exp(beta * log_var.detach())
     return nll.mean()
 
 
+def gaussian_nll(
+    pred: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor, beta: float = 0.0
+) -> torch.Tensor:
+    """The per-dimension isotropic Gaussian NLL (constants dropped) of ``target`` around
+    ``pred``: :func:`loss_nll` of the squared error per dimension."""
+    return loss_nll((pred - target).square().mean(dim=1), log_var, beta)
+
+
 def point_to_cluster(
     pred: torch.Tensor, labels: torch.Tensor, classifier: nn.Module, class_index: torch.Tensor
 ) -> torch.Tensor:
-    """Cross-entropy of the frozen new classifier on the transformed embeddings.
+    """Per-item cross-entropy ``[N]`` of the frozen new classifier on the transformed embeddings.
 
     ``class_index[label]`` is the classifier's output index of a dataset label, -1 for labels
-    the new model was not trained on (ignored)."""
+    the new model was not trained on (their cross-entropy is 0)."""
     target = class_index[labels]
-    return F.cross_entropy(classifier(pred), target, ignore_index=-1)
+    return F.cross_entropy(classifier(pred), target, ignore_index=-1, reduction="none")
 
 
 def class_index(classes: list[int] | None, num_labels: int) -> torch.Tensor:
@@ -69,7 +78,8 @@ def class_index(classes: list[int] | None, num_labels: int) -> torch.Tensor:
 
 
 def train_uncertainty_transformation(
-    cfg: UncertaintyTrainingConfig,
+    cfg: UncertaintyConfig,
+    optim: OptimConfig,
     old: torch.Tensor,
     side_info: torch.Tensor,
     new: torch.Tensor,
@@ -84,7 +94,8 @@ def train_uncertainty_transformation(
     classifier: nn.Module | None = None,
     classes: torch.Tensor | None = None,
 ) -> tuple[nn.Module, LoopResult]:
-    """Train ``spec['type']`` (an uncertainty-predicting kind) on stored training embeddings.
+    """Train ``spec['type']`` (an uncertainty-predicting kind) on stored training embeddings
+    with ``optim``.
 
     With ``cfg.p2c_weight > 0`` pass ``labels`` (dataset labels of the training rows), the new
     model's ``classifier`` (kept frozen) and ``classes`` (from :func:`class_index`).
@@ -121,16 +132,14 @@ def train_uncertainty_transformation(
         indices = ctx.shard(indices).to(device)
         pred, log_var = net(old[indices], side_info[indices])
         pred, log_var = pred.float(), log_var.float()
-        nll = gaussian_nll(pred, log_var, new[indices], cfg.beta)
-        logs = {
-            "nll": float(nll.detach()),
-            "mse": float((pred.detach() - new[indices]).square().mean()),
-        }
-        loss = nll
+        err = (pred - new[indices]).square().mean(dim=1)
+        align, logs = err, {"mse": float(err.detach().mean())}
         if use_p2c:
             p2c = point_to_cluster(pred, labels[indices], classifier, classes)
-            loss = loss + cfg.p2c_weight * p2c
-            logs["p2c"] = float(p2c.detach())
+            logs["p2c"] = float(p2c.detach().mean())
+            align = err + cfg.p2c_weight * (p2c if cfg.p2c_trains_embedding else p2c.detach())
+        loss = loss_nll(align, log_var, cfg.beta)
+        logs["nll"] = float(loss.detach())
         return loss, logs
 
     result = run_training(
@@ -138,7 +147,7 @@ def train_uncertainty_transformation(
         None,
         len(old),
         step,
-        cfg.optim,
+        optim,
         seed=seed,
         device=device,
         checkpoint=checkpoint,

@@ -23,6 +23,8 @@ from fct_registry.registry.onnx_export import UNCERTAINTY_OUTPUT, export_onnx
 from fct_registry.training.uncertainty import (
     class_index,
     gaussian_nll,
+    loss_nll,
+    point_to_cluster,
     predict_with_uncertainty,
     train_uncertainty_transformation,
 )
@@ -92,6 +94,22 @@ def test_gaussian_nll_definition_and_minimum():
     torch.testing.assert_close(p1.grad, p2.grad)
 
 
+def test_point_to_cluster_is_the_per_item_cross_entropy():
+    gen = torch.Generator().manual_seed(0)
+    clf = torch.nn.Linear(6, 3)
+    pred, labels = torch.randn(9, 6, generator=gen), torch.tensor([0, 1, 2, 3] * 2 + [1])
+    index = class_index([2, 0, 1], 4)  # label 3: no output of the classifier
+    got = point_to_cluster(pred, labels, clf, index)
+    logp = torch.log_softmax(clf(pred), 1)
+    for i, label in enumerate(labels.tolist()):  # the definition, item by item
+        want = 0.0 if label == 3 else -float(logp[i, [1, 2, 0][label]].detach())
+        assert float(got[i]) == pytest.approx(want, abs=1e-6)
+    # the loss whose size the head learns: squared error plus the weighted cross-entropy
+    s, err = torch.randn(9), torch.rand(9)
+    want = (0.5 * ((err + 0.5 * got) * torch.exp(-s) + s)).mean()
+    assert float(loss_nll(err + 0.5 * got, s)) == pytest.approx(float(want), rel=1e-6)
+
+
 def test_class_index():
     assert class_index([2, 0], 4).tolist() == [1, -1, 0, -1]
     assert class_index(None, 3).tolist() == [0, 1, 2]
@@ -121,6 +139,7 @@ def test_training_learns_which_items_are_uncertain(tmp_path, p2c, detach):
         extra = dict(labels=labels, classifier=torch.nn.Linear(6, 2), classes=class_index(None, 2))
     model, result = train_uncertainty_transformation(
         cfg,
+        cfg.optim,
         old,
         side,
         new,
@@ -150,6 +169,7 @@ def test_training_refuses_plain_kind_and_p2c_without_inputs(tmp_path):
     with pytest.raises(ConfigError, match="predicts no uncertainty"):
         train_uncertainty_transformation(
             cfg,
+            cfg.optim,
             old,
             side,
             new,
@@ -160,6 +180,7 @@ def test_training_refuses_plain_kind_and_p2c_without_inputs(tmp_path):
     with pytest.raises(ConfigError, match="p2c_weight"):
         train_uncertainty_transformation(
             cfg,
+            cfg.optim,
             old,
             side,
             new,
@@ -258,3 +279,60 @@ def test_flavor_saves_and_serves_the_uncertainty_kind(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(old, side), h(old, side))
     assert chain_predicts_uncertainty(loaded)
+
+
+def _mislabelled_group(n=1024, seed=0):
+    """Every target has the same noise, so the squared error cannot tell items apart; the new
+    classifier (the sign of the target's first dimension) matches the labels of one group and
+    is right only half the time on the other (``old[:, 1] > 0``, random labels)."""
+    gen = torch.Generator().manual_seed(seed)
+    old, side = torch.randn(n, 8, generator=gen), torch.randn(n, 4, generator=gen)
+    new = old[:, :6] * 0.5 + torch.randn(n, 6, generator=gen) * 0.3
+    hard = old[:, 1] > 0
+    coin = torch.randint(0, 2, (n,), generator=gen)
+    labels = torch.where(hard, coin, (old[:, 0] > 0).long())
+    clf = torch.nn.Linear(6, 2)
+    with torch.no_grad():
+        clf.weight.zero_()
+        clf.weight[:, 0] = torch.tensor([-8.0, 8.0])
+        clf.bias.zero_()
+    return old, side, new, labels, clf, hard
+
+
+def test_point_to_cluster_makes_the_head_rank_items_the_classifier_gets_wrong(tmp_path):
+    old, side, new, labels, clf, hard = _mislabelled_group()
+    spec = {"type": KIND, "old_dim": 8, "new_dim": 6, "side_info_dim": 4, "hidden_dim": 32}
+    gaps = {}
+    for weight in (0.0, 1.0):
+        cfg = UncertaintyTrainingConfig(
+            hidden_dim=32,
+            p2c_weight=weight,
+            optim=OptimConfig(epochs=30, batch_size=128, lr=3e-3, weight_decay=0),
+        )
+        model, _ = train_uncertainty_transformation(
+            cfg, cfg.optim, old, side, new, spec, seed=0, device=torch.device("cpu"),
+            checkpoint=tmp_path / f"w{weight}.pt", fingerprint="x", desc="t",
+            labels=labels, classifier=clf, classes=class_index(None, 2),
+        )  # fmt: skip
+        _, log_var = predict_with_uncertainty(model, old, side)
+        gaps[weight] = float(log_var[hard].mean() - log_var[~hard].mean())
+    # squared error alone: the groups look alike; with the cross-entropy the head tells them apart
+    assert abs(gaps[0.0]) < 0.3 and gaps[1.0] > 0.5 and gaps[1.0] > 3 * abs(gaps[0.0])
+
+
+@pytest.mark.parametrize("trains_embedding", [False, True])
+def test_point_to_cluster_reaches_the_embedding_only_when_asked(trains_embedding):
+    old, side, new, labels, clf, _ = _mislabelled_group(64)
+    cfg = UncertaintyTrainingConfig(p2c_weight=1.0, p2c_trains_embedding=trains_embedding)
+    classes = class_index(None, 2)
+    h = _model(1).train()
+    h.detach_variance = True
+    pred, log_var = h.predict(old, side)
+    err = (pred - new).square().mean(1)
+    p2c = point_to_cluster(pred, labels, clf, classes)
+    align = err + cfg.p2c_weight * (p2c if cfg.p2c_trains_embedding else p2c.detach())
+    loss_nll(align, log_var, cfg.beta).backward()
+    plain = _model(1).train()
+    (0.5 * ((plain(old, side) - new) ** 2).mean(1)).mean().backward()
+    same = torch.allclose(h.old_proj[0].weight.grad, plain.old_proj[0].weight.grad, atol=1e-6)
+    assert same != trains_embedding
