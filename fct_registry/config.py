@@ -257,6 +257,12 @@ class BackfillConfig(_Strict):
     policies: list[Literal["random", "uncertainty", "oracle"]] = Field(
         default_factory=lambda: ["random", "uncertainty", "oracle"], min_length=1
     )
+    random_orders: int = Field(
+        5,
+        ge=1,
+        description="random permutations per seed whose curves are averaged into the random "
+        "policy's curve (its expected curve; one permutation alone is a noisy baseline)",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -141,6 +141,20 @@ class BackfillCurve:
         }
 
 
+def mean_curve(curves: Sequence[BackfillCurve]) -> BackfillCurve:
+    """The pointwise mean of curves measured at the same fractions (e.g. of several random
+    orders: an estimate of the random policy's expected curve). Its area is the mean area."""
+    if not curves or any(c.fractions != curves[0].fractions for c in curves):
+        raise DataError("mean_curve needs one or more curves measured at the same fractions")
+
+    def mean(values: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
+        return tuple(float(v) for v in np.mean(np.asarray(values, dtype=np.float64), axis=0))
+
+    return BackfillCurve(
+        curves[0].fractions, mean([c.top1 for c in curves]), mean([c.mAP for c in curves])
+    )
+
+
 def _check_order(order: Tensor, n: int) -> Tensor:
     order = torch.as_tensor(order).long().reshape(-1)
     if len(order) != n or not torch.equal(torch.sort(order).values, torch.arange(n)):

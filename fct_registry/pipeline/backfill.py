@@ -8,10 +8,11 @@ For every seed in ``backfill.seeds``, on the stored embeddings of versions ``fro
 2. score each as transform-only retrieval on the test split (new-model queries against the
    transformed gallery, leave-one-out, as in ``evaluate``);
 3. transform the test gallery with the uncertainty-aware model and measure the backfilling curve
-   of every policy (``random`` seeded by the seed, ``uncertainty``, ``oracle``). With
-   ``backfill.queries: Q`` a fixed random draw of Q test items queries (new model) a gallery of
-   the other test items, which is what gets backfilled; each curve point sorts Q x (N - Q)
-   distances instead of N x N.
+   of every policy (``uncertainty``, ``oracle``, and ``random``: the mean curve of
+   ``random_orders`` permutations seeded from the seed, an estimate of a random order's expected
+   curve). With ``backfill.queries: Q`` a fixed random draw of Q test items queries (new model)
+   a gallery of the other test items, which is what gets backfilled; each curve point sorts
+   Q x (N - Q) distances instead of N x N.
 
 Writes ``outputs/backfill/metrics.json`` (per seed and seed means with 95% t intervals: curve
 areas, the paired uncertainty-minus-random differences, transform-only scores), and beside it
@@ -36,7 +37,7 @@ from fct_registry.config import BackfillConfig, Params, TransformationConfig
 from fct_registry.data.prepared import load_prepared
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.evaluation.backfill import backfill_curves, backfill_order
+from fct_registry.evaluation.backfill import backfill_curves, backfill_order, mean_curve
 from fct_registry.evaluation.backfill_report import mean_ci, paired, plot_curves
 from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.layout import Layout, load_embeddings
@@ -52,6 +53,8 @@ from fct_registry.training.uncertainty import (
 )
 
 CURVE_FILES = ("curves.csv", "curves.png")
+RANDOM_SEED_STRIDE = 1000
+"""Random draw k of seed s is seeded s + 1000 k, so draws of different seeds never coincide."""
 
 
 def backfill_dir(layout: Layout) -> Path:
@@ -132,17 +135,17 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
         )
         transformed, log_var = predict_with_uncertainty(model, old["test"], side["test"], device)
         plain_gallery = apply_transformation(plain, old["test"], side["test"], device)
+        n = len(transformed)
         orders = {
             p: backfill_order(
-                p,
-                len(transformed),
-                uncertainty=log_var,
-                transformed=transformed,
-                new=new["test"],
-                seed=seed,
+                p, n, uncertainty=log_var, transformed=transformed, new=new["test"], seed=seed
             )
             for p in cfg.policies
+            if p != "random"
         }
+        draws = cfg.random_orders if "random" in cfg.policies else 0
+        for k in range(draws):  # averaged below; draw 0 is the single order earlier runs used
+            orders[f"random#{k}"] = backfill_order("random", n, seed=seed + RANDOM_SEED_STRIDE * k)
         curves = backfill_curves(
             transformed[gal],
             new["test"][gal],
@@ -154,6 +157,9 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
             distance=distance,
             leave_one_out=loo,
         )
+        if draws:
+            curves["random"] = mean_curve([curves.pop(f"random#{k}") for k in range(draws)])
+        curves = {p: curves[p] for p in cfg.policies}
         per_seed[str(seed)] = {
             "transform_only": {"plain": score(plain_gallery), "uncertainty": score(transformed)},
             "curves": {p: c.as_dict() for p, c in curves.items()},

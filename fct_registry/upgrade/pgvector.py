@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,9 +38,6 @@ from fct_registry.upgrade.job import DEFAULT_BATCH_SIZE, read_ahead
 from fct_registry.upgrade.plan import PlanError, UpgradePlan, plan_from_registry
 
 JOBS = "fct_gallery_jobs"
-HOOK_ENV = "FCT_PG_UPGRADE_HOOK"
-"""Test hook: ``kill:<point>`` SIGKILLs this process at ``<point>``, ``sleep:<point>:<s>`` pauses
-there; points are ``batch:<i>`` (after batch i committed), ``copied``, ``index``, ``swap``."""
 LOCK_WAIT = 5.0
 """Seconds to wait for the gallery's lock: a killed run's server session may need a moment to
 notice that its client is gone and release it."""
@@ -262,7 +257,7 @@ def upgrade_to_pg(
             _copy(conn, source, plan, job, table, batch_size, last_id, done, progress)
             report.copy_seconds = time.perf_counter() - start
             _set_state(conn, job, "copied")
-            _hook("copied")
+            _reached("copied")
         got = PG.count_rows(conn, table)
         if got != rows:
             raise GalleryError(
@@ -272,7 +267,7 @@ def upgrade_to_pg(
         if state in ("copying", "copied") and index:
             report.index_seconds = PG.build_index(conn, table, distance, hnsw)
             _set_state(conn, job, "indexed")
-            _hook("index")
+            _reached("index")
         start = time.perf_counter()
         PG.swap(
             conn,
@@ -283,7 +278,7 @@ def upgrade_to_pg(
             ],
         )
         report.swap_seconds = time.perf_counter() - start
-        _hook("swap")
+        _reached("swap")
     return report
 
 
@@ -419,7 +414,7 @@ def _copy(
                 )
                 conn.commit()
                 bar.update(batch.num_rows)
-                _hook(f"batch:{i}")
+                _reached(f"batch:{i}")
     except BaseException:
         conn.rollback()
         raise
@@ -435,12 +430,10 @@ def _set_state(conn: Any, job: str, state: str) -> None:
     conn.commit()
 
 
-def _hook(point: str) -> None:
-    spec = os.environ.get(HOOK_ENV, "")
-    if spec == f"kill:{point}":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if spec.startswith(f"sleep:{point}:"):
-        time.sleep(float(spec.rsplit(":", 1)[1]))
+def _reached(point: str) -> None:
+    """Where the job stands: ``batch:<i>`` (after batch i committed), ``copied``, ``index``,
+    ``swap``. A no-op; the crash and concurrency tests replace it (tests/upgrade/pg_worker.py),
+    as the Parquet upgrade's, so library code holds no kill switch."""
 
 
 class _NoBar:

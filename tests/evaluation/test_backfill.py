@@ -14,6 +14,7 @@ from fct_registry.evaluation.backfill import (
     backfill_order,
     descending,
     fractions,
+    mean_curve,
     true_error,
 )
 from fct_registry.evaluation.retrieval import retrieval_scores
@@ -152,3 +153,24 @@ def test_curves_for_several_orders(tiny):
     )
     assert set(curves) == {"random", "oracle"}
     assert curves["oracle"].as_dict()["fractions"] == [0, 1 / 3, 2 / 3, 1]
+
+
+def test_mean_curve_is_pointwise_and_keeps_the_area(tiny):
+    transformed, new, labels = tiny
+    orders = {k: backfill_order("random", len(new), seed=k) for k in range(3)}
+    curves = list(
+        backfill_curves(
+            transformed, new, new, labels, labels, orders, steps=4, leave_one_out=True
+        ).values()
+    )
+    mean = mean_curve(curves)
+    for i in range(5):
+        assert mean.top1[i] == pytest.approx(sum(c.top1[i] for c in curves) / 3)
+        assert mean.mAP[i] == pytest.approx(sum(c.mAP[i] for c in curves) / 3)
+    assert mean.auc_mAP == pytest.approx(sum(c.auc_mAP for c in curves) / 3)
+    assert mean_curve(curves[:1]) == curves[0]
+    other = backfill_curve(
+        transformed, new, new, labels, labels, orders[0], steps=2, leave_one_out=True
+    )
+    with pytest.raises(DataError, match="same fractions"):
+        mean_curve([curves[0], other])

@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fct_registry.errors import FctError
 from fct_registry.gallery import pgvector as PG
-from fct_registry.upgrade.pgvector import HOOK_ENV, GalleryBusyError, Source, upgrade_to_pg
+from fct_registry.upgrade import pgvector
+from fct_registry.upgrade.pgvector import GalleryBusyError, Source, upgrade_to_pg
 from fct_registry.upgrade.plan import UpgradePlan
 
 SIDE = "tiny-side-info/1"
@@ -62,6 +66,25 @@ def result(out: Path) -> dict[str, Any]:
     return json.loads(Path(out).read_text())
 
 
+def _fault(hook: str) -> Callable[[str], None]:
+    """``kill:<point>`` SIGKILLs the process when the job reaches ``<point>``;
+    ``sleep:<point>:<seconds>`` pauses it there."""
+    action, point = hook.split(":", 1)
+    seconds = 0.0
+    if action == "sleep":
+        point, pause = point.rsplit(":", 1)
+        seconds = float(pause)
+
+    def reached(at: str) -> None:
+        if at != point:
+            return
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(seconds)
+
+    return reached
+
+
 def _run(
     url: str,
     onnx: str,
@@ -74,9 +97,8 @@ def _run(
     ready: Any,
     source_location: str,
 ) -> None:
-    os.environ.pop(HOOK_ENV, None)
     if hook:
-        os.environ[HOOK_ENV] = hook
+        pgvector._reached = _fault(hook)
     plan = UpgradePlan.from_onnx("tiny", target, {(source_version, SIDE): [onnx]}, threads=1)
     ready.set()
     outcome: dict[str, Any] = {"rc": 0, "stderr": "", "report": None}
