@@ -8,8 +8,10 @@ Layout in the database (created on first use, in the connection's default schema
 
 * one table per gallery version, ``<gallery>__v<version>_<tag>``: ``id`` (primary key, C
   collation so keyset paging is byte order), ``embedding vector(d)``, ``side_info
-  vector(d_s)``, ``model_version``, ``side_info_version`` (the extractor), ``source_uri`` and
-  ``label``; an HNSW index on ``embedding`` with the gallery's distance;
+  vector(d_s)``, ``model_version``, ``side_info_version`` (the extractor), ``source_uri``,
+  ``label``, and the partial-backfill columns ``uncertainty`` (the log-variance an
+  uncertainty-aware transformation predicted) and ``backfilled``; an HNSW index on ``embedding``
+  with the gallery's distance;
 * a view named ``<gallery>``: the alias readers query. A swap replaces it in one transaction, so
   a reader sees the old table or the new one, never a mix and never nothing;
 * ``fct_gallery_tables``: what the Parquet manifest holds, per table (rows, widths, rows per
@@ -434,7 +436,9 @@ def _vector_field(matrix: np.ndarray) -> pa.Array:
     return _fixed(out)
 
 
-def _int_field(values: np.ndarray, fmt: str, valid: np.ndarray | None = None) -> pa.Array:
+def _scalar_field(values: np.ndarray, fmt: str, valid: np.ndarray | None = None) -> pa.Array:
+    """Fixed-width binary values (``fmt``: a big-endian NumPy type) with COPY's length word;
+    NULL where ``valid`` is False."""
     width = np.dtype(fmt).itemsize
     out = np.empty((len(values), 4 + width), dtype=np.uint8)
     out[:, :4] = np.frombuffer(struct.pack("!i", width), dtype=np.uint8)
@@ -488,7 +492,11 @@ class _Stream(io.RawIOBase):
 
 COPY_COLUMNS = (
     S.ID, S.EMBEDDING, S.SIDE_INFO, S.MODEL_VERSION, S.SIDE_INFO_VERSION, SOURCE_URI, S.LABEL,
+    S.UNCERTAINTY, S.BACKFILLED,
 )  # fmt: skip
+OPTIONAL_COLUMNS = {S.UNCERTAINTY: "real", S.BACKFILLED: "boolean"}
+"""Partial-backfill columns: null unless the rows have them. Tables written before they existed
+lack them; readers and the view then see NULLs (:func:`_select_optional`)."""
 
 
 def encode_copy(batch: pa.RecordBatch, source_uri: str | None, where: str) -> list[Any]:
@@ -506,20 +514,25 @@ def encode_copy(batch: pa.RecordBatch, source_uri: str | None, where: str) -> li
         fields.append(_vector_field(S.vectors(batch, S.SIDE_INFO, where)))
     else:
         fields.append(pa.array([_NULL] * n, pa.binary()))
-    fields.append(_int_field(S.int_column(batch, S.MODEL_VERSION, where), ">i4"))
+    fields.append(_scalar_field(S.int_column(batch, S.MODEL_VERSION, where), ">i4"))
     side_v = batch.column(S.SIDE_INFO_VERSION) if S.SIDE_INFO_VERSION in names else None
     fields.append(_text_field(side_v if side_v is not None else pa.nulls(n, pa.string())))
     src = batch.column(SOURCE_URI) if SOURCE_URI in names else pa.nulls(n, pa.string())
     if source_uri is not None:
         src = pc.fill_null(src.cast(pa.string()), source_uri)
     fields.append(_text_field(src))
-    if S.LABEL in names:
-        labels = batch.column(S.LABEL)
-        valid = labels.is_valid().to_numpy(zero_copy_only=False)
-        values = labels.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        fields.append(_int_field(values, ">i8", valid))
-    else:
-        fields.append(pa.array([_NULL] * n, pa.binary()))
+    for column, fmt, dtype in (
+        (S.LABEL, ">i8", np.int64),
+        (S.UNCERTAINTY, ">f4", np.float32),
+        (S.BACKFILLED, "u1", np.uint8),
+    ):
+        if column in names:
+            values = batch.column(column).cast(pa.from_numpy_dtype(dtype))  # bool -> 0/1
+            valid = values.is_valid().to_numpy(zero_copy_only=False)
+            filled = values.fill_null(0).to_numpy(zero_copy_only=False)
+            fields.append(_scalar_field(filled, fmt, valid))
+        else:
+            fields.append(pa.array([_NULL] * n, pa.binary()))
     return [_COPY_HEADER, _concat(fields), _COPY_TRAILER]
 
 
@@ -547,7 +560,9 @@ def create_table(cur: Any, info: TableInfo) -> None:
             model_version integer NOT NULL,
             side_info_version text,
             source_uri text,
-            label bigint
+            label bigint,
+            uncertainty real,
+            backfilled boolean
         )"""
     )
     cur.execute(
@@ -608,6 +623,7 @@ def swap(conn: Any, loc: PgLocation, table: str, *, extra: list[tuple[str, tuple
     """
     cols = "id, embedding, side_info, model_version, side_info_version, source_uri, label"
     with conn.cursor() as cur:
+        cols += ", " + ", ".join(_select_optional(cur, table))
         cur.execute(
             f"SELECT table_name FROM {ALIASES} WHERE gallery = %s FOR UPDATE", (loc.gallery,)
         )
@@ -632,6 +648,31 @@ def swap(conn: Any, loc: PgLocation, table: str, *, extra: list[tuple[str, tuple
         for sql, params in extra:
             cur.execute(sql, params)
     conn.commit()
+
+
+def _select_optional(cur: Any, table: str) -> list[str]:
+    """The :data:`OPTIONAL_COLUMNS` as ``table`` has them: the column, or a typed NULL where a
+    table written before they existed lacks it."""
+    cur.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s",
+        (table,),
+    )
+    have = {row[0] for row in cur.fetchall()}
+    return [c if c in have else f"NULL::{t} AS {c}" for c, t in OPTIONAL_COLUMNS.items()]
+
+
+def _filled_optional(cur: Any, table: str) -> list[str]:
+    """The :data:`OPTIONAL_COLUMNS` that hold a value in some row of ``table`` (a gallery that
+    was never upgraded through an uncertainty-aware chain reads back without the column)."""
+    present = []
+    for column, select in zip(OPTIONAL_COLUMNS, _select_optional(cur, table), strict=True):
+        if select != column:
+            continue
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {column} IS NOT NULL)")
+        if cur.fetchone()[0]:
+            present.append(column)
+    return present
 
 
 def check_name_free(conn: Any, loc: PgLocation) -> None:
@@ -713,6 +754,14 @@ def read_batches(
     d, ds = info.embedding_dim, info.side_info_dim
     vec_cols = f"embedding{', side_info' if ds else ''}"
     width = 2 + 8 + 4 * d + ((8 + 4 * ds) if ds else 0)
+    with conn.cursor() as cur:
+        optional = _filled_optional(cur, info.table)
+    text_cols = ", ".join(["id, model_version, side_info_version, source_uri, label", *optional])
+    schema = S.gallery_schema(d, ds, labels=info.labels).append(pa.field(SOURCE_URI, pa.string()))
+    for column in optional:
+        schema = schema.append(
+            S.uncertainty_field() if column == S.UNCERTAINTY else S.backfilled_field()
+        )
     last = after
     while True:
         where, params = ("WHERE id > %s", (last,)) if last is not None else ("", ())
@@ -721,9 +770,7 @@ def read_batches(
             text, vecs = io.BytesIO(), io.BytesIO()
             cur.copy_expert(
                 cur.mogrify(
-                    "COPY (SELECT id, model_version, side_info_version, source_uri, label "
-                    f"{page}) TO STDOUT WITH (FORMAT csv)",
-                    params,
+                    f"COPY (SELECT {text_cols} {page}) TO STDOUT WITH (FORMAT csv)", params
                 ).decode(),
                 text,
             )
@@ -735,7 +782,7 @@ def read_batches(
                 ).decode(),
                 vecs,
             )
-        meta = _read_csv(text)
+        meta = _read_csv(text, optional)
         n = meta.num_rows
         raw = np.frombuffer(vecs.getbuffer(), dtype=np.uint8)[len(_COPY_HEADER) : -2]
         if raw.size != n * width:
@@ -756,9 +803,8 @@ def read_batches(
         if info.labels:
             columns[S.LABEL] = meta.column(S.LABEL).combine_chunks()
         columns[SOURCE_URI] = meta.column(SOURCE_URI).combine_chunks()
-        schema = S.gallery_schema(d, ds, labels=info.labels).append(
-            pa.field(SOURCE_URI, pa.string())
-        )
+        for column in optional:
+            columns[column] = meta.column(column).combine_chunks()
         yield pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
         last = columns[S.ID][-1].as_py()
         if n < batch_size:
@@ -770,17 +816,21 @@ def _be_floats(block: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(block).view(">f4").astype(np.float32)
 
 
-def _read_csv(data: io.BytesIO) -> pa.Table:
-    """COPY's CSV of the text columns: an unquoted empty field is NULL, a quoted one is ''."""
+def _read_csv(data: io.BytesIO, optional: list[str]) -> pa.Table:
+    """COPY's CSV of the text columns: an unquoted empty field is NULL, a quoted one is ''.
+    ``real`` prints its shortest exact digits (PostgreSQL >= 12), so float32 reads back bit for
+    bit; booleans print as t/f."""
     from pyarrow import csv
 
-    names = [S.ID, S.MODEL_VERSION, S.SIDE_INFO_VERSION, SOURCE_URI, S.LABEL]
+    names = [S.ID, S.MODEL_VERSION, S.SIDE_INFO_VERSION, SOURCE_URI, S.LABEL, *optional]
     types = {
         S.ID: pa.string(),
         S.MODEL_VERSION: pa.int32(),
         S.SIDE_INFO_VERSION: pa.string(),
         SOURCE_URI: pa.string(),
         S.LABEL: pa.int64(),
+        S.UNCERTAINTY: pa.float32(),
+        S.BACKFILLED: pa.bool_(),
     }
     data.seek(0)
     return csv.read_csv(
@@ -790,6 +840,8 @@ def _read_csv(data: io.BytesIO) -> pa.Table:
         convert_options=csv.ConvertOptions(
             column_types=types,
             null_values=[""],
+            true_values=["t"],
+            false_values=["f"],
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
         ),

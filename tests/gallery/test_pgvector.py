@@ -21,9 +21,10 @@ from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import NonFiniteError, NotFoundError, SchemaError
 from fct_registry.gallery.manifest import MANIFEST, Manifest
 from fct_registry.gallery.shards import write_shard
+from fct_registry.gallery.writer import GalleryWriter
 from tests.pgvector_support import PgServer, load_rows, matrix, read_all, serve_embedded
 from tests.services import postgres  # noqa: F401  (session fixture: Debian's PostgreSQL 15)
-from tests.upgrade.conftest import S3, synthetic_rows, write_gallery
+from tests.upgrade.conftest import FAMILY, S3, SIDE, synthetic_rows, write_gallery
 
 pytestmark = pytest.mark.services
 
@@ -53,17 +54,23 @@ def _naive_copy(batch: pa.RecordBatch, source_uri: str) -> bytes:
         body = struct.pack("!hh", len(values), 0) + struct.pack(f"!{len(values)}f", *values)
         return struct.pack("!i", len(body)) + body
 
+    def scalar(fmt: str, value: object) -> bytes:
+        if value is None:
+            return struct.pack("!i", -1)
+        return struct.pack("!i", struct.calcsize(f"!{fmt}")) + struct.pack(f"!{fmt}", value)
+
     for row in rows:
-        label = row.get(S.LABEL)
         out.append(
-            struct.pack("!h", 7)
+            struct.pack("!h", 9)
             + text(row[S.ID])
             + vector(row[S.EMBEDDING])
             + vector(row.get(S.SIDE_INFO))
             + struct.pack("!ii", 4, row[S.MODEL_VERSION])
             + text(row.get(S.SIDE_INFO_VERSION))
             + text(row.get(PG.SOURCE_URI) or source_uri)
-            + (struct.pack("!i", -1) if label is None else struct.pack("!iq", 8, label))
+            + scalar("q", row.get(S.LABEL))
+            + scalar("f", row.get(S.UNCERTAINTY))
+            + scalar("?", row.get(S.BACKFILLED))
         )
     out.append(struct.pack("!h", -1))
     return b"".join(out)
@@ -82,6 +89,10 @@ def test_copy_encoder_matches_a_plain_loop() -> None:
     )
     labels = pc.if_else(pa.array(np.arange(n) % 4 == 0), pa.nulls(n, pa.int64()), batch["label"])
     batch = batch.set_column(batch.schema.get_field_index(S.LABEL), S.LABEL, labels)
+    some = np.arange(n) % 3 != 0  # the partial-backfill columns, with nulls
+    unc = rng.standard_normal(n).astype(np.float32)
+    batch = batch.append_column(S.uncertainty_field(), pa.array(unc, pa.float32(), mask=~some))
+    batch = batch.append_column(S.backfilled_field(), pa.array(unc > 0, mask=np.arange(n) % 5 == 0))
     parts = PG.encode_copy(batch.slice(3), "s3://b/g", "test")  # a slice: offsets matter
     assert b"".join(bytes(p) for p in parts) == _naive_copy(batch.slice(3), "s3://b/g")
     bare = make_batch(["a", "b"], np.ones((2, 3), np.float32), model_version=1)  # no side-info
@@ -134,6 +145,49 @@ def test_parquet_to_pgvector_to_parquet_is_lossless(pg_server: PgServer, tmp_pat
         == matrix(src, S.EMBEDDING).view(np.uint32).tolist()
     )
     assert set(back[PG.SOURCE_URI].to_pylist()) == {str((tmp_path / "src").resolve())}
+    assert S.UNCERTAINTY not in back.schema.names and S.BACKFILLED not in back.schema.names
+
+
+def test_partial_backfill_columns_survive_pgvector(pg_server: PgServer, tmp_path: Path) -> None:
+    """An upgraded, partly backfilled gallery keeps ``uncertainty`` (bit for bit) and
+    ``backfilled`` through pgvector; a table written before those columns existed reads back
+    without them and can still be served."""
+    rows = synthetic_rows(90, seed=5)
+    rng = np.random.default_rng(5)
+    batch = make_batch(
+        rows.ids, rows.old, model_version=1, side_info=rows.side, side_info_version=SIDE,
+        labels=rows.labels,
+    )  # fmt: skip
+    unc = rng.standard_normal(90).astype(np.float32)
+    unc[3] = np.float32(1e-45)  # subnormal: the text form must still be exact
+    unc[4] = np.float32(-3.4e38)
+    batch = batch.append_column(
+        S.uncertainty_field(), pa.array(unc, pa.float32(), mask=np.arange(90) % 7 == 0)
+    )
+    batch = batch.append_column(S.backfilled_field(), pa.array(unc > 0.5, mask=unc < -1))
+    writer = GalleryWriter(open_storage(tmp_path / "src"), FAMILY, shard_rows=40)
+    writer.write(batch)
+    writer.close()
+    url = pg_server.gallery()
+    PG.copy_gallery(str(tmp_path / "src"), url, index=False)
+    PG.copy_gallery(url, str(tmp_path / "back"))
+    src = pa.Table.from_batches(list(Gallery.open(tmp_path / "src").batches())).sort_by(S.ID)
+    back = pa.Table.from_batches(list(Gallery.open(tmp_path / "back").batches()))
+    assert back[S.BACKFILLED].equals(src[S.BACKFILLED])
+    got, want = back[S.UNCERTAINTY].combine_chunks(), src[S.UNCERTAINTY].combine_chunks()
+    assert got.is_null().equals(want.is_null())
+    bits = lambda a: a.fill_null(0).to_numpy(zero_copy_only=False).view(np.uint32)  # noqa: E731
+    assert bits(got).tolist() == bits(want).tolist()
+
+    loc = PG.PgLocation.parse(url)  # a table from before the columns: drop them, serve it again
+    with contextlib.closing(PG.connect(loc)) as conn:
+        table = PG.served(conn, loc).table
+        with conn.cursor() as cur:
+            cur.execute(f"DROP VIEW {loc.gallery}")
+            cur.execute(f"ALTER TABLE {table} DROP COLUMN uncertainty, DROP COLUMN backfilled")
+        PG.swap(conn, loc, table)
+    old = read_all(url)
+    assert S.UNCERTAINTY not in old.schema.names and old.num_rows == 90
 
 
 def test_pgvector_to_s3_and_back(pg_server: PgServer, s3: S3) -> None:

@@ -10,6 +10,7 @@ import torch
 from fct_registry.config import OptimConfig, UncertaintyTrainingConfig
 from fct_registry.errors import ConfigError
 from fct_registry.gallery import make_batch
+from fct_registry.gallery import pgvector as PG
 from fct_registry.gallery import schema as S
 from fct_registry.models.io import build_from_spec
 from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
@@ -29,7 +30,11 @@ from fct_registry.training.uncertainty import (
     train_uncertainty_transformation,
 )
 from fct_registry.upgrade.batch import BatchPlan, GroupRunner, upgrade_batch
+from fct_registry.upgrade.pgvector import Source, upgrade_to_pg
+from fct_registry.upgrade.plan import UpgradePlan
 from fct_registry.upgrade.runner import OnnxChainRunner
+from tests.pgvector_support import load_rows, matrix, read_all, serve_embedded
+from tests.upgrade.conftest import FAMILY, SIDE, synthetic_rows
 
 
 def _model(seed=0, old=8, new=6, side=4, hidden=16):
@@ -245,6 +250,33 @@ def test_upgrade_batch_writes_the_uncertainty_column(exported):
     plan2 = BatchPlan("fam", 2, 6, {(2, "s/1"): GroupRunner(None, "already")})
     again = upgrade_batch(mixed, plan2)
     assert again.column(S.UNCERTAINTY).equals(mixed.column(S.UNCERTAINTY))
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    yield from serve_embedded()
+
+
+@pytest.mark.services
+def test_upgrade_into_pgvector_stores_the_uncertainty(exported, pg_server):
+    """A pgvector gallery upgraded through the uncertainty-aware graph holds each row's
+    log-variance (the column a backfill plan orders by), as a Parquet gallery does."""
+    h, path = exported
+    rows = synthetic_rows(50, seed=4)
+    url = pg_server.gallery()
+    load_rows(url, rows.ids, rows.old, rows.side, side_ref=SIDE)
+    plan = UpgradePlan.from_onnx(FAMILY, 2, {(1, SIDE): [path]}, threads=1)
+    source = Source.open(url)
+    try:
+        upgrade_to_pg(source, PG.PgLocation.parse(url), plan, batch_size=16, index=False)
+    finally:
+        source.close()
+    table = read_all(url)
+    order = np.argsort(rows.ids)
+    with torch.no_grad():
+        want_e, want_v = h.predict(torch.tensor(rows.old[order]), torch.tensor(rows.side[order]))
+    np.testing.assert_allclose(table.column(S.UNCERTAINTY).to_numpy(), want_v.numpy(), atol=1e-5)
+    np.testing.assert_allclose(matrix(table, S.EMBEDDING), want_e.numpy(), atol=1e-5)
 
 
 def test_detached_variance_leaves_the_trunk_to_the_regression():
