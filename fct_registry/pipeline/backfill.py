@@ -15,13 +15,13 @@ For every seed in ``backfill.seeds``, on the stored embeddings of versions ``fro
    Q x (N - Q) distances instead of N x N.
 
 Writes ``outputs/backfill/metrics.json`` (per seed and seed means with 95% t intervals: curve
-areas, the paired uncertainty-minus-random differences, transform-only scores), and beside it
-``curves.csv`` (seed-mean curves, one column per policy and metric) and ``curves.png``. With
-``backfill.enabled: false`` (the default in params.yaml: the stage takes ~19 min on two cores)
-or no ``backfill:`` block nothing is trained: metrics.json is ``{"enabled": false}`` and no curve
-files are left, so a disabled stage changes nothing in git. Only metrics.json is a DVC output;
-the curves are not (DVC would require them from a disabled run too), and a measured run is kept
-under ``docs/backfill/``.
+areas, the paired uncertainty-minus-random differences, transform-only scores) and
+``curves.csv`` (seed-mean curves, one column per policy and metric; DVC metrics and plot), and
+beside them ``curves.png``. With ``backfill.enabled: false`` (the default in params.yaml: the
+stage takes 7-10 min on two cores) or no ``backfill:`` block nothing is trained: metrics.json
+is ``{"enabled": false}``, curves.csv holds its header only and no picture is left, so a
+disabled stage writes the same bytes every time. A measured run is kept under
+``docs/backfill/``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ from fct_registry.training.uncertainty import (
     train_uncertainty_transformation,
 )
 
-CURVE_FILES = ("curves.csv", "curves.png")
 RANDOM_SEED_STRIDE = 1000
 """Random draw k of seed s is seeded s + 1000 k, so draws of different seeds never coincide."""
 
@@ -75,8 +74,6 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
     if cfg is None or not cfg.enabled:
         metrics: dict = {"enabled": False}
         _write(out, metrics, {}, params)
-        for name in CURVE_FILES:  # an earlier enabled run's curves would contradict the metrics
-            (out / name).unlink(missing_ok=True)
         return metrics
     start = time.perf_counter()
     device = pick_device(params.device)
@@ -232,18 +229,20 @@ def summarise(per_seed: dict[str, dict], cfg: BackfillConfig) -> dict:
 
 
 def _write(out: Path, metrics: dict, per_seed: dict, params: Params) -> None:
+    """``metrics.json``, ``curves.csv`` (the DVC plot's data: seed-mean curves, a header only
+    when the stage is off, so the file always exists and an earlier run's curves never
+    contradict the metrics) and, with curves, ``curves.png``."""
     tracked = {k: v for k, v in metrics.items() if k != "seconds"}  # no timings in git
     (out / "metrics.json").write_text(json.dumps(tracked, indent=2, sort_keys=True) + "\n")
-    if not per_seed:
-        return
+    cfg = params.backfill or BackfillConfig()
     # Wide format, one row per fraction, so `dvc plots` draws one line per policy and metric.
     curves: dict[str, dict] = {}
-    for policy in next(iter(per_seed.values()))["curves"] if per_seed else []:
+    for policy in cfg.policies if per_seed else []:
         curves[policy] = {
             "fractions": next(iter(per_seed.values()))["curves"][policy]["fractions"],
             **{m: [per_seed[s]["curves"][policy][m] for s in per_seed] for m in ("top1", "mAP")},
         }
-    fields = ["backfilled"] + [f"{p}_{m}" for m in ("top1", "mAP") for p in curves]
+    fields = ["backfilled"] + [f"{p}_{m}" for m in ("top1", "mAP") for p in cfg.policies]
     rows = []
     for i, f in enumerate(next(iter(curves.values()))["fractions"] if curves else []):
         row: dict = {"backfilled": round(100 * f, 4)}
@@ -255,12 +254,12 @@ def _write(out: Path, metrics: dict, per_seed: dict, params: Params) -> None:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    if curves:
-        cfg = params.backfill
-        assert cfg is not None
-        plot_curves(
-            curves,
-            out / "curves.png",
-            f"{params.family}: backfilling {cfg.source} -> {cfg.target} "
-            f"({len(per_seed)} seeds, test split)",
-        )
+    if not curves:
+        (out / "curves.png").unlink(missing_ok=True)
+        return
+    plot_curves(
+        curves,
+        out / "curves.png",
+        f"{params.family}: backfilling {cfg.source} -> {cfg.target} "
+        f"({len(per_seed)} seeds, test split)",
+    )

@@ -61,7 +61,9 @@ def test_switched_off(tmp_path):
     metrics = backfill_stage(parse_params(raw), Layout(tmp_path))
     assert metrics == {"enabled": False}
     assert (out / "metrics.json").read_text() == '{\n  "enabled": false\n}\n'  # byte-stable
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]  # no curves, stale ones gone
+    assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "metrics.json"]  # no picture
+    header = "backfilled,random_top1,uncertainty_top1,oracle_top1,random_mAP,uncertainty_mAP,"
+    assert (out / "curves.csv").read_text() == header + "oracle_mAP\n"  # no stale curves
     del raw["backfill"]
     assert backfill_stage(parse_params(raw), Layout(tmp_path)) == {"enabled": False}
 
