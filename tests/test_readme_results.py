@@ -42,6 +42,7 @@ def test_backfill_table_counts_seeds_and_reads_the_interval():
     m = {
         "from": 1,
         "to": 3,
+        "enabled": True,
         "seeds": ["0", "1", "2"],
         "per_seed": {
             str(i): {
@@ -66,3 +67,4 @@ def test_backfill_table_counts_seeds_and_reads_the_interval():
     assert "**+0.50 ± 0.40** (2/3 seeds > 0; interval excludes 0)" in text
     assert "**-1.50 ± 2.00** (0/3 seeds > 0; interval includes 0)" in text
     assert "| top-1 | 78.00 ± 0.20 | 78.00 ± 0.20 | -0.10 ± 0.20 |" in text
+    assert "switched off" in backfill_markdown({"enabled": False})
