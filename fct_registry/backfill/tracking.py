@@ -68,8 +68,8 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         metrics = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(
-            f"{path} not found; run the backfill stage first (`dvc exp run -S "
-            "backfill.enabled=true`, see docs/backfill/README.md)"
+            f"{path} not found; run the backfill stage first (`dvc repro backfill`, with "
+            "backfill.enabled: true in params.yaml)"
         ) from None
     except ValueError as exc:
         raise DataError(f"{path} is not JSON ({exc}); rerun the backfill stage") from None
