@@ -29,6 +29,11 @@ def tiny_params(raw: dict | None = None, *, train: int = 600, test: int = 300) -
     for t in p["transformations"].values():
         shrink(t["optim"])
         t["hidden_dim"] = 32
+    b = p.get("backfill")
+    if b and b.get("enabled", True):
+        b.update(seeds=[0], steps=4, queries=min(100, test - 1), random_orders=2)
+        b.setdefault("transformation", {}).update(hidden_dim=32)
+        shrink(b["transformation"].setdefault("optim", {}))
     return p
 
 
