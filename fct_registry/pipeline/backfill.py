@@ -17,10 +17,10 @@ For every seed in ``backfill.seeds``, on the stored embeddings of versions ``fro
 Writes ``outputs/backfill/metrics.json`` (per seed and seed means with 95% t intervals: curve
 areas, the paired uncertainty-minus-random differences, transform-only scores) and
 ``curves.csv`` (seed-mean curves, one column per policy and metric; DVC metrics and plot), and
-beside them ``curves.png``. With ``backfill.enabled: false`` (to save its 7-10 min on two
-cores) or no ``backfill:`` block nothing is trained: metrics.json is ``{"enabled": false}``,
-curves.csv holds its header only and no picture is left, so a disabled stage writes the same
-bytes every time. Earlier measured runs are kept under ``docs/backfill/``.
+beside them ``curves.png``. With ``backfill.enabled: false`` or no ``backfill:`` block
+nothing is trained: metrics.json is ``{"enabled": false}``, curves.csv holds its header only
+and no picture is left, so a disabled stage writes the same bytes every time. Earlier measured
+runs are kept under ``docs/backfill/``.
 """
 
 from __future__ import annotations
