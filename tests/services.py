@@ -332,3 +332,17 @@ def start_ui(
 def redact_check(text: str, secret: str) -> list[str]:
     """Lines of ``text`` containing ``secret`` (for no-credential assertions)."""
     return [line for line in text.splitlines() if re.search(re.escape(secret), line)]
+
+
+def private_ray() -> Iterator[None]:
+    """The body of a Ray test module's fixture: one private local Ray (2 CPUs), shut down
+    after the module. Ray is optional, so it is imported here, once the module has it."""
+    import logging
+
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()

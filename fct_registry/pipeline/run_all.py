@@ -14,9 +14,8 @@ from fct_registry.pipeline.transformation import transformation_stage
 from fct_registry.pipeline.version import version_stage
 
 
-def run_pipeline(params: Params, layout: Layout) -> dict:
-    """Every training and evaluation stage in ``dvc.yaml``'s order, in this process (notebooks,
-    tests, a quick GPU check); ``dvc repro`` remains the way to run it incrementally."""
+def train_all(params: Params, layout: Layout) -> None:
+    """Every training stage (data, side-info, versions, BCT baselines, transformations)."""
     prepare_stage(params, layout)
     side_info_stage(params, layout)
     for version in params.versions:
@@ -25,4 +24,10 @@ def run_pipeline(params: Params, layout: Layout) -> dict:
         bct_stage(params, layout, name)
     for name in params.transformations:
         transformation_stage(params, layout, name)
+
+
+def run_pipeline(params: Params, layout: Layout) -> dict:
+    """Every training and evaluation stage in ``dvc.yaml``'s order, in this process (notebooks,
+    tests, a quick GPU check); ``dvc repro`` remains the way to run it incrementally."""
+    train_all(params, layout)
     return evaluate_stage(params, layout)

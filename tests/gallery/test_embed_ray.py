@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from fct_registry.gallery.embed_job import EmbedModels, embed_shard, embed_sourc
 from fct_registry.gallery.manifest import MANIFEST
 from fct_registry.gallery.storage import open_storage
 from tests.data.images import write_imagefolder
+from tests.services import private_ray
 from tests.upgrade.conftest import snapshot
 
 ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'ray[data]')")
@@ -27,11 +27,7 @@ pytestmark = pytest.mark.slow  # a private local Ray (~20 s to start on two core
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session() -> Iterator[None]:
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    yield from private_ray()
 
 
 def _models() -> EmbedModels:

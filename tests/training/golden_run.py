@@ -55,25 +55,14 @@ def platform() -> str:
 
 
 def run(out: Path) -> dict[str, str]:
-    # run_all's imports are the stage modules; imported here so collecting tests stays light
-    from fct_registry.pipeline.bct import bct_stage
-    from fct_registry.pipeline.prepare import prepare_stage
-    from fct_registry.pipeline.side_info import side_info_stage
-    from fct_registry.pipeline.transformation import transformation_stage
-    from fct_registry.pipeline.version import version_stage
+    # run_all imports the stage modules; imported here so collecting tests stays light
+    from fct_registry.pipeline.run_all import train_all
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     params = parse_params(golden_params())
     layout = Layout(out)
-    prepare_stage(params, layout)
-    side_info_stage(params, layout)
-    for version in params.versions:
-        version_stage(params, layout, version)
-    for name in params.bct:
-        bct_stage(params, layout, name)
-    for name in params.transformations:
-        transformation_stage(params, layout, name)
+    train_all(params, layout)
     return digests(out)
 
 

@@ -8,7 +8,6 @@ installed.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from fct_registry.upgrade import UpgradePlan
 from fct_registry.upgrade.engines import ENGINES, create_engine
 from fct_registry.upgrade.job import UpgradeIncompleteError
 from fct_registry.upgrade.runner import OnnxChainRunner
+from tests.services import private_ray
 from tests.upgrade.conftest import (
     FAMILY,
     S3,
@@ -44,11 +44,7 @@ BATCH = 40
 @pytest.fixture(scope="module", autouse=True)
 def ray_session() -> Iterator[None]:
     """One private local Ray for the module: the engine uses it and leaves it running."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    yield from private_ray()
 
 
 @pytest.fixture(scope="module")

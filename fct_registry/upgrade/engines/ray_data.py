@@ -358,31 +358,40 @@ class RayEngine(Engine):
         """``(shard, its output info or None, its error or None, actor CPU s)`` as shards
         finish, in any order."""
         with self._ray() as cpus:
-            import ray
-
-            workers = max(1, min(self.workers or int(cpus), len(shards)))
-            per_worker = self.cpus_per_worker or max(0.25, min(1.0, (cpus - 1) / workers))
+            workers = self._pool_size(cpus, len(shards))
             threads = self.threads or max(1, int(cpus) // workers)
             job = dataclasses.replace(job, threads=threads)
-            ds = ray.data.from_items(
-                [{"path": s.path, "shard": json.dumps(s.to_dict())} for s in shards],
-                override_num_blocks=len(shards),
-            )
-            # A fixed pool, one shard in flight per actor: shards take seconds, so queueing a
-            # second one on a busy actor only risks an idle one at the end.
-            pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
-            ds = ds.map_batches(
-                ShardWorker,
-                fn_constructor_kwargs={"job": job},
-                batch_size=1,
-                batch_format="pyarrow",
-                compute=pool,
-                num_cpus=per_worker,
-            )
-            for row in ds.iter_rows():
+            rows = [{"path": s.path, "shard": json.dumps(s.to_dict())} for s in shards]
+            for row in self._on_actors(rows, ShardWorker, {"job": job}, cpus, workers):
                 error = pickle.loads(row["error"]) if row["error"] else None
                 info = ShardInfo.from_dict(json.loads(row["info"])) if row["info"] else None
                 yield row["path"], info, error, float(row["cpu"])
+
+    def _pool_size(self, cpus: float, tasks: int) -> int:
+        """Actors for ``tasks`` tasks: ``workers``, else one per CPU, never more than tasks."""
+        return max(1, min(self.workers or int(cpus), tasks))
+
+    def _on_actors(
+        self, rows: list[dict], worker: type, kwargs: dict, cpus: float, workers: int
+    ) -> Iterator[dict]:
+        """Each of ``rows`` through ``worker(**kwargs)`` on a fixed pool of ``workers`` actors
+        (inside :meth:`_ray`); the result rows as they finish, in any order."""
+        import ray
+
+        per_worker = self.cpus_per_worker or max(0.25, min(1.0, (cpus - 1) / workers))
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        # A fixed pool, one task in flight per actor: tasks (shards) take seconds, so queueing
+        # a second one on a busy actor only risks an idle one at the end.
+        pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
+        ds = ds.map_batches(
+            worker,
+            fn_constructor_kwargs=kwargs,
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=pool,
+            num_cpus=per_worker,
+        )
+        yield from ds.iter_rows()
 
     @contextlib.contextmanager
     def _ray(self) -> Iterator[float]:

@@ -105,30 +105,16 @@ class RayShardRunner:
     ) -> Iterator[tuple[int, ShardDone]]:
         engine = self.engine
         with engine._ray() as cpus:  # the upgrade engine's Ray session (started or joined)
-            import ray
-
-            workers = max(1, min(engine.workers or int(cpus), len(pending)))
-            per_worker = engine.cpus_per_worker or max(0.25, min(1.0, (cpus - 1) / workers))
+            workers = engine._pool_size(cpus, len(pending))
             env = {var: os.environ.get(var) for var in STORAGE_ENV}
             threads = max(1, int(cpus) // workers)  # torch threads per actor: no oversubscription
             payload = pickle.dumps(_ActorJob(job, storage.uri, env, threads))
-            ds = ray.data.from_items(
-                [
-                    {"index": index, "name": name, "items": pickle.dumps(items)}
-                    for index, name, items in pending
-                ],
-                override_num_blocks=len(pending),
-            )
-            pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
-            ds = ds.map_batches(
-                _EmbedWorker,
-                fn_constructor_kwargs={"payload": payload},
-                batch_size=1,
-                batch_format="pyarrow",
-                compute=pool,
-                num_cpus=per_worker,
-            )
-            for row in ds.iter_rows():
+            rows = [
+                {"index": index, "name": name, "items": pickle.dumps(items)}
+                for index, name, items in pending
+            ]
+            kwargs = {"payload": payload}
+            for row in engine._on_actors(rows, _EmbedWorker, kwargs, cpus, workers):
                 if row["error"]:
                     raise pickle.loads(row["error"])
                 yield int(row["index"]), pickle.loads(row["done"])
