@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from fct_registry._files import contained_name
 from fct_registry._registry import Registry
 from fct_registry.data.decode import ImageTransform, decode, is_image_name
 from fct_registry.data.locations import Location, open_location
@@ -38,6 +39,12 @@ from fct_registry.errors import DataError
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
 LABEL_SUFFIXES = (".cls", ".label")
+
+
+_RELATIVE_FIX = (
+    "a relative path stays inside the manifest's folder; write the image's absolute path "
+    "(or an s3:// URI) instead"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,9 +299,17 @@ class ManifestSource(ImageSource):
                         "write integer labels (0, 1, ...) or drop the label column"
                     ) from None
             path = str(path)
-            if path.startswith("s3://") or Path(path).is_absolute():
+            if path.startswith("s3://"):
+                yield Item(str(item_id), path, label, path)
+            elif Path(path).is_absolute():
+                if self.uri.startswith("s3://"):  # remote data naming this machine's files
+                    raise DataError(
+                        f"{self.uri} {at}: path {path!r} is a local file, but the manifest is on "
+                        "S3; name images by s3:// URIs or paths relative to the manifest"
+                    )
                 yield Item(str(item_id), path, label, path)
             else:
+                contained_name(path, f"{at} path", where=self.uri, fix=_RELATIVE_FIX)
                 yield Item(str(item_id), self.location.join(path), label, path)
 
     def read(self, item: Item) -> bytes:

@@ -3,6 +3,9 @@
 Listings are streamed in one global order, the byte order of the relative paths (what S3's
 ``ListObjectsV2`` returns), so a folder and its copy on S3 give the same items in the same
 order. Locally, one directory's names are held at a time; on S3, one page of 1,000 keys.
+Every name read or listed is a plain relative name inside the root
+(:func:`~fct_registry._files.contained_name`): a name from data (an image manifest's row, an S3
+key) never reaches a file outside the location.
 S3 clients are created lazily, once per process, so a location can be handed to DataLoader
 workers (forked or spawned) and each worker opens its own connection pool.
 """
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from fct_registry._files import contained_name
 from fct_registry.errors import DataError
 
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -67,7 +71,8 @@ class LocalLocation(Location):
         self._prefix = self.uri.rstrip("/") + "/"
 
     def walk(self, sub: str = "") -> Iterator[str]:
-        folder = self.root / sub if sub else self.root
+        sub = sub.rstrip("/")
+        folder = self.root / contained_name(sub, "folder", where=self.uri) if sub else self.root
         prefix = f"{sub.rstrip('/')}/" if sub else ""
         yield from _walk_local(folder, prefix)
 
@@ -79,7 +84,8 @@ class LocalLocation(Location):
         return sorted(folders), sorted(files)
 
     def read(self, name: str) -> bytes:
-        path = self._prefix + name  # str, not Path: pathlib's parsing costs ~10% per image
+        # str, not Path: pathlib's parsing costs ~10% per image
+        path = self._prefix + contained_name(name, "file name", where=self.uri)
         try:
             with open(path, "rb") as fh:
                 return fh.read()
@@ -97,6 +103,7 @@ class LocalLocation(Location):
             raise DataError(f"cannot read {path}: {exc.strerror or exc}; check the file") from None
 
     def open(self, name: str) -> IO[bytes]:
+        contained_name(name, "file name", where=self.uri)
         try:
             return (self.root / name).open("rb")
         except OSError as exc:
@@ -125,6 +132,10 @@ def _walk_local(folder: Path, prefix: str) -> Iterator[str]:
 # --- S3 ----------------------------------------------------------------------------------------
 
 _CLIENTS: dict[tuple[int, str | None], Any] = {}
+_KEY_FIX = (
+    "S3 keys are literal, so a key with .., // or a leading / would name another file once "
+    "copied to disk; rename the object, or leave it out of the prefix"
+)
 
 
 def s3_client() -> Any:
@@ -154,6 +165,7 @@ class S3Location(Location):
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
 
     def _key(self, name: str) -> str:
+        name = contained_name(name, "object name", where=self.uri)
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
@@ -223,7 +235,9 @@ class S3Location(Location):
         for page in self._pages(prefix):
             for obj in page.get("Contents", []):
                 if not obj["Key"].endswith("/"):  # "folder" marker objects hold no data
-                    yield obj["Key"][cut:]
+                    yield contained_name(
+                        obj["Key"][cut:], "object key", where=self.uri, fix=_KEY_FIX
+                    )
 
     def children(self) -> tuple[list[str], list[str]]:
         prefix = f"{self.prefix}/" if self.prefix else ""

@@ -16,11 +16,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from fct_registry._files import UnsafePathError, contained_name
 from fct_registry.gallery.errors import ManifestError, NotFoundError
 from fct_registry.gallery.storage import Storage
 
 MANIFEST = "manifest.json"
 FORMAT = "fct-gallery/1"
+SHARD_SUFFIX = ".parquet"
+
+_UNTRUSTED_FIX = (
+    "a gallery names its shards by relative paths inside it (part-00000.parquet), so the "
+    "manifest was altered or comes from an untrusted source: restore it, or re-index the "
+    "gallery with `fct embed`"
+)
 
 
 GroupKey = tuple[int, str | None]
@@ -59,7 +67,14 @@ class ShardInfo:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
+    def from_dict(cls, d: dict[str, Any], field: str = "shard") -> ShardInfo:
+        """A shard entry read from data (a manifest, a job's marker); ``field`` names it in
+        errors (``shards[3]``). The path must be a plain relative name inside the gallery
+        (:class:`~fct_registry._files.UnsafePathError` otherwise): it becomes a local path or
+        an S3 key, and an upgrade writes its output under the same name."""
+        path = contained_name(d["path"], f"{field}.path", fix=_UNTRUSTED_FIX)
+        if not path.endswith(SHARD_SUFFIX):
+            raise ValueError(f"{field}.path {path!r} is not a {SHARD_SUFFIX} file")
         groups = {
             (
                 int(g["model_version"]),
@@ -68,7 +83,7 @@ class ShardInfo:
             for g in d["groups"]
         }
         info = cls(
-            path=str(d["path"]),
+            path=path,
             rows=int(d["rows"]),
             sha256=str(d["sha256"]),
             bytes=int(d["bytes"]),
@@ -76,6 +91,8 @@ class ShardInfo:
             side_info_dim=None if d.get("side_info_dim") is None else int(d["side_info_dim"]),
             groups=groups,
         )
+        if info.rows < 0 or info.bytes < 0 or any(n < 0 for n in groups.values()):
+            raise ValueError(f"{field} ({info.path}) records a negative row or byte count")
         if sum(groups.values()) != info.rows:
             raise ValueError(
                 f"shard {info.path}: groups add up to {sum(groups.values())} rows, not {info.rows}"
@@ -145,11 +162,16 @@ class Manifest:
                 )
             manifest = cls(
                 family=str(raw["family"]),
-                shards=tuple(ShardInfo.from_dict(s) for s in raw["shards"]),
+                shards=tuple(
+                    ShardInfo.from_dict(s, f"shards[{i}]") for i, s in enumerate(raw["shards"])
+                ),
                 provenance=raw.get("provenance"),
             )
+            manifest._check_totals(raw, where)
         except ManifestError:
             raise
+        except UnsafePathError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ManifestError(
                 f"{where} is not a valid gallery manifest ({type(exc).__name__}: "
@@ -159,6 +181,32 @@ class Manifest:
         if len(set(names)) != len(names):
             raise ManifestError(f"{where} lists a shard twice; restore it or re-index the gallery")
         return manifest
+
+    def _check_totals(self, raw: dict[str, Any], where: str) -> None:
+        """The top-level totals (what ``fct gallery info`` and planners read first) must be the
+        sum of the shards: a manifest whose totals disagree was edited or damaged."""
+        written = self.to_dict()
+        for key in ("rows", "versions", "groups"):
+            if key not in raw:
+                raise ManifestError(
+                    f"{where} has no {key!r} total; restore it, or re-index the gallery with "
+                    "`fct embed`"
+                )
+            got, want = raw[key], written[key]
+            if key == "groups" and isinstance(got, list):  # the same groups in any order
+                got = sorted(got, key=lambda g: json.dumps(g, sort_keys=True, default=str))
+                want = sorted(want, key=lambda g: json.dumps(g, sort_keys=True, default=str))
+            if got != want:
+                raise ManifestError(
+                    f"{where}: its {key!r} total ({_short(raw[key])}) disagrees with its shards "
+                    f"({_short(written[key])}); the manifest was edited or damaged: restore it, "
+                    "or re-index the gallery with `fct embed`"
+                )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def read_manifest(storage: Storage) -> tuple[Manifest, str]:

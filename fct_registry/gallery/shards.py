@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.errors import CorruptShardError, SchemaError
+from fct_registry.gallery.errors import CorruptShardError, GalleryError, NotFoundError, SchemaError
 from fct_registry.gallery.manifest import GroupKey, ShardInfo
 from fct_registry.gallery.storage import Storage, sha256_file
 
@@ -155,7 +155,15 @@ class ShardReader:
 
     def __enter__(self) -> ShardReader:
         self._copy = self.storage.local_copy(self.info.path)
-        path: Path = self._copy.__enter__()
+        try:
+            path: Path = self._copy.__enter__()
+        except NotFoundError:
+            self._copy = None
+            raise GalleryError(
+                f"gallery {self.storage.uri} lists shard {self.info.path} in its manifest, but "
+                "the shard is missing; restore it (from a backup, or `dvc pull`), or re-run the "
+                "job that wrote the gallery (`fct embed` or `fct upgrade`)"
+            ) from None
         try:
             self._open(path)
         except BaseException:

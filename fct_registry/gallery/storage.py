@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fct_registry._files import sha256_file
+from fct_registry._files import contained_name, sha256_file
 from fct_registry.gallery.errors import NotFoundError, StorageError, StorageUnreachableError
 
 TMP_SUFFIX = ".fct-tmp"
@@ -36,7 +36,12 @@ _CHUNK = 1 << 20
 
 
 class Storage(ABC):
-    """Files under one root, named by relative POSIX paths (``part-00000.parquet``)."""
+    """Files under one root, named by relative POSIX paths (``part-00000.parquet``).
+
+    Every name is checked with :func:`~fct_registry._files.contained_name` before it becomes a
+    path or a key, so a name read from data (a manifest, a marker) can never reach outside the
+    root, even if a caller forgot to check it where it was read.
+    """
 
     uri: str
 
@@ -105,7 +110,7 @@ class LocalStorage(Storage):
         self.uri = str(self.root)
 
     def _path(self, name: str) -> Path:
-        return self.root / name
+        return self.root / contained_name(name, "file name", where=self.uri)
 
     def list(self) -> list[str]:
         if not self.root.is_dir():
@@ -223,6 +228,7 @@ class S3Storage(Storage):
         return self._client
 
     def _key(self, name: str) -> str:
+        name = contained_name(name, "object name", where=self.uri)
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _name(self, key: str) -> str:
