@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from fct_registry._files import UnsafePathError, contained_name
+from fct_registry.backfill.run import JOB_FILE as BACKFILL_JOB
+from fct_registry.backfill.run import _clean as clean_backfill
 from fct_registry.cli import main
 from fct_registry.data.image_sources import open_source
 from fct_registry.data.locations import LocalLocation, S3Location
@@ -356,3 +358,17 @@ def test_a_deleted_shard_names_the_gallery_and_the_fix(
         rc, text, f"gallery {tmp_path / 'g'} lists shard part-00001.parquet", "is missing",
         "restore it", "re-run the job that wrote the gallery",
     )  # fmt: skip
+
+
+def test_a_backfill_job_file_in_the_gallery_cannot_delete_outside_it(tmp_path: Path) -> None:
+    """``fct backfill run`` works in place and, once done, deletes the shards its job file says
+    it replaced: a job file shipped with the gallery must not name files elsewhere."""
+    _gallery(tmp_path / "g")
+    victim = tmp_path / "victim.parquet"
+    victim.write_bytes(b"keep me")
+    storage = open_storage(tmp_path / "g")
+    job = {"replaced": {"../victim.parquet": "x.parquet"}}
+    storage.write_bytes(BACKFILL_JOB, json.dumps(job).encode())
+    with pytest.raises(UnsafePathError, match=r"file name '\.\./victim\.parquet' climbs out"):
+        clean_backfill(storage, Gallery.open(tmp_path / "g").manifest, job)
+    assert victim.read_bytes() == b"keep me"
