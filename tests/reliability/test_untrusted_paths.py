@@ -372,3 +372,13 @@ def test_a_backfill_job_file_in_the_gallery_cannot_delete_outside_it(tmp_path: P
     with pytest.raises(UnsafePathError, match=r"file name '\.\./victim\.parquet' climbs out"):
         clean_backfill(storage, Gallery.open(tmp_path / "g").manifest, job)
     assert victim.read_bytes() == b"keep me"
+
+
+def test_a_deleted_shard_on_s3_names_the_gallery_and_the_fix(s3: S3) -> None:
+    write_gallery(s3.uri("g"), synthetic_rows(30), shard_rows=10)
+    s3.client.delete_object(Bucket=s3.bucket, Key="g/part-00001.parquet")
+    gallery = Gallery.open(s3.uri("g"))
+    with pytest.raises(GalleryError, match=r"gallery s3://.*/g lists shard part-00001.parquet.*"):
+        list(gallery.batches())
+    with pytest.raises(GalleryError, match=r"part-00001.parquet .*is missing; restore it"):
+        gallery.check_usable()
