@@ -22,6 +22,10 @@ from fct_registry._files import contained_name
 from fct_registry.errors import DataError
 
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+_FIX = (
+    "images are named by plain relative paths inside their folder or prefix; rename the file, "
+    "or name it by its absolute path or s3:// URI in an image manifest"
+)
 
 
 class Location(ABC):
@@ -72,9 +76,13 @@ class LocalLocation(Location):
 
     def walk(self, sub: str = "") -> Iterator[str]:
         sub = sub.rstrip("/")
-        folder = self.root / contained_name(sub, "folder", where=self.uri) if sub else self.root
+        folder = (
+            self.root / contained_name(sub, "folder", where=self.uri, fix=_FIX)
+            if sub
+            else self.root
+        )
         prefix = f"{sub.rstrip('/')}/" if sub else ""
-        yield from _walk_local(folder, prefix)
+        yield from _walk_local(folder, prefix)  # names from scandir: no .., no leading /
 
     def children(self) -> tuple[list[str], list[str]]:
         folders, files = [], []
@@ -85,7 +93,7 @@ class LocalLocation(Location):
 
     def read(self, name: str) -> bytes:
         # str, not Path: pathlib's parsing costs ~10% per image
-        path = self._prefix + contained_name(name, "file name", where=self.uri)
+        path = self._prefix + contained_name(name, "file name", where=self.uri, fix=_FIX)
         try:
             with open(path, "rb") as fh:
                 return fh.read()
@@ -103,7 +111,7 @@ class LocalLocation(Location):
             raise DataError(f"cannot read {path}: {exc.strerror or exc}; check the file") from None
 
     def open(self, name: str) -> IO[bytes]:
-        contained_name(name, "file name", where=self.uri)
+        contained_name(name, "file name", where=self.uri, fix=_FIX)
         try:
             return (self.root / name).open("rb")
         except OSError as exc:
@@ -165,7 +173,7 @@ class S3Location(Location):
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
 
     def _key(self, name: str) -> str:
-        name = contained_name(name, "object name", where=self.uri)
+        name = contained_name(name, "object name", where=self.uri, fix=_FIX)
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
