@@ -7,7 +7,7 @@ the source from a path or URI:
   class folders' indices in sorted order (torchvision's ImageFolder convention).
 * ``folder``: every image under ``ROOT`` (any depth), no labels.
 * ``manifest``: a CSV or Parquet file with columns ``id,path[,label]``; paths are relative to
-  the manifest's folder (or absolute, or ``s3://`` URIs).
+  the manifest's folder and stay inside it, or absolute (for a local manifest), or ``s3://`` URIs.
 * ``tar``: WebDataset-style tar shards (``key.jpg`` + optional ``key.cls`` per sample), local or
   on S3, read front to back once.
 * ``safetensors``: the pipeline's prepared split (uint8 ``[N, C, H, W]`` held in memory).
