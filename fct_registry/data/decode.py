@@ -280,7 +280,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
             height = int.from_bytes(data[at + 5 : at + 7], "big")
             width = int.from_bytes(data[at + 7 : at + 9], "big")
             return width, height
-        if marker == 0xDA:  # start of scan before any frame header: damaged
+        if marker in (0xD9, 0xDA):  # end of image or scan data before a frame header: damaged
             return None
         at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
     return None
