@@ -4,7 +4,10 @@ Shard ``k`` of the gallery holds the items at positions ``[k * shard_rows, (k + 
 of the source's stable listing (fewer rows when bad images are skipped). Layout while the job
 runs, as for ``fct upgrade`` (:mod:`fct_registry.upgrade.job`)::
 
-    _fct_embed/job.json                  fingerprint of the job, written first
+    _fct_embed.lease                     held for the whole run: a second run fails at once,
+                                         naming the holder (:mod:`fct_registry.gallery.lease`)
+    _fct_embed/job.json                  fingerprint of the job, written first (removed again
+                                         when the run fails before finishing any shard)
     _fct_embed/part-00000.parquet.json   one marker per finished shard: its checksums, the
                                          sha256 of the ids it read, the items it skipped
     part-00000.parquet, ...              published atomically, one at a time
@@ -618,6 +621,6 @@ def _json(payload: dict[str, Any]) -> bytes:
 
 
 def _reached(point: str) -> None:
-    """A named point of the job (``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>``,
-    ``manifest``). Does nothing; the kill-and-resume tests replace it
+    """A named point of the job (``inspected``, ``batch:<shard>:<batch>``, ``shard:<i>``,
+    ``marker:<i>``, ``manifest``). Does nothing; the kill-and-resume tests replace it
     (``tests/kill_at.py``), so library code holds no kill switch."""
