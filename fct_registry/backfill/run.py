@@ -17,6 +17,10 @@ rest redone, and the result is byte-identical to an uninterrupted run (writing i
 and the job's fingerprint pins plan, model and batching). Rerunning a finished plan does nothing
 (its checksum is in the manifest's provenance), which makes ``run`` idempotent. The first
 backfill of a gallery rewrites every shard, so all shards share the schema with ``backfilled``.
+
+One run at a time per gallery: the run holds ``_fct_backfill.lease`` in it
+(:mod:`fct_registry.gallery.lease`), so a second ``fct backfill run`` started meanwhile fails at
+once naming the holder, and reads the gallery only once it holds the lease.
 """
 
 from __future__ import annotations
@@ -39,12 +43,15 @@ from fct_registry.data.decode import ImageTransform
 from fct_registry.errors import DataError, FctError
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import ManifestError, StorageError
+from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.shards import write_shard
 
 PROGRESS_DIR = "_fct_backfill"
 JOB_FILE = f"{PROGRESS_DIR}/job.json"
+LEASE = "_fct_backfill.lease"
+"""Held for the whole run (:mod:`fct_registry.gallery.lease`), in the gallery it rewrites."""
 DEFAULT_BATCH_SIZE = 8192
 IMAGE_CHUNK = 512
 """Images decoded and embedded at a time: memory stays bounded however many rows a shard plans."""
@@ -107,8 +114,22 @@ def run_backfill(
     a safetensors file. An image that cannot be read or decoded stops the run before anything
     is published: the error names the item and its URI, and the job's files are removed.
     """
+    storage = (gallery or Gallery.open(plan.gallery)).storage
+    with lease(storage, LEASE, "`fct backfill run`"):  # one run per gallery at a time
+        # Read under the lease: a run that held it before us may have replaced the manifest.
+        return _run(plan, embed, model_id, Gallery.open(storage), images, transform, batch_size)
+
+
+def _run(
+    plan: BackfillPlan,
+    embed: EmbedImages,
+    model_id: str,
+    gallery: Gallery,
+    images: str | None,
+    transform: ImageTransform | None,
+    batch_size: int,
+) -> BackfillReport:
     start = time.perf_counter()
-    gallery = gallery or Gallery.open(plan.gallery)
     storage = gallery.storage
     fingerprint = job_fingerprint(plan, model_id, batch_size, transform)
     report = BackfillReport(gallery.uri, len(plan.ids), 0, fingerprint=fingerprint)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from fct_registry.cli._common import add_tracking_uri, check_file, check_positive, check_store
+from fct_registry.cli.embed import add_max_pixels, check_max_pixels
 from fct_registry.errors import FctError
 
 # Copies of ``backfill.run.DEFAULT_BATCH_SIZE`` and ``evaluation.backfill.ORDERS.names()`` (a test
@@ -158,6 +159,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         default="convert",
         help="as for `fct embed`: convert images with other channels (default) or refuse them",
     )
+    add_max_pixels(parser)
     add_tracking_uri(parser)
 
 
@@ -191,6 +193,7 @@ def check(args: argparse.Namespace) -> None:
             raise FctError(
                 f"--plan file {args.plan} does not exist; write one with `fct backfill plan`"
             )
+    check_max_pixels(args)
     check_file("--images", args.images and Path(args.images))
     if args.model:
         check_file("--model", Path(args.model))

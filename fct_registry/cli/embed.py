@@ -14,6 +14,11 @@ from fct_registry.cli._common import (
 from fct_registry.errors import FctError
 from fct_registry.registry.refs import parse_ref
 
+# Copies of ``data.decode.DEFAULT_MAX_PIXELS`` and ``MAX_PIXELS_ENV`` (a test keeps them equal):
+# importing the decoder costs torch, a parser must not.
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_PIXELS_ENV = "FCT_MAX_PIXELS"
+
 DESCRIPTION = """\
 Embed images with a registered family version and the side-info extractor linked to it, and
 write a gallery: Parquet shards (id, embedding, side_info, model_version, side_info_version and
@@ -26,13 +31,16 @@ shards in WebDataset layout (key.jpg + key.cls), any of these under s3://bucket/
 safetensors file of uint8 [N, C, H, W] `images` (default: the pipeline's prepared split,
 outputs/data/<split>.safetensors). Images are decoded in --workers DataLoader workers, resized
 (shorter side) and centre-cropped to the version's input shape; each row records its source URI.
+An image whose header declares more than --max-pixels pixels (default 50 MP) is a bad image,
+refused before it is decoded.
 
 Streaming and resumable: memory does not grow with the collection, and after an interruption
 (even kill -9) rerunning the same command finishes the job, skipping finished shards. DST is a
 local folder or s3://bucket/prefix (boto3 credentials; AWS_ENDPOINT_URL for S3-compatible
 servers). --engine ray runs the same per-shard function on Ray Data actors (a private local
 Ray, or a cluster with --ray-address): same gallery files, and either engine resumes the other's
-interrupted run."""
+interrupted run. One run per DST at a time: a second one fails at once naming the holder
+(DST/_fct_embed.lease; a killed holder's lease on this host is taken over)."""
 
 EPILOG = """\
 examples:
@@ -107,6 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="images with other channels than the model reads: convert them (default) or "
         "treat them as bad images (strict)",
     )
+    add_max_pixels(parser)
     parser.add_argument(
         "--engine",
         choices=("local", "ray"),
@@ -166,7 +175,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
 
 
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels``, shared with ``fct backfill``."""
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="an image whose header declares more than N pixels (width x height) is a bad "
+        "image, refused before decoding (a small file can declare gigapixels); 0: no limit "
+        f"(default: ${MAX_PIXELS_ENV}, else {DEFAULT_MAX_PIXELS:,})",
+    )
+
+
+def check_max_pixels(args: argparse.Namespace) -> None:
+    if args.max_pixels is not None and args.max_pixels < 0:
+        raise FctError(
+            f"--max-pixels must be 0 (no limit) or a pixel count, got {args.max_pixels}; "
+            f"e.g. --max-pixels {DEFAULT_MAX_PIXELS}"
+        )
+
+
 def check(args: argparse.Namespace) -> None:
+    check_max_pixels(args)
     check_positive(
         shard_rows=args.shard_rows,
         batch_size=args.batch_size,

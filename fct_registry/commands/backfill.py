@@ -44,7 +44,8 @@ def _embedder(
 ) -> tuple[Callable[[Any], np.ndarray], str, ImageTransform | None]:
     """``(images -> embeddings, model id, image transform)`` for the target version; the
     transform decodes image files as ``fct embed`` does (the version's input shape, and
-    ``--resize``/``--upscale``/``--color``); ``None`` when the model records no input shape."""
+    ``--resize``/``--upscale``/``--color``/``--max-pixels``); ``None`` when the model records no
+    input shape."""
     device = pick_device(args.device)
     if args.model:
         module, spec = load_model(Path(args.model))
@@ -65,6 +66,7 @@ def _embedder(
             resize=-1 if args.resize is None else args.resize,
             upscale=args.upscale,
             color=args.color,
+            max_pixels=args.max_pixels,
         )
     return (lambda images: embed_images(module, images, device).numpy()), model_id, transform
 

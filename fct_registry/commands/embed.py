@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         resize=-1 if args.resize is None else args.resize,
         upscale=args.upscale,
         color=args.color,
+        max_pixels=args.max_pixels,
         limit=args.limit,
         progress=not args.no_progress and not args.json,
         runner=_runner(args),

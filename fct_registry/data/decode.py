@@ -9,13 +9,21 @@ JPEGs at a reduced scale), whose errors say what is wrong. Both paths convert co
 way (ITU-R 601 luma with Pillow's integer rounding). Every way an input can be unusable raises
 :class:`BadImageError`, whose message names the item and the fix; the loaders hand these to the
 ``on_bad_image`` policy instead of letting them escape a worker.
+
+Pixel limit: a few hundred KB of PNG can declare 20000x20000 pixels and take gigabytes to decode
+(torchvision has no guard; Pillow's ``MAX_IMAGE_PIXELS`` covers only Pillow). So width x height
+is read from the file's header first (PNG's IHDR and JPEG's SOF here, Pillow's lazy ``open`` for
+the rest) and an image over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, or the
+``FCT_MAX_PIXELS`` environment variable; ``--max-pixels`` on the commands) is a bad image before
+a pixel is decoded.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -48,6 +56,30 @@ _SIGNATURES = (
 )
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Width x height above which an image is refused unread (50 MP: a 7071x7071 image, ~150 MB of
+RGB pixels once decoded); 0 means no limit."""
+MAX_PIXELS_ENV = "FCT_MAX_PIXELS"
+"""Environment variable that overrides :data:`DEFAULT_MAX_PIXELS` (commands' ``--max-pixels``
+overrides both)."""
+
+
+def default_max_pixels() -> int:
+    """The pixel limit when none is given: ``$FCT_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(
+            f"{MAX_PIXELS_ENV}={raw!r} is not a pixel count; set it to a whole number such as "
+            f"{DEFAULT_MAX_PIXELS} (0: no limit), or unset it"
+        )
+    return value
+
 
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
@@ -66,6 +98,8 @@ class ImageTransform:
     * crop: the centre ``height`` x ``width`` window.
     * ``color``: ``convert`` turns grayscale into RGB (or RGB into grayscale, ITU-R 601 luma)
       when the image has other channels than the version; ``strict`` refuses such images.
+    * ``max_pixels``: an image whose header declares more pixels (width x height) is a bad image,
+      refused before decoding (0: no limit; default: :func:`default_max_pixels`).
     """
 
     channels: int
@@ -74,6 +108,7 @@ class ImageTransform:
     resize: int | None = None
     upscale: bool = False
     color: ColorPolicy = "convert"
+    max_pixels: int = field(default_factory=default_max_pixels)
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -87,6 +122,11 @@ class ImageTransform:
             )
         if self.color not in ("convert", "strict"):
             raise ConfigError(f"color must be 'convert' or 'strict', got {self.color!r}")
+        if self.max_pixels < 0:
+            raise ConfigError(
+                f"max_pixels must be 0 (no limit) or more, got {self.max_pixels}; pass a "
+                f"pixel count such as {DEFAULT_MAX_PIXELS}"
+            )
 
     @classmethod
     def for_input_shape(
@@ -96,19 +136,26 @@ class ImageTransform:
         resize: int | None = -1,
         upscale: bool = False,
         color: ColorPolicy = "convert",
+        max_pixels: int | None = None,
     ) -> ImageTransform:
         """The transform for a model whose spec says ``input_shape = [C, H, W]``; ``resize=-1``
-        (default) resizes the shorter side to the crop's longer side, as at training time."""
+        (default) resizes the shorter side to the crop's longer side, as at training time;
+        ``max_pixels=None``: :func:`default_max_pixels`."""
         c, h, w = (int(v) for v in input_shape)
-        return cls(c, h, w, max(h, w) if resize == -1 else resize, upscale, color)
+        resize = max(h, w) if resize == -1 else resize
+        if max_pixels is None:
+            return cls(c, h, w, resize, upscale, color)
+        return cls(c, h, w, resize, upscale, color, max_pixels)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.channels, self.height, self.width
 
     def record(self) -> dict[str, object]:
-        """What a gallery's provenance records (and a resumed job must match)."""
-        return {
+        """What a gallery's provenance records (and a resumed job must match). ``max_pixels``
+        is recorded only when it is not the default, so jobs and galleries fingerprinted before
+        the limit existed still match."""
+        record: dict[str, object] = {
             "channels": self.channels,
             "height": self.height,
             "width": self.width,
@@ -116,22 +163,43 @@ class ImageTransform:
             "upscale": self.upscale,
             "color": self.color,
         }
+        if self.max_pixels != DEFAULT_MAX_PIXELS:
+            record["max_pixels"] = self.max_pixels
+        return record
 
 
-def decode(data: bytes, transform: ImageTransform | None, what: str) -> torch.Tensor:
+def decode(
+    data: bytes, transform: ImageTransform | None, what: str, *, max_pixels: int | None = None
+) -> torch.Tensor:
     """``data`` (an encoded image file) as uint8 ``[C, H, W]`` after ``transform`` (``None``:
     at its own size, grayscale as 1 channel and anything else as RGB).
 
+    ``max_pixels``: default ``transform.max_pixels``, or :func:`default_max_pixels` without a
+    transform; the header's width x height is checked against it before anything is decoded.
     Raises :class:`BadImageError` naming ``what`` (the item's id or URI) and the fix.
     """
     from PIL import Image, UnidentifiedImageError
 
-    if transform is not None:
-        fast = _decode_torchvision(data, transform, what)
-        if fast is not None:
-            return fast
+    if max_pixels is None:
+        max_pixels = transform.max_pixels if transform is not None else default_max_pixels()
+    size = header_size(data)
+    if size is None and data[:3] in (b"\xff\xd8\xff", b"\x89PN"):
+        size = _pillow_size(data)  # an odd JPEG/PNG header: ask Pillow (still no decoding)
+    if size is not None:
+        check_pixels(size, max_pixels, what)
+        if transform is not None:  # torchvision only with a header read: its decoder has no guard
+            fast = _decode_torchvision(data, transform, what)
+            if fast is not None:
+                return fast
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the limit below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as exc:  # beyond Pillow's hard limit (2x its own)
+        raise BadImageError(
+            f"{what} declares too many pixels for Pillow to open ({exc}); shrink the image, "
+            "or pass --on-bad-image skip to leave such images out"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         known = next((fmt for sig, fmt in _SIGNATURES if data.startswith(sig)), None)
         if known:  # the header says what it is, but Pillow cannot parse it: cut short or damaged
@@ -145,6 +213,7 @@ def decode(data: bytes, transform: ImageTransform | None, what: str) -> torch.Te
             f"{what} is not an image Pillow can read ({hint}); remove it, or "
             "re-export it as JPEG or PNG"
         ) from None
+    check_pixels(img.size, max_pixels, what)  # before load(): nothing decoded yet
     try:
         if transform is not None and transform.resize is not None and img.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale when that still covers the resize target.
@@ -168,6 +237,65 @@ def decode(data: bytes, transform: ImageTransform | None, what: str) -> torch.Te
     if array.ndim == 2:
         return array.unsqueeze(0)
     return array.permute(2, 0, 1).contiguous()
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int, what: str) -> None:
+    """Refuse a ``(width, height)`` over ``max_pixels`` (0: no limit) as a bad image."""
+    w, h = size
+    if max_pixels and w * h > max_pixels:
+        raise BadImageError(
+            f"{what} is {w}x{h} pixels ({w * h / 1e6:.1f} MP), over the {max_pixels:,}-pixel "
+            f"limit (checked before decoding); shrink it, raise the limit (--max-pixels N or "
+            f"{MAX_PIXELS_ENV}=N, 0: none), or pass --on-bad-image skip to leave such images out"
+        )
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a PNG or JPEG file from its header (PNG's IHDR, the JPEG frame
+    header after any APP/EXIF segments), without decoding; ``None`` for other formats or a
+    header that cannot be parsed (those files go through Pillow, which reads its own header)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    at, end = 2, len(data)
+    while at + 4 <= end:
+        if data[at] != 0xFF:
+            return None  # not at a marker: a damaged file, for Pillow to judge
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            at += 2
+            continue
+        if marker in _JPEG_SOF:
+            if at + 9 > end:
+                return None
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            width = int.from_bytes(data[at + 7 : at + 9], "big")
+            return width, height
+        if marker in (0xD9, 0xDA):  # end of image or scan data before a frame header: damaged
+            return None
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return None
+
+
+def _pillow_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from Pillow's header parse; ``None`` when it cannot tell."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data)).size
+    except Exception:  # any failure: the Pillow path reports it properly
+        return None
 
 
 _KINDS = {1: "grayscale (1 channel)", 3: "colour (3 channels)"}

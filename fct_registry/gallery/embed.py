@@ -80,13 +80,15 @@ def index_with_registry(
     resize: int | None = -1,
     upscale: bool = False,
     color: ColorPolicy = "convert",
+    max_pixels: int | None = None,
     limit: int | None = None,
     progress: bool = False,
     runner: Any = None,
 ) -> tuple[EmbedReport, IndexedWith, ImageTransform]:
     """Load ``ref``'s embedding model and side-info extractor (checksums verified) and index
     ``source``: images are resized (shorter side to ``resize``; -1: the model's input size)
-    and centre-cropped to the version's input shape. Uses MLflow's current registry URI."""
+    and centre-cropped to the version's input shape; an image over ``max_pixels`` (``None``:
+    ``$FCT_MAX_PIXELS`` or 50 MP) is a bad image. Uses MLflow's current registry URI."""
     found = models_for(client, ref)
     if found.side_info_uri is None and not without_side_info:
         raise GalleryError(
@@ -96,7 +98,11 @@ def index_with_registry(
             "--without-side-info"
         )
     transform = ImageTransform.for_input_shape(
-        input_shape(found.model_uri), resize=resize, upscale=upscale, color=color
+        input_shape(found.model_uri),
+        resize=resize,
+        upscale=upscale,
+        color=color,
+        max_pixels=max_pixels,
     )
     model = load_model(found.model_uri)
     side_model = side_ref = None

@@ -4,7 +4,10 @@ Shard ``k`` of the gallery holds the items at positions ``[k * shard_rows, (k + 
 of the source's stable listing (fewer rows when bad images are skipped). Layout while the job
 runs, as for ``fct upgrade`` (:mod:`fct_registry.upgrade.job`)::
 
-    _fct_embed/job.json                  fingerprint of the job, written first
+    _fct_embed.lease                     held for the whole run: a second run fails at once,
+                                         naming the holder (:mod:`fct_registry.gallery.lease`)
+    _fct_embed/job.json                  fingerprint of the job, written first (removed again
+                                         when the run fails before finishing any shard)
     _fct_embed/part-00000.parquet.json   one marker per finished shard: its checksums, the
                                          sha256 of the ids it read, the items it skipped
     part-00000.parquet, ...              published atomically, one at a time
@@ -20,6 +23,7 @@ whatever the collection's size; images are decoded in DataLoader workers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -40,6 +44,7 @@ from fct_registry.data.image_sources import ImageSource, Item
 from fct_registry.data.loader import BadImagePolicy, Skipped, check_policy, stream_batches
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import GalleryError, ManifestError, StorageError
+from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.shards import shard_name, write_shard
 from fct_registry.gallery.storage import TMP_SUFFIX, Storage
@@ -48,6 +53,9 @@ from fct_registry.training.embed import embed_images
 
 PROGRESS_DIR = "_fct_embed"
 JOB_FILE = f"{PROGRESS_DIR}/job.json"
+LEASE = "_fct_embed.lease"
+"""Held for the whole run (:mod:`fct_registry.gallery.lease`): a second run into the same
+``--out`` fails at once, naming the holder."""
 SKIPPED_REPORT = "skipped.jsonl"
 CPU_FORWARD_BATCH = 64
 
@@ -165,18 +173,52 @@ def embed_source(
     }
     key = fingerprint(source, transform, models, settings)
     report = EmbedReport(source.uri, storage.uri, fingerprint=key)
-    markers = _inspect(storage, key)
-    if markers is None:
-        manifest = Manifest.from_json(storage.read_bytes(MANIFEST), storage.uri)
-        report.already_complete, report.manifest = True, manifest
-        report.rows, report.shards = manifest.rows, len(manifest.shards)
-        report.items = int((manifest.provenance or {}).get("source", {}).get("items", 0))
-        _clean_progress(storage)
-        return report
-    storage.remove_temporaries()
-    if JOB_FILE not in markers:
-        storage.write_bytes(JOB_FILE, _json({"fingerprint": key, "source": source.uri}))
+    with lease(storage, LEASE, "`fct embed`"):  # one run per --out; released however it ends
+        markers = _inspect(storage, key)
+        _reached("inspected")
+        if markers is None:
+            manifest = Manifest.from_json(storage.read_bytes(MANIFEST), storage.uri)
+            report.already_complete, report.manifest = True, manifest
+            report.rows, report.shards = manifest.rows, len(manifest.shards)
+            report.items = int((manifest.provenance or {}).get("source", {}).get("items", 0))
+            _clean_progress(storage)
+            return report
+        storage.remove_temporaries()  # only ours and dead writers'; we hold the lease anyway
+        fresh = JOB_FILE not in markers
+        if fresh:
+            storage.write_bytes(JOB_FILE, _json({"fingerprint": key, "source": source.uri}))
+        try:
+            _run(
+                source, storage, models, transform, settings, key, markers, report,
+                device, num_workers, progress, runner,
+            )  # fmt: skip
+        except BaseException:
+            if fresh:
+                _forget_unfinished(storage)
+            raise
+    report.seconds = time.perf_counter() - wall
+    report.cpu_seconds = time.process_time() - cpu
+    return report
 
+
+def _run(
+    source: ImageSource,
+    storage: Storage,
+    models: EmbedModels,
+    transform: ImageTransform,
+    settings: dict[str, Any],
+    key: str,
+    markers: set[str],
+    report: EmbedReport,
+    device: torch.device | str,
+    num_workers: int,
+    progress: bool,
+    runner: ShardRunner | None,
+) -> None:
+    """The job proper, under the destination's lease: shards, then the manifest."""
+    batch_size, shard_rows = settings["batch_size"], settings["shard_rows"]
+    row_group_rows, on_bad_image = settings["row_group_rows"], settings["on_bad_image"]
+    limit = settings["limit"]
     dev = torch.device(device)
     schema = _schema(models, transform, source.has_labels, dev)
     listing: Iterator[Item] = source.items()
@@ -265,9 +307,6 @@ def embed_source(
     _reached("manifest")
     _clean_progress(storage)
     report.manifest, report.rows, report.shards = manifest, manifest.rows, len(outputs)
-    report.seconds = time.perf_counter() - wall
-    report.cpu_seconds = time.process_time() - cpu
-    return report
 
 
 @dataclass(frozen=True)
@@ -458,7 +497,7 @@ def _relist(source: ImageSource, start: int, limit: int | None) -> Iterator[Item
 def _inspect(storage: Storage, key: str) -> set[str] | None:
     """The progress files an earlier run of this job left (empty for a fresh start), or
     ``None`` when this job already completed there; anything else is refused."""
-    names = storage.list()
+    names = [n for n in storage.list() if n != LEASE]  # the lease this run holds
     if not names:
         return set()
     if MANIFEST in names:
@@ -534,6 +573,18 @@ def _clean_progress(storage: Storage) -> None:
             storage.delete(name)
 
 
+def _forget_unfinished(storage: Storage) -> None:
+    """A run that started the job and failed before finishing any shard (a refused input, the
+    first bad image under ``fail``) leaves the destination as it found it: no job file, so a
+    different command may use it. Finished shards are kept for the rerun that resumes them."""
+    with contextlib.suppress(StorageError):
+        names = storage.list()
+        if any(n.startswith(f"{PROGRESS_DIR}/") and n != JOB_FILE for n in names):
+            return
+        if not [n for n in names if n not in (JOB_FILE, LEASE) and not n.endswith(TMP_SUFFIX)]:
+            storage.delete(JOB_FILE)
+
+
 def _models_record(models: EmbedModels) -> dict[str, Any]:
     return {
         "family": models.family,
@@ -570,6 +621,6 @@ def _json(payload: dict[str, Any]) -> bytes:
 
 
 def _reached(point: str) -> None:
-    """A named point of the job (``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>``,
-    ``manifest``). Does nothing; the kill-and-resume tests replace it
+    """A named point of the job (``inspected``, ``batch:<shard>:<batch>``, ``shard:<i>``,
+    ``marker:<i>``, ``manifest``). Does nothing; the kill-and-resume tests replace it
     (``tests/kill_at.py``), so library code holds no kill switch."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -29,6 +30,8 @@ from fct_registry.gallery.errors import NotFoundError, StorageError, StorageUnre
 
 TMP_SUFFIX = ".fct-tmp"
 """Marks a file being written; leftovers of a killed run are removed by ``remove_temporaries``."""
+_TMP_PID = re.compile(r"\.(\d+)-[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")
+"""The writer's pid in a local temporary name (``.NAME.<pid>-<hex>.fct-tmp``)."""
 
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 SHA256_METADATA = "sha256"
@@ -173,10 +176,32 @@ class LocalStorage(Storage):
                 parent = parent.parent
 
     def remove_temporaries(self) -> list[str]:
-        gone = [n for n in self.list() if n.endswith(TMP_SUFFIX)]
+        """Remove this process's temporary files and those of writers that no longer run; a
+        live writer's are left alone (it may be another run that is still writing)."""
+        gone = [n for n in self.list() if n.endswith(TMP_SUFFIX) and not _live_writer(n)]
         for name in gone:
             self._path(name).unlink(missing_ok=True)
         return gone
+
+
+def pid_alive(pid: int) -> bool:
+    """A process ``pid`` runs on this host (maybe another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _live_writer(name: str) -> bool:
+    """The temporary file ``name`` belongs to another process that still runs."""
+    found = _TMP_PID.search(name)
+    if found is None:  # no pid recorded: nobody to ask
+        return False
+    pid = int(found.group(1))
+    return pid != os.getpid() and pid > 0 and pid_alive(pid)
 
 
 def _fsync_dir(path: Path) -> None:
