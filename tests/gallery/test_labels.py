@@ -16,85 +16,27 @@ import pytest
 
 from fct_registry.cli import main
 from fct_registry.errors import DataError
-from fct_registry.gallery import (
-    MANIFEST,
-    Gallery,
-    GalleryWriter,
-    Manifest,
-    make_batch,
-    open_storage,
-)
+from fct_registry.gallery import Gallery
 from fct_registry.gallery.search import search, topk_accuracy
-
-GALLERY_CLASSES = ("Coat", "Shirt", "Sneaker")
-QUERY_CLASSES = ("Coat", "Sneaker")  # the query tree has no Shirt/ folder
-DIM = 8
-
-
-def write_named(
-    root: Path, emb: np.ndarray, labels: np.ndarray, classes: tuple[str, ...] | None, prefix: str
-) -> Gallery:
-    """A gallery whose manifest records ``classes`` where ``fct embed`` records them."""
-    writer = GalleryWriter(open_storage(root), "tiny", shard_rows=40)
-    writer.write(
-        make_batch([f"{prefix}{i}" for i in range(len(emb))], emb, model_version=1, labels=labels)
-    )
-    manifest = writer.close()
-    if classes is not None:
-        source = {"kind": "imagefolder", "uri": str(root), "classes": list(classes)}
-        named = Manifest(manifest.family, manifest.shards, {"source": source})
-        (root / MANIFEST).write_bytes(named.to_json())
-    return Gallery.open(root)
+from tests.gallery.named_galleries import (
+    GALLERY_CLASSES,
+    QUERY_CLASSES,
+    naive_topk,
+    pair,  # noqa: F401  (module fixture)
+    write_named,
+)
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Items cluster by class *name*: the same name has the same centre on both sides."""
-    rng = np.random.default_rng(0)
-    centre = {name: rng.normal(size=DIM) * 2.0 for name in GALLERY_CLASSES}
-    g_labels = rng.integers(0, len(GALLERY_CLASSES), 90)
-    q_labels = rng.integers(0, len(QUERY_CLASSES), 40)
-
-    def embed(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
-        points = np.stack([centre[classes[i]] for i in labels])
-        return (points + rng.normal(size=points.shape)).astype(np.float32)
-
-    root = tmp_path_factory.mktemp("labels")
-    g_emb, q_emb = embed(g_labels, GALLERY_CLASSES), embed(q_labels, QUERY_CLASSES)
-    return {
-        "root": root,
-        "gallery": write_named(root / "g", g_emb, g_labels, GALLERY_CLASSES, "g"),
-        "queries": write_named(root / "q", q_emb, q_labels, QUERY_CLASSES, "q"),
-        "g_emb": g_emb,
-        "q_emb": q_emb,
-        "g_labels": g_labels,
-        "q_labels": q_labels,
-    }
-
-
-def naive_topk(pair: dict, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """CMC top-k by names, one query at a time: skip queries whose class the gallery lacks."""
-    g_names = [GALLERY_CLASSES[i] for i in pair["g_labels"]]
-    hits = {k: 0 for k in ks}
-    counted = 0
-    for q, label in zip(pair["q_emb"], pair["q_labels"], strict=True):
-        name = QUERY_CLASSES[label]
-        if name not in g_names:
-            continue
-        counted += 1
-        dist = [float(np.sqrt(((q.astype(np.float64) - g) ** 2).sum())) for g in pair["g_emb"]]
-        ranked = [g_names[j] for _, j in sorted(zip(dist, range(len(dist)), strict=True))]
-        for k in ks:
-            hits[k] += name in ranked[:k]
-    return {**{f"top{k}": 100.0 * hits[k] / counted for k in ks}, "queries": float(counted)}
-
-
-def test_manifest_reads_the_recorded_class_names(pair: dict) -> None:
+def test_manifest_reads_the_recorded_class_names(
+    pair: dict,  # noqa: F811  (the imported fixture)
+) -> None:
     assert pair["gallery"].manifest.classes == GALLERY_CLASSES
     assert pair["queries"].manifest.classes == QUERY_CLASSES
 
 
-def test_topk_accuracy_compares_class_names_not_ids(pair: dict) -> None:
+def test_topk_accuracy_compares_class_names_not_ids(
+    pair: dict,  # noqa: F811  (the imported fixture)
+) -> None:
     result = search(pair["gallery"], pair["q_emb"], k=5)
     assert result.gallery_classes == GALLERY_CLASSES
     got = topk_accuracy(result, pair["q_labels"], query_classes=QUERY_CLASSES)
@@ -107,7 +49,8 @@ def test_topk_accuracy_compares_class_names_not_ids(pair: dict) -> None:
 
 
 def test_fct_search_aligns_a_query_folder_missing_a_class(
-    pair: dict, capsys: pytest.CaptureFixture[str]
+    pair: dict,  # noqa: F811  (the imported fixture)
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     g, q = pair["root"] / "g", pair["root"] / "q"
     assert main(["search", "--gallery", str(g), "--query-gallery", str(q), "--json"]) == 0
@@ -120,7 +63,9 @@ def test_fct_search_aligns_a_query_folder_missing_a_class(
 
 
 def test_npy_query_labels_as_names_are_aligned_and_bare_ids_refused(
-    pair: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pair: dict,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     np.save(tmp_path / "q.npy", pair["q_emb"])
     np.save(tmp_path / "names.npy", np.array(QUERY_CLASSES)[pair["q_labels"]])
@@ -139,7 +84,9 @@ def test_npy_query_labels_as_names_are_aligned_and_bare_ids_refused(
 
 
 def test_a_gallery_without_names_and_named_queries_are_refused(
-    pair: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pair: dict,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     bare = write_named(tmp_path / "bare", pair["g_emb"], pair["g_labels"], None, "g")
     assert bare.manifest.classes is None
@@ -154,14 +101,20 @@ def test_a_gallery_without_names_and_named_queries_are_refused(
     assert topk_accuracy(result, pair["g_labels"][: len(pair["q_emb"])])["queries"] > 0
 
 
-def test_a_label_past_the_class_list_is_refused(pair: dict, tmp_path: Path) -> None:
+def test_a_label_past_the_class_list_is_refused(
+    pair: dict,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+) -> None:
     short = write_named(tmp_path / "s", pair["g_emb"], pair["g_labels"], ("Coat", "Shirt"), "g")
     result = search(short, pair["q_emb"], k=1)
     with pytest.raises(DataError, match=r"the gallery hold class id 2 but name only 2 classes"):
         topk_accuracy(result, pair["q_labels"], query_classes=QUERY_CLASSES)
 
 
-def test_a_malformed_class_list_is_named(pair: dict, tmp_path: Path) -> None:
+def test_a_malformed_class_list_is_named(
+    pair: dict,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+) -> None:
     gallery = write_named(tmp_path / "m", pair["g_emb"][:3], pair["g_labels"][:3], None, "g")
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     manifest["provenance"] = {"source": {"classes": "Coat,Shirt"}}
