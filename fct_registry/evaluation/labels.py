@@ -88,18 +88,19 @@ def align_labels(
             (gallery_name, query_name) if query_classes is None else (query_name, gallery_name)
         )
         raise DataError(
-            f"{named} name their classes but {bare} record only class ids, so the ids cannot be "
-            f"matched by name ({lists}); give both sides class names (index the images as "
-            "ImageFolder trees with `fct embed`, or save .npy labels as class-name strings)"
+            f"class names on one side only (names: {named}; ids only: {bare}), so the ids "
+            f"cannot be matched by name ({lists}); give {bare} class names: re-index its "
+            "images with `fct embed` from a source that records them (an ImageFolder tree, a "
+            "prepared split), or save .npy labels as class-name strings"
         )
     query_classes, gallery_classes = tuple(query_classes), tuple(gallery_classes)
     for name, classes in ((query_name, query_classes), (gallery_name, gallery_classes)):
         twice = _duplicates(classes)
         if twice:
             raise DataError(
-                f"{name} name class {twice[0]!r} more than once, so its ids cannot be matched "
-                f"by name ({lists}); give each class one name (re-index from a tree with one "
-                "folder per class)"
+                f"class {twice[0]!r} appears more than once in the class list of {name}, so "
+                f"its ids cannot be matched by name ({lists}); give each class one name "
+                "(re-index from a tree with one folder per class)"
             )
     known = set(gallery_classes)
     union = gallery_classes + tuple(n for n in query_classes if n not in known)
@@ -118,9 +119,10 @@ def _lookup(ids: np.ndarray, lut: np.ndarray, name: str, lists: str) -> np.ndarr
     over = ids >= len(lut)
     if over.any():
         raise DataError(
-            f"{name} hold class id {int(ids[over].max())} but name only {len(lut)} classes "
-            f"(ids 0..{len(lut) - 1}), so the ids cannot be aligned ({lists}); the labels and "
-            "the class list come from different sources: re-index the images with `fct embed`"
+            f"class id {int(ids[over].max())} of {name} has no name: its class list has "
+            f"{len(lut)} (ids 0..{len(lut) - 1}), so the ids cannot be aligned ({lists}); the "
+            "labels and the class list come from different sources: re-index the images with "
+            "`fct embed`"
         )
     out = np.full(ids.shape, -1, dtype=np.int64)
     known = ids >= 0

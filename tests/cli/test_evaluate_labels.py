@@ -69,5 +69,5 @@ def test_ids_against_names_are_refused_naming_both_lists(
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert captured.out == "" and "\n" not in err
-    assert "--gallery-labels name their classes but --query-labels record only class ids" in err
+    assert "names: --gallery-labels; ids only: --query-labels" in err
     assert "['Coat', 'Shirt', 'Sneaker']" in err and "class-name strings" in err

@@ -68,15 +68,18 @@ def test_one_side_without_names_is_refused_naming_both_lists() -> None:
     with pytest.raises(DataError) as info:
         align_labels(np.array([0]), None, np.array([0]), ("Coat", "Shirt"), query_name="Q")
     message = str(info.value)
-    assert "the gallery name their classes but Q record only class ids" in message
+    assert "class names on one side only (names: the gallery; ids only: Q)" in message
     assert "Q: ids only, no names; the gallery: ['Coat', 'Shirt']" in message
     assert "class-name strings" in message and "\n" not in message
-    with pytest.raises(DataError, match=r"Q name their classes but the gallery record only"):
+    with pytest.raises(DataError, match=r"names: Q; ids only: the gallery"):
         align_labels(np.array([0]), ("Coat",), np.array([0]), None, query_name="Q")
 
 
 def test_a_name_twice_is_refused() -> None:
-    with pytest.raises(DataError, match=r"the gallery name class 'Coat' more than once.*'Bag'"):
+    with pytest.raises(
+        DataError,
+        match=r"class 'Coat' appears more than once in the class list of the gallery.*'Bag'",
+    ):
         align_labels(np.array([0]), ("Bag",), np.array([0]), ("Coat", "Shirt", "Coat"))
 
 
@@ -84,7 +87,7 @@ def test_an_id_without_a_name_is_refused_with_both_lists() -> None:
     with pytest.raises(DataError) as info:
         align_labels(np.array([0, 3]), ("Coat", "Shirt"), np.array([0]), ("Coat",))
     message = str(info.value)
-    assert "the queries hold class id 3 but name only 2 classes (ids 0..1)" in message
+    assert "class id 3 of the queries has no name: its class list has 2 (ids 0..1)" in message
     assert "the queries: ['Coat', 'Shirt']; the gallery: ['Coat']" in message
 
 

@@ -79,7 +79,7 @@ def test_npy_query_labels_as_names_are_aligned_and_bare_ids_refused(
     assert captured.out == ""
     err = captured.err.strip()
     assert err.startswith("error: ") and "\n" not in err
-    assert "name their classes but --query-labels" in err and "record only class ids" in err
+    assert "class names on one side only (names: " in err and "ids only: --query-labels" in err
     assert "['Coat', 'Shirt', 'Sneaker']" in err and "save .npy labels as class-name strings" in err
 
 
@@ -91,7 +91,7 @@ def test_a_gallery_without_names_and_named_queries_are_refused(
     bare = write_named(tmp_path / "bare", pair["g_emb"], pair["g_labels"], None, "g")
     assert bare.manifest.classes is None
     result = search(bare, pair["q_emb"], k=1)
-    with pytest.raises(DataError, match=r"the queries name their classes but the gallery record"):
+    with pytest.raises(DataError, match=r"names: the queries; ids only: the gallery"):
         topk_accuracy(result, pair["q_labels"], query_classes=QUERY_CLASSES)
     argv = ["search", "--gallery", str(tmp_path / "bare"), "--query-gallery"]
     assert main([*argv, str(pair["root"] / "q")]) == 2
@@ -107,7 +107,9 @@ def test_a_label_past_the_class_list_is_refused(
 ) -> None:
     short = write_named(tmp_path / "s", pair["g_emb"], pair["g_labels"], ("Coat", "Shirt"), "g")
     result = search(short, pair["q_emb"], k=1)
-    with pytest.raises(DataError, match=r"the gallery hold class id 2 but name only 2 classes"):
+    with pytest.raises(
+        DataError, match=r"class id 2 of the gallery has no name: its class list has 2"
+    ):
         topk_accuracy(result, pair["q_labels"], query_classes=QUERY_CLASSES)
 
 

@@ -99,4 +99,4 @@ def test_search_with_a_query_folder_missing_a_class(
     assert main([*search, *bare, "--query-labels", str(tmp_path / "q-ids.npy")]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "record only class ids" in captured.err and "'Shirt'" in captured.err
+    assert "ids only: --query-labels" in captured.err and "'Shirt'" in captured.err
