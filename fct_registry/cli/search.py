@@ -17,8 +17,11 @@ embeddings (--query). The queries' version must be the gallery's: to search an o
 new-version queries, upgrade it first (`fct upgrade`).
 
 When both sides carry labels, CMC top-1 and top-5 are printed, counted the way `fct evaluate`
-and the pipeline's evaluation count them; --exclude-self leaves each query's own id out of its
-results (leave-one-out), so the numbers match the compatibility evaluation on the test split."""
+and the pipeline's evaluation count them. Labels are compared by class name when the galleries
+record names (an ImageFolder tree's folders), so a query tree lacking a class folder is scored
+right; ids that cannot be matched by name are refused. --exclude-self leaves each query's own id
+out of its results (leave-one-out), so the numbers match the compatibility evaluation on the test
+split."""
 
 EPILOG = """\
 examples:
@@ -53,7 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--query-labels",
         type=Path,
         metavar="L.npy",
-        help="with --query: class ids, shape (n,), for top-k accuracy",
+        help="with --query: labels, shape (n,), for top-k accuracy: class names (strings), "
+        "or class ids when the gallery records no names",
     )
     parser.add_argument(
         "--query-version",

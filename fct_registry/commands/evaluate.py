@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from fct_registry.device import pick_device
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.labels import align_labels, labels_from_array
 from fct_registry.evaluation.retrieval import retrieval_scores
 
 if TYPE_CHECKING:
@@ -92,24 +93,18 @@ def _to_tensor(array: np.ndarray, flag: str) -> torch.Tensor:
 def _encode_labels(
     query_labels: np.ndarray, gallery_labels: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class ids as integer tensors; string labels are mapped to ids jointly so they match."""
-    import numpy as np
+    """Class ids as integer tensors that mean the same class on both sides: string labels are
+    class names, matched by name (``align_labels``); integer ids are compared as they are."""
     import torch
 
-    if query_labels.dtype.kind in "US" or gallery_labels.dtype.kind in "US":
-        if query_labels.dtype.kind != gallery_labels.dtype.kind:
-            raise DataError(
-                f"query labels are {query_labels.dtype} but gallery labels are "
-                f"{gallery_labels.dtype}; use the same label type (all strings or all integers)"
-            )
-        _, ids = np.unique(
-            np.concatenate([query_labels.reshape(-1), gallery_labels.reshape(-1)]),
-            return_inverse=True,
-        )
-        query_ids = ids[: query_labels.size].reshape(query_labels.shape)
-        gallery_ids = ids[query_labels.size :].reshape(gallery_labels.shape)
-        return torch.from_numpy(query_ids), torch.from_numpy(gallery_ids)
-    return (
-        _to_tensor(query_labels, "--query-labels"),
-        _to_tensor(gallery_labels, "--gallery-labels"),
+    query = labels_from_array(query_labels, "--query-labels")
+    gallery = labels_from_array(gallery_labels, "--gallery-labels")
+    q, g, _ = align_labels(
+        query.ids,
+        query.classes,
+        gallery.ids,
+        gallery.classes,
+        query_name="--query-labels",
+        gallery_name="--gallery-labels",
     )
+    return torch.from_numpy(q), torch.from_numpy(g)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from fct_registry.errors import DataError, FctError
+from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery import pgvector as PG
 from fct_registry.gallery import schema as S
@@ -204,7 +205,10 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
             labels = (
                 None
                 if args.query_labels is None
-                else np.load(args.query_labels, allow_pickle=False)[: args.limit]
+                else labels_from_array(
+                    np.load(args.query_labels, allow_pickle=False)[: args.limit],
+                    f"--query-labels {args.query_labels}",
+                )
             )
             ids, version = [f"query-{i}" for i in range(len(queries))], args.query_version
             if args.exclude_self:
@@ -234,9 +238,12 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
             counts, own = _label_stats(conn, loc, exclude)
             as_result = SearchResult(
                 result.ids, result.distances, np.zeros_like(result.labels), result.labels,
-                info.distance, next(iter(versions)), counts, own,
+                info.distance, next(iter(versions)), counts, own, info.manifest().classes,
             )  # fmt: skip
-            accuracy = topk_accuracy(as_result, labels)
+            accuracy = topk_accuracy(
+                as_result, labels.ids, query_classes=labels.classes,
+                query_name=_query_name(args), gallery_name=loc.uri,
+            )  # fmt: skip
     mode = "exact" if args.exact else f"HNSW ef_search={args.ef_search or PG.HNSW_EF_SEARCH}"
     out = {
         "gallery": loc.uri,
@@ -279,6 +286,13 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
     return 0
 
 
+def _query_name(args: argparse.Namespace) -> str:
+    """Where the query labels come from, for error messages (a URL's password hidden)."""
+    if PG.is_pg_url(args.query_gallery):
+        return PG.redact(args.query_gallery)
+    return args.query_gallery or f"--query-labels {args.query_labels}"
+
+
 def _label_stats(
     conn: Any, loc: PG.PgLocation, exclude: list[str] | None
 ) -> tuple[dict[int, int], Any]:
@@ -297,7 +311,7 @@ def _label_stats(
     return counts, np.array([found.get(i, -1) for i in exclude], dtype=np.int64)
 
 
-def _pg_queries(url: str, limit: int | None) -> tuple[Any, list[str], Any, int]:
+def _pg_queries(url: str, limit: int | None) -> tuple[Any, list[str], Labels | None, int]:
     loc = PG.PgLocation.parse(url)
     with contextlib.closing(PG.connect(loc, autocommit=True)) as conn:
         info = PG.served(conn, loc)
@@ -312,7 +326,8 @@ def _pg_queries(url: str, limit: int | None) -> tuple[Any, list[str], Any, int]:
     batch = pa.Table.from_batches(batches).slice(0, limit).combine_chunks().to_batches()[0]
     labels = None
     if S.LABEL in batch.schema.names:
-        labels = batch.column(S.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+        label_ids = batch.column(S.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+        labels = Labels(label_ids, info.manifest().classes)
     queries = S.vectors(batch, S.EMBEDDING, f"{loc.uri} (queries)")
     return queries, batch.column(S.ID).to_pylist(), labels, next(iter(info.versions))
 

@@ -9,6 +9,7 @@ from typing import Any
 from fct_registry.commands.gallery import search_pg
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.pgvector import is_pg_url
@@ -29,13 +30,18 @@ def run(args: argparse.Namespace) -> int:
         query_gallery = Gallery.open(args.query_gallery)
         query_gallery.check_usable("the query gallery")
         queries, ids, labels, version = _from_gallery(query_gallery, args.limit)
+        query_name = query_gallery.uri
     else:
         queries = np.load(args.query, allow_pickle=False)[: args.limit]
         labels = (
             None
             if args.query_labels is None
-            else np.load(args.query_labels, allow_pickle=False)[: args.limit]
+            else labels_from_array(
+                np.load(args.query_labels, allow_pickle=False)[: args.limit],
+                f"--query-labels {args.query_labels}",
+            )
         )
+        query_name = f"--query-labels {args.query_labels}"
         ids = [f"query-{i}" for i in range(len(queries))]
         version = args.query_version
         if args.exclude_self:
@@ -50,7 +56,14 @@ def run(args: argparse.Namespace) -> int:
     )
     accuracy = None
     if labels is not None and result.labels is not None:
-        accuracy = topk_accuracy(result, labels)
+        accuracy = topk_accuracy(
+            result,
+            labels.ids,
+            query_classes=labels.classes,
+            query_name=query_name,
+            gallery_name=gallery.uri,
+        )
+    classes = result.gallery_classes  # what the gallery labels printed below index
     if args.json:
         print(
             json.dumps(
@@ -60,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                     "k": result.k,
                     "distance": args.distance,
                     "accuracy": accuracy,
+                    **({"classes": list(classes)} if classes is not None else {}),
                     "results": [
                         {
                             "query": q,
@@ -84,12 +98,16 @@ def run(args: argparse.Namespace) -> int:
         f"{gallery.manifest.rows} items), {args.distance}, top {result.k}"
     )
     for i in range(min(args.show, len(ids))):
-        label = f" [label {labels[i]}]" if labels is not None else ""
+        label = f" [label {_name(labels.ids[i], labels.classes)}]" if labels is not None else ""
         print(f"  {ids[i]}{label}:")
         for j in range(result.k):
             if result.ids[i, j] is None:
                 break
-            got = f"  label {result.labels[i, j]}" if result.labels is not None else ""
+            got = (
+                f"  label {_name(result.labels[i, j], classes)}"
+                if result.labels is not None
+                else ""
+            )
             print(f"    {j + 1:>2}. {result.ids[i, j]}  d={result.distances[i, j]:.4f}{got}")
     if accuracy is not None:
         print(
@@ -99,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _from_gallery(gallery: Any, limit: int | None) -> tuple[Any, list[str], Any, int]:
+def _name(label: int, classes: tuple[str, ...] | None) -> str:
+    return str(label) if classes is None or not 0 <= label < len(classes) else classes[label]
+
+
+def _from_gallery(gallery: Any, limit: int | None) -> tuple[Any, list[str], Labels | None, int]:
     import numpy as np
     import pyarrow as pa
 
@@ -116,5 +138,6 @@ def _from_gallery(gallery: Any, limit: int | None) -> tuple[Any, list[str], Any,
     ids = batch.column(S.ID).to_pylist()
     labels = None
     if S.LABEL in batch.schema.names:
-        labels = batch.column(S.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+        label_ids = batch.column(S.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+        labels = Labels(label_ids, gallery.manifest.classes)  # compared with the gallery's by name
     return queries, ids, labels, version

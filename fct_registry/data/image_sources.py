@@ -10,7 +10,8 @@ the source from a path or URI:
   the manifest's folder and stay inside it, or absolute (for a local manifest), or ``s3://`` URIs.
 * ``tar``: WebDataset-style tar shards (``key.jpg`` + optional ``key.cls`` per sample), local or
   on S3, read front to back once.
-* ``safetensors``: the pipeline's prepared split (uint8 ``[N, C, H, W]`` held in memory).
+* ``safetensors``: the pipeline's prepared split (uint8 ``[N, C, H, W]`` held in memory); its
+  class names come from the ``info.json`` the prepare stage writes beside it.
 
 A source lists :class:`Item` references in a stable order (ids are the relative paths, the
 manifest's ids or the tar keys) without reading images, so listing costs memory per directory or
@@ -23,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -104,7 +106,9 @@ class ImageSource(ABC):
             yield item.id, self.load(item, None), item.label
 
     def describe(self) -> dict[str, object]:
-        return {"kind": self.kind, "uri": self.uri}
+        # ``classes``: what the labels index, so galleries compare labels by name, not by id
+        named = {} if self.classes is None else {"classes": list(self.classes)}
+        return {"kind": self.kind, "uri": self.uri, **named}
 
 
 SOURCES: Registry[ImageSource] = Registry("image source")
@@ -481,6 +485,7 @@ class TensorSource(ImageSource):
         self.labels = None if labels is None else labels.to(torch.int64)
         self.prefix = f"{path.stem}-" if id_prefix is None else id_prefix
         self.uri = str(path.absolute())
+        self.classes = _prepared_classes(path.with_name("info.json"), self.labels)
 
     @property
     def has_labels(self) -> bool:
@@ -502,6 +507,22 @@ class TensorSource(ImageSource):
 
     def read(self, item: Item) -> bytes:
         raise DataError(f"{self.uri}: rows of a safetensors file are tensors, not files")
+
+
+def _prepared_classes(info: Path, labels: torch.Tensor | None) -> tuple[str, ...] | None:
+    """The class names in the prepare stage's ``info.json``, when it names every label; else
+    None (the labels stay bare ids: a file beside it may be anything)."""
+    if labels is None or not info.is_file():
+        return None
+    try:
+        classes = json.loads(info.read_text()).get("classes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        return None
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
+        return None
+    return tuple(classes)
 
 
 # --- the factory -------------------------------------------------------------------------------

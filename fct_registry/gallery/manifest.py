@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fct_registry._files import UnsafePathError, contained_name
+from fct_registry.evaluation.labels import Classes, class_names
 from fct_registry.gallery.errors import ManifestError, NotFoundError
 from fct_registry.gallery.storage import Storage
 
@@ -128,6 +129,20 @@ class Manifest:
         for s in self.shards:
             total.update(s.groups)
         return dict(sorted(total.items(), key=_group_order))
+
+    @property
+    def classes(self) -> Classes | None:
+        """The class names the label column indexes (label ``i`` is ``classes[i]``), as the
+        images' source recorded them (``provenance.source.classes``: an ImageFolder tree's
+        folders, a prepared dataset's classes); upgrades and copies carry them over. None when
+        nothing was recorded: the labels are bare ids."""
+        prov = self.provenance if isinstance(self.provenance, dict) else {}
+        source = prov.get("source")
+        return class_names(
+            source.get("classes") if isinstance(source, dict) else None,
+            "the manifest's provenance.source.classes",
+            "restore the manifest, or re-index the gallery with `fct embed`",
+        )
 
     def shards_with(self, key: GroupKey) -> list[str]:
         return [s.path for s in self.shards if key in s.groups]

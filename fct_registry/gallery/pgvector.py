@@ -970,7 +970,12 @@ def _copy(
             writer = GalleryWriter(storage, info.family)
             for batch in batches:
                 writer.write(batch)
-            manifest = writer.close()
+            classes = info.manifest().classes  # kept, so its labels stay comparable by name
+            manifest = writer.close(
+                None
+                if classes is None
+                else {"source": {"uri": src_loc.uri, "classes": list(classes)}}
+            )
             return CopyReport(src_loc.uri, storage.uri, manifest.rows, time.perf_counter() - start)
         finally:
             conn.close()

@@ -10,6 +10,9 @@ order on exact ties (galleries up to 2**29 rows).
 :func:`topk_accuracy` scores the results the way
 :func:`~fct_registry.evaluation.retrieval_scores` scores CMC top-k (queries without any relevant
 gallery item are skipped; ``exclude_ids`` is its leave-one-out), so both agree on the same data.
+Query and gallery labels are compared by class name when the sides record names
+(:func:`~fct_registry.evaluation.labels.align_labels`): a query folder without one class folder
+numbers its other classes differently from the gallery's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.labels import Classes, align_labels
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import GalleryError, SchemaError
 from fct_registry.gallery.reader import Gallery
@@ -44,6 +48,7 @@ class SearchResult:
     gallery_version: int
     gallery_label_counts: dict[int, int] | None  # rows per label in the gallery
     excluded_labels: np.ndarray | None  # int64 [q]: label of the row excluded per query, or -1
+    gallery_classes: Classes | None = None  # names the gallery's labels index, when recorded
 
     @property
     def k(self) -> int:
@@ -183,33 +188,67 @@ def search(
     if labels is not None:
         labels[past_end] = -1
     return SearchResult(
-        ids, distances, positions, labels, distance, version, label_counts, excluded
+        ids,
+        distances,
+        positions,
+        labels,
+        distance,
+        version,
+        label_counts,
+        excluded,
+        gallery.manifest.classes if has_labels else None,
     )
 
 
 def topk_accuracy(
-    result: SearchResult, query_labels: np.ndarray, ks: Sequence[int] = (1, 5)
+    result: SearchResult,
+    query_labels: np.ndarray,
+    ks: Sequence[int] = (1, 5),
+    *,
+    query_classes: Sequence[str] | None = None,
+    query_name: str = "the queries",
+    gallery_name: str = "the gallery",
 ) -> dict[str, float]:
     """CMC top-k in percent over the queries that have a relevant gallery row, as
-    :func:`~fct_registry.evaluation.retrieval_scores` counts them; plus ``queries`` counted."""
+    :func:`~fct_registry.evaluation.retrieval_scores` counts them; plus ``queries`` counted.
+
+    ``query_classes``: the names ``query_labels`` index. A query and a gallery row are the same
+    class when their names are equal (:func:`~fct_registry.evaluation.labels.align_labels`:
+    both sides named, or neither; anything else is refused)."""
     if result.labels is None or result.gallery_label_counts is None:
         raise GalleryError(
             "the gallery has no label column, so accuracy is undefined; index "
             "it from labelled data (fct embed stores labels when it has them)"
         )
-    query_labels = np.asarray(query_labels, dtype=np.int64)
     if len(query_labels) != result.ids.shape[0]:
         raise GalleryError(f"{len(query_labels)} query labels for {result.ids.shape[0]} queries")
-    relevant = np.array([result.gallery_label_counts.get(int(lab), 0) for lab in query_labels])
+    # Every gallery id the scoring reads (results, per-label counts, excluded rows) in one array,
+    # so one call aligns them all.
+    counted_ids = np.fromiter(result.gallery_label_counts, np.int64)
+    excluded = np.empty(0, np.int64) if result.excluded_labels is None else result.excluded_labels
+    sizes = np.cumsum([result.labels.size, counted_ids.size])
+    query_labels, gallery, _ = align_labels(
+        query_labels,
+        query_classes,
+        np.concatenate([result.labels.reshape(-1), counted_ids, excluded]),
+        result.gallery_classes,
+        query_name=query_name,
+        gallery_name=gallery_name,
+    )
+    found, counted_ids, excluded = np.split(gallery, sizes)
+    counts: dict[int, int] = {}
+    for label, n in zip(counted_ids.tolist(), result.gallery_label_counts.values(), strict=True):
+        counts[label] = counts.get(label, 0) + n
+    relevant = np.array([counts.get(int(lab), 0) for lab in query_labels])
     if result.excluded_labels is not None:
-        relevant -= (result.excluded_labels == query_labels).astype(np.int64)
+        relevant -= (excluded == query_labels).astype(np.int64)
     counted = relevant > 0
     if not counted.any():
         raise GalleryError(
             "no query has a relevant gallery row (same label), so accuracy is "
             "undefined; check that query and gallery labels use the same classes"
         )
-    hits = result.labels == query_labels[:, None]
+    hits = found.reshape(result.labels.shape) == query_labels[:, None]
     out = {f"top{k}": 100.0 * float(hits[counted, :k].any(axis=1).mean()) for k in ks}
     out["queries"] = float(counted.sum())
     return out

@@ -6,6 +6,8 @@ was interrupted has no manifest and is refused by readers instead of being silen
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from fct_registry.gallery import schema as S
@@ -91,8 +93,8 @@ class GalleryWriter:
         self._shards.append(write_shard(self.storage, name, self.schema, groups))
         self._pending, self._pending_rows = [], 0
 
-    def close(self) -> Manifest:
-        """Write the last shard and the manifest; returns the manifest."""
+    def close(self, provenance: dict[str, Any] | None = None) -> Manifest:
+        """Write the last shard and the manifest (with ``provenance``); returns the manifest."""
         if self._closed:
             raise GalleryError("this GalleryWriter is already closed")
         self._flush()
@@ -100,7 +102,7 @@ class GalleryWriter:
             raise GalleryError(
                 f"no rows were written to {self.storage.uri}; a gallery needs at least one row"
             )
-        manifest = Manifest(self.family, tuple(self._shards))
+        manifest = Manifest(self.family, tuple(self._shards), provenance)
         self.storage.write_bytes(MANIFEST, manifest.to_json())
         self._closed = True
         return manifest

@@ -372,6 +372,7 @@ def _provenance(
             "manifest_sha256": source.manifest_sha256,
             "rows": source.manifest.rows,
             "groups": source.manifest.to_dict()["groups"],
+            **source_classes(source.manifest),
         },
         "plan": plan.record(source.manifest.groups),
         "shards": [
@@ -389,6 +390,13 @@ def _provenance(
             "pyarrow": pyarrow.__version__,
         },
     }
+
+
+def source_classes(manifest: Manifest) -> dict[str, Any]:
+    """The source's class names, carried to the output so its labels stay comparable by name
+    (``Manifest.classes`` reads them back); nothing when the source records none."""
+    classes = manifest.classes
+    return {} if classes is None else {"classes": list(classes)}
 
 
 def _clean_progress(dest: Storage, manifest: Manifest) -> None:

@@ -34,7 +34,7 @@ from fct_registry.gallery.manifest import Manifest
 from fct_registry.gallery.reader import Gallery
 from fct_registry.resolver.load import load_graph
 from fct_registry.upgrade.batch import upgrade_batch
-from fct_registry.upgrade.job import DEFAULT_BATCH_SIZE, read_ahead
+from fct_registry.upgrade.job import DEFAULT_BATCH_SIZE, read_ahead, source_classes
 from fct_registry.upgrade.plan import PlanError, UpgradePlan, plan_from_registry
 
 JOBS = "fct_gallery_jobs"
@@ -373,7 +373,12 @@ def _provenance(source: Source, plan: UpgradePlan) -> dict[str, Any]:
     import onnxruntime
 
     return {
-        "source": {"uri": source.uri, "identity": source.identity, "rows": source.manifest.rows},
+        "source": {
+            "uri": source.uri,
+            "identity": source.identity,
+            "rows": source.manifest.rows,
+            **source_classes(source.manifest),
+        },
         "plan": plan.record(source.manifest.groups),
         "software": {"fct_registry": __version__, "onnxruntime": onnxruntime.__version__},
     }
