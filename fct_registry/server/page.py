@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, abort
+from flask import Blueprint, Response, abort, current_app
 
 from fct_registry.gate.history import HISTORY_LIMIT, gate_history
 from fct_registry.registry import tags as T
@@ -34,6 +34,9 @@ from fct_registry.resolver.load import known_families, load_graph
 from fct_registry.resolver.plot import Pair, measured_pairs
 
 blueprint = Blueprint("fct", __name__, url_prefix="/fct")
+# app.config key: a callable narrowing the index's family list to what the requesting user may
+# read (set by the authenticated app, :mod:`fct_registry.server.auth`).
+FAMILY_FILTER = "FCT_FAMILY_FILTER"
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -421,6 +424,9 @@ def _view_or_404(family: str) -> FamilyView:
 @blueprint.route("/")
 def index() -> Response:
     families = known_families(_client())
+    readable = current_app.config.get(FAMILY_FILTER)
+    if readable is not None:
+        families = readable(families)
     items = "".join(f"<li><a href='family/{_e(n)}'>{_e(n)}</a></li>" for n in families)
     body = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>fct-registry</title>"

@@ -12,13 +12,13 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 from tests.gate.conftest import gate_result
 from tests.registry.conftest import FAMILY
+from tests.server.apps import app_env
 from tests.services import http_ok, start_ui, stop
 
 pytestmark = pytest.mark.slow
@@ -168,24 +168,9 @@ def _top1(client, version: int) -> float:
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    """``mlflow server --app-name fct`` on loopback. When this environment's fct-registry was
-    installed before the entry point existed, a dist-info declaring it goes on PYTHONPATH (what
-    ``pip install -e .`` writes)."""
-    env = dict(os.environ)
-    if "fct" not in {e.name for e in entry_points(group="mlflow.app")}:
-        plugin = tmp_path_factory.mktemp("entry-point")
-        info = plugin / "fct_registry_app-0.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            "Metadata-Version: 2.1\nName: fct-registry-app\nVersion: 0.0\n"
-        )
-        (info / "entry_points.txt").write_text(
-            "[mlflow.app]\nfct = fct_registry.server:create_app\n"
-        )
-        paths = [str(plugin), str(Path.cwd()), env.get("PYTHONPATH", "")]
-        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    """``mlflow server --app-name fct`` on loopback (this checkout's entry points)."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    proc, url = start_ui(store, log, app_name="fct", env=env, timeout=120)
+    proc, url = start_ui(store, log, app_name="fct", env=app_env(tmp_path_factory), timeout=120)
     try:
         yield url
     finally:
