@@ -95,9 +95,7 @@ def test_the_lead_line_reads_as_plain_text_in_mlflow_version_lists():
         "fam@2: embedding model": D.embedding_description("fam", 2, {}, into=[], out_of=[]),
         "fam@1 → fam@2: FCT transformation (fct)": D.transformation_description("fam", 4, tags),
         "fam@1 → fam@3: chain of 2": D.transformation_description("fam", 6, chain),
-        "fam-side-info/1: side-info extractor": D.side_info_description(
-            "fam", 1, {}, readers=[]
-        ),
+        "fam-side-info/1: side-info extractor": D.side_info_description("fam", 1, {}, readers=[]),
     }
     for start, text in texts.items():
         lead = text.split("\n", 1)[0]
