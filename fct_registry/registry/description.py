@@ -181,7 +181,8 @@ def _footer(family: str, usage: str) -> list[str]:
         usage,
         "",
         f"Compatibility graph, every measured pair and the gate history of `{family}`: "
-        f"[compatibility page]({page}) (`mlflow server --app-name fct`).",
+        f"[compatibility page]({page}) (`mlflow server --app-name fct`, or `fct-auth` with "
+        "a password).",
     ]
 
 

@@ -265,10 +265,11 @@ def arc_layout(
             seen[(e.source, e.target)] += 1
             x0, x1 = x[e.source] + r * 0.8, x[e.target] - r * 0.8
             top = min(30 + 0.15 * abs(x1 - x0) + LABEL_HEIGHT * (n - 1), room)
-            lift = top - k * (min(24.0, (top - 24) / (n - 1)) if n > 1 else 0.0)
+            lift = top - k * (min(28.0, (top - 24) / (n - 1)) if n > 1 else 0.0)
             y0 = mid + (r * 0.6 if below else -r * 0.6)
             sign = 1 if below else -1
-            text = f"{'chain' if below else e.kind or 'fct'} {e.model_version}: {e.top1:.1f}"
+            # Short: the colour tells the kind (legend below), the table the rest.
+            text = f"{'chain ' if below else ''}#{e.model_version}: {e.top1:.1f}"
             spots = []
             for t in _LABEL_SPOTS:  # points of the quadratic Bezier (control: twice the apex)
                 lx = (1 - t) ** 2 * x0 + 2 * t * (1 - t) * (x0 + x1) / 2 + t**2 * x1
@@ -536,8 +537,8 @@ def render_family(view: FamilyView) -> str:
 <main>
 <section><h2>Compatibility graph</h2>{graph_svg(view)}
 <p class="muted">Arcs above: transformations (blue: read side-info, orange: none); dashed arcs
-below: recorded chains; label: top-1 % of new queries on the upgraded old gallery; number under
-a version: top-1 on its own gallery.</p></section>
+below: recorded chains; label: #version of the transformation or chain and the top-1 % of new
+queries on the old gallery it upgrades; under a version: top-1 on its own gallery.</p></section>
 <section><h2>Every measured pair (top-1 %)</h2>{heatmap_html(view)}</section>
 <section class="wide"><h2>Transformations and chains</h2>{edges_html(view)}</section>
 <section class="wide" id="gate-history"><h2>Release gate history</h2>{gates_html(view)}</section>

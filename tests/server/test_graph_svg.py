@@ -1,16 +1,23 @@
-"""The compatibility graph's SVG: labels of parallel arcs stay apart (fast, no server)."""
+"""The compatibility graph's SVG: labels of parallel arcs stay apart (no server)."""
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from fct_registry.resolver.graph import CompatibilityGraph, TransformEdge, VersionNode
-from fct_registry.server.page import FamilyView, graph_svg
+from fct_registry.resolver.plot import measured_pairs
+from fct_registry.server.page import FamilyView, graph_svg, render_family
 
 SIDE = "fam-side-info/1"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _view(edges: list[tuple[int, int, str | None]], chains: list[tuple[int, int]]) -> FamilyView:
@@ -29,11 +36,12 @@ def _view(edges: list[tuple[int, int, str | None]], chains: list[tuple[int, int]
 
 
 def _label_boxes(svg: str) -> list[tuple[str, float, float, float, float]]:
-    """(text, left, top, right, bottom) of every arc label (``<kind> <version>: <top-1>``);
+    """(text, left, top, right, bottom) of every arc label (``#<version>: <top-1>``, older
+    pages ``<kind> <version>: <top-1>``);
     12 px text: ~7 px a character, 13 px high, centred on x, baseline at y."""
     boxes = []
     for attrs, text in re.findall(r"<text([^>]*)>([^<]*)</text>", svg):
-        if not re.fullmatch(r"\S+ \d+: \d+\.\d", text):
+        if not re.fullmatch(r"(chain |\S+ )?#?\d+: \d+\.\d", text):
             continue
         x = float(re.search(r'\bx="([-\d.]+)"', attrs).group(1))
         y = float(re.search(r'\by="([-\d.]+)"', attrs).group(1))
@@ -60,3 +68,40 @@ def test_labels_of_parallel_arcs_do_not_overlap(edges, chains):
         assert apart, f"labels overlap: {a[0]!r} and {b[0]!r}"
     for _, left, top, right, bottom in boxes:  # inside the picture
         assert left >= 0 and right <= 640 and top >= 0 and bottom <= 340
+
+
+def test_parallel_arcs_render_readably_in_chromium(tmp_path):
+    """The issue's case drawn by a browser: 1->3 by two transformations and a recorded chain,
+    beside parallel 1->2 arcs (screenshot copied into docs/ with FCT_UPDATE_DOCS=1)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (`apt-get install chromium`)")
+    edges = [(1, 2, SIDE), (1, 2, None), (2, 3, SIDE), (1, 3, SIDE), (1, 3, None), (3, 4, SIDE)]
+    view = _view(edges, [(1, 3)])
+    view.production = 3
+    view.cells = measured_pairs(view.graph, {v: s["top1"] for v, s in view.own.items()})
+    page = tmp_path / "page.html"
+    page.write_text(render_family(view))
+    png = tmp_path / "parallel.png"
+    with tempfile.TemporaryDirectory() as profile:
+        out = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--window-size=1400,560",
+                f"--screenshot={png}",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert out.returncode == 0 and png.stat().st_size > 20_000, out.stderr[-2000:]
+    if os.environ.get("FCT_UPDATE_DOCS") == "1":
+        shutil.copyfile(png, DOCS / "compatibility-graph-parallel.png")
