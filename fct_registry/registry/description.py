@@ -1,6 +1,8 @@
 """Markdown descriptions of registered versions, so the MLflow UI tells the story on its own.
 
-Each version gets one compact, bordered table about *that* version (what it is, what it links
+Each version gets one plain-text lead line (MLflow's version lists show the description
+as raw text, cut after a few words: no ``**`` or backticks there), then one compact, bordered
+table about *that* version (what it is, what it links
 to, how it measured, what it was trained from), followed by how to load it. The full
 compatibility matrix of the family is on the compatibility page (``mlflow server --app-name
 fct``, :data:`COMPATIBILITY_PAGE`), which every description links.
@@ -179,7 +181,8 @@ def _footer(family: str, usage: str) -> list[str]:
         usage,
         "",
         f"Compatibility graph, every measured pair and the gate history of `{family}`: "
-        f"[compatibility page]({page}) (`mlflow server --app-name fct`).",
+        f"[compatibility page]({page}) (`mlflow server --app-name fct`, or `fct-auth` with "
+        "a password).",
     ]
 
 
@@ -219,7 +222,7 @@ def embedding_description(
         rows.append(("transformations", "none registered yet"))
     rows += _gate_rows(tags, aliases) + _provenance(tags)
     lines = [
-        f"**{family}@{version}**: embedding model of the `{family}` family (Forward Compatible "
+        f"{family}@{version}: embedding model of the {family} family (Forward Compatible "
         "Training registry). Galleries of older versions are upgraded to it by the "
         "transformations below, reading the side-info stored with each item.",
         "",
@@ -262,11 +265,11 @@ def transformation_description(
     what = (
         f"chain of {len(hops)} transformations, measured end to end"
         if chain
-        else f"FCT transformation (`{tags.get(T.KIND, '?')}`)"
+        else f"FCT transformation ({tags.get(T.KIND, '?')})"
     )
     lines = [
-        f"**{family}@{source} → {family}@{target}**: {what}. Upgrades a stored gallery without "
-        "re-embedding its images: `h(old_embedding, side_info) -> new_embedding`.",
+        f"{family}@{source} → {family}@{target}: {what}. Upgrades a stored gallery without "
+        "re-embedding its images: h(old embedding, side-info) → new embedding.",
         "",
         box_table(rows),
         *_footer(
@@ -303,7 +306,7 @@ def side_info_description(
     rows += _provenance(tags)
     name = T.side_info_model_name(family)
     lines = [
-        f"**{name}/{version}**: side-info extractor of the `{family}` family (self-supervised). "
+        f"{name}/{version}: side-info extractor of the {family} family (self-supervised). "
         "Its vector is stored beside every gallery item, once, and never changes: FCT "
         "transformations read it to upgrade old embeddings.",
         "",

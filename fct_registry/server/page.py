@@ -20,12 +20,15 @@ import html
 import json
 import math
 import os
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, abort
+from flask import Blueprint, Response, abort, current_app
 
-from fct_registry.gate.history import HISTORY_LIMIT, gate_history
+from fct_registry.evaluation.compatibility import gap_closed
+from fct_registry.gate.history import HISTORY_LIMIT, history_filter, record_from_run
 from fct_registry.registry import tags as T
 from fct_registry.registry.description import gate_summary
 from fct_registry.registry.pages import all_versions
@@ -34,6 +37,9 @@ from fct_registry.resolver.load import known_families, load_graph
 from fct_registry.resolver.plot import Pair, measured_pairs
 
 blueprint = Blueprint("fct", __name__, url_prefix="/fct")
+# app.config key: a callable narrowing the index's family list to what the requesting user may
+# read (set by the authenticated app, :mod:`fct_registry.server.auth`).
+FAMILY_FILTER = "FCT_FAMILY_FILTER"
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -52,6 +58,21 @@ class FamilyView:
     cells: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (query, gallery)
     experiment_id: str | None = None  # fct-<family>, where the gate runs are
     legacy_gates: bool = False
+    # (query, gallery): new queries against the old gallery as stored, no transformation:
+    # the gate's ``raw`` case (``score.raw.*`` of its runs; newest per pair), when measured.
+    as_stored: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+
+    def _edge(self, e: TransformEdge) -> dict[str, Any]:
+        return _edge_dict(e) | {"gap_closed_top1": self.gap_closed(e)}
+
+    def gap_closed(self, e: TransformEdge) -> float | None:
+        """Percent of the old/old -> new/new top-1 gap the edge recovers (the evaluation's
+        definition, from the same registry numbers the page shows); None if not defined."""
+        old, new = self.own.get(e.source, {}).get("top1"), self.own.get(e.target, {}).get("top1")
+        if old is None or new is None:
+            return None
+        value = gap_closed(e.top1, old, new)
+        return value if math.isfinite(value) else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,8 +80,11 @@ class FamilyView:
             "production": self.production,
             "versions": self.versions,
             "own": {str(v): s for v, s in self.own.items()},
-            "edges": [_edge_dict(e) for e in self.graph.edges],
-            "chains": [_edge_dict(e) for e in self.graph.chains],
+            "edges": [self._edge(e) for e in self.graph.edges],
+            "chains": [self._edge(e) for e in self.graph.chains],
+            "as_stored": [
+                {"query": q, "gallery": g, **m} for (q, g), m in sorted(self.as_stored.items())
+            ],
             "heatmap": [
                 {"query": q, "gallery": g, "top1": c.top1, "how": c.how}
                 for (q, g), c in sorted(self.cells.items())
@@ -80,6 +104,8 @@ def _edge_dict(e: TransformEdge) -> dict[str, Any]:
         "hops": list(e.hops),
         "kind": e.kind,
         "top1": e.top1,
+        "top5": e.top5,
+        "mAP": e.mAP,
     }
 
 
@@ -104,8 +130,19 @@ def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) ->
         if gate is not None:
             latest.append({"version": int(mv.version), **gate})
     latest.sort(key=lambda g: (str(g.get("at") or ""), g["version"]), reverse=True)
-    history = [r.as_dict() for r in gate_history(client, family, history_limit)]
     experiment = client.get_experiment_by_name(T.experiment_name(family))
+    # gate.history.gate_history's query, kept here to read each run's raw scores too.
+    runs = (
+        client.search_runs(
+            [experiment.experiment_id],
+            filter_string=history_filter(),
+            max_results=history_limit,
+            order_by=["attributes.start_time DESC"],
+        )
+        if experiment is not None
+        else []
+    )
+    history = [record_from_run(run).as_dict() for run in runs]
     view = FamilyView(
         family=family,
         graph=graph,
@@ -115,9 +152,26 @@ def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) ->
         gates=history or latest,
         experiment_id=experiment.experiment_id if experiment is not None else None,
         legacy_gates=not history and bool(latest),
+        as_stored=as_stored_scores(runs),
     )
     view.cells = measured_pairs(graph, {v: s["top1"] for v, s in own.items() if "top1" in s})
     return view
+
+
+def as_stored_scores(runs: list[Any]) -> dict[tuple[int, int], dict[str, Any]]:
+    """``{(candidate, baseline): {"top1", "top5", "mAP", "run_id"}}`` from gate runs (newest
+    first): candidate queries against the baseline's gallery with no transformation."""
+    out: dict[tuple[int, int], dict[str, Any]] = {}
+    for run in runs:
+        record = record_from_run(run)
+        metrics = run.data.metrics
+        if record.baseline is None or "score.raw.top1" not in metrics:
+            continue
+        key = (record.candidate, record.baseline)
+        if key not in out:
+            scores = {m: metrics.get(f"score.raw.{m}") for m in ("top1", "top5", "mAP")}
+            out[key] = {**scores, "run_id": record.run_id}
+    return out
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -162,6 +216,75 @@ def _colour(top1: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
+LABEL_HEIGHT = 16  # px between two labels' baselines (font-size 12)
+
+
+@dataclass(frozen=True)
+class ArcLayout:
+    """Where one edge's arc and label go in :func:`graph_svg`."""
+
+    edge: TransformEdge
+    below: bool  # recorded chains are drawn below the line of versions
+    lift: float  # apex height above (below) the line, px
+    label_x: float
+    label_y: float
+    text: str
+
+
+def _label_box(x: float, y: float, text: str) -> tuple[float, float, float, float]:
+    """Approximate box of a 12 px label centred on ``x`` with its baseline at ``y``."""
+    half = 3.6 * len(text)
+    return (x - half, y - 12, x + half, y + 3)
+
+
+def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+# Where along an arc its label may go (Bezier parameter): the apex first, then outwards.
+_LABEL_SPOTS = (0.5, 0.38, 0.62, 0.3, 0.7, 0.22, 0.78, 0.15, 0.85)
+
+
+def arc_layout(
+    view: FamilyView, x: Mapping[int, float], mid: float, r: float, width: float = 640
+) -> list[ArcLayout]:
+    """Arcs and label positions. Parallel arcs (same two versions, same side of the line) get
+    distinct heights, :data:`LABEL_HEIGHT` apart where they fit; each label then takes the first
+    spot along its own arc, apex first, that no earlier label or version circle covers."""
+    out: list[ArcLayout] = []
+    room = mid - r - 40  # keep arcs and labels inside the picture
+    taken = [(x[v] - r, mid - r, x[v] + r, mid + r + 16) for v in x]  # circles + own top-1
+    if view.production in x:  # the "production" over its circle
+        taken.append((x[view.production] - 36, mid - r - 20, x[view.production] + 36, mid - r))
+    for group, below in ((view.graph.edges, False), (view.graph.chains, True)):
+        drawn = [e for e in group if e.source in x and e.target in x]
+        count = Counter((e.source, e.target) for e in drawn)
+        seen: Counter[tuple[int, int]] = Counter()
+        for e in drawn:
+            n, k = count[(e.source, e.target)], seen[(e.source, e.target)]
+            seen[(e.source, e.target)] += 1
+            x0, x1 = x[e.source] + r * 0.8, x[e.target] - r * 0.8
+            top = min(30 + 0.15 * abs(x1 - x0) + LABEL_HEIGHT * (n - 1), room)
+            lift = top - k * (min(28.0, (top - 24) / (n - 1)) if n > 1 else 0.0)
+            y0 = mid + (r * 0.6 if below else -r * 0.6)
+            sign = 1 if below else -1
+            # Short: the colour tells the kind (legend below), the table the rest.
+            text = f"{'chain ' if below else ''}#{e.model_version}: {e.top1:.1f}"
+            spots = []
+            for t in _LABEL_SPOTS:  # points of the quadratic Bezier (control: twice the apex)
+                lx = (1 - t) ** 2 * x0 + 2 * t * (1 - t) * (x0 + x1) / 2 + t**2 * x1
+                ly = y0 + sign * 4 * lift * t * (1 - t) + (14 if below else -4)
+                half = 3.6 * len(text)
+                spots.append((min(max(lx, half + 2), width - half - 2), ly))
+            lx, ly = next(
+                (p for p in spots if not any(_overlaps(_label_box(*p, text), b) for b in taken)),
+                spots[0],
+            )
+            taken.append(_label_box(lx, ly, text))
+            out.append(ArcLayout(e, below, lift, lx, ly, text))
+    return out
+
+
 def graph_svg(view: FamilyView, width: int = 640) -> str:
     """Versions left to right; transformations as arcs above, recorded chains below, each
     labelled with its measured top-1 and linked to its version page."""
@@ -180,28 +303,26 @@ def graph_svg(view: FamilyView, width: int = 640) -> str:
         'fill="#555"/></marker></defs>',
     ]
     t_name = view.graph.transformations_model
-    for group, below in ((view.graph.edges, False), (view.graph.chains, True)):
-        seen: dict[tuple[int, int], int] = {}
-        for e in group:
-            if e.source not in x or e.target not in x:
-                continue
-            nth = seen.get((e.source, e.target), 0)
-            seen[(e.source, e.target)] = nth + 1
-            x0, x1 = x[e.source] + r * 0.8, x[e.target] - r * 0.8
-            room = mid - r - 40  # keep arcs and labels inside the picture
-            lift = min(30 + 0.15 * abs(x1 - x0) + 24 * nth, room) * (1 if below else -1)
-            y0 = mid + (r * 0.6 if below else -r * 0.6)
-            cx, cy = (x0 + x1) / 2, y0 + 2 * lift
-            colour = "#8e44ad" if below else ("#2272b4" if e.side_info else "#e67e22")
-            dash = ' stroke-dasharray="5,4"' if below else ""
-            label = f"{'chain' if below else e.kind or 'fct'} {e.model_version}: {e.top1:.1f}"
-            parts.append(
-                f'<a href="{_version_href(t_name, e.model_version)}" target="_top">'
-                f'<path d="M{x0:.0f},{y0:.0f} Q{cx:.0f},{cy:.0f} {x1:.0f},{y0:.0f}" '
-                f'fill="none" stroke="{colour}" stroke-width="2"{dash} marker-end="url(#arr)"/>'
-                f'<text x="{cx:.0f}" y="{y0 + lift + (14 if below else -4):.0f}" '
-                f'text-anchor="middle" fill="{colour}">{_e(label)}</text></a>'
-            )
+    arcs = arc_layout(view, x, mid, r, width)
+    for a in arcs:  # arcs first, then every label on top of them
+        e = a.edge
+        x0, x1 = x[e.source] + r * 0.8, x[e.target] - r * 0.8
+        y0 = mid + (r * 0.6 if a.below else -r * 0.6)
+        cx, cy = (x0 + x1) / 2, y0 + 2 * a.lift * (1 if a.below else -1)
+        colour = _arc_colour(a)
+        dash = ' stroke-dasharray="5,4"' if a.below else ""
+        parts.append(
+            f'<a href="{_version_href(t_name, e.model_version)}" target="_top">'
+            f'<path d="M{x0:.0f},{y0:.0f} Q{cx:.0f},{cy:.0f} {x1:.0f},{y0:.0f}" '
+            f'fill="none" stroke="{colour}" stroke-width="2"{dash} marker-end="url(#arr)"/></a>'
+        )
+    for a in arcs:
+        parts.append(
+            f'<a href="{_version_href(t_name, a.edge.model_version)}" target="_top">'
+            f'<text class="edge-label" x="{a.label_x:.0f}" y="{a.label_y:.0f}" '
+            f'text-anchor="middle" fill="{_arc_colour(a)}" stroke="#fff" stroke-width="4" '
+            f'paint-order="stroke">{_e(a.text)}</text></a>'
+        )
     for v in versions:
         prod = v == view.production
         fill, stroke = ("#dbe9fb", "#14437a") if prod else ("#fff", "#1f272d")
@@ -227,6 +348,10 @@ def graph_svg(view: FamilyView, width: int = 640) -> str:
     return "".join(parts)
 
 
+def _arc_colour(a: ArcLayout) -> str:
+    return "#8e44ad" if a.below else ("#2272b4" if a.edge.side_info else "#e67e22")
+
+
 def heatmap_html(view: FamilyView) -> str:
     """Rows: query version (new); columns: gallery version (old, or upgraded from it)."""
     vs = view.versions
@@ -249,10 +374,16 @@ def heatmap_html(view: FamilyView) -> str:
                     f'<a style="color:{ink}" href="{_version_href(t_name, cell.model_version)}"'
                     f' target="_top">{text}</a>'
                 )
+            stored = view.as_stored.get((q, g), {}).get("top1")
+            plain = (
+                ""
+                if stored is None
+                else f"<div style='font-size:10px'>as stored {stored:.1f}</div>"
+            )
             cells.append(
                 f'<td style="background:{_colour(cell.top1)};color:{ink}" '
                 f'title="{_e(cell.how)}">{text}<div style="font-size:10px">{_e(cell.how)}'
-                "</div></td>"
+                f"</div>{plain}</td>"
             )
         rows.append(f"<tr><th class='l'>query @{q}</th>{''.join(cells)}</tr>")
     return (
@@ -263,25 +394,43 @@ def heatmap_html(view: FamilyView) -> str:
     )
 
 
+def _pct(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.1f}"
+
+
 def edges_html(view: FamilyView) -> str:
+    """One compact row per transformation or chain: what it upgrades, the retrieval numbers of
+    new queries on the upgraded old gallery, the gap it closes and, beside them, the same
+    queries on the old gallery as stored (what searching without upgrading gives)."""
     t_name = view.graph.transformations_model
     rows = []
     for e in [*view.graph.edges, *view.graph.chains]:
-        route = " → ".join(f"@{v}" for v in [e.source, e.target])
-        what = f"chain of {e.n_hops} ({', '.join(map(str, e.hops))})" if e.is_chain else e.kind
+        what = f"chain ({' → '.join(map(str, e.hops))})" if e.is_chain else e.kind
+        stored = view.as_stored.get((e.target, e.source), {})
+        gap = view.gap_closed(e)
         rows.append(
             f"<tr><td class='l'><a href='{_version_href(t_name, e.model_version)}' "
-            f"target='_top'>{_e(t_name)}/{e.model_version}</a></td><td class='l'>{route}</td>"
-            f"<td class='l'>{_e(what)}</td><td class='l'>{_e(e.side_info or 'none')}</td>"
-            f"<td>{e.top1:.1f}</td><td>{'' if e.mAP is None else f'{e.mAP:.1f}'}</td></tr>"
+            f"target='_top'>{e.model_version}</a></td>"
+            f"<td class='l nw'>@{e.source} → @{e.target}</td><td class='l'>{_e(what)}</td>"
+            f"<td class='l'>{_e(e.side_info or 'none')}</td>"
+            f"<td><b>{_pct(e.top1)}</b></td><td>{_pct(e.top5)}</td><td>{_pct(e.mAP)}</td>"
+            f"<td>{'—' if gap is None else f'{gap:.0f}%'}</td>"
+            f"<td class='stored'>{_pct(stored.get('top1'))}</td></tr>"
         )
     if not rows:
         return "<p class='muted'>No transformations registered.</p>"
     return (
-        "<table><tr><th class='l'>version</th><th class='l'>upgrades</th><th class='l'>kind"
-        "</th><th class='l'>side-info</th><th>top-1</th><th>mAP</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        "<table id='transformations-table'><tr><th class='l'>version</th>"
+        "<th class='l'>upgrades</th><th class='l'>kind</th><th class='l'>side-info</th>"
+        "<th>top-1</th><th>top-5</th><th>mAP</th><th title='of the old→new top-1 gap'>gap "
+        "closed</th><th title='new queries on the old gallery, no transformation'>no "
+        "transformation<br>top-1</th></tr>" + "".join(rows) + "</table>"
+        f"<p class='muted'>Versions of <code>{_e(t_name)}</code>. Percent; new-version queries "
+        "against the old gallery upgraded by the row's transformation or chain. Gap closed: "
+        "share of the old→new top-1 gap recovered, 100% = as good as re-embedding. No "
+        "transformation: the same queries on the old gallery as stored, measured by the release "
+        "gate (<code>raw</code> case) when both versions embed to the same width; — : not "
+        "measured.</p>"
     )
 
 
@@ -388,8 +537,8 @@ def render_family(view: FamilyView) -> str:
 <main>
 <section><h2>Compatibility graph</h2>{graph_svg(view)}
 <p class="muted">Arcs above: transformations (blue: read side-info, orange: none); dashed arcs
-below: recorded chains; label: top-1 % of new queries on the upgraded old gallery; number under
-a version: top-1 on its own gallery.</p></section>
+below: recorded chains; label: #version of the transformation or chain and the top-1 % of new
+queries on the old gallery it upgrades; under a version: top-1 on its own gallery.</p></section>
 <section><h2>Every measured pair (top-1 %)</h2>{heatmap_html(view)}</section>
 <section class="wide"><h2>Transformations and chains</h2>{edges_html(view)}</section>
 <section class="wide" id="gate-history"><h2>Release gate history</h2>{gates_html(view)}</section>
@@ -421,6 +570,9 @@ def _view_or_404(family: str) -> FamilyView:
 @blueprint.route("/")
 def index() -> Response:
     families = known_families(_client())
+    readable = current_app.config.get(FAMILY_FILTER)
+    if readable is not None:
+        families = readable(families)
     items = "".join(f"<li><a href='family/{_e(n)}'>{_e(n)}</a></li>" for n in families)
     body = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>fct-registry</title>"

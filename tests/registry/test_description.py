@@ -84,3 +84,20 @@ def test_long_pages_are_cut_inside_the_box():
     lines = _visible(text)
     assert lines[0].startswith("┌") and lines[-1].startswith("└")
     assert "table shortened" in text
+
+
+def test_the_lead_line_reads_as_plain_text_in_mlflow_version_lists():
+    """MLflow's version tables show the description raw and cut short: the first line carries
+    no markdown (``**``, backticks, links), so it reads the same there and on the page."""
+    tags = {T.SOURCE: "1", T.TARGET: "2", T.KIND: "fct", T.SIDE_INFO: "fam-side-info/1"}
+    chain = {T.SOURCE: "1", T.TARGET: "3", T.ROLE: T.ROLE_CHAIN, T.HOPS: "4,5"}
+    texts = {
+        "fam@2: embedding model": D.embedding_description("fam", 2, {}, into=[], out_of=[]),
+        "fam@1 → fam@2: FCT transformation (fct)": D.transformation_description("fam", 4, tags),
+        "fam@1 → fam@3: chain of 2": D.transformation_description("fam", 6, chain),
+        "fam-side-info/1: side-info extractor": D.side_info_description("fam", 1, {}, readers=[]),
+    }
+    for start, text in texts.items():
+        lead = text.split("\n", 1)[0]
+        assert lead.startswith(start), lead
+        assert not re.search(r"\*\*|`|\[|<", lead), lead

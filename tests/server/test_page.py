@@ -12,17 +12,18 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 from tests.gate.conftest import gate_result
 from tests.registry.conftest import FAMILY
+from tests.server.apps import app_env
 from tests.services import http_ok, start_ui, stop
 
 pytestmark = pytest.mark.slow
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+AS_STORED = {"top1": 4.6, "top5": 21.5, "mAP": 9.75}  # fashion@3 queries, fashion@1 gallery
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,10 @@ def store(registered, tmp_path_factory) -> str:
     # What `fct gate --promote` records: a failed candidate, then a passing one promoted.
     client.set_registered_model_alias(FAMILY, "production", "1")
     for version, top1 in ((2, 55.0), (3, 75.5)):
-        record_and_promote(gate_result(version, 1, top1), promote=True, tracking_uri=uri)
+        result = gate_result(version, 1, top1)
+        if version == 3:  # the gate measured the old gallery as stored too (same widths)
+            result.scores["raw"] = dict(AS_STORED)
+        record_and_promote(result, promote=True, tracking_uri=uri)
     assert int(client.get_registered_model(FAMILY).aliases["production"]) == 3
     return uri
 
@@ -105,6 +109,39 @@ def test_the_view_holds_every_measured_pair_and_links(store, registered):
     assert json.loads(json.dumps(view.as_dict()))["production"] == 3
 
 
+def test_the_page_shows_top5_gap_closed_and_the_number_without_transformation(store):
+    """Beside each edge's top-1: top-5, mAP, the gap it closes (the registry's own
+    ``fct.gap_closed_top1``) and new queries on the old gallery as stored (the gate's raw case)."""
+    from mlflow import MlflowClient
+
+    from fct_registry.server.page import edges_html, family_view, heatmap_html
+
+    client = MlflowClient(store, registry_uri=store)
+    view = family_view(client, FAMILY)
+    assert view.as_stored == {(3, 1): {**AS_STORED, "run_id": view.gates[0]["run_id"]}}
+    table = edges_html(view)
+    rows = table.split("<tr>")[2:]
+    assert len(rows) == len(view.graph.edges) + len(view.graph.chains)
+    for e, row in zip([*view.graph.edges, *view.graph.chains], rows, strict=True):
+        tags = client.get_model_version(f"{FAMILY}-transformations", str(e.model_version)).tags
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        assert cells[4] == f"<b>{e.top1:.1f}</b>" and cells[5] == f"{e.top5:.1f}"
+        gap = view.gap_closed(e)
+        old, new = (_own(client, v) for v in (e.source, e.target))
+        if abs(new - old) < 0.5:  # no gap to close (the evaluation's MIN_GAP): not shown
+            assert gap is None and cells[7] == "—"
+        else:
+            assert gap == pytest.approx(100 * (e.top1 - old) / (new - old))  # by hand
+            assert cells[7] == f"{gap:.0f}%"
+        if "fct.gap_closed_top1" in tags:  # registered with the evaluation's own number
+            assert gap == pytest.approx(float(tags["fct.gap_closed_top1"]), abs=1e-3)
+        assert cells[8] == ("4.6" if (e.source, e.target) == (1, 3) else "—")
+    assert "as stored 4.6" in heatmap_html(view)
+    data = json.loads(json.dumps(view.as_dict()))
+    assert data["as_stored"] == [{"query": 3, "gallery": 1, **view.as_stored[(3, 1)]}]
+    assert all("gap_closed_top1" in e and "top5" in e for e in data["edges"] + data["chains"])
+
+
 def test_the_page_shows_the_gate_history_newest_first_with_links_to_runs(store):
     from mlflow import MlflowClient
 
@@ -161,6 +198,10 @@ def test_verdicts_from_before_the_history_still_show(legacy_store):
     assert "PASS against @1" in v3.description and "#gate-history" not in v3.description
 
 
+def _own(client, version: int) -> float:
+    return float(client.get_model_version(FAMILY, str(version)).tags["fct.top1"])
+
+
 def _top1(client, version: int) -> float:
     tags = client.get_model_version(f"{FAMILY}-transformations", str(version)).tags
     return float(tags["fct.top1"])
@@ -168,24 +209,9 @@ def _top1(client, version: int) -> float:
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    """``mlflow server --app-name fct`` on loopback. When this environment's fct-registry was
-    installed before the entry point existed, a dist-info declaring it goes on PYTHONPATH (what
-    ``pip install -e .`` writes)."""
-    env = dict(os.environ)
-    if "fct" not in {e.name for e in entry_points(group="mlflow.app")}:
-        plugin = tmp_path_factory.mktemp("entry-point")
-        info = plugin / "fct_registry_app-0.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            "Metadata-Version: 2.1\nName: fct-registry-app\nVersion: 0.0\n"
-        )
-        (info / "entry_points.txt").write_text(
-            "[mlflow.app]\nfct = fct_registry.server:create_app\n"
-        )
-        paths = [str(plugin), str(Path.cwd()), env.get("PYTHONPATH", "")]
-        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    """``mlflow server --app-name fct`` on loopback (this checkout's entry points)."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    proc, url = start_ui(store, log, app_name="fct", env=env, timeout=120)
+    proc, url = start_ui(store, log, app_name="fct", env=app_env(tmp_path_factory), timeout=120)
     try:
         yield url
     finally:
