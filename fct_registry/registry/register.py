@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 # write_summary: the DVC entry point imports it from here (pipelines/register.py).
-__all__ = ["record_measured_chains", "register_pipeline", "write_summary"]
+__all__ = ["record_measured_chains", "register_all", "register_pipeline", "write_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,20 @@ def register_pipeline(
                 f"({redact_uri(first_line(exc))}); fix the store or its "
                 "permissions and rerun (registered versions are kept)"
             ) from None
+
+
+def register_all(
+    params: Params,
+    layout: Layout,
+    tracking_uri: str | None = None,
+    *,
+    root: str | Path | None = None,
+) -> tuple[RegistrationSummary, list[int]]:
+    """The one registration that ``fct register`` and the DVC ``register`` stage both run: every
+    model (:func:`register_pipeline`), then the chains the evaluate stage measured
+    (:func:`record_measured_chains`); returns the summary and the chain versions."""
+    summary = register_pipeline(params, layout, tracking_uri, root=root)
+    return summary, record_measured_chains(summary, layout, tracking_uri, root=root)
 
 
 def record_measured_chains(
@@ -412,6 +426,8 @@ class _Registrar:
             T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}",
             **self._metric_tags(model),
         }
+        if model.metrics:  # the run above logged them: their provenance
+            tags[T.MEASURED_RUN] = run.info.run_id
         with registration_lock(self.client, self.family, self.lock_timeout):
             raced = find_version(self.client, model.name, digest, model.identity)
             if raced is not None:  # another process registered the same content meanwhile
@@ -452,10 +468,36 @@ class _Registrar:
 
     def _refresh_metric_tags(self, model: _Model, version: int, current: Mapping[str, str]) -> None:
         """Evaluation can change without the model changing (e.g. the distance): keep the
-        version's accuracy tags equal to the latest evaluation."""
-        for key, value in self._metric_tags(model).items():
-            if current.get(key) != value:
-                self.client.set_model_version_tag(model.name, str(version), key, value)
+        version's accuracy tags equal to the latest evaluation, each new measurement logged in
+        a run of its own that the tags name (``fct.measured_run``; also added to versions
+        registered before the tag existed)."""
+        wanted = self._metric_tags(model)
+        changed = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if not changed and (not wanted or current.get(T.MEASURED_RUN)):
+            return
+        run_id = self._measurement_run(model, version)
+        for key, value in {**changed, T.MEASURED_RUN: run_id}.items():
+            self.client.set_model_version_tag(model.name, str(version), key, value)
+
+    def _measurement_run(self, model: _Model, version: int) -> str:
+        """A run holding the evaluation's numbers for an already registered version."""
+        run = self.client.create_run(
+            self.experiment,
+            run_name=f"evaluation of {model.name}/{version}",
+            tags={
+                T.ROLE: model.role,
+                T.FAMILY: self.family,
+                T.PIPELINE_KEY: model.key,
+                T.GIT_COMMIT: self.commit,
+            },
+        )
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"eval.{k}", v, now, 0) for k, v in model.metrics.items()]
+        self.client.log_batch(run.info.run_id, metrics=metrics)
+        self.client.set_terminated(run.info.run_id)
+        return run.info.run_id
 
     # -- links, descriptions and aliases -------------------------------------------------------
 

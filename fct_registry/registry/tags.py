@@ -61,6 +61,10 @@ TOP5 = "fct.top5"
 MAP = "fct.mAP"
 GAP_CLOSED_TOP1 = "fct.gap_closed_top1"
 GAP_CLOSED_MAP = "fct.gap_closed_mAP"
+# Provenance of the numbers above: the id of the MLflow run that logged them. The tool writes it
+# together with them (registration, recorded chains); the resolver takes a fct.top1 as a
+# measurement only beside it, so a number set by hand is never mistaken for one.
+MEASURED_RUN = "fct.measured_run"
 
 # --- release gate ------------------------------------------------------------------------------
 GATE_VERDICT = "fct.gate.verdict"  # pass | fail

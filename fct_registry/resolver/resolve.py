@@ -18,9 +18,10 @@ from fct_registry.resolver.errors import (
     NoPathError,
     ResolveError,
     SideInfoMismatchError,
+    UnmeasuredError,
 )
 from fct_registry.resolver.explanation import Resolution
-from fct_registry.resolver.graph import CompatibilityGraph
+from fct_registry.resolver.graph import MEASURE_HINT, CompatibilityGraph, UnmeasuredEdge
 from fct_registry.resolver.search import best_routes
 
 MAX_ALTERNATIVES = 10
@@ -70,6 +71,13 @@ def _no_path_error(
     graph: CompatibilityGraph, src: int, dst: int, extractor: str | None
 ) -> NoPathError:
     f = graph.family
+    blocking = _unmeasured_on_the_way(graph, src, dst, extractor)
+    if blocking:
+        model = graph.transformations_model
+        named = "; ".join(f"`{u.label(model)}` has {u.why}" for u in blocking)
+        return UnmeasuredError(
+            f"no measured transformation path from {f}@{src} to {f}@{dst}: {named}; {MEASURE_HINT}"
+        )
     others = [x for x in graph.extractors() if x != extractor]
     with_other = [x for x in others if dst in graph.reachable(src, x)]
     if with_other:
@@ -97,3 +105,31 @@ def _no_path_error(
         f"{extractor or 'none'}; reachable from {f}@{src}: {reach}; register a transformation "
         f"into {f}@{dst} from one of those (or re-index the gallery with {f}@{dst})"
     )
+
+
+def _unmeasured_on_the_way(
+    graph: CompatibilityGraph, src: int, dst: int, extractor: str | None
+) -> list[UnmeasuredEdge]:
+    """The unmeasured transformations (usable with ``extractor``) on some path from ``src`` to
+    ``dst`` that measured edges alone do not give: the ones to measure."""
+    usable = [u for u in graph.unmeasured if u.side_info is None or u.side_info == extractor]
+    if not usable:
+        return []
+    adj: dict[int, set[int]] = {}
+    back: dict[int, set[int]] = {}
+    measured = [(e.source, e.target) for es in graph.out_edges(extractor).values() for e in es]
+    for a, b in [*measured, *((u.source, u.target) for u in usable)]:
+        adj.setdefault(a, set()).add(b)
+        back.setdefault(b, set()).add(a)
+
+    def closure(start: int, links: dict[int, set[int]]) -> set[int]:
+        seen, todo = {start}, [start]
+        while todo:
+            for n in links.get(todo.pop(), ()):
+                if n not in seen:
+                    seen.add(n)
+                    todo.append(n)
+        return seen
+
+    ahead, behind = closure(src, adj), closure(dst, back)
+    return [u for u in usable if u.source in ahead and u.target in behind]
