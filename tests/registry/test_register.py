@@ -292,3 +292,73 @@ def test_default_store_is_sqlite_in_the_project_with_artifacts_beside_it(tmp_pat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://server:5000")
     assert resolve_tracking_uri(None, tmp_path) == "http://server:5000"
     assert default_artifact_location("http://server:5000", "fashion") is None
+
+
+def _registry_state(uri: str) -> dict:
+    """Every version of the family's three models with the tags that define it (not run ids,
+    commits or timestamps, which differ between two registrations of the same outputs)."""
+    client = MlflowClient(uri, registry_uri=uri)
+    keep = (T.ROLE, T.PIPELINE_KEY, T.CONTENT_HASH, T.SOURCE, T.TARGET, T.HOPS, T.SIDE_INFO,
+            T.TOP1, T.TOP5, T.MAP, T.GAP_CLOSED_TOP1)  # fmt: skip
+    return {
+        name: {
+            int(mv.version): {k: mv.tags.get(k) for k in keep}
+            | {"measured": T.MEASURED_RUN in mv.tags}
+            for mv in search_versions(client, name)
+        }
+        for name in (FAMILY, SIDE_INFO, TRANSFORMATIONS)
+    }
+
+
+def test_cli_register_gives_the_stage_registry_with_measured_chains(
+    registered, empty_store, tmp_path, monkeypatch, capsys
+):
+    """`fct register` into a fresh store registers what the DVC stage registers, chains
+    measured end to end included, so `fct resolve` compares measurements right away."""
+    import pipelines.register as stage
+    from fct_registry.registry.refs import parse_ref
+    from fct_registry.resolver import load_graph, resolve
+
+    uris = {}
+    for name in ("cli", "stage"):
+        (tmp_path / name).mkdir()
+        shutil.copyfile(empty_store, tmp_path / name / "mlflow.db")
+        uris[name] = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
+    root = registered.pipeline.root
+    argv = ["register", "--params", str(root / "params.yaml"), "--outputs",
+            str(root / "outputs"), "--tracking-uri", uris["cli"]]  # fmt: skip
+    assert main(argv) == 0
+    assert "recorded" in capsys.readouterr().out
+    project = registered.pipeline.copy_to(tmp_path / "project")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uris["stage"])
+    stage._register(project.params, project.layout, None)
+
+    cli, by_stage = _registry_state(uris["cli"]), _registry_state(uris["stage"])
+    assert cli == by_stage
+    chains = [v for v in cli[TRANSFORMATIONS].values() if v[T.ROLE] == T.ROLE_CHAIN]
+    assert chains and all(c["measured"] and c[T.TOP1] for c in chains)
+    client = MlflowClient(uris["cli"], registry_uri=uris["cli"])
+    got = resolve(load_graph(client, FAMILY), parse_ref("fashion@1"), parse_ref("fashion@3"))
+    assert got.chosen.measured  # a recorded chain or a direct edge, never an estimate
+
+
+def test_measurements_carry_the_run_that_logged_them(registered, tmp_path):
+    """Every fct.top1 the tool writes names its run, which holds the same number; a version
+    registered before the tag existed gets it when registered again."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copyfile(registered.uri.removeprefix("sqlite:///"), store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    measured = [mv for mv in search_versions(client, TRANSFORMATIONS) if T.TOP1 in mv.tags]
+    assert measured
+    for mv in measured:
+        run = client.get_run(mv.tags[T.MEASURED_RUN])
+        assert run.data.metrics["eval.top1"] == pytest.approx(float(mv.tags[T.TOP1]), abs=1e-3)
+    old = measured[0]
+    client.delete_model_version_tag(TRANSFORMATIONS, old.version, T.MEASURED_RUN)
+    pipeline = registered.pipeline
+    register_pipeline(pipeline.params, pipeline.layout, uri, root=pipeline.root)
+    again = client.get_model_version(TRANSFORMATIONS, old.version).tags
+    run = client.get_run(again[T.MEASURED_RUN])
+    assert run.data.metrics["eval.top1"] == pytest.approx(float(again[T.TOP1]), abs=1e-3)
