@@ -6,7 +6,9 @@
 1. the side-info extractor as a version of ``F-side-info``;
 2. each embedding version, in ascending ``params.yaml`` key order, as a version of ``F``;
 3. each transformation as a version of ``F-transformations``, tagged with the MLflow versions of
-   its two ends (``fct.from`` / ``fct.to``) and of the side-info extractor it reads.
+   its two ends (``fct.from`` / ``fct.to``) and of the side-info extractor it reads; then the
+   backfill stage's uncertainty-aware transformation (params key ``backfill``, kind
+   ``fct-uncertainty``), when that stage trained one.
 
 A model whose content hash (:func:`~.checksums.content_hash`) is already registered maps to that
 version, so rerunning on unchanged outputs creates nothing. A new model gets an MLflow run
@@ -41,8 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 from fct_registry.config import Params
 from fct_registry.errors import DataError
+from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.layout import Layout
+from fct_registry.models.io import WEIGHTS_FILE, load_spec
 from fct_registry.models.io import load_model as load_hop
+from fct_registry.models.uncertainty import KIND as UNCERTAINTY_KIND
 from fct_registry.models.transformations import uses_side_info
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
@@ -71,6 +76,9 @@ if TYPE_CHECKING:
 __all__ = ["record_measured_chains", "register_all", "register_pipeline", "write_summary"]
 
 log = logging.getLogger(__name__)
+
+BACKFILL_KEY = "backfill"
+"""The params key (``fct.pipeline_key``) of the backfill stage's registered transformation."""
 
 
 def register_pipeline(
@@ -267,6 +275,16 @@ class _Registrar:
             transformations[name] = RegisteredVersion(
                 **{**asdict(registered), "source": source, "target": target}
             )
+        backfill = self._backfill_model(key_map, side_ref)
+        if backfill is not None and BACKFILL_KEY not in transformations:
+            registered = self._register(backfill)
+            transformations[BACKFILL_KEY] = RegisteredVersion(
+                **{
+                    **asdict(registered),
+                    "source": int(backfill.identity[T.SOURCE]),
+                    "target": int(backfill.identity[T.TARGET]),
+                }
+            )
         summary = RegistrationSummary(
             family, safe_uri, self.commit, side, embeddings, transformations
         )
@@ -364,6 +382,56 @@ class _Registrar:
             trained_from,
             _numbers(scores),
             self.layout.history(f"transform-{name}"),
+            tags,
+            identity={T.SOURCE: str(source), T.TARGET: str(target)},
+        )
+
+    def _backfill_model(self, key_map: dict[str, int], side_ref: str) -> _Model | None:
+        """The backfill stage's uncertainty-aware transformation, measured by that stage
+        (transform-only retrieval of its seed, as ``evaluate`` scores every transformation);
+        None while the stage is off or has not run."""
+        cfg = self.params.backfill
+        folder = self.layout.backfill_transformation
+        if cfg is None or not cfg.enabled or not (folder / WEIGHTS_FILE).is_file():
+            return None
+        report_path = self.layout.backfill / "metrics.json"
+        if not report_path.is_file():
+            raise DataError(f"{report_path} not found; run the backfill stage first")
+        report = json.loads(report_path.read_text())
+        seed = str(load_spec(folder).get("seed"))
+        if seed not in report.get("per_seed", {}):
+            raise DataError(
+                f"{folder} holds the model of seed {seed}, but {report_path} has no such seed; "
+                "rerun the backfill stage (`dvc repro backfill`)"
+            )
+        scores = dict(_numbers(report["per_seed"][seed]["transform_only"]["uncertainty"]))
+        own = self.metrics.get("self", {})
+        ends = own.get(str(cfg.source), {}), own.get(str(cfg.target), {})
+        for m in ("top1", "mAP"):
+            if m in scores and m in ends[0] and m in ends[1]:
+                scores[f"gap_closed_{m}"] = gap_closed(scores[m], ends[0][m], ends[1][m])
+        source, target = key_map[str(cfg.source)], key_map[str(cfg.target)]
+        trained_from = self._trained_from("backfill", cfg)
+        tags = self._common_tags(T.ROLE_TRANSFORMATION, BACKFILL_KEY, trained_from)
+        tags.update(
+            {
+                T.SOURCE: str(source),
+                T.TARGET: str(target),
+                T.KIND: UNCERTAINTY_KIND,
+                T.EMBEDDING_DIM: str(self.params.versions[cfg.target].embedding_dim),
+                T.SIDE_INFO_DIM: str(self.params.side_info.dim),
+                T.SIDE_INFO: side_ref,
+            }
+        )
+        return _Model(
+            T.ROLE_TRANSFORMATION,
+            T.transformations_model_name(self.family),
+            BACKFILL_KEY,
+            folder,
+            f"{self.family} transformation {BACKFILL_KEY} (uncertainty-aware, seed {seed})",
+            trained_from,
+            scores,
+            self.layout.history(f"backfill-uncertainty-s{seed}"),
             tags,
             identity={T.SOURCE: str(source), T.TARGET: str(target)},
         )
