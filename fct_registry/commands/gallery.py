@@ -139,6 +139,7 @@ def upgrade_pg(args: argparse.Namespace, client: Any) -> int:
                 Path(work),
                 threads=args.threads,
                 registry=redact_uri(resolve_tracking_uri(args.tracking_uri)),
+                uncertainty=args.for_backfill,
             )
             if args.dry_run:
                 print(f"dry run: {source.uri} -> {dest.uri} ({plan.family}@{plan.target})")

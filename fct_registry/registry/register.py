@@ -47,8 +47,8 @@ from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.layout import Layout
 from fct_registry.models.io import WEIGHTS_FILE, load_spec
 from fct_registry.models.io import load_model as load_hop
-from fct_registry.models.uncertainty import KIND as UNCERTAINTY_KIND
 from fct_registry.models.transformations import uses_side_info
+from fct_registry.models.uncertainty import KIND as UNCERTAINTY_KIND
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
 from fct_registry.registry.chains import record_pipeline_chains

@@ -53,7 +53,8 @@ TARGET = "fct.to"  # family version number it produces
 HOPS = "fct.hops"  # for chains: comma-separated transformation versions, in order
 TRANSFORMS_IN = "fct.transformations_in"  # on embedding versions: comma-separated versions
 TRANSFORMS_OUT = "fct.transformations_out"
-KIND = "fct.kind"  # transformation kind: fct | fct-no-side-info
+KIND = "fct.kind"  # transformation kind: fct | fct-no-side-info | fct-uncertainty | ...
+KIND_UNCERTAINTY = "fct-uncertainty"  # predicts a per-row uncertainty (models.uncertainty.KIND)
 
 # --- measured accuracy (percent, leave-one-out on the held-out split) --------------------------
 TOP1 = "fct.top1"

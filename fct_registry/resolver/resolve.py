@@ -22,7 +22,7 @@ from fct_registry.resolver.errors import (
 )
 from fct_registry.resolver.explanation import Resolution
 from fct_registry.resolver.graph import MEASURE_HINT, CompatibilityGraph, UnmeasuredEdge
-from fct_registry.resolver.search import best_routes
+from fct_registry.resolver.search import Route, best_routes
 
 MAX_ALTERNATIVES = 10
 
@@ -32,13 +32,17 @@ def resolve(
     source: VersionRef,
     target: VersionRef,
     side_info: str | None = None,
+    *,
+    uncertainty: bool = False,
 ) -> Resolution:
     """The best chain upgrading a gallery of ``source`` to ``target``, and the alternatives.
 
     ``side_info`` names the extractor the gallery was indexed with (``"<F>-side-info/<n>"``);
     default: the source version's ``fct.side_info`` tag. Raises ``UnknownVersionError``,
     ``BackwardRequestError``, ``SideInfoMismatchError`` or ``NoPathError`` (all ``FctError``),
-    each naming what is known or reachable.
+    each naming what is known or reachable. ``uncertainty``: only routes whose last
+    transformation predicts a per-row uncertainty (kind ``fct-uncertainty``), the ones whose
+    upgraded gallery ``fct backfill plan`` can order by.
     """
     src, dst = graph.version_of(source), graph.version_of(target)
     extractor = _check_side_info(graph, side_info) if side_info else graph.nodes[src].side_info
@@ -48,9 +52,26 @@ def resolve(
     routes = best_routes(graph, src, dst, extractor)
     if not routes:
         raise _no_path_error(graph, src, dst, extractor)
+    if uncertainty:
+        routes = uncertainty_routes(routes)
+        if not routes:
+            f = graph.family
+            raise NoPathError(
+                f"no route from {f}@{src} to {f}@{dst} ends in an uncertainty-aware "
+                f"transformation ({T.KIND}={T.KIND_UNCERTAINTY}); register one (the backfill "
+                "stage trains it and the register stage registers it: `dvc repro backfill "
+                "register`), or upgrade without --for-backfill and plan the backfill with "
+                "--policy random"
+            )
     return Resolution(
         graph.family, src, dst, extractor, routes[0], tuple(routes[1 : MAX_ALTERNATIVES + 1]), notes
     )
+
+
+def uncertainty_routes(routes: list[Route]) -> list[Route]:
+    """The routes whose last transformation predicts uncertainty, best first. ``best_routes``
+    keeps the best route per last segment, so every such ending is among them."""
+    return [r for r in routes if r.steps[-1].kind == T.KIND_UNCERTAINTY]
 
 
 def _check_side_info(graph: CompatibilityGraph, value: str) -> str:

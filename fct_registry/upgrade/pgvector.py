@@ -493,6 +493,7 @@ def plan_for(
     *,
     threads: int | None = None,
     registry: str | None = None,
+    uncertainty: bool = False,
 ) -> UpgradePlan:
     """Resolve the chains for ``source`` after checking the target is not older than its rows."""
     if target.family == source.manifest.family:
@@ -506,4 +507,5 @@ def plan_for(
         gallery=source.uri,
         threads=threads,
         registry=registry,
+        uncertainty=uncertainty,
     )

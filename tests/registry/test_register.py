@@ -362,3 +362,41 @@ def test_measurements_carry_the_run_that_logged_them(registered, tmp_path):
     again = client.get_model_version(TRANSFORMATIONS, old.version).tags
     run = client.get_run(again[T.MEASURED_RUN])
     assert run.data.metrics["eval.top1"] == pytest.approx(float(again[T.TOP1]), abs=1e-3)
+
+
+def test_backfill_transformation_is_registered_and_a_backfill_plans_by_uncertainty(
+    registered, empty_store, tmp_path, capsys
+):
+    """The backfill stage's uncertainty-aware transformation is registered with its measurement,
+    so on this registry `fct upgrade --for-backfill` writes the uncertainty column and
+    `fct backfill plan` works with its default policy."""
+    from fct_registry.pipeline.backfill import backfill_stage
+    from fct_registry.registry.register import BACKFILL_KEY, register_all
+
+    project = registered.pipeline.copy_to(tmp_path / "project")
+    metrics = backfill_stage(project.params, project.layout)
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copyfile(empty_store, store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    summary, _ = register_all(project.params, project.layout, uri, root=project.root)
+    reg = summary.transformations[BACKFILL_KEY]
+    assert reg.created and (reg.source, reg.target) == (1, 3)
+    tags = MlflowClient(uri, registry_uri=uri).get_model_version(TRANSFORMATIONS, reg.version).tags
+    first = metrics["per_seed"][metrics["seeds"][0]]["transform_only"]["uncertainty"]
+    assert tags[T.KIND] == T.KIND_UNCERTAINTY and tags[T.PIPELINE_KEY] == BACKFILL_KEY
+    assert float(tags[T.TOP1]) == pytest.approx(first["top1"], abs=1e-3)
+    assert tags[T.MEASURED_RUN]
+
+    uri_args = ["--tracking-uri", uri]
+    g1, g3, plan = tmp_path / "g1", tmp_path / "g3", tmp_path / "plan.json"
+    embed = ["embed", "--model", "fashion@1", "--data", str(project.layout.data), "--split",
+             "test", "--out", str(g1), "--device", "cpu", "--no-progress", *uri_args]  # fmt: skip
+    assert main(embed) == 0
+    assert main(["upgrade", "--gallery", str(g1), "--to", "fashion@3", "--for-backfill",
+                 "--out", str(g3), "--no-progress", *uri_args]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["backfill", "plan", "--gallery", str(g3), "--budget", "10%", "--out",
+                 str(plan)]) == 0  # fmt: skip
+    written = json.loads(plan.read_text())
+    assert written["policy"] == "uncertainty" and len(written["items"]) > 0

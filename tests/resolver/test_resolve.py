@@ -437,3 +437,29 @@ def test_an_unmeasured_edge_off_the_way_keeps_the_plain_no_path_error() -> None:
     with pytest.raises(NoPathError) as err:
         run(records, "fashion@1", "fashion@3")
     assert not isinstance(err.value, UnmeasuredError)
+
+
+# --- routes for a gallery to be backfilled --------------------------------------------------------
+
+
+def test_for_backfill_takes_the_best_route_ending_in_an_uncertainty_aware_transformation() -> None:
+    records = [emb(1), emb(2), emb(3), side(1), tr(1, 1, 2, 95.0), tr(2, 2, 3, 95.0)]
+    records += [tr(3, 1, 3, 92.0), tr(4, 2, 3, 70.0, kind=T.KIND_UNCERTAINTY)]
+    records += [tr(5, 1, 3, 60.0, kind=T.KIND_UNCERTAINTY)]
+    assert run(records, "fashion@1", "fashion@3").chosen.hops == (3,)  # plain: best top-1
+    got = run(records, "fashion@1", "fashion@3", uncertainty=True)
+    assert got.chosen.hops == (1, 4)  # 95% x 70% beats the direct 60%
+    assert [r.hops for r in got.alternatives] == [(5,)]
+    assert all(r.steps[-1].kind == T.KIND_UNCERTAINTY for r in (got.chosen, *got.alternatives))
+
+
+def test_for_backfill_without_an_uncertainty_aware_route_names_the_fix() -> None:
+    records = [emb(1), emb(3), side(1), tr(1, 1, 3, 90.0)]
+    with pytest.raises(NoPathError, match=r"dvc repro backfill register.*--policy random"):
+        run(records, "fashion@1", "fashion@3", uncertainty=True)
+
+
+def test_the_uncertainty_kind_is_the_models_kind() -> None:
+    from fct_registry.models.uncertainty import KIND
+
+    assert T.KIND_UNCERTAINTY == KIND
