@@ -453,7 +453,8 @@ class _Registrar:
                     existing, created = self._create(model, digest)
         version = int(existing.version)
         self._aliases[(model.name, version)] = set(getattr(existing, "aliases", None) or [])
-        self._refresh_metric_tags(model, version, existing.tags)
+        if not created:  # a new version was just tagged from this evaluation, with its run
+            self._refresh_metric_tags(model, version, existing.tags)
         log.info(
             "%s %s/%d (params key %s)",
             "registered" if created else "unchanged",
