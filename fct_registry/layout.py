@@ -44,6 +44,17 @@ class Layout:
         return self.root / "transformation_seeds" / name
 
     @property
+    def backfill(self) -> Path:
+        """The backfill stage's report: ``metrics.json``, ``curves.csv``."""
+        return self.root / "backfill"
+
+    @property
+    def backfill_transformation(self) -> Path:
+        """The backfill stage's uncertainty-aware transformation (its first seed), which the
+        register stage registers; only a ``DISABLED`` note while the stage is off."""
+        return self.root / "backfill_transformation"
+
+    @property
     def embeddings(self) -> Path:
         return self.root / "embeddings"
 

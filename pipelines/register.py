@@ -4,15 +4,14 @@ import logging
 import sys
 
 from fct_registry.pipeline.entry import run_stage
-from fct_registry.registry.register import record_measured_chains, register_pipeline
+from fct_registry.registry.register import register_all
 from fct_registry.registry.summary import write_summary
 
 
 def _register(params, layout, _args) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("fct_registry.registry").setLevel(logging.INFO)
-    summary = register_pipeline(params, layout)
-    record_measured_chains(summary, layout)
+    summary, _ = register_all(params, layout)
     write_summary(summary, layout.root / "registry.json")
 
 

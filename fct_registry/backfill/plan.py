@@ -28,6 +28,7 @@ import torch
 from fct_registry.errors import ConfigError, FctError
 from fct_registry.evaluation.backfill import ORDERS, backfill_count, descending, true_error
 from fct_registry.gallery import schema as S
+from fct_registry.gallery.pgvector import is_pg_url, redact
 from fct_registry.gallery.reader import Gallery
 
 PLAN_FORMAT = "fct-backfill-plan/1"
@@ -149,6 +150,19 @@ class BackfillPlan:
             ) from None
 
 
+def open_gallery(location: str) -> Gallery:
+    """The Parquet gallery (folder or ``s3://``) to plan; a ``postgresql://`` gallery is refused
+    with the commands that copy it out and back (backfills rewrite Parquet shards)."""
+    if is_pg_url(location):
+        raise BackfillPlanError(
+            f"{redact(location)} is a pgvector gallery, and backfills rewrite Parquet galleries: "
+            "copy it out with `fct gallery copy URL galleries/to-backfill`, plan and run the "
+            "backfill on galleries/to-backfill, then serve the result with `fct gallery copy "
+            "galleries/to-backfill URL` (a new table and a view swap; URL: this gallery's)"
+        )
+    return Gallery.open(location)
+
+
 @dataclass(frozen=True)
 class Candidates:
     ids: list[str]
@@ -223,7 +237,7 @@ def make_plan(
             raise BackfillPlanError(
                 f"{gallery.uri} has no {S.UNCERTAINTY} column: it was not upgraded through an "
                 "uncertainty-aware transformation (kind fct-uncertainty); upgrade it through "
-                "one, or plan with --policy random"
+                "one (`fct upgrade --for-backfill`), or plan with --policy random"
             )
         score = torch.from_numpy(found.uncertainty.astype(np.float64))
     elif policy == "random":
@@ -294,6 +308,7 @@ __all__ = [
     "Candidates",
     "candidates",
     "make_plan",
+    "open_gallery",
     "source_uris",
     "stored_embeddings",
 ]

@@ -14,7 +14,8 @@ params and data they were trained from, the git commit and a markdown descriptio
 compatibility table. Models already registered (same content hash) keep their versions, so
 rerunning on unchanged outputs creates nothing.
 
-Registered models, for family F: F (embedding versions; MLflow version N is F@N),
+Registered models, for family F: F (embedding versions; MLflow version N is F@N,
+also written F/N or models:/F/N),
 F-side-info, and F-transformations (tags fct.from / fct.to name family versions)."""
 
 EPILOG = """\

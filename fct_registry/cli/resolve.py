@@ -7,10 +7,11 @@ from pathlib import Path
 
 from fct_registry.cli._common import add_tracking_uri, check_positive, check_store
 from fct_registry.errors import FctError
-from fct_registry.registry.refs import parse_ref
+from fct_registry.registry.refs import REF_HELP, parse_ref
 from fct_registry.resolver.load import DEFAULT_PAGE_SIZE
 
-DESCRIPTION = """\
+DESCRIPTION = (
+    """\
 Pick the chain of registered transformations that upgrades a gallery embedded with FROM into
 TO's embedding space: the route with the highest measured top-1 (new-version queries against the
 upgraded old gallery), fewest hops on ties. Only transformations reading the side-info extractor
@@ -19,7 +20,11 @@ the gallery was indexed with are used (FROM's fct.side_info tag, or --side-info)
 A single transformation or a recorded chain scores its measured top-1; a route joining several
 is estimated as the product of their top-1 fractions (shown as "estimated"). --evaluate measures
 the chosen route end to end on the stored test embeddings, --record registers it as a chain so
-later resolves use the measurement, --export-onnx writes it as one fused ONNX graph."""
+later resolves use the measurement, --export-onnx writes it as one fused ONNX graph.
+
+"""
+    + REF_HELP
+)
 
 EPILOG = """\
 examples:
@@ -39,7 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="FROM", help="the gallery's version, e.g. fashion@1")
     parser.add_argument(
-        "target", metavar="TO", help="the version to upgrade to: fashion@3, @production, @latest"
+        "target",
+        metavar="TO",
+        help="the version to upgrade to: fashion@3 (= fashion/3, models:/fashion/3), "
+        "fashion@production (an alias), fashion@latest",
     )
     add_tracking_uri(parser)
     parser.add_argument(

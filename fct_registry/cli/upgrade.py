@@ -104,6 +104,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: one per CPU, at most one per shard)",
     )
     parser.add_argument(
+        "--for-backfill",
+        action="store_true",
+        help="upgrade through the best chain that ends in an uncertainty-aware transformation "
+        "(kind fct-uncertainty), so every row gets the uncertainty column that `fct backfill "
+        "plan` orders by",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="print the chains, the row count and the estimated time; write nothing",

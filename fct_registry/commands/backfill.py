@@ -17,6 +17,7 @@ from fct_registry.backfill.plan import (
     BackfillPlan,
     Budget,
     make_plan,
+    open_gallery,
     source_uris,
     stored_embeddings,
 )
@@ -26,7 +27,6 @@ from fct_registry.data.decode import ImageTransform
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
 from fct_registry.gallery.embed import input_shape
-from fct_registry.gallery.reader import Gallery
 from fct_registry.gate.rules import check_backfill
 from fct_registry.models.io import WEIGHTS_FILE, load_model
 from fct_registry.registry.flavor import load_model as load_registered
@@ -73,7 +73,7 @@ def _embedder(
 
 def _plan(args: argparse.Namespace) -> int:
     budget = Budget.parse(args.budget)
-    gallery = Gallery.open(args.gallery)
+    gallery = open_gallery(args.gallery)
     embed = transformed = None
     if args.policy == "oracle":
         fn, _, transform = _embedder(

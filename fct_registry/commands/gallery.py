@@ -140,6 +140,7 @@ def upgrade_pg(args: argparse.Namespace, client: Any) -> int:
                 Path(work),
                 threads=args.threads,
                 registry=redact_uri(resolve_tracking_uri(args.tracking_uri)),
+                uncertainty=args.for_backfill,
             )
             if args.dry_run:
                 print(f"dry run: {source.uri} -> {dest.uri} ({plan.family}@{plan.target})")
@@ -160,6 +161,7 @@ def upgrade_pg(args: argparse.Namespace, client: Any) -> int:
         "rows": report.rows,
         "resumed_rows": report.resumed_rows,
         "already_complete": report.already_complete,
+        "served_again": report.reserved,
         "copy_seconds": report.copy_seconds,
         "index_seconds": report.index_seconds,
         "rows_per_second": report.rows_per_second,
@@ -168,6 +170,12 @@ def upgrade_pg(args: argparse.Namespace, client: Any) -> int:
         print(json.dumps(summary, indent=2))
     elif report.already_complete:
         print(f"{dest.uri} already serves {plan.family}@{plan.target}; nothing to do")
+    elif report.reserved:
+        print(
+            f"{dest.uri} serves {plan.family}@{plan.target} again from {report.table}, kept from "
+            f"an earlier upgrade of the same rows (nothing recomputed; was "
+            f"{report.previous_table}: `fct gallery rollback`)"
+        )
     else:
         resumed = f" ({report.resumed_rows} rows kept from an interrupted run)"
         print(

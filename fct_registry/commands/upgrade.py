@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
             gallery=source.uri,
             threads=args.threads,
             registry=registry,
+            uncertainty=args.for_backfill,
         )
         if args.dry_run:
             return _dry_run(args, source, dest, plan)

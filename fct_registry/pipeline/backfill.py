@@ -17,16 +17,21 @@ For every seed in ``backfill.seeds``, on the stored embeddings of versions ``fro
 Writes ``outputs/backfill/metrics.json`` (per seed and seed means with 95% t intervals: curve
 areas, the paired uncertainty-minus-random differences, transform-only scores) and
 ``curves.csv`` (seed-mean curves, one column per policy and metric; DVC metrics and plot), and
-beside them ``curves.png``. With ``backfill.enabled: false`` or no ``backfill:`` block
-nothing is trained: metrics.json is ``{"enabled": false}``, curves.csv holds its header only
-and no picture is left, so a disabled stage writes the same bytes every time. Earlier measured
-runs are kept under ``docs/backfill/``.
+beside them ``curves.png``. The first seed's uncertainty-aware transformation is saved to
+``outputs/backfill_transformation/``; the register stage registers it (kind
+``fct-uncertainty``, with that seed's transform-only scores as its measurement), so an upgrade
+through it writes the ``uncertainty`` column that ``fct backfill plan`` orders by. With
+``backfill.enabled: false`` or no ``backfill:`` block nothing is trained: metrics.json is
+``{"enabled": false}``, curves.csv holds its header only, no picture is left and the
+transformation folder holds only a ``DISABLED`` note, so a disabled stage writes the same bytes
+every time. Earlier measured runs are kept under ``docs/backfill/``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -40,7 +45,7 @@ from fct_registry.evaluation.backfill import backfill_curves, backfill_order, me
 from fct_registry.evaluation.backfill_report import mean_ci, paired, plot_curves
 from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.layout import Layout, load_embeddings
-from fct_registry.models.io import load_model
+from fct_registry.models.io import load_model, save_model
 from fct_registry.models.uncertainty import KIND
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.training.embed import apply_transformation
@@ -55,8 +60,23 @@ RANDOM_SEED_STRIDE = 1000
 """Random draw k of seed s is seeded s + 1000 k, so draws of different seeds never coincide."""
 
 
+DISABLED = "DISABLED"
+"""The note left in ``Layout.backfill_transformation`` while the stage is off (DVC needs the
+output to exist either way)."""
+
+
 def backfill_dir(layout: Layout) -> Path:
-    return layout.root / "backfill"
+    return layout.backfill
+
+
+def _save_transformation(folder: Path, model: torch.nn.Module | None, spec: dict) -> None:
+    """The transformation the register stage registers, or the ``DISABLED`` note."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if model is None:
+        folder.mkdir(parents=True)
+        (folder / DISABLED).write_text("backfill.enabled is false: no transformation trained\n")
+        return
+    save_model(model, spec, folder)
 
 
 def _plain_config(cfg: BackfillConfig) -> TransformationConfig:
@@ -73,6 +93,7 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
     if cfg is None or not cfg.enabled:
         metrics: dict = {"enabled": False}
         _write(out, metrics, {}, params)
+        _save_transformation(layout.backfill_transformation, None, {})
         return metrics
     start = time.perf_counter()
     device = pick_device(params.device)
@@ -99,6 +120,7 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
 
     qry, gal, loo = query_split(len(test_labels), cfg.queries)
     per_seed: dict[str, dict] = {}
+    registered: tuple[torch.nn.Module, dict] | None = None
     for seed in cfg.seeds:
         plain, _ = train_transformation(
             plain_cfg,
@@ -129,6 +151,8 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
             classifier=new_model.classifier,
             classes=classes,
         )
+        if registered is None:  # the first seed's model is the one registered
+            registered = (model, unc_spec | {"seed": seed})
         transformed, log_var = predict_with_uncertainty(model, old["test"], side["test"], device)
         plain_gallery = apply_transformation(plain, old["test"], side["test"], device)
         n = len(transformed)
@@ -167,6 +191,8 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
     metrics["recipe"] = cfg.transformation.model_dump(mode="json")
     metrics["seconds"] = time.perf_counter() - start  # not tracked in git (see _write)
     _write(out, metrics, per_seed, params)
+    if registered is not None:
+        _save_transformation(layout.backfill_transformation, *registered)
     return metrics
 
 

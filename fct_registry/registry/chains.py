@@ -113,9 +113,14 @@ def load_chain(
 
 
 def chain_tags(
-    family: str, evaluation: ChainEvaluation, side_info: str | None, loaded: LoadedChain
+    family: str,
+    evaluation: ChainEvaluation,
+    side_info: str | None,
+    loaded: LoadedChain,
+    run_id: str | None = None,
 ) -> dict[str, str]:
-    """The version tags of a recorded chain (schema: ``fct_registry.registry.tags``)."""
+    """The version tags of a recorded chain (schema: ``fct_registry.registry.tags``);
+    ``run_id``: the run that logged the measurement (``fct.measured_run``)."""
     tags = {
         T.ROLE: T.ROLE_CHAIN,
         T.FAMILY: family,
@@ -136,7 +141,12 @@ def chain_tags(
     }
     if side_info and loaded.side_info_dim:  # hops without side-info fit any gallery: no tag
         tags[T.SIDE_INFO] = side_info
+    if run_id:
+        tags[T.MEASURED_RUN] = run_id
     return tags
+
+
+_MEASURED = (T.TOP1, T.TOP5, T.MAP, T.GAP_CLOSED_TOP1, T.GAP_CLOSED_MAP)
 
 
 def find_recorded_chain(client: Any, family: str, hops: tuple[int, ...]) -> int | None:
@@ -162,7 +172,8 @@ def record_chain(
     """Register the chain as a ``fct.role=chain`` version; ``(version, created)``.
 
     If these hops are already recorded, that version's measured tags are updated instead of
-    registering a duplicate.
+    registering a duplicate (left alone when they already hold this measurement). Each new
+    measurement is logged in a run that the tags name (``fct.measured_run``).
     """
     import mlflow  # heavy: only when a chain is recorded
 
@@ -173,16 +184,16 @@ def record_chain(
         )
     family = loaded.family
     model = T.transformations_model_name(family)
-    tags = chain_tags(family, evaluation, side_info, loaded)
     existing = find_recorded_chain(client, family, loaded.hops)
     if existing is not None:
-        for key, value in tags.items():
-            client.set_model_version_tag(model, str(existing), key, value)
-        refresh_descriptions(client, family)
-        return existing, False
+        current = client.get_model_version(model, str(existing)).tags
+        fresh = chain_tags(family, evaluation, side_info, loaded)
+        if current.get(T.MEASURED_RUN) and all(current.get(k) == fresh[k] for k in _MEASURED):
+            return existing, False  # the same measurement, already recorded with its run
     route = "->".join(map(str, loaded.path))
     mlflow.set_experiment(T.experiment_name(family))
-    with mlflow.start_run(run_name=f"chain-{route}"):
+    # Every measurement gets its run (the metrics), which the version's tags then name.
+    with mlflow.start_run(run_name=f"chain-{route}") as run:
         mlflow.log_metrics(
             {
                 "top1": evaluation.cross.top1,
@@ -190,6 +201,12 @@ def record_chain(
                 "mAP": evaluation.cross.mAP,
             }
         )
+        tags = chain_tags(family, evaluation, side_info, loaded, run.info.run_id)
+        if existing is not None:
+            for key, value in tags.items():
+                client.set_model_version_tag(model, str(existing), key, value)
+            refresh_descriptions(client, family)
+            return existing, False
         info = flavor.log_model(
             loaded.module,
             name=f"{model}-chain-{'-'.join(map(str, loaded.path))}",

@@ -6,7 +6,9 @@
 1. the side-info extractor as a version of ``F-side-info``;
 2. each embedding version, in ascending ``params.yaml`` key order, as a version of ``F``;
 3. each transformation as a version of ``F-transformations``, tagged with the MLflow versions of
-   its two ends (``fct.from`` / ``fct.to``) and of the side-info extractor it reads.
+   its two ends (``fct.from`` / ``fct.to``) and of the side-info extractor it reads; then the
+   backfill stage's uncertainty-aware transformation (params key ``backfill``, kind
+   ``fct-uncertainty``), when that stage trained one.
 
 A model whose content hash (:func:`~.checksums.content_hash`) is already registered maps to that
 version, so rerunning on unchanged outputs creates nothing. A new model gets an MLflow run
@@ -41,9 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 from fct_registry.config import Params
 from fct_registry.errors import DataError
+from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.layout import Layout
+from fct_registry.models.io import WEIGHTS_FILE, load_spec
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.transformations import uses_side_info
+from fct_registry.models.uncertainty import KIND as UNCERTAINTY_KIND
 from fct_registry.registry import flavor
 from fct_registry.registry import tags as T
 from fct_registry.registry.chains import record_pipeline_chains
@@ -68,9 +73,12 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 # write_summary: the DVC entry point imports it from here (pipelines/register.py).
-__all__ = ["record_measured_chains", "register_pipeline", "write_summary"]
+__all__ = ["record_measured_chains", "register_all", "register_pipeline", "write_summary"]
 
 log = logging.getLogger(__name__)
+
+BACKFILL_KEY = "backfill"
+"""The params key (``fct.pipeline_key``) of the backfill stage's registered transformation."""
 
 
 def register_pipeline(
@@ -120,6 +128,20 @@ def register_pipeline(
                 f"({redact_uri(first_line(exc))}); fix the store or its "
                 "permissions and rerun (registered versions are kept)"
             ) from None
+
+
+def register_all(
+    params: Params,
+    layout: Layout,
+    tracking_uri: str | None = None,
+    *,
+    root: str | Path | None = None,
+) -> tuple[RegistrationSummary, list[int]]:
+    """The one registration that ``fct register`` and the DVC ``register`` stage both run: every
+    model (:func:`register_pipeline`), then the chains the evaluate stage measured
+    (:func:`record_measured_chains`); returns the summary and the chain versions."""
+    summary = register_pipeline(params, layout, tracking_uri, root=root)
+    return summary, record_measured_chains(summary, layout, tracking_uri, root=root)
 
 
 def record_measured_chains(
@@ -253,6 +275,16 @@ class _Registrar:
             transformations[name] = RegisteredVersion(
                 **{**asdict(registered), "source": source, "target": target}
             )
+        backfill = self._backfill_model(key_map, side_ref)
+        if backfill is not None and BACKFILL_KEY not in transformations:
+            registered = self._register(backfill)
+            transformations[BACKFILL_KEY] = RegisteredVersion(
+                **{
+                    **asdict(registered),
+                    "source": int(backfill.identity[T.SOURCE]),
+                    "target": int(backfill.identity[T.TARGET]),
+                }
+            )
         summary = RegistrationSummary(
             family, safe_uri, self.commit, side, embeddings, transformations
         )
@@ -354,6 +386,56 @@ class _Registrar:
             identity={T.SOURCE: str(source), T.TARGET: str(target)},
         )
 
+    def _backfill_model(self, key_map: dict[str, int], side_ref: str) -> _Model | None:
+        """The backfill stage's uncertainty-aware transformation, measured by that stage
+        (transform-only retrieval of its seed, as ``evaluate`` scores every transformation);
+        None while the stage is off or has not run."""
+        cfg = self.params.backfill
+        folder = self.layout.backfill_transformation
+        if cfg is None or not cfg.enabled or not (folder / WEIGHTS_FILE).is_file():
+            return None
+        report_path = self.layout.backfill / "metrics.json"
+        if not report_path.is_file():
+            raise DataError(f"{report_path} not found; run the backfill stage first")
+        report = json.loads(report_path.read_text())
+        seed = str(load_spec(folder).get("seed"))
+        if seed not in report.get("per_seed", {}):
+            raise DataError(
+                f"{folder} holds the model of seed {seed}, but {report_path} has no such seed; "
+                "rerun the backfill stage (`dvc repro backfill`)"
+            )
+        scores = dict(_numbers(report["per_seed"][seed]["transform_only"]["uncertainty"]))
+        own = self.metrics.get("self", {})
+        ends = own.get(str(cfg.source), {}), own.get(str(cfg.target), {})
+        for m in ("top1", "mAP"):
+            if m in scores and m in ends[0] and m in ends[1]:
+                scores[f"gap_closed_{m}"] = gap_closed(scores[m], ends[0][m], ends[1][m])
+        source, target = key_map[str(cfg.source)], key_map[str(cfg.target)]
+        trained_from = self._trained_from("backfill", cfg)
+        tags = self._common_tags(T.ROLE_TRANSFORMATION, BACKFILL_KEY, trained_from)
+        tags.update(
+            {
+                T.SOURCE: str(source),
+                T.TARGET: str(target),
+                T.KIND: UNCERTAINTY_KIND,
+                T.EMBEDDING_DIM: str(self.params.versions[cfg.target].embedding_dim),
+                T.SIDE_INFO_DIM: str(self.params.side_info.dim),
+                T.SIDE_INFO: side_ref,
+            }
+        )
+        return _Model(
+            T.ROLE_TRANSFORMATION,
+            T.transformations_model_name(self.family),
+            BACKFILL_KEY,
+            folder,
+            f"{self.family} transformation {BACKFILL_KEY} (uncertainty-aware, seed {seed})",
+            trained_from,
+            scores,
+            self.layout.history(f"backfill-uncertainty-s{seed}"),
+            tags,
+            identity={T.SOURCE: str(source), T.TARGET: str(target)},
+        )
+
     # -- registering one model -------------------------------------------------------------------
 
     def _register(self, model: _Model) -> RegisteredVersion:
@@ -371,7 +453,8 @@ class _Registrar:
                     existing, created = self._create(model, digest)
         version = int(existing.version)
         self._aliases[(model.name, version)] = set(getattr(existing, "aliases", None) or [])
-        self._refresh_metric_tags(model, version, existing.tags)
+        if not created:  # a new version was just tagged from this evaluation, with its run
+            self._refresh_metric_tags(model, version, existing.tags)
         log.info(
             "%s %s/%d (params key %s)",
             "registered" if created else "unchanged",
@@ -412,6 +495,8 @@ class _Registrar:
             T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}",
             **self._metric_tags(model),
         }
+        if model.metrics:  # the run above logged them: their provenance
+            tags[T.MEASURED_RUN] = run.info.run_id
         with registration_lock(self.client, self.family, self.lock_timeout):
             raced = find_version(self.client, model.name, digest, model.identity)
             if raced is not None:  # another process registered the same content meanwhile
@@ -452,10 +537,36 @@ class _Registrar:
 
     def _refresh_metric_tags(self, model: _Model, version: int, current: Mapping[str, str]) -> None:
         """Evaluation can change without the model changing (e.g. the distance): keep the
-        version's accuracy tags equal to the latest evaluation."""
-        for key, value in self._metric_tags(model).items():
-            if current.get(key) != value:
-                self.client.set_model_version_tag(model.name, str(version), key, value)
+        version's accuracy tags equal to the latest evaluation, each new measurement logged in
+        a run of its own that the tags name (``fct.measured_run``; also added to versions
+        registered before the tag existed)."""
+        wanted = self._metric_tags(model)
+        changed = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if not changed and (not wanted or current.get(T.MEASURED_RUN)):
+            return
+        run_id = self._measurement_run(model, version)
+        for key, value in {**changed, T.MEASURED_RUN: run_id}.items():
+            self.client.set_model_version_tag(model.name, str(version), key, value)
+
+    def _measurement_run(self, model: _Model, version: int) -> str:
+        """A run holding the evaluation's numbers for an already registered version."""
+        run = self.client.create_run(
+            self.experiment,
+            run_name=f"evaluation of {model.name}/{version}",
+            tags={
+                T.ROLE: model.role,
+                T.FAMILY: self.family,
+                T.PIPELINE_KEY: model.key,
+                T.GIT_COMMIT: self.commit,
+            },
+        )
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"eval.{k}", v, now, 0) for k, v in model.metrics.items()]
+        self.client.log_batch(run.info.run_id, metrics=metrics)
+        self.client.set_terminated(run.info.run_id)
+        return run.info.run_id
 
     # -- links, descriptions and aliases -------------------------------------------------------
 

@@ -53,7 +53,8 @@ TARGET = "fct.to"  # family version number it produces
 HOPS = "fct.hops"  # for chains: comma-separated transformation versions, in order
 TRANSFORMS_IN = "fct.transformations_in"  # on embedding versions: comma-separated versions
 TRANSFORMS_OUT = "fct.transformations_out"
-KIND = "fct.kind"  # transformation kind: fct | fct-no-side-info
+KIND = "fct.kind"  # transformation kind: fct | fct-no-side-info | fct-uncertainty | ...
+KIND_UNCERTAINTY = "fct-uncertainty"  # predicts a per-row uncertainty (models.uncertainty.KIND)
 
 # --- measured accuracy (percent, leave-one-out on the held-out split) --------------------------
 TOP1 = "fct.top1"
@@ -61,6 +62,10 @@ TOP5 = "fct.top5"
 MAP = "fct.mAP"
 GAP_CLOSED_TOP1 = "fct.gap_closed_top1"
 GAP_CLOSED_MAP = "fct.gap_closed_mAP"
+# Provenance of the numbers above: the id of the MLflow run that logged them. The tool writes it
+# together with them (registration, recorded chains); the resolver takes a fct.top1 as a
+# measurement only beside it, so a number set by hand is never mistaken for one.
+MEASURED_RUN = "fct.measured_run"
 
 # --- release gate ------------------------------------------------------------------------------
 GATE_VERDICT = "fct.gate.verdict"  # pass | fail

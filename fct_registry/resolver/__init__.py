@@ -15,9 +15,16 @@ from fct_registry.resolver.errors import (
     SideInfoMismatchError,
     UnknownFamilyError,
     UnknownVersionError,
+    UnmeasuredError,
 )
 from fct_registry.resolver.explanation import Resolution
-from fct_registry.resolver.graph import CompatibilityGraph, LoadStats, TransformEdge, VersionNode
+from fct_registry.resolver.graph import (
+    CompatibilityGraph,
+    LoadStats,
+    TransformEdge,
+    UnmeasuredEdge,
+    VersionNode,
+)
 from fct_registry.resolver.load import CountingClient, load_graph
 from fct_registry.resolver.resolve import resolve
 from fct_registry.resolver.search import Route, best_routes
@@ -35,6 +42,8 @@ __all__ = [
     "TransformEdge",
     "UnknownFamilyError",
     "UnknownVersionError",
+    "UnmeasuredEdge",
+    "UnmeasuredError",
     "VersionNode",
     "best_routes",
     "load_graph",

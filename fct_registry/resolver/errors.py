@@ -27,3 +27,7 @@ class SideInfoMismatchError(NoPathError):
 
 class BackwardRequestError(NoPathError):
     pass
+
+
+class UnmeasuredError(NoPathError):
+    """Only transformations without a measured top-1 would connect the two versions."""

@@ -7,7 +7,11 @@ Pure data, built from MLflow ``ModelVersion``-like records (anything with ``name
 
 Records that cannot be used (no ``fct.from``/``fct.to``, no measured top-1, a chain whose hops do
 not connect) are not fatal: they are left out and described in ``CompatibilityGraph.notes``, so
-one bad registration never hides the rest of the family.
+one bad registration never hides the rest of the family. A transformation without a measured
+top-1 is also kept in ``CompatibilityGraph.unmeasured``, so that a request it would serve fails
+naming it (:mod:`.resolve`) instead of with a bare "no path". A ``fct.top1`` counts as measured
+only beside ``fct.measured_run``, the run that logged it, which the tool writes with it: a
+number set by hand is never taken as a measurement.
 """
 
 from __future__ import annotations
@@ -76,6 +80,20 @@ class TransformEdge:
 
 
 @dataclass(frozen=True)
+class UnmeasuredEdge:
+    """A registered transformation between registered versions that has no measured top-1."""
+
+    model_version: int
+    source: int
+    target: int
+    side_info: str | None
+    why: str  # what its tags lack, in words
+
+    def label(self, model: str) -> str:
+        return f"{model}/{self.model_version} ({self.source}->{self.target})"
+
+
+@dataclass(frozen=True)
 class LoadStats:
     """What loading the graph cost: the benchmark and ``fct resolve`` print these."""
 
@@ -97,6 +115,7 @@ class CompatibilityGraph:
     aliases: dict[str, int] = field(default_factory=dict)
     side_info_versions: list[int] = field(default_factory=list)  # of "<F>-side-info"
     notes: list[str] = field(default_factory=list)  # records left out, and why
+    unmeasured: list[UnmeasuredEdge] = field(default_factory=list)  # left out: no measurement
     load_stats: LoadStats | None = None
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -120,6 +139,7 @@ class CompatibilityGraph:
         nodes: dict[int, VersionNode] = {}
         side_versions: list[int] = []
         singles: dict[int, TransformEdge] = {}
+        unmeasured: dict[int, UnmeasuredEdge] = {}
         chain_records: list[tuple[int, Mapping[str, str]]] = []
         notes: list[str] = []
         for rec in records:
@@ -147,7 +167,7 @@ class CompatibilityGraph:
                 if role == T.ROLE_CHAIN:
                     chain_records.append((version, tags))
                 elif role == T.ROLE_TRANSFORMATION:
-                    edge = _edge(trans_name, version, tags, (version,), notes)
+                    edge = _edge(trans_name, version, tags, (version,), notes, unmeasured)
                     if edge is not None:
                         singles[version] = edge
                 else:
@@ -160,6 +180,9 @@ class CompatibilityGraph:
                     f"{', '.join(map(str, missing))}, which are not registered"
                 )
                 del singles[v]
+        for v, u in list(unmeasured.items()):
+            if u.source not in nodes or u.target not in nodes:
+                del unmeasured[v]
         chains = [
             c
             for version, tags in chain_records
@@ -173,6 +196,7 @@ class CompatibilityGraph:
             aliases=alias_map,
             side_info_versions=sorted(side_versions),
             notes=notes,
+            unmeasured=[unmeasured[v] for v in sorted(unmeasured)],
         )
 
     # --- references ---------------------------------------------------------------------------
@@ -263,6 +287,13 @@ class CompatibilityGraph:
         return sorted(seen)
 
 
+MEASURE_HINT = (
+    "measure it with the evaluate stage and record the numbers with their run through "
+    "`fct register` (`dvc repro evaluate register`)"
+)
+"""How a transformation of the pipeline gets its measured top-1."""
+
+
 def _int_or_none(value: str | None) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
@@ -278,7 +309,12 @@ def _float(value: str | None) -> float | None:
 
 
 def _edge(
-    model: str, version: int, tags: Mapping[str, str], hops: tuple[int, ...], notes: list[str]
+    model: str,
+    version: int,
+    tags: Mapping[str, str],
+    hops: tuple[int, ...],
+    notes: list[str],
+    unmeasured: dict[int, UnmeasuredEdge] | None = None,
 ) -> TransformEdge | None:
     source, target = _int_or_none(tags.get(T.SOURCE)), _int_or_none(tags.get(T.TARGET))
     if source is None or target is None:
@@ -288,11 +324,19 @@ def _edge(
         notes.append(f"{model}/{version} skipped: {T.SOURCE} == {T.TARGET} == {source}")
         return None
     top1 = _float(tags.get(T.TOP1))
+    why = None
     if top1 is None or not 0.0 <= top1 <= 100.0:
-        notes.append(
-            f"{model}/{version} ({source}->{target}) skipped: no measured {T.TOP1} in [0, 100] "
-            f"(got {tags.get(T.TOP1)!r}); evaluate it and set the tag"
+        why = f"no measured {T.TOP1} in [0, 100] (got {tags.get(T.TOP1)!r})"
+    elif not tags.get(T.MEASURED_RUN):
+        why = (
+            f"{T.TOP1}={tags[T.TOP1]} carries no {T.MEASURED_RUN} (the evaluation run that "
+            "measured it): set by hand, not a measurement"
         )
+    if why is not None:
+        notes.append(f"{model}/{version} ({source}->{target}) skipped: {why}; {MEASURE_HINT}")
+        if unmeasured is not None:
+            reads = None if tags.get(T.KIND) == "fct-no-side-info" else tags.get(T.SIDE_INFO)
+            unmeasured[version] = UnmeasuredEdge(version, source, target, reads or None, why)
         return None
     kind = tags.get(T.KIND) or None
     side_info = tags.get(T.SIDE_INFO) or None

@@ -18,10 +18,11 @@ from fct_registry.resolver.errors import (
     NoPathError,
     ResolveError,
     SideInfoMismatchError,
+    UnmeasuredError,
 )
 from fct_registry.resolver.explanation import Resolution
-from fct_registry.resolver.graph import CompatibilityGraph
-from fct_registry.resolver.search import best_routes
+from fct_registry.resolver.graph import MEASURE_HINT, CompatibilityGraph, UnmeasuredEdge
+from fct_registry.resolver.search import Route, best_routes
 
 MAX_ALTERNATIVES = 10
 
@@ -31,13 +32,17 @@ def resolve(
     source: VersionRef,
     target: VersionRef,
     side_info: str | None = None,
+    *,
+    uncertainty: bool = False,
 ) -> Resolution:
     """The best chain upgrading a gallery of ``source`` to ``target``, and the alternatives.
 
     ``side_info`` names the extractor the gallery was indexed with (``"<F>-side-info/<n>"``);
     default: the source version's ``fct.side_info`` tag. Raises ``UnknownVersionError``,
     ``BackwardRequestError``, ``SideInfoMismatchError`` or ``NoPathError`` (all ``FctError``),
-    each naming what is known or reachable.
+    each naming what is known or reachable. ``uncertainty``: only routes whose last
+    transformation predicts a per-row uncertainty (kind ``fct-uncertainty``), the ones whose
+    upgraded gallery ``fct backfill plan`` can order by.
     """
     src, dst = graph.version_of(source), graph.version_of(target)
     extractor = _check_side_info(graph, side_info) if side_info else graph.nodes[src].side_info
@@ -47,9 +52,26 @@ def resolve(
     routes = best_routes(graph, src, dst, extractor)
     if not routes:
         raise _no_path_error(graph, src, dst, extractor)
+    if uncertainty:
+        routes = uncertainty_routes(routes)
+        if not routes:
+            f = graph.family
+            raise NoPathError(
+                f"no route from {f}@{src} to {f}@{dst} ends in an uncertainty-aware "
+                f"transformation ({T.KIND}={T.KIND_UNCERTAINTY}); register one (the backfill "
+                "stage trains it and the register stage registers it: `dvc repro backfill "
+                "register`), or upgrade without --for-backfill and plan the backfill with "
+                "--policy random"
+            )
     return Resolution(
         graph.family, src, dst, extractor, routes[0], tuple(routes[1 : MAX_ALTERNATIVES + 1]), notes
     )
+
+
+def uncertainty_routes(routes: list[Route]) -> list[Route]:
+    """The routes whose last transformation predicts uncertainty, best first. ``best_routes``
+    keeps the best route per last segment, so every such ending is among them."""
+    return [r for r in routes if r.steps[-1].kind == T.KIND_UNCERTAINTY]
 
 
 def _check_side_info(graph: CompatibilityGraph, value: str) -> str:
@@ -70,6 +92,13 @@ def _no_path_error(
     graph: CompatibilityGraph, src: int, dst: int, extractor: str | None
 ) -> NoPathError:
     f = graph.family
+    blocking = _unmeasured_on_the_way(graph, src, dst, extractor)
+    if blocking:
+        model = graph.transformations_model
+        named = "; ".join(f"`{u.label(model)}` has {u.why}" for u in blocking)
+        return UnmeasuredError(
+            f"no measured transformation path from {f}@{src} to {f}@{dst}: {named}; {MEASURE_HINT}"
+        )
     others = [x for x in graph.extractors() if x != extractor]
     with_other = [x for x in others if dst in graph.reachable(src, x)]
     if with_other:
@@ -97,3 +126,31 @@ def _no_path_error(
         f"{extractor or 'none'}; reachable from {f}@{src}: {reach}; register a transformation "
         f"into {f}@{dst} from one of those (or re-index the gallery with {f}@{dst})"
     )
+
+
+def _unmeasured_on_the_way(
+    graph: CompatibilityGraph, src: int, dst: int, extractor: str | None
+) -> list[UnmeasuredEdge]:
+    """The unmeasured transformations (usable with ``extractor``) on some path from ``src`` to
+    ``dst`` that measured edges alone do not give: the ones to measure."""
+    usable = [u for u in graph.unmeasured if u.side_info is None or u.side_info == extractor]
+    if not usable:
+        return []
+    adj: dict[int, set[int]] = {}
+    back: dict[int, set[int]] = {}
+    measured = [(e.source, e.target) for es in graph.out_edges(extractor).values() for e in es]
+    for a, b in [*measured, *((u.source, u.target) for u in usable)]:
+        adj.setdefault(a, set()).add(b)
+        back.setdefault(b, set()).add(a)
+
+    def closure(start: int, links: dict[int, set[int]]) -> set[int]:
+        seen, todo = {start}, [start]
+        while todo:
+            for n in links.get(todo.pop(), ()):
+                if n not in seen:
+                    seen.add(n)
+                    todo.append(n)
+        return seen
+
+    ahead, behind = closure(src, adj), closure(dst, back)
+    return [u for u in usable if u.source in ahead and u.target in behind]

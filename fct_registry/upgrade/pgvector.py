@@ -121,7 +121,8 @@ class PgUpgradeReport:
     table: str
     rows: int
     resumed_rows: int = 0  # committed by an earlier, interrupted run
-    already_complete: bool = False
+    already_complete: bool = False  # the gallery already served this job's table
+    reserved: bool = False  # this job's table, kept from an earlier run, is served again
     copy_seconds: float = 0.0  # read, chain, COPY (this run's rows)
     index_seconds: float = 0.0
     swap_seconds: float = 0.0
@@ -249,7 +250,15 @@ def upgrade_to_pg(
         report.previous_table = current[0] if current else None
         state, last_id, done = _start(conn, dest, source, plan, spec, job, table, distance)
         if state == "done":
-            report.resumed_rows, report.already_complete = rows, True
+            # Judged by what the view serves, not by the job's record: after a rollback the job
+            # is done but its table is not served, and serving it again is the upgrade.
+            report.resumed_rows = rows
+            if report.previous_table == table:
+                report.already_complete = True
+                return report
+            start = time.perf_counter()
+            PG.swap(conn, dest, table)
+            report.swap_seconds, report.reserved = time.perf_counter() - start, True
             return report
         report.resumed_rows = done
         if state == "copying":
@@ -310,6 +319,20 @@ def _start(
     with conn.cursor() as cur:
         cur.execute(f"SELECT state, last_id, rows_done FROM {JOBS} WHERE job = %s", (job,))
         row = cur.fetchone()
+        served = (PG.alias(conn, dest.gallery) or (None, None))[0]
+        if (
+            row is not None
+            and row[0] == "done"
+            and served != table
+            and not _complete(conn, table, source)
+        ):
+            # Its table was dropped or cut short by hand (prune deletes the job too): the
+            # record describes nothing that could be served again, so start over.
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+            cur.execute(f"UPDATE {PG.ALIASES} SET previous = NULL WHERE previous = %s", (table,))
+            cur.execute(f"DELETE FROM {PG.TABLES} WHERE table_name = %s", (table,))
+            cur.execute(f"DELETE FROM {JOBS} WHERE job = %s", (job,))
+            row = None
         if row is None:
             info = _target_info(source, dest, plan, table, distance)
             PG.check_name_free(conn, dest)
@@ -332,6 +355,16 @@ def _start(
                 f"was changed by hand: drop it and delete job {job} from {JOBS}, then rerun"
             )
     return state, last_id, done
+
+
+def _complete(conn: Any, table: str, source: Source) -> bool:
+    """Does ``table`` still exist, registered as a gallery table, with every source row?"""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (table,))
+        exists = cur.fetchone()[0] is not None
+    if not exists or PG.table_info(conn, table) is None:
+        return False
+    return PG.count_rows(conn, table) == source.manifest.rows
 
 
 def _target_info(
@@ -465,6 +498,7 @@ def plan_for(
     *,
     threads: int | None = None,
     registry: str | None = None,
+    uncertainty: bool = False,
 ) -> UpgradePlan:
     """Resolve the chains for ``source`` after checking the target is not older than its rows."""
     if target.family == source.manifest.family:
@@ -478,4 +512,5 @@ def plan_for(
         gallery=source.uri,
         threads=threads,
         registry=registry,
+        uncertainty=uncertainty,
     )

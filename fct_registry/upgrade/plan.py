@@ -33,7 +33,7 @@ from fct_registry.registry.flavor import flavor_conf, verify_registered
 from fct_registry.registry.refs import VersionRef
 from fct_registry.resolver.errors import ResolveError
 from fct_registry.resolver.load import load_graph
-from fct_registry.resolver.resolve import resolve
+from fct_registry.resolver.resolve import resolve, uncertainty_routes
 from fct_registry.resolver.search import best_routes
 from fct_registry.upgrade.batch import BatchPlan, GroupRunner
 from fct_registry.upgrade.runner import ChainRunner, OnnxChainRunner
@@ -215,8 +215,11 @@ def plan_from_registry(
     gallery: str = "the gallery",
     threads: int | None = None,
     registry: str | None = None,
+    uncertainty: bool = False,
 ) -> UpgradePlan:
     """Resolve and fetch the chain for every (version, extractor) group of ``manifest``.
+    ``uncertainty``: only chains ending in an uncertainty-aware transformation, so the gallery
+    gets the ``uncertainty`` column a backfill plan orders by (``fct upgrade --for-backfill``).
 
     ``target`` is a :class:`~fct_registry.registry.refs.VersionRef` of the gallery's family.
     Graphs are downloaded under ``workdir`` through MLflow's current registry URI and verified
@@ -242,7 +245,7 @@ def plan_from_registry(
             f"{key[1] or 'none'}) in {listed}"
         )
         try:
-            routes[key] = _route(client, graph, key, dst, workdir, fetched, threads)
+            routes[key] = _route(client, graph, key, dst, workdir, fetched, threads, uncertainty)
         except ResolveError as exc:
             raise type(exc)(f"{where}: {exc}") from None
         except (PlanError, SideInfoError) as exc:
@@ -269,6 +272,7 @@ def _route(
     workdir: Path,
     fetched: dict[tuple[str, int], Step],
     threads: int | None,
+    uncertainty: bool = False,
 ) -> GroupPlan:
 
     source, extractor = key
@@ -277,7 +281,8 @@ def _route(
     if source == dst:
         return GroupPlan(key, (source,), (), None, basis="already the target")
     if extractor is None:  # no side-info stored: only chains that read none can be used
-        chosen = next(iter(best_routes(graph, source, dst, None)), None)
+        found = best_routes(graph, source, dst, None)
+        chosen = next(iter(uncertainty_routes(found) if uncertainty else found), None)
         if chosen is None:
             raise SideInfoError(
                 f"these rows have no side-info, and every chain to "
@@ -290,6 +295,7 @@ def _route(
             VersionRef(family, version=source),
             VersionRef(family, version=dst),
             side_info=extractor,
+            uncertainty=uncertainty,
         )
         chosen = resolution.chosen
     model = graph.transformations_model

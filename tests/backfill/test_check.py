@@ -76,3 +76,14 @@ def test_usage_errors(argv, message, capsys) -> None:
         args += ["--metrics", str(MEASURED)]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_planning_a_pgvector_gallery_names_the_copy_commands() -> None:
+    from fct_registry.backfill.plan import BackfillPlanError, open_gallery
+
+    url = "postgresql://fct:secret@db:5432/fct?gallery=fashion"
+    with pytest.raises(BackfillPlanError) as err:
+        open_gallery(url)
+    text = str(err.value)
+    assert "fct gallery copy URL galleries/to-backfill" in text and "secret" not in text
+    assert "fct gallery copy galleries/to-backfill URL" in text

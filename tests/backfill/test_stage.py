@@ -64,6 +64,8 @@ def test_switched_off(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "metrics.json"]  # no picture
     header = "backfilled,random_top1,uncertainty_top1,oracle_top1,random_mAP,uncertainty_mAP,"
     assert (out / "curves.csv").read_text() == header + "oracle_mAP\n"  # no stale curves
+    saved = Layout(tmp_path).backfill_transformation  # DVC's output exists, holding no model
+    assert sorted(p.name for p in saved.iterdir()) == ["DISABLED"]
     del raw["backfill"]
     assert backfill_stage(parse_params(raw), Layout(tmp_path)) == {"enabled": False}
 
@@ -117,6 +119,10 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
     written = json.loads((out / "metrics.json").read_text())
     assert "seconds" not in written
     assert written["family"] == "fashion" and written["recipe"]["p2c_weight"] == 0.1
+    # the first seed's uncertainty-aware model is kept for the register stage
+    _, kept_spec = load_model(layout.backfill_transformation)
+    assert kept_spec["type"] == "fct-uncertainty" and kept_spec["seed"] == 0
+    assert (kept_spec["from"], kept_spec["to"]) == (1, 3)
 
     # The whole operator flow: the transform stage trains the uncertainty-aware kind, its ONNX
     # graph upgrades a v1 gallery (uncertainty column), then plan and run the backfill.

@@ -228,8 +228,10 @@ def test_changed_models_map_keys_to_new_versions(registered, tmp_path):
     assert re.search(r"│ params.yaml key +│ 3 ", client.get_model_version(FAMILY, "4").description)
 
 
-def test_cli_register_json(registered, capsys):
+def test_cli_register_json(registered, tmp_path, capsys):
     root = registered.pipeline.root
+    # a copy: `fct register` also records the measured chains, which the shared store lacks
+    shutil.copyfile(registered.uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
     code = main(
         [
             "register",
@@ -238,7 +240,7 @@ def test_cli_register_json(registered, capsys):
             "--outputs",
             str(root / "outputs"),
             "--tracking-uri",
-            registered.uri,
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
             "--json",
         ]
     )
@@ -292,3 +294,112 @@ def test_default_store_is_sqlite_in_the_project_with_artifacts_beside_it(tmp_pat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://server:5000")
     assert resolve_tracking_uri(None, tmp_path) == "http://server:5000"
     assert default_artifact_location("http://server:5000", "fashion") is None
+
+
+def _registry_state(uri: str) -> dict:
+    """Every version of the family's three models with the tags that define it (not run ids,
+    commits or timestamps, which differ between two registrations of the same outputs)."""
+    client = MlflowClient(uri, registry_uri=uri)
+    keep = (T.ROLE, T.PIPELINE_KEY, T.CONTENT_HASH, T.SOURCE, T.TARGET, T.HOPS, T.SIDE_INFO,
+            T.TOP1, T.TOP5, T.MAP, T.GAP_CLOSED_TOP1)  # fmt: skip
+    return {
+        name: {
+            int(mv.version): {k: mv.tags.get(k) for k in keep}
+            | {"measured": T.MEASURED_RUN in mv.tags}
+            for mv in search_versions(client, name)
+        }
+        for name in (FAMILY, SIDE_INFO, TRANSFORMATIONS)
+    }
+
+
+def test_cli_register_gives_the_stage_registry_with_measured_chains(
+    registered, empty_store, tmp_path, monkeypatch, capsys
+):
+    """`fct register` into a fresh store registers what the DVC stage registers, chains
+    measured end to end included, so `fct resolve` compares measurements right away."""
+    import pipelines.register as stage
+    from fct_registry.registry.refs import parse_ref
+    from fct_registry.resolver import load_graph, resolve
+
+    uris = {}
+    for name in ("cli", "stage"):
+        (tmp_path / name).mkdir()
+        shutil.copyfile(empty_store, tmp_path / name / "mlflow.db")
+        uris[name] = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
+    root = registered.pipeline.root
+    argv = ["register", "--params", str(root / "params.yaml"), "--outputs",
+            str(root / "outputs"), "--tracking-uri", uris["cli"]]  # fmt: skip
+    assert main(argv) == 0
+    assert "recorded" in capsys.readouterr().out
+    project = registered.pipeline.copy_to(tmp_path / "project")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uris["stage"])
+    stage._register(project.params, project.layout, None)
+
+    cli, by_stage = _registry_state(uris["cli"]), _registry_state(uris["stage"])
+    assert cli == by_stage
+    chains = [v for v in cli[TRANSFORMATIONS].values() if v[T.ROLE] == T.ROLE_CHAIN]
+    assert chains and all(c["measured"] and c[T.TOP1] for c in chains)
+    client = MlflowClient(uris["cli"], registry_uri=uris["cli"])
+    got = resolve(load_graph(client, FAMILY), parse_ref("fashion@1"), parse_ref("fashion@3"))
+    assert got.chosen.measured  # a recorded chain or a direct edge, never an estimate
+
+
+def test_measurements_carry_the_run_that_logged_them(registered, tmp_path):
+    """Every fct.top1 the tool writes names its run, which holds the same number; a version
+    registered before the tag existed gets it when registered again."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copyfile(registered.uri.removeprefix("sqlite:///"), store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    measured = [mv for mv in search_versions(client, TRANSFORMATIONS) if T.TOP1 in mv.tags]
+    assert measured
+    for mv in measured:
+        run = client.get_run(mv.tags[T.MEASURED_RUN])
+        logged = "top1" if mv.tags[T.ROLE] == T.ROLE_CHAIN else "eval.top1"  # a chain's own run
+        assert run.data.metrics[logged] == pytest.approx(float(mv.tags[T.TOP1]), abs=1e-3)
+    old = measured[0]
+    client.delete_model_version_tag(TRANSFORMATIONS, old.version, T.MEASURED_RUN)
+    pipeline = registered.pipeline
+    register_pipeline(pipeline.params, pipeline.layout, uri, root=pipeline.root)
+    again = client.get_model_version(TRANSFORMATIONS, old.version).tags
+    run = client.get_run(again[T.MEASURED_RUN])
+    assert run.data.metrics["eval.top1"] == pytest.approx(float(again[T.TOP1]), abs=1e-3)
+
+
+def test_backfill_transformation_is_registered_and_a_backfill_plans_by_uncertainty(
+    registered, empty_store, tmp_path, capsys
+):
+    """The backfill stage's uncertainty-aware transformation is registered with its measurement,
+    so on this registry `fct upgrade --for-backfill` writes the uncertainty column and
+    `fct backfill plan` works with its default policy."""
+    from fct_registry.pipeline.backfill import backfill_stage
+    from fct_registry.registry.register import BACKFILL_KEY, register_all
+
+    project = registered.pipeline.copy_to(tmp_path / "project")
+    metrics = backfill_stage(project.params, project.layout)
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copyfile(empty_store, store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    summary, _ = register_all(project.params, project.layout, uri, root=project.root)
+    reg = summary.transformations[BACKFILL_KEY]
+    assert reg.created and (reg.source, reg.target) == (1, 3)
+    tags = MlflowClient(uri, registry_uri=uri).get_model_version(TRANSFORMATIONS, reg.version).tags
+    first = metrics["per_seed"][metrics["seeds"][0]]["transform_only"]["uncertainty"]
+    assert tags[T.KIND] == T.KIND_UNCERTAINTY and tags[T.PIPELINE_KEY] == BACKFILL_KEY
+    assert float(tags[T.TOP1]) == pytest.approx(first["top1"], abs=1e-3)
+    assert tags[T.MEASURED_RUN]
+
+    uri_args = ["--tracking-uri", uri]
+    g1, g3, plan = tmp_path / "g1", tmp_path / "g3", tmp_path / "plan.json"
+    embed = ["embed", "--model", "fashion@1", "--data", str(project.layout.data), "--split",
+             "test", "--out", str(g1), "--device", "cpu", "--no-progress", *uri_args]  # fmt: skip
+    assert main(embed) == 0
+    assert main(["upgrade", "--gallery", str(g1), "--to", "fashion@3", "--for-backfill",
+                 "--out", str(g3), "--no-progress", *uri_args]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["backfill", "plan", "--gallery", str(g3), "--budget", "10%", "--out",
+                 str(plan)]) == 0  # fmt: skip
+    written = json.loads(plan.read_text())
+    assert written["policy"] == "uncertainty" and len(written["items"]) > 0

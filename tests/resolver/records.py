@@ -10,6 +10,7 @@ FAMILY = "fashion"
 SIDE = "fashion-side-info/1"
 OTHER_SIDE = "fashion-side-info/2"
 TRANSFORMS = T.transformations_model_name(FAMILY)
+MEASURED_BY = "0123456789abcdef0123456789abcdef"  # the run id the tool writes beside fct.top1
 
 
 @dataclass
@@ -46,6 +47,7 @@ def tr(
     tags[T.KIND] = kind
     if top1 is not None:
         tags |= {T.TOP1: str(top1), T.TOP5: str(min(100.0, top1 + 5)), T.MAP: str(top1 - 10)}
+        tags[T.MEASURED_RUN] = MEASURED_BY
     if side_info:
         tags[T.SIDE_INFO] = side_info
     return Record(T.transformations_model_name(family), str(version), tags)
@@ -66,6 +68,7 @@ def chain(
         T.TARGET: str(target),
         T.HOPS: ",".join(map(str, hops)),
         T.TOP1: str(top1),
+        T.MEASURED_RUN: MEASURED_BY,
     }
     if side_info:
         tags[T.SIDE_INFO] = side_info

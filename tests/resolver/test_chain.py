@@ -96,6 +96,7 @@ def family(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Iter
                 T.SIDE_INFO: SIDE,
                 T.KIND: "fct",
                 T.TOP1: str(top1),
+                T.MEASURED_RUN: "test-measurement",
             }
             with mlflow.start_run():
                 info = flavor.log_model(

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from fct_registry.registry import tags as T
 from fct_registry.registry.refs import parse_ref
 from fct_registry.resolver import (
     BackwardRequestError,
@@ -16,6 +17,7 @@ from fct_registry.resolver import (
     ResolveError,
     SideInfoMismatchError,
     UnknownVersionError,
+    UnmeasuredError,
     resolve,
 )
 from fct_registry.resolver.search import TIE_DECIMALS
@@ -397,3 +399,67 @@ def test_a_chain_mixing_extractors_is_left_out() -> None:
     ]
     graph = graph_of(records)
     assert graph.chains == [] and "mix side-info" in "\n".join(graph.notes)
+
+
+# --- measured accuracy needs its provenance -----------------------------------------------------
+
+
+def _hand_set(record: Record, top1: str) -> Record:
+    """``fct.top1`` set by hand (``mlflow`` UI or client): no evaluation run beside it."""
+    tags = {k: v for k, v in record.tags.items() if k != T.MEASURED_RUN}
+    return Record(record.name, record.version, tags | {T.TOP1: top1})
+
+
+def test_a_transformation_without_a_measurement_is_named_not_skipped() -> None:
+    records = [emb(1), emb(2), emb(3), side(1), tr(1, 1, 2, 90.0), tr(8, 2, 3, None)]
+    with pytest.raises(UnmeasuredError) as err:
+        run(records, "fashion@1", "fashion@3")
+    text = str(err.value)
+    assert "`fashion-transformations/8 (2->3)` has no measured fct.top1" in text
+    assert "fct register" in text and "dvc repro evaluate register" in text
+    assert isinstance(err.value, NoPathError)  # callers catching "no path" still do
+
+
+@pytest.mark.parametrize("value", ["0", "99.5"])
+def test_a_hand_set_top1_is_not_a_measurement(value: str) -> None:
+    unmeasured = _hand_set(tr(8, 1, 3, None), value)
+    records = [emb(1), emb(2), emb(3), side(1), unmeasured]
+    with pytest.raises(UnmeasuredError, match=r"fashion-transformations/8 \(1->3\)` has fct.top1"):
+        run(records, "fashion@1", "fashion@3")
+    # with a measured route beside it, that route wins whatever the hand-set number says
+    got = run([*records, tr(2, 1, 3, 40.0)], "fashion@1", "fashion@3")
+    assert got.chosen.hops == (2,)
+    assert any("/8 (1->3) skipped" in n and T.MEASURED_RUN in n for n in got.notes)
+
+
+def test_an_unmeasured_edge_off_the_way_keeps_the_plain_no_path_error() -> None:
+    records = [emb(1), emb(2), emb(3), side(1), tr(1, 1, 2, 90.0), tr(8, 3, 2, None)]
+    with pytest.raises(NoPathError) as err:
+        run(records, "fashion@1", "fashion@3")
+    assert not isinstance(err.value, UnmeasuredError)
+
+
+# --- routes for a gallery to be backfilled --------------------------------------------------------
+
+
+def test_for_backfill_takes_the_best_route_ending_in_an_uncertainty_aware_transformation() -> None:
+    records = [emb(1), emb(2), emb(3), side(1), tr(1, 1, 2, 95.0), tr(2, 2, 3, 95.0)]
+    records += [tr(3, 1, 3, 92.0), tr(4, 2, 3, 70.0, kind=T.KIND_UNCERTAINTY)]
+    records += [tr(5, 1, 3, 60.0, kind=T.KIND_UNCERTAINTY)]
+    assert run(records, "fashion@1", "fashion@3").chosen.hops == (3,)  # plain: best top-1
+    got = run(records, "fashion@1", "fashion@3", uncertainty=True)
+    assert got.chosen.hops == (1, 4)  # 95% x 70% beats the direct 60%
+    assert [r.hops for r in got.alternatives] == [(5,)]
+    assert all(r.steps[-1].kind == T.KIND_UNCERTAINTY for r in (got.chosen, *got.alternatives))
+
+
+def test_for_backfill_without_an_uncertainty_aware_route_names_the_fix() -> None:
+    records = [emb(1), emb(3), side(1), tr(1, 1, 3, 90.0)]
+    with pytest.raises(NoPathError, match=r"dvc repro backfill register.*--policy random"):
+        run(records, "fashion@1", "fashion@3", uncertainty=True)
+
+
+def test_the_uncertainty_kind_is_the_models_kind() -> None:
+    from fct_registry.models.uncertainty import KIND
+
+    assert T.KIND_UNCERTAINTY == KIND

@@ -290,6 +290,7 @@ def _build_tiny_registry(root: Path, uri: str) -> tuple[object, dict[str, object
             T.SIDE_INFO_DIM: str(SIDE_DIM),
             T.KIND: "fct",
             T.TOP1: "50.0",
+            T.MEASURED_RUN: "test-measurement",
         },
     )
 

@@ -154,6 +154,55 @@ def test_rollback_and_prune(pg_server: PgServer, chains: dict[str, GemmChain]) -
     assert set(read_all(url).column("model_version").to_pylist()) == {2}
 
 
+def test_upgrade_rollback_upgrade_prune_cycle(
+    pg_server: PgServer, chains: dict[str, GemmChain]
+) -> None:
+    """After a rollback an upgrade is judged by what the view serves: it serves the kept table
+    again (the job's record alone said "done"), and after a prune it recomputes."""
+    url = pg_server.gallery()
+    _seed(url, 80)
+    loc = PG.PgLocation.parse(url)
+    plan = _plan(chains["1-2"])
+    first = _upgrade(url, plan)
+    upgraded = read_all(url)
+    assert set(upgraded.column("model_version").to_pylist()) == {2}
+
+    PG.rollback(loc)
+    assert set(read_all(url).column("model_version").to_pylist()) == {1}
+    again = _upgrade(url, plan)
+    assert again.reserved and not again.already_complete and again.table == first.table
+    assert again.copy_seconds == 0 and again.previous_table == first.previous_table
+    assert read_all(url).equals(upgraded)  # the same rows, nothing recomputed
+    assert _upgrade(url, plan).already_complete  # and now there is nothing to do
+
+    PG.rollback(loc)
+    assert PG.prune(loc) == [first.table]  # drops the upgraded table and its job
+    recomputed = _upgrade(url, plan)
+    assert not recomputed.reserved and recomputed.upgraded_rows == 80
+    assert read_all(url).equals(upgraded)
+    assert PG.prune(loc) == [first.previous_table]
+    assert _upgrade(url, plan).already_complete
+    assert read_all(url).equals(upgraded)
+
+
+def test_a_done_job_whose_table_was_dropped_by_hand_starts_over(
+    pg_server: PgServer, chains: dict[str, GemmChain]
+) -> None:
+    url = pg_server.gallery()
+    _seed(url, 40)
+    loc = PG.PgLocation.parse(url)
+    plan = _plan(chains["1-2"])
+    first = _upgrade(url, plan)
+    upgraded = read_all(url)
+    PG.rollback(loc)
+    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE {first.table}")
+        conn.commit()
+    again = _upgrade(url, plan)
+    assert not again.reserved and again.upgraded_rows == 40
+    assert read_all(url).equals(upgraded)
+
+
 def test_parquet_source_into_pgvector(
     pg_server: PgServer, chains: dict[str, GemmChain], tmp_path: Path
 ) -> None:

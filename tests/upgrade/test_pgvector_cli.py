@@ -72,3 +72,31 @@ def test_embed_upgrade_and_search_through_postgresql(
     assert "newer than the target tiny@1" in err and "fct gallery rollback" in err
     assert main(["gallery", "rollback", url]) == 0  # what that message suggests
     assert set(read_all(url)[S.MODEL_VERSION].to_pylist()) == {1}
+
+
+def test_upgrade_rollback_upgrade_prune_through_the_cli(
+    registry: TinyRegistry, pg_server: PgServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After `fct gallery rollback`, `fct upgrade` serves the target again (it used to print
+    "already serves" while the view served the old version, and `fct search` then asked for that
+    same upgrade)."""
+    url = pg_server.gallery("tiny_cycle")
+    assert main(_embed(registry, 1, url)) == 0
+    assert main(_embed(registry, 2, str(tmp_path / "v2"))) == 0
+    assert main(_upgrade(registry, url, url)) == 0
+    upgraded = read_all(url)
+    assert main(["gallery", "rollback", url]) == 0
+    assert set(read_all(url)[S.MODEL_VERSION].to_pylist()) == {1}
+    capsys.readouterr()
+
+    assert main(_upgrade(registry, url, url)) == 0
+    assert "serves tiny@2 again" in capsys.readouterr().out
+    assert read_all(url).equals(upgraded)
+    search = ["search", "--gallery", url, "--query-gallery", str(tmp_path / "v2"),
+              "--exclude-self", "--recall-queries", "0"]  # fmt: skip
+    assert main(search) == 0  # the served version matches the queries': no upgrade asked for
+    assert main(["gallery", "prune", url]) == 0
+    capsys.readouterr()
+    assert main(_upgrade(registry, url, url)) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert read_all(url).equals(upgraded)
