@@ -133,11 +133,12 @@ def _load_graph(client: Any, family: str, safe_uri: str) -> CompatibilityGraph:
 
 
 def as_ref(value: str | VersionRef, family: str | None = None) -> VersionRef:
-    """``fashion@3`` as is; a bare selector (``3``, ``production``, ``latest``) within
-    ``family``, the form ``params.yaml``'s ``gate:`` section uses."""
+    """A full reference (``fashion@3``, ``fashion/3``, ``models:/fashion/3``) as is; a bare
+    selector (``3``, ``production``, ``latest``) within ``family``, the form ``params.yaml``'s
+    ``gate:`` section uses."""
     if isinstance(value, VersionRef):
         return value
-    if "@" not in value and family is not None:
+    if not any(mark in value for mark in "@/:") and family is not None:
         value = f"{family}@{value}"
     return parse_ref(value)
 

@@ -9,6 +9,7 @@ from fct_registry.errors import ConfigError
 from fct_registry.gate.errors import GateError
 from fct_registry.gate.rules import TOLERANCE, check_rule, check_rules, describe, verdict
 from fct_registry.gate.run import as_ref, choose_versions
+from fct_registry.registry.refs import parse_ref
 from fct_registry.resolver.errors import UnknownVersionError
 from fct_registry.resolver.graph import CompatibilityGraph
 from tests.resolver.records import emb, side, tr
@@ -184,3 +185,9 @@ def test_unknown_candidate_lists_known_versions() -> None:
         choose_versions(
             graph({"production": 1}), as_ref("fashion@9"), as_ref("fashion@production"), False
         )
+
+
+@pytest.mark.parametrize("text", ["fashion/3", "models:/fashion/3", "fashion@3"])
+def test_as_ref_takes_full_references_as_they_are(text: str) -> None:
+    # A full reference is never prefixed with the family (``fashion@fashion/3`` was refused).
+    assert as_ref(text, "fashion") == parse_ref(text)
