@@ -80,14 +80,14 @@ def unpinned(env: Mapping[str, str]) -> list[str]:
     return wrong + [k for k in UNSET_ENV if k in env]
 
 
-def apply_in_process(check: bool = True) -> None:
+def apply_in_process() -> None:
     """The run-time half of portable mode; call it in a process started with :func:`portable_env`.
 
-    With ``check``, raises :class:`ConfigError` when torch does not run the pinned kernels (a
-    CPU without AVX2, or not x86-64): the stage would silently produce other bits.
+    Raises :class:`ConfigError` when torch does not run the pinned kernels (a CPU without AVX2,
+    or not x86-64): the stage would silently produce other bits.
     """
     capability = torch.backends.cpu.get_cpu_capability()
-    if check and capability != "AVX2":
+    if capability != "AVX2":
         raise ConfigError(
             f"determinism: portable runs the AVX2 kernels, but torch reports CPU capability "
             f"{capability!r} here (an x86-64 CPU with AVX2 is needed, and ATEN_CPU_CAPABILITY="

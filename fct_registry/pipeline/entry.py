@@ -63,13 +63,13 @@ def pin_kernels(reexec: bool) -> None:
                 [sys.executable, *sys.orig_argv[1:]],
                 determinism.portable_env(os.environ),
             )
+        # A caller that passed argv (a test, a script) owns its process and its torch state.
         print(
             "note: determinism: portable: this process did not start with the pinned kernel "
-            "environment, so only run-time settings apply (run the stage as "
+            "environment, so it runs with its own kernels (run the stage as "
             "`python -m pipelines.NAME` for bit-portable results)",
             file=sys.stderr,
         )
-        determinism.apply_in_process(check=False)
         return
     determinism.apply_in_process()
 
@@ -87,8 +87,8 @@ def run_stage(
     ``launcher.kind: torchrun`` the stage relaunches itself under torchrun, so ``dvc repro``
     stays the one command. With ``determinism: portable`` a stage started from its command line
     (``argv`` None) first re-executes itself under the pinned kernel environment
-    (:func:`pin_kernels`); a caller passing ``argv`` owns its process, so it gets the run-time
-    settings only, and a note on stderr when its environment lacks the pins.
+    (:func:`pin_kernels`); a caller passing ``argv`` owns its process: without the pins in its
+    environment it runs unchanged, with a note on stderr.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
