@@ -162,3 +162,14 @@ def test_portable_env_overrides_and_removes_what_would_win():
     assert determinism.unpinned({**env, "MKL_ENABLE_INSTRUCTIONS": "AVX512"}) == [
         "MKL_ENABLE_INSTRUCTIONS"
     ]
+
+
+def test_unknown_mode_is_a_config_error_naming_both_modes():
+    from fct_registry.config import parse_params
+    from fct_registry.errors import ConfigError
+
+    assert parse_params(tiny_params()).determinism == "portable"  # the embedded default
+    raw = {k: v for k, v in tiny_params().items() if k != "determinism"}
+    assert parse_params(raw).determinism == "fast"  # other params files: as before
+    with pytest.raises(ConfigError, match=r"determinism: Input should be 'portable' or 'fast'"):
+        parse_params({**raw, "determinism": "portible"})
