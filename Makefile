@@ -44,6 +44,7 @@ bench: setup  ## benchmarks (ratios measured side by side; ~10 minutes)
 	python benchmarks/bench_resolver.py
 	python benchmarks/bench_upgrade.py
 	python benchmarks/bench_gate.py
+	python benchmarks/bench_determinism.py
 
 ui: setup  ## MLflow UI + compatibility page (http://127.0.0.1:5000/fct/) on the default store
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --app-name fct --workers 1 \

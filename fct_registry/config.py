@@ -374,6 +374,11 @@ class Params(_Strict):
     seed: int = 0
     device: str = "auto"
     launcher: LauncherConfig = LauncherConfig()
+    determinism: Literal["portable", "fast"] = Field(
+        "fast",
+        description="portable: pinned AVX2 kernels and threads, the same bits on any x86-64 "
+        "CPU with AVX2 (docs/determinism.md); fast: each machine's fastest kernels",
+    )
     data: DataConfig = DataConfig()
     side_info: SideInfoConfig = SideInfoConfig()
     versions: dict[int, VersionConfig]

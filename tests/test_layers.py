@@ -2,7 +2,8 @@
 
 Layers, low to high (a module may import its own layer or lower ones, never higher)::
 
-    base: fct_registry (root), errors, _redact, _files, _registry, device, config, layout
+    base: fct_registry (root), errors, _redact, _files, _registry, device, determinism, config,
+          layout
     models | data | evaluation        (independent of each other)
     training
     registry
@@ -32,7 +33,19 @@ PACKAGE = "fct_registry"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"", "errors", "_redact", "_files", "_registry", "device", "config", "layout"}),
+    frozenset(
+        {
+            "",
+            "errors",
+            "_redact",
+            "_files",
+            "_registry",
+            "device",
+            "determinism",
+            "config",
+            "layout",
+        }
+    ),
     frozenset({"models", "data", "evaluation"}),
     frozenset({"training"}),
     frozenset({"registry"}),

@@ -10,8 +10,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fct_registry import determinism
 from fct_registry.config import LauncherConfig, Params
-from fct_registry.errors import FctError
+from fct_registry.errors import ConfigError, FctError
 from fct_registry.layout import Layout
 from fct_registry.pipeline.params import load_checked_params
 from fct_registry.training.distributed import launched_by_torchrun, shutdown
@@ -39,6 +40,40 @@ def torchrun_command(launcher: LauncherConfig, module: str, argv: Sequence[str])
     return [*cmd, "-m", module, *argv]
 
 
+def pin_kernels(reexec: bool) -> None:
+    """Portable mode: make sure this process runs the pinned kernels, then set the rest.
+
+    The libraries read their kernel choice from the environment when they start, and torch is
+    already imported here, so a process without the pins replaces itself (``os.execve``: same
+    PID, same command line) with one that has them; the pinned values override the user's.
+    """
+    if not determinism.is_pinned(os.environ):
+        if os.environ.get(determinism.MARKER):
+            raise ConfigError(
+                "determinism: portable re-executed this stage with the pinned kernel "
+                f"environment, but {', '.join(determinism.unpinned(os.environ))} still differ: "
+                "something in the environment (a wrapper, sitecustomize) resets them; remove "
+                "that, or use `determinism: fast`"
+            )
+        if reexec:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execve(
+                sys.executable,
+                [sys.executable, *sys.orig_argv[1:]],
+                determinism.portable_env(os.environ),
+            )
+        # A caller that passed argv (a test, a script) owns its process and its torch state.
+        print(
+            "note: determinism: portable: this process did not start with the pinned kernel "
+            "environment, so it runs with its own kernels (run the stage as "
+            "`python -m pipelines.NAME` for bit-portable results)",
+            file=sys.stderr,
+        )
+        return
+    determinism.apply_in_process()
+
+
 def run_stage(
     description: str,
     stage: StageFn,
@@ -50,7 +85,10 @@ def run_stage(
 
     Training stages pass ``distributed_module`` (their ``python -m`` name): with
     ``launcher.kind: torchrun`` the stage relaunches itself under torchrun, so ``dvc repro``
-    stays the one command.
+    stays the one command. With ``determinism: portable`` a stage started from its command line
+    (``argv`` None) first re-executes itself under the pinned kernel environment
+    (:func:`pin_kernels`); a caller passing ``argv`` owns its process: without the pins in its
+    environment it runs unchanged, with a note on stderr.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
@@ -72,6 +110,8 @@ def run_stage(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         params = load_checked_params(args.params)
+        if params.determinism == "portable":
+            pin_kernels(reexec=argv is None)
         if distributed_module and params.launcher.kind == "torchrun" and not launched_by_torchrun():
             argv = list(sys.argv[1:] if argv is None else argv)
             return subprocess.run(

@@ -23,6 +23,7 @@ OVERRIDES = {
     "seed": "seed=7",
     "device": "device=cpu",
     "launcher": "launcher.kind=torchrun",
+    "determinism": "determinism=fast",
     "data": "data.root=/tmp/elsewhere",
     "side_info": "side_info.optim.epochs=1",
     "versions": "versions.3.optim.epochs=2",

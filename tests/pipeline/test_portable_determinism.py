@@ -1,0 +1,175 @@
+"""`determinism: portable`: a training stage writes the same bytes whatever kernels the machine
+would pick, and (the control) different bytes without it.
+
+"Another CPU" is emulated on this one by forcing the libraries' kernel choice through their own
+environment variables: ATen's CPU capability, MKL's code branch, oneDNN's ISA cap and the
+thread count. Each run is the real stage entry (`python -m pipelines.train_version`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fct_registry import determinism
+from tests.conftest import ROOT, needs_fashion, tiny_params
+
+# Two machines as the libraries see them. AVX512: the developers' CPU with MKL's own dispatch.
+# OLD: no vector ATen kernels, MKL's SSE2 branch, oneDNN capped at SSE4.1, one core.
+KERNEL_SETS = {
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO", "OMP_NUM_THREADS": "2"},
+    "old": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "MKL_CBWR": "COMPATIBLE",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "OMP_NUM_THREADS": "1",
+    },
+}
+# What the stage writes that must not depend on the machine.
+OUTPUTS = ("models/v1/model.safetensors", "embeddings/v1.safetensors", "history/v1.csv")
+
+
+def _clean_env(forced: dict[str, str]) -> dict[str, str]:
+    """This process's environment without any kernel pin, plus the ``forced`` ones."""
+    drop = {*determinism.PINNED_ENV, *determinism.UNSET_ENV, determinism.MARKER}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return {**env, **forced}
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """Tiny params and the prepare stage's data, shared by every training run below."""
+    raw = tiny_params(train=300, test=100)
+    root = tmp_path_factory.mktemp("portable")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({**raw, "determinism": "portable"}))
+    _run(
+        ["-m", "pipelines.prepare", "--params", str(params), "--outputs", str(root / "data")],
+        _clean_env({}),
+    )
+    return raw, root / "data" / "data"
+
+
+def _train(prepared: tuple[dict, Path], tmp: Path, mode: str, kernels: str) -> dict[str, bytes]:
+    raw, data = prepared
+    params = tmp / f"{mode}-{kernels}.yaml"
+    params.write_text(yaml.safe_dump({**raw, "determinism": mode}))
+    out = tmp / f"{mode}-{kernels}"
+    (out / "data").mkdir(parents=True)
+    for f in data.iterdir():
+        (out / "data" / f.name).symlink_to(f)
+    argv = ["-m", "pipelines.train_version", "--version", "1"]
+    _run([*argv, "--params", str(params), "--outputs", str(out)], _clean_env(KERNEL_SETS[kernels]))
+    return {name: (out / name).read_bytes() for name in OUTPUTS}
+
+
+@needs_fashion
+def test_portable_mode_writes_the_same_bytes_under_other_kernels(prepared, tmp_path):
+    portable = {k: _train(prepared, tmp_path, "portable", k) for k in KERNEL_SETS}
+    fast = {k: _train(prepared, tmp_path, "fast", k) for k in KERNEL_SETS}
+    for name in OUTPUTS:
+        assert portable["avx512"][name] == portable["old"][name], f"portable {name} differs"
+    # The control: the forced kernel sets are real, so without the pins the bytes differ.
+    for name in OUTPUTS:
+        assert fast["avx512"][name] != fast["old"][name], f"fast {name} should differ"
+
+
+PROBE = """
+import os, sys, torch
+from fct_registry.pipeline.entry import run_stage
+
+def stage(params, layout, args):
+    print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(),
+          os.environ.get("MKL_CBWR"), os.environ.get("ONEDNN_MAX_CPU_ISA"), os.getpid(),
+          torch.are_deterministic_algorithms_enabled())
+
+if __name__ == "__main__":
+    print("start", os.getpid())
+    sys.exit(run_stage("probe", stage))
+"""
+
+
+def test_stage_reexecutes_once_under_the_pinned_kernels(tmp_path):
+    """The pins override a user's forced values, in the same process (execve), exactly once."""
+    (tmp_path / "kernel_probe.py").write_text(PROBE)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**tiny_params(), "determinism": "portable"}))
+    env = _clean_env(KERNEL_SETS["old"])
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    out = _run(["-m", "kernel_probe", "--params", str(params)], env).stdout.split("\n")
+    starts = [line for line in out if line.startswith("start")]
+    assert len(starts) == 2 and len(set(starts)) == 1  # re-executed once, same PID
+    report = next(line for line in out if line.startswith("AVX2"))
+    cap, threads, cbwr, onednn, pid, det = report.split()
+    assert (cap, threads, cbwr, onednn, det) == ("AVX2", "2", "COMPATIBLE", "AVX2", "True")
+    assert starts[0].split()[1] == pid
+
+
+def test_fast_mode_leaves_the_kernels_alone(tmp_path):
+    (tmp_path / "kernel_probe.py").write_text(PROBE)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**tiny_params(), "determinism": "fast"}))
+    env = _clean_env(KERNEL_SETS["old"])
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    out = _run(["-m", "kernel_probe", "--params", str(params)], env).stdout.split("\n")
+    assert sum(line.startswith("start") for line in out) == 1
+    assert any(line.startswith("DEFAULT 1 COMPATIBLE SSE41") for line in out)
+
+
+def test_a_wrapper_that_undoes_the_pins_is_refused_not_looped(tmp_path):
+    """If the re-executed process still lacks the pins, the stage stops with one line."""
+    (tmp_path / "kernel_probe.py").write_text(PROBE)
+    (tmp_path / "sitecustomize.py").write_text("import os\nos.environ['MKL_CBWR'] = 'AUTO'\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**tiny_params(), "determinism": "portable"}))
+    env = _clean_env({})
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "kernel_probe", "--params", str(params)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout.count("start") == 2
+    assert "error: determinism: portable re-executed" in proc.stderr
+    assert "MKL_CBWR" in proc.stderr and "determinism: fast" in proc.stderr
+
+
+def test_portable_env_overrides_and_removes_what_would_win():
+    env = determinism.portable_env(
+        {"PATH": "/bin", "MKL_CBWR": "AUTO", "NPY_ENABLE_CPU_FEATURES": "X86_V4"}
+    )
+    assert env["PATH"] == "/bin" and env["MKL_CBWR"] == "COMPATIBLE"
+    assert "NPY_ENABLE_CPU_FEATURES" not in env
+    assert determinism.is_pinned(env)
+    assert not determinism.is_pinned({**env, "OMP_NUM_THREADS": "8"})
+    assert determinism.unpinned({**env, "MKL_ENABLE_INSTRUCTIONS": "AVX512"}) == [
+        "MKL_ENABLE_INSTRUCTIONS"
+    ]
+
+
+def test_unknown_mode_is_a_config_error_naming_both_modes():
+    from fct_registry.config import parse_params
+    from fct_registry.errors import ConfigError
+
+    assert parse_params(tiny_params()).determinism == "portable"  # the embedded default
+    raw = {k: v for k, v in tiny_params().items() if k != "determinism"}
+    assert parse_params(raw).determinism == "fast"  # other params files: as before
+    with pytest.raises(ConfigError, match=r"determinism: Input should be 'portable' or 'fast'"):
+        parse_params({**raw, "determinism": "portible"})
