@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fct_registry.cli._common import load_npy
 from fct_registry.errors import DataError, FctError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery import pgvector as PG
@@ -200,11 +201,11 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
             queries, ids, labels, version = queries_from(Gallery.open(args.query_gallery),
                                                          args.limit)  # fmt: skip
         else:
-            queries = np.load(args.query, allow_pickle=False)[: args.limit]
+            queries = load_npy(args.query, "--query")[: args.limit]
             labels = (
                 None
                 if args.query_labels is None
-                else np.load(args.query_labels, allow_pickle=False)[: args.limit]
+                else load_npy(args.query_labels, "--query-labels", kinds="iu")[: args.limit]
             )
             ids, version = [f"query-{i}" for i in range(len(queries))], args.query_version
             if args.exclude_self:

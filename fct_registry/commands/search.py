@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from fct_registry.cli._common import load_npy
 from fct_registry.commands.gallery import search_pg
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances import DISTANCES
@@ -18,7 +19,6 @@ from fct_registry.gallery.search import gallery_version, search, topk_accuracy
 def run(args: argparse.Namespace) -> int:
     if is_pg_url(args.gallery):  # served from PostgreSQL + pgvector
         return search_pg(args, _from_gallery)
-    import numpy as np
 
     DISTANCES.check(args.distance)
     if args.limit is not None and args.limit < 1:
@@ -30,11 +30,11 @@ def run(args: argparse.Namespace) -> int:
         query_gallery.check_usable("the query gallery")
         queries, ids, labels, version = _from_gallery(query_gallery, args.limit)
     else:
-        queries = np.load(args.query, allow_pickle=False)[: args.limit]
+        queries = load_npy(args.query, "--query")[: args.limit]
         labels = (
             None
             if args.query_labels is None
-            else np.load(args.query_labels, allow_pickle=False)[: args.limit]
+            else load_npy(args.query_labels, "--query-labels", kinds="iu")[: args.limit]
         )
         ids = [f"query-{i}" for i in range(len(queries))]
         version = args.query_version
