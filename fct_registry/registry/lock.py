@@ -154,7 +154,7 @@ def _fail_run(client: MlflowClient, holder: dict[str, Any]) -> None:
     try:
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, status="FAILED")
-            log.warning("marked run %s FAILED: its registration died holding the lock", run_id)
+            log.warning("marked run %s FAILED: its registration stopped holding the lock", run_id)
     except MlflowException as exc:  # deleted meanwhile: nothing to mark
         log.warning("could not mark run %s FAILED: %s", run_id, exc.message)
 
@@ -205,7 +205,14 @@ class Lock:
                 return False
             current = _current_holder(self.client, self.name)
             if current is None or current.get("token") != self.holder["token"]:
-                log.warning("registration lock %s is no longer held by this process", self.name)
+                log.warning(
+                    "registration lock %s was taken over: it was not renewed within %.0f s "
+                    "(%s); this registration goes on without it",
+                    self.name,
+                    self.ttl,
+                    LOCK_TTL_ENV,
+                )
+                self._stopped.set()  # never renew (or delete) another holder's lock
                 return False
             self.holder["expires"] = time.time() + self.ttl
             try:

@@ -133,18 +133,30 @@ def test_the_run_of_a_killed_holder_is_marked_failed_by_the_next_holder(tmp_path
 
 
 def _register_with_ttl(ttl: str, *args: object) -> None:
-    """A registration worker whose locks live ``ttl`` seconds unless renewed ("" = default)."""
+    """A registration worker whose locks live ``ttl`` seconds unless renewed ("" = default);
+    with a TTL, the first model it logs takes 3 TTLs longer (a large model, a slow store)."""
     if ttl:
         os.environ[LOCK_TTL_ENV] = ttl
+        from fct_registry.registry import flavor
+
+        log_model, slowed = flavor.log_model, []
+
+        def slow_log_model(*a: object, **k: object) -> object:
+            if not slowed:
+                slowed.append(True)
+                time.sleep(3 * float(ttl))
+            return log_model(*a, **k)
+
+        flavor.log_model = slow_log_model
     concurrent_worker.register_worker(*args)
 
 
 @pytest.mark.parametrize(
     ("n", "ttl"),
-    # Six at the default TTL; three whose 2 s locks outlive themselves only by being renewed
-    # (each model takes longer than 2 s to log here).
-    [(6, ""), (3, "2")],
-    ids=["default-ttl", "ttl-2s"],
+    # Six at the default TTL; three whose 6 s locks are held for 18 s and more by the first
+    # model each logs: exclusive only while renewed (without the heartbeat: duplicate runs).
+    [(6, ""), (3, "6")],
+    ids=["default-ttl", "ttl-6s"],
 )
 def test_concurrent_registrations_into_a_brand_new_sqlite_store(
     tiny_pipeline, tmp_path, n: int, ttl: str
