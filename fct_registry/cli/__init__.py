@@ -143,12 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except OSError as exc:
-        if exc.errno not in _NO_SPACE:
-            raise  # a bug, or an error a command should have named: keep the traceback
-        print(f"error: {no_space_message(exc, args)}", file=sys.stderr)
-        return 2
     except Exception as exc:
+        # One handler: requests' errors are OSErrors too, and must reach the store branch.
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            print(f"error: {no_space_message(exc, args)}", file=sys.stderr)
+            return 2
         if type(exc).__module__.split(".")[0] not in _STORE_ERRORS:
             raise  # a bug: its traceback is what a report needs
         print(

@@ -77,6 +77,8 @@ class LocalLocation(Location):
             with os.scandir(self.root) as it:
                 for entry in it:
                     (folders if entry.is_dir() else files).append(entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            raise  # the caller words these (the path is wrong, not an entry in it)
         except OSError as exc:
             raise _unlistable(self.root, exc) from None
         return sorted(folders), sorted(files)
@@ -123,6 +125,8 @@ def _walk_local(folder: Path, prefix: str, above: frozenset | None = None) -> It
         if above is None:
             above = frozenset(_inode(p) for p in folder.resolve().parents)
         here = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        raise  # the caller words these (the path is wrong, not an entry in it)
     except OSError as exc:
         raise _unlistable(folder, exc) from None
     above = above | {(here.st_dev, here.st_ino)}

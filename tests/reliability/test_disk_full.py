@@ -19,7 +19,7 @@ from fct_registry.gallery import shards
 from fct_registry.gallery.storage import TMP_SUFFIX
 from tests.upgrade.conftest import TinyRegistry, snapshot, synthetic_rows, write_gallery
 
-pytestmark = pytest.mark.slow  # the session registry (MLflow + ONNX exports): ~30 s once
+slow = pytest.mark.slow  # the session registry (MLflow + ONNX exports): ~30 s once
 
 
 def _fill_disk_after(monkeypatch: pytest.MonkeyPatch, shards_ok: int) -> None:
@@ -67,6 +67,7 @@ def _embed(reg: TinyRegistry, out: Path) -> list[str]:
             "--tracking-uri", reg.uri]  # fmt: skip
 
 
+@slow
 def test_upgrade_on_a_full_disk_is_one_line_and_a_rerun_resumes(
     registry: TinyRegistry,
     tmp_path: Path,
@@ -86,6 +87,7 @@ def test_upgrade_on_a_full_disk_is_one_line_and_a_rerun_resumes(
     assert snapshot(out) == snapshot(tmp_path / "clean")
 
 
+@slow
 def test_embed_on_a_full_disk_is_one_line_and_a_rerun_resumes(
     registry: TinyRegistry,
     tmp_path: Path,
@@ -115,3 +117,36 @@ def test_quota_exceeded_and_s3_staging_are_named(tmp_path: Path) -> None:
     s3 = argparse.Namespace(command="embed", out="s3://bucket/g")
     text = no_space_message(OSError(errno.ENOSPC, "No space left on device"), s3)
     assert "local temporary copy of s3://bucket/g" in text and "TMPDIR" in text
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "no space left on device while"),
+        # requests' errors are OSErrors (errno None): still the store's one line
+        ("requests", "the tracking store or artifact store failed (ConnectionError"),
+    ],
+)
+def test_cli_error_mapping_without_a_registry(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: object,
+    expected: str,
+) -> None:
+    import requests
+
+    from fct_registry.commands import search
+
+    if raised == "requests":
+        raised = requests.exceptions.ConnectionError("connection refused")
+
+    def fail(args: object) -> int:
+        raise raised  # type: ignore[misc]
+
+    monkeypatch.setattr(search, "run", fail)
+    write_gallery(tmp_path / "g", synthetic_rows(5))
+    g = str(tmp_path / "g")
+    assert main(["search", "--gallery", g, "--query-gallery", g]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {expected}"), err
