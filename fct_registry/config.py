@@ -468,8 +468,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the project root or pass --params PATH")
-    with path.open() as fh:
-        raw = yaml.safe_load(fh) or {}
+    try:
+        with path.open() as fh:
+            raw = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:  # the parser's own text is several lines: keep the gist
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}; fix the syntax") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     return parse_params(raw, str(path))

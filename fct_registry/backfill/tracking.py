@@ -157,7 +157,7 @@ def find_version(client: Any, family: str, source: int, target: int, ref: str | 
         return version
     found = [
         v
-        for v in client.search_model_versions(f"name = '{name}'")
+        for v in client.search_model_versions(f"name = {T.quoted(name)}")
         if kind_predicts_uncertainty(v.tags.get(T.KIND, ""))
         and v.tags.get(T.SOURCE) == str(source)
         and v.tags.get(T.TARGET) == str(target)
@@ -212,7 +212,7 @@ def log_backfill_metrics(
         existing = client.search_runs(
             [experiment],
             filter_string=(
-                f"tags.`{VERSION_TAG}` = '{ref}' and tags.`{METRICS_SHA_TAG}` = '{digest}'"
+                f"tags.`{VERSION_TAG}` = {T.quoted(ref)} and tags.`{METRICS_SHA_TAG}` = '{digest}'"
             ),
             max_results=1,
         )

@@ -14,9 +14,11 @@ subcommands appear in ``fct --help`` through their one-line help below.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from fct_registry import __version__
@@ -48,6 +50,12 @@ RETRY_DEFAULTS = {
 # Libraries whose errors reach here only when a store or server failed (not a bug in fct):
 # reported as one scrubbed line, never as a traceback that could carry a password.
 _STORE_ERRORS = {"mlflow", "requests", "urllib3", "sqlalchemy", "psycopg2", "botocore", "boto3"}
+
+# A full disk or an exhausted quota: the user's to fix, not a bug. Every writer publishes files
+# atomically (temporary file, then rename), so what is published is whole and a rerun resumes.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+# Commands that resume an interrupted run when rerun with the same arguments.
+_RESUMABLE = {"embed", "upgrade", "backfill"}
 
 # Exit status of a command whose reader went away (`fct ... | head`), as if killed by SIGPIPE.
 EXIT_BROKEN_PIPE = 141
@@ -90,12 +98,34 @@ def retry_budget() -> str:
     return ", ".join(f"{k}={os.environ.get(k, v)}" for k, v in RETRY_DEFAULTS.items())
 
 
+def no_space_message(exc: OSError, args: argparse.Namespace | None) -> str:
+    """One line for a full disk (ENOSPC) or quota (EDQUOT): where, and what a rerun does."""
+    out = getattr(args, "out", None)
+    where = exc.filename or out or "the output location"
+    if exc.filename is None and str(out).startswith("s3://"):  # uploads are staged locally
+        where = f"the local temporary copy of {out} (in {tempfile.gettempdir()}, set TMPDIR)"
+    command = getattr(args, "command", None)
+    if command in _RESUMABLE:
+        rerun = (
+            f"rerun the same `fct {command}` command: the files already published are whole "
+            "and it resumes after them"
+        )
+    else:
+        rerun = "rerun the command"
+    reason = os.strerror(exc.errno or errno.ENOSPC).lower()
+    return (
+        f"{reason} while writing {redact(str(where))}; free some space (or write to another "
+        f"location) and {rerun}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _prepare_process()
     command = _command(argv)
     # ``fct --help`` lists every command from COMMANDS; a typo needs no module either.
     parser = build_parser(command) if command else build_parser("")
+    args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
         check = getattr(importlib.import_module(f"fct_registry.cli.{args.command}"), "check", None)
@@ -114,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except Exception as exc:
+        # One handler: requests' errors are OSErrors too, and must reach the store branch.
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            print(f"error: {no_space_message(exc, args)}", file=sys.stderr)
+            return 2
         if type(exc).__module__.split(".")[0] not in _STORE_ERRORS:
             raise  # a bug: its traceback is what a report needs
         print(

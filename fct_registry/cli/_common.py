@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fct_registry.errors import FctError
+from fct_registry._redact import first_line
+from fct_registry.errors import DataError, FctError
 from fct_registry.registry.store import check_readable, resolve_tracking_uri
+
+if TYPE_CHECKING:  # numpy is imported when a file is loaded: parsers stay fast
+    import numpy as np
 
 
 def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
@@ -35,3 +40,29 @@ def check_file(flag: str, path: Path | None) -> None:
 def check_store(tracking_uri: str | None) -> None:
     """A read-only command has a tracking store to read (it never creates an empty one)."""
     check_readable(resolve_tracking_uri(tracking_uri))
+
+
+def load_npy(path: Path, flag: str, *, kinds: str = "iuf") -> np.ndarray:
+    """The array in a ``.npy`` file named by ``flag``, refused with one line when it is not a
+    plain array of numbers (object and string arrays, ``.npz`` archives, other files).
+
+    ``kinds``: accepted NumPy dtype kinds (``"iuf"``: integers and floats; ``"iu"`` for labels).
+    """
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # object arrays, truncated or other files
+        raise DataError(
+            f"{flag} file {path} is not a readable .npy array of numbers ({first_line(exc)}); "
+            "write it with numpy.save from a numeric array"
+        ) from None
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{flag} file {path} is an .npz archive; save one array with numpy.save")
+    if array.dtype.kind not in kinds:
+        what = "float embeddings" if "f" in kinds else "integer class ids or class names"
+        numbers = "" if array.dtype.kind in "biufc" else ", not numbers"
+        raise DataError(
+            f"{flag} file {path} holds {array.dtype} values{numbers}; save {what} with numpy.save"
+        )
+    return array

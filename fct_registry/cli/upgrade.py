@@ -24,8 +24,11 @@ after a crash or kill finishes the job (finished shards are skipped) and gives t
 an uninterrupted run; rerunning after success does nothing. The output manifest records the
 chains, the transformation versions and the checksums of every input and output shard.
 
-SRC and DST are local folders or s3://bucket/prefix (boto3: AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for S3-compatible servers).
+SRC and DST are local folders, s3://bucket/prefix (boto3: AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for S3-compatible servers) or PostgreSQL + pgvector
+galleries, postgresql://USER:PASSWORD@HOST:PORT/DB?gallery=NAME (see `fct gallery --help`):
+into PostgreSQL the new version is written as a new table and swapped in atomically, so readers
+see the old gallery or the new one, never a mix, and `fct gallery rollback` undoes the swap.
 
 --engine ray runs the same per-batch step on a pool of Ray Data actors, one shard per task
 (a private local Ray by default, or a cluster with --ray-address); the output is byte-identical
@@ -37,7 +40,8 @@ examples:
   fct upgrade --gallery galleries/v1 --to fashion@production --out galleries/v1-up
   AWS_ENDPOINT_URL=http://127.0.0.1:9000 \\
     fct upgrade --gallery s3://bucket/g/v1 --to fashion@3 --out s3://bucket/g/v3
-  fct upgrade --gallery galleries/v1 --to fashion@3 --out galleries/v1-to-3 --engine ray"""
+  fct upgrade --gallery galleries/v1 --to fashion@3 --out galleries/v1-to-3 --engine ray
+  fct upgrade --gallery "$URL&gallery=fashion" --to fashion@3 --out "$URL&gallery=fashion" --json"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--gallery",
         required=True,
         metavar="SRC",
-        help="the gallery to upgrade: a folder or s3://bucket/prefix",
+        help="the gallery to upgrade: a folder, s3://bucket/prefix or postgresql://...?gallery=NAME",
     )
     parser.add_argument(
         "--to",
@@ -65,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         required=True,
         metavar="DST",
-        help="where the upgraded gallery goes (empty, or an interrupted run of this same upgrade)",
+        help="where the upgraded gallery goes: a folder or s3://bucket/prefix (empty, or an "
+        "interrupted run of this same upgrade), or postgresql://...?gallery=NAME",
     )
     add_tracking_uri(parser)
     parser.add_argument(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fct_registry.cli._common import load_npy
 from fct_registry.errors import DataError, FctError
 from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery, open_storage
@@ -209,12 +210,12 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
             queries, ids, labels, version = queries_from(Gallery.open(args.query_gallery),
                                                          args.limit)  # fmt: skip
         else:
-            queries = np.load(args.query, allow_pickle=False)[: args.limit]
+            queries = load_npy(args.query, "--query")[: args.limit]
             labels = (
                 None
                 if args.query_labels is None
                 else labels_from_array(
-                    np.load(args.query_labels, allow_pickle=False)[: args.limit],
+                    load_npy(args.query_labels, "--query-labels", kinds="iuUS")[: args.limit],
                     f"--query-labels {args.query_labels}",
                 )
             )

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from fct_registry.cli._common import load_npy
 from fct_registry.commands.gallery import search_pg
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances import DISTANCES
@@ -19,7 +20,6 @@ from fct_registry.gallery.search import gallery_version, search, topk_accuracy
 def run(args: argparse.Namespace) -> int:
     if is_pg_url(args.gallery):  # served from PostgreSQL + pgvector
         return search_pg(args, _from_gallery)
-    import numpy as np
 
     DISTANCES.check(args.distance)
     if args.limit is not None and args.limit < 1:
@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
         queries, ids, labels, version = _from_gallery(query_gallery, args.limit)
         query_name = query_gallery.uri
     else:
-        queries = np.load(args.query, allow_pickle=False)[: args.limit]
+        queries = load_npy(args.query, "--query")[: args.limit]
         labels = (
             None
             if args.query_labels is None
             else labels_from_array(
-                np.load(args.query_labels, allow_pickle=False)[: args.limit],
+                load_npy(args.query_labels, "--query-labels", kinds="iuUS")[: args.limit],
                 f"--query-labels {args.query_labels}",
             )
         )

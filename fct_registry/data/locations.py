@@ -86,9 +86,14 @@ class LocalLocation(Location):
 
     def children(self) -> tuple[list[str], list[str]]:
         folders, files = [], []
-        with os.scandir(self.root) as it:
-            for entry in it:
-                (folders if entry.is_dir() else files).append(entry.name)
+        try:
+            with os.scandir(self.root) as it:
+                for entry in it:
+                    (folders if entry.is_dir() else files).append(entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            raise  # the caller words these (the path is wrong, not an entry in it)
+        except OSError as exc:
+            raise _unlistable(self.root, exc) from None
         return sorted(folders), sorted(files)
 
     def read(self, name: str) -> bytes:
@@ -126,15 +131,43 @@ class LocalLocation(Location):
         return str(self.root / name)
 
 
-def _walk_local(folder: Path, prefix: str) -> Iterator[str]:
+def _walk_local(folder: Path, prefix: str, above: frozenset | None = None) -> Iterator[str]:
     # Sorting "name/" for folders gives the byte order of full paths, i.e. S3's order.
-    with os.scandir(folder) as it:
-        entries = sorted((e.name + "/" if e.is_dir() else e.name, e.name) for e in it)
+    # ``above``: (device, inode) of the folders above, so a link back up is named, not followed.
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e.name + "/" if e.is_dir() else e.name, e.name) for e in it)
+        if above is None:
+            above = frozenset(_inode(p) for p in folder.resolve().parents)
+        here = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        raise  # the caller words these (the path is wrong, not an entry in it)
+    except OSError as exc:
+        raise _unlistable(folder, exc) from None
+    above = above | {(here.st_dev, here.st_ino)}
     for key, name in entries:
         if key.endswith("/"):
-            yield from _walk_local(folder / name, f"{prefix}{name}/")
+            if _inode(folder / name) in above:
+                raise DataError(
+                    f"{folder / name} links back to a folder above it (a symbolic link loop); "
+                    "remove the link or point it outside the collection"
+                )
+            yield from _walk_local(folder / name, f"{prefix}{name}/", above)
         else:
             yield prefix + name
+
+
+def _unlistable(folder: Path, exc: OSError) -> DataError:
+    # A link to itself or round a loop (ELOOP), a folder without permission, ...
+    return DataError(
+        f"cannot list {exc.filename or folder}: {exc.strerror or exc}; remove or fix that entry "
+        "(a symbolic link must point to an existing file or folder)"
+    )
+
+
+def _inode(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
 # --- S3 ----------------------------------------------------------------------------------------

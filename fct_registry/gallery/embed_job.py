@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from fct_registry import __version__
 from fct_registry.data.decode import ImageTransform
-from fct_registry.data.image_sources import ImageSource, Item
+from fct_registry.data.image_sources import ImageSource, Item, TarShardsSource
 from fct_registry.data.loader import BadImagePolicy, Skipped, check_policy, stream_batches
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import GalleryError, ManifestError, StorageError
@@ -240,6 +240,7 @@ def _run(
     )
     bar = tqdm(
         desc=f"embed {models.family}@{models.version}",
+        total=_count(source, limit) if progress else None,  # for the ETA
         unit="img",
         disable=not progress,
         smoothing=0.1,
@@ -482,6 +483,14 @@ def _digest(items: Iterable[Item]) -> tuple[str, int]:
     for _ in hashed:
         pass
     return hashed.digest.hexdigest(), hashed.count
+
+
+def _count(source: ImageSource, limit: int | None) -> int | None:
+    """How many images the job will list, for the progress bar's total and ETA; a listing pass
+    (names only) except for tar shards, whose members are known only by reading them: None."""
+    if isinstance(source, TarShardsSource):
+        return None
+    return sum(1 for _ in itertools.islice(source.items(), limit))
 
 
 def _relist(source: ImageSource, start: int, limit: int | None) -> Iterator[Item]:

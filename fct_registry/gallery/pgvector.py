@@ -1129,6 +1129,7 @@ def embedded_server(folder: str, *, stop: bool = False) -> str:
     its URL; it keeps running after this process exits. ``stop``: stop it (fast shutdown)."""
     import logging
     import os
+    import subprocess
     import warnings
 
     try:  # optional dependency, imported only for the embedded server
@@ -1152,9 +1153,16 @@ def embedded_server(folder: str, *, stop: bool = False) -> str:
     _remove_dead_pidfile(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # XDG_RUNTIME_DIR unset: pgserver falls back to /tmp
-        server = pgserver.get_server(data, cleanup_mode=None)
-        with server._lock:  # a handle cached by this process may outlive its server: restart it
-            server.ensure_postgres_running()
+        try:
+            server = pgserver.get_server(data, cleanup_mode=None)
+            with server._lock:  # a handle cached by this process may outlive its server
+                server.ensure_postgres_running()
+        except subprocess.CalledProcessError as exc:  # initdb or pg_ctl failed
+            raise PgError(
+                f"the embedded server in {data} did not start ({Path(exc.cmd[0]).name} exited "
+                f"with {exc.returncode}); see {data / 'log'}, then rerun (a busy machine can "
+                "exceed pg_ctl's 10 s start timeout)"
+            ) from None
     return server.get_uri()
 
 

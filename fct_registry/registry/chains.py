@@ -154,7 +154,7 @@ def find_recorded_chain(client: Any, family: str, hops: tuple[int, ...]) -> int 
     model = T.transformations_model_name(family)
     found = client.search_model_versions(
         filter_string=(
-            f"name = '{model}' AND tags.`{T.ROLE}` = '{T.ROLE_CHAIN}' "
+            f"name = {T.quoted(model)} AND tags.`{T.ROLE}` = '{T.ROLE_CHAIN}' "
             f"AND tags.`{T.HOPS}` = '{','.join(map(str, hops))}'"
         ),
         max_results=10,

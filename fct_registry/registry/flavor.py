@@ -227,6 +227,10 @@ def log_model(
 
     if name is None:
         name = default_name(_specs_of(model, spec, specs))
+    # MLflow records the environment variables read while a model is logged by patching
+    # os.environ for the whole process; another thread reading one meanwhile (the registration
+    # lock's heartbeat) breaks it ("Set changed size during iteration"). These models need none.
+    os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
     info = Model.log(
         None,
         sys.modules[__name__],

@@ -20,6 +20,8 @@ import contextlib
 import copy
 import io
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -279,15 +281,43 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The dynamo exporter prints progress to stdout and warns freely; keep logs readable."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    """The dynamo exporter and the ONNX optimizer report progress ("Removed 31 unused nodes",
+    "PassManager: ...") through their loggers, stdout and warnings: keep the command's output to
+    what the command says. Stdout is silenced at the file-descriptor level too, for what native
+    code or a copied ``sys.stdout`` writes (nothing else prints while a model is exported)."""
+    loggers = [
+        logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            _stdout_fd_silenced(),  # first: it flushes the real stdout
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stdout_fd_silenced() -> Iterator[None]:
+    """File descriptor 1 points at /dev/null for the block (restored after, even on errors)."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

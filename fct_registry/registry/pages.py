@@ -24,7 +24,9 @@ def all_versions(client: MlflowClient, name: str) -> list[Any]:
     out: list[Any] = []
     token = None
     while True:
-        page = client.search_model_versions(f"name = '{name}'", max_results=1000, page_token=token)
+        page = client.search_model_versions(
+            f"name = {T.quoted(name)}", max_results=1000, page_token=token
+        )
         out.extend(page)
         token = page.token
         if not token:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def search_versions(client: MlflowClient, name: str, where: str = "") -> list[ModelVersion]:
     """Every version of ``name`` matching ``where`` (MLflow filter syntax), paginated."""
-    query = f"name = '{name}'" + (f" AND {where}" if where else "")
+    query = f"name = {T.quoted(name)}" + (f" AND {where}" if where else "")
     out: list[ModelVersion] = []
     token = None
     while True:
@@ -35,6 +35,6 @@ def find_version(
     if not re.fullmatch(r"[0-9a-f]{64}", content):
         raise RegistryError(f"bad content hash {content!r}; expected 64 hex digits")
     where = [f"tags.`{T.CONTENT_HASH}` = '{content}'"]
-    where += [f"tags.`{k}` = '{v}'" for k, v in (links or {}).items()]
+    where += [f"tags.`{k}` = {T.quoted(v)}" for k, v in (links or {}).items()]
     found = search_versions(client, name, " AND ".join(where))
     return found[0] if found else None

@@ -55,7 +55,7 @@ from fct_registry.registry.chains import record_pipeline_chains
 from fct_registry.registry.checksums import canonical_json, content_hash, sha256_file
 from fct_registry.registry.errors import RegistryError
 from fct_registry.registry.links import update_links
-from fct_registry.registry.lock import LOCK_TIMEOUT_S, registration_lock
+from fct_registry.registry.lock import LOCK_TIMEOUT_S, Lock, registration_lock
 from fct_registry.registry.pages import refresh_descriptions
 from fct_registry.registry.provenance import git_commit
 from fct_registry.registry.query import find_version
@@ -447,10 +447,10 @@ class _Registrar:
             # One process per content logs it: the others wait for its claim and then find the
             # version, instead of logging a duplicate run and model and discarding it.
             claim = f"{digest[:12]}-{'-'.join(model.identity.values())}".strip("-")
-            with registration_lock(self.client, self.family, self.lock_timeout, key=claim):
+            with registration_lock(self.client, self.family, self.lock_timeout, key=claim) as lock:
                 existing = find_version(self.client, model.name, digest, model.identity)
                 if existing is None:
-                    existing, created = self._create(model, digest)
+                    existing, created = self._create(model, digest, lock)
         version = int(existing.version)
         self._aliases[(model.name, version)] = set(getattr(existing, "aliases", None) or [])
         if not created:  # a new version was just tagged from this evaluation, with its run
@@ -464,7 +464,7 @@ class _Registrar:
         )
         return RegisteredVersion(model.name, version, model.key, digest, created)
 
-    def _create(self, model: _Model, digest: str) -> tuple[ModelVersion, bool]:
+    def _create(self, model: _Model, digest: str, lock: Lock) -> tuple[ModelVersion, bool]:
         import mlflow
 
         with mlflow.start_run(
@@ -472,6 +472,7 @@ class _Registrar:
             run_name=model.run_name,
             nested=mlflow.active_run() is not None,
         ) as run:
+            lock.record_run(run.info.run_id)  # failed by whoever takes over if this one dies
             mlflow.set_tags(
                 {
                     T.ROLE: model.role,

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import re
 
+from fct_registry.registry.errors import RegistryError
+
 # --- what a version is -------------------------------------------------------------------------
 ROLE = "fct.role"
 ROLE_EMBEDDING = "embedding"
@@ -112,3 +114,18 @@ def model_ref(name: str, version: int | str) -> str:
 def parse_model_ref(value: str) -> tuple[str, int]:
     name, _, version = value.rpartition("/")
     return name, int(version)
+
+
+def quoted(value: str) -> str:
+    """``value`` as a string literal in an MLflow search filter (``name = {quoted(family)}``).
+
+    MLflow's filter parser strips the outer quotes and unescapes nothing, so a name holding
+    ``'`` goes between double quotes, which it accepts too; a value with both cannot be written.
+    """
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise RegistryError(
+        f"{value!r} holds both ' and \"; MLflow's search filters cannot match it: rename it"
+    )

@@ -53,7 +53,7 @@ def load_graph(client: Any, family: str, page_size: int = DEFAULT_PAGE_SIZE) -> 
     counting = CountingClient(client)
     aliases = _aliases(counting, family)
     names = (family, T.side_info_model_name(family), T.transformations_model_name(family))
-    quoted = ", ".join(f"'{n}'" for n in names)
+    quoted = ", ".join(T.quoted(n) for n in names)
     records: list[Any] = []
     for page in paginate(
         lambda token: counting.search_model_versions(

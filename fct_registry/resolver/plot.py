@@ -244,7 +244,7 @@ def save_graph_png(graph: CompatibilityGraph, path: Path, highlight: Route | Non
 def own_top1(client: Any, family: str) -> dict[int, float]:
     """Each embedding version's top-1 on its own gallery (its ``fct.top1`` tag)."""
     out: dict[int, float] = {}
-    for mv in client.search_model_versions(f"name = '{family}'", max_results=1000):
+    for mv in client.search_model_versions(f"name = {T.quoted(family)}", max_results=1000):
         try:
             out[int(mv.version)] = float(mv.tags[T.TOP1])
         except (KeyError, ValueError):

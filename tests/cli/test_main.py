@@ -62,6 +62,19 @@ def test_help_line_is_the_parsers(name: str, capsys: pytest.CaptureFixture[str])
     assert " ".join(COMMANDS[name].split()[:3]) in " ".join(short.split())
 
 
+def test_upgrade_help_names_every_kind_of_gallery(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["upgrade", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "s3://bucket/prefix" in text and "postgresql://USER:PASSWORD@HOST:PORT/DB?gallery=" in text
+    )
+    assert (
+        "--gallery SRC the gallery to upgrade: a folder, s3://bucket/prefix or postgresql://"
+        in text
+    )
+
+
 def test_upgrade_parser_copies_match_the_library() -> None:
     assert tuple(ENGINES.names()) == ENGINE_NAMES or set(ENGINE_NAMES) == set(ENGINES.names())
     assert DEFAULT_BATCH_SIZE == JOB_BATCH_SIZE

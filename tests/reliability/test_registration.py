@@ -1,5 +1,6 @@
-"""Registration under failure and concurrency: a SIGKILLed lock holder, an expired lock, and
-six registrations into a brand-new SQLite store at once."""
+"""Registration under failure and concurrency: a SIGKILLed lock holder (and its run), a lock
+renewed while its holder works and taken from a hung one, and concurrent registrations into a
+brand-new SQLite store at once (also with locks that live 2 s unless renewed)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fct_registry.registry import tags as T
-from fct_registry.registry.lock import RegistryLockError, registration_lock
+from fct_registry.registry.lock import LOCK_TTL_ENV, RegistryLockError, registration_lock
 from fct_registry.registry.store import ensure_schema
 from tests.registry import concurrent_worker
 
@@ -75,21 +76,91 @@ def test_lock_of_a_sigkilled_holder_is_taken_over_at_once(tmp_path: Path) -> Non
     assert client.search_registered_models() == []  # lock and takeover guard released
 
 
-def test_expired_lock_of_a_live_holder_is_taken_over(tmp_path: Path) -> None:
+def test_lock_is_renewed_while_its_holder_works_and_taken_from_a_hung_holder(
+    tmp_path: Path,
+) -> None:
     uri = _store(tmp_path)
-    holder = _hold_in_child(uri, ttl=1.0)
+    holder = _hold_in_child(uri, ttl=2.0)  # works far longer than its time to live
     try:
         client = _client(uri)
         start = time.monotonic()
+        with (
+            pytest.raises(RegistryLockError, match=f"'pid': {holder.pid}"),
+            registration_lock(client, FAMILY, timeout=6),
+        ):
+            pass
+        assert time.monotonic() - start >= 6, "refused only after waiting three TTLs"
+        os.kill(holder.pid, signal.SIGSTOP)  # hung: its heartbeat stops, so the lock expires
+        start = time.monotonic()
         with registration_lock(client, FAMILY, timeout=20):
             waited = time.monotonic() - start
-        assert 0.5 < waited < 10
+        assert waited < 10
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_six_concurrent_registrations_into_a_brand_new_sqlite_store(tiny_pipeline, tmp_path):
+_RUN_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    import mlflow
+    from fct_registry.registry.lock import registration_lock
+    mlflow.set_tracking_uri(sys.argv[1])
+    client = mlflow.MlflowClient(tracking_uri=sys.argv[1], registry_uri=sys.argv[1])
+    with registration_lock(client, "fashion", key="claim", ttl=600) as lock:
+        run = mlflow.start_run()
+        lock.record_run(run.info.run_id)
+        print(run.info.run_id, flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_the_run_of_a_killed_holder_is_marked_failed_by_the_next_holder(tmp_path: Path) -> None:
+    uri = _store(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN_HOLDER, uri], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    client = _client(uri)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert client.get_run(run_id).info.status == "RUNNING", "left running by the kill"
+    with registration_lock(client, FAMILY, key="claim", timeout=10):
+        assert client.get_run(run_id).info.status == "FAILED"
+
+
+def _register_with_ttl(ttl: str, *args: object) -> None:
+    """A registration worker whose locks live ``ttl`` seconds unless renewed ("" = default);
+    with a TTL, the first model it logs takes 3 TTLs longer (a large model, a slow store)."""
+    if ttl:
+        os.environ[LOCK_TTL_ENV] = ttl
+        from fct_registry.registry import flavor
+
+        log_model, slowed = flavor.log_model, []
+
+        def slow_log_model(*a: object, **k: object) -> object:
+            if not slowed:
+                slowed.append(True)
+                time.sleep(3 * float(ttl))
+            return log_model(*a, **k)
+
+        flavor.log_model = slow_log_model
+    concurrent_worker.register_worker(*args)
+
+
+@pytest.mark.parametrize(
+    ("n", "ttl"),
+    # Six at the default TTL; three whose 6 s locks are held for 18 s and more by the first
+    # model each logs: exclusive only while renewed (without the heartbeat: duplicate runs).
+    [(6, ""), (3, "6")],
+    ids=["default-ttl", "ttl-6s"],
+)
+def test_concurrent_registrations_into_a_brand_new_sqlite_store(
+    tiny_pipeline, tmp_path, n: int, ttl: str
+):
     from mlflow import MlflowClient
 
     db = tmp_path / "store" / "mlflow.db"
@@ -97,13 +168,12 @@ def test_six_concurrent_registrations_into_a_brand_new_sqlite_store(tiny_pipelin
     assert not db.exists()
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(concurrent_worker.PRELOAD)
-    n = 6
     barrier = ctx.Barrier(n)
     outs = [tmp_path / f"result-{i}.json" for i in range(n)]
     procs = [
         ctx.Process(
-            target=concurrent_worker.register_worker,
-            args=(str(tiny_pipeline.root), uri, str(outs[i]), barrier),
+            target=_register_with_ttl,
+            args=(ttl, str(tiny_pipeline.root), uri, str(outs[i]), barrier),
         )
         for i in range(n)
     ]
