@@ -43,6 +43,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
             T.SOURCE: "1",
             T.TARGET: "2",
             T.TOP1: "55.0",
+            T.MEASURED_RUN: "0" * 32,  # the resolver takes only measured numbers
             T.KIND: "fct",
         },
     )
