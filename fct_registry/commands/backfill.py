@@ -28,9 +28,10 @@ from fct_registry.errors import FctError
 from fct_registry.gallery.embed import input_shape
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gate.rules import check_backfill
-from fct_registry.models.given import NoModelError, no_model_message, read_given
+from fct_registry.layout import read_given
 from fct_registry.models.io import WEIGHTS_FILE, load_model
 from fct_registry.registry.flavor import load_model as load_registered
+from fct_registry.registry.given import NoModelError, no_model_message
 from fct_registry.registry.store import open_tracking_store
 from fct_registry.training.embed import embed_images
 

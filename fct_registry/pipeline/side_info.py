@@ -8,8 +8,7 @@ from fct_registry.config import Params
 from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import Split, data_inputs, open_split
 from fct_registry.device import pick_device
-from fct_registry.layout import Layout, save_embeddings
-from fct_registry.models.given import write_given
+from fct_registry.layout import Layout, save_embeddings, write_given
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.sources import build_given

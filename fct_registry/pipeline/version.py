@@ -10,8 +10,7 @@ from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.layout import Layout, save_embeddings
-from fct_registry.models.given import write_given
+from fct_registry.layout import Layout, save_embeddings, write_given
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.prepare import check_classes

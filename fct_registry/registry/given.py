@@ -9,11 +9,14 @@ would run its model are refused by :func:`refuse_given` with the one-line reason
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fct_registry.models.given import SOURCE_FILE, NoModelError, canonical, no_model_message
+from fct_registry.errors import FctError
+from fct_registry.layout import SOURCE_FILE
 from fct_registry.registry import tags as T
 
 if TYPE_CHECKING:
@@ -22,6 +25,44 @@ if TYPE_CHECKING:
 
 ARTIFACT_DIR = "given"
 DATASET = "embeddings"  # fct.dataset of a version given as embedding tables
+
+
+class NoModelError(FctError):
+    """A command needs to run a version's model, but the version was given as embeddings."""
+
+
+def canonical(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def given_digest(record: Mapping[str, Any]) -> str:
+    """The content hash of a given model: its kind, width and the tables' sha256 (not their
+    paths: the same bytes elsewhere are the same model)."""
+    content = {
+        "kind": record["kind"],
+        "dim": record["dim"],
+        "tables": {s: t["sha256"] for s, t in sorted(record["tables"].items())},
+    }
+    return hashlib.sha256(canonical(content).encode()).hexdigest()
+
+
+def no_model_message(what: str, source: str | None = None) -> str:
+    """The one-line refusal of every command that would run ``what``'s model."""
+    given = f" ({_tables(source)})" if source else ""
+    return (
+        f"{what} was given as embeddings{given}; there is no model to run: compute its "
+        "vectors with the encoder that produced the tables, write them as a gallery "
+        "(fct_registry.gallery.tables), and use `fct upgrade` / `fct search` (see "
+        "docs/embeddings-only.md)"
+    )
+
+
+def _tables(source: str) -> str:
+    try:
+        record = json.loads(source)
+        return ", ".join(f"{s}: {t['uri']}" for s, t in sorted(record["tables"].items()))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return source[:200]
 
 
 def given_tags(record: Mapping[str, Any], digest: str) -> dict[str, str]:

@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from fct_registry.config import Params
 from fct_registry.errors import DataError
-from fct_registry.layout import Layout
-from fct_registry.models.given import given_digest, read_given
+from fct_registry.layout import Layout, read_given
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.transformations import uses_side_info
 from fct_registry.registry import flavor
@@ -50,7 +49,7 @@ from fct_registry.registry import tags as T
 from fct_registry.registry.chains import record_pipeline_chains
 from fct_registry.registry.checksums import canonical_json, content_hash, sha256_file
 from fct_registry.registry.errors import RegistryError
-from fct_registry.registry.given import given_tags, register_given
+from fct_registry.registry.given import given_digest, given_tags, register_given
 from fct_registry.registry.links import update_links
 from fct_registry.registry.lock import LOCK_TIMEOUT_S, registration_lock
 from fct_registry.registry.pages import refresh_descriptions
