@@ -420,3 +420,26 @@ def test_config_errors_name_the_field_and_the_fix(change, message: str, tmp_path
     change(raw)
     with pytest.raises(ConfigError, match=message.replace("`", ".").replace("(", ".")):
         parse_params(raw)
+
+
+@pytest.mark.slow
+def test_text_upgrade_example_runs(tmp_path: Path) -> None:
+    """examples/text-upgrade: two sentence encoders built locally, the old index upgraded."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "text-upgrade" / "run.py"),
+            "--work",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["new_new_top1"] > summary["old_old_top1"] + 20, summary
+    assert summary["upgraded_top1"] > summary["old_old_top1"] + 15, summary
+    assert summary["gap_closed_top1"] > 50, summary
+    assert "search the upgraded index" in proc.stdout
