@@ -222,6 +222,28 @@ def test_gallery_is_upgraded_searched_and_gated(family: dict, tmp_path: Path) ->
         cwd=root,
     )
     assert plan.returncode == 0, plan.stderr
+    backfill = fct("backfill", "run", "--plan", str(tmp_path / "plan.json"), *env_uri, cwd=root)
+    assert backfill.returncode == 2, backfill.stderr
+    assert f"version 2 of {FAMILY} was given as embeddings" in backfill.stderr
+    assert backfill.stderr.count("\n") == 1, backfill.stderr
+
+    # `fct gate` as CI runs it: its exit status is its verdict, and the verdict its checks'.
+    gated = fct(
+        "gate",
+        "--candidate",
+        f"{FAMILY}@2",
+        "--baseline",
+        f"{FAMILY}@1",
+        "--json",
+        *env_uri,
+        cwd=root,
+    )
+    verdict = json.loads(gated.stdout)
+    statuses = {c["status"] for c in verdict["checks"]}
+    for check in verdict["checks"]:
+        if check["status"] in ("pass", "fail") and check["bound"] is not None:
+            assert (check["status"] == "pass") == (check["measured"] >= check["bound"]), check
+    assert gated.returncode == (1 if "fail" in statuses else 0), (gated.stdout, gated.stderr)
 
     # The gate decides as the numbers say: a reachable bound passes, an unreachable one fails.
     from fct_registry.config import GateRule
