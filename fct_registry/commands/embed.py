@@ -12,8 +12,7 @@ from fct_registry.commands.gallery import embed_destination
 from fct_registry.data.image_sources import open_source
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.gallery.embed import index_with_registry, models_for
-from fct_registry.registry.given import refuse_given
+from fct_registry.gallery.embed import index_with_registry
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import open_tracking_store
 from fct_registry.upgrade.engines.ray_embed import RayShardRunner
@@ -53,18 +52,13 @@ def _runner(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     _steady_malloc()
     ref = parse_ref(args.model)
-    client = open_tracking_store(args.tracking_uri, read_only=True)
-    found = models_for(client, ref)  # a version given as embeddings has no model: say so first
-    refuse_given(
-        f"version {found.version} of {found.family}",
-        client.get_model_version(found.family, str(found.version)).tags,
-    )
     device = pick_device(args.device)
     images = args.images or [str(args.data / f"{args.split}.safetensors")]
     options = {"id_prefix": args.id_prefix} if args.id_prefix is not None else {}
     source = open_source(images if len(images) > 1 else images[0], args.kind, **options)
     # postgresql://: written to a local staging gallery, then copied into pgvector by publish()
     storage, publish = embed_destination(args.out, Path(images[0]))
+    client = open_tracking_store(args.tracking_uri, read_only=True)
     report, used, transform = index_with_registry(
         client,
         ref,

@@ -283,10 +283,16 @@ def test_gallery_is_upgraded_searched_and_gated(family: dict, tmp_path: Path) ->
 
 def test_commands_that_run_a_model_say_there_is_none(family: dict, tmp_path: Path) -> None:
     root, uri = family["root"], family["uri"]
+    images = tmp_path / "images.safetensors"  # any images: the refusal does not depend on them
+    save_file(
+        {"images": np.zeros((2, 1, 8, 8), np.uint8), "labels": np.zeros(2, np.int64)}, str(images)
+    )
     embed = fct(
         "embed",
         "--model",
         f"{FAMILY}@2",
+        "--images",
+        str(images),
         "--out",
         str(tmp_path / "g"),
         "--tracking-uri",
