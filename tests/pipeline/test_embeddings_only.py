@@ -471,3 +471,11 @@ def test_text_upgrade_example_runs(tmp_path: Path) -> None:
     assert summary["upgraded_top1"] > summary["old_old_top1"] + 15, summary
     assert summary["gap_closed_top1"] > 50, summary
     assert "search the upgraded index" in proc.stdout
+
+
+def test_every_source_kind_has_a_builder() -> None:
+    """A kind is a ModelSource field plus a builder of the same name: neither without the other."""
+    from fct_registry.config import ModelSource
+    from fct_registry.pipeline.sources import SOURCE_BUILDERS
+
+    assert sorted(ModelSource.model_fields) == SOURCE_BUILDERS.names()
