@@ -128,28 +128,35 @@ def main() -> int:
         f"(closes {edge['gap_closed_top1']:.0f}% of the gap); registered in {uri}"
     )
 
-    # The old index, as a gallery of version 1 with the side-info of the same sentences.
-    from mlflow import MlflowClient
-
-    from fct_registry.gallery.tables import gallery_from_tables
-    from fct_registry.registry.refs import parse_ref
-
-    client = MlflowClient(uri)
-    tables = work / "tables"
-    gallery_from_tables(
-        client,
-        parse_ref(f"{FAMILY}@1"),
-        tables / "old-test.parquet",
-        tables / "side-test.parquet",
-        work / "galleries" / "index-v1",
+    # The old index, as a gallery of version 1 with the side-info of the same sentences, and
+    # new-encoder queries: the same sentences embedded by version 2 (no side-info needed).
+    store = ["--tracking-uri", uri]
+    old_index = [
+        "--embeddings",
+        "tables/old-test.parquet",
+        "--side-info",
+        "tables/side-test.parquet",
+    ]
+    fct(
+        "gallery",
+        "import",
+        "--version",
+        f"{FAMILY}@1",
+        *old_index,
+        "--out",
+        "galleries/index-v1",
+        *store,
     )
-    # New-encoder queries: the same sentences embedded by version 2 (no side-info needed).
-    gallery_from_tables(
-        client,
-        parse_ref(f"{FAMILY}@2"),
-        tables / "new-test.parquet",
-        None,
-        work / "galleries" / "queries-v2",
+    queries = ["--embeddings", "tables/new-test.parquet"]
+    fct(
+        "gallery",
+        "import",
+        "--version",
+        f"{FAMILY}@2",
+        *queries,
+        "--out",
+        "galleries/queries-v2",
+        *store,
     )
     fct(
         "upgrade",
@@ -175,7 +182,7 @@ def main() -> int:
         "3",
         "--json",
     )
-    sentences = json.loads((tables / "test-sentences.json").read_text())
+    sentences = json.loads((work / "tables" / "test-sentences.json").read_text())
     print(f"search the upgraded index (top-1 {found['accuracy']['top1']:.1f}%), first queries:")
     for result in found["results"][:3]:
         print(f"  query {sentences[result['query']]!r}")

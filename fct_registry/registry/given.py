@@ -52,7 +52,7 @@ def no_model_message(what: str, source: str | None = None) -> str:
     return (
         f"{what} was given as embeddings{given}; there is no model to run: compute its "
         "vectors with the encoder that produced the tables, write them as a gallery "
-        "(fct_registry.gallery.tables), and use `fct upgrade` / `fct search` (see "
+        "(`fct gallery import`), and use `fct upgrade` / `fct search` (see "
         "docs/embeddings-only.md)"
     )
 

@@ -170,7 +170,22 @@ def test_gallery_is_upgraded_searched_and_gated(family: dict, tmp_path: Path) ->
     client = MlflowClient(uri)
     v1, v2 = raw["versions"][1]["source"]["embeddings"], raw["versions"][2]["source"]["embeddings"]
     side = raw["side_info"]["source"]["embeddings"]
-    gallery_from_tables(client, parse_ref(f"{FAMILY}@1"), v1["test"], side["test"], tmp_path / "g1")
+    imported = fct(
+        "gallery",
+        "import",
+        "--version",
+        f"{FAMILY}@1",
+        "--embeddings",
+        v1["test"],
+        "--side-info",
+        side["test"],
+        "--out",
+        str(tmp_path / "g1"),
+        *env_uri,
+        cwd=root,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "wrote 600 rows" in imported.stdout
     gallery_from_tables(client, parse_ref(f"{FAMILY}@2"), v2["test"], None, tmp_path / "q2")
 
     resolved = fct("resolve", f"{FAMILY}@1", f"{FAMILY}@2", *env_uri, cwd=root)
@@ -400,32 +415,32 @@ def test_bad_tables_are_refused_before_anything_is_written(case: str, tmp_path: 
 
 
 def test_side_info_from_another_extractor_is_refused(family: dict, tmp_path: Path) -> None:
-    from mlflow import MlflowClient
-
-    from fct_registry.errors import DataError
-    from fct_registry.gallery.tables import gallery_from_tables
-    from fct_registry.registry.refs import parse_ref
-
-    raw = family["raw"]
-    side = raw["side_info"]["source"]["embeddings"]["test"]
     from safetensors.numpy import load_file
 
-    tensors = load_file(side)
-    other = tmp_path / "other-side.safetensors"
+    raw = family["raw"]
+    tensors = load_file(raw["side_info"]["source"]["embeddings"]["test"])
+    other = tmp_path / "other-side.safetensors"  # the same items, another extractor's vectors
     rng = np.random.default_rng(1)
-    save_file(
-        {
-            "id": tensors["id"],
-            "vector": rng.normal(size=tensors["vector"].shape).astype(np.float32),
-        },
+    vectors = rng.normal(size=tensors["vector"].shape).astype(np.float32)
+    save_file({"id": tensors["id"], "vector": vectors}, str(other))
+    proc = fct(
+        "gallery",
+        "import",
+        "--version",
+        f"{FAMILY}@1",
+        "--embeddings",
+        raw["versions"][1]["source"]["embeddings"]["test"],
+        "--side-info",
         str(other),
+        "--out",
+        str(tmp_path / "g"),
+        "--tracking-uri",
+        family["uri"],
+        cwd=family["root"],
     )
-    v1 = raw["versions"][1]["source"]["embeddings"]["test"]
-    with pytest.raises(DataError, match="another extractor") as err:
-        gallery_from_tables(
-            MlflowClient(family["uri"]), parse_ref(f"{FAMILY}@1"), v1, other, tmp_path / "g"
-        )
-    assert "\n" not in str(err.value)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "comes from another extractor" in proc.stderr
+    assert f"pass the side-info that {FAMILY}-side-info/1 gives" in proc.stderr
     assert not (tmp_path / "g").exists()
 
 
