@@ -9,6 +9,7 @@ model URI, an ONNX file, ...) is a config field plus one ``@SOURCE_BUILDERS.regi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from fct_registry._registry import Registry
 from fct_registry.config import EmbeddingTablesConfig, ModelSource
 from fct_registry.data.embedding_tables import import_table
-from fct_registry.layout import Layout
+from fct_registry.layout import Layout, save_embeddings, write_given
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,13 @@ def build_given(
     return SOURCE_BUILDERS.build(
         source.kind, spec=source.spec, layout=layout, where=where, field=field, width=width
     )
+
+
+def save_given(given: GivenEmbeddings, embeddings: Path, folder: Path, history: Path) -> None:
+    """Write a given model's outputs where a trained one's go: its stored embeddings, its
+    record in place of weights, and an empty training history (nothing was trained; the file
+    exists so a stage that declares it as a plot runs unchanged)."""
+    save_embeddings(embeddings, given.train, given.test)
+    write_given(folder, given.record)
+    history.parent.mkdir(parents=True, exist_ok=True)
+    history.write_text("epoch,loss\n")

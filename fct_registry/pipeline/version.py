@@ -10,11 +10,11 @@ from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.layout import Layout, save_embeddings, write_given
+from fct_registry.layout import Layout, save_embeddings
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.prepare import check_classes
-from fct_registry.pipeline.sources import build_given
+from fct_registry.pipeline.sources import build_given, save_given
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_split
@@ -23,7 +23,10 @@ from fct_registry.training.loop import write_history
 
 def version_stage(params: Params, layout: Layout, version: int) -> None:
     cfg = version_config(params, version)
+    ctx, device = init_from_env(pick_device(params.device))
     if cfg.source is not None:  # given, not trained: no backbone, no images
+        if not ctx.is_main:  # under torchrun, rank 0 imports
+            return
         given = build_given(
             cfg.source,
             layout=layout,
@@ -31,10 +34,13 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
             field="embedding_dim",
             width=cfg.embedding_dim,
         )
-        save_embeddings(layout.version_embeddings(version), given.train, given.test)
-        write_given(layout.version(version), given.record)
+        save_given(
+            given,
+            layout.version_embeddings(version),
+            layout.version(version),
+            layout.history(f"v{version}"),
+        )
         return
-    ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
     check_classes(params, info)
     train = open_split(layout.data, "train", params.data)

@@ -137,6 +137,8 @@ def test_family_trains_and_registers_with_no_image_and_no_model(family: dict) ->
     assert weights and all("transformations" in p.parts for p in weights), weights
     for folder in (outputs / "models" / "v1", outputs / "models" / "v2", outputs / "side_info"):
         assert sorted(p.name for p in folder.iterdir()) == ["source.json"]
+    for stage in ("v1", "v2", "side_info"):  # declared as plots in dvc.yaml: present, empty
+        assert (outputs / "history" / f"{stage}.csv").read_text() == "epoch,loss\n"
     info = json.loads((outputs / "data" / "info.json").read_text())
     assert info["dataset"] == "embeddings" and info["test"]["size"] == 600
     client = MlflowClient(family["uri"])
