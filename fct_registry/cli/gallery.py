@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from fct_registry.cli._common import add_tracking_uri
+
 # Copies of ``gallery.pgvector``'s constants (a test keeps them equal): importing the store
 # module costs pyarrow and psycopg2, a parser must not.
 DISTANCES = ("cosine", "l2")
@@ -28,13 +30,18 @@ examples:
   fct gallery list "$URL&gallery=fashion"
   fct gallery rollback "$URL&gallery=fashion"
   fct gallery prune "$URL&gallery=fashion"
-  fct gallery copy "$URL&gallery=fashion" s3://bucket/galleries/fashion-v3"""
+  fct gallery copy "$URL&gallery=fashion" s3://bucket/galleries/fashion-v3
+
+  # a family given as embedding tables (docs/embeddings-only.md): its index as a gallery
+  fct gallery import --version sentences@1 --embeddings index.parquet \\
+      --side-info index-side.parquet --out galleries/sentences-v1"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "gallery",
-        help="galleries in PostgreSQL + pgvector: copy, list, rollback, prune, embedded server",
+        help="galleries in PostgreSQL + pgvector: copy, list, rollback, prune, embedded server; "
+        "import embedding tables",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,6 +72,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     prune = sub.add_parser("prune", help="drop every table of the gallery but the served one")
     prune.add_argument("url", metavar="URL")
     prune.add_argument("--dry-run", action="store_true", help="list what would be dropped")
+
+    given = sub.add_parser(
+        "import",
+        help="write a gallery from embedding tables (id, vector, label) of a registered version",
+    )
+    given.add_argument("--version", required=True, metavar="F@N", help="e.g. sentences@1")
+    given.add_argument(
+        "--embeddings", required=True, metavar="TABLE", help="Parquet or safetensors table"
+    )
+    given.add_argument(
+        "--side-info",
+        metavar="TABLE",
+        help="the side-info of the same items, from the extractor the version links to",
+    )
+    given.add_argument("--out", required=True, metavar="DST", help="a folder or s3://bucket/prefix")
+    add_tracking_uri(given)
 
     server = sub.add_parser(
         "server", help="start (or --stop) an embedded PostgreSQL with pgvector; prints its URL"

@@ -23,8 +23,9 @@ from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery import pgvector as PG
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.search import SearchResult, topk_accuracy
+from fct_registry.gallery.tables import gallery_from_tables
 from fct_registry.registry.refs import parse_ref
-from fct_registry.registry.store import redact_uri, resolve_tracking_uri
+from fct_registry.registry.store import open_tracking_store, redact_uri, resolve_tracking_uri
 from fct_registry.upgrade.pgvector import Source, plan_for, upgrade_to_pg
 
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         "rollback": _rollback,
         "prune": _prune,
         "server": _server,
+        "import": _import,
     }
     return actions[args.gallery_command](args)
 
@@ -60,6 +62,15 @@ def _copy(args: argparse.Namespace) -> int:
             f"copied {report.rows} rows from {report.source} to {report.destination} in "
             f"{report.seconds:.1f} s{index}"
         )
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    client = open_tracking_store(args.tracking_uri, read_only=True)
+    manifest = gallery_from_tables(
+        client, parse_ref(args.version), args.embeddings, args.side_info, args.out
+    )
+    print(f"wrote {manifest.rows} rows of {args.version} to {args.out}")
     return 0
 
 

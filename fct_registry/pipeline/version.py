@@ -1,4 +1,7 @@
-"""DVC stage ``train@N``: one embedding-model version of the family, and its stored embeddings."""
+"""DVC stage ``train@N``: one embedding-model version of the family, and its stored embeddings.
+
+A version given from outside (``source:``, e.g. embedding tables) is imported instead of
+trained: its embeddings in the prepared row order, and ``source.json`` in place of weights."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from fct_registry.layout import Layout, save_embeddings
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.prepare import check_classes
+from fct_registry.pipeline.sources import build_given, save_given
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_split
@@ -20,6 +24,23 @@ from fct_registry.training.loop import write_history
 def version_stage(params: Params, layout: Layout, version: int) -> None:
     cfg = version_config(params, version)
     ctx, device = init_from_env(pick_device(params.device))
+    if cfg.source is not None:  # given, not trained: no backbone, no images
+        if not ctx.is_main:  # under torchrun, rank 0 imports
+            return
+        given = build_given(
+            cfg.source,
+            layout=layout,
+            where=f"versions.{version}",
+            field="embedding_dim",
+            width=cfg.embedding_dim,
+        )
+        save_given(
+            given,
+            layout.version_embeddings(version),
+            layout.version(version),
+            layout.history(f"v{version}"),
+        )
+        return
     info = load_info(layout.data)
     check_classes(params, info)
     train = open_split(layout.data, "train", params.data)
