@@ -61,7 +61,13 @@ from bench_upgrade import (  # noqa: E402  (a sibling script, not a package)
 )
 
 from fct_registry.gallery import Gallery, open_storage  # noqa: E402
-from fct_registry.gallery import pgvector as PG  # noqa: E402
+from fct_registry.gallery.pg.catalogue import ALIASES, TABLES, gallery_tables  # noqa: E402
+from fct_registry.gallery.pg.connection import connect  # noqa: E402
+from fct_registry.gallery.pg.location import PgLocation  # noqa: E402
+from fct_registry.gallery.pg.search import HNSW_EF_SEARCH, recall_at_k, search  # noqa: E402
+from fct_registry.gallery.pg.server import embedded_server  # noqa: E402
+from fct_registry.gallery.pg.tables import HnswParams, build_index  # noqa: E402
+from fct_registry.gallery.pg.transfer import copy_gallery  # noqa: E402
 from fct_registry.upgrade import UpgradePlan, upgrade_gallery  # noqa: E402
 from fct_registry.upgrade.pgvector import Source, upgrade_to_pg  # noqa: E402
 
@@ -76,14 +82,14 @@ def say(text: str) -> None:
 
 def drop_gallery(url: str) -> None:
     """Remove a benchmark gallery: its view, its tables and their metadata."""
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
-        tables = [t.table for t in PG.gallery_tables(conn, loc.gallery)]
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc)) as conn, conn.cursor() as cur:
+        tables = [t.table for t in gallery_tables(conn, loc.gallery)]
         cur.execute(f"DROP VIEW IF EXISTS {loc.gallery}")
-        cur.execute(f"DELETE FROM {PG.ALIASES} WHERE gallery = %s", (loc.gallery,))
+        cur.execute(f"DELETE FROM {ALIASES} WHERE gallery = %s", (loc.gallery,))
         for table in tables:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
-        cur.execute(f"DELETE FROM {PG.TABLES} WHERE gallery = %s", (loc.gallery,))
+        cur.execute(f"DELETE FROM {TABLES} WHERE gallery = %s", (loc.gallery,))
         cur.execute("DELETE FROM fct_gallery_jobs WHERE gallery = %s", (loc.gallery,))
         conn.commit()
 
@@ -111,7 +117,7 @@ def throughput(args: argparse.Namespace, fam: dict[str, Any], plan: UpgradePlan,
     src = workdir / "src"
     write_synthetic(src, args.rows, fam["old_dim"], fam["side_dim"])
     pg_src = f"{url}&gallery=bench_src"
-    PG.copy_gallery(str(src), pg_src, index=False)
+    copy_gallery(str(src), pg_src, index=False)
     say(f"  source: {args.rows:,} rows as Parquet ({src}) and in pgvector (bench_src)")
 
     from fct_registry.models.io import build_from_spec
@@ -137,7 +143,7 @@ def throughput(args: argparse.Namespace, fam: dict[str, Any], plan: UpgradePlan,
             dest = f"{url}&gallery=bench_up_{r}_{name.replace('->', '_')}"
             source = Source.open(source_loc)
             try:
-                up = upgrade_to_pg(source, PG.PgLocation.parse(dest), plan,
+                up = upgrade_to_pg(source, PgLocation.parse(dest), plan,
                                    batch_size=args.batch_size, index=False)  # fmt: skip
             finally:
                 source.close()
@@ -169,15 +175,15 @@ def hnsw_at(rows: int, args: argparse.Namespace, fam: dict[str, Any], plan: Upgr
     dest = f"{url}&gallery=bench_hnsw_{rows}"
     source = Source.open(str(src))
     try:
-        up = upgrade_to_pg(source, PG.PgLocation.parse(dest), plan,
+        up = upgrade_to_pg(source, PgLocation.parse(dest), plan,
                            batch_size=args.batch_size, index=False)  # fmt: skip
     finally:
         source.close()
     shutil.rmtree(src)
-    loc = PG.PgLocation.parse(dest)
-    params = PG.HnswParams(maintenance_work_mem=args.maintenance_work_mem)
-    with contextlib.closing(PG.connect(loc)) as conn:
-        seconds = PG.build_index(conn, up.table, "l2", params)
+    loc = PgLocation.parse(dest)
+    params = HnswParams(maintenance_work_mem=args.maintenance_work_mem)
+    with contextlib.closing(connect(loc)) as conn:
+        seconds = build_index(conn, up.table, "l2", params)
         out = {"rows": rows, "copy_rows_per_second": up.rows_per_second, "build_seconds": seconds}
         say(
             f"  {rows:,} rows: upgrade into pgvector {up.copy_seconds:.1f} s "
@@ -196,8 +202,8 @@ def hnsw_at(rows: int, args: argparse.Namespace, fam: dict[str, Any], plan: Upgr
     return out
 
 
-def recall_table(conn: Any, loc: PG.PgLocation, queries: Any, labels: Any = None,
-                 ef_search: tuple[int, ...] = (PG.HNSW_EF_SEARCH, 100),
+def recall_table(conn: Any, loc: PgLocation, queries: Any, labels: Any = None,
+                 ef_search: tuple[int, ...] = (HNSW_EF_SEARCH, 100),
                  ) -> dict[int, tuple[float, float, float | None]]:  # fmt: skip
     """``ef_search -> (recall@10 against exact, queries/s, top-1 label accuracy or None)``; key 0
     is exact search itself. ``labels``: the queries' true labels, for the accuracy."""
@@ -208,11 +214,11 @@ def recall_table(conn: Any, loc: PG.PgLocation, queries: Any, labels: Any = None
             return None
         return float(np.mean(result.labels[:, 0] == np.asarray(labels)))
 
-    exact = PG.search(conn, loc, queries, k=10, exact=True)
+    exact = search(conn, loc, queries, k=10, exact=True)
     out = {}
     for ef in ef_search:
-        hnsw = PG.search(conn, loc, queries, k=10, ef_search=ef)
-        out[ef] = (PG.recall_at_k(hnsw.ids, exact.ids), hnsw.qps, top1(hnsw))
+        hnsw = search(conn, loc, queries, k=10, ef_search=ef)
+        out[ef] = (recall_at_k(hnsw.ids, exact.ids), hnsw.qps, top1(hnsw))
     out[0] = (1.0, exact.qps, top1(exact))  # exact search's own speed, for comparison
     return out
 
@@ -372,9 +378,7 @@ def fashion_recall(args: argparse.Namespace, models: RecallModels, url: str,
     dest = f"{url}&gallery=bench_fashion"
     source = Source.open(str(gallery))
     try:
-        up = upgrade_to_pg(
-            source, PG.PgLocation.parse(dest), models.plan, batch_size=args.batch_size
-        )
+        up = upgrade_to_pg(source, PgLocation.parse(dest), models.plan, batch_size=args.batch_size)
     finally:
         source.close()
     say(f"  upgraded {up.rows:,} rows into pgvector, HNSW build {up.index_seconds:.1f} s")
@@ -382,8 +386,8 @@ def fashion_recall(args: argparse.Namespace, models: RecallModels, url: str,
     q_emb, q_side, q_labels = splits["test"]
     n = args.fashion_queries
     queries = runner(q_emb[:n], q_side[:n])
-    loc = PG.PgLocation.parse(dest)
-    with contextlib.closing(PG.connect(loc)) as conn:
+    loc = PgLocation.parse(dest)
+    with contextlib.closing(connect(loc)) as conn:
         out = {
             "rows": up.rows,
             "queries": len(queries),
@@ -432,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ef-search",
         type=lambda v: tuple(int(x) for x in v.split(",") if x),
-        default=(PG.HNSW_EF_SEARCH, 100),
+        default=(HNSW_EF_SEARCH, 100),
         help="step 3a's HNSW ef_search values, comma-separated (default 40,100; 40 and 100 "
         "are always added)",
     )
@@ -457,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.trained and args.random_weights:
         parser.error("--trained and --random-weights exclude each other")
     # the summary reports 40 (pgvector's default) and 100 whatever else is asked for
-    args.ef_search = tuple(sorted({*args.ef_search, PG.HNSW_EF_SEARCH, 100}))
+    args.ef_search = tuple(sorted({*args.ef_search, HNSW_EF_SEARCH, 100}))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-pgvector-"))
@@ -470,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({fam['side_dim']}-d) -> @{fam['newest']} ({fam['new_dim']}-d), {fam['kind']} "
         f"hidden {fam['hidden']}"
     )
-    url = PG.embedded_server(str(workdir / "pgdata"))
+    url = embedded_server(str(workdir / "pgdata"))
     rates: dict[str, list[float]] = {}
     builds: list[dict[str, Any]] = []
     try:
@@ -496,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 print_recall(builds[-1]["recall"], f"{builds[-1]['rows']:,} rows")
     finally:
         with contextlib.suppress(Exception):
-            PG.embedded_server(str(workdir / "pgdata"), stop=True)
+            embedded_server(str(workdir / "pgdata"), stop=True)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     say(f"load average at the end: {os.getloadavg()[0]:.1f}")
@@ -531,7 +535,7 @@ def summary(args: argparse.Namespace, rates: dict[str, list[float]],
     for b in builds:
         say(f"  HNSW build at {b['rows']:>9,} rows: {b['build_seconds']:8.1f} s")
     if fashion:
-        recall = fashion["recall"][PG.HNSW_EF_SEARCH][0]
+        recall = fashion["recall"][HNSW_EF_SEARCH][0]
         trained = "trained" if fashion["weights"].startswith("TRAINED") else "random-weight"
         say(f"  recall@10 at defaults, {trained} upgraded Fashion-MNIST ({fashion['rows']:,} rows, "
             f"{fashion['queries']} queries): {recall:.4f} (target >= {TARGET_RECALL}); "
@@ -539,7 +543,7 @@ def summary(args: argparse.Namespace, rates: dict[str, list[float]],
         ok = ok and recall >= TARGET_RECALL
     if builds and "recall" in builds[-1]:
         say(f"  recall@10 at defaults, synthetic {builds[-1]['rows']:,} rows: "
-            f"{builds[-1]['recall'][PG.HNSW_EF_SEARCH][0]:.4f}")  # fmt: skip
+            f"{builds[-1]['recall'][HNSW_EF_SEARCH][0]:.4f}")  # fmt: skip
     say("targets met" if ok else "TARGET MISSED")
     return 0 if ok else 1
 

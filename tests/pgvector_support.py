@@ -17,7 +17,13 @@ import pyarrow as pa
 import pytest
 
 from fct_registry.gallery import make_batch
-from fct_registry.gallery import pgvector as PG
+from fct_registry.gallery.pg.catalogue import TableInfo, served
+from fct_registry.gallery.pg.connection import connect
+from fct_registry.gallery.pg.location import PgLocation
+from fct_registry.gallery.pg.read import read_batches
+from fct_registry.gallery.pg.server import embedded_server
+from fct_registry.gallery.pg.tables import HnswParams
+from fct_registry.gallery.pg.write import write_gallery
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,10 @@ class PgServer:
         return f"{self.url}&gallery={name or 'g_' + uuid.uuid4().hex[:10]}"
 
     def start(self) -> None:
-        assert PG.embedded_server(str(self.folder)) == self.url
+        assert embedded_server(str(self.folder)) == self.url
 
     def stop(self) -> None:
-        PG.embedded_server(str(self.folder), stop=True)
+        embedded_server(str(self.folder), stop=True)
 
     def postmaster_pid(self) -> int:
         return int((self.folder / "postmaster.pid").read_text().splitlines()[0])
@@ -46,7 +52,7 @@ def embedded() -> Iterator[PgServer]:
     pytest.importorskip("pgserver", reason="pip install pgserver==0.1.4 (requirements.txt)")
     folder = Path(tempfile.mkdtemp(prefix="fct-pgtest-"))
     folder.chmod(0o755)
-    server = PgServer(folder / "data", PG.embedded_server(str(folder / "data")))
+    server = PgServer(folder / "data", embedded_server(str(folder / "data")))
     try:
         yield server
     finally:
@@ -71,14 +77,14 @@ def load_rows(
     side_ref: str | None = "tiny-side-info/1",
     labels: np.ndarray | None = None,
     family: str = "tiny",
-    hnsw: PG.HnswParams | None = None,
-) -> PG.TableInfo:
+    hnsw: HnswParams | None = None,
+) -> TableInfo:
     """A pgvector gallery holding these rows (one version)."""
     batch = make_batch(
         ids, emb, model_version=version, side_info=side, side_info_version=side_ref, labels=labels
     )
-    info, _ = PG.write_gallery(
-        PG.PgLocation.parse(url),
+    info, _ = write_gallery(
+        PgLocation.parse(url),
         iter([batch]),
         family=family,
         source_uri="test://rows",
@@ -94,10 +100,10 @@ def load_rows(
 
 def read_all(url: str) -> pa.Table:
     """Every row the gallery's view serves, in id order."""
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc, autocommit=True)) as conn:
-        info = PG.served(conn, loc)
-        return pa.Table.from_batches(list(PG.read_batches(conn, info, batch_size=1000)))
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc, autocommit=True)) as conn:
+        info = served(conn, loc)
+        return pa.Table.from_batches(list(read_batches(conn, info, batch_size=1000)))
 
 
 def matrix(table: pa.Table, column: str) -> np.ndarray:

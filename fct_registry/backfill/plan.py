@@ -28,7 +28,7 @@ import torch
 from fct_registry.errors import ConfigError, FctError
 from fct_registry.evaluation.backfill import ORDERS, backfill_count, descending, true_error
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.pgvector import is_pg_url, redact
+from fct_registry.gallery.pg.location import is_pg_url, redact
 from fct_registry.gallery.reader import Gallery
 
 PLAN_FORMAT = "fct-backfill-plan/1"

@@ -7,7 +7,7 @@ import argparse
 
 from fct_registry.cli._common import add_tracking_uri
 
-# Copies of ``gallery.pgvector``'s constants (a test keeps them equal): importing the store
+# Copies of ``gallery.pg.tables``' constants (a test keeps them equal): importing the store
 # module costs pyarrow and psycopg2, a parser must not.
 DISTANCES = ("cosine", "l2")
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64

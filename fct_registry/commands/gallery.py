@@ -20,8 +20,15 @@ from fct_registry.cli._common import load_npy
 from fct_registry.errors import DataError, FctError
 from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery, open_storage
-from fct_registry.gallery import pgvector as PG
 from fct_registry.gallery import schema as S
+from fct_registry.gallery.pg.catalogue import alias, gallery_tables, served
+from fct_registry.gallery.pg.connection import connect, driver_errors
+from fct_registry.gallery.pg.location import PgLocation, is_pg_url, redact
+from fct_registry.gallery.pg.read import read_batches
+from fct_registry.gallery.pg.search import HNSW_EF_SEARCH, recall_at_k, search
+from fct_registry.gallery.pg.server import embedded_server
+from fct_registry.gallery.pg.tables import HNSW_EF_CONSTRUCTION, HNSW_M, HnswParams, prune, rollback
+from fct_registry.gallery.pg.transfer import copy_gallery
 from fct_registry.gallery.search import SearchResult, topk_accuracy
 from fct_registry.gallery.tables import gallery_from_tables
 from fct_registry.registry.refs import parse_ref
@@ -41,19 +48,19 @@ def run(args: argparse.Namespace) -> int:
     return actions[args.gallery_command](args)
 
 
-def _hnsw(args: argparse.Namespace) -> PG.HnswParams:
-    m = getattr(args, "hnsw_m", PG.HNSW_M)
-    ef = getattr(args, "hnsw_ef_construction", PG.HNSW_EF_CONSTRUCTION)
+def _hnsw(args: argparse.Namespace) -> HnswParams:
+    m = getattr(args, "hnsw_m", HNSW_M)
+    ef = getattr(args, "hnsw_ef_construction", HNSW_EF_CONSTRUCTION)
     if not 2 <= m <= 100 or not 4 <= ef <= 1000 or ef < 2 * m:
         raise FctError(
             f"HNSW needs 2 <= m <= 100 and 2 m <= ef_construction <= 1000, got m={m}, "
             f"ef_construction={ef}"
         )
-    return PG.HnswParams(m=m, ef_construction=ef)
+    return HnswParams(m=m, ef_construction=ef)
 
 
 def _copy(args: argparse.Namespace) -> int:
-    report = PG.copy_gallery(args.source, args.dest, distance=args.distance, hnsw=_hnsw(args))
+    report = copy_gallery(args.source, args.dest, distance=args.distance, hnsw=_hnsw(args))
     if args.json:
         print(json.dumps(report.__dict__, indent=2))
     else:
@@ -75,11 +82,11 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    loc = PG.PgLocation.parse(args.url)
-    with contextlib.closing(PG.connect(loc)) as conn:
-        info = PG.served(conn, loc)
-        _, previous = PG.alias(conn, loc.gallery) or (None, None)
-        tables = PG.gallery_tables(conn, loc.gallery)
+    loc = PgLocation.parse(args.url)
+    with contextlib.closing(connect(loc)) as conn:
+        info = served(conn, loc)
+        _, previous = alias(conn, loc.gallery) or (None, None)
+        tables = gallery_tables(conn, loc.gallery)
     rows = [
         {
             "table": t.table,
@@ -106,22 +113,22 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    loc = PG.PgLocation.parse(args.url)
-    old, new = PG.rollback(loc)
+    loc = PgLocation.parse(args.url)
+    old, new = rollback(loc)
     print(f"{loc.uri}: view {loc.gallery} now serves {new} again (was {old})")
     return 0
 
 
 def _prune(args: argparse.Namespace) -> int:
-    loc = PG.PgLocation.parse(args.url)
-    gone = PG.prune(loc, dry_run=args.dry_run)
+    loc = PgLocation.parse(args.url)
+    gone = prune(loc, dry_run=args.dry_run)
     verb = "would drop" if args.dry_run else "dropped"
     print(f"{loc.uri}: {verb} {len(gone)} table(s)" + "".join(f"\n  {t}" for t in gone))
     return 0
 
 
 def _server(args: argparse.Namespace) -> int:
-    url = PG.embedded_server(args.folder, stop=args.stop)
+    url = embedded_server(args.folder, stop=args.stop)
     if args.stop:
         print(f"stopped the server in {args.folder}")
     else:
@@ -134,14 +141,14 @@ def _server(args: argparse.Namespace) -> int:
 
 def upgrade_pg(args: argparse.Namespace, client: Any) -> int:
     """``fct upgrade`` when --gallery or --out is a postgresql:// URL."""
-    if not PG.is_pg_url(args.out):
+    if not is_pg_url(args.out):
         raise FctError(
             "--out must be a postgresql:// URL when --gallery is one; to get Parquet, upgrade "
             "into pgvector and `fct gallery copy URL DST`, or copy first and upgrade the Parquet"
         )
     if args.engine != "local" or args.keep_going:
         raise FctError("--engine ray and --keep-going apply to Parquet outputs only")
-    dest = PG.PgLocation.parse(args.out)
+    dest = PgLocation.parse(args.out)
     source = Source.open(args.gallery)
     try:
         with tempfile.TemporaryDirectory(prefix="fct-upgrade-") as work:
@@ -205,7 +212,7 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
     """``fct search`` when --gallery is a postgresql:// URL: HNSW (or exact), queries per second,
     recall@k of HNSW against exact. ``queries_from(gallery, limit)`` reads a Parquet query
     gallery as ``fct search`` does."""
-    loc = PG.PgLocation.parse(args.gallery)
+    loc = PgLocation.parse(args.gallery)
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be positive, got {args.limit}")
     if args.distance != "l2" and args.distance is not None:
@@ -213,9 +220,9 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
             "--distance does not apply to a pgvector gallery: it is searched with the "
             "distance its index was built with (`fct gallery list` shows it)"
         )
-    with contextlib.closing(PG.connect(loc)) as conn, PG.driver_errors(loc, "searching"):
-        info = PG.served(conn, loc)
-        if args.query_gallery and PG.is_pg_url(args.query_gallery):
+    with contextlib.closing(connect(loc)) as conn, driver_errors(loc, "searching"):
+        info = served(conn, loc)
+        if args.query_gallery and is_pg_url(args.query_gallery):
             queries, ids, labels, version = _pg_queries(args.query_gallery, args.limit)
         elif args.query_gallery:
             queries, ids, labels, version = queries_from(Gallery.open(args.query_gallery),
@@ -241,18 +248,18 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
                 f"(`fct upgrade --gallery URL --to {info.family}@{version} --out URL`)"
             )
         exclude = list(ids) if args.exclude_self else None
-        result = PG.search(
+        result = search(
             conn, loc, queries, k=args.k, exact=args.exact, ef_search=args.ef_search,
             exclude_ids=exclude, info=info,
         )  # fmt: skip
         recall = None
         n_recall = min(args.recall_queries, len(queries))
         if not args.exact and n_recall > 0:
-            truth = PG.search(
+            truth = search(
                 conn, loc, queries[:n_recall], k=args.k, exact=True,
                 exclude_ids=None if exclude is None else exclude[:n_recall], info=info,
             )  # fmt: skip
-            recall = PG.recall_at_k(result.ids[:n_recall], truth.ids)
+            recall = recall_at_k(result.ids[:n_recall], truth.ids)
         accuracy = None
         if labels is not None and result.labels is not None:
             counts, own = _label_stats(conn, loc, exclude)
@@ -264,7 +271,7 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
                 as_result, labels.ids, query_classes=labels.classes,
                 query_name=_query_name(args), gallery_name=loc.uri,
             )  # fmt: skip
-    mode = "exact" if args.exact else f"HNSW ef_search={args.ef_search or PG.HNSW_EF_SEARCH}"
+    mode = "exact" if args.exact else f"HNSW ef_search={args.ef_search or HNSW_EF_SEARCH}"
     out = {
         "gallery": loc.uri,
         "table": info.table,
@@ -308,13 +315,13 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
 
 def _query_name(args: argparse.Namespace) -> str:
     """Where the query labels come from, for error messages (a URL's password hidden)."""
-    if PG.is_pg_url(args.query_gallery):
-        return PG.redact(args.query_gallery)
+    if is_pg_url(args.query_gallery):
+        return redact(args.query_gallery)
     return args.query_gallery or f"--query-labels {args.query_labels}"
 
 
 def _label_stats(
-    conn: Any, loc: PG.PgLocation, exclude: list[str] | None
+    conn: Any, loc: PgLocation, exclude: list[str] | None
 ) -> tuple[dict[int, int], Any]:
     """Rows per label in the gallery, and the label of each excluded row (-1: not there), which
     :func:`~fct_registry.gallery.search.topk_accuracy` counts relevant items with."""
@@ -332,13 +339,13 @@ def _label_stats(
 
 
 def _pg_queries(url: str, limit: int | None) -> tuple[Any, list[str], Labels | None, int]:
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc, autocommit=True)) as conn:
-        info = PG.served(conn, loc)
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc, autocommit=True)) as conn:
+        info = served(conn, loc)
         if len(info.versions) != 1:
             raise DataError(f"{loc.uri} mixes versions; upgrade it to one version first")
         batches, rows = [], 0
-        for batch in PG.read_batches(conn, info):
+        for batch in read_batches(conn, info):
             batches.append(batch)
             rows += batch.num_rows
             if limit is not None and rows >= limit:
@@ -357,10 +364,10 @@ def embed_destination(out: str, images: Path) -> tuple[Any, Callable[[], str]]:
     Parquet staging folder that ``publish()`` copies into pgvector (then removes), each row's
     ``source_uri`` the images file; anything else is written in place and ``publish()`` only
     returns its URI."""
-    if not PG.is_pg_url(out):
+    if not is_pg_url(out):
         storage = open_storage(out)
         return storage, lambda: storage.uri
-    PG.PgLocation.parse(out)  # a bad URL fails before any image is embedded
+    PgLocation.parse(out)  # a bad URL fails before any image is embedded
     folder = Path(tempfile.mkdtemp(prefix="fct-embed-pg-"))
     atexit.register(shutil.rmtree, folder, True)  # also when embedding fails
     storage = open_storage(folder / "gallery")
@@ -368,7 +375,7 @@ def embed_destination(out: str, images: Path) -> tuple[Any, Callable[[], str]]:
     def publish() -> str:
         try:
             rows_from = str(Path(images).resolve())
-            return PG.copy_gallery(str(folder / "gallery"), out, row_source=rows_from).destination
+            return copy_gallery(str(folder / "gallery"), out, row_source=rows_from).destination
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -13,7 +13,7 @@ from fct_registry.evaluation.distances import DISTANCES
 from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.pgvector import is_pg_url
+from fct_registry.gallery.pg.location import is_pg_url
 from fct_registry.gallery.search import gallery_version, search, topk_accuracy
 
 

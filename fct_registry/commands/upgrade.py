@@ -13,7 +13,7 @@ from fct_registry.commands.gallery import upgrade_pg
 from fct_registry.errors import FctError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery.errors import GalleryError
-from fct_registry.gallery.pgvector import is_pg_url
+from fct_registry.gallery.pg.location import is_pg_url
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import open_tracking_store, redact_uri, resolve_tracking_uri
 from fct_registry.upgrade import plan_from_registry

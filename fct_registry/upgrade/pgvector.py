@@ -27,10 +27,15 @@ from typing import Any
 
 from fct_registry import __version__
 from fct_registry.errors import FctError
-from fct_registry.gallery import pgvector as PG
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import Manifest
+from fct_registry.gallery.pg import catalogue, tables
+from fct_registry.gallery.pg.codec import copy_in
+from fct_registry.gallery.pg.connection import connect, driver_errors
+from fct_registry.gallery.pg.location import PgLocation, is_pg_url
+from fct_registry.gallery.pg.lock import lock_gallery, lock_metadata
+from fct_registry.gallery.pg.read import read_batches
 from fct_registry.gallery.reader import Gallery
 from fct_registry.resolver.load import load_graph
 from fct_registry.upgrade.batch import upgrade_batch
@@ -41,10 +46,6 @@ JOBS = "fct_gallery_jobs"
 LOCK_WAIT = 5.0
 """Seconds to wait for the gallery's lock: a killed run's server session may need a moment to
 notice that its client is gone and release it."""
-
-
-class GalleryBusyError(PG.GalleryBusyError):
-    """Another upgrade of the same gallery is running."""
 
 
 class OlderTargetError(PlanError):
@@ -62,18 +63,18 @@ class Source:
     manifest: Manifest
     identity: str  # pins the job to these rows: table name, or the manifest's sha256
     distance: str | None = None
-    pg: PG.PgLocation | None = None
-    info: PG.TableInfo | None = None
+    pg: PgLocation | None = None
+    info: catalogue.TableInfo | None = None
     gallery: Gallery | None = None
     _conn: Any = field(default=None, repr=False)
 
     @classmethod
     def open(cls, location: str) -> Source:
-        if PG.is_pg_url(location):
-            loc = PG.PgLocation.parse(location)
-            conn = PG.connect(loc, autocommit=True)
-            with PG.driver_errors(loc, "reading the gallery's metadata"):
-                info = PG.served(conn, loc)
+        if is_pg_url(location):
+            loc = PgLocation.parse(location)
+            conn = connect(loc, autocommit=True)
+            with driver_errors(loc, "reading the gallery's metadata"):
+                info = catalogue.served(conn, loc)
             return cls(
                 loc.uri,
                 info.manifest(),
@@ -90,7 +91,7 @@ class Source:
         """Batches after a checkpoint: keyset (``after``, an id) for a table, or whole batches
         skipped (``skip_rows``) for Parquet, whose batching is deterministic."""
         if self.info is not None:
-            yield from PG.read_batches(self._conn, self.info, batch_size=batch_size, after=after)
+            yield from read_batches(self._conn, self.info, batch_size=batch_size, after=after)
             return
         assert self.gallery is not None
         seen = 0
@@ -143,7 +144,7 @@ def ensure_jobs(conn: Any) -> None:
         cur.execute("SELECT to_regclass(%s)", (JOBS,))
         if cur.fetchone()[0] is not None:
             return
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (PG._META_LOCK,))
+        lock_metadata(cur)
         cur.execute(
             f"""CREATE TABLE IF NOT EXISTS {JOBS} (
                 job text PRIMARY KEY,
@@ -160,42 +161,8 @@ def ensure_jobs(conn: Any) -> None:
     conn.commit()
 
 
-def acquire(conn: Any, loc: PG.PgLocation, wait: float = LOCK_WAIT) -> None:
-    """The gallery's session-level advisory lock, or :class:`GalleryBusyError` naming its
-    holder after ``wait`` seconds."""
-    deadline = time.monotonic() + wait
-    with conn.cursor() as cur:
-        while True:
-            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (PG.lock_key(loc),))
-            if cur.fetchone()[0]:
-                conn.commit()
-                return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        cur.execute(
-            """SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l
-               JOIN pg_stat_activity a ON a.pid = l.pid
-               WHERE l.locktype = 'advisory' AND l.granted
-                 AND l.objid::int = hashtext(%s) LIMIT 1""",
-            (PG.lock_key(loc),),
-        )
-        holder = cur.fetchone()
-    conn.rollback()
-    who = (
-        f"server pid {holder[0]} ({holder[1] or 'unnamed client'}, connected "
-        f"{holder[2]:%Y-%m-%d %H:%M:%S %Z})"
-        if holder
-        else "another session"
-    )
-    raise GalleryBusyError(
-        f"another job is writing gallery {loc.gallery!r} at {loc.server}: {who} holds its lock; "
-        "wait for it to finish (rerun this command then), or stop that job"
-    )
-
-
-def job_spec(source: Source, dest: PG.PgLocation, plan: UpgradePlan, batch_size: int,
-             distance: str, hnsw: PG.HnswParams) -> dict[str, Any]:  # fmt: skip
+def job_spec(source: Source, dest: PgLocation, plan: UpgradePlan, batch_size: int,
+             distance: str, hnsw: tables.HnswParams) -> dict[str, Any]:  # fmt: skip
     return {
         "format": "fct-pg-upgrade/1",
         "plan": plan.fingerprint(batch_size),
@@ -208,12 +175,12 @@ def job_spec(source: Source, dest: PG.PgLocation, plan: UpgradePlan, batch_size:
 
 def upgrade_to_pg(
     source: Source,
-    dest: PG.PgLocation,
+    dest: PgLocation,
     plan: UpgradePlan,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     distance: str | None = None,
-    hnsw: PG.HnswParams | None = None,
+    hnsw: tables.HnswParams | None = None,
     lock_wait: float = LOCK_WAIT,
     progress: bool = False,
     index: bool = True,
@@ -223,18 +190,18 @@ def upgrade_to_pg(
     ``index=False`` swaps without building the HNSW index (exact search only; benchmarks)."""
     if batch_size < 1:
         raise FctError(f"batch size must be positive, got {batch_size}")
-    hnsw = hnsw or PG.HnswParams()
-    distance = PG.check_distance(distance or source.distance or PG.DEFAULT_DISTANCE)
+    hnsw = hnsw or tables.HnswParams()
+    distance = tables.check_distance(distance or source.distance or tables.DEFAULT_DISTANCE)
     rows = source.manifest.rows
     check_forward(source.manifest, plan.target, source.uri)
     with (
-        contextlib.closing(PG.connect(dest)) as conn,
-        PG.driver_errors(dest, f"upgrading {source.uri}"),
+        contextlib.closing(connect(dest)) as conn,
+        driver_errors(dest, f"upgrading {source.uri}"),
     ):
-        PG.ensure_metadata(conn)
+        catalogue.ensure_metadata(conn)
         ensure_jobs(conn)
-        acquire(conn, dest, lock_wait)
-        current = PG.alias(conn, dest.gallery)
+        lock_gallery(conn, dest, wait=lock_wait)
+        current = catalogue.alias(conn, dest.gallery)
         in_place = source.pg is not None and source.info is not None and current is not None
         in_place = in_place and source.pg.server == dest.server and current[0] == source.info.table
         if in_place and set(source.manifest.versions) == {plan.target}:
@@ -245,7 +212,7 @@ def upgrade_to_pg(
             plan.check_shard(shard, f"{source.uri} ({shard.path})")
         spec = job_spec(source, dest, plan, batch_size, distance, hnsw)
         job = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-        table = PG.table_name(dest.gallery, plan.target, job)
+        table = catalogue.table_name(dest.gallery, plan.target, job)
         report = PgUpgradeReport(source.uri, dest.uri, table, rows)
         report.previous_table = current[0] if current else None
         state, last_id, done = _start(conn, dest, source, plan, spec, job, table, distance)
@@ -257,7 +224,7 @@ def upgrade_to_pg(
                 report.already_complete = True
                 return report
             start = time.perf_counter()
-            PG.swap(conn, dest, table)
+            tables.swap(conn, dest, table)
             report.swap_seconds, report.reserved = time.perf_counter() - start, True
             return report
         report.resumed_rows = done
@@ -267,18 +234,18 @@ def upgrade_to_pg(
             report.copy_seconds = time.perf_counter() - start
             _set_state(conn, job, "copied")
             _reached("copied")
-        got = PG.count_rows(conn, table)
+        got = tables.count_rows(conn, table)
         if got != rows:
             raise GalleryError(
                 f"{dest.uri}: the new table {table} has {got} rows but {source.uri} has {rows}; "
                 "the gallery was not swapped (was the source changed during the upgrade?)"
             )
         if state in ("copying", "copied") and index:
-            report.index_seconds = PG.build_index(conn, table, distance, hnsw)
+            report.index_seconds = tables.build_index(conn, table, distance, hnsw)
             _set_state(conn, job, "indexed")
             _reached("index")
         start = time.perf_counter()
-        PG.swap(
+        tables.swap(
             conn,
             dest,
             table,
@@ -306,7 +273,7 @@ def check_forward(manifest: Manifest, target: int, where: str) -> None:
 
 def _start(
     conn: Any,
-    dest: PG.PgLocation,
+    dest: PgLocation,
     source: Source,
     plan: UpgradePlan,
     spec: dict[str, Any],
@@ -319,7 +286,7 @@ def _start(
     with conn.cursor() as cur:
         cur.execute(f"SELECT state, last_id, rows_done FROM {JOBS} WHERE job = %s", (job,))
         row = cur.fetchone()
-        served = (PG.alias(conn, dest.gallery) or (None, None))[0]
+        served = (catalogue.alias(conn, dest.gallery) or (None, None))[0]
         if (
             row is not None
             and row[0] == "done"
@@ -329,15 +296,17 @@ def _start(
             # Its table was dropped or cut short by hand (prune deletes the job too): the
             # record describes nothing that could be served again, so start over.
             cur.execute(f"DROP TABLE IF EXISTS {table}")
-            cur.execute(f"UPDATE {PG.ALIASES} SET previous = NULL WHERE previous = %s", (table,))
-            cur.execute(f"DELETE FROM {PG.TABLES} WHERE table_name = %s", (table,))
+            cur.execute(
+                f"UPDATE {catalogue.ALIASES} SET previous = NULL WHERE previous = %s", (table,)
+            )
+            cur.execute(f"DELETE FROM {catalogue.TABLES} WHERE table_name = %s", (table,))
             cur.execute(f"DELETE FROM {JOBS} WHERE job = %s", (job,))
             row = None
         if row is None:
             info = _target_info(source, dest, plan, table, distance)
-            PG.check_name_free(conn, dest)
+            catalogue.check_name_free(conn, dest)
             _check_family(conn, dest, info)
-            PG.create_table(cur, info)
+            tables.create_table(cur, info)
             cur.execute(
                 f"""INSERT INTO {JOBS} (job, gallery, source, target_table, state, spec)
                     VALUES (%s, %s, %s, %s, 'copying', %s)""",
@@ -348,7 +317,7 @@ def _start(
     conn.commit()
     state, last_id, done = row[0], row[1], int(row[2])
     if state == "copying":
-        got = PG.count_rows(conn, table)
+        got = tables.count_rows(conn, table)
         if got != done:
             raise GalleryError(
                 f"{dest.uri}: table {table} has {got} rows but its checkpoint says {done}; it "
@@ -362,20 +331,20 @@ def _complete(conn: Any, table: str, source: Source) -> bool:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (table,))
         exists = cur.fetchone()[0] is not None
-    if not exists or PG.table_info(conn, table) is None:
+    if not exists or catalogue.table_info(conn, table) is None:
         return False
-    return PG.count_rows(conn, table) == source.manifest.rows
+    return tables.count_rows(conn, table) == source.manifest.rows
 
 
 def _target_info(
-    source: Source, dest: PG.PgLocation, plan: UpgradePlan, table: str, distance: str
-) -> PG.TableInfo:
+    source: Source, dest: PgLocation, plan: UpgradePlan, table: str, distance: str
+) -> catalogue.TableInfo:
     groups: dict[tuple[int, str | None], int] = {}
     for (_, side), n in source.manifest.groups.items():
         groups[(plan.target, side)] = groups.get((plan.target, side), 0) + n
     side_dims = {s.side_info_dim for s in source.manifest.shards}
     labels = _has_labels(source)
-    return PG.TableInfo(
+    return catalogue.TableInfo(
         table, dest.gallery, plan.family, source.manifest.rows, plan.target_dim,
         side_dims.pop() if len(side_dims) == 1 else None, labels, distance, groups,
         _provenance(source, plan),
@@ -390,11 +359,11 @@ def _has_labels(source: Source) -> bool:
         return S.LABEL in reader.schema.names
 
 
-def _check_family(conn: Any, dest: PG.PgLocation, info: PG.TableInfo) -> None:
-    current = PG.alias(conn, dest.gallery)
+def _check_family(conn: Any, dest: PgLocation, info: catalogue.TableInfo) -> None:
+    current = catalogue.alias(conn, dest.gallery)
     if current is None:
         return
-    served = PG.table_info(conn, current[0])
+    served = catalogue.table_info(conn, current[0])
     if served is not None and served.family != info.family:
         raise GalleryError(
             f"{dest.uri} serves {served.family} embeddings, not {info.family}; choose another "
@@ -442,7 +411,7 @@ def _copy(
         with conn.cursor() as cur:
             for i, batch in enumerate(upgraded):
                 where = f"{source.uri}, batch {i} after the checkpoint (chain output)"
-                PG.copy_in(cur, table, batch, source.uri, where)
+                copy_in(cur, table, batch, source.uri, where)
                 done += batch.num_rows
                 last = batch.column(S.ID)[-1].as_py() if source.info is not None else None
                 cur.execute(

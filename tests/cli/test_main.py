@@ -16,7 +16,7 @@ from fct_registry import __version__
 from fct_registry.cli import COMMANDS, EXIT_BROKEN_PIPE, main
 from fct_registry.cli import gallery as parser_side
 from fct_registry.cli.upgrade import DEFAULT_BATCH_SIZE, ENGINE_NAMES
-from fct_registry.gallery import pgvector
+from fct_registry.gallery.pg.tables import DISTANCE_OPS, HNSW_EF_CONSTRUCTION, HNSW_M
 from fct_registry.registry.store import NoTrackingStoreError
 from fct_registry.upgrade.engines import ENGINES
 from fct_registry.upgrade.job import DEFAULT_BATCH_SIZE as JOB_BATCH_SIZE
@@ -201,8 +201,8 @@ def test_simple_failures_are_fast(argv: list[str], tmp_path: Path) -> None:
 
 
 def test_gallery_parser_copies_match_the_store() -> None:
-    assert set(parser_side.DISTANCES) == set(pgvector.DISTANCE_OPS)
+    assert set(parser_side.DISTANCES) == set(DISTANCE_OPS)
     assert (parser_side.HNSW_M, parser_side.HNSW_EF_CONSTRUCTION) == (
-        pgvector.HNSW_M,
-        pgvector.HNSW_EF_CONSTRUCTION,
+        HNSW_M,
+        HNSW_EF_CONSTRUCTION,
     )

@@ -16,10 +16,18 @@ import pytest
 
 from fct_registry.cli import main
 from fct_registry.gallery import Gallery, make_batch, open_storage
-from fct_registry.gallery import pgvector as PG
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.errors import NonFiniteError, NotFoundError, SchemaError
+from fct_registry.gallery.errors import GalleryError, NonFiniteError, NotFoundError, SchemaError
 from fct_registry.gallery.manifest import MANIFEST, Manifest
+from fct_registry.gallery.pg import write
+from fct_registry.gallery.pg.catalogue import ensure_metadata, gallery_tables, served
+from fct_registry.gallery.pg.codec import SOURCE_URI, encode_copy
+from fct_registry.gallery.pg.connection import connect
+from fct_registry.gallery.pg.errors import PgError, PgUnreachableError
+from fct_registry.gallery.pg.location import PgLocation
+from fct_registry.gallery.pg.search import recall_at_k, search
+from fct_registry.gallery.pg.tables import HnswParams, swap
+from fct_registry.gallery.pg.transfer import copy_gallery
 from fct_registry.gallery.shards import write_shard
 from fct_registry.gallery.writer import GalleryWriter
 from tests.pgvector_support import PgServer, load_rows, matrix, read_all, serve_embedded
@@ -67,7 +75,7 @@ def _naive_copy(batch: pa.RecordBatch, source_uri: str) -> bytes:
             + vector(row.get(S.SIDE_INFO))
             + struct.pack("!ii", 4, row[S.MODEL_VERSION])
             + text(row.get(S.SIDE_INFO_VERSION))
-            + text(row.get(PG.SOURCE_URI) or source_uri)
+            + text(row.get(SOURCE_URI) or source_uri)
             + scalar("q", row.get(S.LABEL))
             + scalar("f", row.get(S.UNCERTAINTY))
             + scalar("?", row.get(S.BACKFILLED))
@@ -93,33 +101,33 @@ def test_copy_encoder_matches_a_plain_loop() -> None:
     unc = rng.standard_normal(n).astype(np.float32)
     batch = batch.append_column(S.uncertainty_field(), pa.array(unc, pa.float32(), mask=~some))
     batch = batch.append_column(S.backfilled_field(), pa.array(unc > 0, mask=np.arange(n) % 5 == 0))
-    parts = PG.encode_copy(batch.slice(3), "s3://b/g", "test")  # a slice: offsets matter
+    parts = encode_copy(batch.slice(3), "s3://b/g", "test")  # a slice: offsets matter
     assert b"".join(bytes(p) for p in parts) == _naive_copy(batch.slice(3), "s3://b/g")
     bare = make_batch(["a", "b"], np.ones((2, 3), np.float32), model_version=1)  # no side-info
-    parts = PG.encode_copy(bare, "here", "test")
+    parts = encode_copy(bare, "here", "test")
     assert b"".join(bytes(p) for p in parts) == _naive_copy(bare, "here")
 
 
 def test_urls_name_a_gallery_and_never_show_the_password() -> None:
-    loc = PG.PgLocation.parse("postgresql://app:s3cr%40t@db:5432/search?sslmode=require&gallery=fa")
+    loc = PgLocation.parse("postgresql://app:s3cr%40t@db:5432/search?sslmode=require&gallery=fa")
     assert loc.gallery == "fa"
     assert "s3cr" not in loc.uri and "s3cr" not in repr(loc) and "s3cr" not in loc.server
     assert loc.uri == "postgresql://app:***@db:5432/search?sslmode=require&gallery=fa"
     assert "gallery" not in loc.dsn and "s3cr%40t" in loc.dsn
-    assert "pw9" not in PG.PgLocation.parse("postgres://u@h/d?password=pw9&gallery=g").uri
+    assert "pw9" not in PgLocation.parse("postgres://u@h/d?password=pw9&gallery=g").uri
     for bad in (
         "postgresql://h/d",
         "postgresql://h/d?gallery=Bad-Name",
         "postgresql://h/d?gallery=1x",
     ):
-        with pytest.raises(PG.PgError, match="gallery=NAME"):
-            PG.PgLocation.parse(bad)
+        with pytest.raises(PgError, match="gallery=NAME"):
+            PgLocation.parse(bad)
 
 
 def test_recall_at_k_against_a_loop() -> None:
     approx = np.array([["a", "b", "c"], ["d", None, None], ["x", "y", "z"]], dtype=object)
     exact = np.array([["a", "c", "e"], ["d", "f", None], ["p", "q", "r"]], dtype=object)
-    assert PG.recall_at_k(approx, exact) == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    assert recall_at_k(approx, exact) == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
 
 
 # --- moving galleries --------------------------------------------------------------------------
@@ -131,11 +139,9 @@ def test_parquet_to_pgvector_to_parquet_is_lossless(pg_server: PgServer, tmp_pat
     rows.old[8] = np.float32(3.4e38)
     write_gallery(tmp_path / "src", rows, shard_rows=100)
     url = pg_server.gallery()
-    report = PG.copy_gallery(
-        str(tmp_path / "src"), url, hnsw=PG.HnswParams(m=8, ef_construction=32)
-    )
+    report = copy_gallery(str(tmp_path / "src"), url, hnsw=HnswParams(m=8, ef_construction=32))
     assert report.rows == 250 and report.table
-    PG.copy_gallery(url, str(tmp_path / "back"))
+    copy_gallery(url, str(tmp_path / "back"))
     src = pa.Table.from_batches(list(Gallery.open(tmp_path / "src").batches())).sort_by(S.ID)
     back = pa.Table.from_batches(list(Gallery.open(tmp_path / "back").batches()))
     for column in (S.ID, S.EMBEDDING, S.SIDE_INFO, S.MODEL_VERSION, S.SIDE_INFO_VERSION, S.LABEL):
@@ -144,7 +150,7 @@ def test_parquet_to_pgvector_to_parquet_is_lossless(pg_server: PgServer, tmp_pat
         matrix(back, S.EMBEDDING).view(np.uint32).tolist()
         == matrix(src, S.EMBEDDING).view(np.uint32).tolist()
     )
-    assert set(back[PG.SOURCE_URI].to_pylist()) == {str((tmp_path / "src").resolve())}
+    assert set(back[SOURCE_URI].to_pylist()) == {str((tmp_path / "src").resolve())}
     assert S.UNCERTAINTY not in back.schema.names and S.BACKFILLED not in back.schema.names
 
 
@@ -169,8 +175,8 @@ def test_partial_backfill_columns_survive_pgvector(pg_server: PgServer, tmp_path
     writer.write(batch)
     writer.close()
     url = pg_server.gallery()
-    PG.copy_gallery(str(tmp_path / "src"), url, index=False)
-    PG.copy_gallery(url, str(tmp_path / "back"))
+    copy_gallery(str(tmp_path / "src"), url, index=False)
+    copy_gallery(url, str(tmp_path / "back"))
     src = pa.Table.from_batches(list(Gallery.open(tmp_path / "src").batches())).sort_by(S.ID)
     back = pa.Table.from_batches(list(Gallery.open(tmp_path / "back").batches()))
     assert back[S.BACKFILLED].equals(src[S.BACKFILLED])
@@ -179,13 +185,13 @@ def test_partial_backfill_columns_survive_pgvector(pg_server: PgServer, tmp_path
     bits = lambda a: a.fill_null(0).to_numpy(zero_copy_only=False).view(np.uint32)  # noqa: E731
     assert bits(got).tolist() == bits(want).tolist()
 
-    loc = PG.PgLocation.parse(url)  # a table from before the columns: drop them, serve it again
-    with contextlib.closing(PG.connect(loc)) as conn:
-        table = PG.served(conn, loc).table
+    loc = PgLocation.parse(url)  # a table from before the columns: drop them, serve it again
+    with contextlib.closing(connect(loc)) as conn:
+        table = served(conn, loc).table
         with conn.cursor() as cur:
             cur.execute(f"DROP VIEW {loc.gallery}")
             cur.execute(f"ALTER TABLE {table} DROP COLUMN uncertainty, DROP COLUMN backfilled")
-        PG.swap(conn, loc, table)
+        swap(conn, loc, table)
     old = read_all(url)
     assert S.UNCERTAINTY not in old.schema.names and old.num_rows == 90
 
@@ -194,10 +200,10 @@ def test_pgvector_to_s3_and_back(pg_server: PgServer, s3: S3) -> None:
     rows = synthetic_rows(120, seed=3)
     url = pg_server.gallery()
     load_rows(url, rows.ids, rows.old, rows.side, labels=rows.labels)
-    PG.copy_gallery(url, s3.uri("g/v1"))
+    copy_gallery(url, s3.uri("g/v1"))
     assert Gallery.open(s3.uri("g/v1")).manifest.rows == 120
     again = pg_server.gallery()
-    PG.copy_gallery(s3.uri("g/v1"), again)
+    copy_gallery(s3.uri("g/v1"), again)
     a, b = read_all(url), read_all(again)
     assert a[S.ID].equals(b[S.ID]) and a[S.EMBEDDING].equals(b[S.EMBEDDING])
     assert a[S.SIDE_INFO].equals(b[S.SIDE_INFO]) and a[S.LABEL].equals(b[S.LABEL])
@@ -229,21 +235,21 @@ def test_exact_search_is_brute_force_and_hnsw_recalls_it(
     ids = [f"r{i:05d}" for i in range(len(gallery))]
     url = pg_server.gallery()
     batch = make_batch(ids, gallery, model_version=1)
-    PG.write_gallery(
-        PG.PgLocation.parse(url), iter([batch]), family="tiny", source_uri="t", rows=1500,
+    write.write_gallery(
+        PgLocation.parse(url), iter([batch]), family="tiny", source_uri="t", rows=1500,
         groups={(1, None): 1500}, embedding_dim=16, side_info_dim=None, labels=False,
         distance=distance,
     )  # fmt: skip
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc)) as conn:
-        exact = PG.search(conn, loc, queries, k=10, exact=True)
-        hnsw = PG.search(conn, loc, queries, k=10, ef_search=100)
-        low = PG.search(conn, loc, queries, k=10, ef_search=10)
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc)) as conn:
+        exact = search(conn, loc, queries, k=10, exact=True)
+        hnsw = search(conn, loc, queries, k=10, ef_search=100)
+        low = search(conn, loc, queries, k=10, ef_search=10)
     want, want_d = _brute_force(gallery, queries, 10, distance)
     assert (np.vectorize(lambda s: int(s[1:]))(exact.ids) == want).mean() > 0.99  # ties aside
     np.testing.assert_allclose(exact.distances, want_d, rtol=1e-4, atol=1e-4)
-    assert PG.recall_at_k(hnsw.ids, exact.ids) >= 0.95
-    assert PG.recall_at_k(low.ids, exact.ids) <= PG.recall_at_k(hnsw.ids, exact.ids)
+    assert recall_at_k(hnsw.ids, exact.ids) >= 0.95
+    assert recall_at_k(low.ids, exact.ids) <= recall_at_k(hnsw.ids, exact.ids)
 
 
 # --- the commands ------------------------------------------------------------------------------
@@ -289,11 +295,11 @@ def test_fct_gallery_server_starts_and_stops(
         assert main(["gallery", "server", str(folder / "data")]) == 0
         url = capsys.readouterr().out.strip()
         assert url.startswith("postgresql://") and str(folder) in url
-        with contextlib.closing(PG.connect(PG.PgLocation.parse(url + "&gallery=x"))):
+        with contextlib.closing(connect(PgLocation.parse(url + "&gallery=x"))):
             pass  # pgvector is there
         assert main(["gallery", "server", str(folder / "data"), "--stop"]) == 0
-        with pytest.raises(PG.PgUnreachableError):
-            PG.connect(PG.PgLocation.parse(url + "&gallery=x"))
+        with pytest.raises(PgUnreachableError):
+            connect(PgLocation.parse(url + "&gallery=x"))
     finally:
         import shutil
 
@@ -348,31 +354,31 @@ def test_a_missing_gallery_lists_the_known_ones(
 ) -> None:
     url = pg_server.gallery()
     load_rows(url, ["a", "b"], np.ones((2, 3), np.float32), None)
-    name = PG.PgLocation.parse(url).gallery
+    name = PgLocation.parse(url).gallery
     missing = pg_server.gallery("nope")
     assert main(["gallery", "list", missing]) == 2
     err = capsys.readouterr().err
     assert "no gallery 'nope'" in err and name in err and "fct gallery copy" in err
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc)) as conn, conn.cursor() as cur:
         cur.execute(f"DROP VIEW {name}")  # dropped by hand: damaged, and said so
         conn.commit()
         with pytest.raises(NotFoundError, match="damaged: its view is gone"):
-            PG.served(conn, loc)
+            served(conn, loc)
 
 
 def test_a_gallery_name_taken_by_another_relation_is_refused(pg_server: PgServer) -> None:
     url = pg_server.gallery()
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc)) as conn, conn.cursor() as cur:
         cur.execute(f"CREATE VIEW {loc.gallery} AS SELECT 1 AS x")  # someone else's view
         conn.commit()
-    with pytest.raises(PG.GalleryError, match="not an fct gallery"):
+    with pytest.raises(GalleryError, match="not an fct gallery"):
         load_rows(url, ["a"], np.ones((1, 3), np.float32), None)
-    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+    with contextlib.closing(connect(loc)) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT x FROM {loc.gallery}")  # still there, untouched
         assert cur.fetchone() == (1,)
-        assert PG.gallery_tables(conn, loc.gallery) == []  # and nothing was created
+        assert gallery_tables(conn, loc.gallery) == []  # and nothing was created
 
 
 def test_nan_vectors_are_refused_naming_the_row(pg_server: PgServer, tmp_path: Path) -> None:
@@ -385,31 +391,31 @@ def test_nan_vectors_are_refused_naming_the_row(pg_server: PgServer, tmp_path: P
     storage.write_bytes(MANIFEST, Manifest("tiny", (info,)).to_json())
     url = pg_server.gallery()
     with pytest.raises(NonFiniteError, match=r"row 13 \(id 'item-00013'\) holds nan"):
-        PG.copy_gallery(str(tmp_path / "nan"), url)
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc)) as conn:
-        PG.ensure_metadata(conn)
-        assert PG.gallery_tables(conn, loc.gallery) == []  # nothing half-written
+        copy_gallery(str(tmp_path / "nan"), url)
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc)) as conn:
+        ensure_metadata(conn)
+        assert gallery_tables(conn, loc.gallery) == []  # nothing half-written
     good = pg_server.gallery()
     load_rows(good, ["a", "b"], np.ones((2, 3), np.float32), None)
-    loc = PG.PgLocation.parse(good)
-    with contextlib.closing(PG.connect(loc)) as conn, pytest.raises(NonFiniteError):
-        PG.search(conn, loc, np.array([[1.0, np.nan, 0.0]], np.float32))
+    loc = PgLocation.parse(good)
+    with contextlib.closing(connect(loc)) as conn, pytest.raises(NonFiniteError):
+        search(conn, loc, np.array([[1.0, np.nan, 0.0]], np.float32))
 
 
 def test_a_dimension_other_than_the_tables_is_refused(pg_server: PgServer) -> None:
     url = pg_server.gallery()
     load_rows(url, ["a", "b"], np.ones((2, 3), np.float32), None)
-    loc = PG.PgLocation.parse(url)
+    loc = PgLocation.parse(url)
     with (
-        contextlib.closing(PG.connect(loc)) as conn,
+        contextlib.closing(connect(loc)) as conn,
         pytest.raises(SchemaError, match=r"shape \[1, 4\] but .* holds 3-d embeddings"),
     ):
-        PG.search(conn, loc, np.ones((1, 4), np.float32))
+        search(conn, loc, np.ones((1, 4), np.float32))
     wide = make_batch(["c"], np.ones((1, 4), np.float32), model_version=1)
     with pytest.raises(SchemaError, match=r"vectors are 4-d, but .* reads 3-d"):
-        PG.write_gallery(
-            PG.PgLocation.parse(pg_server.gallery()), iter([wide]), family="tiny",
+        write.write_gallery(
+            PgLocation.parse(pg_server.gallery()), iter([wide]), family="tiny",
             source_uri="t", rows=1, groups={(1, None): 1}, embedding_dim=3, side_info_dim=None,
             labels=False,
         )  # fmt: skip

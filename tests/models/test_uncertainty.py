@@ -10,8 +10,8 @@ import torch
 from fct_registry.config import OptimConfig, UncertaintyTrainingConfig
 from fct_registry.errors import ConfigError
 from fct_registry.gallery import make_batch
-from fct_registry.gallery import pgvector as PG
 from fct_registry.gallery import schema as S
+from fct_registry.gallery.pg.location import PgLocation
 from fct_registry.models.io import build_from_spec
 from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
 from fct_registry.models.uncertainty import (
@@ -268,7 +268,7 @@ def test_upgrade_into_pgvector_stores_the_uncertainty(exported, pg_server):
     plan = UpgradePlan.from_onnx(FAMILY, 2, {(1, SIDE): [path]}, threads=1)
     source = Source.open(url)
     try:
-        upgrade_to_pg(source, PG.PgLocation.parse(url), plan, batch_size=16, index=False)
+        upgrade_to_pg(source, PgLocation.parse(url), plan, batch_size=16, index=False)
     finally:
         source.close()
     table = read_all(url)

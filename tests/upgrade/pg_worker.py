@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from fct_registry.errors import FctError
-from fct_registry.gallery import pgvector as PG
+from fct_registry.gallery.pg.errors import GalleryBusyError
+from fct_registry.gallery.pg.location import PgLocation
+from fct_registry.gallery.pg.tables import HnswParams
 from fct_registry.upgrade import pgvector
-from fct_registry.upgrade.pgvector import GalleryBusyError, Source, upgrade_to_pg
+from fct_registry.upgrade.pgvector import Source, upgrade_to_pg
 from fct_registry.upgrade.plan import UpgradePlan
 
 SIDE = "tiny-side-info/1"
@@ -106,8 +108,8 @@ def _run(
         source = Source.open(source_location)
         try:
             report = upgrade_to_pg(
-                source, PG.PgLocation.parse(url), plan, batch_size=batch_size,
-                lock_wait=lock_wait, hnsw=PG.HnswParams(m=8, ef_construction=32),
+                source, PgLocation.parse(url), plan, batch_size=batch_size,
+                lock_wait=lock_wait, hnsw=HnswParams(m=8, ef_construction=32),
             )  # fmt: skip
         finally:
             source.close()

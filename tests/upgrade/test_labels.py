@@ -12,7 +12,9 @@ import pytest
 
 from fct_registry.cli import main
 from fct_registry.gallery import Gallery, open_storage
-from fct_registry.gallery import pgvector as PG
+from fct_registry.gallery.pg.catalogue import served
+from fct_registry.gallery.pg.connection import connect
+from fct_registry.gallery.pg.location import PgLocation
 from fct_registry.upgrade import UpgradePlan, upgrade_gallery
 from fct_registry.upgrade.pgvector import Source, upgrade_to_pg
 from tests.gallery.named_galleries import (
@@ -57,9 +59,9 @@ def test_a_parquet_upgrade_keeps_the_class_names(
 
 
 def _served_classes(url: str) -> tuple[str, ...] | None:
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc, autocommit=True)) as conn:
-        return PG.served(conn, loc).manifest().classes
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc, autocommit=True)) as conn:
+        return served(conn, loc).manifest().classes
 
 
 @pytest.mark.services
@@ -70,7 +72,7 @@ def test_pgvector_upgrade_keeps_the_class_names(pg_server: PgServer, tmp_path: P
     plan = UpgradePlan.from_onnx(FAMILY, 2, {(1, SIDE): [chain.path]}, threads=1)
     url = pg_server.gallery()
     source = Source.open(str(tmp_path / "g"))
-    upgrade_to_pg(source, PG.PgLocation.parse(url), plan, batch_size=32)
+    upgrade_to_pg(source, PgLocation.parse(url), plan, batch_size=32)
     assert _served_classes(url) == FIVE
 
 

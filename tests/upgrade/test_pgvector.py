@@ -17,8 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fct_registry.gallery import pgvector as PG
-from fct_registry.gallery.errors import NonFiniteError, SchemaError
+from fct_registry.gallery.errors import GalleryError, NonFiniteError, SchemaError
+from fct_registry.gallery.pg.catalogue import alias, gallery_tables, served
+from fct_registry.gallery.pg.connection import connect
+from fct_registry.gallery.pg.location import PgLocation
+from fct_registry.gallery.pg.search import vector_literal
+from fct_registry.gallery.pg.tables import HnswParams, prune, rollback
 from fct_registry.upgrade.pgvector import JOBS, OlderTargetError, Source, upgrade_to_pg
 from fct_registry.upgrade.plan import GroupPlan, UpgradePlan
 from tests.pgvector_support import (
@@ -43,7 +47,7 @@ from tests.upgrade.conftest import (
 
 pytestmark = pytest.mark.services
 S_ID = "id"
-SMALL_HNSW = PG.HnswParams(m=8, ef_construction=32)
+SMALL_HNSW = HnswParams(m=8, ef_construction=32)
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +80,7 @@ def _seed(url: str, n: int, *, dim: int = 8, version: int = 1, seed: int = 0):
 def _upgrade(url: str, plan: UpgradePlan, batch_size: int = 64, **kw):
     source = Source.open(url)
     try:
-        return upgrade_to_pg(source, PG.PgLocation.parse(url), plan, batch_size=batch_size,
+        return upgrade_to_pg(source, PgLocation.parse(url), plan, batch_size=batch_size,
                              hnsw=SMALL_HNSW, **kw)  # fmt: skip
     finally:
         source.close()
@@ -112,13 +116,13 @@ def test_upgrade_swaps_to_the_chain_output_and_keeps_the_old_table(
     assert set(table.column("model_version").to_pylist()) == {2}
     assert table.column("label").to_pylist() == rows.labels[order].tolist()
     assert set(table.column("source_uri").to_pylist()) == {"test://rows"}  # carried through
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc)) as conn:
-        info = PG.served(conn, loc)
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc)) as conn:
+        info = served(conn, loc)
         assert info.table == report.table and info.versions == {2: 300}
         assert info.embedding_dim == NEW_DIM
         assert info.provenance["plan"]["chains"][0]["steps"][0]["onnx_sha256"]
-        assert PG.alias(conn, loc.gallery)[1] == report.previous_table  # kept for rollback
+        assert alias(conn, loc.gallery)[1] == report.previous_table  # kept for rollback
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexdef LIKE '%%hnsw%%'",
@@ -143,14 +147,14 @@ def test_rollback_and_prune(pg_server: PgServer, chains: dict[str, GemmChain]) -
     url = pg_server.gallery()
     _seed(url, 50)
     report = _upgrade(url, _plan(chains["1-2"]))
-    loc = PG.PgLocation.parse(url)
-    assert PG.rollback(loc) == (report.table, report.previous_table)
+    loc = PgLocation.parse(url)
+    assert rollback(loc) == (report.table, report.previous_table)
     assert set(read_all(url).column("model_version").to_pylist()) == {1}
-    assert PG.rollback(loc) == (report.previous_table, report.table)  # and forward again
-    assert PG.prune(loc, dry_run=True) == [report.previous_table]
-    assert PG.prune(loc) == [report.previous_table]
-    with pytest.raises(PG.GalleryError, match="no earlier table"):
-        PG.rollback(loc)
+    assert rollback(loc) == (report.previous_table, report.table)  # and forward again
+    assert prune(loc, dry_run=True) == [report.previous_table]
+    assert prune(loc) == [report.previous_table]
+    with pytest.raises(GalleryError, match="no earlier table"):
+        rollback(loc)
     assert set(read_all(url).column("model_version").to_pylist()) == {2}
 
 
@@ -161,13 +165,13 @@ def test_upgrade_rollback_upgrade_prune_cycle(
     again (the job's record alone said "done"), and after a prune it recomputes."""
     url = pg_server.gallery()
     _seed(url, 80)
-    loc = PG.PgLocation.parse(url)
+    loc = PgLocation.parse(url)
     plan = _plan(chains["1-2"])
     first = _upgrade(url, plan)
     upgraded = read_all(url)
     assert set(upgraded.column("model_version").to_pylist()) == {2}
 
-    PG.rollback(loc)
+    rollback(loc)
     assert set(read_all(url).column("model_version").to_pylist()) == {1}
     again = _upgrade(url, plan)
     assert again.reserved and not again.already_complete and again.table == first.table
@@ -175,12 +179,12 @@ def test_upgrade_rollback_upgrade_prune_cycle(
     assert read_all(url).equals(upgraded)  # the same rows, nothing recomputed
     assert _upgrade(url, plan).already_complete  # and now there is nothing to do
 
-    PG.rollback(loc)
-    assert PG.prune(loc) == [first.table]  # drops the upgraded table and its job
+    rollback(loc)
+    assert prune(loc) == [first.table]  # drops the upgraded table and its job
     recomputed = _upgrade(url, plan)
     assert not recomputed.reserved and recomputed.upgraded_rows == 80
     assert read_all(url).equals(upgraded)
-    assert PG.prune(loc) == [first.previous_table]
+    assert prune(loc) == [first.previous_table]
     assert _upgrade(url, plan).already_complete
     assert read_all(url).equals(upgraded)
 
@@ -190,12 +194,12 @@ def test_a_done_job_whose_table_was_dropped_by_hand_starts_over(
 ) -> None:
     url = pg_server.gallery()
     _seed(url, 40)
-    loc = PG.PgLocation.parse(url)
+    loc = PgLocation.parse(url)
     plan = _plan(chains["1-2"])
     first = _upgrade(url, plan)
     upgraded = read_all(url)
-    PG.rollback(loc)
-    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+    rollback(loc)
+    with contextlib.closing(connect(loc)) as conn, conn.cursor() as cur:
         cur.execute(f"DROP TABLE {first.table}")
         conn.commit()
     again = _upgrade(url, plan)
@@ -210,7 +214,7 @@ def test_parquet_source_into_pgvector(
     write_gallery(tmp_path / "g", rows, shard_rows=40, row_group_rows=16)
     url = pg_server.gallery()
     source = Source.open(str(tmp_path / "g"))
-    report = upgrade_to_pg(source, PG.PgLocation.parse(url), _plan(chains["1-2"]),
+    report = upgrade_to_pg(source, PgLocation.parse(url), _plan(chains["1-2"]),
                            batch_size=32, hnsw=SMALL_HNSW)  # fmt: skip
     assert report.rows == 150 and report.previous_table is None
     table = read_all(url)
@@ -230,7 +234,7 @@ def test_killed_upgrade_from_parquet_resumes_on_a_batch_boundary(
         proc, _ = _worker(gallery, chains["1-2"], tmp_path / f"{name}.json", batch_size=32,
                           hook=hook, source=src)  # fmt: skip
         proc.join(120)
-    assert proc.exitcode == -9 and _job_state(PG.PgLocation.parse(url))[1] > 0
+    assert proc.exitcode == -9 and _job_state(PgLocation.parse(url))[1] > 0
     proc, _ = _worker(url, chains["1-2"], tmp_path / "resumed.json", batch_size=32, source=src)
     outcome = _finish(proc, tmp_path / "resumed.json")
     assert outcome["rc"] == 0 and 0 < outcome["report"]["resumed_rows"] < 300, outcome
@@ -261,10 +265,10 @@ def test_dimension_mismatch_is_refused_before_writing(
     _seed(url, 20, dim=NEW_DIM)  # 6-d rows claiming version 1, whose chain reads 8-d
     with pytest.raises(SchemaError, match=r"embeddings are 6-d, but .* reads 8-d"):
         _upgrade(url, _plan(chains["1-2"]))
-    loc = PG.PgLocation.parse(url)
-    with contextlib.closing(PG.connect(loc)) as conn:
-        assert [t.table for t in PG.gallery_tables(conn, loc.gallery)] == [
-            PG.served(conn, loc).table
+    loc = PgLocation.parse(url)
+    with contextlib.closing(connect(loc)) as conn:
+        assert [t.table for t in gallery_tables(conn, loc.gallery)] == [
+            served(conn, loc).table
         ]  # no new table was created
 
 
@@ -304,7 +308,7 @@ def test_server_killed_mid_upgrade_then_resumed(
     proc, ready = _worker(url, chains["1-2"], tmp_path / "1.json", batch_size=40,
                           hook="sleep:batch:2:1.5")  # fmt: skip
     assert ready.wait(60)
-    loc = PG.PgLocation.parse(url)
+    loc = PgLocation.parse(url)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # batch 2 committed, the job sleeps before batch 3
         if (_job_state(loc) or ("", 0))[1] >= 120:
@@ -329,8 +333,8 @@ def test_server_killed_mid_upgrade_then_resumed(
     assert np.array_equal(matrix(got, "embedding"), matrix(want, "embedding"))
 
 
-def _job_state(loc: PG.PgLocation) -> tuple[str, int] | None:
-    with contextlib.closing(PG.connect(loc)) as conn, conn.cursor() as cur:
+def _job_state(loc: PgLocation) -> tuple[str, int] | None:
+    with contextlib.closing(connect(loc)) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT to_regclass('{JOBS}')")
         if cur.fetchone()[0] is None:
             return None
@@ -365,7 +369,7 @@ def test_five_random_kills_then_resume_equal_an_uninterrupted_run(
         time.sleep(delay)
         proc.kill()  # SIGKILL
         proc.join(30)
-        state = _job_state(PG.PgLocation.parse(url))
+        state = _job_state(PgLocation.parse(url))
         interrupted += state is None or state[0] != "done"
         proc, _ = _worker(url, chains["1-2"], tmp_path / f"{run}b.json")  # the same job again
         outcome = _finish(proc, tmp_path / f"{run}b.json")
@@ -387,7 +391,7 @@ def test_a_concurrent_upgrade_of_the_same_gallery_fails_clearly(
 ) -> None:
     url = pg_server.gallery()
     _seed(url, 200)
-    loc = PG.PgLocation.parse(url)
+    loc = PgLocation.parse(url)
     first, ready = _worker(url, chains["1-2"], tmp_path / "1.json", hook="sleep:batch:0:3")
     assert ready.wait(60)
     deadline = time.monotonic() + 30
@@ -411,15 +415,15 @@ def test_readers_during_swaps_never_see_a_mixed_or_empty_gallery(
     n = 400
     url = pg_server.gallery()
     _seed(url, n, dim=NEW_DIM, version=2)
-    loc = PG.PgLocation.parse(url)
+    loc = PgLocation.parse(url)
     seen: list[tuple[int, int, int]] = []
     errors: list[str] = []
     stop = threading.Event()
-    query = PG.vector_literal(np.ones(NEW_DIM, dtype=np.float32))
+    query = vector_literal(np.ones(NEW_DIM, dtype=np.float32))
     g = loc.gallery
 
     def reader() -> None:
-        conn = PG.connect(loc, autocommit=True)
+        conn = connect(loc, autocommit=True)
         try:
             with conn.cursor() as cur:
                 while not stop.is_set():
@@ -450,7 +454,7 @@ def test_readers_during_swaps_never_see_a_mixed_or_empty_gallery(
         time.sleep(0.2)
         _upgrade(url, UpgradePlan.from_onnx(FAMILY, 3, {(2, SIDE): [chains["2-2b"].path]}))
         for _ in range(6):
-            PG.rollback(loc)
+            rollback(loc)
             time.sleep(0.05)
     finally:
         time.sleep(0.2)
