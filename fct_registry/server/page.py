@@ -16,7 +16,6 @@ link here (``fct/family/<family>``); every version named here links back to its 
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup, escape
 
 from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.gate.history import HISTORY_LIMIT, history_filter, record_from_run
@@ -176,33 +177,19 @@ def as_stored_scores(runs: list[Any]) -> dict[tuple[int, int], dict[str, Any]]:
 
 # --- rendering -----------------------------------------------------------------------------------
 
-_CSS = """
-body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:0;
- color:#1f272d;background:#f7f8fa}
-header{background:#fff;border-bottom:1px solid #e3e6ea;padding:12px 24px;display:flex;gap:24px;
- align-items:baseline}
-header b{font-size:18px} header a{color:#2272b4;text-decoration:none}
-main{padding:16px 24px;display:grid;grid-template-columns:minmax(520px,1fr) minmax(420px,1fr);
- gap:16px}
-section{background:#fff;border:1px solid #e3e6ea;border-radius:8px;padding:12px 16px}
-section.wide{grid-column:1/-1}
-h2{font-size:15px;margin:0 0 10px 0}
-table{border-collapse:collapse;font-size:13px}
-td,th{border:1px solid #d5dae0;padding:4px 8px;text-align:right}
-th{background:#f1f3f5;font-weight:600}
-td.l,th.l{text-align:left}
-a{color:#2272b4}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
-.pass{background:#d9f2e3;color:#14632f}.fail{background:#fbdada;color:#9b1c1c}
-.prod{background:#dbe9fb;color:#14437a}
-.pass-text{color:#14632f}.fail-text{color:#9b1c1c}.skipped-text{color:#6b7780}
-td.checks{font-size:12px;white-space:nowrap}.nw{white-space:nowrap}
-.muted{color:#6b7780;font-size:12px}
-"""
+# Every page is a Jinja2 template in templates/, autoescaped: a value reaches the HTML escaped
+# unless it is Markup (a part this module rendered from its own template).
+_TEMPLATES = Environment(
+    loader=PackageLoader("fct_registry.server", "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=StrictUndefined,
+)
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text))
+def _render(template: str, **context: Any) -> Markup:
+    return Markup(_TEMPLATES.get_template(template).render(**context))
 
 
 def _version_href(name: str, version: int) -> str:
@@ -294,58 +281,40 @@ def graph_svg(view: FamilyView, width: int = 640) -> str:
     height, mid, r = 340, 170, 22
     step = (width - 2 * 50) / max(1, len(versions) - 1)
     x = {v: 50 + i * step if len(versions) > 1 else width / 2 for i, v in enumerate(versions)}
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-size="12" role="img" '
-        f'aria-label="compatibility graph of {_e(view.family)}">',
-        '<defs><marker id="arr" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" '
-        'fill="#555"/></marker></defs>',
-    ]
-    t_name = view.graph.transformations_model
-    arcs = arc_layout(view, x, mid, r, width)
-    for a in arcs:  # arcs first, then every label on top of them
+    arcs = []
+    for a in arc_layout(view, x, mid, r, width):
         e = a.edge
         x0, x1 = x[e.source] + r * 0.8, x[e.target] - r * 0.8
         y0 = mid + (r * 0.6 if a.below else -r * 0.6)
-        cx, cy = (x0 + x1) / 2, y0 + 2 * a.lift * (1 if a.below else -1)
-        colour = _arc_colour(a)
-        dash = ' stroke-dasharray="5,4"' if a.below else ""
-        parts.append(
-            f'<a href="{_version_href(t_name, e.model_version)}" target="_top">'
-            f'<path d="M{x0:.0f},{y0:.0f} Q{cx:.0f},{cy:.0f} {x1:.0f},{y0:.0f}" '
-            f'fill="none" stroke="{colour}" stroke-width="2"{dash} marker-end="url(#arr)"/></a>'
+        arcs.append(
+            {
+                "version": e.model_version,
+                "below": a.below,
+                "x0": x0,
+                "x1": x1,
+                "y0": y0,
+                "cx": (x0 + x1) / 2,
+                "cy": y0 + 2 * a.lift * (1 if a.below else -1),
+                "colour": _arc_colour(a),
+                "label_x": a.label_x,
+                "label_y": a.label_y,
+                "text": a.text,
+            }
         )
-    for a in arcs:
-        parts.append(
-            f'<a href="{_version_href(t_name, a.edge.model_version)}" target="_top">'
-            f'<text class="edge-label" x="{a.label_x:.0f}" y="{a.label_y:.0f}" '
-            f'text-anchor="middle" fill="{_arc_colour(a)}" stroke="#fff" stroke-width="4" '
-            f'paint-order="stroke">{_e(a.text)}</text></a>'
-        )
-    for v in versions:
-        prod = v == view.production
-        fill, stroke = ("#dbe9fb", "#14437a") if prod else ("#fff", "#1f272d")
-        parts.append(
-            f'<a href="{_version_href(view.family, v)}" target="_top">'
-            f'<circle cx="{x[v]:.0f}" cy="{mid}" r="{r}" fill="{fill}" stroke="{stroke}" '
-            f'stroke-width="{3 if prod else 1.5}"/>'
-            f'<text x="{x[v]:.0f}" y="{mid + 4}" text-anchor="middle" font-weight="600">'
-            f"@{v}</text></a>"
-        )
-        top1 = view.own.get(v, {}).get("top1")
-        if top1 is not None:
-            parts.append(
-                f'<text x="{x[v]:.0f}" y="{mid + r + 14}" text-anchor="middle" '
-                f'fill="#6b7780">{top1:.1f}</text>'
-            )
-        if prod:
-            parts.append(
-                f'<text x="{x[v]:.0f}" y="{mid - r - 6}" text-anchor="middle" '
-                f'fill="#14437a" font-weight="600">production</text>'
-            )
-    parts.append("</svg>")
-    return "".join(parts)
+    return _render(
+        "graph.svg",
+        family=view.family,
+        t_name=view.graph.transformations_model,
+        width=width,
+        height=height,
+        mid=mid,
+        r=r,
+        xs=x,
+        arcs=arcs,
+        versions=versions,
+        own={v: view.own.get(v, {}).get("top1") for v in versions},
+        production=view.production,
+    )
 
 
 def _arc_colour(a: ArcLayout) -> str:
@@ -354,43 +323,14 @@ def _arc_colour(a: ArcLayout) -> str:
 
 def heatmap_html(view: FamilyView) -> str:
     """Rows: query version (new); columns: gallery version (old, or upgraded from it)."""
-    vs = view.versions
-    if not vs:
+    if not view.versions:
         return "<p class='muted'>No versions registered.</p>"
-    head = "".join(f"<th>gallery @{v}</th>" for v in vs)
-    rows = []
-    t_name = view.graph.transformations_model
-    for q in vs:
-        cells = []
-        for g in vs:
-            cell = view.cells.get((q, g))
-            if cell is None:
-                cells.append('<td class="muted" title="not measured">—</td>')
-                continue
-            ink = "#fff" if cell.top1 > 70 else "#1f272d"
-            text = f"{cell.top1:.1f}"
-            if cell.model_version is not None:
-                text = (
-                    f'<a style="color:{ink}" href="{_version_href(t_name, cell.model_version)}"'
-                    f' target="_top">{text}</a>'
-                )
-            stored = view.as_stored.get((q, g), {}).get("top1")
-            plain = (
-                ""
-                if stored is None
-                else f"<div style='font-size:10px'>as stored {stored:.1f}</div>"
-            )
-            cells.append(
-                f'<td style="background:{_colour(cell.top1)};color:{ink}" '
-                f'title="{_e(cell.how)}">{text}<div style="font-size:10px">{_e(cell.how)}'
-                f"</div>{plain}</td>"
-            )
-        rows.append(f"<tr><th class='l'>query @{q}</th>{''.join(cells)}</tr>")
-    return (
-        f"<table><tr><th class='l'>top-1 %</th>{head}</tr>{''.join(rows)}</table>"
-        "<p class='muted'>Diagonal: each version on its own gallery. Below it: new-version "
-        "queries against the old gallery upgraded by the best measured transformation or "
-        "chain. — : no measurement registered.</p>"
+    return _render(
+        "heatmap.html",
+        versions=view.versions,
+        cells=view.cells,
+        as_stored=view.as_stored,
+        t_name=view.graph.transformations_model,
     )
 
 
@@ -402,148 +342,55 @@ def edges_html(view: FamilyView) -> str:
     """One compact row per transformation or chain: what it upgrades, the retrieval numbers of
     new queries on the upgraded old gallery, the gap it closes and, beside them, the same
     queries on the old gallery as stored (what searching without upgrading gives)."""
-    t_name = view.graph.transformations_model
-    rows = []
-    for e in [*view.graph.edges, *view.graph.chains]:
-        what = f"chain ({' → '.join(map(str, e.hops))})" if e.is_chain else e.kind
-        stored = view.as_stored.get((e.target, e.source), {})
-        gap = view.gap_closed(e)
-        rows.append(
-            f"<tr><td class='l'><a href='{_version_href(t_name, e.model_version)}' "
-            f"target='_top'>{e.model_version}</a></td>"
-            f"<td class='l nw'>@{e.source} → @{e.target}</td><td class='l'>{_e(what)}</td>"
-            f"<td class='l'>{_e(e.side_info or 'none')}</td>"
-            f"<td><b>{_pct(e.top1)}</b></td><td>{_pct(e.top5)}</td><td>{_pct(e.mAP)}</td>"
-            f"<td>{'—' if gap is None else f'{gap:.0f}%'}</td>"
-            f"<td class='stored'>{_pct(stored.get('top1'))}</td></tr>"
-        )
-    if not rows:
+    edges = [*view.graph.edges, *view.graph.chains]
+    if not edges:
         return "<p class='muted'>No transformations registered.</p>"
-    return (
-        "<table id='transformations-table'><tr><th class='l'>version</th>"
-        "<th class='l'>upgrades</th><th class='l'>kind</th><th class='l'>side-info</th>"
-        "<th>top-1</th><th>top-5</th><th>mAP</th><th title='of the old→new top-1 gap'>gap "
-        "closed</th><th title='new queries on the old gallery, no transformation'>no "
-        "transformation<br>top-1</th></tr>" + "".join(rows) + "</table>"
-        f"<p class='muted'>Versions of <code>{_e(t_name)}</code>. Percent; new-version queries "
-        "against the old gallery upgraded by the row's transformation or chain. Gap closed: "
-        "share of the old→new top-1 gap recovered, 100% = as good as re-embedding. No "
-        "transformation: the same queries on the old gallery as stored, measured by the release "
-        "gate (<code>raw</code> case) when both versions embed to the same width; — : not "
-        "measured.</p>"
-    )
+    rows = [
+        {
+            "edge": e,
+            "gap": view.gap_closed(e),
+            "stored": view.as_stored.get((e.target, e.source), {}).get("top1"),
+        }
+        for e in edges
+    ]
+    return _render("edges.html", rows=rows, t_name=view.graph.transformations_model)
 
 
 def _run_href(experiment_id: str, run_id: str) -> str:
     return f"../../#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _check_html(check: dict[str, Any]) -> str:
-    mark = {"pass": "✓", "fail": "✗"}.get(check["status"], "–")
-    numbers = (
-        f" {check['measured']:.2f} ≥ {check['bound']:.2f}"
-        if check.get("measured") is not None and check.get("bound") is not None
-        else ""
-    )
-    return (
-        f"<div class='{_e(check['status'])}-text'>{mark} {_e(check['name'])}{numbers}"
-        f"{'' if check['status'] in ('pass', 'fail') else ' (' + _e(check['status']) + ')'}</div>"
-    )
-
-
 def gates_html(view: FamilyView) -> str:
-    if not view.gates:
-        return (
-            "<p class='muted'>No gate run recorded yet (<code>fct gate --record</code> or "
-            "<code>--promote</code>, or the DVC <code>gate</code> stage, records one run per "
-            f"evaluation in the experiment <code>{_e(T.experiment_name(view.family))}</code>)."
-            "</p>"
-        )
-    if view.legacy_gates:
-        return _legacy_gates_html(view)
-    rows = []
-    for g in view.gates:
-        badge = "pass" if g["verdict"] == "pass" else "fail"
-        promoted = (
-            f"<span class='badge prod'>promoted</span> {_e(g['promotion'])}"
-            if g["promoted"]
-            else f"<span class='muted'>{_e(g['promotion'] or 'not promoted')}</span>"
-        )
-        unfinished = "" if g["status"] == "FINISHED" else f" ({_e(g['status'].lower())})"
-        rows.append(
-            f"<tr><td class='l nw'>{_e(g['at'].replace('T', ' ').replace('Z', ' UTC'))}</td>"
-            f"<td class='l'><a href='{_version_href(view.family, g['version'])}' "
-            f"target='_top'>{_e(view.family)}@{g['version']}</a></td>"
-            f"<td>{'—' if g['baseline'] is None else '@' + _e(g['baseline'])}</td>"
-            f"<td class='l'><span class='badge {badge}'>{_e(g['verdict'])}</span></td>"
-            f"<td class='l checks'>{''.join(_check_html(c) for c in g['checks'])}</td>"
-            f"<td class='l'>{promoted}</td>"
-            f"<td class='l'><a href='{_run_href(g['experiment_id'], g['run_id'])}' "
-            f"target='_top'>{_e(g['run_id'][:8])}</a>{unfinished}</td></tr>"
-        )
-    experiment = T.experiment_name(view.family)
-    where = (
-        f"<a href='../../#/experiments/{_e(view.experiment_id)}' target='_top'>{_e(experiment)}</a>"
-        if view.experiment_id
-        else _e(experiment)
-    )
-    return (
-        "<table id='gate-history-table'><tr><th class='l'>when</th><th class='l'>candidate</th>"
-        "<th>baseline</th><th class='l'>verdict</th><th class='l'>checks (measured ≥ bound)"
-        "</th><th class='l'>alias</th><th class='l'>run</th></tr>" + "".join(rows) + "</table>"
-        f"<p class='muted'>Newest first, the last {len(view.gates)} recorded "
-        f"{'run' if len(view.gates) == 1 else 'runs'} (at most {HISTORY_LIMIT}): every "
-        f"<code>fct gate --record/--promote</code> and DVC <code>gate</code> stage run of "
-        f"experiment {where}, tagged <code>{T.ROLE}={T.ROLE_GATE}</code>.</p>"
-    )
-
-
-def _legacy_gates_html(view: FamilyView) -> str:
-    """Latest verdict per version, from ``fct.gate.*`` tags written before gate runs existed."""
-    rows = []
-    for g in view.gates:
-        badge = "pass" if g["verdict"] == "pass" else "fail"
-        promoted = "production now" if g["version"] == view.production else ""
-        rows.append(
-            f"<tr><td class='l'><a href='{_version_href(view.family, g['version'])}' "
-            f"target='_top'>{_e(view.family)}@{g['version']}</a></td>"
-            f"<td class='l'><span class='badge {badge}'>{_e(g['verdict'])}</span></td>"
-            f"<td>{'' if g['baseline'] is None else '@' + _e(g['baseline'])}</td>"
-            f"<td>{_e(g.get('passed', ''))}</td><td>{_e(g.get('failed', ''))}</td>"
-            f"<td class='l'>{promoted}</td><td class='l'>{_e(g.get('at') or '')}</td></tr>"
-        )
-    return (
-        "<table><tr><th class='l'>candidate</th><th class='l'>verdict</th><th>baseline</th>"
-        "<th>rules passed</th><th>failed</th><th class='l'>alias</th><th class='l'>when</th>"
-        "</tr>" + "".join(rows) + "</table><p class='muted'>Latest verdict per version only "
-        "(fct.gate.* tags): these verdicts were recorded before the gate kept a history.</p>"
+    """The gate history; for a family gated before runs were kept, the latest verdict per
+    version from ``fct.gate.*`` tags."""
+    return _render(
+        "gates.html",
+        gates=view.gates,
+        legacy=view.legacy_gates,
+        family=view.family,
+        production=view.production,
+        experiment=T.experiment_name(view.family),
+        experiment_id=view.experiment_id,
+        history_limit=HISTORY_LIMIT,
+        role_tag=f"{T.ROLE}={T.ROLE_GATE}",
     )
 
 
 def render_family(view: FamilyView) -> str:
-    f = _e(view.family)
-    prod = (
-        f"<a href='{_version_href(view.family, view.production)}' target='_top'>"
-        f"<span class='badge prod'>{f}@{view.production}</span></a>"
-        if view.production is not None
-        else "<span class='muted'>no version has the production alias</span>"
+    return _render(
+        "family.html",
+        family=view.family,
+        production=view.production,
+        graph=Markup(graph_svg(view)),
+        heatmap=Markup(heatmap_html(view)),
+        edges=Markup(edges_html(view)),
+        gates=gates_html(view),
+        notes=view.graph.notes,
     )
-    notes = "".join(f"<li>{_e(n)}</li>" for n in view.graph.notes)
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>{f} · compatibility · fct-registry</title><style>{_CSS}</style></head><body>
-<header><b>{f}</b><span>compatibility of the embedding family</span>
-<span>production: {prod}</span><a href="../../#/models/{f}">MLflow registry →</a>
-<a href="../">all families</a></header>
-<main>
-<section><h2>Compatibility graph</h2>{graph_svg(view)}
-<p class="muted">Arcs above: transformations (blue: read side-info, orange: none); dashed arcs
-below: recorded chains; label: #version of the transformation or chain and the top-1 % of new
-queries on the old gallery it upgrades; under a version: top-1 on its own gallery.</p></section>
-<section><h2>Every measured pair (top-1 %)</h2>{heatmap_html(view)}</section>
-<section class="wide"><h2>Transformations and chains</h2>{edges_html(view)}</section>
-<section class="wide" id="gate-history"><h2>Release gate history</h2>{gates_html(view)}</section>
-{f'<section class="wide"><h2>Left out</h2><ul>{notes}</ul></section>' if notes else ""}
-</main></body></html>"""
+
+
+_TEMPLATES.globals.update(version_href=_version_href, run_href=_run_href, pct=_pct, colour=_colour)
+_TEMPLATES.filters["px"] = lambda value: f"{value:.0f}"  # SVG coordinates: whole pixels
 
 
 # --- routes --------------------------------------------------------------------------------------
@@ -563,7 +410,7 @@ def _view_or_404(family: str) -> FamilyView:
     try:
         return family_view(_client(), family)
     except ResolveError as exc:
-        abort(Response(_e(str(exc)), status=404, mimetype="text/plain"))
+        abort(Response(escape(str(exc)), status=404, mimetype="text/plain"))
         raise  # unreachable: abort raises
 
 
@@ -573,14 +420,7 @@ def index() -> Response:
     readable = current_app.config.get(FAMILY_FILTER)
     if readable is not None:
         families = readable(families)
-    items = "".join(f"<li><a href='family/{_e(n)}'>{_e(n)}</a></li>" for n in families)
-    body = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>fct-registry</title>"
-        f"<style>{_CSS}</style></head><body><header><b>fct-registry</b>"
-        "<a href='../'>MLflow UI →</a></header><main><section class='wide'><h2>Families</h2>"
-        f"<ul>{items or '<li class=muted>none registered</li>'}</ul></section></main></body></html>"
-    )
-    return Response(body, mimetype="text/html")
+    return Response(_render("index.html", families=families), mimetype="text/html")
 
 
 @blueprint.route("/family/<family>")
