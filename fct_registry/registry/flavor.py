@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fct_registry import __version__
-from fct_registry.errors import FctError
 from fct_registry.models.io import build_from_spec
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.io import save_model as save_module
@@ -52,11 +51,17 @@ from fct_registry.registry import onnx_export as _onnx
 from fct_registry.registry import tags as T
 from fct_registry.registry._runtime import fct_pyfunc as _runtime
 from fct_registry.registry.checksums import (
-    ChecksumError,
     checksums_digest,
     content_hash,
     verify_checksums,
     write_checksums,
+)
+from fct_registry.registry.flavor_files import (
+    FLAVOR_NAME,
+    FlavorError,
+    _pin_registered_version,
+    flavor_conf,
+    verify_registered,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +70,6 @@ if TYPE_CHECKING:
     from mlflow.models import Model, ModelInfo
     from torch import nn
 
-FLAVOR_NAME = "fct"
 MODULES_DIR = "modules"
 ONNX_FILE = "model.onnx"
 CODE_DIR = "code"
@@ -79,10 +83,6 @@ ModelSource: TypeAlias = (
 """What :func:`save_model`/:func:`log_model` accept: a module with ``spec``, a
 ``TransformationChain`` or a list of hop modules with ``specs``, or pipeline model folders
 (``model.safetensors`` + ``spec.json``; one folder, or a list of hop folders)."""
-
-
-class FlavorError(FctError):
-    """A model cannot be saved, logged or loaded with the fct flavor."""
 
 
 # --- saving ------------------------------------------------------------------------------------
@@ -358,57 +358,6 @@ def load_local(
     if conf["kind"] == "transformation":
         return TransformationChain(modules).eval()
     return modules[0]
-
-
-def flavor_conf(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``fct`` section of a local model folder's MLmodel."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.model_utils import _get_flavor_configuration
-
-    try:
-        return _get_flavor_configuration(model_path=str(path), flavor_name=FLAVOR_NAME)
-    except MlflowException as exc:
-        raise FlavorError(
-            f"{path} is not an fct-flavored MLflow model ({exc.message}); log it "
-            "with fct_registry.registry.flavor.log_model"
-        ) from exc
-
-
-def _pin_registered_version(model_uri: str) -> tuple[str, Mapping[str, str] | None]:
-    """For ``models:/name/...`` URIs: the URI of the exact version and its tags (the record the
-    download is verified against).
-
-    Resolving an alias once, then downloading that version, keeps the tag and the files from
-    two different versions if the alias moves in between.
-    """
-    if not model_uri.startswith("models:/"):
-        return model_uri, None
-    from mlflow import MlflowClient
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    client = MlflowClient()
-    resolved = get_model_name_and_version(client, model_uri)
-    if len(resolved) == 1:  # models:/m-<id>: a LoggedModel, not a registered version
-        return model_uri, None
-    name, version = resolved
-    return f"models:/{name}/{version}", client.get_model_version(name, str(version)).tags
-
-
-def verify_registered(
-    path: str | os.PathLike, version_tags: Mapping[str, str], what: str
-) -> dict[str, str]:
-    """Verify a downloaded model folder against its registered version's record: the
-    ``fct.checksums_sha256`` digest of ``checksums.json`` (or, for versions registered before
-    it, the ``fct.checksums`` JSON), then every file. Returns the verified checksums."""
-    if T.CHECKSUMS_SHA256 in version_tags:
-        return verify_checksums(path, what=what, expected_digest=version_tags[T.CHECKSUMS_SHA256])
-    if T.CHECKSUMS in version_tags:
-        return verify_checksums(path, json.loads(version_tags[T.CHECKSUMS]), what=what)
-    raise ChecksumError(
-        f"{what} has no {T.CHECKSUMS_SHA256} tag, so its artifacts cannot be verified; "
-        "register it with `fct register` (or flavor.log_model), or pass verify=False if you "
-        "trust the store"
-    )
 
 
 # --- pyfunc ------------------------------------------------------------------------------------
