@@ -7,9 +7,9 @@ Shaped like MLflow's own flavors (``mlflow.onnx``, ``mlflow.pytorch``): :func:`s
     mlflow.pyfunc.load_model("models:/fashion-transformations/1").predict(
         {"old_embedding": old, "side_info": side_info})
 
-upgrades stored embeddings anywhere the model's own ``requirements.txt`` is installed (mlflow,
-onnxruntime, numpy: no torch, no fct-registry). Heavy imports (torch, onnxruntime, mlflow) happen
-inside functions.
+upgrades stored embeddings anywhere the model's own ``requirements.txt`` is installed
+(mlflow-skinny, onnxruntime, numpy, pandas: no torch, no fct-registry). Heavy imports (torch,
+onnxruntime, mlflow) happen inside functions.
 
 A saved model folder holds no pickle::
 
@@ -512,10 +512,16 @@ def _specs_of(
     return []
 
 
+# What the pyfunc runtime imports (code/fct_pyfunc.py: numpy, onnxruntime, mlflow's pyfunc,
+# which needs pandas), and nothing more: mlflow-skinny, not the full mlflow whose server, UI and
+# data-science dependencies made a serving venv ~936 MB (docs/install.md has today's size).
+PYFUNC_REQUIREMENTS = ("mlflow-skinny", "onnxruntime", "numpy", "pandas")
+
+
 def default_pip_requirements() -> list[str]:
     """What the pyfunc needs where the model is loaded, pinned to this environment's versions:
     all on PyPI, no torch and no fct-registry (the runtime ships in the model's ``code/``)."""
-    return [f"{name}=={_package_version(name)}" for name in ("mlflow", "onnxruntime", "numpy")]
+    return [f"{name}=={_package_version(name)}" for name in PYFUNC_REQUIREMENTS]
 
 
 def _package_version(name: str) -> str:

@@ -1,0 +1,61 @@
+"""The core install has no torch, torchvision, dvc or matplotlib: the commands it serves must not
+import them. Checked in a fresh interpreter with an import hook that refuses those packages (fast;
+tests/packaging/test_slim_install.py checks the real wheel in a real core-only venv)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+HEAVY = ("torch", "torchvision", "dvc", "matplotlib")
+# What a gallery machine runs: the registry client, resolve, upgrade (local and S3 Parquet, the
+# local engine), search and evaluate.
+CORE_MODULES = (
+    "fct_registry.cli",
+    "fct_registry.cli.resolve",
+    "fct_registry.cli.upgrade",
+    "fct_registry.cli.search",
+    "fct_registry.cli.evaluate",
+    "fct_registry.commands.resolve",
+    "fct_registry.commands.upgrade",
+    "fct_registry.commands.search",
+    "fct_registry.commands.evaluate",
+    "fct_registry.registry.store",
+    "fct_registry.registry.flavor_files",
+    "fct_registry.upgrade.engines.local",
+    "fct_registry.upgrade.runner",
+    "fct_registry.gallery.search",
+    "fct_registry.evaluation.retrieval_np",
+)
+
+PROBE = textwrap.dedent(
+    """
+    import importlib, sys
+    HEAVY = {heavy!r}
+
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HEAVY:
+                raise ImportError(f"core import of {{name}}")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    importlib.import_module({module!r})
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
+    assert not loaded, loaded
+    """
+)
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_module_imports_without_torch(module: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY, module=module)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
