@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from fct_registry.errors import FctError
 from fct_registry.registry import tags as T
 from fct_registry.registry.checksums import ChecksumError, verify_checksums
 
 FLAVOR_NAME = "fct"
+MLMODEL_FILE = "MLmodel"  # mlflow.models.model.MLMODEL_FILE_NAME
 
 
 class FlavorError(FctError):
@@ -25,17 +29,23 @@ class FlavorError(FctError):
 
 
 def flavor_conf(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``fct`` section of a local model folder's MLmodel."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.model_utils import _get_flavor_configuration
-
+    """The ``fct`` section of a local model folder's MLmodel. Read as the plain YAML it is:
+    ``mlflow.models.Model.load`` imports pandas, which the core install does not have."""
     try:
-        return _get_flavor_configuration(model_path=str(path), flavor_name=FLAVOR_NAME)
-    except MlflowException as exc:
-        raise FlavorError(
-            f"{path} is not an fct-flavored MLflow model ({exc.message}); log it "
-            "with fct_registry.registry.flavor.log_model"
-        ) from exc
+        loaded = yaml.safe_load((Path(path) / MLMODEL_FILE).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problem = f"no readable {MLMODEL_FILE}: {exc}"
+    else:
+        flavors = loaded.get("flavors") if isinstance(loaded, dict) else None
+        flavors = flavors if isinstance(flavors, dict) else {}
+        if isinstance(flavors.get(FLAVOR_NAME), dict):
+            return flavors[FLAVOR_NAME]
+        listed = ", ".join(map(str, flavors)) or "none"
+        problem = f"its {MLMODEL_FILE} has no {FLAVOR_NAME!r} flavor (flavors: {listed})"
+    raise FlavorError(
+        f"{path} is not an fct-flavored MLflow model ({problem}); log it "
+        "with fct_registry.registry.flavor.log_model"
+    )
 
 
 def _pin_registered_version(model_uri: str) -> tuple[str, Mapping[str, str] | None]:
