@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,7 @@ CORE_MODULES = (
     "fct_registry.registry.store",
     "fct_registry.registry.flavor_files",
     "fct_registry.upgrade.engines.local",
+    "fct_registry.upgrade.engines.ray_data",  # the ray extra adds ray, not torch
     "fct_registry.upgrade.runner",
     "fct_registry.gallery.search",
     "fct_registry.evaluation.retrieval_np",
@@ -59,3 +61,52 @@ def test_core_module_imports_without_torch(module: str) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+READ_CONF = textwrap.dedent(
+    """
+    import sys
+    HEAVY = {heavy!r}
+
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HEAVY:
+                raise ImportError(f"core import of {{name}}")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    from fct_registry.registry.flavor_files import FlavorError, flavor_conf
+    print(flavor_conf(sys.argv[1])["kind"])
+    try:
+        flavor_conf(sys.argv[2])
+    except FlavorError as exc:
+        print(exc)
+    """
+)
+
+
+def test_upgrade_reads_a_flavor_conf_without_pandas(tmp_path: Path) -> None:
+    """``fct upgrade`` reads each step's MLmodel; MLflow's ``Model.load`` would import pandas,
+    which mlflow-skinny (the core) does not install."""
+    (tmp_path / "fct").mkdir()
+    (tmp_path / "fct/MLmodel").write_text(
+        "flavors:\n  fct:\n    kind: transformation\n    onnx: model.onnx\n"
+    )
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/MLmodel").write_text("flavors:\n  onnx:\n    data: model.onnx\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            READ_CONF.format(heavy=(*HEAVY, "pandas")),
+            str(tmp_path / "fct"),
+            str(tmp_path / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kind, error = proc.stdout.splitlines()
+    assert kind == "transformation"
+    assert "is not an fct-flavored MLflow model" in error and "(flavors: onnx)" in error
