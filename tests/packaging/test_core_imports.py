@@ -110,3 +110,45 @@ def test_upgrade_reads_a_flavor_conf_without_pandas(tmp_path: Path) -> None:
     kind, error = proc.stdout.splitlines()
     assert kind == "transformation"
     assert "is not an fct-flavored MLflow model" in error and "(flavors: onnx)" in error
+
+
+WITHOUT_TORCH = textwrap.dedent(
+    """
+    import sys
+    HEAVY = {heavy!r}
+
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HEAVY:
+                raise ImportError(f"core import of {{name}}")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    from fct_registry.commands import evaluate, resolve
+    from fct_registry.errors import FctError
+
+    print(evaluate._wants_torch("cpu"), evaluate._wants_torch("auto"))
+    for call in (lambda: evaluate._wants_torch("cuda"), resolve._measuring_modules):
+        try:
+            call()
+        except FctError as exc:
+            print(exc)
+    """
+)
+
+
+def test_torch_only_paths_name_the_extra_on_a_core_install() -> None:
+    """``--device auto`` falls back to NumPy; ``--device cuda`` and ``fct resolve --evaluate``
+    fail with one line naming the ``train`` extra instead of a traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH.format(heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    devices, cuda, measuring = proc.stdout.splitlines()
+    assert devices == "False False"
+    assert "--device cuda needs torch" in cuda and "fct-registry[train]" in cuda
+    assert "--evaluate and --export-onnx run the chain in PyTorch" in measuring
+    assert "fct-registry[train]" in measuring
