@@ -118,9 +118,9 @@ def _load(path: Path, flag: str) -> np.ndarray:
 
 
 def _floats(array: np.ndarray, flag: str) -> np.ndarray:
-    if array.dtype.kind not in "fiub":
-        raise DataError(f"{flag} has dtype {array.dtype}; save float embeddings")
-    return array if array.dtype.kind == "f" else array.astype(np.float32)
+    if array.dtype.kind != "f":
+        raise DataError(f"{flag} has dtype {array.dtype}; save the model's float embeddings")
+    return array
 
 
 def _encode_labels(
