@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OMP_WAIT_POLICY ?= PASSIVE
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: help setup setup-test repro test test-fast lint lint-only image format bench ui clean
+.PHONY: help setup setup-test repro test test-fast lint lint-only wheel image format bench ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,12 @@ lint-only:
 	hadolint Dockerfile
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	zizmor --offline --no-progress --persona=auditor .github/workflows/
+
+wheel: setup  ## build dist/fct_registry-*.whl (extras: docs/install.md; slow test: tests/packaging)
+	rm -rf build dist fct_registry.egg-info
+	pip wheel -q --no-deps --no-build-isolation -w dist .
+	rm -rf build fct_registry.egg-info
+	@ls dist/*.whl
 
 image:  ## build the image with podman, check it inside (IMAGE_ARGS=--light: uid + fct --help; --ci: what CI runs)
 	bash scripts/build-image.sh $(IMAGE_ARGS)
