@@ -11,7 +11,6 @@ finds both models from a version reference in the MLflow registry (checksums ver
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fct_registry.data.decode import ColorPolicy, ImageTransform
@@ -19,36 +18,11 @@ from fct_registry.data.image_sources import ImageSource
 from fct_registry.data.loader import BadImagePolicy
 from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_source
 from fct_registry.gallery.errors import GalleryError
+from fct_registry.gallery.indexed_with import IndexedWith, models_for
 from fct_registry.gallery.storage import Storage
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
-from fct_registry.registry import tags as T
 from fct_registry.registry.flavor import FLAVOR_NAME, load_model
 from fct_registry.registry.given import refuse_given
-from fct_registry.resolver.load import load_graph
-
-
-@dataclass(frozen=True)
-class IndexedWith:
-    """Which registered models a gallery was indexed with."""
-
-    family: str
-    version: int
-    model_uri: str
-    side_info_ref: str | None
-    side_info_uri: str | None
-
-
-def models_for(client: Any, ref: Any) -> IndexedWith:
-    """Resolve a version reference (``fashion@3``, ``fashion@production``) to the embedding
-    model and the side-info extractor its ``fct.side_info`` tag links to."""
-    graph = load_graph(client, ref.family)
-    version = graph.version_of(ref)
-    side_ref = graph.nodes[version].side_info
-    side_uri = None
-    if side_ref:
-        name, side_version = T.parse_model_ref(side_ref)
-        side_uri = f"models:/{name}/{side_version}"
-    return IndexedWith(ref.family, version, f"models:/{ref.family}/{version}", side_ref, side_uri)
 
 
 def input_shape(model_uri: str) -> list[int]:

@@ -41,7 +41,8 @@ def _embedding_tables(
     spec: EmbeddingTablesConfig, *, layout: Layout, where: str, field: str, width: int
 ) -> GivenEmbeddings:
     vectors, record = import_table(spec, layout.data, where, field, width)
-    return GivenEmbeddings(vectors["train"], vectors["test"], record)
+    train, test = (torch.from_numpy(vectors[split]) for split in ("train", "test"))
+    return GivenEmbeddings(train, test, record)
 
 
 def build_given(
