@@ -65,6 +65,79 @@ class DataConfig(_Strict):
     )
 
 
+class EmbeddingTablesConfig(_Strict):
+    """A model given as its embeddings: one table per split (Parquet or safetensors; columns
+    ``id``, ``vector``, optional ``label``), read by :mod:`fct_registry.data.embedding_tables`."""
+
+    train: str = Field(min_length=1, description="table of the training items")
+    test: str = Field(min_length=1, description="table of the held-out items")
+
+
+class ModelSource(_Strict):
+    """Where a version (or the side-info extractor) comes from when it is not trained here.
+
+    Exactly one kind is set; each kind is one typed field here and one builder registered in
+    :data:`fct_registry.pipeline.sources.SOURCE_BUILDERS` under the same name, so a new kind
+    (an MLflow model URI, an ONNX file, ...) is a field plus a builder."""
+
+    embeddings: EmbeddingTablesConfig | None = Field(
+        None, description="given as embedding tables: no model, no images"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModelSource:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            kinds = ", ".join(type(self).model_fields)
+            raise ValueError(
+                f"give exactly one source kind (known: {kinds}), got "
+                f"{', '.join(given) or 'none'}; e.g. `source: {{embeddings: {{train: "
+                "train.parquet, test: test.parquet}}`"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in type(self).model_fields if getattr(self, name) is not None)
+
+    @property
+    def spec(self) -> BaseModel:
+        """The chosen kind's own settings."""
+        return getattr(self, self.kind)
+
+
+def _recipe_fields_unused(
+    cfg: BaseModel, source: ModelSource | None, recipe: tuple[str, ...], required: str
+) -> None:
+    """A sourced model is not trained here: refuse recipe fields set beside ``source``, and
+    require the width (checked against the tables, and tagged at registration)."""
+    if source is None:
+        return
+    given = [f for f in recipe if f in cfg.model_fields_set]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} {'train' if len(given) > 1 else 'trains'} a model, but "
+            f"`source: {source.kind}` gives it; remove "
+            f"{'them' if len(given) > 1 else 'it'} or remove `source`"
+        )
+    if required not in cfg.model_fields_set:
+        raise ValueError(
+            f"`source: {source.kind}` needs `{required}`: the width of its vectors (checked "
+            "against the tables)"
+        )
+
+
+_VERSION_RECIPE = (
+    "backbone",
+    "label_map",
+    "label_names",
+    "label_smoothing",
+    "augment",
+    "optim",
+)
+_SIDE_INFO_RECIPE = ("backbone", "projection_dim", "temperature", "trained_with", "optim")
+
+
 class OptimConfig(_Strict):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(256, ge=2)
@@ -81,8 +154,12 @@ class BackboneConfig(_Strict):
 
 
 class VersionConfig(_Strict):
-    """One version of the embedding family: a backbone trained on a subset of the classes."""
+    """One version of the embedding family: a backbone trained on a subset of the classes, or,
+    with ``source``, a model given from outside (e.g. its embedding tables)."""
 
+    source: ModelSource | None = Field(
+        None, description="given, not trained: e.g. {embeddings: {train: PATH, test: PATH}}"
+    )
     backbone: BackboneConfig = BackboneConfig()
     embedding_dim: int = Field(128, ge=2)
     classes: list[int] | None = Field(None, description="training classes; null = all")
@@ -98,6 +175,7 @@ class VersionConfig(_Strict):
 
     @model_validator(mode="after")
     def _labels(self) -> VersionConfig:
+        _recipe_fields_unused(self, self.source, _VERSION_RECIPE, "embedding_dim")
         if self.label_map is not None:
             if min(self.label_map) < 0:
                 raise ValueError(f"label_map entries must be >= 0, got {self.label_map}")
@@ -124,8 +202,12 @@ class VersionConfig(_Strict):
 
 
 class SideInfoConfig(_Strict):
-    """The self-supervised (SimCLR) side-info extractor stored beside every embedding."""
+    """The self-supervised (SimCLR) side-info extractor stored beside every embedding, or, with
+    ``source``, one given from outside (e.g. its embedding tables)."""
 
+    source: ModelSource | None = Field(
+        None, description="given, not trained: e.g. {embeddings: {train: PATH, test: PATH}}"
+    )
     name: str = "simclr"
     backbone: BackboneConfig = BackboneConfig()
     dim: int = Field(128, ge=2)
@@ -137,6 +219,11 @@ class SideInfoConfig(_Strict):
         "trains on, as when it ships with that version; null = the whole training split",
     )
     optim: OptimConfig = OptimConfig()
+
+    @model_validator(mode="after")
+    def _given(self) -> SideInfoConfig:
+        _recipe_fields_unused(self, self.source, _SIDE_INFO_RECIPE, "dim")
+        return self
 
 
 class UncertaintyConfig(_Strict):
@@ -434,7 +521,62 @@ class Params(_Strict):
                         f"bct {name!r} names version {end}, which is not declared; "
                         f"declared versions: {known}"
                     )
+        self._given_embeddings()
         return self
+
+    @property
+    def embeddings_only(self) -> bool:
+        """Every version and the side-info extractor are given as embedding tables: a family
+        with no images and no models (see docs/embeddings-only.md)."""
+        return self.side_info.source is not None and self.side_info.source.kind == "embeddings"
+
+    def _given_embeddings(self) -> None:
+        """A family given as tables is all tables, and runs nothing that needs images or a
+        trained classifier."""
+        given = {
+            where: cfg.source is not None and cfg.source.kind == "embeddings"
+            for where, cfg in [
+                ("side_info", self.side_info),
+                *((f"versions.{k}", v) for k, v in self.versions.items()),
+            ]
+        }
+        if not any(given.values()):
+            return
+        if not all(given.values()):
+            missing = [w for w, g in given.items() if not g]
+            raise ValueError(
+                f"{', '.join(missing)} {'are' if len(missing) > 1 else 'is'} trained from "
+                "images while the rest of the family is given as embedding tables; give every "
+                "version and side_info a `source: {embeddings: ...}` (their rows are aligned "
+                "by id), or none"
+            )
+        if "data" in self.model_fields_set:
+            raise ValueError(
+                "`data` describes images, but this family is given as embedding tables (no "
+                "images); remove the `data` section"
+            )
+        if self.bct:
+            raise ValueError(
+                "bct baselines retrain a version from images, but this family is given as "
+                "embedding tables; remove the `bct` section"
+            )
+        for name, edge in self.transformations.items():
+            if edge.features == "augmented":
+                raise ValueError(
+                    f"transformations.{name}.features: augmented re-embeds augmented images, "
+                    "but this family is given as embedding tables; use features: stored"
+                )
+            if edge.kind == "fct-uncertainty" and edge.uncertainty.p2c_weight > 0:
+                raise ValueError(
+                    f"transformations.{name}.uncertainty.p2c_weight needs the new version's "
+                    "classifier, and a version given as embeddings has none; set p2c_weight: 0"
+                )
+        if self.backfill is not None and self.backfill.enabled:
+            raise ValueError(
+                "the backfill stage needs the new version's classifier, and a version given "
+                "as embeddings has none; set backfill.enabled: false (`fct backfill plan` "
+                "still works on its galleries)"
+            )
 
 
 def format_config_problems(problems: list[tuple[str, str]], source: str) -> str:

@@ -6,9 +6,11 @@ the base layer so that none of them has to import the pipeline to find a file.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fct_registry.errors import DataError
 
@@ -96,3 +98,22 @@ def load_embeddings(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise DataError(f"{path} not found; run the stage that produces it (`dvc repro`)")
     return load_file(str(path))
+
+
+# A model given from outside (``source:`` in params) has no weights: its folder holds this record
+# (source kind, width, and each split's table URI and sha256), registered as its lineage.
+SOURCE_FILE = "source.json"
+
+
+def write_given(folder: Path, record: Mapping[str, Any]) -> Path:
+    """Write ``record`` as the model folder's ``source.json`` (the folder holds nothing else)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SOURCE_FILE
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_given(folder: Path) -> dict[str, Any] | None:
+    """The model folder's ``source.json``, or ``None`` for a model trained here."""
+    path = Path(folder) / SOURCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -28,8 +28,10 @@ from fct_registry.device import pick_device
 from fct_registry.errors import FctError
 from fct_registry.gallery.embed import input_shape
 from fct_registry.gate.rules import check_backfill
+from fct_registry.layout import read_given
 from fct_registry.models.io import WEIGHTS_FILE, load_model
 from fct_registry.registry.flavor import load_model as load_registered
+from fct_registry.registry.given import NoModelError, no_model_message
 from fct_registry.registry.store import open_tracking_store
 from fct_registry.training.embed import embed_images
 
@@ -48,6 +50,8 @@ def _embedder(
     input shape."""
     device = pick_device(args.device)
     if args.model:
+        if read_given(Path(args.model)) is not None:
+            raise NoModelError(no_model_message(f"the model in {args.model}"))
         module, spec = load_model(Path(args.model))
         if spec.get("kind") != "embedding":
             raise FctError(f"{args.model} holds a {spec.get('kind')} model, not an embedding")

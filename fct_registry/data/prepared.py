@@ -76,6 +76,11 @@ def load_prepared(data_dir: Path, split: str) -> TensorSplit:
     if not path.exists():
         raise DataError(f"{path} not found; run the prepare stage first (`dvc repro prepare`)")
     tensors = load_file(str(path))
+    if "labels" not in tensors:  # a family given as embedding tables without a label column
+        raise DataError(
+            f"{path} has no labels: the family's embedding tables have no `label` column; add "
+            "one to the tables (evaluation and the gate score retrieval by label)"
+        )
     return TensorSplit(tensors["images"], tensors["labels"])
 
 

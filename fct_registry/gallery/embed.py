@@ -23,6 +23,7 @@ from fct_registry.gallery.storage import Storage
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
 from fct_registry.registry import tags as T
 from fct_registry.registry.flavor import FLAVOR_NAME, load_model
+from fct_registry.registry.given import refuse_given
 from fct_registry.resolver.load import load_graph
 
 
@@ -90,6 +91,10 @@ def index_with_registry(
     and centre-cropped to the version's input shape; an image over ``max_pixels`` (``None``:
     ``$FCT_MAX_PIXELS`` or 50 MP) is a bad image. Uses MLflow's current registry URI."""
     found = models_for(client, ref)
+    refuse_given(
+        f"version {found.version} of {found.family}",
+        client.get_model_version(found.family, str(found.version)).tags,
+    )
     if found.side_info_uri is None and not without_side_info:
         raise GalleryError(
             f"{ref.family}@{found.version} has no side-info extractor linked "

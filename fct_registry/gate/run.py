@@ -35,12 +35,13 @@ from fct_registry.errors import FctError
 from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.gate.errors import GateError, GateInfrastructureError, StaleOutputsError
 from fct_registry.gate.rules import CheckResult, Verdict, check_rules, verdict
-from fct_registry.layout import Layout, load_embeddings
+from fct_registry.layout import Layout, load_embeddings, read_given
 from fct_registry.models.io import SPEC_FILE, WEIGHTS_FILE
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.registry import tags as T
 from fct_registry.registry.chains import load_chain
 from fct_registry.registry.checksums import content_hash
+from fct_registry.registry.given import given_digest
 from fct_registry.registry.refs import VersionRef, parse_ref
 from fct_registry.registry.store import redact_uri, resolve_tracking_uri, tracking_store
 from fct_registry.resolver.chain import evaluate_chain
@@ -202,13 +203,17 @@ def verify_outputs(client: Any, model: str, version: int, folder: Path, what: st
         return (
             f"{model}/{version} has no {T.CONTENT_HASH} tag: could not check that {folder} holds it"
         )
-    if not (folder / SPEC_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+    given = read_given(folder)  # given as embedding tables: their sha256 are its content
+    if given is not None:
+        found = given_digest(given)
+    elif not (folder / SPEC_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         return (
             f"{folder} has no model files: could not check that the stored {what} come "
             f"from {model}/{version}"
         )
-    module, spec = load_hop(folder)
-    found = content_hash([module], [spec])
+    else:
+        module, spec = load_hop(folder)
+        found = content_hash([module], [spec])
     if found != recorded:
         raise StaleOutputsError(
             f"the stored {what} were computed by the model in {folder} (content hash "

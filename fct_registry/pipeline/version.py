@@ -1,4 +1,7 @@
-"""DVC stage ``train@N``: one embedding-model version of the family, and its stored embeddings."""
+"""DVC stage ``train@N``: one embedding-model version of the family, and its stored embeddings.
+
+A version given from outside (``source:``, e.g. embedding tables) is imported instead of
+trained: its embeddings in the prepared row order, and ``source.json`` in place of weights."""
 
 from __future__ import annotations
 
@@ -7,10 +10,11 @@ from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.layout import Layout, save_embeddings
+from fct_registry.layout import Layout, save_embeddings, write_given
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.prepare import check_classes
+from fct_registry.pipeline.sources import build_given
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_split
@@ -19,6 +23,17 @@ from fct_registry.training.loop import write_history
 
 def version_stage(params: Params, layout: Layout, version: int) -> None:
     cfg = version_config(params, version)
+    if cfg.source is not None:  # given, not trained: no backbone, no images
+        given = build_given(
+            cfg.source,
+            layout=layout,
+            where=f"versions.{version}",
+            field="embedding_dim",
+            width=cfg.embedding_dim,
+        )
+        save_embeddings(layout.version_embeddings(version), given.train, given.test)
+        write_given(layout.version(version), given.record)
+        return
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
     check_classes(params, info)

@@ -58,6 +58,7 @@ from fct_registry.registry.checksums import (
     verify_checksums,
     write_checksums,
 )
+from fct_registry.registry.given import refuse_given
 
 if TYPE_CHECKING:
     import numpy as np
@@ -391,7 +392,9 @@ def _pin_registered_version(model_uri: str) -> tuple[str, Mapping[str, str] | No
     if len(resolved) == 1:  # models:/m-<id>: a LoggedModel, not a registered version
         return model_uri, None
     name, version = resolved
-    return f"models:/{name}/{version}", client.get_model_version(name, str(version)).tags
+    tags = client.get_model_version(name, str(version)).tags
+    refuse_given(f"version {version} of {name}", tags)  # no weights to download or run
+    return f"models:/{name}/{version}", tags
 
 
 def verify_registered(

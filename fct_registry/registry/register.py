@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.config import Params
 from fct_registry.errors import DataError
 from fct_registry.evaluation.compatibility import gap_closed
-from fct_registry.layout import Layout
+from fct_registry.layout import Layout, read_given
 from fct_registry.models.io import WEIGHTS_FILE, load_spec
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.transformations import uses_side_info
@@ -54,6 +54,7 @@ from fct_registry.registry import tags as T
 from fct_registry.registry.chains import record_pipeline_chains
 from fct_registry.registry.checksums import canonical_json, content_hash, sha256_file
 from fct_registry.registry.errors import RegistryError
+from fct_registry.registry.given import given_digest, given_tags, register_given
 from fct_registry.registry.links import update_links
 from fct_registry.registry.lock import LOCK_TIMEOUT_S, registration_lock
 from fct_registry.registry.pages import refresh_descriptions
@@ -439,8 +440,12 @@ class _Registrar:
     # -- registering one model -------------------------------------------------------------------
 
     def _register(self, model: _Model) -> RegisteredVersion:
-        module, spec = load_hop(model.folder)
-        digest = content_hash([module], [spec])
+        given = read_given(model.folder)  # given as embeddings: no weights to hash
+        if given is None:
+            module, spec = load_hop(model.folder)
+            digest = content_hash([module], [spec])
+        else:
+            digest = given_digest(given)
         existing = find_version(self.client, model.name, digest, model.identity)
         created = False
         if existing is None:
@@ -488,13 +493,15 @@ class _Registrar:
             self._log_history(run.info.run_id, model.history)
             if self.table_path is not None:
                 mlflow.log_artifact(str(self.table_path), "eval")
-            info = flavor.log_model(model.folder, name=f"{model.name}-{model.key}")
-        conf = info.flavors[flavor.FLAVOR_NAME]
-        tags = {
-            **model.tags,
-            T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}",
-            **self._metric_tags(model),
-        }
+            given = read_given(model.folder)
+            if given is None:
+                info = flavor.log_model(model.folder, name=f"{model.name}-{model.key}")
+        if given is None:
+            conf = info.flavors[flavor.FLAVOR_NAME]
+            extra = {T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}"}
+        else:
+            extra = given_tags(given, digest)
+        tags = {**model.tags, **extra, **self._metric_tags(model)}
         if model.metrics:  # the run above logged them: their provenance
             tags[T.MEASURED_RUN] = run.info.run_id
         with registration_lock(self.client, self.family, self.lock_timeout):
@@ -504,13 +511,20 @@ class _Registrar:
                     run.info.run_id, "fct.duplicate_of", T.model_ref(model.name, raced.version)
                 )
                 return raced, False
-            version = flavor.register_logged_model(
-                info,
-                model.name,
-                tags=tags,
-                client=self.client,
-                description=f"{model.run_name}; description pending link update",
-            )
+            description = f"{model.run_name}; description pending link update"
+            if given is not None:
+                version = register_given(
+                    self.client,
+                    model.folder,
+                    model.name,
+                    run.info.run_id,
+                    tags=tags,
+                    description=description,
+                )
+            else:
+                version = flavor.register_logged_model(
+                    info, model.name, tags=tags, client=self.client, description=description
+                )
         return version, True
 
     def _log_history(self, run_id: str, path: Path) -> None:

@@ -43,6 +43,7 @@ CLASSES = "fct.classes"  # JSON list of the class ids an embedding version was t
 DATA_SHA256 = "fct.data_sha256"  # sha256 of the prepared training split it was trained from
 PARAMS = "fct.params"  # canonical JSON of the params.yaml sections it was trained from
 ONNX_MAX_ABS_DIFF = "fct.onnx_max_abs_diff"  # ONNX vs PyTorch, checked at registration
+GIVEN_SOURCE = "fct.source"  # given, not trained: canonical JSON of its tables' URIs and sha256
 
 # --- links -------------------------------------------------------------------------------------
 SIDE_INFO = "fct.side_info"  # "<model name>/<version>" of the side-info extractor
