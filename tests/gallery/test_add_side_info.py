@@ -5,6 +5,8 @@ side-info equal to a one-by-one oracle), after which the upgrade takes the chain
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +21,9 @@ from fct_registry.data.decode import ImageTransform
 from fct_registry.data.image_sources import open_source
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.embed_job import SKIPPED_REPORT
+from fct_registry.gallery.embed_job import JOB_FILE, SKIPPED_REPORT
 from fct_registry.training.embed import embed_images
+from tests.conftest import ROOT
 from tests.data.images import write_imagefolder
 from tests.upgrade.conftest import (
     FAMILY,
@@ -231,6 +234,24 @@ def test_prepared_split_rows(reg: TinyRegistry, tmp_path: Path) -> None:
     )
 
 
+def test_kill_9_then_resume_is_byte_identical(reg: TinyRegistry, tmp_path: Path) -> None:
+    write_imagefolder(tmp_path / "tree", 50, fmt="PNG")
+    bare, reference, out = tmp_path / "bare", tmp_path / "reference", tmp_path / "out"
+    assert _embed(reg, str(tmp_path / "tree"), bare, "--without-side-info") == 0
+    assert _add(reg, bare, reference) == 0
+    argv = ["gallery", "add-side-info", str(bare), "--out", str(out), *JOB, "--shard-rows", "20"]
+    argv += _common(reg)
+    env = reg.env() | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    killed = [sys.executable, "-m", "tests.kill_at", "fct_registry.gallery.embed_job", "marker:1"]
+    run = subprocess.run([*killed, *argv], env=env, capture_output=True, timeout=300, cwd=ROOT)
+    assert run.returncode == -9
+    assert (out / JOB_FILE).exists() and not (out / "manifest.json").exists()
+    again = [sys.executable, "-m", "fct_registry", *argv]
+    run = subprocess.run(again, env=env, capture_output=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert snapshot(out) == snapshot(reference)
+
+
 def test_missing_images_fail_or_are_left_out(
     reg: TinyRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -247,7 +268,8 @@ def test_missing_images_fail_or_are_left_out(
     assert not (tmp_path / "fail" / "manifest.json").exists()
 
     out = tmp_path / "skip"
-    assert _add(reg, bare, out, "--on-bad-image", "skip", "--json") == 0
+    # (decoded in two DataLoader worker processes here)
+    assert _add(reg, bare, out, "--on-bad-image", "skip", "--json", "--workers", "2") == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == 29 and summary["skipped"] == 1
     report = [json.loads(line) for line in (out / SKIPPED_REPORT).read_text().splitlines()]
