@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}: family {params.family}, versions "
         f"{', '.join(map(str, params.versions))}, transformations {edges}; next: `dvc repro` "
-        "(or `make repro`), then `fct register`"
+        "(trains, evaluates and registers them)"
     )
     return 0
