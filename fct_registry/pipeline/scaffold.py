@@ -172,6 +172,14 @@ def build_params(
                 "or upgrade fct-registry"
             )
     tables = [g.kind == "embeddings" for g in [side, *given.values()]]
+    if any(tables) and not all(tables):
+        named = [("--side-info", side), *((f"--version {n}", g) for n, g in given.items())]
+        other = next(w for w, g in named if g.kind != "embeddings")
+        raise ConfigError(
+            f"{other} is not embedding tables while others are; a family given as tables is "
+            "all tables (versions and side-info, rows aligned by id): give TRAIN,TEST tables "
+            "for it too"
+        )
     if data is not None:
         if all(tables):
             raise ConfigError(

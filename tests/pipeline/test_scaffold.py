@@ -174,7 +174,9 @@ def test_tables_mixed_with_a_trained_side_info_are_refused(
     t = _tables(tmp_path)
     args = ["init", "--family", "f", "--version", f"1={t['v1']}", "--version", f"2={t['v2']}"]
     assert main([*args, "--data", "imagefolder:/d", "--out", str(tmp_path / "p.yaml")]) == 2
-    assert "side_info is trained from images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--side-info is not embedding tables while others are" in err
+    assert err.count("\n") == 1
     assert not (tmp_path / "p.yaml").exists()
 
 
