@@ -1,6 +1,6 @@
-"""The README's generated parts (a test keeps them equal to their sources).
+"""The results page's generated parts (a test keeps them equal to their sources).
 
-    python scripts/readme_results.py           # rewrite README.md between the markers
+    python scripts/readme_results.py           # rewrite docs/results.md between the markers
     python scripts/readme_results.py --check   # exit 1 when a part is stale
 
 The results section comes from ``outputs/eval/metrics.json`` and ``uncertainty.json``, which
@@ -28,6 +28,7 @@ BACKFILL_BEGIN = (
 )
 BACKFILL_END = "<!-- backfill:end -->"
 BACKFILL_RUN = Path("outputs/backfill/metrics.json")
+PAGE = Path("docs/results.md")  # where the generated parts live
 
 
 def _ci(d: dict) -> str:
@@ -190,7 +191,7 @@ def render(eval_dir: Path, family: str) -> str:
 
 def replace_section(readme: str, body: str, begin: str = BEGIN, end: str = END) -> str:
     if begin not in readme or end not in readme:
-        raise ValueError(f"README has no generated-part markers; add the lines\n{begin}\n{end}")
+        raise ValueError(f"the page has no generated-part markers; add the lines\n{begin}\n{end}")
     head, rest = readme.split(begin, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{begin}\n{body}{end}{tail}"
@@ -198,26 +199,27 @@ def replace_section(readme: str, body: str, begin: str = BEGIN, end: str = END) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    # --readme: the old name, from when the results lived in README.md
+    parser.add_argument("--page", "--readme", dest="page", type=Path, default=PAGE)
     parser.add_argument("--eval-dir", type=Path, default=Path("outputs/eval"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--family", default=None, help="default: --params' family")
     parser.add_argument("--backfill", type=Path, default=BACKFILL_RUN, help="a backfill run")
-    parser.add_argument("--check", action="store_true", help="exit 1 if README is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if --page is stale")
     args = parser.parse_args(argv)
     family = args.family
     if family is None:
         family = yaml.safe_load(args.params.read_text())["family"]
-    text = args.readme.read_text()
+    text = args.page.read_text()
     new = replace_section(text, render(args.eval_dir, family))
     backfill = backfill_markdown(json.loads(args.backfill.read_text()))
     new = replace_section(new, backfill, BACKFILL_BEGIN, BACKFILL_END)
     if args.check:
         if new != text:
-            print(f"{args.readme}: a generated part is stale; run python scripts/readme_results.py")
+            print(f"{args.page}: a generated part is stale; run python scripts/readme_results.py")
             return 1
         return 0
-    args.readme.write_text(new)
+    args.page.write_text(new)
     return 0
 
 
