@@ -20,3 +20,5 @@ ADOPT_BEGIN, ADOPT_END, adopt_markdown = (
     _module.ADOPT_END,
     _module.adopt_markdown,
 )
+PAGE = _module.PAGE
+FRONT_PAGE = _module.FRONT_PAGE

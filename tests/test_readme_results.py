@@ -1,4 +1,4 @@
-"""README's results section is exactly what scripts/readme_results.py renders from outputs/eval/."""
+"""docs/results.md is exactly what scripts/readme_results.py renders from outputs/eval/."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from tests.readme_results import (
     BACKFILL_RUN,
     BEGIN,
     END,
+    FRONT_PAGE,
+    PAGE,
     adopt_markdown,
     backfill_markdown,
     main,
@@ -22,18 +24,19 @@ EVAL = ROOT / "outputs" / "eval"
 
 
 def test_readme_has_the_generated_section():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / PAGE).read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     assert text.count(BACKFILL_BEGIN) == 1 and text.count(BACKFILL_END) == 1
-    assert text.count(ADOPT_BEGIN) == 1 and text.count(ADOPT_END) == 1
+    front = (ROOT / FRONT_PAGE).read_text()
+    assert front.count(ADOPT_BEGIN) == 1 and front.count(ADOPT_END) == 1
 
 
 @pytest.mark.skipif(
     not (EVAL / "uncertainty.json").exists(), reason="no pipeline outputs: run `dvc repro`"
 )
 def test_readme_results_equal_the_tracked_outputs(capsys):
-    args = ["--check", "--readme", str(ROOT / "README.md"), "--eval-dir", str(EVAL)]
-    args += ["--backfill", str(ROOT / BACKFILL_RUN)]
+    args = ["--check", "--page", str(ROOT / PAGE), "--eval-dir", str(EVAL)]
+    args += ["--backfill", str(ROOT / BACKFILL_RUN), "--front-page", str(ROOT / FRONT_PAGE)]
     code = main([*args, "--params", str(ROOT / "params.yaml")])
     assert code == 0, capsys.readouterr().out
 
