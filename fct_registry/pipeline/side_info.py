@@ -4,14 +4,16 @@ given from outside (``side_info.source``) is imported instead, as :mod:`.version
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fct_registry.config import Params
 from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import Split, data_inputs, open_split
 from fct_registry.device import pick_device
-from fct_registry.layout import Layout, save_embeddings, write_given
+from fct_registry.layout import Layout, save_embeddings
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
-from fct_registry.pipeline.sources import build_given
+from fct_registry.pipeline.sources import ModelContext, build_given, save_given
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_split
@@ -30,10 +32,14 @@ def side_info_stage(params: Params, layout: Layout) -> None:
     cfg = params.side_info
     if cfg.source is not None:  # given, not trained
         given = build_given(
-            cfg.source, layout=layout, where="side_info", field="dim", width=cfg.dim
+            cfg.source,
+            layout=layout,
+            where="side_info",
+            field="dim",
+            width=cfg.dim,
+            context=ModelContext(cfg.source, params, cfg.preprocess, "side_info", Path(".")),
         )
-        save_embeddings(layout.side_info_embeddings, given.train, given.test)
-        write_given(layout.side_info, given.record)
+        save_given(given, layout.side_info, layout.side_info_embeddings)
         return
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)

@@ -5,16 +5,18 @@ trained: its embeddings in the prepared row order, and ``source.json`` in place 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fct_registry.config import Params, VersionConfig
 from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.layout import Layout, save_embeddings, write_given
+from fct_registry.layout import Layout, save_embeddings
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.prepare import check_classes
-from fct_registry.pipeline.sources import build_given
+from fct_registry.pipeline.sources import ModelContext, build_given, save_given
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_split
@@ -30,9 +32,9 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
             where=f"versions.{version}",
             field="embedding_dim",
             width=cfg.embedding_dim,
+            context=ModelContext(cfg.source, params, cfg.preprocess, "embedding", Path(".")),
         )
-        save_embeddings(layout.version_embeddings(version), given.train, given.test)
-        write_given(layout.version(version), given.record)
+        save_given(given, layout.version(version), layout.version_embeddings(version))
         return
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
