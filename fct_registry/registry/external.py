@@ -13,8 +13,10 @@ naming the params field and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import io
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -290,7 +292,7 @@ def _export_scripted(module: nn.Module, pp: PreprocessConfig, at: str, what: str
     with tempfile.TemporaryDirectory(prefix="fct-export-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            with _onnx._quiet():
+            with _onnx._quiet(), contextlib.redirect_stderr(io.StringIO()):
                 torch.onnx.export(
                     module,
                     example,
