@@ -39,7 +39,9 @@ def side_info_stage(params: Params, layout: Layout) -> None:
             width=cfg.dim,
             context=ModelContext(cfg.source, params, cfg.preprocess, "side_info", Path(".")),
         )
-        save_given(given, layout.side_info, layout.side_info_embeddings)
+        save_given(
+            given, layout.side_info, layout.side_info_embeddings, layout.history("side_info")
+        )
         return
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)

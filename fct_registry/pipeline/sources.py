@@ -111,10 +111,13 @@ def embed_external(
     return torch.cat(out) if out else torch.empty(0, model.dim)
 
 
-def save_given(given: GivenEmbeddings, folder: Path, embeddings: Path) -> None:
-    """Write a given model's stage outputs: its embeddings, ``source.json`` and, for an
+def save_given(given: GivenEmbeddings, folder: Path, embeddings: Path, history: Path) -> None:
+    """Write a given model's stage outputs: its embeddings, ``source.json``, an empty training
+    history (nothing is trained, but the stage declares the plot as an output) and, for an
     external model, the module (``model.safetensors`` + ``spec.json``) registration logs."""
     save_embeddings(embeddings, given.train, given.test)
+    history.parent.mkdir(parents=True, exist_ok=True)
+    history.write_text("epoch,loss\n")
     if given.model is not None:
         save_model(given.model[0], given.model[1], folder)
     write_given(folder, given.record)

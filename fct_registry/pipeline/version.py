@@ -34,7 +34,12 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
             width=cfg.embedding_dim,
             context=ModelContext(cfg.source, params, cfg.preprocess, "embedding", Path(".")),
         )
-        save_given(given, layout.version(version), layout.version_embeddings(version))
+        save_given(
+            given,
+            layout.version(version),
+            layout.version_embeddings(version),
+            layout.history(f"v{version}"),
+        )
         return
     ctx, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
