@@ -212,7 +212,7 @@ def _recipe_fields_unused(
     if required not in cfg.model_fields_set:
         raise ValueError(
             f"`source: {source.kind}` needs `{required}`: the width of its vectors (checked "
-            "against the tables)"
+            "against the tables or the model)"
         )
 
 
