@@ -93,23 +93,29 @@ def build_external(spec: Mapping[str, Any]) -> ExternalImageModel:
 
 
 def preprocess_images(images: torch.Tensor, resize: int, crop: int, channels: int) -> torch.Tensor:
-    """Images ``[N, C, H, W]`` (uint8, or float in [0, 1]) as an external model reads them:
-    float in [0, 1], ``channels`` channels (gray -> rgb repeats; rgb -> gray by luminance),
-    shorter side resized to ``resize`` (bilinear, antialiased), centre-cropped to ``crop``."""
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    """uint8 images ``[N, C, H, W]`` as an external model reads them, the way ``fct embed``
+    decodes image files (:mod:`fct_registry.data.decode`): ``channels`` channels (gray -> rgb
+    repeats; rgb -> gray by integer luminance), shorter side shrunk to ``resize`` (bilinear,
+    antialiased, on uint8; enlarged only when smaller than the crop), centre-cropped to
+    ``crop``, then float in [0, 1]."""
+    x = images if images.dtype == torch.uint8 else (images * 255).round().to(torch.uint8)
     if x.shape[1] != channels:
         if channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         elif channels == 1 and x.shape[1] == 3:
-            weights = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
-            x = (x * weights).sum(1, keepdim=True)
+            r, g, b = x.to(torch.int32).unbind(1)
+            x = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8)[:, None]
         else:
             raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels}")
     h, w = x.shape[-2:]
-    if min(h, w) != resize:
-        scale = resize / min(h, w)
-        size = (max(crop, round(h * scale)), max(crop, round(w * scale)))
-        x = nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True)
+    if min(h, w) > resize or min(h, w) < crop:
+        target = resize if min(h, w) > resize else crop
+        scale = target / min(h, w)
+        size = [max(crop, round(h * scale)), max(crop, round(w * scale))]
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2.functional import resize as resize_images
+
+        x = resize_images(x.contiguous(), size, InterpolationMode.BILINEAR, antialias=True)
     h, w = x.shape[-2:]
     top, left = (h - crop) // 2, (w - crop) // 2
-    return x[:, :, top : top + crop, left : left + crop].contiguous()
+    return x[:, :, top : top + crop, left : left + crop].float().div_(255.0).contiguous()

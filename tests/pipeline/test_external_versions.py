@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.slow, needs_fashion]
 FAMILY = "byom"
 MEAN, STD = [0.286], [0.353]
 PREPROCESS = {"resize": 28, "crop": 28, "mean": MEAN, "std": STD, "colour": "gray"}
+# Version 2 reads a 24x24 centre crop of the 28x28 images: `fct embed` must apply the recorded
+# resize (28, then crop), not its default (shrink to 24).
+PREPROCESS_V2 = {**PREPROCESS, "crop": 24}
 
 
 def _net(dim: int, seed: int):
@@ -74,7 +77,7 @@ def _params() -> dict:
         "2": {
             "source": {"onnx": {"path": "external/v2.onnx"}},
             "embedding_dim": 16,
-            "preprocess": PREPROCESS,
+            "preprocess": PREPROCESS_V2,
         },
     }
     p["transformations"] = {
@@ -117,7 +120,7 @@ def _write_version_2(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     program = torch.onnx.export(
         _net(16, 2),
-        (torch.rand(4, 1, 28, 28),),
+        (torch.rand(4, 1, 24, 24),),
         dynamo=True,
         input_names=["pixels"],
         output_names=["features"],
@@ -151,7 +154,7 @@ def _direct(images: np.ndarray, version: int, work: Path) -> np.ndarray:
         with torch.no_grad():
             return _net(8, 1)(torch.from_numpy(x)).numpy()
     session = ort.InferenceSession(str(work / "external" / "v2.onnx"))
-    return session.run(None, {"pixels": x})[0]
+    return session.run(None, {"pixels": np.ascontiguousarray(x[:, :, 2:26, 2:26])})[0]
 
 
 def _rows(gallery: Path) -> dict[str, np.ndarray]:
@@ -182,7 +185,7 @@ def test_repro_registers_external_versions_with_lineage(project: Path) -> None:
         source = json.loads(tags["fct.source"])
         assert source["kind"] == kind and source["uri"] == uri
         assert len(source["sha256"]) == 64
-        assert json.loads(tags["fct.preprocess"]) == PREPROCESS
+        assert json.loads(tags["fct.preprocess"]) == (PREPROCESS if version == 1 else PREPROCESS_V2)
         assert tags["fct.embedding_dim"] == ("8" if version == 1 else "16")
         assert tags["fct.side_info"].startswith(f"{FAMILY}-side-info/")
     assert json.loads(client.get_model_version(FAMILY, "2").tags["fct.source"])["sha256"] == v2_sha
@@ -196,26 +199,40 @@ def test_repro_registers_external_versions_with_lineage(project: Path) -> None:
     assert (project / "outputs" / "gate").is_dir()
 
 
-def test_embed_with_version_1_then_upgrade_to_version_2(project: Path, tmp_path: Path) -> None:
-    from safetensors.numpy import load_file
-
-    from fct_registry.registry.flavor import load_model
-
+def _embed(project: Path, version: int, out: Path) -> None:
     embedded = _run(
         project,
         "fct_registry",
         "embed",
         "--model",
-        f"{FAMILY}@1",
+        f"{FAMILY}@{version}",
         "--split",
         "test",
         "--out",
-        str(tmp_path / "g1"),
+        str(out),
         "--no-progress",
         "--workers",
         "0",
     )
     assert embedded.returncode == 0, embedded.stderr[-3000:]
+
+
+def test_embed_applies_the_recorded_preprocessing(project: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    _embed(project, 2, tmp_path / "g2")
+    images = load_file(str(project / "outputs/data/test.safetensors"))["images"]
+    np.testing.assert_allclose(
+        _rows(tmp_path / "g2")["embedding"], _direct(images, 2, project), atol=1e-5
+    )
+
+
+def test_embed_with_version_1_then_upgrade_to_version_2(project: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from fct_registry.registry.flavor import load_model
+
+    _embed(project, 1, tmp_path / "g1")
     upgraded = _run(
         project,
         "fct_registry",

@@ -246,3 +246,27 @@ def test_stage_refuses_bad_model_with_one_line_and_writes_nothing(tmp_path: Path
     assert not (tmp_path / "outputs").exists() or not any(
         Layout(tmp_path / "outputs").root.rglob("*.*")
     )
+
+
+@pytest.mark.parametrize(("have", "channels"), [(3, 1), (1, 3), (3, 3)])
+def test_stage_preprocessing_matches_fct_embed_decoding(have: int, channels: int) -> None:
+    """The stage embeds prepared uint8 tensors; `fct embed` decodes image files: the same
+    pixels must reach the model (colour, shrink, crop), checked image by image."""
+    import io
+
+    from PIL import Image
+
+    from fct_registry.data.decode import ImageTransform, decode
+    from fct_registry.models.external import preprocess_images
+
+    gen = torch.Generator().manual_seed(have * 10 + channels)
+    images = torch.randint(0, 256, (3, have, 45, 38), dtype=torch.uint8, generator=gen)
+    got = preprocess_images(images, 32, 28, channels)
+    transform = ImageTransform.for_input_shape([channels, 28, 28], resize=32)
+    for i, image in enumerate(images):
+        pixels = image.permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(pixels[..., 0] if have == 1 else pixels).save(buffer, "PNG")
+        want = decode(buffer.getvalue(), transform, f"image {i}")
+        want = want.float() / 255 if want.dtype == torch.uint8 else want
+        torch.testing.assert_close(got[i], want, atol=1e-6, rtol=0)
