@@ -33,6 +33,10 @@ class ExternalImageModel(nn.Module):
         self.dim = int(dim)
         self._sessions: dict[str, Any] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sessions are not picklable (Ray actors, deepcopy): rebuilt on first use.
+        return {**self.__dict__, "_sessions": {}}
+
     @property
     def onnx_bytes(self) -> bytes:
         return self.graph.detach().cpu().numpy().tobytes()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def _rows(gallery: Path) -> dict[str, np.ndarray]:
 
     table = pq.read_table(sorted(gallery.rglob("*.parquet")))
     ids = table.column("id").to_pylist()
-    order = np.argsort([int(i.rsplit("-", 1)[1]) for i in ids])
+    order = np.argsort([int(re.findall(r"\d+", i)[-1]) for i in ids])
     out = {"id": np.asarray(ids)[order]}
     for column in ("embedding", "side_info"):
         if column in table.column_names:
@@ -199,15 +200,15 @@ def test_repro_registers_external_versions_with_lineage(project: Path) -> None:
     assert (project / "outputs" / "gate").is_dir()
 
 
-def _embed(project: Path, version: int, out: Path) -> None:
+def _embed(project: Path, version: int, out: Path, *images: str) -> None:
+    source = ["--images", *images] if images else ["--split", "test"]
     embedded = _run(
         project,
         "fct_registry",
         "embed",
         "--model",
         f"{FAMILY}@{version}",
-        "--split",
-        "test",
+        *source,
         "--out",
         str(out),
         "--no-progress",
@@ -218,10 +219,17 @@ def _embed(project: Path, version: int, out: Path) -> None:
 
 
 def test_embed_applies_the_recorded_preprocessing(project: Path, tmp_path: Path) -> None:
+    """Image files through `fct embed` with version 2: the recorded resize (28, then the 24
+    crop), where the default without a record would shrink the images to 24."""
+    from PIL import Image
     from safetensors.numpy import load_file
 
-    _embed(project, 2, tmp_path / "g2")
-    images = load_file(str(project / "outputs/data/test.safetensors"))["images"]
+    images = load_file(str(project / "outputs/data/test.safetensors"))["images"][:40]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image[0]).save(folder / f"img-{i:04d}.png")
+    _embed(project, 2, tmp_path / "g2", str(folder))
     np.testing.assert_allclose(
         _rows(tmp_path / "g2")["embedding"], _direct(images, 2, project), atol=1e-5
     )

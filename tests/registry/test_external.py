@@ -270,3 +270,20 @@ def test_stage_preprocessing_matches_fct_embed_decoding(have: int, channels: int
         want = decode(buffer.getvalue(), transform, f"image {i}")
         want = want.float() / 255 if want.dtype == torch.uint8 else want
         torch.testing.assert_close(got[i], want, atol=1e-6, rtol=0)
+
+
+def test_module_pickles_after_running(net: Net, tmp_path: Path) -> None:
+    """Ray actors receive the model pickled: a used module (with a live session) must travel."""
+    import pickle
+
+    loaded = load_external(
+        _source({"onnx": {"path": str(_onnx(tmp_path / "m.onnx", net))}}),
+        GRAY,
+        role="embedding",
+        dim=8,
+        where="versions.1",
+    )
+    x = torch.rand(2, 1, 28, 28)
+    first = loaded.module(x)
+    again = pickle.loads(pickle.dumps(loaded.module))
+    np.testing.assert_array_equal(again(x).numpy(), first.numpy())
