@@ -287,3 +287,29 @@ def test_module_pickles_after_running(net: Net, tmp_path: Path) -> None:
     first = loaded.module(x)
     again = pickle.loads(pickle.dumps(loaded.module))
     np.testing.assert_array_equal(again(x).numpy(), first.numpy())
+
+
+@pytest.mark.parametrize("role", ["embedding", "side_info"])
+def test_flavor_stores_the_graph_and_its_preprocessing(net: Net, tmp_path: Path, role: str) -> None:
+    """The fct flavor logs the external graph as model.onnx (no re-export) and records the
+    preprocessing that `fct embed` applies; the pyfunc's ONNX backend runs it."""
+    import mlflow
+
+    from fct_registry.registry.flavor import ONNX_FILE, flavor_conf, load_local, save_model
+
+    loaded = load_external(
+        _source({"onnx": {"path": str(_onnx(tmp_path / "m.onnx", net))}}),
+        GRAY,
+        role=role,
+        dim=8,
+        where="side_info" if role == "side_info" else "versions.1",
+    )
+    save_model(loaded.module, tmp_path / "model", spec=loaded.spec)
+    assert (tmp_path / "model" / ONNX_FILE).read_bytes() == loaded.module.onnx_bytes
+    conf = flavor_conf(tmp_path / "model")
+    assert conf["preprocess"] == GRAY.model_dump(mode="json") and conf["kind"] == role
+    x = torch.rand(3, 1, 28, 28)
+    np.testing.assert_allclose(load_local(tmp_path / "model")(x).numpy(), _want(net, x), atol=1e-5)
+    served = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict({"images": x.numpy()})
+    served = next(iter(served.values())) if isinstance(served, dict) else served
+    np.testing.assert_allclose(np.asarray(served), _want(net, x), atol=1e-5)
