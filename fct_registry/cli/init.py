@@ -73,6 +73,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="a model's embedding width (N: a version, or side_info); tables tell their own",
     )
     parser.add_argument(
+        "--preprocess",
+        action="append",
+        default=[],
+        metavar="N=BLOCK",
+        help="a model's preprocessing as a YAML mapping (N: a version, or side_info), e.g. "
+        "'2={resize: 256, crop: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}'; "
+        "required for ONNX, TorchScript and entry-point models (MLflow models may record it)",
+    )
+    parser.add_argument(
         "--no-side-info-edges",
         choices=("first", "all", "none"),
         default="first",

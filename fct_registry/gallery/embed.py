@@ -28,6 +28,13 @@ from fct_registry.registry.given import refuse_given
 def input_shape(model_uri: str) -> list[int]:
     """``[C, H, W]`` the registered image model reads (from its MLmodel; nothing else is
     downloaded)."""
+    return model_input(model_uri)[0]
+
+
+def model_input(model_uri: str) -> tuple[list[int], dict[str, Any] | None]:
+    """``[C, H, W]`` the registered image model reads and, for an external model, its recorded
+    preprocessing (resize, crop, mean, std, colour; mean/std are inside its graph), from its
+    MLmodel alone."""
     import mlflow
 
     conf = mlflow.models.get_model_info(model_uri).flavors.get(FLAVOR_NAME, {})
@@ -37,7 +44,7 @@ def input_shape(model_uri: str) -> list[int]:
             f"{model_uri} records no image input shape ([C, H, W]); register it with "
             "`fct register` (the fct flavor records it)"
         )
-    return [int(v) for v in shape]
+    return [int(v) for v in shape], conf.get("preprocess")
 
 
 def index_with_registry(
@@ -62,7 +69,8 @@ def index_with_registry(
 ) -> tuple[EmbedReport, IndexedWith, ImageTransform]:
     """Load ``ref``'s embedding model and side-info extractor (checksums verified) and index
     ``source``: images are resized (shorter side to ``resize``; -1: the model's input size)
-    and centre-cropped to the version's input shape; an image over ``max_pixels`` (``None``:
+    and centre-cropped to the version's input shape (an external version's recorded ``resize``
+    when ``resize`` is -1); an image over ``max_pixels`` (``None``:
     ``$FCT_MAX_PIXELS`` or 50 MP) is a bad image. Uses MLflow's current registry URI."""
     found = models_for(client, ref)
     refuse_given(
@@ -76,8 +84,11 @@ def index_with_registry(
             "without side-info; register it with `fct register`, or pass "
             "--without-side-info"
         )
+    shape, recorded = model_input(found.model_uri)
+    if resize == -1 and recorded is not None:  # an external model's recorded preprocessing
+        resize = int(recorded["resize"])
     transform = ImageTransform.for_input_shape(
-        input_shape(found.model_uri),
+        shape,
         resize=resize,
         upscale=upscale,
         color=color,

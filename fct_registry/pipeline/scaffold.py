@@ -82,11 +82,12 @@ def source_for(text: str, where: str, *, read_widths: bool = True) -> Given:
         return Given(value, {"mlflow": {"uri": value}})
     if value.lower().endswith(".onnx"):
         return Given(value, {"onnx": {"path": value}})
-    if value.lower().endswith((".pt", ".pth", ".torchscript")):
-        return Given(value, {"torchscript": {"path": value}})
+    # An entry point first: its weights file may end in .pt too (pkg.mod:fn,weights.pt).
     if _ENTRYPOINT.match(parts[0]) and len(parts) <= 2:
         spec = {"factory": parts[0]} | ({"weights": parts[1]} if len(parts) == 2 else {})
         return Given(value, {"entrypoint": spec})
+    if value.lower().endswith((".pt", ".pth", ".torchscript")):
+        return Given(value, {"torchscript": {"path": value}})
     raise ConfigError(f"{where}: cannot tell what {value!r} is; give one of: {FORMS}")
 
 
@@ -151,13 +152,16 @@ def build_params(
     data: str | None = None,
     *,
     dims: dict[str, int] | None = None,
+    preprocess: dict[str, dict[str, Any]] | None = None,
     no_side_info: str = "first",
     read_widths: bool = True,
 ) -> tuple[Params, dict[str, Any]]:
     """The validated parameters and the raw mapping they were built from (what is written).
     ``dims``: widths by version number (``"2"``) or ``"side_info"``, for sources that do not
-    tell their own (models); tables' widths are read from them."""
+    tell their own (models); tables' widths are read from them. ``preprocess``: each model's
+    ``preprocess`` block, by the same keys (required for models that record none)."""
     dims = dict(dims or {})
+    preprocess = dict(preprocess or {})
     known = set(ModelSource.model_fields)
     raw: dict[str, Any] = {"family": family, "seed": 0, "device": "auto"}
     side = source_for(side_info, "--side-info", read_widths=read_widths)
@@ -202,6 +206,8 @@ def build_params(
                 "checked against the model at registration)"
             )
         side_cfg["dim"] = width
+        if "side_info" in preprocess:
+            side_cfg["preprocess"] = preprocess["side_info"]
     raw["side_info"] = side_cfg
     raw["versions"] = {}
     for n, g in given.items():
@@ -213,6 +219,8 @@ def build_params(
             cfg["embedding_dim"] = width
         elif g.source is not None:
             raise ConfigError(f"--version {n}={g.text}: give its embedding width with --dim {n}=N")
+        if str(n) in preprocess:
+            cfg["preprocess"] = preprocess[str(n)]
         raw["versions"][str(n)] = cfg
     raw["transformations"] = {
         name: {"from": a, "to": b, "kind": kind, **copy.deepcopy(TRANSFORMATION_DEFAULTS)}

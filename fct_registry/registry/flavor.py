@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fct_registry import __version__
+from fct_registry.models.external import ExternalImageModel
 from fct_registry.models.io import build_from_spec
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.io import save_model as save_module
@@ -135,15 +136,19 @@ def save_model(
         files += [f"{rel}/model.safetensors", f"{rel}/spec.json"]
 
     whole = TransformationChain(list(modules)) if kind == "transformation" else modules[0]
-    max_diff = _onnx.export_onnx(
-        whole,
-        path / ONNX_FILE,
-        kind,
-        old_dim=dims.get("old_dim"),
-        side_info_dim=dims.get("side_info_dim", 0),
-        input_shape=dims.get("input_shape"),
-        atol=onnx_atol,
-    )
+    if isinstance(whole, ExternalImageModel):  # given as ONNX already: the graph is the model
+        (path / ONNX_FILE).write_bytes(whole.onnx_bytes)
+        max_diff = 0.0
+    else:
+        max_diff = _onnx.export_onnx(
+            whole,
+            path / ONNX_FILE,
+            kind,
+            old_dim=dims.get("old_dim"),
+            side_info_dim=dims.get("side_info_dim", 0),
+            input_shape=dims.get("input_shape"),
+            atol=onnx_atol,
+        )
     files.append(ONNX_FILE)
     # The pyfunc runtime travels with the model, so serving needs no fct-registry install.
     (path / CODE_DIR).mkdir()
@@ -177,6 +182,8 @@ def save_model(
         checksums=sums,
         content_hash=content_hash(modules, hop_specs),
         fct_registry_version=__version__,
+        # An external model's preprocessing, which `fct embed` applies by default.
+        **({"preprocess": hop_specs[0]["preprocess"]} if "preprocess" in hop_specs[0] else {}),
         **{k: v for k, v in dims.items() if k != "kind"},
     )
     # MLflow's own ONNX flavor over the same graph: mlflow.onnx.load_model(uri) works too.

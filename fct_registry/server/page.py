@@ -30,7 +30,7 @@ from flask import Blueprint, Response, abort, current_app
 from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.gate.history import HISTORY_LIMIT, history_filter, record_from_run
 from fct_registry.registry import tags as T
-from fct_registry.registry.description import gate_summary
+from fct_registry.registry.description import gate_summary, origin
 from fct_registry.registry.pages import all_versions
 from fct_registry.resolver.graph import CompatibilityGraph, ResolveError, TransformEdge
 from fct_registry.resolver.load import known_families, load_graph
@@ -61,6 +61,7 @@ class FamilyView:
     # (query, gallery): new queries against the old gallery as stored, no transformation:
     # the gate's ``raw`` case (``score.raw.*`` of its runs; newest per pair), when measured.
     as_stored: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    origins: dict[int, str] = field(default_factory=dict)  # where each version came from
 
     def _edge(self, e: TransformEdge) -> dict[str, Any]:
         return _edge_dict(e) | {"gap_closed_top1": self.gap_closed(e)}
@@ -122,10 +123,12 @@ def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) ->
     graph = load_graph(client, family)
     records = all_versions(client, family)
     own = {}
+    origins: dict[int, str] = {}
     latest = []
     for mv in records:
         scores = {k: _float(mv.tags.get(t)) for k, t in (("top1", T.TOP1), ("mAP", T.MAP))}
         own[int(mv.version)] = {k: v for k, v in scores.items() if v is not None}
+        origins[int(mv.version)] = origin(mv.tags)
         gate = gate_summary(mv.tags)
         if gate is not None:
             latest.append({"version": int(mv.version), **gate})
@@ -148,6 +151,7 @@ def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) ->
         graph=graph,
         versions=sorted(graph.nodes),
         own=own,
+        origins=origins,
         production=graph.aliases.get(T.PRODUCTION_ALIAS),
         gates=history or latest,
         experiment_id=experiment.experiment_id if experiment is not None else None,
@@ -520,6 +524,15 @@ def _legacy_gates_html(view: FamilyView) -> str:
     )
 
 
+def origins_html(view: FamilyView) -> str:
+    rows = "".join(
+        f"<tr><td class='l nw'><a href='{_version_href(view.family, v)}' target='_top'>"
+        f"{_e(view.family)}@{v}</a></td><td class='l'>{_e(view.origins.get(v, '?'))}</td></tr>"
+        for v in view.versions
+    )
+    return f"<table><tr><th>version</th><th>origin</th></tr>{rows}</table>"
+
+
 def render_family(view: FamilyView) -> str:
     f = _e(view.family)
     prod = (
@@ -541,6 +554,7 @@ below: recorded chains; label: #version of the transformation or chain and the t
 queries on the old gallery it upgrades; under a version: top-1 on its own gallery.</p></section>
 <section><h2>Every measured pair (top-1 %)</h2>{heatmap_html(view)}</section>
 <section class="wide"><h2>Transformations and chains</h2>{edges_html(view)}</section>
+<section class="wide"><h2>Where each version came from</h2>{origins_html(view)}</section>
 <section class="wide" id="gate-history"><h2>Release gate history</h2>{gates_html(view)}</section>
 {f'<section class="wide"><h2>Left out</h2><ul>{notes}</ul></section>' if notes else ""}
 </main></body></html>"""

@@ -10,13 +10,10 @@ import pytest
 import yaml
 
 from fct_registry.cli import main
-from fct_registry.config import ModelSource, load_params
+from fct_registry.config import load_params
 from fct_registry.pipeline.scaffold import edges, source_for
 from tests.conftest import ROOT
 from tests.pipeline.test_embeddings_only import write_tables
-
-MODEL_KINDS = ("mlflow", "onnx", "torchscript", "entrypoint")
-MODELS_SUPPORTED = all(kind in ModelSource.model_fields for kind in MODEL_KINDS)
 
 
 @pytest.mark.parametrize(
@@ -191,32 +188,22 @@ def test_trained_versions_from_images(tmp_path: Path) -> None:
     assert params.versions[2].embedding_dim == 64 and params.versions[1].source is None
 
 
-@pytest.mark.skipif(
-    MODELS_SUPPORTED, reason="model sources are supported: see test_model_sources below"
-)
-def test_model_sources_unknown_to_this_build_are_refused_by_name(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = ["init", "--family", "shop", "--version", "1=models:/prod/4", "--version", "2=n.onnx"]
-    assert main([*args, "--data", "imagefolder:/d", "--out", str(tmp_path / "p.yaml")]) == 2
-    err = capsys.readouterr().err
-    assert "model source kind 'mlflow' is not supported" in err and "known: embeddings" in err
-
-
-# Runs once config.ModelSource knows the model kinds (the 'models' work): the coordinator
-# removes this skipif after merging it.
-@pytest.mark.skipif(not MODELS_SUPPORTED, reason="ModelSource has no model kinds yet")
 def test_model_sources(tmp_path: Path) -> None:
     out = tmp_path / "p.yaml"
     args = ["init", "--family", "shop", "--version", "1=models:/prod/4"]
     args += ["--version", "2=./new.onnx", "--version", "3=ts.pt", "--version", "4=pkg.m:fn,w.pt"]
     args += ["--dim", "1=256", "--dim", "2=512", "--dim", "3=512", "--dim", "4=512"]
     args += ["--side-info", "train", "--data", "imagefolder:/data/shop", "--out", str(out)]
+    pp = "{resize: 256, crop: 224, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}"
+    assert main(args) == 2  # ONNX, TorchScript and entry points record no preprocessing
+    for n in (2, 3, 4):
+        args += ["--preprocess", f"{n}={pp}"]
     assert main(args) == 0
     params = load_params(out)
     kinds = {n: v.source.kind for n, v in params.versions.items()}
     assert kinds == {1: "mlflow", 2: "onnx", 3: "torchscript", 4: "entrypoint"}
     assert params.versions[1].embedding_dim == 256
+    assert params.versions[1].preprocess is None and params.versions[2].preprocess.crop == 224
     assert yaml.safe_load(out.read_text())["versions"]["4"]["source"] == {
         "entrypoint": {"factory": "pkg.m:fn", "weights": "w.pt"}
     }
