@@ -22,7 +22,7 @@ FROM ${GPU_BASE} AS base-gpu
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
-# Dependencies: a cached layer while requirements.txt/pyproject.toml do not change.
+# Dependencies: a cached layer while requirements*.txt/pyproject.toml do not change.
 # base-cpu or base-gpu, the stages above (their images are pinned by the ARGs):
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS deps
@@ -44,7 +44,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
-COPY requirements.txt pyproject.toml README.md ./
+COPY requirements.txt requirements-dev.txt pyproject.toml README.md ./
 COPY fct_registry/__init__.py fct_registry/__init__.py
 COPY scripts/setup.sh scripts/setup.sh
 # Debian packages (Fashion-MNIST; Python where the base lacks it), the pinned venv, and the

@@ -73,6 +73,66 @@ class EmbeddingTablesConfig(_Strict):
     test: str = Field(min_length=1, description="table of the held-out items")
 
 
+class PreprocessConfig(_Strict):
+    """How images reach an external model: shorter side to ``resize``, centre crop to
+    ``crop`` x ``crop``, ``colour`` (rgb: 3 channels, gray: 1), then ``(x - mean) / std`` on
+    values in [0, 1] (one entry per channel)."""
+
+    resize: int = Field(gt=0, description="shorter side before the crop")
+    crop: int = Field(gt=0, description="the model's input height and width")
+    mean: list[float] = Field(min_length=1, max_length=3)
+    std: list[float] = Field(min_length=1, max_length=3)
+    colour: Literal["rgb", "gray"] = "rgb"
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> PreprocessConfig:
+        channels = self.channels
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) != channels:
+                raise ValueError(
+                    f"{name} has {len(getattr(self, name))} values for colour {self.colour} "
+                    f"({channels} channel{'s' if channels > 1 else ''}); give one per channel"
+                )
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"std must be > 0, got {self.std}")
+        if self.crop > self.resize:
+            raise ValueError(
+                f"crop {self.crop} is larger than resize {self.resize}; set resize >= crop"
+            )
+        return self
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.colour == "rgb" else 1
+
+    @property
+    def input_shape(self) -> list[int]:
+        return [self.channels, self.crop, self.crop]
+
+
+class MlflowSourceConfig(_Strict):
+    """An MLflow model logged with the pytorch or onnx flavor."""
+
+    uri: str = Field(
+        pattern=r"^(models|runs):/.+",
+        description="models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/PATH",
+    )
+
+
+class FileSourceConfig(_Strict):
+    """A model file (ONNX or TorchScript); relative to the params file's folder."""
+
+    path: str = Field(min_length=1)
+
+
+class EntrypointSourceConfig(_Strict):
+    """``package.module:factory`` returning an ``nn.Module``, and its weights (a safetensors or
+    ``torch.save`` state dict, read without unpickling code)."""
+
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    weights: str = Field(min_length=1)
+
+
 class ModelSource(_Strict):
     """Where a version (or the side-info extractor) comes from when it is not trained here.
 
@@ -83,6 +143,10 @@ class ModelSource(_Strict):
     embeddings: EmbeddingTablesConfig | None = Field(
         None, description="given as embedding tables: no model, no images"
     )
+    mlflow: MlflowSourceConfig | None = Field(None, description="an MLflow model URI")
+    onnx: FileSourceConfig | None = Field(None, description="an ONNX file")
+    torchscript: FileSourceConfig | None = Field(None, description="a TorchScript file")
+    entrypoint: EntrypointSourceConfig | None = Field(None, description="a factory and its weights")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModelSource:
@@ -105,6 +169,31 @@ class ModelSource(_Strict):
         """The chosen kind's own settings."""
         return getattr(self, self.kind)
 
+    @property
+    def is_model(self) -> bool:
+        """A model run here on the images (any kind but embedding tables)."""
+        return self.kind != "embeddings"
+
+
+# Only an MLflow model can record its own preprocessing (MLmodel metadata ``preprocess``).
+_RECORDS_PREPROCESS = ("mlflow",)
+
+
+def _check_preprocess(source: ModelSource | None, preprocess: PreprocessConfig | None) -> None:
+    if source is None or not source.is_model:
+        if preprocess is not None:
+            raise ValueError(
+                "preprocess applies to a model given by `source` (mlflow, onnx, torchscript, "
+                "entrypoint); remove it"
+            )
+        return
+    if preprocess is None and source.kind not in _RECORDS_PREPROCESS:
+        raise ValueError(
+            f"`source: {source.kind}` needs `preprocess` (resize, crop, mean, std, colour): a "
+            f"{source.kind} model records none; e.g. `preprocess: {{resize: 256, crop: 224, "
+            "mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], colour: rgb}`"
+        )
+
 
 def _recipe_fields_unused(
     cfg: BaseModel, source: ModelSource | None, recipe: tuple[str, ...], required: str
@@ -123,7 +212,7 @@ def _recipe_fields_unused(
     if required not in cfg.model_fields_set:
         raise ValueError(
             f"`source: {source.kind}` needs `{required}`: the width of its vectors (checked "
-            "against the tables)"
+            "against the tables or the model)"
         )
 
 
@@ -160,6 +249,9 @@ class VersionConfig(_Strict):
     source: ModelSource | None = Field(
         None, description="given, not trained: e.g. {embeddings: {train: PATH, test: PATH}}"
     )
+    preprocess: PreprocessConfig | None = Field(
+        None, description="external model: how images reach it (unless its source records it)"
+    )
     backbone: BackboneConfig = BackboneConfig()
     embedding_dim: int = Field(128, ge=2)
     classes: list[int] | None = Field(None, description="training classes; null = all")
@@ -176,6 +268,7 @@ class VersionConfig(_Strict):
     @model_validator(mode="after")
     def _labels(self) -> VersionConfig:
         _recipe_fields_unused(self, self.source, _VERSION_RECIPE, "embedding_dim")
+        _check_preprocess(self.source, self.preprocess)
         if self.label_map is not None:
             if min(self.label_map) < 0:
                 raise ValueError(f"label_map entries must be >= 0, got {self.label_map}")
@@ -208,6 +301,9 @@ class SideInfoConfig(_Strict):
     source: ModelSource | None = Field(
         None, description="given, not trained: e.g. {embeddings: {train: PATH, test: PATH}}"
     )
+    preprocess: PreprocessConfig | None = Field(
+        None, description="external model: how images reach it (unless its source records it)"
+    )
     name: str = "simclr"
     backbone: BackboneConfig = BackboneConfig()
     dim: int = Field(128, ge=2)
@@ -223,6 +319,7 @@ class SideInfoConfig(_Strict):
     @model_validator(mode="after")
     def _given(self) -> SideInfoConfig:
         _recipe_fields_unused(self, self.source, _SIDE_INFO_RECIPE, "dim")
+        _check_preprocess(self.source, self.preprocess)
         return self
 
 
@@ -527,7 +624,45 @@ class Params(_Strict):
                         f"declared versions: {known}"
                     )
         self._given_embeddings()
+        self._external_models()
         return self
+
+    def _external_models(self) -> None:
+        """A version given as a model is frozen and has no classifier: refuse what would
+        retrain it or read its classifier, naming the fix."""
+        external = {
+            k for k, v in self.versions.items() if v.source is not None and v.source.is_model
+        }
+        if not external:
+            return
+        for name, bct in self.bct.items():
+            if bct.old in external or bct.new in external:
+                raise ValueError(
+                    f"bct {name!r} retrains or reads the classifier of an external version "
+                    f"({sorted(external & {bct.old, bct.new})}), which has neither; remove it"
+                )
+        for name, edge in self.transformations.items():
+            ends = {edge.source, edge.target} & external
+            if ends and edge.features == "augmented":
+                raise ValueError(
+                    f"transformations.{name}.features: augmented is not supported with an "
+                    f"external version ({sorted(ends)}); use features: stored"
+                )
+            if (
+                edge.target in external
+                and edge.kind == "fct-uncertainty"
+                and edge.uncertainty.p2c_weight > 0
+            ):
+                raise ValueError(
+                    f"transformations.{name}.uncertainty.p2c_weight needs version "
+                    f"{edge.target}'s classifier, and an external version has none; set "
+                    "p2c_weight: 0"
+                )
+        if self.backfill is not None and self.backfill.enabled and self.backfill.target in external:
+            raise ValueError(
+                f"the backfill stage needs version {self.backfill.target}'s classifier, and an "
+                "external version has none; set backfill.enabled: false"
+            )
 
     @property
     def embeddings_only(self) -> bool:

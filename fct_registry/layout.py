@@ -113,7 +113,19 @@ def write_given(folder: Path, record: Mapping[str, Any]) -> Path:
     return path
 
 
-def read_given(folder: Path) -> dict[str, Any] | None:
-    """The model folder's ``source.json``, or ``None`` for a model trained here."""
+# The weights file of a model folder (``fct_registry.models.io.WEIGHTS_FILE``, a layer above).
+_WEIGHTS_FILE = "model.safetensors"
+
+
+def read_source(folder: Path) -> dict[str, Any] | None:
+    """The model folder's ``source.json`` (any model given from outside), or ``None``."""
     path = Path(folder) / SOURCE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_given(folder: Path) -> dict[str, Any] | None:
+    """The ``source.json`` of a model given as embeddings (no weights: nothing to run), or
+    ``None`` for a model with weights, trained here or external (``source: {onnx: ...}``)."""
+    if (Path(folder) / _WEIGHTS_FILE).is_file():
+        return None
+    return read_source(folder)

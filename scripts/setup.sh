@@ -7,7 +7,7 @@
 #                              project folder
 #   scripts/setup.sh --containers  only the container tools `make image` needs (podman, buildah,
 #                              debootstrap); no venv
-# Fast when nothing changed: the venv is rebuilt only when requirements.txt/pyproject.toml change.
+# Fast when nothing changed: the venv is rebuilt only when requirements*.txt/pyproject.toml change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,15 +55,16 @@ if [[ $WITH_IMAGE == 1 ]]; then
 fi
 
 stamp="$VENV/.fct-installed"
-want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
 echo "setup: building $VENV (pinned requirements; torch comes from the local wheel cache)"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-# One resolver call for everything: boto3 alone can pull a botocore that dvc-s3 rejects.
-"$VENV/bin/pip" install -q -r requirements.txt
+# One resolver call for everything (runtime + dev tools): boto3 alone can pull a botocore that
+# dvc-s3 rejects.
+"$VENV/bin/pip" install -q -r requirements.txt -r requirements-dev.txt
 "$VENV/bin/pip" install -q --no-deps -e .
 "$VENV/bin/pip" check
 echo "$want" > "$stamp"

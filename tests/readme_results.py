@@ -15,3 +15,10 @@ checks, replace_section = _module.checks, _module.replace_section
 results_markdown, render, main = _module.results_markdown, _module.render, _module.main
 BACKFILL_BEGIN, BACKFILL_END = _module.BACKFILL_BEGIN, _module.BACKFILL_END
 BACKFILL_RUN, backfill_markdown = _module.BACKFILL_RUN, _module.backfill_markdown
+ADOPT_BEGIN, ADOPT_END, adopt_markdown = (
+    _module.ADOPT_BEGIN,
+    _module.ADOPT_END,
+    _module.adopt_markdown,
+)
+PAGE = _module.PAGE
+FRONT_PAGE = _module.FRONT_PAGE

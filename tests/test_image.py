@@ -452,5 +452,5 @@ def test_ci_runs_the_tests_then_the_light_image_build_in_ci_mode() -> None:
         for line in (ROOT / ".ci/run").read_text().splitlines()
         if line.strip().startswith("make ")
     ]
-    assert lines == ["make test", 'make image IMAGE_ARGS="--light --ci"']
+    assert lines == ["make test", "make wheel", 'make image IMAGE_ARGS="--light --ci"']
     assert "bash scripts/build-image.sh $(IMAGE_ARGS)" in make_targets()["image"][1]

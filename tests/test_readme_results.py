@@ -1,4 +1,4 @@
-"""README's results section is exactly what scripts/readme_results.py renders from outputs/eval/."""
+"""docs/results.md is exactly what scripts/readme_results.py renders from outputs/eval/."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.readme_results import (
+    ADOPT_BEGIN,
+    ADOPT_END,
     BACKFILL_BEGIN,
     BACKFILL_END,
     BACKFILL_RUN,
     BEGIN,
     END,
+    FRONT_PAGE,
+    PAGE,
+    adopt_markdown,
     backfill_markdown,
     main,
 )
@@ -19,17 +24,19 @@ EVAL = ROOT / "outputs" / "eval"
 
 
 def test_readme_has_the_generated_section():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / PAGE).read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     assert text.count(BACKFILL_BEGIN) == 1 and text.count(BACKFILL_END) == 1
+    front = (ROOT / FRONT_PAGE).read_text()
+    assert front.count(ADOPT_BEGIN) == 1 and front.count(ADOPT_END) == 1
 
 
 @pytest.mark.skipif(
     not (EVAL / "uncertainty.json").exists(), reason="no pipeline outputs: run `dvc repro`"
 )
 def test_readme_results_equal_the_tracked_outputs(capsys):
-    args = ["--check", "--readme", str(ROOT / "README.md"), "--eval-dir", str(EVAL)]
-    args += ["--backfill", str(ROOT / BACKFILL_RUN)]
+    args = ["--check", "--page", str(ROOT / PAGE), "--eval-dir", str(EVAL)]
+    args += ["--backfill", str(ROOT / BACKFILL_RUN), "--front-page", str(ROOT / FRONT_PAGE)]
     code = main([*args, "--params", str(ROOT / "params.yaml")])
     assert code == 0, capsys.readouterr().out
 
@@ -68,3 +75,32 @@ def test_backfill_table_counts_seeds_and_reads_the_interval():
     assert "**-1.50 ± 2.00** (0/3 seeds > 0; interval includes 0)" in text
     assert "| top-1 | 78.00 ± 0.20 | 78.00 ± 0.20 | -0.10 ± 0.20 |" in text
     assert "switched off" in backfill_markdown({"enabled": False})
+
+
+def test_adopt_table_pairs_each_transformation_with_its_no_side_info_twin():
+    def edge(src, dst, top1, m):
+        gap = {"estimate": top1, "ci_low": top1 - 1, "ci_high": top1 + 1}
+        return {"from": src, "to": dst, "gap_closed_top1": gap, "gap_closed_mAP": gap | m}
+
+    u = {
+        "level": 0.95,
+        "edges": {
+            "a": edge(1, 2, 89.74, {}),
+            "a_bare": edge(1, 2, 43.58, {"estimate": 70.0}),
+            "b": edge(2, 3, 10.0, {}),  # no twin: not in the table
+        },
+        "side_info_gain": {
+            "a": {
+                "with": "a",
+                "without": "a_bare",
+                "top1": {"estimate": 7.88, "ci_low": 7.0, "ci_high": 8.7},
+            },
+        },
+    }
+    text = adopt_markdown(u)
+    rows = [line for line in text.splitlines() if line.startswith("| with") or "`a_bare`" in line]
+    assert rows == [
+        "| with side-info | `a` (1→2) | 89.7 [88.7, 90.7] | 89.7 [88.7, 90.7] |",
+        "| without | `a_bare` (1→2) | 43.6 [42.6, 44.6] | 70.0 [42.6, 44.6] |",
+    ]
+    assert "`b`" not in text and "+7.9 [+7.0, +8.7] top-1 points on 1→2" in text

@@ -101,7 +101,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--resize",
         type=int,
         metavar="PX",
-        help="resize the shorter side to PX before the centre crop (default: the crop size)",
+        help="resize the shorter side to PX before the centre crop (default: the preprocessing "
+        "recorded with an external version, else the crop size); an explicit --resize wins",
     )
     parser.add_argument(
         "--upscale",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli._common import add_tracking_uri, check_positive, check_store
+from fct_registry.errors import FctError
 
 # Copies of ``gallery.pg.tables``' constants (a test keeps them equal): importing the store
 # module costs pyarrow and psycopg2, a parser must not.
@@ -20,7 +21,13 @@ table so the swap can be rolled back until it is pruned.
 
 URL: postgresql://USER:PASSWORD@HOST:PORT/DB?gallery=NAME (other parameters go to libpq; the
 password is never printed). `fct gallery server DIR` starts an embedded PostgreSQL with pgvector
-(the pgserver package) in DIR and prints its URL."""
+(the pgserver package) in DIR and prints its URL.
+
+`fct gallery add-side-info GALLERY --out DST` adopts a gallery indexed without side-info (a
+running deployment, `fct embed --without-side-info`): it reads each row's image once more with
+the small side-info extractor, copies the embeddings as they are, and writes a new Parquet
+gallery whose rows carry side-info, so later upgrades can use the chains that read it
+(docs/adopt.md)."""
 
 EPILOG = """\
 examples:
@@ -34,14 +41,16 @@ examples:
 
   # a family given as embedding tables (docs/embeddings-only.md): its index as a gallery
   fct gallery import --version sentences@1 --embeddings index.parquet \\
-      --side-info index-side.parquet --out galleries/sentences-v1"""
+      --side-info index-side.parquet --out galleries/sentences-v1
+
+  fct gallery add-side-info galleries/v1 --out galleries/v1-side-info"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "gallery",
-        help="galleries in PostgreSQL + pgvector: copy, list, rollback, prune, embedded server; "
-        "import embedding tables",
+        help="galleries: pgvector copy, list, rollback, prune, server; import embedding "
+        "tables; add side-info",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -94,6 +103,60 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     server.add_argument("folder", metavar="DIR", help="the server's data folder")
     server.add_argument("--stop", action="store_true", help="stop the server in DIR")
+
+    _add_side_info_parser(sub)
+
+
+def _add_side_info_parser(sub: argparse._SubParsersAction) -> None:
+    add = sub.add_parser(
+        "add-side-info",
+        help="a gallery indexed without side-info, rewritten with it (reads each image once)",
+        description="Read each row's image (its source_uri) once with the side-info extractor "
+        "the gallery's version is linked to, copy the row's embedding as it is (the backbone "
+        "is not run), and write a new gallery with side-info to DST. Resumable and one run per "
+        "DST at a time, like `fct embed`; GALLERY is never modified.",
+    )
+    add.add_argument("gallery", metavar="GALLERY", help="a folder or s3://bucket/prefix")
+    add.add_argument(
+        "--out", required=True, metavar="DST", help="an empty folder or s3://bucket/prefix"
+    )
+    add.add_argument(
+        "--side-info",
+        metavar="NAME/N",
+        help="the extractor, e.g. fashion-side-info/1 (default: the one the version is "
+        "linked to, its fct.side_info tag)",
+    )
+    add.add_argument(
+        "--on-bad-image",
+        choices=("fail", "skip"),
+        default="fail",
+        help="a missing or unreadable image stops the job (fail, default) or its row is left "
+        "out of DST and listed in DST/skipped.jsonl (skip)",
+    )
+    add.add_argument("--workers", type=int, default=2, metavar="N", help="decoding workers")
+    add.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per pass")
+    add.add_argument(
+        "--shard-rows", type=int, default=100_000, metavar="N", help="rows per Parquet shard"
+    )
+    add.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    add.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tracking_uri(add)
+    add.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def check(args: argparse.Namespace) -> None:
+    if args.gallery_command != "add-side-info":
+        return
+    check_positive(batch_size=args.batch_size, shard_rows=args.shard_rows)
+    if args.workers < 0:
+        raise FctError(f"--workers must be 0 or more, got {args.workers}")
+    for flag, value in (("GALLERY", args.gallery), ("--out", args.out)):
+        if value.startswith("postgresql://"):
+            raise FctError(
+                f"{flag} is a pgvector URL; add-side-info reads and writes Parquet galleries: "
+                "`fct gallery copy` it to a folder first, and back afterwards"
+            )
+    check_store(args.tracking_uri)
 
 
 def _hnsw_args(parser: argparse.ArgumentParser) -> None:

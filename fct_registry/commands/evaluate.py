@@ -1,28 +1,29 @@
-"""``fct evaluate``, once its arguments are parsed (the parser is ``fct_registry.cli.evaluate``)."""
+"""``fct evaluate``, once its arguments are parsed (the parser is ``fct_registry.cli.evaluate``).
+
+On the CPU (the default) the metrics run in NumPy (:mod:`~fct_registry.evaluation.retrieval_np`),
+so the core install without torch can score embeddings. ``--device cuda`` (or ``auto`` where torch
+sees a GPU) runs the torch implementation, which needs the ``train`` extra.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from fct_registry.device import pick_device
+import numpy as np
+
 from fct_registry.errors import DataError
-from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.distances_np import NP_DISTANCES
 from fct_registry.evaluation.labels import align_labels, labels_from_array
-from fct_registry.evaluation.retrieval import retrieval_scores
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
+from fct_registry.evaluation.retrieval_np import retrieval_scores_np
 
 
 def run(args: argparse.Namespace) -> int:
-    # Heavy imports here, so ``fct --help`` and other subcommands don't pay for torch.
-
-    DISTANCES.check(args.distance)  # fail on a typo before loading large files
-    device = pick_device(args.device)
+    NP_DISTANCES.check(args.distance)  # fail on a typo before loading large files
+    use_torch = _wants_torch(args.device)
     gallery_path, gallery_labels_path = args.gallery, args.gallery_labels
     if (gallery_path is None) != (gallery_labels_path is None):
         raise DataError("pass both --gallery and --gallery-labels, or neither")
@@ -32,26 +33,22 @@ def run(args: argparse.Namespace) -> int:
             "(which uses the query set as the gallery)"
         )
 
-    query = _to_tensor(_load(args.query, "--query"), "--query")
+    query = _floats(_load(args.query, "--query"), "--query")
     query_labels = _load(args.query_labels, "--query-labels")
     if gallery_path is None:
         gallery, gallery_labels = query, query_labels
     else:
-        gallery = _to_tensor(_load(gallery_path, "--gallery"), "--gallery")
+        gallery = _floats(_load(gallery_path, "--gallery"), "--gallery")
         gallery_labels = _load(gallery_labels_path, "--gallery-labels")
     qlab, glab = _encode_labels(query_labels, gallery_labels)
 
-    scores = retrieval_scores(
-        query,
-        gallery,
-        qlab,
-        glab,
-        distance=args.distance,
-        leave_one_out=args.leave_one_out,
-        device=device,
-    )
+    kwargs: dict[str, Any] = {"distance": args.distance, "leave_one_out": args.leave_one_out}
+    if use_torch:
+        scores = _torch_scores(query, gallery, qlab, glab, args.device, **kwargs)
+    else:
+        scores = retrieval_scores_np(query, gallery, qlab, glab, **kwargs)
     if args.json:
-        print(json.dumps(scores.as_dict()))
+        print(json.dumps(scores))
     else:
         setup = (
             f"{len(query)} items, leave-one-out"
@@ -60,14 +57,56 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"{setup}, distance {args.distance}")
         print(f"{'metric':<8}{'percent':>9}")
-        for name, value in scores.as_dict().items():
+        for name, value in scores.items():
             print(f"{name:<8}{value:>9.2f}")
     return 0
 
 
-def _load(path: Path, flag: str) -> np.ndarray:
-    import numpy as np
+def _wants_torch(device: str) -> bool:
+    """``cpu``: NumPy. ``auto``: torch only where it is installed and sees a GPU. Anything else
+    (``cuda``, ``cuda:1``): torch, or an error naming the extra when it is not installed."""
+    if device == "cpu":
+        return False
+    try:
+        import torch  # heavy and optional: only the GPU path needs it
+    except ImportError as exc:
+        if device == "auto":
+            return False
+        raise DataError(
+            f"--device {device} needs torch, which this install lacks; install "
+            "'fct-registry[train]' or use --device cpu"
+        ) from exc
+    return device != "auto" or torch.cuda.is_available()
 
+
+def _torch_scores(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    qlab: np.ndarray,
+    glab: np.ndarray,
+    device: str,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """The torch implementation on ``device``. Loaded by name (dispatch, as the CLI loads a
+    command) because the core install has no torch, and ``--device cpu`` must not need it."""
+    import torch
+
+    pick_device = importlib.import_module("fct_registry.device").pick_device
+    retrieval = importlib.import_module("fct_registry.evaluation.retrieval")
+    q = torch.from_numpy(query)
+    g = q if gallery is query else torch.from_numpy(gallery)
+    scores = retrieval.retrieval_scores(
+        q,
+        g,
+        torch.from_numpy(qlab),
+        torch.from_numpy(glab),
+        device=pick_device(device),
+        **kwargs,
+    )
+    return scores.as_dict()
+
+
+def _load(path: Path, flag: str) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{flag} file {path} does not exist; pass the path of a .npy file")
     try:
@@ -79,24 +118,17 @@ def _load(path: Path, flag: str) -> np.ndarray:
         ) from exc
 
 
-def _to_tensor(array: np.ndarray, flag: str) -> torch.Tensor:
-    import torch
-
-    try:
-        return torch.from_numpy(array)
-    except TypeError as exc:
-        raise DataError(
-            f"{flag} has dtype {array.dtype}, which torch cannot hold; save float embeddings"
-        ) from exc
+def _floats(array: np.ndarray, flag: str) -> np.ndarray:
+    if array.dtype.kind != "f":
+        raise DataError(f"{flag} has dtype {array.dtype}; save the model's float embeddings")
+    return array
 
 
 def _encode_labels(
     query_labels: np.ndarray, gallery_labels: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class ids as integer tensors that mean the same class on both sides: string labels are
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids as integer arrays that mean the same class on both sides: string labels are
     class names, matched by name (``align_labels``); integer ids are compared as they are."""
-    import torch
-
     query = labels_from_array(query_labels, "--query-labels")
     gallery = labels_from_array(gallery_labels, "--gallery-labels")
     q, g, _ = align_labels(
@@ -107,4 +139,4 @@ def _encode_labels(
         query_name="--query-labels",
         gallery_name="--gallery-labels",
     )
-    return torch.from_numpy(q), torch.from_numpy(g)
+    return q, g

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from fct_registry.cli._common import load_npy
+from fct_registry.device import pick_device
 from fct_registry.errors import DataError, FctError
 from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery, open_storage
@@ -30,6 +31,7 @@ from fct_registry.gallery.pg.server import embedded_server
 from fct_registry.gallery.pg.tables import HNSW_EF_CONSTRUCTION, HNSW_M, HnswParams, prune, rollback
 from fct_registry.gallery.pg.transfer import copy_gallery
 from fct_registry.gallery.search import SearchResult, topk_accuracy
+from fct_registry.gallery.side_info import add_side_info
 from fct_registry.gallery.tables import gallery_from_tables
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import open_tracking_store, redact_uri, resolve_tracking_uri
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         "prune": _prune,
         "server": _server,
         "import": _import,
+        "add-side-info": _add_side_info,
     }
     return actions[args.gallery_command](args)
 
@@ -133,6 +136,57 @@ def _server(args: argparse.Namespace) -> int:
         print(f"stopped the server in {args.folder}")
     else:
         print(url)
+    return 0
+
+
+def _add_side_info(args: argparse.Namespace) -> int:
+    client = open_tracking_store(args.tracking_uri, read_only=True)
+    report, added = add_side_info(
+        client,
+        args.gallery,
+        open_storage(args.out),
+        side_info=args.side_info,
+        device=pick_device(args.device),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        shard_rows=args.shard_rows,
+        on_bad_image=args.on_bad_image,
+        progress=not args.no_progress and not args.json,
+    )
+    manifest = report.manifest
+    assert manifest is not None
+    summary = {
+        "gallery": report.destination,
+        "source": added.gallery,
+        "family": added.family,
+        "version": added.version,
+        "side_info": added.side_info_ref,
+        "rows": manifest.rows,
+        "items": report.items,
+        "skipped": len(report.skipped),
+        "skipped_report": report.skipped_report,
+        "shards": len(manifest.shards),
+        "resumed_shards": report.resumed_shards,
+        "already_complete": report.already_complete,
+        "side_info_dim": manifest.shards[0].side_info_dim,
+        "seconds": report.seconds,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if report.already_complete:
+        print(f"{report.destination} already holds this gallery ({manifest.rows} rows)")
+        return 0
+    print(
+        f"added {added.side_info_ref} side-info ({summary['side_info_dim']}-d) to "
+        f"{manifest.rows} rows of {added.gallery} ({added.family}@{added.version}) into "
+        f"{report.destination} in {report.seconds:.1f} s"
+    )
+    if report.skipped:
+        print(
+            f"left out {len(report.skipped)} row(s) whose image could not be used, listed in "
+            f"{report.skipped_report}; first: {report.skipped[0].reason}"
+        )
     return 0
 
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from fct_registry.config import load_params
 from fct_registry.errors import DataError, FctError
 from fct_registry.layout import Layout
-from fct_registry.registry.chains import load_chain, record_chain
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import open_tracking_store
-from fct_registry.resolver.chain import evaluate_chain, export_chain_onnx, stored_test_embeddings
 from fct_registry.resolver.load import load_graph
 from fct_registry.resolver.resolve import resolve
 
@@ -103,17 +103,35 @@ def _print_text(resolution: Any, out: dict[str, Any]) -> None:
 MAX_EVALUATED_ALTERNATIVES = 3
 
 
+def _measuring_modules() -> tuple[ModuleType, ModuleType]:
+    """``registry.chains`` and ``resolver.chain``: they run the chain's PyTorch modules, so they
+    need the ``train`` extra. Loaded by name (dispatch, as the CLI loads a command) only for
+    ``--evaluate``/``--export-onnx``, so plain ``fct resolve`` runs on the core install."""
+    try:
+        import torch  # noqa: F401  (heavy, optional: only measuring and exporting need it)
+    except ImportError as exc:
+        raise FctError(
+            "--evaluate and --export-onnx run the chain in PyTorch, which this install lacks; "
+            "install 'fct-registry[train]' (plain `fct resolve` needs no torch)"
+        ) from exc
+    return (
+        importlib.import_module("fct_registry.registry.chains"),
+        importlib.import_module("fct_registry.resolver.chain"),
+    )
+
+
 def _evaluate(args: argparse.Namespace, client: Any, graph: Any, resolution: Any) -> dict:
     """Measure the chosen route and the best unmeasured multi-hop alternatives; with
     ``--record``, register each measured multi-hop route as a chain."""
 
+    chains, chain = _measuring_modules()
     distance = args.distance or _pipeline_distance()
     routes = [resolution.chosen]
     routes += [r for r in resolution.alternatives if not r.measured][:MAX_EVALUATED_ALTERNATIVES]
     evaluations, recorded, notes = [], [], []
     for route in routes:
-        loaded = load_chain(resolution.family, route.hops, route.path)
-        evaluation = evaluate_chain(
+        loaded = chains.load_chain(resolution.family, route.hops, route.path)
+        evaluation = chain.evaluate_chain(
             loaded,
             Layout(args.outputs),
             distance=distance,
@@ -135,7 +153,7 @@ def _evaluate(args: argparse.Namespace, client: Any, graph: Any, resolution: Any
                 "a chain, its own fct.top1 is its measurement"
             )
             continue
-        version, created = record_chain(client, loaded, evaluation, resolution.side_info)
+        version, created = chains.record_chain(client, loaded, evaluation, resolution.side_info)
         recorded.append(
             {
                 "model_version": version,
@@ -156,13 +174,14 @@ def _pipeline_distance() -> str:
 
 def _export(args: argparse.Namespace, graph: Any, resolution: Any) -> dict[str, Any]:
 
+    chains, chain = _measuring_modules()
     chosen = resolution.chosen
-    loaded = load_chain(resolution.family, chosen.hops, chosen.path)
+    loaded = chains.load_chain(resolution.family, chosen.hops, chosen.path)
     layout = Layout(args.outputs)
     notes = []
     try:
         keys = (graph.stored_as(chosen.source), graph.stored_as(chosen.target))
-        old, _, side_info, _ = stored_test_embeddings(layout, *keys)
+        old, _, side_info, _ = chain.stored_test_embeddings(layout, *keys)
         check: tuple | None = (old[:2048], side_info[:2048])
     except DataError:
         check = None
@@ -170,7 +189,7 @@ def _export(args: argparse.Namespace, graph: Any, resolution: Any) -> dict[str, 
             f"no stored embeddings under {layout.root}: the ONNX graph was checked on random "
             "inputs only"
         )
-    diff = export_chain_onnx(loaded, args.export_onnx, check_inputs=check)
+    diff = chain.export_chain_onnx(loaded, args.export_onnx, check_inputs=check)
     return {
         "onnx": {
             "path": str(args.export_onnx),

@@ -9,7 +9,7 @@ from typing import Any
 from fct_registry.cli._common import load_npy
 from fct_registry.commands.gallery import search_pg
 from fct_registry.errors import DataError
-from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.distances_np import NP_DISTANCES
 from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     if is_pg_url(args.gallery):  # served from PostgreSQL + pgvector
         return search_pg(args, _from_gallery)
 
-    DISTANCES.check(args.distance)
+    NP_DISTANCES.check(args.distance)
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be positive, got {args.limit}")
     gallery = Gallery.open(args.gallery)

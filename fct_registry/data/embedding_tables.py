@@ -32,7 +32,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 from safetensors.numpy import load_file, save_file
 
 from fct_registry.config import EmbeddingTablesConfig
@@ -318,7 +317,7 @@ def prepared_ids(data_dir: Path, split: str) -> np.ndarray:
 
 def import_table(
     cfg: EmbeddingTablesConfig, data_dir: Path, where: str, field: str, width: int
-) -> tuple[dict[str, torch.Tensor], dict]:
+) -> tuple[dict[str, np.ndarray], dict]:
     """``({split: float32 [N, d]} in the prepared row order, lineage record)`` of one model's
     tables; refuses tables that changed since the prepare stage read them."""
     info_path = Path(data_dir) / "info.json"
@@ -341,6 +340,6 @@ def import_table(
         check_width(table, width, name, f"{where}.{field}")
         ids = prepared_ids(data_dir, split)
         order = order_of(table, ids, name, f"the prepared {split} split")
-        vectors[split] = torch.from_numpy(np.ascontiguousarray(table.vectors[order]))
+        vectors[split] = np.ascontiguousarray(table.vectors[order])
         record["tables"][split] = table.record()
     return vectors, record

@@ -52,14 +52,16 @@ class Skipped:
 
 @dataclass
 class ImageBatch:
-    """Decoded items in order: ``images`` uint8 ``[B, C, H, W]`` plus ids, URIs, labels; and
-    the items of this batch that could not be used."""
+    """Decoded items in order: ``images`` uint8 ``[B, C, H, W]`` plus ids, URIs, labels and
+    the items' ``row`` numbers (-1 where a source numbers none); and the items of this batch that
+    could not be used."""
 
     ids: list[str]
     uris: list[str]
     labels: list[int | None]
     images: torch.Tensor
     bad: list[Skipped] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -108,6 +110,7 @@ class _Collate:
             [item.label for item, _ in good],
             images,
             bad,
+            [item.row for item, _ in good],
         )
 
 
@@ -213,6 +216,7 @@ def _tensor_batches(
             [item.uri for item in block],
             [item.label for item in block],
             images,
+            rows=rows,
         )
 
 

@@ -11,7 +11,6 @@ finds both models from a version reference in the MLflow registry (checksums ver
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fct_registry.data.decode import ColorPolicy, ImageTransform
@@ -19,41 +18,23 @@ from fct_registry.data.image_sources import ImageSource
 from fct_registry.data.loader import BadImagePolicy
 from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_source
 from fct_registry.gallery.errors import GalleryError
+from fct_registry.gallery.indexed_with import IndexedWith, models_for
 from fct_registry.gallery.storage import Storage
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
-from fct_registry.registry import tags as T
 from fct_registry.registry.flavor import FLAVOR_NAME, load_model
 from fct_registry.registry.given import refuse_given
-from fct_registry.resolver.load import load_graph
-
-
-@dataclass(frozen=True)
-class IndexedWith:
-    """Which registered models a gallery was indexed with."""
-
-    family: str
-    version: int
-    model_uri: str
-    side_info_ref: str | None
-    side_info_uri: str | None
-
-
-def models_for(client: Any, ref: Any) -> IndexedWith:
-    """Resolve a version reference (``fashion@3``, ``fashion@production``) to the embedding
-    model and the side-info extractor its ``fct.side_info`` tag links to."""
-    graph = load_graph(client, ref.family)
-    version = graph.version_of(ref)
-    side_ref = graph.nodes[version].side_info
-    side_uri = None
-    if side_ref:
-        name, side_version = T.parse_model_ref(side_ref)
-        side_uri = f"models:/{name}/{side_version}"
-    return IndexedWith(ref.family, version, f"models:/{ref.family}/{version}", side_ref, side_uri)
 
 
 def input_shape(model_uri: str) -> list[int]:
     """``[C, H, W]`` the registered image model reads (from its MLmodel; nothing else is
     downloaded)."""
+    return model_input(model_uri)[0]
+
+
+def model_input(model_uri: str) -> tuple[list[int], dict[str, Any] | None]:
+    """``[C, H, W]`` the registered image model reads and, for an external model, its recorded
+    preprocessing (resize, crop, mean, std, colour; mean/std are inside its graph), from its
+    MLmodel alone."""
     import mlflow
 
     conf = mlflow.models.get_model_info(model_uri).flavors.get(FLAVOR_NAME, {})
@@ -63,7 +44,7 @@ def input_shape(model_uri: str) -> list[int]:
             f"{model_uri} records no image input shape ([C, H, W]); register it with "
             "`fct register` (the fct flavor records it)"
         )
-    return [int(v) for v in shape]
+    return [int(v) for v in shape], conf.get("preprocess")
 
 
 def index_with_registry(
@@ -88,7 +69,8 @@ def index_with_registry(
 ) -> tuple[EmbedReport, IndexedWith, ImageTransform]:
     """Load ``ref``'s embedding model and side-info extractor (checksums verified) and index
     ``source``: images are resized (shorter side to ``resize``; -1: the model's input size)
-    and centre-cropped to the version's input shape; an image over ``max_pixels`` (``None``:
+    and centre-cropped to the version's input shape (an external version's recorded ``resize``
+    when ``resize`` is -1); an image over ``max_pixels`` (``None``:
     ``$FCT_MAX_PIXELS`` or 50 MP) is a bad image. Uses MLflow's current registry URI."""
     found = models_for(client, ref)
     refuse_given(
@@ -102,8 +84,11 @@ def index_with_registry(
             "without side-info; register it with `fct register`, or pass "
             "--without-side-info"
         )
+    shape, recorded = model_input(found.model_uri)
+    if resize == -1 and recorded is not None:  # an external model's recorded preprocessing
+        resize = int(recorded["resize"])
     transform = ImageTransform.for_input_shape(
-        input_shape(found.model_uri),
+        shape,
         resize=resize,
         upscale=upscale,
         color=color,

@@ -28,9 +28,9 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -64,21 +64,36 @@ class EmbedDestinationError(StorageError):
     """The output location holds something other than this indexing job."""
 
 
+class StoredEmbeddings(Protocol):
+    """Embeddings a gallery already holds, by the row number its items carry: a job that adds
+    side-info to a gallery (:mod:`fct_registry.gallery.side_info`) copies them instead of running
+    the backbone again. Picklable, like the rest of a :class:`ShardJob`."""
+
+    key: str  # pins the rows in the job's fingerprint (e.g. the gallery's manifest sha256)
+    dim: int
+
+    def take(self, rows: Sequence[int]) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class EmbedModels:
     """The models a gallery is indexed with; ``key`` pins them in the job's fingerprint (e.g.
-    the registry URIs of immutable versions)."""
+    the registry URIs of immutable versions). ``stored`` instead of ``model``: the embedding
+    of each row is copied from there (only side-info is computed from the images)."""
 
     family: str
     version: int
-    model: nn.Module
+    model: nn.Module | None
     side_info_model: nn.Module | None
     side_info_ref: str | None
     key: str
+    stored: StoredEmbeddings | None = None
 
     def __post_init__(self) -> None:
         if (self.side_info_model is None) != (self.side_info_ref is None):
             raise GalleryError("pass both side_info_model and side_info_ref, or neither")
+        if (self.model is None) == (self.stored is None):
+            raise GalleryError("pass either model or stored embeddings, not both or neither")
 
 
 @dataclass
@@ -405,7 +420,11 @@ def _rows(
         # On CPU, forward passes of at most 64 images: same speed, a quarter of the
         # activations, so the process's peak stays flat over a long run.
         step = batch_size if device.type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
-        emb = embed_images(models.model, batch.images, device, batch_size=step).numpy()
+        emb = (
+            models.stored.take(batch.rows)
+            if models.model is None
+            else embed_images(models.model, batch.images, device, batch_size=step).numpy()
+        )
         side = (
             None
             if models.side_info_model is None
@@ -456,7 +475,11 @@ def _schema(
 ) -> pa.Schema:
     """The gallery's schema: widths from one forward pass on a blank image."""
     blank = torch.zeros((1, *transform.shape), dtype=torch.uint8)
-    dim = int(embed_images(models.model, blank, device).shape[1])
+    dim = (
+        int(embed_images(models.model, blank, device).shape[1])
+        if models.model is not None
+        else models.stored.dim
+    )
     side = (
         None
         if models.side_info_model is None
@@ -595,12 +618,15 @@ def _forget_unfinished(storage: Storage) -> None:
 
 
 def _models_record(models: EmbedModels) -> dict[str, Any]:
-    return {
+    record = {
         "family": models.family,
         "version": models.version,
         "key": models.key,
         "side_info": models.side_info_ref,
     }
+    if models.stored is not None:  # only then: earlier galleries' fingerprints stay the same
+        record["stored_embeddings"] = models.stored.key
+    return record
 
 
 def _provenance(

@@ -1,11 +1,11 @@
 """Top-k retrieval against a stored gallery: what a user of an upgraded gallery actually runs.
 
 The gallery is streamed in chunks sized from a memory budget; each chunk's distances (the
-evaluation's own :func:`~fct_registry.evaluation.pairwise_distance`) are merged into a running
-top-k, so memory is bounded by ``queries x chunk`` whatever the gallery's size. Ranking is exact
-and deterministic: a float32 distance widened to float64 leaves its 29 lowest mantissa bits zero,
-so the sort key is that bit pattern OR the row's position, i.e. distance first, then gallery
-order on exact ties (galleries up to 2**29 rows).
+evaluation's NumPy :mod:`~fct_registry.evaluation.distances_np`, so a core install without torch
+can search) are merged into a running top-k, so memory is bounded by ``queries x chunk``
+whatever the gallery's size. Ranking is exact and deterministic: a float32 distance widened to
+float64 leaves its 29 lowest mantissa bits zero, so the sort key is that bit pattern OR the row's
+position, i.e. distance first, then gallery order on exact ties (galleries up to 2**29 rows).
 
 :func:`topk_accuracy` scores the results the way
 :func:`~fct_registry.evaluation.retrieval_scores` scores CMC top-k (queries without any relevant
@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.distances_np import NP_DISTANCES
 from fct_registry.evaluation.labels import Classes, align_labels
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import GalleryError, SchemaError
@@ -84,9 +84,7 @@ def search(
     for leave-one-out). ``query_version``: the family version that embedded the queries; it must
     be the gallery's (new-version queries need an upgraded gallery).
     """
-    import torch
-
-    metric = DISTANCES.build(distance)
+    metric = NP_DISTANCES.build(distance)
     version = gallery_version(gallery)
     family = gallery.manifest.family
     if query_version is not None and query_version != version:
@@ -120,10 +118,9 @@ def search(
     k = min(k, rows)
     n_q = len(queries)
     chunk = max(1, budget_bytes // (BYTES_PER_PAIR * max(n_q, 1)))
-    q = torch.from_numpy(queries)
     exclude = None if exclude_ids is None else pa.array(list(exclude_ids), pa.string())
 
-    keys = torch.full((n_q, 0), 0, dtype=torch.int64)
+    keys = np.empty((n_q, 0), dtype=np.int64)
     ids = np.empty((n_q, 0), dtype=object)
     labels: np.ndarray | None = None
     label_counts: dict[int, int] | None = None
@@ -137,14 +134,7 @@ def search(
         labels, label_counts = np.empty((n_q, 0), dtype=np.int64), {}
     for batch in gallery.batches(chunk, columns):
         b = batch.num_rows
-        g = torch.from_numpy(
-            np.require(  # Arrow buffers are read-only; copies only then
-                S.vectors(
-                    batch, S.EMBEDDING, f"{gallery.uri} rows {start}..", dim=queries.shape[1]
-                ),
-                requirements="W",
-            )
-        )
+        g = S.vectors(batch, S.EMBEDDING, f"{gallery.uri} rows {start}..", dim=queries.shape[1])
         batch_ids = np.asarray(batch.column(S.ID).to_pylist(), dtype=object)
         batch_labels = None
         if has_labels:
@@ -152,26 +142,23 @@ def search(
             values, counts = np.unique(batch_labels, return_counts=True)
             for v, c in zip(values.tolist(), counts.tolist(), strict=True):
                 label_counts[v] = label_counts.get(v, 0) + c
-        dist = metric(q, g).clamp_(min=0.0).add_(0.0)  # +0.0: no negative zero in the keys
+        dist = metric(queries, g)
+        np.maximum(dist, 0.0, out=dist)
+        dist += 0.0  # no negative zero in the keys
         if exclude is not None:
             hit = pc.index_in(exclude, value_set=batch.column(S.ID)).to_numpy(zero_copy_only=False)
             qi = np.flatnonzero(~np.isnan(hit.astype(np.float64)))
             if qi.size:
                 rows_hit = hit[qi].astype(np.int64)
-                dist[torch.from_numpy(qi), torch.from_numpy(rows_hit)] = float("inf")
+                dist[qi, rows_hit] = np.inf
                 if batch_labels is not None:
                     excluded[qi] = batch_labels[rows_hit]
-        chunk_keys = (
-            dist.double()
-            .view(torch.int64)
-            .bitwise_or_(torch.arange(start, start + b, dtype=torch.int64))
-        )
-        top = torch.topk(chunk_keys, min(k, b), dim=1, largest=False, sorted=True)
-        local = top.indices.numpy()
-        merged = torch.cat([keys, top.values], dim=1)
-        best = torch.topk(merged, min(k, merged.shape[1]), dim=1, largest=False, sorted=True)
-        order = best.indices.numpy()
-        keys = best.values
+        chunk_keys = dist.astype(np.float64).view(np.int64)
+        chunk_keys |= np.arange(start, start + b, dtype=np.int64)
+        local = _smallest(chunk_keys, k)
+        merged = np.concatenate([keys, np.take_along_axis(chunk_keys, local, axis=1)], axis=1)
+        order = _smallest(merged, k)
+        keys = np.take_along_axis(merged, order, axis=1)
         ids = np.take_along_axis(np.concatenate([ids, batch_ids[local]], axis=1), order, axis=1)
         if labels is not None and batch_labels is not None:
             labels = np.take_along_axis(
@@ -179,10 +166,9 @@ def search(
             )
         start += b
 
-    mask = torch.tensor((1 << POSITION_BITS) - 1, dtype=torch.int64)
-    positions = keys.bitwise_and(mask)
-    distances = keys.bitwise_and(~mask).view(torch.float64).float().numpy()
-    positions = positions.numpy().copy()
+    mask = np.int64((1 << POSITION_BITS) - 1)
+    positions = keys & mask
+    distances = (keys & ~mask).view(np.float64).astype(np.float32)
     past_end = ~np.isfinite(distances)  # only excluded rows were left to fill the k slots
     positions[past_end], ids[past_end] = -1, None
     if labels is not None:
@@ -198,6 +184,18 @@ def search(
         excluded,
         gallery.manifest.classes if has_labels else None,
     )
+
+
+def _smallest(keys: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` smallest keys of each row, smallest first. Keys are unique
+    per row (the position bits), so the order is fully determined."""
+    k = min(k, keys.shape[1])
+    if k < keys.shape[1]:
+        idx = np.argpartition(keys, k - 1, axis=1)[:, :k]
+    else:
+        idx = np.broadcast_to(np.arange(keys.shape[1]), keys.shape)
+    order = np.argsort(np.take_along_axis(keys, idx, axis=1), axis=1)
+    return np.take_along_axis(idx, order, axis=1)
 
 
 def topk_accuracy(

@@ -20,7 +20,7 @@ import numpy as np
 from fct_registry.data.embedding_tables import EmbeddingTable, order_of, read_table
 from fct_registry.errors import DataError
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.embed import models_for
+from fct_registry.gallery.indexed_with import models_for
 from fct_registry.gallery.manifest import Manifest
 from fct_registry.gallery.storage import open_storage
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS, GalleryWriter

@@ -17,6 +17,7 @@ from torch import nn
 from fct_registry.errors import DataError
 from fct_registry.models import uncertainty as _uncertainty  # noqa: F401  (registers fct-uncertainty)
 from fct_registry.models.embedding import EmbeddingModel, SideInfoModel
+from fct_registry.models.external import build_external
 from fct_registry.models.transformations import TRANSFORMATIONS
 
 WEIGHTS_FILE = "model.safetensors"
@@ -25,6 +26,8 @@ SPEC_FILE = "spec.json"
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     kind = spec.get("kind")
+    if spec.get("external"):  # a given model: its ONNX graph, not a backbone
+        return build_external(spec)
     if kind == "embedding":
         return EmbeddingModel(
             spec["backbone"],

@@ -4,6 +4,8 @@ given from outside (``side_info.source``) is imported instead, as :mod:`.version
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fct_registry.config import Params
 from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import Split, data_inputs, open_split
@@ -11,7 +13,7 @@ from fct_registry.device import pick_device
 from fct_registry.layout import Layout, save_embeddings
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
-from fct_registry.pipeline.sources import build_given, save_given
+from fct_registry.pipeline.sources import ModelContext, build_given, save_given
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_split
@@ -33,10 +35,15 @@ def side_info_stage(params: Params, layout: Layout) -> None:
         if not ctx.is_main:  # under torchrun, rank 0 imports
             return
         given = build_given(
-            cfg.source, layout=layout, where="side_info", field="dim", width=cfg.dim
+            cfg.source,
+            layout=layout,
+            where="side_info",
+            field="dim",
+            width=cfg.dim,
+            context=ModelContext(cfg.source, params, cfg.preprocess, "side_info", Path(".")),
         )
         save_given(
-            given, layout.side_info_embeddings, layout.side_info, layout.history("side_info")
+            given, layout.side_info, layout.side_info_embeddings, layout.history("side_info")
         )
         return
     info = load_info(layout.data)

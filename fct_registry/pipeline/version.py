@@ -5,6 +5,8 @@ trained: its embeddings in the prepared row order, and ``source.json`` in place 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fct_registry.config import Params, VersionConfig
 from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import data_inputs, open_split
@@ -14,7 +16,7 @@ from fct_registry.layout import Layout, save_embeddings
 from fct_registry.models.io import save_model
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.prepare import check_classes
-from fct_registry.pipeline.sources import build_given, save_given
+from fct_registry.pipeline.sources import ModelContext, build_given, save_given
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.embed import embed_split
@@ -33,11 +35,12 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
             where=f"versions.{version}",
             field="embedding_dim",
             width=cfg.embedding_dim,
+            context=ModelContext(cfg.source, params, cfg.preprocess, "embedding", Path(".")),
         )
         save_given(
             given,
-            layout.version_embeddings(version),
             layout.version(version),
+            layout.version_embeddings(version),
             layout.history(f"v{version}"),
         )
         return

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fct_registry._files import sha256_file
+from fct_registry._files import UnsafePathError, contained_name, sha256_file
 from fct_registry.errors import FctError
 
 if TYPE_CHECKING:
@@ -47,6 +47,11 @@ def write_checksums(root: str | Path, files: Iterable[str]) -> dict[str, str]:
     return sums
 
 
+_TAMPERED = (
+    "a model lists its own files by relative names; the artifact was modified: re-register it"
+)
+
+
 def read_checksums(root: str | Path) -> dict[str, str]:
     path = Path(root) / CHECKSUMS_FILE
     if not path.is_file():
@@ -65,6 +70,13 @@ def read_checksums(root: str | Path) -> dict[str, str]:
         raise ChecksumError(
             f"{path} must map file paths to sha256 hex digests; re-register the model"
         )
+    # Names become paths under the artifact: one outside it (absolute, ``..``) would let a
+    # tampered artifact probe this machine's files, so it is refused like a gallery's shard.
+    for name in sums:
+        try:
+            contained_name(name, f"{path}: file name {name!r}", fix=_TAMPERED)
+        except UnsafePathError as exc:
+            raise ChecksumError(str(exc)) from None
     return sums
 
 

@@ -113,8 +113,26 @@ def _classes(tags: Mapping[str, str]) -> str:
     return ", ".join(map(str, classes)) or "all"
 
 
+def origin(tags: Mapping[str, str]) -> str:
+    """Where a version came from, in words: trained here, an external model (kind, original URI,
+    sha256) or embedding tables."""
+    raw = tags.get(T.GIVEN_SOURCE)
+    if not raw:
+        return "trained by the pipeline"
+    try:
+        source = json.loads(raw)
+    except ValueError:
+        return "given from outside"
+    if "tables" in source:
+        return "given as embedding tables"
+    sha = str(source.get("sha256", "?"))[:_SHORT]
+    return f"external {source.get('kind', '?')} model {source.get('uri', '?')} (sha256 {sha})"
+
+
 def _provenance(tags: Mapping[str, str]) -> list[tuple[str, Cell | str]]:
-    rows: list[tuple[str, Cell | str]] = []
+    rows: list[tuple[str, Cell | str]] = [("origin", origin(tags))]
+    if T.PREPROCESS in tags:
+        rows.append(("preprocessing", tags[T.PREPROCESS]))
     if T.PIPELINE_KEY in tags:
         rows.append(("params.yaml key", tags[T.PIPELINE_KEY]))
     if T.DATASET in tags:

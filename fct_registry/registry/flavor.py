@@ -7,9 +7,9 @@ Shaped like MLflow's own flavors (``mlflow.onnx``, ``mlflow.pytorch``): :func:`s
     mlflow.pyfunc.load_model("models:/fashion-transformations/1").predict(
         {"old_embedding": old, "side_info": side_info})
 
-upgrades stored embeddings anywhere the model's own ``requirements.txt`` is installed (mlflow,
-onnxruntime, numpy: no torch, no fct-registry). Heavy imports (torch, onnxruntime, mlflow) happen
-inside functions.
+upgrades stored embeddings anywhere the model's own ``requirements.txt`` is installed
+(mlflow-skinny, onnxruntime, numpy, pandas: no torch, no fct-registry). Heavy imports (torch,
+onnxruntime, mlflow) happen inside functions.
 
 A saved model folder holds no pickle::
 
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fct_registry import __version__
-from fct_registry.errors import FctError
+from fct_registry.models.external import ExternalImageModel
 from fct_registry.models.io import build_from_spec
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.io import save_model as save_module
@@ -52,13 +52,18 @@ from fct_registry.registry import onnx_export as _onnx
 from fct_registry.registry import tags as T
 from fct_registry.registry._runtime import fct_pyfunc as _runtime
 from fct_registry.registry.checksums import (
-    ChecksumError,
     checksums_digest,
     content_hash,
     verify_checksums,
     write_checksums,
 )
-from fct_registry.registry.given import refuse_given
+from fct_registry.registry.flavor_files import (
+    FLAVOR_NAME,
+    FlavorError,
+    _pin_registered_version,
+    flavor_conf,
+    verify_registered,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +71,6 @@ if TYPE_CHECKING:
     from mlflow.models import Model, ModelInfo
     from torch import nn
 
-FLAVOR_NAME = "fct"
 MODULES_DIR = "modules"
 ONNX_FILE = "model.onnx"
 CODE_DIR = "code"
@@ -80,10 +84,6 @@ ModelSource: TypeAlias = (
 """What :func:`save_model`/:func:`log_model` accept: a module with ``spec``, a
 ``TransformationChain`` or a list of hop modules with ``specs``, or pipeline model folders
 (``model.safetensors`` + ``spec.json``; one folder, or a list of hop folders)."""
-
-
-class FlavorError(FctError):
-    """A model cannot be saved, logged or loaded with the fct flavor."""
 
 
 # --- saving ------------------------------------------------------------------------------------
@@ -136,15 +136,19 @@ def save_model(
         files += [f"{rel}/model.safetensors", f"{rel}/spec.json"]
 
     whole = TransformationChain(list(modules)) if kind == "transformation" else modules[0]
-    max_diff = _onnx.export_onnx(
-        whole,
-        path / ONNX_FILE,
-        kind,
-        old_dim=dims.get("old_dim"),
-        side_info_dim=dims.get("side_info_dim", 0),
-        input_shape=dims.get("input_shape"),
-        atol=onnx_atol,
-    )
+    if isinstance(whole, ExternalImageModel):  # given as ONNX already: the graph is the model
+        (path / ONNX_FILE).write_bytes(whole.onnx_bytes)
+        max_diff = 0.0
+    else:
+        max_diff = _onnx.export_onnx(
+            whole,
+            path / ONNX_FILE,
+            kind,
+            old_dim=dims.get("old_dim"),
+            side_info_dim=dims.get("side_info_dim", 0),
+            input_shape=dims.get("input_shape"),
+            atol=onnx_atol,
+        )
     files.append(ONNX_FILE)
     # The pyfunc runtime travels with the model, so serving needs no fct-registry install.
     (path / CODE_DIR).mkdir()
@@ -178,6 +182,8 @@ def save_model(
         checksums=sums,
         content_hash=content_hash(modules, hop_specs),
         fct_registry_version=__version__,
+        # An external model's preprocessing, which `fct embed` applies by default.
+        **({"preprocess": hop_specs[0]["preprocess"]} if "preprocess" in hop_specs[0] else {}),
         **{k: v for k, v in dims.items() if k != "kind"},
     )
     # MLflow's own ONNX flavor over the same graph: mlflow.onnx.load_model(uri) works too.
@@ -365,59 +371,6 @@ def load_local(
     return modules[0]
 
 
-def flavor_conf(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``fct`` section of a local model folder's MLmodel."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.model_utils import _get_flavor_configuration
-
-    try:
-        return _get_flavor_configuration(model_path=str(path), flavor_name=FLAVOR_NAME)
-    except MlflowException as exc:
-        raise FlavorError(
-            f"{path} is not an fct-flavored MLflow model ({exc.message}); log it "
-            "with fct_registry.registry.flavor.log_model"
-        ) from exc
-
-
-def _pin_registered_version(model_uri: str) -> tuple[str, Mapping[str, str] | None]:
-    """For ``models:/name/...`` URIs: the URI of the exact version and its tags (the record the
-    download is verified against).
-
-    Resolving an alias once, then downloading that version, keeps the tag and the files from
-    two different versions if the alias moves in between.
-    """
-    if not model_uri.startswith("models:/"):
-        return model_uri, None
-    from mlflow import MlflowClient
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    client = MlflowClient()
-    resolved = get_model_name_and_version(client, model_uri)
-    if len(resolved) == 1:  # models:/m-<id>: a LoggedModel, not a registered version
-        return model_uri, None
-    name, version = resolved
-    tags = client.get_model_version(name, str(version)).tags
-    refuse_given(f"version {version} of {name}", tags)  # no weights to download or run
-    return f"models:/{name}/{version}", tags
-
-
-def verify_registered(
-    path: str | os.PathLike, version_tags: Mapping[str, str], what: str
-) -> dict[str, str]:
-    """Verify a downloaded model folder against its registered version's record: the
-    ``fct.checksums_sha256`` digest of ``checksums.json`` (or, for versions registered before
-    it, the ``fct.checksums`` JSON), then every file. Returns the verified checksums."""
-    if T.CHECKSUMS_SHA256 in version_tags:
-        return verify_checksums(path, what=what, expected_digest=version_tags[T.CHECKSUMS_SHA256])
-    if T.CHECKSUMS in version_tags:
-        return verify_checksums(path, json.loads(version_tags[T.CHECKSUMS]), what=what)
-    raise ChecksumError(
-        f"{what} has no {T.CHECKSUMS_SHA256} tag, so its artifacts cannot be verified; "
-        "register it with `fct register` (or flavor.log_model), or pass verify=False if you "
-        "trust the store"
-    )
-
-
 # --- pyfunc ------------------------------------------------------------------------------------
 
 
@@ -570,10 +523,16 @@ def _specs_of(
     return []
 
 
+# What the pyfunc runtime imports (code/fct_pyfunc.py: numpy, onnxruntime, mlflow's pyfunc,
+# which needs pandas), and nothing more: mlflow-skinny, not the full mlflow whose server, UI and
+# data-science dependencies made a serving venv ~936 MB (docs/install.md has today's size).
+PYFUNC_REQUIREMENTS = ("mlflow-skinny", "onnxruntime", "numpy", "pandas")
+
+
 def default_pip_requirements() -> list[str]:
     """What the pyfunc needs where the model is loaded, pinned to this environment's versions:
     all on PyPI, no torch and no fct-registry (the runtime ships in the model's ``code/``)."""
-    return [f"{name}=={_package_version(name)}" for name in ("mlflow", "onnxruntime", "numpy")]
+    return [f"{name}=={_package_version(name)}" for name in PYFUNC_REQUIREMENTS]
 
 
 def _package_version(name: str) -> str:

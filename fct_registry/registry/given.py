@@ -100,4 +100,21 @@ def register_given(
 def refuse_given(what: str, version_tags: Mapping[str, str] | None) -> None:
     """Raise :class:`NoModelError` when the version's tags say it was given as embeddings."""
     if version_tags and T.GIVEN_SOURCE in version_tags:
-        raise NoModelError(no_model_message(what, version_tags[T.GIVEN_SOURCE]))
+        source = version_tags[T.GIVEN_SOURCE]
+        if not _is_external_model(source):  # an external model has a graph to run
+            raise NoModelError(no_model_message(what, source))
+
+
+def _is_external_model(source: str) -> bool:
+    try:
+        record = json.loads(source)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "tables" not in record and "sha256" in record
+
+
+def external_tags(record: Mapping[str, Any]) -> dict[str, str]:
+    """The version tags an external model adds: its source (kind, original URI, checksum) and
+    the preprocessing ``fct embed`` applies by default."""
+    lineage = {k: record[k] for k in ("kind", "uri", "sha256")}
+    return {T.GIVEN_SOURCE: canonical(lineage), T.PREPROCESS: canonical(record["preprocess"])}

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.config import Params
 from fct_registry.errors import DataError
 from fct_registry.evaluation.compatibility import gap_closed
-from fct_registry.layout import Layout, read_given
+from fct_registry.layout import Layout, read_given, read_source
 from fct_registry.models.io import WEIGHTS_FILE, load_spec
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.transformations import uses_side_info
@@ -54,7 +54,7 @@ from fct_registry.registry import tags as T
 from fct_registry.registry.chains import record_pipeline_chains
 from fct_registry.registry.checksums import canonical_json, content_hash, sha256_file
 from fct_registry.registry.errors import RegistryError
-from fct_registry.registry.given import given_digest, given_tags, register_given
+from fct_registry.registry.given import external_tags, given_digest, given_tags, register_given
 from fct_registry.registry.links import update_links
 from fct_registry.registry.lock import LOCK_TIMEOUT_S, Lock, registration_lock
 from fct_registry.registry.pages import refresh_descriptions
@@ -500,6 +500,9 @@ class _Registrar:
         if given is None:
             conf = info.flavors[flavor.FLAVOR_NAME]
             extra = {T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}"}
+            external = read_source(model.folder)  # an external model: its lineage
+            if external is not None:
+                extra.update(external_tags(external))
         else:
             extra = given_tags(given, digest)
         tags = {**model.tags, **extra, **self._metric_tags(model)}

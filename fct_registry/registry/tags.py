@@ -46,6 +46,9 @@ DATA_SHA256 = "fct.data_sha256"  # sha256 of the prepared training split it was 
 PARAMS = "fct.params"  # canonical JSON of the params.yaml sections it was trained from
 ONNX_MAX_ABS_DIFF = "fct.onnx_max_abs_diff"  # ONNX vs PyTorch, checked at registration
 GIVEN_SOURCE = "fct.source"  # given, not trained: canonical JSON of its tables' URIs and sha256
+# An external model (source: mlflow/onnx/torchscript/entrypoint): fct.source holds its kind,
+# original URI and sha256; fct.preprocess the canonical JSON of its preprocessing.
+PREPROCESS = "fct.preprocess"
 
 # --- links -------------------------------------------------------------------------------------
 SIDE_INFO = "fct.side_info"  # "<model name>/<version>" of the side-info extractor

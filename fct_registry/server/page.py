@@ -31,7 +31,7 @@ from markupsafe import Markup, escape
 from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.gate.history import HISTORY_LIMIT, history_filter, record_from_run
 from fct_registry.registry import tags as T
-from fct_registry.registry.description import gate_summary
+from fct_registry.registry.description import gate_summary, origin
 from fct_registry.registry.pages import all_versions
 from fct_registry.resolver.graph import CompatibilityGraph, ResolveError, TransformEdge
 from fct_registry.resolver.load import known_families, load_graph
@@ -62,6 +62,7 @@ class FamilyView:
     # (query, gallery): new queries against the old gallery as stored, no transformation:
     # the gate's ``raw`` case (``score.raw.*`` of its runs; newest per pair), when measured.
     as_stored: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    origins: dict[int, str] = field(default_factory=dict)  # where each version came from
 
     def _edge(self, e: TransformEdge) -> dict[str, Any]:
         return _edge_dict(e) | {"gap_closed_top1": self.gap_closed(e)}
@@ -123,10 +124,12 @@ def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) ->
     graph = load_graph(client, family)
     records = all_versions(client, family)
     own = {}
+    origins: dict[int, str] = {}
     latest = []
     for mv in records:
         scores = {k: _float(mv.tags.get(t)) for k, t in (("top1", T.TOP1), ("mAP", T.MAP))}
         own[int(mv.version)] = {k: v for k, v in scores.items() if v is not None}
+        origins[int(mv.version)] = origin(mv.tags)
         gate = gate_summary(mv.tags)
         if gate is not None:
             latest.append({"version": int(mv.version), **gate})
@@ -149,6 +152,7 @@ def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) ->
         graph=graph,
         versions=sorted(graph.nodes),
         own=own,
+        origins=origins,
         production=graph.aliases.get(T.PRODUCTION_ALIAS),
         gates=history or latest,
         experiment_id=experiment.experiment_id if experiment is not None else None,
@@ -376,6 +380,10 @@ def gates_html(view: FamilyView) -> str:
     )
 
 
+def origins_html(view: FamilyView) -> str:
+    return _render("origins.html", family=view.family, versions=view.versions, origins=view.origins)
+
+
 def render_family(view: FamilyView) -> str:
     return _render(
         "family.html",
@@ -384,6 +392,7 @@ def render_family(view: FamilyView) -> str:
         graph=Markup(graph_svg(view)),
         heatmap=Markup(heatmap_html(view)),
         edges=Markup(edges_html(view)),
+        origins=origins_html(view),
         gates=gates_html(view),
         notes=view.graph.notes,
     )

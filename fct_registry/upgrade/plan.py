@@ -29,7 +29,7 @@ from fct_registry.gallery.errors import SchemaError, SideInfoError
 from fct_registry.gallery.manifest import GroupKey, Manifest, ShardInfo
 from fct_registry.gallery.storage import sha256_file
 from fct_registry.registry import tags as T
-from fct_registry.registry.flavor import flavor_conf, verify_registered
+from fct_registry.registry.flavor_files import flavor_conf, verify_registered
 from fct_registry.registry.refs import VersionRef
 from fct_registry.resolver.errors import ResolveError
 from fct_registry.resolver.load import load_graph

@@ -97,3 +97,16 @@ def test_content_hash_is_the_models_identity():
     with torch.no_grad():
         b.mixer[-1].bias[0] += 1e-6  # any change to any tensor changes it
     assert content_hash([a], [spec]) != content_hash([b], [spec])
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.bin", "a/../../outside.bin"])
+def test_checksums_naming_a_file_outside_the_artifact_are_refused(tmp_path, name):
+    # A tampered checksums.json must not make verification read (probe) files elsewhere.
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"secret")
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    digest = hashlib.sha256(b"secret").hexdigest()
+    (artifact / CHECKSUMS_FILE).write_text(json.dumps({name: digest}))
+    with pytest.raises(ChecksumError, match="relative names"):
+        verify_checksums(artifact)

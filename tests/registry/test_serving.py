@@ -36,10 +36,15 @@ CACHE = Path(
 
 @pytest.fixture(scope="session")
 def serving_venv() -> Path:
-    """A virtualenv with exactly what a logged model's requirements.txt asks for."""
+    """A virtualenv with exactly what a logged model's requirements.txt asks for, plus the SQL
+    store client: the model pins mlflow-skinny, which reads a ``sqlite://`` store (as these tests
+    do) only with sqlalchemy and alembic beside it (a tracking server needs neither)."""
+    from importlib.metadata import version
+
     from fct_registry.registry.flavor import default_pip_requirements
 
-    requirements = "\n".join(default_pip_requirements()) + "\n"
+    store_client = [f"{name}=={version(name)}" for name in ("sqlalchemy", "alembic")]
+    requirements = "\n".join([*default_pip_requirements(), *store_client]) + "\n"
     key = hashlib.sha256(f"{sys.version_info[:3]}\n{requirements}".encode()).hexdigest()[:16]
     venv = CACHE / key
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,8 @@ import pytest
 from fct_registry.cli import main
 from fct_registry.commands import embed as embed_command
 from fct_registry.gallery import embed_job, open_storage
-from fct_registry.gallery.embed import IndexedWith
 from fct_registry.gallery.embed_job import JOB_FILE, LEASE, EmbedModels, embed_source
+from fct_registry.gallery.indexed_with import IndexedWith
 from fct_registry.gallery.lease import LeaseHeldError, lease
 from fct_registry.gallery.manifest import MANIFEST
 from fct_registry.gallery.storage import TMP_SUFFIX, LocalStorage
