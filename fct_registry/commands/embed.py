@@ -8,7 +8,7 @@ import ctypes.util
 import json
 from pathlib import Path
 
-from fct_registry.commands.gallery import embed_destination
+from fct_registry.commands.pgvector import embed_destination
 from fct_registry.data.image_sources import open_source
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError

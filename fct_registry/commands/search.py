@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from fct_registry.cli._common import load_npy
-from fct_registry.commands.gallery import search_pg
+from fct_registry.commands.pgvector import search_pg
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances_np import NP_DISTANCES
 from fct_registry.evaluation.labels import Labels, labels_from_array

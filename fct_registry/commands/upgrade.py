@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fct_registry.commands.gallery import upgrade_pg
+from fct_registry.commands.pgvector import upgrade_pg
 from fct_registry.errors import FctError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery.errors import GalleryError
