@@ -100,5 +100,8 @@ def apply_in_process() -> None:
     torch.backends.mkldnn.deterministic = True
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    # Full fp32 everywhere: TF32 (CUDA) or bf16 (oneDNN on AMX CPUs) exist on some machines only.
-    torch.backends.fp32_precision = "ieee"
+    # Full fp32: no TF32 on CUDA (some machines only). Through the legacy flags: the new
+    # ``fp32_precision`` API mixed with them breaks torch.export (the register stage's ONNX
+    # export reads them with ``cudnn.set_flags``). oneDNN keeps its default, full fp32.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False

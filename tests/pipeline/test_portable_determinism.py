@@ -173,3 +173,28 @@ def test_unknown_mode_is_a_config_error_naming_both_modes():
     assert parse_params(raw).determinism == "fast"  # other params files: as before
     with pytest.raises(ConfigError, match=r"determinism: Input should be 'portable' or 'fast'"):
         parse_params({**raw, "determinism": "portible"})
+
+
+def test_portable_settings_leave_onnx_export_working(tmp_path):
+    # The register stage exports models to ONNX under portable mode: torch.export reads the
+    # TF32 flags with cudnn.set_flags, which refuses a mix of the legacy and the new API.
+    code = (
+        "import torch\n"
+        "from fct_registry import determinism\n"
+        "from fct_registry.registry.onnx_export import export_onnx\n"
+        "determinism.apply_in_process()\n"
+        "net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(),\n"
+        "                          torch.nn.LazyLinear(8))\n"
+        "net(torch.zeros(2, 1, 8, 8))\n"
+        "import sys\n"
+        "print(export_onnx(net, sys.argv[1], kind='embedding', input_shape=[1, 8, 8]))\n"
+    )
+    env = determinism.portable_env(_clean_env({}))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "model.onnx")],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
