@@ -17,6 +17,7 @@ from tests.readme_results import (
     PAGE,
     adopt_markdown,
     backfill_markdown,
+    checks,
     main,
 )
 
@@ -104,3 +105,32 @@ def test_adopt_table_pairs_each_transformation_with_its_no_side_info_twin():
         "| without | `a_bare` (1→2) | 43.6 [42.6, 44.6] | 70.0 [42.6, 44.6] |",
     ]
     assert "`b`" not in text and "+7.9 [+7.0, +8.7] top-1 points on 1→2" in text
+
+
+def test_a_target_met_only_by_its_point_estimate_is_not_yet_shown():
+    def gap(estimate, low, high):
+        return {"estimate": estimate, "ci_low": low, "ci_high": high}
+
+    u = {
+        "edges": {
+            "met": {
+                "side_info": True,
+                "gap_closed_top1": gap(80, 72, 88),
+                "gap_closed_mAP": gap(95, 91, 99),
+            },
+            "point": {
+                "side_info": True,
+                "gap_closed_top1": gap(70.5, 61.9, 79.9),
+                "gap_closed_mAP": gap(85, 80, 90),
+            },
+        },
+        "side_info_gain": {},
+        "bct_backward": {},
+        "chain_vs_direct": {},
+    }
+    met, point = (line for line in checks(u) if line.startswith("- "))
+    assert met.endswith(
+        "top-1 gap (80.0 [72.0, 88.0]%): yes; ≥ 90% of the mAP gap (95.0 [91.0, 99.0]%): yes"
+    )
+    assert "(70.5 [61.9, 79.9]%): not yet shown (interval 61.9 to 79.9)" in point
+    assert point.endswith("(85.0 [80.0, 90.0]%): **no**")
