@@ -25,12 +25,14 @@ slow = pytest.mark.slow  # the session registry (MLflow + ONNX exports): ~30 s o
 def _fill_disk_after(monkeypatch: pytest.MonkeyPatch, shards_ok: int) -> None:
     """Shard files after the first ``shards_ok`` fail with ENOSPC on their first write."""
     real = shards._HashingSink.write
-    sinks: list[int] = []
+    # The sinks themselves, not their ids: a finished shard's sink is freed and its id can be
+    # reused by the next one, which would then be counted as an earlier shard.
+    sinks: list[shards._HashingSink] = []
 
     def write(self: shards._HashingSink, data: bytes) -> int:
-        if id(self) not in sinks:
-            sinks.append(id(self))
-        if sinks.index(id(self)) >= shards_ok:
+        if not any(s is self for s in sinks):
+            sinks.append(self)
+        if next(i for i, s in enumerate(sinks) if s is self) >= shards_ok:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, data)
 

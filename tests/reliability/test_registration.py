@@ -119,10 +119,19 @@ _RUN_HOLDER = textwrap.dedent(
 def test_the_run_of_a_killed_holder_is_marked_failed_by_the_next_holder(tmp_path: Path) -> None:
     uri = _store(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RUN_HOLDER, uri], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _RUN_HOLDER, uri],
+        # mlflow.set_experiment (run in-process by earlier tests) exports the active experiment
+        # as MLFLOW_EXPERIMENT_ID, which names nothing in this new store.
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT_")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     run_id = proc.stdout.readline().strip()
+    if not run_id:  # the holder died before taking the lock: say why
+        proc.wait(timeout=60)
+        pytest.fail(f"the lock holder exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
     client = _client(uri)
     assert client.get_run(run_id).info.status == "RUNNING"
     os.kill(proc.pid, signal.SIGKILL)
