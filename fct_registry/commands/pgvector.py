@@ -103,6 +103,17 @@ def upgrade_pg(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
+def npy_queries(args: argparse.Namespace) -> tuple[np.ndarray, Labels | None]:
+    """``fct search --query Q.npy [--query-labels L.npy]``: the first ``--limit`` query vectors
+    and their labels (class ids, or class names as strings), each file checked by
+    :func:`~fct_registry.cli._common.load_npy`."""
+    queries = load_npy(args.query, "--query")[: args.limit]
+    if args.query_labels is None:
+        return queries, None
+    labels = load_npy(args.query_labels, "--query-labels", kinds="iuUS")[: args.limit]
+    return queries, labels_from_array(labels, f"--query-labels {args.query_labels}")
+
+
 def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None], Any]) -> int:
     """``fct search`` when --gallery is a postgresql:// URL: HNSW (or exact), queries per second,
     recall@k of HNSW against exact. ``queries_from(gallery, limit)`` reads a Parquet query
@@ -123,15 +134,7 @@ def search_pg(args: argparse.Namespace, queries_from: Callable[[Any, int | None]
             queries, ids, labels, version = queries_from(Gallery.open(args.query_gallery),
                                                          args.limit)  # fmt: skip
         else:
-            queries = load_npy(args.query, "--query")[: args.limit]
-            labels = (
-                None
-                if args.query_labels is None
-                else labels_from_array(
-                    load_npy(args.query_labels, "--query-labels", kinds="iuUS")[: args.limit],
-                    f"--query-labels {args.query_labels}",
-                )
-            )
+            queries, labels = npy_queries(args)
             ids, version = [f"query-{i}" for i in range(len(queries))], args.query_version
             if args.exclude_self:
                 raise DataError("--exclude-self needs query ids: use --query-gallery")

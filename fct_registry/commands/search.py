@@ -6,11 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from fct_registry.cli._common import load_npy
-from fct_registry.commands.pgvector import search_pg
+from fct_registry.commands.pgvector import npy_queries, search_pg
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances_np import NP_DISTANCES
-from fct_registry.evaluation.labels import Labels, labels_from_array
+from fct_registry.evaluation.labels import Labels
 from fct_registry.gallery import Gallery
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.pg.location import is_pg_url
@@ -32,15 +31,7 @@ def run(args: argparse.Namespace) -> int:
         queries, ids, labels, version = _from_gallery(query_gallery, args.limit)
         query_name = query_gallery.uri
     else:
-        queries = load_npy(args.query, "--query")[: args.limit]
-        labels = (
-            None
-            if args.query_labels is None
-            else labels_from_array(
-                load_npy(args.query_labels, "--query-labels", kinds="iuUS")[: args.limit],
-                f"--query-labels {args.query_labels}",
-            )
-        )
+        queries, labels = npy_queries(args)
         query_name = f"--query-labels {args.query_labels}"
         ids = [f"query-{i}" for i in range(len(queries))]
         version = args.query_version
