@@ -36,7 +36,8 @@ COMMANDS: dict[str, str] = {
     "upgrade": "upgrade a stored gallery to a newer version through registered transformations",
     "backfill": "re-embed the most uncertain items of an upgraded gallery (FastFill)",
     "search": "top-k nearest gallery items of query embeddings (e.g. against an upgraded gallery)",
-    "gallery": "galleries: pgvector copy, list, rollback, prune, server; add side-info",
+    "gallery": "galleries: pgvector copy, list, rollback, prune, server; import embedding "
+    "tables; add side-info",
     "gate": "release gate: check a candidate version against production, optionally promote",
     "init": "write a validated params.yaml for a family from model URIs or embedding tables",
 }

@@ -7,11 +7,52 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fct_registry._redact import first_line
+from fct_registry.cli import COMMANDS
 from fct_registry.errors import DataError, FctError
 from fct_registry.registry.store import check_readable, resolve_tracking_uri
 
 if TYPE_CHECKING:  # numpy is imported when a file is loaded: parsers stay fast
     import numpy as np
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    """Subcommand ``name``'s parser: the help line ``fct --help`` lists (``COMMANDS``), and its
+    description and examples printed as written."""
+    return subparsers.add_parser(
+        name,
+        help=COMMANDS[name],
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_json(
+    parser: argparse.ArgumentParser, what: str = "the summary", help: str | None = None
+) -> None:
+    """``--json``: print ``what`` as JSON instead of text (``what=""``: "print as JSON")."""
+    help = help or " ".join(filter(None, ("print", what, "as JSON")))
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def add_device(
+    parser: argparse.ArgumentParser,
+    default: str = "auto",
+    help: str = "cpu, cuda or auto (default: auto)",
+) -> None:
+    """``--device``: where torch computes (``fct_registry.device`` resolves ``auto``)."""
+    parser.add_argument("--device", default=default, help=help)
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_outputs(parser: argparse.ArgumentParser, help: str, metavar: str | None = None) -> None:
+    """``--outputs``: the root of the pipeline's outputs (``dvc repro`` writes them there)."""
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"), metavar=metavar, help=help)
 
 
 def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +70,13 @@ def check_positive(**flags: int | None) -> None:
         if value is not None and value < 1:
             flag = "--" + name.replace("_", "-")
             raise FctError(f"{flag} must be a positive number, got {value}")
+
+
+def check_not_negative(**flags: int) -> None:
+    """Each given ``--flag`` value is 0 or more (``check_not_negative(workers=n)``)."""
+    for name, value in flags.items():
+        if value < 0:
+            raise FctError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
 
 
 def check_file(flag: str, path: Path | None) -> None:

@@ -7,8 +7,16 @@ import argparse
 import re
 from pathlib import Path
 
-from fct_registry.cli._common import add_tracking_uri, check_file, check_positive, check_store
-from fct_registry.cli.embed import add_max_pixels, check_max_pixels
+from fct_registry.cli._common import (
+    add_command,
+    add_device,
+    add_json,
+    add_tracking_uri,
+    check_file,
+    check_positive,
+    check_store,
+)
+from fct_registry.cli.embed import add_decoding, check_max_pixels
 from fct_registry.errors import FctError
 
 # Copies of ``backfill.run.DEFAULT_BATCH_SIZE`` and ``evaluation.backfill.ORDERS.names()`` (a test
@@ -52,13 +60,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "backfill",
-        help="re-embed the most uncertain items of an upgraded gallery (FastFill)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "backfill", DESCRIPTION, EPILOG)
     sub = parser.add_subparsers(
         dest="backfill_command", metavar="{plan,run,log,check}", required=True
     )
@@ -93,7 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--images", metavar="FILE", help="rows without a source_uri: override the plan's file"
     )
     run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="ROWS")
-    run.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json(run, "the report")
     _model_arguments(run)
 
     log = sub.add_parser(
@@ -133,7 +135,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="of the new model's score (the curve at 100%%), default %(default)s",
     )
     check.add_argument("--policy", choices=POLICIES, default="uncertainty")
-    check.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json(check, "the result")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,23 +145,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         help="a local model folder (model.safetensors + spec.json) of the target version; "
         "default: FAMILY/TARGET from the registry",
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    parser.add_argument(
-        "--resize",
-        type=int,
-        metavar="PX",
-        help="as for `fct embed`: the shorter side before the centre crop (default: crop size)",
+    add_device(parser, help="auto (CUDA when present), cpu, cuda")
+    add_decoding(
+        parser,
+        resize="as for `fct embed`: the shorter side before the centre crop (default: crop size)",
+        upscale="as for `fct embed`: enlarge small images",
+        color="as for `fct embed`: convert images with other channels (default) or refuse them",
     )
-    parser.add_argument(
-        "--upscale", action="store_true", help="as for `fct embed`: enlarge small images"
-    )
-    parser.add_argument(
-        "--color",
-        choices=("convert", "strict"),
-        default="convert",
-        help="as for `fct embed`: convert images with other channels (default) or refuse them",
-    )
-    add_max_pixels(parser)
     add_tracking_uri(parser)
 
 

@@ -6,8 +6,13 @@ import argparse
 from pathlib import Path
 
 from fct_registry.cli._common import (
+    add_command,
+    add_device,
+    add_json,
+    add_no_progress,
     add_tracking_uri,
     check_file,
+    check_not_negative,
     check_positive,
     check_store,
 )
@@ -51,13 +56,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "embed",
-        help="index images into a gallery with a registered version and its side-info",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "embed", DESCRIPTION, EPILOG)
     parser.add_argument(
         "--model",
         required=True,
@@ -83,40 +82,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="force the source kind: imagefolder, folder, manifest, tar, safetensors "
         "(default: detected)",
     )
-    parser.add_argument(
-        "--on-bad-image",
-        choices=("fail", "skip"),
-        default="fail",
-        help="a corrupt, unreadable or unusable image stops the job (fail, default) or is "
-        "left out and listed in DST/skipped.jsonl (skip)",
+    add_gallery_writing(
+        parser,
+        on_bad_image="a corrupt, unreadable or unusable image stops the job (fail, default) or "
+        "is left out and listed in DST/skipped.jsonl (skip)",
+        workers="DataLoader worker processes decoding images (default: %(default)s)",
+        batch_size="images per forward pass (default: %(default)s)",
+        shard_rows="rows per Parquet shard (default: %(default)s)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        metavar="N",
-        help="DataLoader worker processes decoding images (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--resize",
-        type=int,
-        metavar="PX",
-        help="resize the shorter side to PX before the centre crop (default: the preprocessing "
-        "recorded with an external version, else the crop size); an explicit --resize wins",
-    )
-    parser.add_argument(
-        "--upscale",
-        action="store_true",
-        help="enlarge images smaller than the crop (default: such images are bad images)",
-    )
-    parser.add_argument(
-        "--color",
-        choices=("convert", "strict"),
-        default="convert",
-        help="images with other channels than the model reads: convert them (default) or "
+    add_decoding(
+        parser,
+        resize="resize the shorter side to PX before the centre crop (default: the "
+        "preprocessing recorded with an external version, else the crop size); an explicit "
+        "--resize wins",
+        upscale="enlarge images smaller than the crop (default: such images are bad images)",
+        color="images with other channels than the model reads: convert them (default) or "
         "treat them as bad images (strict)",
     )
-    add_max_pixels(parser)
     parser.add_argument(
         "--engine",
         choices=("local", "ray"),
@@ -137,7 +119,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="with --engine ray: actors, each loading the models once (default: one per CPU, "
         "at most one per shard)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--data",
         type=Path,
@@ -153,31 +134,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="safetensors input: ids are P<row number> (default: the file's stem and a dash)",
     )
     parser.add_argument(
-        "--shard-rows",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="rows per Parquet shard (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=256,
-        metavar="N",
-        help="images per forward pass (default: %(default)s)",
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    parser.add_argument(
         "--without-side-info",
         action="store_true",
         help="store no side-info (only chains reading none can upgrade it)",
     )
     add_tracking_uri(parser)
-    parser.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+    add_json(parser, "the manifest summary")
 
 
-def add_max_pixels(parser: argparse.ArgumentParser) -> None:
-    """``--max-pixels``, shared with ``fct backfill``."""
+def add_gallery_writing(
+    parser: argparse.ArgumentParser,
+    *,
+    on_bad_image: str,
+    workers: str,
+    batch_size: str,
+    shard_rows: str,
+) -> None:
+    """How a job that reads images writes a gallery (``fct embed``, ``fct gallery
+    add-side-info``): one set of flags and defaults, each command's own help wording."""
+    parser.add_argument(
+        "--on-bad-image", choices=("fail", "skip"), default="fail", help=on_bad_image
+    )
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help=workers)
+    parser.add_argument("--batch-size", type=int, default=256, metavar="N", help=batch_size)
+    parser.add_argument("--shard-rows", type=int, default=100_000, metavar="N", help=shard_rows)
+    add_device(parser)
+    add_no_progress(parser)
+
+
+def check_gallery_writing(args: argparse.Namespace) -> None:
+    check_positive(shard_rows=args.shard_rows, batch_size=args.batch_size)
+    check_not_negative(workers=args.workers)
+
+
+def add_decoding(parser: argparse.ArgumentParser, *, resize: str, upscale: str, color: str) -> None:
+    """How images are decoded to a version's input (``fct embed``, ``fct backfill``)."""
+    parser.add_argument("--resize", type=int, metavar="PX", help=resize)
+    parser.add_argument("--upscale", action="store_true", help=upscale)
+    parser.add_argument("--color", choices=("convert", "strict"), default="convert", help=color)
     parser.add_argument(
         "--max-pixels",
         type=int,
@@ -198,14 +192,8 @@ def check_max_pixels(args: argparse.Namespace) -> None:
 
 def check(args: argparse.Namespace) -> None:
     check_max_pixels(args)
-    check_positive(
-        shard_rows=args.shard_rows,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        resize=args.resize,
-    )
-    if args.workers < 0:
-        raise FctError(f"--workers must be 0 or more, got {args.workers}")
+    check_gallery_writing(args)
+    check_positive(limit=args.limit, resize=args.resize)
     parse_ref(args.model)
     for path in args.images or [args.data]:
         if "{" not in str(path):  # shard patterns such as train-{000..009}.tar expand later

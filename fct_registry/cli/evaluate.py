@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fct_registry.cli._common import check_file
+from fct_registry.cli._common import add_command, add_device, add_json, check_file
 from fct_registry.errors import FctError
-
-if TYPE_CHECKING:
-    pass
 
 DESCRIPTION = """\
 Score retrieval of gallery items for each query embedding: CMC top-1 and top-5 (percent of
@@ -31,13 +27,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="retrieval metrics (top-1, top-5, mAP) of query vs gallery embeddings",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "evaluate", DESCRIPTION, EPILOG)
     parser.add_argument(
         "--query",
         required=True,
@@ -76,14 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="distance metric: l2 or cosine (default: %(default)s)",
     )
-    parser.add_argument(
-        "--device", default="cpu", help="where to compute: cpu, cuda or auto (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help='print {"top1": .., "top5": .., "mAP": ..} (percent) as JSON',
-    )
+    add_device(parser, "cpu", "where to compute: cpu, cuda or auto (default: %(default)s)")
+    add_json(parser, '{"top1": .., "top5": .., "mAP": ..} (percent)')
 
 
 def check(args: argparse.Namespace) -> None:

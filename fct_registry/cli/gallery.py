@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from fct_registry.cli._common import add_tracking_uri, check_positive, check_store
+from fct_registry.cli._common import add_command, add_json, add_tracking_uri, check_store
+from fct_registry.cli.embed import add_gallery_writing, check_gallery_writing
 from fct_registry.errors import FctError
 
 # Copies of ``gallery.pg.tables``' constants (a test keeps them equal): importing the store
@@ -47,14 +48,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "gallery",
-        help="galleries: pgvector copy, list, rollback, prune, server; import embedding "
-        "tables; add side-info",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "gallery", DESCRIPTION, EPILOG)
     sub = parser.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
 
     copy = sub.add_parser(
@@ -69,11 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="distance of the HNSW index (default: the source's, else l2 as params.yaml)",
     )
     _hnsw_args(copy)
-    copy.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(copy)
 
     listing = sub.add_parser("list", help="the gallery's tables: served, previous, kept")
     listing.add_argument("url", metavar="URL")
-    listing.add_argument("--json", action="store_true", help="print as JSON")
+    add_json(listing, "")
 
     back = sub.add_parser("rollback", help="serve the table served before the last swap again")
     back.add_argument("url", metavar="URL")
@@ -126,30 +120,22 @@ def _add_side_info_parser(sub: argparse._SubParsersAction) -> None:
         help="the extractor, e.g. fashion-side-info/1 (default: the one the version is "
         "linked to, its fct.side_info tag)",
     )
-    add.add_argument(
-        "--on-bad-image",
-        choices=("fail", "skip"),
-        default="fail",
-        help="a missing or unreadable image stops the job (fail, default) or its row is left "
-        "out of DST and listed in DST/skipped.jsonl (skip)",
+    add_gallery_writing(
+        add,
+        on_bad_image="a missing or unreadable image stops the job (fail, default) or its row is "
+        "left out of DST and listed in DST/skipped.jsonl (skip)",
+        workers="decoding workers",
+        batch_size="images per pass",
+        shard_rows="rows per Parquet shard",
     )
-    add.add_argument("--workers", type=int, default=2, metavar="N", help="decoding workers")
-    add.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per pass")
-    add.add_argument(
-        "--shard-rows", type=int, default=100_000, metavar="N", help="rows per Parquet shard"
-    )
-    add.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    add.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_tracking_uri(add)
-    add.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(add)
 
 
 def check(args: argparse.Namespace) -> None:
     if args.gallery_command != "add-side-info":
         return
-    check_positive(batch_size=args.batch_size, shard_rows=args.shard_rows)
-    if args.workers < 0:
-        raise FctError(f"--workers must be 0 or more, got {args.workers}")
+    check_gallery_writing(args)
     for flag, value in (("GALLERY", args.gallery), ("--out", args.out)):
         if value.startswith("postgresql://"):
             raise FctError(

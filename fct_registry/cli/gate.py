@@ -11,7 +11,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fct_registry.cli._common import add_tracking_uri
+from fct_registry.cli._common import (
+    add_command,
+    add_device,
+    add_json,
+    add_outputs,
+    add_tracking_uri,
+)
 from fct_registry.config import GateConfig, load_params
 from fct_registry.errors import FctError
 
@@ -46,13 +52,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "gate",
-        help="release gate: check a candidate version against production, optionally promote",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "gate", DESCRIPTION, EPILOG)
     parser.add_argument(
         "--candidate",
         metavar="F@N",
@@ -71,12 +71,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="params file with the gate rules (default: ./params.yaml, or the "
         "built-in defaults when there is none)",
     )
-    parser.add_argument(
-        "--outputs",
-        type=Path,
-        default=Path("outputs"),
-        metavar="DIR",
-        help="pipeline outputs with the stored test embeddings (default: %(default)s)",
+    add_outputs(
+        parser, "pipeline outputs with the stored test embeddings (default: %(default)s)", "DIR"
     )
     add_tracking_uri(parser)
     parser.add_argument(
@@ -105,7 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="print the family's last N recorded gate runs (default 20), newest first, and "
         "exit; measures nothing",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    add_json(parser, help="print JSON instead of the table")
     parser.add_argument("--json-out", type=Path, metavar="PATH", help="also write the JSON report")
     parser.add_argument("--junit", type=Path, metavar="PATH", help="also write JUnit XML")
     parser.add_argument(
@@ -120,9 +116,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="retrieval distance (default: evaluation.distance of --params, the "
         "one registry numbers were measured with)",
     )
-    parser.add_argument(
-        "--device", default="cpu", help="where to compute: cpu (default), cuda or auto"
-    )
+    add_device(parser, "cpu", "where to compute: cpu (default), cuda or auto")
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:

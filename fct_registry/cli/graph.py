@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fct_registry.cli._common import add_tracking_uri, check_store
+from fct_registry.cli._common import add_command, add_tracking_uri, check_store
 from fct_registry.registry.refs import parse_ref
 
 DESCRIPTION = """\
@@ -21,13 +21,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "graph",
-        help="draw the compatibility graph of a family (versions, transformations, top-1)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "graph", DESCRIPTION, EPILOG)
     parser.add_argument("family", metavar="FAMILY", help="the family's registered model name")
     add_tracking_uri(parser)
     parser.add_argument(

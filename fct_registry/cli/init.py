@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fct_registry.cli._common import add_command
 from fct_registry.errors import FctError
 
 DESCRIPTION = """\
@@ -37,13 +38,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "init",
-        help="write a validated params.yaml for a family from model URIs or embedding tables",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "init", DESCRIPTION, EPILOG)
     parser.add_argument("--family", required=True, metavar="NAME", help="the family's name")
     parser.add_argument(
         "--version",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fct_registry.cli._common import add_tracking_uri, check_file
+from fct_registry.cli._common import (
+    add_command,
+    add_json,
+    add_outputs,
+    add_tracking_uri,
+    check_file,
+)
 
 DESCRIPTION = """\
 Register the pipeline's side-info extractor, every embedding version and every transformation
@@ -28,29 +34,16 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "register",
-        help="register the pipeline's models in MLflow (idempotent)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "register", DESCRIPTION, EPILOG)
     parser.add_argument(
         "--params",
         type=Path,
         default=Path("params.yaml"),
         help="params file the outputs were built from (default: %(default)s)",
     )
-    parser.add_argument(
-        "--outputs",
-        type=Path,
-        default=Path("outputs"),
-        help="root folder of pipeline outputs (default: %(default)s)",
-    )
+    add_outputs(parser, "root folder of pipeline outputs (default: %(default)s)")
     add_tracking_uri(parser)
-    parser.add_argument(
-        "--json", action="store_true", help="print the registration summary as JSON"
-    )
+    add_json(parser, "the registration summary")
 
 
 def check(args: argparse.Namespace) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fct_registry.cli._common import add_tracking_uri, check_positive, check_store
+from fct_registry.cli._common import (
+    add_command,
+    add_json,
+    add_outputs,
+    add_tracking_uri,
+    check_positive,
+    check_store,
+)
 from fct_registry.errors import FctError
 from fct_registry.registry.refs import REF_HELP, parse_ref
 from fct_registry.resolver.load import DEFAULT_PAGE_SIZE
@@ -34,14 +41,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-
-    parser = subparsers.add_parser(
-        "resolve",
-        help="choose the transformation chain from one version to another, with its numbers",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "resolve", DESCRIPTION, EPILOG)
     parser.add_argument("source", metavar="FROM", help="the gallery's version, e.g. fashion@1")
     parser.add_argument(
         "target",
@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the extractor the gallery's side-info was computed with (default: FROM's "
         "fct.side_info tag)",
     )
-    parser.add_argument("--json", action="store_true", help="print the resolution as JSON")
+    add_json(parser, "the resolution")
     parser.add_argument(
         "--evaluate",
         action="store_true",
@@ -73,12 +73,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="write the chosen chain as one fused ONNX graph, checked against hop-by-hop",
     )
-    parser.add_argument(
-        "--outputs",
-        type=Path,
-        default=Path("outputs"),
-        metavar="DIR",
-        help="pipeline outputs holding the stored embeddings (default: %(default)s)",
+    add_outputs(
+        parser, "pipeline outputs holding the stored embeddings (default: %(default)s)", "DIR"
     )
     parser.add_argument(
         "--distance",

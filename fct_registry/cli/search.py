@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fct_registry.cli._common import check_file, check_positive
+from fct_registry.cli._common import add_command, add_json, check_file, check_positive
 from fct_registry.cli.gallery import add_search_arguments
 from fct_registry.errors import FctError
 
@@ -30,13 +30,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "search",
-        help="top-k nearest gallery items of query embeddings (e.g. against an upgraded gallery)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "search", DESCRIPTION, EPILOG)
     parser.add_argument(
         "--gallery",
         required=True,
@@ -81,9 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="print the results of the first N queries (default: 3)",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print every query's results (and the accuracy) as JSON"
-    )
+    add_json(parser, "every query's results (and the accuracy)")
     add_search_arguments(parser)  # pgvector galleries: --ef-search, --exact, --recall-queries
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from fct_registry.cli._common import add_tracking_uri, check_file, check_positive, check_store
+from fct_registry.cli._common import (
+    add_command,
+    add_json,
+    add_no_progress,
+    add_tracking_uri,
+    check_file,
+    check_positive,
+    check_store,
+)
 from fct_registry.registry.refs import parse_ref
 
 # Copies of ``upgrade.engines.ENGINES.names()`` and ``upgrade.job.DEFAULT_BATCH_SIZE`` (a test
@@ -45,14 +53,7 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-
-    parser = subparsers.add_parser(
-        "upgrade",
-        help="upgrade a stored gallery to a newer version through registered transformations",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "upgrade", DESCRIPTION, EPILOG)
     parser.add_argument(
         "--gallery",
         required=True,
@@ -126,8 +127,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="skip bad shards (nothing is written for them), upgrade the rest, "
         "and list the failures at the end",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_no_progress(parser)
+    add_json(parser)
 
 
 def check(args: argparse.Namespace) -> None:

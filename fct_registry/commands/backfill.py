@@ -23,6 +23,7 @@ from fct_registry.backfill.plan import (
 )
 from fct_registry.backfill.run import IMAGE_CHUNK, run_backfill
 from fct_registry.backfill.tracking import log_backfill_metrics, read_metrics, seed_mean_curve
+from fct_registry.commands._summary import print_summary
 from fct_registry.data.decode import ImageTransform
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
@@ -133,11 +134,8 @@ def _run(args: argparse.Namespace) -> int:
         "already_complete": report.already_complete,
         "seconds": report.seconds,
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    elif report.already_complete:
-        print(f"{report.gallery}: this plan was already applied; nothing to do")
-    else:
+    done = f"{report.gallery}: this plan was already applied; nothing to do"
+    if not print_summary(summary, args.json, done):
         print(
             f"backfilled {report.planned} rows of {report.gallery} with "
             f"{plan.family}@{plan.target}: {report.shards} shard(s) rewritten "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
-import json
 from pathlib import Path
 
+from fct_registry.commands._summary import print_summary
 from fct_registry.commands.pgvector import embed_destination
 from fct_registry.data.image_sources import open_source
 from fct_registry.device import pick_device
@@ -102,11 +102,8 @@ def run(args: argparse.Namespace) -> int:
         "images_per_second": report.images_per_second,
         "labels": source.has_labels,
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    if report.already_complete:
-        print(f"{uri} already holds this gallery ({manifest.rows} rows); nothing to do")
+    done = f"{uri} already holds this gallery ({manifest.rows} rows); nothing to do"
+    if print_summary(summary, args.json, done):
         return 0
     side = summary["side_info"] or "no side-info"
     resumed = f", {report.resumed_shards} shard(s) resumed" if report.resumed_shards else ""

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 
+from fct_registry.commands._summary import print_summary
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
 from fct_registry.gallery import open_storage
@@ -155,11 +156,8 @@ def _add_side_info(args: argparse.Namespace) -> int:
         "side_info_dim": manifest.shards[0].side_info_dim,
         "seconds": report.seconds,
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    if report.already_complete:
-        print(f"{report.destination} already holds this gallery ({manifest.rows} rows)")
+    done = f"{report.destination} already holds this gallery ({manifest.rows} rows)"
+    if print_summary(summary, args.json, done):
         return 0
     print(
         f"added {added.side_info_ref} side-info ({summary['side_info_dim']}-d) to "

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from fct_registry.cli._common import load_npy
+from fct_registry.commands._summary import print_summary
 from fct_registry.errors import DataError, FctError
 from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery, open_storage
@@ -80,11 +81,10 @@ def upgrade_pg(args: argparse.Namespace, client: Any) -> int:
         "index_seconds": report.index_seconds,
         "rows_per_second": report.rows_per_second,
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    elif report.already_complete:
-        print(f"{dest.uri} already serves {plan.family}@{plan.target}; nothing to do")
-    elif report.reserved:
+    done = f"{dest.uri} already serves {plan.family}@{plan.target}; nothing to do"
+    if print_summary(summary, args.json, done):
+        return 0
+    if report.reserved:
         print(
             f"{dest.uri} serves {plan.family}@{plan.target} again from {report.table}, kept from "
             f"an earlier upgrade of the same rows (nothing recomputed; was "

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fct_registry.commands._summary import print_summary
 from fct_registry.commands.pgvector import upgrade_pg
 from fct_registry.errors import FctError
 from fct_registry.gallery import Gallery, open_storage
@@ -68,14 +69,11 @@ def run(args: argparse.Namespace) -> int:
         "chains": [r.label(plan.family) for r in plan.routes.values()],
         "fingerprint": report.fingerprint,
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    elif report.already_complete:
-        print(
-            f"{dest.uri} already holds this upgrade ({report.rows} rows of "
-            f"{plan.family}@{plan.target}); nothing to do"
-        )
-    else:
+    done = (
+        f"{dest.uri} already holds this upgrade ({report.rows} rows of "
+        f"{plan.family}@{plan.target}); nothing to do"
+    )
+    if not print_summary(summary, args.json, done):
         resumed = (
             f" ({report.skipped_shards} shards finished by an earlier run were kept)"
             if report.skipped_shards
