@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from fct_registry.cli._common import (
     add_command,
@@ -162,6 +163,19 @@ def add_gallery_writing(
     add_no_progress(parser)
 
 
+def gallery_writing(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`add_gallery_writing`'s values as the keywords of the gallery writers
+    (``gallery.embed.index_with_registry``, ``gallery.side_info.add_side_info``); ``--device``
+    is the caller's to resolve (that imports torch)."""
+    return {
+        "batch_size": args.batch_size,
+        "num_workers": args.workers,
+        "shard_rows": args.shard_rows,
+        "on_bad_image": args.on_bad_image,
+        "progress": not args.no_progress and not args.json,
+    }
+
+
 def check_gallery_writing(args: argparse.Namespace) -> None:
     check_positive(shard_rows=args.shard_rows, batch_size=args.batch_size)
     check_not_negative(workers=args.workers)
@@ -180,6 +194,17 @@ def add_decoding(parser: argparse.ArgumentParser, *, resize: str, upscale: str, 
         "image, refused before decoding (a small file can declare gigapixels); 0: no limit "
         f"(default: ${MAX_PIXELS_ENV}, else {DEFAULT_MAX_PIXELS:,})",
     )
+
+
+def decoding(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`add_decoding`'s values as the keywords of ``data.decode.ImageTransform`` (and of
+    the gallery writers that build one); no ``--resize``: -1, the version's own size."""
+    return {
+        "resize": -1 if args.resize is None else args.resize,
+        "upscale": args.upscale,
+        "color": args.color,
+        "max_pixels": args.max_pixels,
+    }
 
 
 def check_max_pixels(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from fct_registry.backfill.plan import (
 )
 from fct_registry.backfill.run import IMAGE_CHUNK, run_backfill
 from fct_registry.backfill.tracking import log_backfill_metrics, read_metrics, seed_mean_curve
+from fct_registry.cli.embed import decoding
 from fct_registry.commands._summary import print_summary
 from fct_registry.data.decode import ImageTransform
 from fct_registry.device import pick_device
@@ -66,13 +67,7 @@ def _embedder(
         shape = input_shape(model_id)
     transform = None
     if shape:
-        transform = ImageTransform.for_input_shape(
-            shape,
-            resize=-1 if args.resize is None else args.resize,
-            upscale=args.upscale,
-            color=args.color,
-            max_pixels=args.max_pixels,
-        )
+        transform = ImageTransform.for_input_shape(shape, **decoding(args))
     return (lambda images: embed_images(module, images, device).numpy()), model_id, transform
 
 

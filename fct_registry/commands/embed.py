@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 from pathlib import Path
 
+from fct_registry.cli.embed import decoding, gallery_writing
 from fct_registry.commands._summary import print_summary
 from fct_registry.commands.pgvector import embed_destination
 from fct_registry.data.image_sources import open_source
@@ -65,18 +66,11 @@ def run(args: argparse.Namespace) -> int:
         source,
         storage,
         device=device,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        shard_rows=args.shard_rows,
         without_side_info=args.without_side_info,
-        on_bad_image=args.on_bad_image,
-        resize=-1 if args.resize is None else args.resize,
-        upscale=args.upscale,
-        color=args.color,
-        max_pixels=args.max_pixels,
         limit=args.limit,
-        progress=not args.no_progress and not args.json,
         runner=_runner(args),
+        **gallery_writing(args),
+        **decoding(args),
     )
     manifest = report.manifest
     assert manifest is not None

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 
+from fct_registry.cli.embed import gallery_writing
 from fct_registry.commands._summary import print_summary
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
@@ -132,11 +133,7 @@ def _add_side_info(args: argparse.Namespace) -> int:
         open_storage(args.out),
         side_info=args.side_info,
         device=pick_device(args.device),
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        shard_rows=args.shard_rows,
-        on_bad_image=args.on_bad_image,
-        progress=not args.no_progress and not args.json,
+        **gallery_writing(args),
     )
     manifest = report.manifest
     assert manifest is not None

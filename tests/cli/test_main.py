@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fct_registry import __version__
-from fct_registry.cli import COMMANDS, EXIT_BROKEN_PIPE, main
+from fct_registry.cli import COMMANDS, EXIT_BROKEN_PIPE, build_parser, main
 from fct_registry.cli import gallery as parser_side
 from fct_registry.cli.upgrade import DEFAULT_BATCH_SIZE, ENGINE_NAMES
 from fct_registry.gallery.pg.tables import DISTANCE_OPS, HNSW_EF_CONSTRUCTION, HNSW_M
@@ -60,6 +60,12 @@ def test_help_line_is_the_parsers(name: str, capsys: pytest.CaptureFixture[str])
         main([name, "--help"])
     assert capsys.readouterr().out.startswith(f"usage: fct {name}")
     assert " ".join(COMMANDS[name].split()[:3]) in " ".join(short.split())
+
+
+def test_lazy_help_is_the_full_parsers() -> None:
+    """``fct --help`` is built without importing any subcommand's parser, yet lists the same
+    help lines as the full parser that docs/cli.md is generated from."""
+    assert build_parser("").format_help() == build_parser().format_help()
 
 
 def test_upgrade_help_names_every_kind_of_gallery(capsys: pytest.CaptureFixture[str]) -> None:
