@@ -55,6 +55,12 @@ def add_outputs(parser: argparse.ArgumentParser, help: str, metavar: str | None 
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), metavar=metavar, help=help)
 
 
+def add_destination(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--out DST``: where a job writes a gallery (``fct embed``, ``upgrade``, ``gallery
+    import``, ``gallery add-side-info``)."""
+    parser.add_argument("--out", required=True, metavar="DST", help=help)
+
+
 def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri",

@@ -8,6 +8,7 @@ from typing import Any
 
 from fct_registry.cli._common import (
     add_command,
+    add_destination,
     add_device,
     add_json,
     add_no_progress,
@@ -64,12 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="FAMILY@N",
         help="the version to embed with: fashion@1, fashion@production, ...",
     )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="DST",
-        help="an empty folder or s3://bucket/prefix for the gallery",
-    )
+    add_destination(parser, "an empty folder or s3://bucket/prefix for the gallery")
     parser.add_argument(
         "--images",
         nargs="+",

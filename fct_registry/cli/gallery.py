@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from fct_registry.cli._common import add_command, add_json, add_tracking_uri, check_store
+from fct_registry.cli._common import (
+    add_command,
+    add_destination,
+    add_json,
+    add_tracking_uri,
+    check_store,
+)
 from fct_registry.cli.embed import add_gallery_writing, check_gallery_writing
 from fct_registry.errors import FctError
 
@@ -89,7 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="TABLE",
         help="the side-info of the same items, from the extractor the version links to",
     )
-    given.add_argument("--out", required=True, metavar="DST", help="a folder or s3://bucket/prefix")
+    add_destination(given, "a folder or s3://bucket/prefix")
     add_tracking_uri(given)
 
     server = sub.add_parser(
@@ -111,9 +117,7 @@ def _add_side_info_parser(sub: argparse._SubParsersAction) -> None:
         "DST at a time, like `fct embed`; GALLERY is never modified.",
     )
     add.add_argument("gallery", metavar="GALLERY", help="a folder or s3://bucket/prefix")
-    add.add_argument(
-        "--out", required=True, metavar="DST", help="an empty folder or s3://bucket/prefix"
-    )
+    add_destination(add, "an empty folder or s3://bucket/prefix")
     add.add_argument(
         "--side-info",
         metavar="NAME/N",

@@ -6,6 +6,7 @@ import argparse
 
 from fct_registry.cli._common import (
     add_command,
+    add_destination,
     add_json,
     add_no_progress,
     add_tracking_uri,
@@ -66,11 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="FAMILY@N",
         help="target version: fashion@3, fashion@production, fashion@latest",
     )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="DST",
-        help="where the upgraded gallery goes: a folder or s3://bucket/prefix (empty, or an "
+    add_destination(
+        parser,
+        "where the upgraded gallery goes: a folder or s3://bucket/prefix (empty, or an "
         "interrupted run of this same upgrade), or postgresql://...?gallery=NAME",
     )
     add_tracking_uri(parser)
