@@ -4,6 +4,10 @@ Each subcommand has a parser module here, ``fct_registry.cli.<name>``, exposing
 ``add_parser(subparsers)`` and optionally ``check(args)`` (argument checks that need no heavy
 import), and an implementation, ``fct_registry.commands.<name>``, exposing ``run(args) -> int``.
 ``FctError`` is turned into ``error: <message>`` and exit status 2 (usage/input problem).
+A parser starts from ``_common.add_command`` (its help line is the one in ``COMMANDS``), and an
+option that several commands take is declared once: ``--tracking-uri``, ``--json``,
+``--device``, ``--outputs``, ``--out DST`` in ``_common``; the image-decoding and
+gallery-writing groups in ``embed`` (with the functions that hand their values to the library).
 
 Dispatch imports modules by name (``importlib``): only the parser of the subcommand being run,
 and its implementation only once the arguments have passed ``check``. So ``fct --help`` and a
