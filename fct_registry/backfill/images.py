@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from fct_registry.data.decode import BadImageError, ImageTransform, decode
-from fct_registry.data.locations import Location, open_location
 from fct_registry.errors import DataError
+from fct_registry.storage import Storage, open_storage
 
 _ROW = re.compile(r"(\d+)$")
 _TAR = ".tar#"
@@ -61,7 +61,7 @@ class ItemImages:
     def __init__(self, transform: ImageTransform | None, fallback: str | None = None) -> None:
         self.transform = transform
         self.fallback = str(fallback) if fallback else None
-        self._locations: dict[str, Location] = {}
+        self._locations: dict[str, Storage] = {}
         self._tar_index: dict[str, dict[str, tuple[int, int]]] = {}
 
     # -- checks before any work ----------------------------------------------------------------
@@ -129,15 +129,15 @@ class ItemImages:
             f"{list(self.transform.shape)}; prepare the data at the model's size"
         )
 
-    def _location(self, folder: str) -> Location:
+    def _location(self, folder: str) -> Storage:
         if folder not in self._locations:
-            self._locations[folder] = open_location(folder or ".")
+            self._locations[folder] = open_storage(folder or ".")
         return self._locations[folder]
 
     def _read(self, item: str, uri: str, kind: str, container: str, name: str) -> bytes:
         try:
             if kind == "file":
-                return self._location(container).read(name)
+                return self._location(container).read_bytes(name)
             index = self._index(container)
             if name not in index:
                 raise DataError(f"tar shard {container} has no member {name!r}")

@@ -36,8 +36,8 @@ import torch
 from fct_registry._files import contained_name
 from fct_registry._registry import Registry
 from fct_registry.data.decode import ImageTransform, decode, is_image_name
-from fct_registry.data.locations import Location, open_location
 from fct_registry.errors import DataError
+from fct_registry.storage import Storage, open_storage
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
 LABEL_SUFFIXES = (".cls", ".label")
@@ -92,9 +92,9 @@ class ImageSource(ABC):
         """The item's encoded bytes (called in DataLoader workers)."""
         if item.data is not None:
             return item.data
-        return self.location.read(item.name)
+        return self.location.read_bytes(item.name)
 
-    location: Location
+    location: Storage
 
     def load(self, item: Item, transform: ImageTransform | None) -> torch.Tensor:
         """The item decoded (and transformed) as uint8 ``[C, H, W]``; BadImageError if not."""
@@ -117,7 +117,7 @@ SOURCES: Registry[ImageSource] = Registry("image source")
 # --- folders -----------------------------------------------------------------------------------
 
 
-def _check_exists(location: Location) -> tuple[list[str], list[str]]:
+def _check_exists(location: Storage) -> tuple[list[str], list[str]]:
     try:
         folders, files = location.children()
     except FileNotFoundError:
@@ -141,7 +141,7 @@ class ImageFolderSource(ImageSource):
     kind = "imagefolder"
 
     def __init__(self, uri: str) -> None:
-        self.location = open_location(uri)
+        self.location = open_storage(uri)
         self.uri = self.location.uri
         folders, files = _check_exists(self.location)
         stray = [f for f in files if is_image_name(f)]
@@ -184,7 +184,7 @@ class FolderSource(ImageSource):
     kind = "folder"
 
     def __init__(self, uri: str) -> None:
-        self.location = open_location(uri)
+        self.location = open_storage(uri)
         self.uri = self.location.uri
         _check_exists(self.location)
         if not any(is_image_name(n) for n in self.location.walk()):
@@ -235,12 +235,12 @@ class ManifestSource(ImageSource):
 
     def __init__(self, uri: str) -> None:
         folder, _, name = uri.rstrip("/").rpartition("/")
-        self.location = open_location(folder or ".")
+        self.location = open_storage(folder or ".")
         self.name, self.uri = name, self.location.join(name)
         if not name.endswith((".csv", ".parquet")):
             raise DataError(f"manifest {self.uri} must be a .csv or .parquet file")
         try:
-            self.raw = self.location.read(name)
+            self.raw = self.location.read_bytes(name)
         except DataError:
             raise DataError(f"manifest {self.uri} does not exist or cannot be read") from None
         header = self._columns()
@@ -319,11 +319,11 @@ class ManifestSource(ImageSource):
     def read(self, item: Item) -> bytes:
         if item.name.startswith("s3://") or Path(item.name).is_absolute():
             folder, _, name = item.name.rpartition("/")
-            location = open_location(folder)
+            location = open_storage(folder)
         else:
             location, name = self.location, item.name
         try:
-            return location.read(name)
+            return location.read_bytes(name)
         except DataError as exc:
             raise DataError(
                 f"manifest {self.uri} names {item.uri} (id {item.id!r}), which cannot be read: "
@@ -363,7 +363,7 @@ class TarShardsSource(ImageSource):
             if uri.endswith(".tar") or "{" in uri:
                 shards += _expand_braces(uri)
             else:  # a folder or prefix of shards
-                location = open_location(uri)
+                location = open_storage(uri)
                 _check_exists(location)
                 shards += [location.join(n) for n in location.walk() if n.endswith(".tar")]
         if not shards:
@@ -373,7 +373,7 @@ class TarShardsSource(ImageSource):
         self._locations = {}
         for shard in shards:
             folder, _, _name = shard.rpartition("/")
-            self._locations[shard] = open_location(folder or ".")
+            self._locations[shard] = open_storage(folder or ".")
         first = next(self.items(), None)
         if first is None:
             raise DataError(f"the tar shards {self.uri} hold no images")
@@ -537,7 +537,7 @@ def detect_kind(uri: str) -> str:
         return "tar"
     if lower.endswith((".csv", ".parquet")):
         return "manifest"
-    location = open_location(uri)
+    location = open_storage(uri)
     folders, files = _check_exists(location)
     for name in MANIFEST_NAMES:
         if name in files:
@@ -573,7 +573,7 @@ def open_source(uri: str | Sequence[str], kind: str = "auto", **options: object)
     if kind == "tar":
         return SOURCES.build("tar", uris=uri)
     if kind == "manifest" and not uri.lower().endswith((".csv", ".parquet")):
-        files = open_location(uri).children()[1]
+        files = open_storage(uri).children()[1]
         name = next((n for n in MANIFEST_NAMES if n in files), None)
         if name is None:
             raise DataError(f"{uri} holds no {' or '.join(MANIFEST_NAMES)}")

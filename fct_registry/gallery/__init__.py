@@ -21,8 +21,8 @@ from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo, read_ma
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.schema import gallery_schema, make_batch
 from fct_registry.gallery.search import SearchResult, search, topk_accuracy
-from fct_registry.gallery.storage import LocalStorage, S3Storage, Storage, open_storage
 from fct_registry.gallery.writer import GalleryWriter
+from fct_registry.storage import LocalStorage, S3Storage, Storage, open_storage
 
 __all__ = [
     "MANIFEST",

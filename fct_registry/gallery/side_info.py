@@ -27,7 +27,6 @@ import torch
 from fct_registry.data.decode import BadImageError, ImageTransform, decode
 from fct_registry.data.image_sources import ImageSource, Item
 from fct_registry.data.loader import BadImagePolicy
-from fct_registry.data.locations import open_location
 from fct_registry.errors import DataError
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.embed import input_shape
@@ -35,11 +34,11 @@ from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_sourc
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.indexed_with import models_for
 from fct_registry.gallery.reader import Gallery
-from fct_registry.gallery.storage import Storage
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
 from fct_registry.registry import tags as T
 from fct_registry.registry.flavor import load_model
 from fct_registry.registry.refs import VersionRef
+from fct_registry.storage import Storage, open_storage
 
 SOURCE_KIND = "gallery"
 
@@ -99,7 +98,7 @@ class GalleryRows(ImageSource):
             if base.endswith(".tar") and member:
                 return self._tar_member(base, member)
             folder, _, name = item.uri.rpartition("/")
-            return open_location(folder or ".").read(name)
+            return open_storage(folder or ".").read_bytes(name)
         except DataError as exc:
             raise DataError(
                 f"the image of row {item.id!r} ({item.uri}) cannot be read: {exc}"
@@ -107,7 +106,7 @@ class GalleryRows(ImageSource):
 
     def _tar_member(self, shard: str, member: str) -> bytes:
         folder, _, name = shard.rpartition("/")
-        location = open_location(folder or ".")
+        location = open_storage(folder or ".")
         if shard not in self._tars:  # one pass over the shard's headers, then random access
             index: dict[str, tuple[int, int]] = {}
             with location.open(name) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:

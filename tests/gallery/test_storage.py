@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fct_registry.gallery.errors import NotFoundError, StorageError, StorageUnreachableError
-from fct_registry.gallery.storage import (
+from fct_registry.storage import (
     TMP_SUFFIX,
     LocalStorage,
     S3Storage,

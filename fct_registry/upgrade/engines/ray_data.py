@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import MANIFEST, GroupKey, Manifest, ShardInfo
-from fct_registry.gallery.storage import ENDPOINT_VARS, Storage, open_storage
+from fct_registry.storage import ENDPOINT_VARS, Storage, open_storage
 from fct_registry.upgrade.batch import BatchPlan, GroupRunner
 from fct_registry.upgrade.engines.base import ENGINES, Engine
 from fct_registry.upgrade.job import (

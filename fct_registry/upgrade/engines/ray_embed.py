@@ -24,7 +24,7 @@ import torch
 
 from fct_registry.errors import FctError
 from fct_registry.gallery.embed_job import ShardDone, ShardJob, embed_shard
-from fct_registry.gallery.storage import Storage, open_storage
+from fct_registry.storage import Storage, open_storage
 from fct_registry.upgrade.engines.ray_data import STORAGE_ENV, RayEngine
 
 if TYPE_CHECKING:
