@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fct_registry.data.base_image_source import ImageSource
 from fct_registry.data.decode import ColorPolicy, ImageTransform
-from fct_registry.data.image_sources import ImageSource
 from fct_registry.data.loader import BadImagePolicy
 from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_source
 from fct_registry.gallery.errors import GalleryError

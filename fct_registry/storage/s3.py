@@ -69,7 +69,9 @@ def s3_client() -> Any:
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=16,
         )
-        _CLIENTS[key] = boto3.client("s3", endpoint_url=endpoint_from_env()[0], config=config)
+        # A session of its own: boto3's default session keeps the credentials it first found.
+        session = boto3.session.Session()
+        _CLIENTS[key] = session.client("s3", endpoint_url=endpoint_from_env()[0], config=config)
     return _CLIENTS[key]
 
 

@@ -30,7 +30,7 @@ from fct_registry.upgrade.engines.ray_data import STORAGE_ENV, RayEngine
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from fct_registry.data.image_sources import Item
+    from fct_registry.data.base_image_source import Item
 
 
 @dataclass(frozen=True)
