@@ -95,9 +95,7 @@ class ImageFolderSource(_TreeSource):
                     "remove the folder (every subfolder of the root is a class)"
                 )
 
-    @property
-    def has_labels(self) -> bool:
-        return True
+    has_labels = True
 
     def items(self) -> Iterator[Item]:
         for label, name in enumerate(self.classes or ()):
@@ -120,9 +118,7 @@ class FolderSource(_TreeSource):
                 "point at the folder that holds them"
             )
 
-    @property
-    def has_labels(self) -> bool:
-        return False
+    has_labels = False
 
     def items(self) -> Iterator[Item]:
         return self._images()

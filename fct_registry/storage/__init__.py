@@ -35,7 +35,7 @@ import os
 from fct_registry.errors import StorageError
 from fct_registry.storage.base import TMP_SUFFIX, Storage
 from fct_registry.storage.local import LocalStorage, pid_alive
-from fct_registry.storage.s3 import CLIENT_ENV, ENDPOINT_VARS, S3Storage, s3_client
+from fct_registry.storage.s3 import ENDPOINT_VARS, STORAGE_ENV, S3Storage, s3_client
 
 
 def open_storage(location: str | os.PathLike) -> Storage:
@@ -51,8 +51,8 @@ def open_storage(location: str | os.PathLike) -> Storage:
 
 
 __all__ = [
-    "CLIENT_ENV",
     "ENDPOINT_VARS",
+    "STORAGE_ENV",
     "TMP_SUFFIX",
     "LocalStorage",
     "S3Storage",

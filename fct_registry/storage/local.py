@@ -113,12 +113,7 @@ class LocalStorage(Storage):
         final = self._path(name)
         # Unique per process and call: two writers never share (or delete) a temp file.
         tmp = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot create {final.parent}: {exc.strerror}; check the path and its permissions"
-            ) from None
+        make_folder(final.parent)
         try:
             yield tmp
             with tmp.open("rb+") as fh:  # durable before it is visible under the final name
@@ -147,6 +142,16 @@ class LocalStorage(Storage):
 
     def join(self, name: str) -> str:
         return str(self.root / name)
+
+
+def make_folder(path: Path) -> None:
+    """Create ``path`` and its parents; a StorageError that says what to check if it cannot."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create {path}: {exc.strerror}; check the path and its permissions"
+        ) from None
 
 
 def pid_alive(pid: int) -> bool:

@@ -27,7 +27,7 @@ from fct_registry.errors import NotFoundError, StorageError, StorageUnreachableE
 from fct_registry.storage.base import Storage
 
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-CLIENT_ENV = (
+STORAGE_ENV = (
     *ENDPOINT_VARS,
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -38,8 +38,9 @@ CLIENT_ENV = (
     "AWS_CONFIG_FILE",
     "AWS_SHARED_CREDENTIALS_FILE",
 )
-"""The environment a client is built from: a change (a test, a re-configured process) gets a
-new client instead of one holding the old credentials or endpoint."""
+"""What the storage reads from the environment. A client is built per value of these (a changed
+environment gets a new client, not one holding the old credentials or endpoint); Ray forwards
+them from the driver to its actors, which start with the cluster's environment."""
 SHA256_METADATA = "sha256"
 _KEY_FIX = (
     "S3 keys are literal, so a key with .., // or a leading / would name another file once "
@@ -57,8 +58,8 @@ def endpoint_from_env() -> tuple[str | None, str | None]:
 
 
 def s3_client() -> Any:
-    """The process's boto3 S3 client for the current environment (see :data:`CLIENT_ENV`)."""
-    key = (os.getpid(), *(os.environ.get(v) for v in CLIENT_ENV))
+    """The process's boto3 S3 client for the current environment (see :data:`STORAGE_ENV`)."""
+    key = (os.getpid(), *(os.environ.get(v) for v in STORAGE_ENV))
     if key not in _CLIENTS:
         import boto3  # heavy; only S3 users pay for it
         from botocore.config import Config
