@@ -2,13 +2,11 @@
 
 Image sources (``fct_registry.data``) read and list images through it; galleries
 (``fct_registry.gallery``) and the jobs that write them publish shards, manifests and markers
-through it. :func:`open_storage` picks the kind from the location:
+through it. :func:`open_storage` picks the kind from the location::
 
-    >>> from fct_registry.storage import open_storage
-    >>> store = open_storage("s3://bucket/galleries/g")  # or a local folder
-    >>> store.write_bytes("notes/a.txt", b"hello")       # published in one step
-    >>> store.list()
-    ['notes/a.txt']
+    store = open_storage("s3://bucket/galleries/g")  # or a local folder
+    store.write_bytes("notes/a.txt", b"hello")  # published in one step
+    store.list()  # ['notes/a.txt']
 
 What every store guarantees (see :class:`~fct_registry.storage.base.Storage`): names are plain
 relative paths checked against the root (:func:`~fct_registry._files.contained_name`) where
@@ -20,12 +18,13 @@ the problem and the fix. boto3 is configured in one place:
 
 Why boto3 and not fsspec/s3fs: the lease that keeps two runs off one destination
 (``fct_registry.gallery.lease``) needs conditional writes, ``PutObject`` with ``If-None-Match:
-*`` and ``If-Match: <etag>``; boto3 sends them as plain arguments and moto honours them, while
-s3fs has no portable way to pass them (and caches listings, which a resumed job must not trust).
-Ranged reads, streamed bodies, multipart thresholds, object metadata (the sha256 of an upload)
-and aborting unfinished multipart uploads are each one boto3 call too, and boto3 is already a
-dependency; s3fs would add aiobotocore, whose botocore pin can conflict with boto3's. Local
-folders need nothing beyond ``os``.
+*`` to take it and ``If-Match: <etag>`` to take over a dead holder's; boto3 sends both as plain
+arguments and moto honours them. s3fs (2026.9) offers the first only (``mode="create"``, which it
+documents as "only known to work on AWS S3") and not the second, and it caches listings, which
+a resumed job must not trust. Ranged reads, streamed bodies, multipart thresholds, object
+metadata (the sha256 of an upload) and aborting unfinished multipart uploads are each one boto3
+call too, and boto3 is already a dependency; s3fs would add aiobotocore, whose botocore pin can
+conflict with boto3's. Local folders need nothing beyond ``os``.
 """
 
 from __future__ import annotations
