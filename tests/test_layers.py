@@ -3,7 +3,8 @@
 Layers, low to high (a module may import its own layer or lower ones, never higher)::
 
     base: fct_registry (root), errors, _redact, _files, _registry, device, determinism, config,
-          layout, storage
+          layout
+    storage                           (local folders and S3 prefixes)
     models | data | evaluation        (independent of each other)
     training
     registry
@@ -44,9 +45,9 @@ LAYERS: tuple[frozenset[str], ...] = (
             "determinism",
             "config",
             "layout",
-            "storage",
         }
     ),
+    frozenset({"storage"}),
     frozenset({"models", "data", "evaluation"}),
     frozenset({"training"}),
     frozenset({"registry"}),
