@@ -17,3 +17,15 @@ class ConfigError(FctError):
 
 class DataError(FctError):
     """A dataset or embedding file is missing, malformed or inconsistent."""
+
+
+class StorageError(DataError):
+    """A local folder or S3 prefix cannot be read or written (a gallery's or images' store)."""
+
+
+class StorageUnreachableError(StorageError):
+    """The S3 endpoint does not answer."""
+
+
+class NotFoundError(StorageError):
+    """An object or file that should exist does not."""

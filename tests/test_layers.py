@@ -4,6 +4,7 @@ Layers, low to high (a module may import its own layer or lower ones, never high
 
     base: fct_registry (root), errors, _redact, _files, _registry, device, determinism, config,
           layout
+    storage                           (local folders and S3 prefixes)
     models | data | evaluation        (independent of each other)
     training
     registry
@@ -46,6 +47,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "layout",
         }
     ),
+    frozenset({"storage"}),
     frozenset({"models", "data", "evaluation"}),
     frozenset({"training"}),
     frozenset({"registry"}),

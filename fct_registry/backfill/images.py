@@ -22,15 +22,15 @@ safetensors image source names rows. Every failure names the item's id and its U
 from __future__ import annotations
 
 import re
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from fct_registry.data.decode import BadImageError, ImageTransform, decode
-from fct_registry.data.locations import Location, open_location
+from fct_registry.data.tar_shards import TarMembers
 from fct_registry.errors import DataError
+from fct_registry.storage import Storage, open_storage
 
 _ROW = re.compile(r"(\d+)$")
 _TAR = ".tar#"
@@ -55,14 +55,15 @@ class ItemImages:
     ``transform``: what the new version reads (from its registered input shape); ``None``
     leaves images at their own size (safetensors rows only, in practice). ``fallback``: the
     safetensors file for rows without a ``source_uri``. One instance caches S3/local locations
-    and tar indexes, so a run indexes each tar shard once.
+    and tar indexes (:class:`~fct_registry.data.tar_shards.TarMembers`), so a run indexes each
+    tar shard once.
     """
 
     def __init__(self, transform: ImageTransform | None, fallback: str | None = None) -> None:
         self.transform = transform
         self.fallback = str(fallback) if fallback else None
-        self._locations: dict[str, Location] = {}
-        self._tar_index: dict[str, dict[str, tuple[int, int]]] = {}
+        self._locations: dict[str, Storage] = {}
+        self._tars = TarMembers()
 
     # -- checks before any work ----------------------------------------------------------------
 
@@ -129,21 +130,16 @@ class ItemImages:
             f"{list(self.transform.shape)}; prepare the data at the model's size"
         )
 
-    def _location(self, folder: str) -> Location:
+    def _location(self, folder: str) -> Storage:
         if folder not in self._locations:
-            self._locations[folder] = open_location(folder or ".")
+            self._locations[folder] = open_storage(folder or ".")
         return self._locations[folder]
 
     def _read(self, item: str, uri: str, kind: str, container: str, name: str) -> bytes:
         try:
             if kind == "file":
-                return self._location(container).read(name)
-            index = self._index(container)
-            if name not in index:
-                raise DataError(f"tar shard {container} has no member {name!r}")
-            offset, size = index[name]
-            folder, _, shard = container.rpartition("/")
-            return self._location(folder).read_range(shard, offset, size)
+                return self._location(container).read_bytes(name)
+            return self._tars.read(container, name)
         except BadImageError:
             raise
         except DataError as exc:
@@ -151,35 +147,6 @@ class ItemImages:
                 f"cannot read the image of item {item!r} at {uri}: {exc}; restore it, or "
                 "re-plan without this item"
             ) from None
-
-    def _index(self, shard: str) -> dict[str, tuple[int, int]]:
-        """``member -> (data offset, size)`` of every file in the tar shard, built once."""
-        if shard not in self._tar_index:
-            folder, _, name = shard.rpartition("/")
-            stream = self._location(folder).open(name)
-            index: dict[str, tuple[int, int]] = {}
-            try:
-                # A local file seeks over member data; an S3 body is read front to back once.
-                mode = "r:" if _seekable(stream) else "r|"
-                with tarfile.open(fileobj=stream, mode=mode) as tar:
-                    for member in tar:
-                        if member.isfile():
-                            index[member.name] = (member.offset_data, member.size)
-            except (tarfile.TarError, EOFError, OSError) as exc:
-                raise DataError(
-                    f"tar shard {shard} is corrupt or truncated ({exc}); re-create it"
-                ) from None
-            finally:
-                stream.close()
-            self._tar_index[shard] = index
-        return self._tar_index[shard]
-
-
-def _seekable(stream: object) -> bool:
-    try:
-        return bool(stream.seekable())  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def _row_of_id(item: str, path: str) -> int:

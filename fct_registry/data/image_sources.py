@@ -9,7 +9,7 @@ the source from a path or URI:
 * ``manifest``: a CSV or Parquet file with columns ``id,path[,label]``; paths are relative to
   the manifest's folder and stay inside it, or absolute (for a local manifest), or ``s3://`` URIs.
 * ``tar``: WebDataset-style tar shards (``key.jpg`` + optional ``key.cls`` per sample), local or
-  on S3, read front to back once.
+  on S3, read front to back once (:mod:`fct_registry.data.tar_shards`).
 * ``safetensors``: the pipeline's prepared split (uint8 ``[N, C, H, W]`` held in memory); its
   class names come from the ``info.json`` the prepare stage writes beside it.
 
@@ -22,128 +22,60 @@ page, not per collection. Bytes are read and decoded later, in DataLoader worker
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import tarfile
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 
 from fct_registry._files import contained_name
-from fct_registry._registry import Registry
-from fct_registry.data.decode import ImageTransform, decode, is_image_name
-from fct_registry.data.locations import Location, open_location
+from fct_registry.data.base_image_source import (
+    SOURCES,
+    ImageSource,
+    Item,
+    UniqueIds,
+    open_root,
+)
+from fct_registry.data.decode import ImageTransform, is_image_name
+from fct_registry.data.tar_shards import TarShardsSource
 from fct_registry.errors import DataError
+from fct_registry.storage import open_storage
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
-LABEL_SUFFIXES = (".cls", ".label")
-
-
 _RELATIVE_FIX = (
     "a relative path stays inside the manifest's folder; write the image's absolute path "
     "(or an s3:// URI) instead"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One image, before it is read: its id, where it lives and its label.
-
-    ``name`` is the file within the source's location (relative path or key); tar samples carry
-    their bytes in ``data`` (the shard is read once, front to back) and their place in the shard
-    in ``offset``/``size`` (random access for training); prepared splits carry ``row``.
-    """
-
-    id: str
-    uri: str
-    label: int | None = None
-    name: str = ""
-    data: bytes | None = None
-    offset: int = -1
-    size: int = -1
-    row: int = -1
-
-    def without_data(self) -> Item:
-        return Item(
-            self.id, self.uri, self.label, self.name, None, self.offset, self.size, self.row
-        )
-
-
-class ImageSource(ABC):
-    """A collection of images. Subclasses list :meth:`items` and :meth:`read` their bytes."""
-
-    kind: str
-    uri: str
-    classes: tuple[str, ...] | None = None  # label names, when labels come from the layout
-
-    @abstractmethod
-    def items(self) -> Iterator[Item]:
-        """Every item, in the source's stable order (the same on every call)."""
-
-    @property
-    @abstractmethod
-    def has_labels(self) -> bool: ...
-
-    def read(self, item: Item) -> bytes:
-        """The item's encoded bytes (called in DataLoader workers)."""
-        if item.data is not None:
-            return item.data
-        return self.location.read(item.name)
-
-    location: Location
-
-    def load(self, item: Item, transform: ImageTransform | None) -> torch.Tensor:
-        """The item decoded (and transformed) as uint8 ``[C, H, W]``; BadImageError if not."""
-        return decode(self.read(item), transform, item.uri)
-
-    def __iter__(self) -> Iterator[tuple[str, torch.Tensor, int | None]]:
-        """``(id, uint8 [C, H, W] image at its own size, label)``, decoded here, in order."""
-        for item in self.items():
-            yield item.id, self.load(item, None), item.label
-
-    def describe(self) -> dict[str, object]:
-        # ``classes``: what the labels index, so galleries compare labels by name, not by id
-        named = {} if self.classes is None else {"classes": list(self.classes)}
-        return {"kind": self.kind, "uri": self.uri, **named}
-
-
-SOURCES: Registry[ImageSource] = Registry("image source")
-
+_EXT_HINT = (".jpg", ".png", "...")
 
 # --- folders -----------------------------------------------------------------------------------
 
 
-def _check_exists(location: Location) -> tuple[list[str], list[str]]:
-    try:
-        folders, files = location.children()
-    except FileNotFoundError:
-        raise DataError(f"{location.uri} does not exist; check the path") from None
-    except NotADirectoryError:
-        raise DataError(f"{location.uri} is a file, not a folder of images") from None
-    if not folders and not files:
-        hint = (
-            "check the prefix (aws s3 ls " + location.uri + "/)"
-            if location.uri.startswith("s3://")
-            else "put images in it, or point at the folder that holds them"
-        )
-        raise DataError(f"{location.uri} is empty (no files or folders); {hint}")
-    return folders, files
+class _TreeSource(ImageSource):
+    """Images found by walking a folder or prefix; ids are their relative paths."""
+
+    def __init__(self, uri: str) -> None:
+        self.location, folders, files = open_root(uri)
+        self.uri = self.location.uri
+        self._check(folders, files)
+
+    def _check(self, folders: list[str], files: list[str]) -> None:
+        """Refuse a layout this kind cannot read, before any work (and keep what it names)."""
+
+    def _images(self, sub: str = "", label: int | None = None) -> Iterator[Item]:
+        for rel in self.location.walk(sub):
+            if is_image_name(rel):
+                yield Item(rel, self.location.join(rel), label, rel)
 
 
 @SOURCES.register("imagefolder")
-class ImageFolderSource(ImageSource):
+class ImageFolderSource(_TreeSource):
     """``ROOT/<class>/.../<image>``; label = index of the class folder in sorted order."""
 
     kind = "imagefolder"
 
-    def __init__(self, uri: str) -> None:
-        self.location = open_location(uri)
-        self.uri = self.location.uri
-        folders, files = _check_exists(self.location)
+    def _check(self, folders: list[str], files: list[str]) -> None:
         stray = [f for f in files if is_image_name(f)]
         if stray:
             raise DataError(
@@ -157,74 +89,42 @@ class ImageFolderSource(ImageSource):
             )
         self.classes = tuple(folders)
         for name in self.classes:  # fail before any work, not after hours of embedding
-            if not any(is_image_name(n) for n in self.location.walk(name)):
+            if next(self._images(name), None) is None:
                 raise DataError(
                     f"class folder {self.location.join(name)} has no images; add images or "
                     "remove the folder (every subfolder of the root is a class)"
                 )
 
-    @property
-    def has_labels(self) -> bool:
-        return True
+    has_labels = True
 
     def items(self) -> Iterator[Item]:
-        for label, name in enumerate(self.classes):
-            for rel in self.location.walk(name):
-                if is_image_name(rel):
-                    yield Item(rel, self.location.join(rel), label, rel)
+        for label, name in enumerate(self.classes or ()):
+            yield from self._images(name, label)
 
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "uri": self.uri, "classes": list(self.classes or ())}
 
 
 @SOURCES.register("folder")
-class FolderSource(ImageSource):
+class FolderSource(_TreeSource):
     """Every image under ``ROOT``, at any depth; ids are the relative paths; no labels."""
 
     kind = "folder"
 
-    def __init__(self, uri: str) -> None:
-        self.location = open_location(uri)
-        self.uri = self.location.uri
-        _check_exists(self.location)
-        if not any(is_image_name(n) for n in self.location.walk()):
+    def _check(self, folders: list[str], files: list[str]) -> None:
+        if next(self._images(), None) is None:
             raise DataError(
                 f"no images under {self.uri} (looked for {', '.join(_EXT_HINT)} files); "
                 "point at the folder that holds them"
             )
 
-    @property
-    def has_labels(self) -> bool:
-        return False
+    has_labels = False
 
     def items(self) -> Iterator[Item]:
-        for rel in self.location.walk():
-            if is_image_name(rel):
-                yield Item(rel, self.location.join(rel), None, rel)
-
-
-_EXT_HINT = (".jpg", ".png", "...")
+        return self._images()
 
 
 # --- manifest ----------------------------------------------------------------------------------
-
-
-class _UniqueIds:
-    """Duplicate-id check in 8 bytes of hash per id (a 64-bit blake2b digest): a set of ints
-    instead of the strings. A false alarm needs a 64-bit collision (~3e-6 at 10M ids)."""
-
-    def __init__(self, where: str) -> None:
-        self.seen: set[int] = set()
-        self.where = where
-
-    def add(self, item_id: str, at: str) -> None:
-        h = int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "little")
-        if h in self.seen:
-            raise DataError(
-                f"id {item_id!r} appears twice in {self.where} (again at {at}); ids name "
-                "gallery rows and must be unique: rename or drop one of them"
-            )
-        self.seen.add(h)
 
 
 @SOURCES.register("manifest")
@@ -235,12 +135,12 @@ class ManifestSource(ImageSource):
 
     def __init__(self, uri: str) -> None:
         folder, _, name = uri.rstrip("/").rpartition("/")
-        self.location = open_location(folder or ".")
+        self.location = open_storage(folder or ".")
         self.name, self.uri = name, self.location.join(name)
         if not name.endswith((".csv", ".parquet")):
             raise DataError(f"manifest {self.uri} must be a .csv or .parquet file")
         try:
-            self.raw = self.location.read(name)
+            self.raw = self.location.read_bytes(name)
         except DataError:
             raise DataError(f"manifest {self.uri} does not exist or cannot be read") from None
         header = self._columns()
@@ -284,7 +184,7 @@ class ManifestSource(ImageSource):
         return self._labels
 
     def items(self) -> Iterator[Item]:
-        unique = _UniqueIds(self.uri)
+        unique = UniqueIds(self.uri)
         what = "row" if self.name.endswith(".parquet") else "line"
         for line, record in self._rows():
             at = f"{what} {line}"
@@ -319,129 +219,16 @@ class ManifestSource(ImageSource):
     def read(self, item: Item) -> bytes:
         if item.name.startswith("s3://") or Path(item.name).is_absolute():
             folder, _, name = item.name.rpartition("/")
-            location = open_location(folder)
+            location = open_storage(folder)
         else:
             location, name = self.location, item.name
         try:
-            return location.read(name)
+            return location.read_bytes(name)
         except DataError as exc:
             raise DataError(
                 f"manifest {self.uri} names {item.uri} (id {item.id!r}), which cannot be read: "
                 f"{exc}"
             ) from None
-
-
-# --- tar shards --------------------------------------------------------------------------------
-
-
-def _expand_braces(pattern: str) -> list[str]:
-    """WebDataset's ``shard-{000..009}.tar`` notation: one numeric range, zero-padded."""
-    import re
-
-    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
-    if not match:
-        return [pattern]
-    lo, hi = match.group(1), match.group(2)
-    width = len(lo)
-    return [
-        pattern[: match.start()] + f"{i:0{width}d}" + pattern[match.end() :]
-        for i in range(int(lo), int(hi) + 1)
-    ]
-
-
-@SOURCES.register("tar")
-class TarShardsSource(ImageSource):
-    """WebDataset-style shards: members ``<key>.<ext>`` grouped by key (the id); the image is
-    the member with an image suffix, the label a ``.cls``/``.label`` member holding an integer."""
-
-    kind = "tar"
-
-    def __init__(self, uris: str | Sequence[str]) -> None:
-        raw = [uris] if isinstance(uris, str) else list(uris)
-        shards: list[str] = []
-        for uri in raw:
-            if uri.endswith(".tar") or "{" in uri:
-                shards += _expand_braces(uri)
-            else:  # a folder or prefix of shards
-                location = open_location(uri)
-                _check_exists(location)
-                shards += [location.join(n) for n in location.walk() if n.endswith(".tar")]
-        if not shards:
-            raise DataError(f"no .tar shards found in {', '.join(raw)}")
-        self.shards = shards
-        self.uri = shards[0] if len(shards) == 1 else f"{shards[0]} (+{len(shards) - 1} shards)"
-        self._locations = {}
-        for shard in shards:
-            folder, _, _name = shard.rpartition("/")
-            self._locations[shard] = open_location(folder or ".")
-        first = next(self.items(), None)
-        if first is None:
-            raise DataError(f"the tar shards {self.uri} hold no images")
-        self._labels = first.label is not None
-
-    @property
-    def has_labels(self) -> bool:
-        return self._labels
-
-    def items(self) -> Iterator[Item]:
-        unique = _UniqueIds(self.uri)
-        for shard in self.shards:
-            for item in self._shard_items(shard):
-                unique.add(item.id, f"shard {shard}")
-                yield item
-
-    def _shard_items(self, shard: str) -> Iterator[Item]:
-        location = self._locations[shard]
-        name = shard.rpartition("/")[2]
-        try:
-            stream = location.open(name)
-        except DataError:
-            raise DataError(f"tar shard {shard} does not exist or cannot be read") from None
-        key, image, label = None, None, None
-        try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    path = PurePosixPath(member.name)
-                    stem = str(path.parent / path.name.split(".", 1)[0])
-                    if stem != key:
-                        if image is not None:
-                            yield self._item(shard, key, image, label)
-                        key, image, label = stem, None, None
-                    fh = tar.extractfile(member)
-                    assert fh is not None
-                    if is_image_name(member.name):
-                        image = (member.name, fh.read(), member.offset_data, member.size)
-                    elif member.name.endswith(LABEL_SUFFIXES):
-                        label = _parse_label(fh.read(), shard, member.name)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise DataError(
-                f"tar shard {shard} is corrupt or truncated ({exc}); re-create or re-download it"
-            ) from None
-        finally:
-            stream.close()
-        if image is not None:
-            yield self._item(shard, key, image, label)
-
-    def _item(self, shard: str, key: str | None, image: tuple, label: int | None) -> Item:
-        member, data, offset, size = image
-        return Item(
-            str(key), f"{shard}#{member}", label, shard, data=data, offset=offset, size=size
-        )
-
-    def read(self, item: Item) -> bytes:
-        if item.data is not None:
-            return item.data
-        location = self._locations[item.name]
-        return location.read_range(item.name.rpartition("/")[2], item.offset, item.size)
-
-
-def _parse_label(raw: bytes, shard: str, member: str) -> int:
-    try:
-        return int(raw.decode().strip())
-    except ValueError:
-        raise DataError(f"{shard}: {member} holds {raw[:20]!r}, not an integer class id") from None
 
 
 # --- prepared safetensors ----------------------------------------------------------------------
@@ -537,8 +324,7 @@ def detect_kind(uri: str) -> str:
         return "tar"
     if lower.endswith((".csv", ".parquet")):
         return "manifest"
-    location = open_location(uri)
-    folders, files = _check_exists(location)
+    _, folders, files = open_root(uri)
     for name in MANIFEST_NAMES:
         if name in files:
             return "manifest"
@@ -558,7 +344,7 @@ def open_source(uri: str | Sequence[str], kind: str = "auto", **options: object)
         if len(uris) != 1:
             if kind not in ("auto", "tar"):
                 raise DataError(f"several inputs are read as tar shards, not as {kind!r}")
-            return SOURCES.build("tar", uris=uris)
+            return SOURCES.build(TarShardsSource.kind, uris=uris)
         uri = uris[0]
     uri = str(uri)
     if uri.lower().endswith((".npy", ".npz")):
@@ -571,9 +357,9 @@ def open_source(uri: str | Sequence[str], kind: str = "auto", **options: object)
         kind = detect_kind(uri)
     SOURCES.check(kind)
     if kind == "tar":
-        return SOURCES.build("tar", uris=uri)
+        return SOURCES.build(TarShardsSource.kind, uris=uri)
     if kind == "manifest" and not uri.lower().endswith((".csv", ".parquet")):
-        files = open_location(uri).children()[1]
+        files = open_storage(uri).children()[1]
         name = next((n for n in MANIFEST_NAMES if n in files), None)
         if name is None:
             raise DataError(f"{uri} holds no {' or '.join(MANIFEST_NAMES)}")

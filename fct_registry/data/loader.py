@@ -30,8 +30,9 @@ from typing import Literal
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fct_registry.data.base_image_source import ImageSource, Item
 from fct_registry.data.decode import BadImageError, ImageTransform
-from fct_registry.data.image_sources import ImageSource, Item, TensorSource
+from fct_registry.data.image_sources import TensorSource
 from fct_registry.errors import ConfigError, DataError
 
 BadImagePolicy = Literal["skip", "fail"]

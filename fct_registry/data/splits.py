@@ -33,8 +33,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from fct_registry.config import DataConfig
+from fct_registry.data.base_image_source import ImageSource
 from fct_registry.data.decode import ImageTransform
-from fct_registry.data.image_sources import ImageSource, open_source
+from fct_registry.data.image_sources import open_source
 from fct_registry.data.loader import ImageDataset, channel_stats, stream_batches
 from fct_registry.data.prepared import SPLITS, TensorSplit, load_info, load_prepared
 from fct_registry.errors import DataError

@@ -1,9 +1,10 @@
 """Galleries: embeddings of indexed items as Parquet shards plus a manifest, local or on S3.
 
-``schema`` fixes the columns and checks batches; ``storage`` hides local folders vs S3 prefixes
-(atomic publishing on both); ``manifest`` and ``shards`` are the on-disk format; ``writer`` and
-``reader`` write and stream galleries; ``embed`` indexes images with a registered version and
-``search`` answers top-k queries. Importing this package does not import torch or mlflow.
+``schema`` fixes the columns and checks batches; :mod:`fct_registry.storage` hides local
+folders vs S3 prefixes (atomic publishing on both); ``manifest`` and ``shards`` are the on-disk
+format; ``writer`` and ``reader`` write and stream galleries; ``embed`` indexes images with a
+registered version and ``search`` answers top-k queries. Importing this package does not import
+torch or mlflow.
 """
 
 from fct_registry.gallery.errors import (
@@ -21,8 +22,8 @@ from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo, read_ma
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.schema import gallery_schema, make_batch
 from fct_registry.gallery.search import SearchResult, search, topk_accuracy
-from fct_registry.gallery.storage import LocalStorage, S3Storage, Storage, open_storage
 from fct_registry.gallery.writer import GalleryWriter
+from fct_registry.storage import LocalStorage, S3Storage, Storage, open_storage
 
 __all__ = [
     "MANIFEST",

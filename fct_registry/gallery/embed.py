@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from fct_registry.data.base_image_source import ImageSource
 from fct_registry.data.decode import ColorPolicy, ImageTransform
-from fct_registry.data.image_sources import ImageSource
 from fct_registry.data.loader import BadImagePolicy
 from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_source
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.indexed_with import IndexedWith, models_for
-from fct_registry.gallery.storage import Storage
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
 from fct_registry.registry.flavor import FLAVOR_NAME, load_model
 from fct_registry.registry.given import refuse_given
+from fct_registry.storage import Storage
 
 
 def input_shape(model_uri: str) -> list[int]:

@@ -1,12 +1,13 @@
 """Errors about galleries and where they are stored; each names the problem and the fix.
 
-They subclass :class:`~fct_registry.errors.DataError` (bad data) or :class:`StorageError` (a
-store that cannot be used), so the CLI reports them as ``error: ...`` with exit status 2.
+They subclass :class:`~fct_registry.errors.DataError` (bad data) or
+:class:`~fct_registry.errors.StorageError` (a store that cannot be used), so the CLI reports
+them as ``error: ...`` with exit status 2.
 """
 
 from __future__ import annotations
 
-from fct_registry.errors import DataError, FctError
+from fct_registry.errors import DataError, NotFoundError, StorageError, StorageUnreachableError
 
 
 class GalleryError(DataError):
@@ -33,13 +34,16 @@ class CorruptShardError(GalleryError):
     """A shard's bytes differ from its recorded checksum, or Parquet cannot read it."""
 
 
-class StorageError(FctError):
-    """A local folder or S3 prefix cannot be read or written."""
-
-
-class StorageUnreachableError(StorageError):
-    """The S3 endpoint does not answer."""
-
-
-class NotFoundError(StorageError):
-    """An object or file that should exist does not."""
+# The storage layer's errors live in the base layer (fct_registry.errors); named here too
+# because every gallery module reports them.
+__all__ = [
+    "CorruptShardError",
+    "GalleryError",
+    "ManifestError",
+    "NonFiniteError",
+    "NotFoundError",
+    "SchemaError",
+    "SideInfoError",
+    "StorageError",
+    "StorageUnreachableError",
+]

@@ -19,7 +19,7 @@ from typing import Any
 from fct_registry._files import UnsafePathError, contained_name
 from fct_registry.evaluation.labels import Classes, class_names
 from fct_registry.gallery.errors import ManifestError, NotFoundError
-from fct_registry.gallery.storage import Storage
+from fct_registry.storage import Storage
 
 MANIFEST = "manifest.json"
 FORMAT = "fct-gallery/1"

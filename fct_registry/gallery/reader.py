@@ -13,7 +13,7 @@ from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import Manifest, ShardInfo, read_manifest
 from fct_registry.gallery.shards import ShardReader
-from fct_registry.gallery.storage import Storage, open_storage
+from fct_registry.storage import Storage, open_storage
 
 
 @dataclass(frozen=True)

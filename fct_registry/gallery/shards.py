@@ -19,10 +19,11 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fct_registry._files import sha256_file
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import CorruptShardError, GalleryError, NotFoundError, SchemaError
 from fct_registry.gallery.manifest import GroupKey, ShardInfo
-from fct_registry.gallery.storage import Storage, sha256_file
+from fct_registry.storage import Storage
 
 WRITE_OPTIONS = {
     # Vectors are left uncompressed: float32 embeddings shrink ~10% under zstd for ~3x the

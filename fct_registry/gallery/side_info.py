@@ -16,7 +16,6 @@ the gallery's rows (:class:`GalleryRows`) with the embeddings taken from the gal
 from __future__ import annotations
 
 import bisect
-import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from fct_registry.data.base_image_source import ImageSource, Item
 from fct_registry.data.decode import BadImageError, ImageTransform, decode
-from fct_registry.data.image_sources import ImageSource, Item
 from fct_registry.data.loader import BadImagePolicy
-from fct_registry.data.locations import open_location
+from fct_registry.data.tar_shards import TarMembers
 from fct_registry.errors import DataError
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.embed import input_shape
@@ -35,11 +34,11 @@ from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_sourc
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.indexed_with import models_for
 from fct_registry.gallery.reader import Gallery
-from fct_registry.gallery.storage import Storage
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
 from fct_registry.registry import tags as T
 from fct_registry.registry.flavor import load_model
 from fct_registry.registry.refs import VersionRef
+from fct_registry.storage import Storage, open_storage
 
 SOURCE_KIND = "gallery"
 
@@ -63,7 +62,7 @@ class GalleryRows(ImageSource):
             )
         self._labels = S.LABEL in names
         self.classes = gallery.manifest.classes
-        self._tars: dict[str, dict[str, tuple[int, int]]] = {}  # per process: member offsets
+        self._tars = TarMembers()  # per process: member offsets
 
     @property
     def has_labels(self) -> bool:
@@ -83,7 +82,7 @@ class GalleryRows(ImageSource):
         return super().describe() | {"manifest_sha256": self.gallery.manifest_sha256}
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers and Ray: no caches
-        return self.__dict__ | {"_tars": {}}
+        return self.__dict__ | {"_tars": TarMembers()}
 
     def load(self, item: Item, transform: ImageTransform | None) -> torch.Tensor:
         base, _, fragment = item.uri.rpartition("#")
@@ -97,27 +96,13 @@ class GalleryRows(ImageSource):
         base, _, member = item.uri.rpartition("#")
         try:
             if base.endswith(".tar") and member:
-                return self._tar_member(base, member)
+                return self._tars.read(base, member)
             folder, _, name = item.uri.rpartition("/")
-            return open_location(folder or ".").read(name)
+            return open_storage(folder or ".").read_bytes(name)
         except DataError as exc:
             raise DataError(
                 f"the image of row {item.id!r} ({item.uri}) cannot be read: {exc}"
             ) from None
-
-    def _tar_member(self, shard: str, member: str) -> bytes:
-        folder, _, name = shard.rpartition("/")
-        location = open_location(folder or ".")
-        if shard not in self._tars:  # one pass over the shard's headers, then random access
-            index: dict[str, tuple[int, int]] = {}
-            with location.open(name) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                for info in tar:
-                    if info.isfile():
-                        index[info.name] = (info.offset_data, info.size)
-            self._tars[shard] = index
-        if member not in self._tars[shard]:
-            raise DataError(f"tar shard {shard} has no member {member}")
-        return location.read_range(name, *self._tars[shard][member])
 
     def _tensor_row(
         self, item: Item, path: str, row: int, transform: ImageTransform | None

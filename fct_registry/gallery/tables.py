@@ -22,9 +22,9 @@ from fct_registry.errors import DataError
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.indexed_with import models_for
 from fct_registry.gallery.manifest import Manifest
-from fct_registry.gallery.storage import open_storage
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS, GalleryWriter
 from fct_registry.registry import tags as T
+from fct_registry.storage import open_storage
 
 BATCH_ROWS = 65_536
 

@@ -14,7 +14,7 @@ from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import GalleryError, SchemaError
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.shards import shard_name, write_shard
-from fct_registry.gallery.storage import Storage
+from fct_registry.storage import Storage
 
 DEFAULT_SHARD_ROWS = 100_000
 DEFAULT_ROW_GROUP_ROWS = 16_384

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fct_registry.gallery.lease import LeaseHeldError, describe, is_stale, lease, pid_alive
-from fct_registry.gallery.storage import Storage
+from fct_registry.storage import Storage
 
 LEASE = "_fct_upgrade.lease"
 

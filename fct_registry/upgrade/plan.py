@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from fct_registry._files import sha256_file
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import SchemaError, SideInfoError
 from fct_registry.gallery.manifest import GroupKey, Manifest, ShardInfo
-from fct_registry.gallery.storage import sha256_file
 from fct_registry.registry import tags as T
 from fct_registry.registry.flavor_files import flavor_conf, verify_registered
 from fct_registry.registry.refs import VersionRef

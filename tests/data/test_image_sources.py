@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from fct_registry.data.base_image_source import SOURCES
 from fct_registry.data.decode import ImageTransform, decode
-from fct_registry.data.image_sources import SOURCES, open_source
+from fct_registry.data.image_sources import open_source
 from fct_registry.data.loader import ImageDataset, stream_batches
 from fct_registry.errors import ConfigError, DataError
 from tests.data.images import encode, fashion_images, write_flat, write_imagefolder

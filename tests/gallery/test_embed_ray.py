@@ -16,7 +16,7 @@ from fct_registry.data.decode import BadImageError, ImageTransform
 from fct_registry.data.image_sources import open_source
 from fct_registry.gallery.embed_job import EmbedModels, embed_shard, embed_source
 from fct_registry.gallery.manifest import MANIFEST
-from fct_registry.gallery.storage import open_storage
+from fct_registry.storage import open_storage
 from tests.data.images import write_imagefolder
 from tests.services import private_ray
 from tests.upgrade.conftest import snapshot

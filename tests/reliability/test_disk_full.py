@@ -16,7 +16,7 @@ import pytest
 
 from fct_registry.cli import main
 from fct_registry.gallery import shards
-from fct_registry.gallery.storage import TMP_SUFFIX
+from fct_registry.storage import TMP_SUFFIX
 from tests.upgrade.conftest import TinyRegistry, snapshot, synthetic_rows, write_gallery
 
 slow = pytest.mark.slow  # the session registry (MLflow + ONNX exports): ~30 s once

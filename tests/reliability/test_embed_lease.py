@@ -28,7 +28,7 @@ from fct_registry.gallery.embed_job import JOB_FILE, LEASE, EmbedModels, embed_s
 from fct_registry.gallery.indexed_with import IndexedWith
 from fct_registry.gallery.lease import LeaseHeldError, lease
 from fct_registry.gallery.manifest import MANIFEST
-from fct_registry.gallery.storage import TMP_SUFFIX, LocalStorage
+from fct_registry.storage import TMP_SUFFIX, LocalStorage
 from tests.backfill.conftest import setup  # noqa: F401  (pytest fixture)
 from tests.data.images import encode, write_flat
 from tests.upgrade.conftest import snapshot

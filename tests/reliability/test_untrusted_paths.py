@@ -19,13 +19,12 @@ from fct_registry.backfill.run import JOB_FILE as BACKFILL_JOB
 from fct_registry.backfill.run import _clean as clean_backfill
 from fct_registry.cli import main
 from fct_registry.data.image_sources import open_source
-from fct_registry.data.locations import LocalLocation, S3Location
 from fct_registry.errors import DataError
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery.errors import GalleryError, ManifestError
 from fct_registry.gallery.manifest import MANIFEST, ShardInfo
 from fct_registry.gallery.shards import write_shard
-from fct_registry.gallery.storage import LocalStorage, S3Storage
+from fct_registry.storage import LocalStorage, S3Storage
 from fct_registry.upgrade import UpgradePlan, upgrade_gallery
 from tests.upgrade.conftest import FAMILY, S3, SIDE, OnnxChain, synthetic_rows, write_gallery
 
@@ -269,20 +268,20 @@ def test_local_manifest_cannot_write_outside_an_s3_out(
 
 def test_image_locations_refuse_names_outside_their_root(tmp_path: Path) -> None:
     (tmp_path / "secret.png").write_bytes(b"x")
-    images = LocalLocation(tmp_path / "images")
-    for call in (images.read, images.open):
+    images = LocalStorage(tmp_path / "images")
+    for call in (images.read_bytes, images.open):
         with pytest.raises(UnsafePathError, match=r"file name '\.\./secret\.png' climbs out"):
             call("../secret.png")
     with pytest.raises(UnsafePathError, match="absolute"):
         images.read_range(str(tmp_path / "secret.png"), 0, 1)
     with pytest.raises(UnsafePathError, match="object name"):
-        S3Location("s3://b/images")._key("../other/x.png")
+        S3Storage("s3://b/images")._key("../other/x.png")
 
 
 def test_s3_listing_refuses_a_key_that_is_not_a_plain_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    location = S3Location("s3://b/images")
+    location = S3Storage("s3://b/images")
     page = {"Contents": [{"Key": "images/ok.png"}, {"Key": "images/../../etc/x.png"}]}
     monkeypatch.setattr(location, "_pages", lambda prefix, delimiter=None: iter([page]))
     walked = location.walk()

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fct_registry._files import sha256_file
 from fct_registry.gallery import Gallery, GalleryWriter, make_batch, open_storage
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.errors import (
@@ -21,7 +22,6 @@ from fct_registry.gallery.errors import (
 )
 from fct_registry.gallery.manifest import MANIFEST, Manifest
 from fct_registry.gallery.shards import WRITE_OPTIONS
-from fct_registry.gallery.storage import sha256_file
 from fct_registry.upgrade import UpgradePlan, job, upgrade_gallery
 from fct_registry.upgrade.engines import ray_data
 from fct_registry.upgrade.job import DestinationError, UpgradeIncompleteError

@@ -18,8 +18,8 @@ from fct_registry.gallery.pg.read import READ_BATCH, read_batches
 from fct_registry.gallery.pg.tables import DEFAULT_DISTANCE, HnswParams
 from fct_registry.gallery.pg.write import write_gallery
 from fct_registry.gallery.reader import Gallery
-from fct_registry.gallery.storage import open_storage
 from fct_registry.gallery.writer import GalleryWriter
+from fct_registry.storage import open_storage
 
 
 @dataclass(frozen=True)

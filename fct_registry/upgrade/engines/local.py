@@ -9,7 +9,7 @@ from fct_registry.upgrade.job import upgrade_gallery
 
 if TYPE_CHECKING:
     from fct_registry.gallery.reader import Gallery
-    from fct_registry.gallery.storage import Storage
+    from fct_registry.storage import Storage
     from fct_registry.upgrade.job import UpgradeReport
     from fct_registry.upgrade.plan import UpgradePlan
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import MANIFEST, GroupKey, Manifest, ShardInfo
-from fct_registry.gallery.storage import ENDPOINT_VARS, Storage, open_storage
+from fct_registry.storage import STORAGE_ENV, Storage, open_storage
 from fct_registry.upgrade.batch import BatchPlan, GroupRunner
 from fct_registry.upgrade.engines.base import ENGINES, Engine
 from fct_registry.upgrade.job import (
@@ -61,20 +61,6 @@ if TYPE_CHECKING:
 
     from fct_registry.gallery.reader import Gallery
     from fct_registry.upgrade.plan import UpgradePlan
-
-STORAGE_ENV = (
-    *ENDPOINT_VARS,
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-)
-"""What the gallery storage reads from the environment; forwarded from the driver to the actors
-(they start with the environment of the Ray cluster, not the driver's)."""
 
 
 class RayUnavailableError(FctError):

@@ -24,13 +24,13 @@ import torch
 
 from fct_registry.errors import FctError
 from fct_registry.gallery.embed_job import ShardDone, ShardJob, embed_shard
-from fct_registry.gallery.storage import Storage, open_storage
-from fct_registry.upgrade.engines.ray_data import STORAGE_ENV, RayEngine
+from fct_registry.storage import STORAGE_ENV, Storage, open_storage
+from fct_registry.upgrade.engines.ray_data import RayEngine
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from fct_registry.data.image_sources import Item
+    from fct_registry.data.base_image_source import Item
 
 
 @dataclass(frozen=True)
