@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from fct_registry.errors import DataError
-from fct_registry.evaluation.distances import DISTANCES, check_query_gallery
+from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.distances_np import check_query_gallery
 from fct_registry.evaluation.retrieval import _ranking_keys, _sort_rows, auto_chunk_size
 
 

@@ -15,7 +15,9 @@ import torch
 from torch import Tensor
 
 from fct_registry.errors import ConfigError, DataError
-from fct_registry.evaluation.distances import DISTANCES, check_query_gallery
+from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.distances_np import check_query_gallery
+from fct_registry.evaluation.retrieval_np import scores_from_totals
 
 CHUNK_BUDGET_BYTES = 256 * 2**20
 """Target size of one chunk's (chunk x gallery) working tensors."""
@@ -130,19 +132,7 @@ def retrieval_scores(
         totals += _score_ranked(ranked)
         del ranked
 
-    top1_hits, top5_hits, ap_sum, counted = totals.tolist()
-    if counted == 0:
-        hint = (
-            "every class needs at least 2 items in leave-one-out mode"
-            if leave_one_out
-            else "check that query and gallery labels use the same class ids"
-        )
-        raise DataError(f"no query has a relevant gallery item, so no score is defined; {hint}")
-    return RetrievalScores(
-        top1=100.0 * top1_hits / counted,
-        top5=100.0 * top5_hits / counted,
-        mAP=100.0 * ap_sum / counted,
-    )
+    return RetrievalScores(**scores_from_totals(totals.tolist(), leave_one_out))
 
 
 def _ranking_keys(dist: Tensor, relevant: Tensor, self_offset: int | None) -> Tensor:

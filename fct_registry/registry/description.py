@@ -192,9 +192,14 @@ def _gate_text(tags: Mapping[str, str]) -> str:
     return text + (f" ({gate['at']})" if gate.get("at") else "")
 
 
-def _footer(family: str, usage: str) -> list[str]:
+def _page(family: str, headline: str, rows: list[tuple[str, Cell | str]], usage: str) -> str:
+    """A description: the headline, the table of ``rows``, how to use the model, and a link to
+    the family's compatibility page; fitted to MLflow's length limit."""
     page = COMPATIBILITY_PAGE.format(family=family)
-    return [
+    lines = [
+        headline,
+        "",
+        box_table(rows),
         "",
         usage,
         "",
@@ -202,6 +207,7 @@ def _footer(family: str, usage: str) -> list[str]:
         f"[compatibility page]({page}) (`mlflow server --app-name fct`, or `fct-auth` with "
         "a password).",
     ]
+    return fit("\n".join(lines))
 
 
 def _hop_rows(linked: Sequence[Linked]) -> list[Cell]:
@@ -239,19 +245,16 @@ def embedding_description(
     if not into and not out_of:
         rows.append(("transformations", "none registered yet"))
     rows += _gate_rows(tags, aliases) + _provenance(tags)
-    lines = [
+    headline = (
         f"{family}@{version}: embedding model of the {family} family (Forward Compatible "
         "Training registry). Galleries of older versions are upgraded to it by the "
-        "transformations below, reading the side-info stored with each item.",
-        "",
-        box_table(rows),
-        *_footer(
-            family,
-            f'Embed: `mlflow.pyfunc.load_model("models:/{family}/{version}").predict('
-            '{"images": float32 [N, C, H, W] in [0, 1]})`.',
-        ),
-    ]
-    return fit("\n".join(lines))
+        "transformations below, reading the side-info stored with each item."
+    )
+    usage = (
+        f'Embed: `mlflow.pyfunc.load_model("models:/{family}/{version}").predict('
+        '{"images": float32 [N, C, H, W] in [0, 1]})`.'
+    )
+    return _page(family, headline, rows, usage)
 
 
 def transformation_description(
@@ -285,18 +288,15 @@ def transformation_description(
         if chain
         else f"FCT transformation ({tags.get(T.KIND, '?')})"
     )
-    lines = [
+    headline = (
         f"{family}@{source} → {family}@{target}: {what}. Upgrades a stored gallery without "
-        "re-embedding its images: h(old embedding, side-info) → new embedding.",
-        "",
-        box_table(rows),
-        *_footer(
-            family,
-            f'Upgrade: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
-            '{"old_embedding": ..., "side_info": ...})` (float32 arrays, one row per item).',
-        ),
-    ]
-    return fit("\n".join(lines))
+        "re-embedding its images: h(old embedding, side-info) → new embedding."
+    )
+    usage = (
+        f'Upgrade: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
+        '{"old_embedding": ..., "side_info": ...})` (float32 arrays, one row per item).'
+    )
+    return _page(family, headline, rows, usage)
 
 
 def side_info_description(
@@ -323,19 +323,16 @@ def side_info_description(
         rows.append(("read by", "no transformation yet"))
     rows += _provenance(tags)
     name = T.side_info_model_name(family)
-    lines = [
+    headline = (
         f"{name}/{version}: side-info extractor of the {family} family (self-supervised). "
         "Its vector is stored beside every gallery item, once, and never changes: FCT "
-        "transformations read it to upgrade old embeddings.",
-        "",
-        box_table(rows),
-        *_footer(
-            family,
-            f'Compute: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
-            '{"images": float32 [N, C, H, W] in [0, 1]})`.',
-        ),
-    ]
-    return fit("\n".join(lines))
+        "transformations read it to upgrade old embeddings."
+    )
+    usage = (
+        f'Compute: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
+        '{"images": float32 [N, C, H, W] in [0, 1]})`.'
+    )
+    return _page(family, headline, rows, usage)
 
 
 def fit(text: str, limit: int = MAX_DESCRIPTION) -> str:
