@@ -15,7 +15,7 @@ from torch import Tensor
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances import DISTANCES
 from fct_registry.evaluation.distances_np import check_query_gallery
-from fct_registry.evaluation.retrieval import _ranking_keys, _sort_rows, auto_chunk_size
+from fct_registry.evaluation.retrieval import auto_chunk_size, ranked_chunks
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,16 @@ def per_query_scores(
     query_labels, gallery_labels = query_labels.cpu(), gallery_labels.cpu()
     step = chunk_size or auto_chunk_size(len(gallery))
     top1, top5, ap, n_rel = [], [], [], []
-    for start in range(0, len(query), step):
-        stop = min(start + step, len(query))
-        ranked = _sort_rows(
-            _ranking_keys(
-                distance_fn(query[start:stop], gallery),
-                query_labels[start:stop, None] == gallery_labels[None, :],
-                self_offset=start if leave_one_out else None,
-            )
-        )
+    chunks = ranked_chunks(
+        distance_fn,
+        query,
+        gallery,
+        query_labels,
+        gallery_labels,
+        step=step,
+        leave_one_out=leave_one_out,
+    )
+    for ranked in chunks:
         hits = ranked.bitwise_and_(1).double()
         del ranked
         top1.append(hits[:, :1].amax(1))

@@ -8,6 +8,7 @@ however large the gallery is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from fct_registry.errors import ConfigError, DataError
-from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.distances import DISTANCES, DistanceFn
 from fct_registry.evaluation.distances_np import check_query_gallery
 from fct_registry.evaluation.retrieval_np import scores_from_totals
 
@@ -116,23 +117,48 @@ def retrieval_scores(
     if leave_one_out:
         _check_leave_one_out(query, gallery, query_labels, gallery_labels, same_gallery)
 
-    n_query, n_gallery = len(query), len(gallery)
+    n_gallery = len(gallery)
     step = chunk_size or auto_chunk_size(n_gallery, device=dev)
     # Summed over chunks on the device, read once at the end (no host sync per chunk).
     totals = torch.zeros(4, dtype=torch.float64, device=dev)  # top1 hits, top5 hits, AP, counted
-    for start in range(0, n_query, step):
-        stop = min(start + step, n_query)
-        ranked = _sort_rows(  # nested so the unsorted keys are freed as soon as they are sorted
+    chunks = ranked_chunks(
+        distance_fn,
+        query,
+        gallery,
+        query_labels,
+        gallery_labels,
+        step=step,
+        leave_one_out=leave_one_out,
+    )
+    for ranked in chunks:
+        totals += _score_ranked(ranked)
+        del ranked  # free it before the next chunk is ranked
+
+    return RetrievalScores(**scores_from_totals(totals.tolist(), leave_one_out))
+
+
+def ranked_chunks(
+    distance_fn: DistanceFn,
+    query: Tensor,
+    gallery: Tensor,
+    query_labels: Tensor,
+    gallery_labels: Tensor,
+    *,
+    step: int,
+    leave_one_out: bool,
+) -> Iterator[Tensor]:
+    """Every query's ranking, ``step`` queries at a time and in query order: each chunk's sorted
+    keys (c, g), relevance in the lowest bit (:func:`_ranking_keys`). Shared by the summed
+    scores here and the per-query ones (:mod:`.per_query`)."""
+    for start in range(0, len(query), step):
+        stop = min(start + step, len(query))
+        yield _sort_rows(  # nested: the unsorted keys are freed as soon as they are sorted
             _ranking_keys(
                 distance_fn(query[start:stop], gallery),
                 query_labels[start:stop, None] == gallery_labels[None, :],
                 self_offset=start if leave_one_out else None,
             )
         )
-        totals += _score_ranked(ranked)
-        del ranked
-
-    return RetrievalScores(**scores_from_totals(totals.tolist(), leave_one_out))
 
 
 def _ranking_keys(dist: Tensor, relevant: Tensor, self_offset: int | None) -> Tensor:
