@@ -15,7 +15,7 @@ from torch import Tensor
 from fct_registry.errors import DataError
 from fct_registry.evaluation.distances import DISTANCES
 from fct_registry.evaluation.distances_np import check_query_gallery
-from fct_registry.evaluation.retrieval import auto_chunk_size, ranked_chunks
+from fct_registry.evaluation.retrieval import ranked_chunks
 
 
 @dataclass(frozen=True)
@@ -61,18 +61,10 @@ def per_query_scores(
         )
     query, gallery = query.float().cpu(), gallery.float().cpu()
     query_labels, gallery_labels = query_labels.cpu(), gallery_labels.cpu()
-    step = chunk_size or auto_chunk_size(len(gallery))
     top1, top5, ap, n_rel = [], [], [], []
-    chunks = ranked_chunks(
-        distance_fn,
-        query,
-        gallery,
-        query_labels,
-        gallery_labels,
-        step=step,
-        leave_one_out=leave_one_out,
-    )
-    for ranked in chunks:
+    for ranked in ranked_chunks(
+        distance_fn, query, gallery, query_labels, gallery_labels, chunk_size, leave_one_out
+    ):
         hits = ranked.bitwise_and_(1).double()
         del ranked
         top1.append(hits[:, :1].amax(1))

@@ -117,20 +117,11 @@ def retrieval_scores(
     if leave_one_out:
         _check_leave_one_out(query, gallery, query_labels, gallery_labels, same_gallery)
 
-    n_gallery = len(gallery)
-    step = chunk_size or auto_chunk_size(n_gallery, device=dev)
     # Summed over chunks on the device, read once at the end (no host sync per chunk).
     totals = torch.zeros(4, dtype=torch.float64, device=dev)  # top1 hits, top5 hits, AP, counted
-    chunks = ranked_chunks(
-        distance_fn,
-        query,
-        gallery,
-        query_labels,
-        gallery_labels,
-        step=step,
-        leave_one_out=leave_one_out,
-    )
-    for ranked in chunks:
+    for ranked in ranked_chunks(
+        distance_fn, query, gallery, query_labels, gallery_labels, chunk_size, leave_one_out
+    ):
         totals += _score_ranked(ranked)
         del ranked  # free it before the next chunk is ranked
 
@@ -143,13 +134,14 @@ def ranked_chunks(
     gallery: Tensor,
     query_labels: Tensor,
     gallery_labels: Tensor,
-    *,
-    step: int,
+    chunk_size: int | None,
     leave_one_out: bool,
 ) -> Iterator[Tensor]:
-    """Every query's ranking, ``step`` queries at a time and in query order: each chunk's sorted
-    keys (c, g), relevance in the lowest bit (:func:`_ranking_keys`). Shared by the summed
-    scores here and the per-query ones (:mod:`.per_query`)."""
+    """Every query's ranking, ``chunk_size`` queries at a time (None: sized by
+    :func:`auto_chunk_size` for the query's device) and in query order: each chunk's sorted keys
+    (c, g), relevance in the lowest bit (:func:`_ranking_keys`). Shared by the summed scores
+    here and the per-query ones (:mod:`.per_query`)."""
+    step = chunk_size or auto_chunk_size(len(gallery), device=query.device)
     for start in range(0, len(query), step):
         stop = min(start + step, len(query))
         yield _sort_rows(  # nested: the unsorted keys are freed as soon as they are sorted
