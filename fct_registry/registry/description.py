@@ -192,6 +192,15 @@ def _gate_text(tags: Mapping[str, str]) -> str:
     return text + (f" ({gate['at']})" if gate.get("at") else "")
 
 
+_IMAGES = '{"images": float32 [N, C, H, W] in [0, 1]}'
+"""The pyfunc input of an image model (embedding or side-info)."""
+
+
+def _usage(verb: str, model: str, inputs: str, note: str = "") -> str:
+    """How to run the model: load ``models:/<model>`` as a pyfunc and predict ``inputs``."""
+    return f'{verb}: `mlflow.pyfunc.load_model("models:/{model}").predict({inputs})`{note}.'
+
+
 def _page(family: str, headline: str, rows: list[tuple[str, Cell | str]], usage: str) -> str:
     """A description: the headline, the table of ``rows``, how to use the model, and a link to
     the family's compatibility page; fitted to MLflow's length limit."""
@@ -250,11 +259,7 @@ def embedding_description(
         "Training registry). Galleries of older versions are upgraded to it by the "
         "transformations below, reading the side-info stored with each item."
     )
-    usage = (
-        f'Embed: `mlflow.pyfunc.load_model("models:/{family}/{version}").predict('
-        '{"images": float32 [N, C, H, W] in [0, 1]})`.'
-    )
-    return _page(family, headline, rows, usage)
+    return _page(family, headline, rows, _usage("Embed", f"{family}/{version}", _IMAGES))
 
 
 def transformation_description(
@@ -292,11 +297,9 @@ def transformation_description(
         f"{family}@{source} → {family}@{target}: {what}. Upgrades a stored gallery without "
         "re-embedding its images: h(old embedding, side-info) → new embedding."
     )
-    usage = (
-        f'Upgrade: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
-        '{"old_embedding": ..., "side_info": ...})` (float32 arrays, one row per item).'
-    )
-    return _page(family, headline, rows, usage)
+    inputs = '{"old_embedding": ..., "side_info": ...}'
+    note = " (float32 arrays, one row per item)"
+    return _page(family, headline, rows, _usage("Upgrade", f"{name}/{version}", inputs, note))
 
 
 def side_info_description(
@@ -328,11 +331,7 @@ def side_info_description(
         "Its vector is stored beside every gallery item, once, and never changes: FCT "
         "transformations read it to upgrade old embeddings."
     )
-    usage = (
-        f'Compute: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
-        '{"images": float32 [N, C, H, W] in [0, 1]})`.'
-    )
-    return _page(family, headline, rows, usage)
+    return _page(family, headline, rows, _usage("Compute", f"{name}/{version}", _IMAGES))
 
 
 def fit(text: str, limit: int = MAX_DESCRIPTION) -> str:
