@@ -28,6 +28,15 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def member(self, name: str) -> Callable[[T], T]:
+        """Decorator registering the decorated object itself: ``build(name)`` returns it."""
+
+        def decorator(value: T) -> T:
+            self.register(name)(lambda: value)
+            return value
+
+        return decorator
+
     def check(self, name: str) -> str:
         """Return ``name`` if known, else raise an error listing the known names."""
         if name not in self._builders:

@@ -18,17 +18,18 @@ if TYPE_CHECKING:
     import torch
 
 
+def _under(*parts: str) -> Any:
+    """A fixed path under the layout's root, read as an attribute (``layout.data``)."""
+    return property(lambda layout: layout.root.joinpath(*parts))
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path = Path("outputs")
 
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
+    data = _under("data")
 
-    @property
-    def side_info(self) -> Path:
-        return self.root / "side_info"
+    side_info = _under("side_info")
 
     def version(self, version: int) -> Path:
         return self.root / "models" / f"v{version}"
@@ -45,20 +46,13 @@ class Layout:
     def transformation_seeds(self, name: str) -> Path:
         return self.root / "transformation_seeds" / name
 
-    @property
-    def backfill(self) -> Path:
-        """The backfill stage's report: ``metrics.json``, ``curves.csv``."""
-        return self.root / "backfill"
+    backfill = _under("backfill")  # the backfill stage's report: metrics.json, curves.csv
 
-    @property
-    def backfill_transformation(self) -> Path:
-        """The backfill stage's uncertainty-aware transformation (its first seed), which the
-        register stage registers; only a ``DISABLED`` note while the stage is off."""
-        return self.root / "backfill_transformation"
+    # The backfill stage's uncertainty-aware transformation (its first seed), which the register
+    # stage registers; only a ``DISABLED`` note while the stage is off.
+    backfill_transformation = _under("backfill_transformation")
 
-    @property
-    def embeddings(self) -> Path:
-        return self.root / "embeddings"
+    embeddings = _under("embeddings")
 
     def version_embeddings(self, version: int) -> Path:
         return self.embeddings / f"v{version}.safetensors"
@@ -66,13 +60,9 @@ class Layout:
     def bct_embeddings(self, name: str) -> Path:
         return self.embeddings / f"bct-{name}.safetensors"
 
-    @property
-    def side_info_embeddings(self) -> Path:
-        return self.embeddings / "side_info.safetensors"
+    side_info_embeddings = _under("embeddings", "side_info.safetensors")
 
-    @property
-    def evaluation(self) -> Path:
-        return self.root / "eval"
+    evaluation = _under("eval")
 
     def history(self, stage: str) -> Path:
         """Per-epoch training metrics of a stage (``dvc plots``)."""

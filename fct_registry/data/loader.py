@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
@@ -48,7 +48,7 @@ class Skipped:
     reason: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"id": self.id, "uri": self.uri, "reason": self.reason}
+        return asdict(self)
 
 
 @dataclass

@@ -29,7 +29,8 @@ from fct_registry.evaluation.retrieval import retrieval_scores
 
 OrderFn = Callable[..., Tensor]
 ORDERS: Registry[OrderFn] = Registry("backfill policy")
-"""Builders return ``order(n, *, uncertainty, transformed, new, seed) -> LongTensor [n]``."""
+"""``ORDERS.build(name)`` is ``order(n, *, uncertainty, transformed, new, seed)``, returning a
+LongTensor ``[n]``."""
 
 
 def descending(scores: Tensor) -> Tensor:
@@ -40,10 +41,12 @@ def descending(scores: Tensor) -> Tensor:
     return torch.sort(-scores, stable=True).indices
 
 
+@ORDERS.member("random")
 def _random(n: int, *, seed: int = 0, **_: object) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
+@ORDERS.member("uncertainty")
 def _uncertainty(n: int, *, uncertainty: Tensor | None = None, **_: object) -> Tensor:
     if uncertainty is None or len(uncertainty) != n:
         raise DataError(
@@ -53,6 +56,7 @@ def _uncertainty(n: int, *, uncertainty: Tensor | None = None, **_: object) -> T
     return descending(uncertainty)
 
 
+@ORDERS.member("oracle")
 def _oracle(
     n: int, *, transformed: Tensor | None = None, new: Tensor | None = None, **_: object
 ) -> Tensor:
@@ -62,21 +66,6 @@ def _oracle(
             "(evaluation only)"
         )
     return descending(true_error(transformed, new))
-
-
-@ORDERS.register("random")
-def _build_random() -> OrderFn:
-    return _random
-
-
-@ORDERS.register("uncertainty")
-def _build_uncertainty() -> OrderFn:
-    return _uncertainty
-
-
-@ORDERS.register("oracle")
-def _build_oracle() -> OrderFn:
-    return _oracle
 
 
 def true_error(transformed: Tensor, new: Tensor) -> Tensor:

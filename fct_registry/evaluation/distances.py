@@ -14,17 +14,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fct_registry._registry import Registry
-from fct_registry.errors import DataError
+from fct_registry.evaluation.distances_np import check_query_gallery
 
 DistanceFn = Callable[[Tensor, Tensor], Tensor]
 """``(query (q, d), gallery (g, d)) -> distances (q, g)``; smaller means more similar. Returns a
 new tensor (callers may overwrite it in place)."""
 
-# Builders take no arguments and return the distance function, so ``DISTANCES.build(name)``
-# gives the function itself and an unknown name fails with the list of known ones.
+# Each function is registered as itself (``member``), so ``DISTANCES.build(name)`` gives the
+# function and an unknown name fails with the list of known ones.
 DISTANCES: Registry[DistanceFn] = Registry("distance")
 
 
+@DISTANCES.member("l2")
 def l2_distance(query: Tensor, gallery: Tensor) -> Tensor:
     """Euclidean distance ``||q - g||_2`` for every (query, gallery) pair.
 
@@ -40,6 +41,7 @@ def l2_distance(query: Tensor, gallery: Tensor) -> Tensor:
     return sq.clamp_(min=0.0).sqrt_()
 
 
+@DISTANCES.member("cosine")
 def cosine_distance(query: Tensor, gallery: Tensor) -> Tensor:
     """``1 - cos(q, g)`` with both sides normalised by their L2 norm (not L1, the reference fault).
 
@@ -51,16 +53,6 @@ def cosine_distance(query: Tensor, gallery: Tensor) -> Tensor:
     return (q @ g.T).neg_().add_(1.0)  # in place: one (q, g) tensor, not two
 
 
-@DISTANCES.register("l2")
-def _build_l2() -> DistanceFn:
-    return l2_distance
-
-
-@DISTANCES.register("cosine")
-def _build_cosine() -> DistanceFn:
-    return cosine_distance
-
-
 def pairwise_distance(query: Tensor, gallery: Tensor, metric: str = "l2") -> Tensor:
     """Distances between every query row and every gallery row: a ``(q, g)`` tensor.
 
@@ -70,18 +62,3 @@ def pairwise_distance(query: Tensor, gallery: Tensor, metric: str = "l2") -> Ten
     fn = DISTANCES.build(metric)
     check_query_gallery(query, gallery)
     return fn(query, gallery)
-
-
-def check_query_gallery(query: Tensor, gallery: Tensor) -> None:
-    """Raise ``DataError`` unless both are 2-D with the same embedding dimension."""
-    if query.ndim != 2 or gallery.ndim != 2:
-        raise DataError(
-            f"embeddings must be 2-D (n, dim) tensors, got query shape {tuple(query.shape)} "
-            f"and gallery shape {tuple(gallery.shape)}; put one embedding per row"
-        )
-    if query.shape[1] != gallery.shape[1]:
-        raise DataError(
-            f"query embeddings are {query.shape[1]}-d but gallery embeddings are "
-            f"{gallery.shape[1]}-d; embed both with compatible models "
-            "or transform the gallery first"
-        )

@@ -9,6 +9,7 @@ the DVC evaluation stages keep the torch versions, so tracked outputs do not mov
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ def _float32(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+@NP_DISTANCES.member("l2")
 def l2_distance(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """Euclidean distance ``||q - g||_2`` for every pair, by ``||q||^2 + ||g||^2 - 2 q.g`` (one
     matmul), clamped at 0 before the square root as in the torch version."""
@@ -46,22 +48,13 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.float32(1e-12))
 
 
+@NP_DISTANCES.member("cosine")
 def cosine_distance(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """``1 - cos(q, g)`` with L2-normalised rows; a zero vector is at distance 1 from all."""
     out = _normalize(_float32(query)) @ _normalize(_float32(gallery)).T
     np.negative(out, out=out)
     out += 1.0
     return out
-
-
-@NP_DISTANCES.register("l2")
-def _build_l2() -> NpDistanceFn:
-    return l2_distance
-
-
-@NP_DISTANCES.register("cosine")
-def _build_cosine() -> NpDistanceFn:
-    return cosine_distance
 
 
 def pairwise_distance(query: np.ndarray, gallery: np.ndarray, metric: str = "l2") -> np.ndarray:
@@ -71,12 +64,13 @@ def pairwise_distance(query: np.ndarray, gallery: np.ndarray, metric: str = "l2"
     return fn(query, gallery)
 
 
-def check_query_gallery(query: np.ndarray, gallery: np.ndarray) -> None:
-    """Raise ``DataError`` unless both are 2-D with the same embedding dimension (the torch
-    version's messages)."""
+def check_query_gallery(query: Any, gallery: Any) -> None:
+    """Raise ``DataError`` unless both are 2-D with the same embedding dimension. Shared by the
+    torch metrics (:mod:`.distances`), which pass tensors: only ``ndim`` and ``shape`` are read."""
     if query.ndim != 2 or gallery.ndim != 2:
+        what = "arrays" if isinstance(query, np.ndarray) else "tensors"
         raise DataError(
-            f"embeddings must be 2-D (n, dim) arrays, got query shape {tuple(query.shape)} "
+            f"embeddings must be 2-D (n, dim) {what}, got query shape {tuple(query.shape)} "
             f"and gallery shape {tuple(gallery.shape)}; put one embedding per row"
         )
     if query.shape[1] != gallery.shape[1]:

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 
 from fct_registry.errors import DataError
-from fct_registry.evaluation.distances import DISTANCES, check_query_gallery
-from fct_registry.evaluation.retrieval import _ranking_keys, _sort_rows, auto_chunk_size
+from fct_registry.evaluation.distances import DISTANCES
+from fct_registry.evaluation.distances_np import check_query_gallery
+from fct_registry.evaluation.retrieval import ranked_chunks
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,10 @@ def per_query_scores(
         )
     query, gallery = query.float().cpu(), gallery.float().cpu()
     query_labels, gallery_labels = query_labels.cpu(), gallery_labels.cpu()
-    step = chunk_size or auto_chunk_size(len(gallery))
     top1, top5, ap, n_rel = [], [], [], []
-    for start in range(0, len(query), step):
-        stop = min(start + step, len(query))
-        ranked = _sort_rows(
-            _ranking_keys(
-                distance_fn(query[start:stop], gallery),
-                query_labels[start:stop, None] == gallery_labels[None, :],
-                self_offset=start if leave_one_out else None,
-            )
-        )
+    for ranked in ranked_chunks(
+        distance_fn, query, gallery, query_labels, gallery_labels, chunk_size, leave_one_out
+    ):
         hits = ranked.bitwise_and_(1).double()
         del ranked
         top1.append(hits[:, :1].amax(1))

@@ -8,6 +8,7 @@ however large the gallery is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,9 @@ import torch
 from torch import Tensor
 
 from fct_registry.errors import ConfigError, DataError
-from fct_registry.evaluation.distances import DISTANCES, check_query_gallery
+from fct_registry.evaluation.distances import DISTANCES, DistanceFn
+from fct_registry.evaluation.distances_np import check_query_gallery
+from fct_registry.evaluation.retrieval_np import scores_from_totals
 
 CHUNK_BUDGET_BYTES = 256 * 2**20
 """Target size of one chunk's (chunk x gallery) working tensors."""
@@ -114,35 +117,40 @@ def retrieval_scores(
     if leave_one_out:
         _check_leave_one_out(query, gallery, query_labels, gallery_labels, same_gallery)
 
-    n_query, n_gallery = len(query), len(gallery)
-    step = chunk_size or auto_chunk_size(n_gallery, device=dev)
     # Summed over chunks on the device, read once at the end (no host sync per chunk).
     totals = torch.zeros(4, dtype=torch.float64, device=dev)  # top1 hits, top5 hits, AP, counted
-    for start in range(0, n_query, step):
-        stop = min(start + step, n_query)
-        ranked = _sort_rows(  # nested so the unsorted keys are freed as soon as they are sorted
+    for ranked in ranked_chunks(
+        distance_fn, query, gallery, query_labels, gallery_labels, chunk_size, leave_one_out
+    ):
+        totals += _score_ranked(ranked)
+        del ranked  # free it before the next chunk is ranked
+
+    return RetrievalScores(**scores_from_totals(totals.tolist(), leave_one_out))
+
+
+def ranked_chunks(
+    distance_fn: DistanceFn,
+    query: Tensor,
+    gallery: Tensor,
+    query_labels: Tensor,
+    gallery_labels: Tensor,
+    chunk_size: int | None,
+    leave_one_out: bool,
+) -> Iterator[Tensor]:
+    """Every query's ranking, ``chunk_size`` queries at a time (None: sized by
+    :func:`auto_chunk_size` for the query's device) and in query order: each chunk's sorted keys
+    (c, g), relevance in the lowest bit (:func:`_ranking_keys`). Shared by the summed scores
+    here and the per-query ones (:mod:`.per_query`)."""
+    step = chunk_size or auto_chunk_size(len(gallery), device=query.device)
+    for start in range(0, len(query), step):
+        stop = min(start + step, len(query))
+        yield _sort_rows(  # nested: the unsorted keys are freed as soon as they are sorted
             _ranking_keys(
                 distance_fn(query[start:stop], gallery),
                 query_labels[start:stop, None] == gallery_labels[None, :],
                 self_offset=start if leave_one_out else None,
             )
         )
-        totals += _score_ranked(ranked)
-        del ranked
-
-    top1_hits, top5_hits, ap_sum, counted = totals.tolist()
-    if counted == 0:
-        hint = (
-            "every class needs at least 2 items in leave-one-out mode"
-            if leave_one_out
-            else "check that query and gallery labels use the same class ids"
-        )
-        raise DataError(f"no query has a relevant gallery item, so no score is defined; {hint}")
-    return RetrievalScores(
-        top1=100.0 * top1_hits / counted,
-        top5=100.0 * top5_hits / counted,
-        mAP=100.0 * ap_sum / counted,
-    )
 
 
 def _ranking_keys(dist: Tensor, relevant: Tensor, self_offset: int | None) -> Tensor:

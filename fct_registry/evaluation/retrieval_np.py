@@ -74,7 +74,13 @@ def retrieval_scores_np(
         keys |= relevant
         keys.sort(axis=1)
         totals += _score_ranked(keys)
-    top1_hits, top5_hits, ap_sum, counted = totals.tolist()
+    return scores_from_totals(totals.tolist(), leave_one_out)
+
+
+def scores_from_totals(totals: list[float], leave_one_out: bool) -> dict[str, float]:
+    """Percent scores from summed ``[top1 hits, top5 hits, AP, queries counted]``; shared with
+    the torch version, so both define the scores (and refuse an empty count) alike."""
+    top1_hits, top5_hits, ap_sum, counted = totals
     if counted == 0:
         hint = (
             "every class needs at least 2 items in leave-one-out mode"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fct_registry._files import UnsafePathError, contained_name
@@ -55,12 +55,7 @@ class ShardInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": self.path,
-            "rows": self.rows,
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "embedding_dim": self.embedding_dim,
-            "side_info_dim": self.side_info_dim,
+            **asdict(self),
             "groups": [
                 {"model_version": v, "side_info_version": s, "rows": n}
                 for (v, s), n in sorted(self.groups.items(), key=_group_order)

@@ -33,6 +33,7 @@ from fct_registry.gate.errors import GateInfrastructureError
 from fct_registry.gate.report import markdown, to_json
 from fct_registry.gate.run import GateResult
 from fct_registry.registry import tags as T
+from fct_registry.registry.experiment import family_experiment
 from fct_registry.registry.store import redact_uri, resolve_tracking_uri, tracking_store
 
 HISTORY_LIMIT = 50  # entries the page shows
@@ -97,25 +98,6 @@ class GateRecord:
 
 
 # --- writing -------------------------------------------------------------------------------------
-
-
-def family_experiment(client: Any, family: str, artifact_location: str | None) -> str:
-    """The id of ``fct-<family>``; created (with ``artifact_location``) when missing."""
-    from mlflow.exceptions import MlflowException
-
-    name = T.experiment_name(family)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(
-            name, artifact_location=artifact_location, tags={T.FAMILY: family}
-        )
-    except MlflowException:  # created concurrently by another process
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
 
 
 def _ms(at: datetime) -> int:
@@ -278,7 +260,7 @@ def read_history(
         except FctError:
             raise
         except Exception as exc:  # unreachable server, refused credentials
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise GateInfrastructureError(
                 f"cannot read the gate history at {redact_uri(uri)} ({redact_uri(first)[:300]}); "
                 "start the tracking server or pass the right --tracking-uri / MLFLOW_TRACKING_URI"

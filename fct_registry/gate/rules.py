@@ -11,7 +11,7 @@ in the report, and a separate check (e.g. ``upgrade-path``) is what fails the ga
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from fct_registry.config import GateRule
@@ -52,15 +52,7 @@ class CheckResult:
         return self.measured - self.bound
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "status": self.status,
-            "measured": self.measured,
-            "bound": self.bound,
-            "margin": self.margin,
-            "reason": self.reason,
-        }
+        return {**asdict(self), "margin": self.margin}
 
 
 def describe(rule: GateRule) -> str:

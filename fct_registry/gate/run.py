@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fct_registry._redact import first_line
 from fct_registry.config import GateRule
 from fct_registry.data.prepared import load_prepared
 from fct_registry.errors import FctError
@@ -123,7 +124,7 @@ def _load_graph(client: Any, family: str, safe_uri: str) -> CompatibilityGraph:
     except FctError:
         raise
     except Exception as exc:  # unreachable server, bad database URI, refused credentials
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise GateInfrastructureError(
             f"cannot read the registry at {safe_uri} ({redact_uri(first)[:300]}); start the "
             "tracking server or pass the right --tracking-uri / MLFLOW_TRACKING_URI"

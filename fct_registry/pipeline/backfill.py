@@ -34,8 +34,10 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import BaseModel
 
 from fct_registry.config import BackfillConfig, Params, TransformationConfig
 from fct_registry.data.prepared import load_prepared
@@ -121,6 +123,17 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
     qry, gal, loo = query_split(len(test_labels), cfg.queries)
     per_seed: dict[str, dict] = {}
     registered: tuple[torch.nn.Module, dict] | None = None
+
+    def run(kind: str, config: BaseModel, seed: int) -> dict[str, Any]:
+        """How one seed's training run is keyed: checkpoint, fingerprint and label."""
+        return {
+            "seed": seed,
+            "device": device,
+            "checkpoint": layout.checkpoint(f"backfill-{kind}-s{seed}"),
+            "fingerprint": fingerprint(config.model_dump(), seed, inputs),
+            "desc": f"backfill {kind} seed {seed}",
+        }
+
     for seed in cfg.seeds:
         plain, _ = train_transformation(
             plain_cfg,
@@ -128,11 +141,7 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
             side["train"],
             new["train"],
             base_spec,
-            seed=seed,
-            device=device,
-            checkpoint=layout.checkpoint(f"backfill-plain-s{seed}"),
-            fingerprint=fingerprint(plain_cfg.model_dump(), seed, inputs),
-            desc=f"backfill plain seed {seed}",
+            **run("plain", plain_cfg, seed),
         )
         unc_spec = base_spec | {"type": KIND}
         model, result = train_uncertainty_transformation(
@@ -142,14 +151,10 @@ def backfill_stage(params: Params, layout: Layout) -> dict:
             side["train"],
             new["train"],
             unc_spec,
-            seed=seed,
-            device=device,
-            checkpoint=layout.checkpoint(f"backfill-uncertainty-s{seed}"),
-            fingerprint=fingerprint(cfg.transformation.model_dump(), seed, inputs),
-            desc=f"backfill uncertainty seed {seed}",
             labels=train_labels,
             classifier=new_model.classifier,
             classes=classes,
+            **run("uncertainty", cfg.transformation, seed),
         )
         if registered is None:  # the first seed's model is the one registered
             registered = (model, unc_spec | {"seed": seed})

@@ -192,9 +192,23 @@ def _gate_text(tags: Mapping[str, str]) -> str:
     return text + (f" ({gate['at']})" if gate.get("at") else "")
 
 
-def _footer(family: str, usage: str) -> list[str]:
+_IMAGES = '{"images": float32 [N, C, H, W] in [0, 1]}'
+"""The pyfunc input of an image model (embedding or side-info)."""
+
+
+def _usage(verb: str, model: str, inputs: str, note: str = "") -> str:
+    """How to run the model: load ``models:/<model>`` as a pyfunc and predict ``inputs``."""
+    return f'{verb}: `mlflow.pyfunc.load_model("models:/{model}").predict({inputs})`{note}.'
+
+
+def _page(family: str, headline: str, rows: list[tuple[str, Cell | str]], usage: str) -> str:
+    """A description: the headline, the table of ``rows``, how to use the model, and a link to
+    the family's compatibility page; fitted to MLflow's length limit."""
     page = COMPATIBILITY_PAGE.format(family=family)
-    return [
+    lines = [
+        headline,
+        "",
+        box_table(rows),
         "",
         usage,
         "",
@@ -202,6 +216,7 @@ def _footer(family: str, usage: str) -> list[str]:
         f"[compatibility page]({page}) (`mlflow server --app-name fct`, or `fct-auth` with "
         "a password).",
     ]
+    return fit("\n".join(lines))
 
 
 def _hop_rows(linked: Sequence[Linked]) -> list[Cell]:
@@ -239,19 +254,12 @@ def embedding_description(
     if not into and not out_of:
         rows.append(("transformations", "none registered yet"))
     rows += _gate_rows(tags, aliases) + _provenance(tags)
-    lines = [
+    headline = (
         f"{family}@{version}: embedding model of the {family} family (Forward Compatible "
         "Training registry). Galleries of older versions are upgraded to it by the "
-        "transformations below, reading the side-info stored with each item.",
-        "",
-        box_table(rows),
-        *_footer(
-            family,
-            f'Embed: `mlflow.pyfunc.load_model("models:/{family}/{version}").predict('
-            '{"images": float32 [N, C, H, W] in [0, 1]})`.',
-        ),
-    ]
-    return fit("\n".join(lines))
+        "transformations below, reading the side-info stored with each item."
+    )
+    return _page(family, headline, rows, _usage("Embed", f"{family}/{version}", _IMAGES))
 
 
 def transformation_description(
@@ -285,18 +293,13 @@ def transformation_description(
         if chain
         else f"FCT transformation ({tags.get(T.KIND, '?')})"
     )
-    lines = [
+    headline = (
         f"{family}@{source} → {family}@{target}: {what}. Upgrades a stored gallery without "
-        "re-embedding its images: h(old embedding, side-info) → new embedding.",
-        "",
-        box_table(rows),
-        *_footer(
-            family,
-            f'Upgrade: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
-            '{"old_embedding": ..., "side_info": ...})` (float32 arrays, one row per item).',
-        ),
-    ]
-    return fit("\n".join(lines))
+        "re-embedding its images: h(old embedding, side-info) → new embedding."
+    )
+    inputs = '{"old_embedding": ..., "side_info": ...}'
+    note = " (float32 arrays, one row per item)"
+    return _page(family, headline, rows, _usage("Upgrade", f"{name}/{version}", inputs, note))
 
 
 def side_info_description(
@@ -323,19 +326,12 @@ def side_info_description(
         rows.append(("read by", "no transformation yet"))
     rows += _provenance(tags)
     name = T.side_info_model_name(family)
-    lines = [
+    headline = (
         f"{name}/{version}: side-info extractor of the {family} family (self-supervised). "
         "Its vector is stored beside every gallery item, once, and never changes: FCT "
-        "transformations read it to upgrade old embeddings.",
-        "",
-        box_table(rows),
-        *_footer(
-            family,
-            f'Compute: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict('
-            '{"images": float32 [N, C, H, W] in [0, 1]})`.',
-        ),
-    ]
-    return fit("\n".join(lines))
+        "transformations read it to upgrade old embeddings."
+    )
+    return _page(family, headline, rows, _usage("Compute", f"{name}/{version}", _IMAGES))
 
 
 def fit(text: str, limit: int = MAX_DESCRIPTION) -> str:

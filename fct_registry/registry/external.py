@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from fct_registry._redact import first_line
 from fct_registry.config import ModelSource, PreprocessConfig
 from fct_registry.errors import FctError
 from fct_registry.models.external import ExternalImageModel, external_spec
@@ -121,7 +122,7 @@ def _from_mlflow(
     try:
         info = mlflow.models.get_model_info(uri)
     except Exception as exc:  # MlflowException, OSError, ... : all mean "does not resolve"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)[:200]
         raise ExternalModelError(
             f"{at}.uri: {uri} does not resolve ({first}); check the model name, version or "
             "alias and MLFLOW_TRACKING_URI"
@@ -166,7 +167,7 @@ def _call(module: Any, images: Any, pp: PreprocessConfig, at: str) -> Any:
     try:
         out = module(images)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)[:200]
         raise ExternalModelError(
             f"{at}: preprocessing does not fit the model's input: it fails on images "
             f"{list(images.shape)} ({first}); set preprocess crop/colour to the input the "
@@ -187,7 +188,7 @@ def _torchscript(path: Path, pp: PreprocessConfig, at: str) -> bytes:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)[:200]
         raise ExternalModelError(
             f"{at}.path: {path.name} is not a TorchScript file ({first}); save it with "
             "torch.jit.save or use `source: {onnx: ...}`"
@@ -226,7 +227,7 @@ def _entrypoint(factory: str, weights: Path, base: Path, pp: PreprocessConfig, a
             state = torch.load(str(weights), map_location="cpu", weights_only=True)
         module.load_state_dict(state)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)[:200]
         raise ExternalModelError(
             f"{at}.weights: {weights.name} does not load into {factory}() ({first}); give "
             "the state dict saved from that model"
@@ -307,7 +308,7 @@ def _export_scripted(module: nn.Module, pp: PreprocessConfig, at: str, what: str
             )
             _onnx.verify_onnx(module, path, check)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            first = first_line(exc)[:200]
             raise ExternalModelError(
                 f"{at}: the TorchScript file {what} cannot be exported to ONNX ({first}); "
                 "export it to ONNX yourself and give `source: {onnx: {path: FILE}}`"
@@ -325,7 +326,7 @@ def _onnx_file(path: Path, pp: PreprocessConfig, at: str) -> bytes:
     try:
         model = onnx.load(str(path))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)[:200]
         raise ExternalModelError(
             f"{at}: {path.name} is not an ONNX model ({first}); give a .onnx file"
         ) from None
@@ -387,7 +388,7 @@ def probe(onnx_bytes: bytes, pp: PreprocessConfig, dim: int, where: str, uri: st
     try:
         session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)[:200]
         raise ExternalModelError(f"{where}: {uri} is not a valid ONNX graph ({first})") from None
     declared = session.get_inputs()[0].shape
     fixed = [d for d in declared[1:]]
@@ -403,7 +404,7 @@ def probe(onnx_bytes: bytes, pp: PreprocessConfig, dim: int, where: str, uri: st
     try:
         (out,) = session.run(None, {session.get_inputs()[0].name: images})[:1]
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)[:200]
         raise ExternalModelError(
             f"{where}.preprocess does not fit the model's input: {uri} fails on images "
             f"[N, {', '.join(map(str, pp.input_shape))}] ({first}); set crop and colour to "

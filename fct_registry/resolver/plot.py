@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fct_registry.registry import tags as T
-from fct_registry.registry.register import default_artifact_location
+from fct_registry.registry.experiment import family_experiment
+from fct_registry.registry.store import default_artifact_location
 from fct_registry.resolver.graph import CompatibilityGraph, TransformEdge
 
 if TYPE_CHECKING:
@@ -206,30 +207,31 @@ def _sub_bezier(
     return [blossom(a, a), blossom(a, b), blossom(b, b)]
 
 
+def edge_dict(e: TransformEdge) -> dict[str, Any]:
+    """One transformation or chain as JSON-able data (the graph's JSON, the compatibility page)."""
+    return {
+        "model_version": e.model_version,
+        "from": e.source,
+        "to": e.target,
+        "hops": list(e.hops),
+        "side_info": e.side_info,
+        "kind": e.kind,
+        "top1": e.top1,
+        "top5": e.top5,
+        "mAP": e.mAP,
+    }
+
+
 def graph_dict(graph: CompatibilityGraph) -> dict[str, Any]:
     """The graph as JSON-able data, logged beside the picture."""
-
-    def edge(e: TransformEdge) -> dict[str, Any]:
-        return {
-            "model_version": e.model_version,
-            "from": e.source,
-            "to": e.target,
-            "hops": list(e.hops),
-            "side_info": e.side_info,
-            "kind": e.kind,
-            "top1": e.top1,
-            "top5": e.top5,
-            "mAP": e.mAP,
-        }
-
     return {
         "family": graph.family,
         "versions": [
             {"version": n.version, "side_info": n.side_info, "aliases": list(n.aliases)}
             for n in graph.nodes.values()
         ],
-        "transformations": [edge(e) for e in graph.edges],
-        "chains": [edge(c) for c in graph.chains],
+        "transformations": [edge_dict(e) for e in graph.edges],
+        "chains": [edge_dict(c) for c in graph.chains],
         "notes": graph.notes,
     }
 
@@ -252,19 +254,6 @@ def own_top1(client: Any, family: str) -> dict[int, float]:
     return out
 
 
-def family_experiment(client: Any, family: str) -> str:
-    """The id of the family's experiment ``fct-<family>`` (where registration logs its runs);
-    created if missing, with artifacts beside a SQLite store like registration's."""
-    name = T.experiment_name(family)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    uri = client._tracking_client.tracking_uri
-    return client.create_experiment(
-        name, artifact_location=default_artifact_location(uri, family), tags={T.FAMILY: family}
-    )
-
-
 def log_graph_to_mlflow(client: Any, graph: CompatibilityGraph, png: Path) -> str:
     """Log the picture, the heatmap of every measured pair and the graph's JSON to a run
     (``compatibility-graph``) of the family's experiment ``fct-<family>``, whose artifacts sit
@@ -273,7 +262,10 @@ def log_graph_to_mlflow(client: Any, graph: CompatibilityGraph, png: Path) -> st
     import shutil
     import tempfile
 
-    run = client.create_run(family_experiment(client, graph.family), run_name="compatibility-graph")
+    # Artifacts beside a SQLite store, like registration's.
+    location = default_artifact_location(client._tracking_client.tracking_uri, graph.family)
+    experiment = family_experiment(client, graph.family, location)
+    run = client.create_run(experiment, run_name="compatibility-graph")
     run_id = run.info.run_id
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,7 @@ from fct_registry.registry.description import gate_summary, origin
 from fct_registry.registry.pages import all_versions
 from fct_registry.resolver.graph import CompatibilityGraph, ResolveError, TransformEdge
 from fct_registry.resolver.load import known_families, load_graph
-from fct_registry.resolver.plot import Pair, measured_pairs
+from fct_registry.resolver.plot import Pair, edge_dict, measured_pairs
 
 blueprint = Blueprint("fct", __name__, url_prefix="/fct")
 # app.config key: a callable narrowing the index's family list to what the requesting user may
@@ -99,16 +99,8 @@ class FamilyView:
 
 
 def _edge_dict(e: TransformEdge) -> dict[str, Any]:
-    return {
-        "model_version": e.model_version,
-        "from": e.source,
-        "to": e.target,
-        "hops": list(e.hops),
-        "kind": e.kind,
-        "top1": e.top1,
-        "top5": e.top5,
-        "mAP": e.mAP,
-    }
+    """The page's JSON of an edge: the graph JSON's, without the side-info reference."""
+    return {k: v for k, v in edge_dict(e).items() if k != "side_info"}
 
 
 def _float(value: str | None) -> float | None:

@@ -40,12 +40,20 @@ class GroupRunner:
 
 
 @dataclass(frozen=True)
-class BatchPlan:
-    """Everything :func:`upgrade_batch` needs; picklable when its runners are."""
+class UpgradeTarget:
+    """What an upgrade writes: rows of ``family@target``, ``target_dim`` wide. The plan that
+    records and fingerprints it (:class:`~.plan.UpgradePlan`) and the one that runs it
+    (:class:`BatchPlan`) both start with it."""
 
     family: str
     target: int
     target_dim: int
+
+
+@dataclass(frozen=True)
+class BatchPlan(UpgradeTarget):
+    """Everything :func:`upgrade_batch` needs; picklable when its runners are."""
+
     routes: Mapping[GroupKey, GroupRunner]
 
     @property

@@ -35,7 +35,7 @@ from fct_registry.resolver.errors import ResolveError
 from fct_registry.resolver.load import load_graph
 from fct_registry.resolver.resolve import resolve, uncertainty_routes
 from fct_registry.resolver.search import best_routes
-from fct_registry.upgrade.batch import BatchPlan, GroupRunner
+from fct_registry.upgrade.batch import BatchPlan, GroupRunner, UpgradeTarget
 from fct_registry.upgrade.runner import ChainRunner, OnnxChainRunner
 
 PLAN_FORMAT = "fct-upgrade/1"
@@ -103,10 +103,7 @@ class GroupPlan:
 
 
 @dataclass(frozen=True)
-class UpgradePlan:
-    family: str
-    target: int
-    target_dim: int
+class UpgradePlan(UpgradeTarget):
     routes: Mapping[GroupKey, GroupPlan]
     registry: str | None = None  # redacted tracking URI the chains came from
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fct_registry.errors import ConfigError, DataError
+from fct_registry.evaluation import distances, distances_np
 from fct_registry.evaluation.distances import DISTANCES, pairwise_distance
 
 
@@ -83,3 +84,12 @@ def test_unknown_metric_lists_known_ones() -> None:
 def test_dimension_mismatch_names_both_dims() -> None:
     with pytest.raises(DataError, match=r"query embeddings are 3-d but gallery .* 2-d"):
         pairwise_distance(torch.zeros(1, 3), torch.zeros(1, 2))
+
+
+def test_each_distance_is_registered_as_itself_in_both_registries():
+    assert DISTANCES.build("l2") is distances.l2_distance
+    assert DISTANCES.build("cosine") is distances.cosine_distance
+    assert distances_np.NP_DISTANCES.build("l2") is distances_np.l2_distance
+    assert distances_np.NP_DISTANCES.build("cosine") is distances_np.cosine_distance
+    with pytest.raises(ValueError, match="registered twice"):
+        DISTANCES.member("l2")(distances.cosine_distance)
