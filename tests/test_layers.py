@@ -4,6 +4,7 @@ Layers, low to high (a module may import its own layer or lower ones, never high
 
     base: fct_registry (root), errors, _redact, _files, _registry, device, determinism, config,
           layout
+    jobs                              (the resumable-job core every job and lock runs on)
     models | data | evaluation        (independent of each other)
     training
     registry
@@ -46,6 +47,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "layout",
         }
     ),
+    frozenset({"jobs"}),
     frozenset({"models", "data", "evaluation"}),
     frozenset({"training"}),
     frozenset({"registry"}),

@@ -27,6 +27,7 @@ from typing import Any
 
 from fct_registry._files import contained_name, sha256_file
 from fct_registry.gallery.errors import NotFoundError, StorageError, StorageUnreachableError
+from fct_registry.jobs.liveness import pid_alive
 
 TMP_SUFFIX = ".fct-tmp"
 """Marks a file being written; leftovers of a killed run are removed by ``remove_temporaries``."""
@@ -182,17 +183,6 @@ class LocalStorage(Storage):
         for name in gone:
             self._path(name).unlink(missing_ok=True)
         return gone
-
-
-def pid_alive(pid: int) -> bool:
-    """A process ``pid`` runs on this host (maybe another user's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _live_writer(name: str) -> bool:
