@@ -26,7 +26,6 @@ once naming the holder, and reads the gallery only once it holds the lease.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +43,7 @@ from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.shards import write_shard
-from fct_registry.jobs import JobFiles, batch_hook, fingerprint, intact
+from fct_registry.jobs import JobFiles, Stopwatch, batch_hook, fingerprint, intact
 from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
 
 PROGRESS_DIR = "_fct_backfill"
@@ -124,7 +123,7 @@ def _run(
     transform: ImageTransform | None,
     batch_size: int,
 ) -> BackfillReport:
-    start = time.perf_counter()
+    clock = Stopwatch()
     storage = gallery.storage
     key = job_fingerprint(plan, model_id, batch_size, transform)
     report = BackfillReport(gallery.uri, len(plan.ids), 0, fingerprint=key)
@@ -238,7 +237,7 @@ def _run(
     _reached("manifest")
     _clean(storage, manifest, {"replaced": replaced})
     report.manifest, report.replaced = manifest, replaced
-    report.seconds = time.perf_counter() - start
+    report.seconds = clock.read()[0]
     return report
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -61,7 +60,7 @@ from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.shards import shard_name, write_shard
 from fct_registry.gallery.storage import Storage
 from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS
-from fct_registry.jobs import batch_hook, json_bytes, progress_bar
+from fct_registry.jobs import Stopwatch, batch_hook, json_bytes, progress_bar
 from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
 from fct_registry.training.embed import embed_images
 
@@ -171,7 +170,7 @@ def embed_source(
     ``skipped.jsonl``.
     """
     check_policy(on_bad_image)
-    wall, cpu = time.perf_counter(), time.process_time()
+    clock = Stopwatch()
     settings = {
         "batch_size": batch_size,
         "shard_rows": shard_rows,
@@ -207,8 +206,7 @@ def embed_source(
             if fresh:
                 forget_unfinished(storage)
             raise
-    report.seconds = time.perf_counter() - wall
-    report.cpu_seconds = time.process_time() - cpu
+    report.seconds, report.cpu_seconds = clock.read()
     return report
 
 

@@ -6,6 +6,7 @@
 - :mod:`.fingerprint`: a job's identity, the sha256 of its canonical JSON;
 - :mod:`.liveness`: whether the process holding a lease or lock still runs;
 - :mod:`.progress`: the progress bar (a disabled tqdm when not asked for);
+- :mod:`.clock`: the wall-clock and CPU seconds a job's report gives;
 - :mod:`.faults`: the named points (``shard:<i>``, ``marker:<i>`` ...) that the crash tests
   replace to kill a run exactly there.
 
@@ -17,6 +18,7 @@ code, so the registry's lock can use it too.
 
 from __future__ import annotations
 
+from fct_registry.jobs.clock import Stopwatch
 from fct_registry.jobs.faults import Hook, batch_hook, reached
 from fct_registry.jobs.files import JobFiles, JobStore, intact, json_bytes, read_json
 from fct_registry.jobs.fingerprint import fingerprint
@@ -27,6 +29,7 @@ __all__ = [
     "Hook",
     "JobFiles",
     "JobStore",
+    "Stopwatch",
     "batch_hook",
     "fingerprint",
     "holder_gone",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,7 +35,7 @@ from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.shards import ShardReader, write_shard
 from fct_registry.gallery.storage import TMP_SUFFIX, Storage
-from fct_registry.jobs import JobFiles, batch_hook, intact, progress_bar
+from fct_registry.jobs import JobFiles, Stopwatch, batch_hook, intact, progress_bar
 from fct_registry.jobs import reached as _reached
 from fct_registry.upgrade.batch import BatchPlan, output_schema, upgrade_batch
 from fct_registry.upgrade.lease import LEASE, upgrade_lease
@@ -72,7 +71,6 @@ class UpgradeReport:
     manifest: Manifest | None = None
     fingerprint: str = ""
     failures: list[str] = field(default_factory=list)
-    batch_size: int = 0
 
     def resume(
         self,
@@ -97,6 +95,18 @@ class UpgradeReport:
     @property
     def rows_per_second(self) -> float:
         return self.upgraded_rows / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class UpgradeJob:
+    """One upgrade, as :func:`upgrade_gallery` and every engine receive it."""
+
+    source: Gallery
+    dest: Storage
+    plan: UpgradePlan
+    batch_size: int = DEFAULT_BATCH_SIZE
+    progress: bool = False
+    keep_going: bool = False  # a bad shard is reported and skipped, the others upgraded
 
 
 @dataclass(frozen=True)
@@ -165,15 +175,14 @@ def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> Des
     return DestinationState(False, done, True)
 
 
-def start_job(
-    source: Gallery, dest: Storage, plan: UpgradePlan, batch_size: int
-) -> tuple[UpgradeReport, DestinationState | None]:
+def start_job(job: UpgradeJob) -> tuple[UpgradeReport, DestinationState | None]:
     """What every engine does first, holding the destination's lease (:mod:`.lease`):
     validate, inspect the destination, write the job file.
 
     Returns the report and the destination's state, or ``None`` when the job is already
     complete (the report then describes the finished output).
     """
+    source, dest, plan, batch_size = job.source, job.dest, job.plan, job.batch_size
     if batch_size < 1:
         raise FctError(f"batch size must be positive, got {batch_size}")
     if source.storage.contains(dest) or dest.contains(source.storage):
@@ -190,7 +199,6 @@ def start_job(
         manifest.rows,
         len(manifest.shards),
         fingerprint=fingerprint,
-        batch_size=batch_size,
     )
     state = inspect_destination(dest, fingerprint, source)
     _reached("inspected")
@@ -244,28 +252,21 @@ def upgrade_gallery(
     into the same ``dest`` fails at once with :class:`~.lease.LeaseHeldError`.
     """
     with upgrade_lease(dest):
-        return run_upgrade(source, dest, plan, batch_size, progress, keep_going)
+        return run_upgrade(UpgradeJob(source, dest, plan, batch_size, progress, keep_going))
 
 
-def run_upgrade(
-    source: Gallery,
-    dest: Storage,
-    plan: UpgradePlan,
-    batch_size: int,
-    progress: bool,
-    keep_going: bool,
-) -> UpgradeReport:
+def run_upgrade(job: UpgradeJob) -> UpgradeReport:
     """:func:`upgrade_gallery` once the caller holds the destination's lease."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    report, state = start_job(source, dest, plan, batch_size)
+    clock = Stopwatch()
+    report, state = start_job(job)
     if state is None:
         return report
-    fingerprint, manifest = report.fingerprint, source.manifest
+    source, dest, plan, manifest = job.source, job.dest, job.plan, job.source.manifest
 
     batch_plan = plan.batch_plan()
     outputs: dict[str, ShardInfo] = {}
     failures: list[str] = []
-    bar = upgrade_bar(progress, manifest)
+    bar = upgrade_bar(job.progress, manifest)
     try:
         for index, shard in enumerate(manifest.shards):
             if report.resume(shard, state, dest, outputs):
@@ -277,28 +278,26 @@ def run_upgrade(
                 plan.check_shard(shard, where)
                 on_batch = batch_hook(index, _reached, bar.update)
                 info = upgrade_shard(
-                    source.storage, dest, shard, batch_plan, batch_size, on_batch=on_batch
+                    source.storage, dest, shard, batch_plan, job.batch_size, on_batch=on_batch
                 )
             except GalleryError as exc:
-                if not keep_going:
+                if not job.keep_going:
                     raise
                 failures.append(str(exc))
                 continue
-            FILES.commit(dest, shard.path, index, shard_marker(fingerprint, shard, info), _reached)
+            marker = shard_marker(report.fingerprint, shard, info)
+            FILES.commit(dest, shard.path, index, marker, _reached)
             outputs[shard.path] = info
             bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
     finally:
         bar.close()
-    finish_job(source, dest, plan, report, outputs, failures, "local")
-    report.seconds = time.perf_counter() - wall
-    report.cpu_seconds = time.process_time() - cpu
+    finish_job(job, report, outputs, failures, "local")
+    report.seconds, report.cpu_seconds = clock.read()
     return report
 
 
 def finish_job(
-    source: Gallery,
-    dest: Storage,
-    plan: UpgradePlan,
+    job: UpgradeJob,
     report: UpgradeReport,
     outputs: dict[str, ShardInfo],
     failures: list[str],
@@ -306,7 +305,7 @@ def finish_job(
 ) -> None:
     """What every engine does last: refuse an incomplete job (``failures``, in shard order),
     else write the manifest and remove the progress files."""
-    manifest = source.manifest
+    source, dest, manifest = job.source, job.dest, job.source.manifest
     if failures:
         report.failures = failures
         raise UpgradeIncompleteError(
@@ -315,7 +314,7 @@ def finish_job(
             + "\n  ".join(failures)
             + "\nfix them and rerun the same command: finished shards are skipped"
         )
-    provenance = _provenance(source, plan, report.fingerprint, report.batch_size, outputs)
+    provenance = _provenance(source, job.plan, report.fingerprint, job.batch_size, outputs)
     result = Manifest(
         manifest.family,
         tuple(outputs[s.path] for s in manifest.shards),

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from fct_registry._registry import Registry
+from fct_registry.upgrade.job import UpgradeJob
 from fct_registry.upgrade.lease import upgrade_lease
 
 if TYPE_CHECKING:
@@ -41,18 +42,10 @@ class Engine(ABC):
         """The job under the destination's lease (:mod:`fct_registry.upgrade.lease`): a second
         run into the same ``dest`` fails at once, whichever engine either runs on."""
         with upgrade_lease(dest):
-            return self._run(source, dest, plan, batch_size, progress, keep_going)
+            return self._run(UpgradeJob(source, dest, plan, batch_size, progress, keep_going))
 
     @abstractmethod
-    def _run(
-        self,
-        source: Gallery,
-        dest: Storage,
-        plan: UpgradePlan,
-        batch_size: int,
-        progress: bool,
-        keep_going: bool,
-    ) -> UpgradeReport:
+    def _run(self, job: UpgradeJob) -> UpgradeReport:
         """The job proper; the caller holds the destination's lease."""
 
 

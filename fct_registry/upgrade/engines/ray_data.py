@@ -39,10 +39,12 @@ from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import GroupKey, ShardInfo
 from fct_registry.gallery.storage import ENDPOINT_VARS, Storage, open_storage
+from fct_registry.jobs import Stopwatch
 from fct_registry.upgrade.batch import BatchPlan, GroupRunner
 from fct_registry.upgrade.engines.base import ENGINES, Engine
 from fct_registry.upgrade.job import (
     FILES,
+    UpgradeJob,
     UpgradeReport,
     finish_job,
     shard_marker,
@@ -55,7 +57,6 @@ from fct_registry.upgrade.runner import OnnxChainRunner
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from fct_registry.gallery.reader import Gallery
     from fct_registry.upgrade.plan import UpgradePlan
 
 STORAGE_ENV = (
@@ -252,21 +253,13 @@ class RayEngine(Engine):
         self.cpus_per_worker, self.threads = cpus_per_worker, threads
         self.worker_cpu_seconds = 0.0  # CPU the actors reported for the last run
 
-    def _run(
-        self,
-        source: Gallery,
-        dest: Storage,
-        plan: UpgradePlan,
-        batch_size: int,
-        progress: bool,
-        keep_going: bool,
-    ) -> UpgradeReport:
-        wall, cpu = time.perf_counter(), time.process_time()
+    def _run(self, job: UpgradeJob) -> UpgradeReport:
+        clock = Stopwatch()
         self.worker_cpu_seconds = 0.0
-        report, state = start_job(source, dest, plan, batch_size)
+        report, state = start_job(job)
         if state is None:
             return report
-        manifest = source.manifest
+        source, dest, plan, manifest = job.source, job.dest, job.plan, job.source.manifest
 
         outputs: dict[str, ShardInfo] = {}
         failures: dict[str, str] = {}
@@ -277,22 +270,22 @@ class RayEngine(Engine):
             try:  # what the manifest alone shows, before any worker starts
                 plan.check_shard(shard, f"{source.uri}/{shard.path}")
             except GalleryError as exc:
-                if not keep_going:
+                if not job.keep_going:
                     raise
                 failures[shard.path] = str(exc)
                 continue
             ready.append(shard)
 
-        bar = upgrade_bar(progress, manifest)
+        bar = upgrade_bar(job.progress, manifest)
         bar.update(report.skipped_rows)
         try:
             if ready:
-                job = WorkerJob.build(source.storage, dest, plan, batch_size, None)
+                work = WorkerJob.build(source.storage, dest, plan, job.batch_size, None)
                 by_path = {s.path: s for s in ready}
-                for path, info, error, worker_cpu in self._execute(job, ready):
+                for path, info, error, worker_cpu in self._execute(work, ready):
                     self.worker_cpu_seconds += worker_cpu
                     if error is not None:
-                        if not keep_going or not isinstance(error, GalleryError):
+                        if not job.keep_going or not isinstance(error, GalleryError):
                             raise error
                         failures[path] = str(error)
                         continue
@@ -303,9 +296,9 @@ class RayEngine(Engine):
         finally:
             bar.close()
         listed = [failures[s.path] for s in manifest.shards if s.path in failures]
-        finish_job(source, dest, plan, report, outputs, listed, self.name)
-        report.seconds = time.perf_counter() - wall
-        report.cpu_seconds = time.process_time() - cpu + self.worker_cpu_seconds
+        finish_job(job, report, outputs, listed, self.name)
+        report.seconds, report.cpu_seconds = clock.read()
+        report.cpu_seconds += self.worker_cpu_seconds
         return report
 
     def _execute(
