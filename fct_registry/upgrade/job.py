@@ -265,7 +265,6 @@ def run_upgrade(job: UpgradeJob) -> UpgradeReport:
 
     batch_plan = plan.batch_plan()
     outputs: dict[str, ShardInfo] = {}
-    failures: list[str] = []
     bar = upgrade_bar(job.progress, manifest)
     try:
         for index, shard in enumerate(manifest.shards):
@@ -283,7 +282,7 @@ def run_upgrade(job: UpgradeJob) -> UpgradeReport:
             except GalleryError as exc:
                 if not job.keep_going:
                     raise
-                failures.append(str(exc))
+                report.failures.append(str(exc))
                 continue
             marker = shard_marker(report.fingerprint, shard, info)
             FILES.commit(dest, shard.path, index, marker, _reached)
@@ -291,23 +290,19 @@ def run_upgrade(job: UpgradeJob) -> UpgradeReport:
             bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
     finally:
         bar.close()
-    finish_job(job, report, outputs, failures, "local")
+    finish_job(job, report, outputs, "local")
     report.seconds, report.cpu_seconds = clock.read()
     return report
 
 
 def finish_job(
-    job: UpgradeJob,
-    report: UpgradeReport,
-    outputs: dict[str, ShardInfo],
-    failures: list[str],
-    engine: str,
+    job: UpgradeJob, report: UpgradeReport, outputs: dict[str, ShardInfo], engine: str
 ) -> None:
-    """What every engine does last: refuse an incomplete job (``failures``, in shard order),
-    else write the manifest and remove the progress files."""
+    """What every engine does last: refuse an incomplete job (``report.failures``, in shard
+    order), else write the manifest and remove the progress files."""
     source, dest, manifest = job.source, job.dest, job.source.manifest
+    failures = report.failures
     if failures:
-        report.failures = failures
         raise UpgradeIncompleteError(
             f"{len(failures)} of {report.shards} shards could not be upgraded (nothing "
             f"was written for them; the other shards are done):\n  "

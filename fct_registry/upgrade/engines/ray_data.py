@@ -295,8 +295,8 @@ class RayEngine(Engine):
                     bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
         finally:
             bar.close()
-        listed = [failures[s.path] for s in manifest.shards if s.path in failures]
-        finish_job(job, report, outputs, listed, self.name)
+        report.failures = [failures[s.path] for s in manifest.shards if s.path in failures]
+        finish_job(job, report, outputs, self.name)
         report.seconds, report.cpu_seconds = clock.read()
         report.cpu_seconds += self.worker_cpu_seconds
         return report
