@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from fct_registry.data.decode import ImageTransform
     from fct_registry.data.image_sources import open_source
     from fct_registry.gallery.embed_job import CPU_FORWARD_BATCH, EmbedModels, embed_source
-    from fct_registry.gallery.storage import open_storage
+    from fct_registry.storage import open_storage
 
     work = Path(tempfile.mkdtemp(prefix="bench-external-"))
     loaded = _model(work)

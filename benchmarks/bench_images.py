@@ -123,7 +123,7 @@ def throughput(n: int, rounds: int, workdir: Path) -> dict[str, Any]:
     from fct_registry.data.decode import ImageTransform
     from fct_registry.data.image_sources import open_source
     from fct_registry.gallery.embed_job import EmbedModels, embed_source
-    from fct_registry.gallery.storage import open_storage
+    from fct_registry.storage import open_storage
 
     encoded, tensor = fashion_jpegs(n)
     write_folder(workdir / "jpegs", encoded)

@@ -286,8 +286,8 @@ def trained_models(root: Path, fam: dict[str, Any], workdir: Path,
     """The pipeline's trained models under ``root`` (an ``outputs/`` folder), the chain exported
     to ONNX as the registry exports it (``TransformationChain`` of the hops, ``export_onnx``,
     checked against PyTorch)."""
+    from fct_registry._files import sha256_file
     from fct_registry.config import load_params
-    from fct_registry.gallery.storage import sha256_file
     from fct_registry.layout import Layout
     from fct_registry.models.io import load_model
     from fct_registry.models.transformations import TransformationChain

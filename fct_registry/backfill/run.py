@@ -25,10 +25,7 @@ once naming the holder, and reads the gallery only once it holds the lease.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,14 +39,16 @@ from fct_registry.backfill.plan import BackfillPlan, BackfillPlanError
 from fct_registry.data.decode import ImageTransform
 from fct_registry.errors import DataError, FctError
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.errors import ManifestError, StorageError
 from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.shards import write_shard
+from fct_registry.jobs import JobFiles, Stopwatch, batch_hook, fingerprint, intact
+from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
 
 PROGRESS_DIR = "_fct_backfill"
-JOB_FILE = f"{PROGRESS_DIR}/job.json"
+FILES = JobFiles(PROGRESS_DIR)
+JOB_FILE = FILES.job_file
 LEASE = "_fct_backfill.lease"
 """Held for the whole run (:mod:`fct_registry.gallery.lease`), in the gallery it rewrites."""
 DEFAULT_BATCH_SIZE = 8192
@@ -81,17 +80,12 @@ def job_fingerprint(
     plan: BackfillPlan, model_id: str, batch_size: int, transform: ImageTransform | None = None
 ) -> str:
     record = transform.record() if transform is not None else None
-    payload = json.dumps([plan.sha256, model_id, batch_size, record], sort_keys=True).encode()
-    return hashlib.sha256(payload).hexdigest()
+    return fingerprint([plan.sha256, model_id, batch_size, record])
 
 
 def new_shard_name(old: str, fingerprint: str) -> str:
     stem = re.sub(r"(\.bf-[0-9a-f]+)?\.parquet$", "", old)
     return f"{stem}.bf-{fingerprint[:12]}.parquet"
-
-
-def marker_name(shard: str) -> str:
-    return f"{PROGRESS_DIR}/{shard}.json"
 
 
 def run_backfill(
@@ -129,18 +123,18 @@ def _run(
     transform: ImageTransform | None,
     batch_size: int,
 ) -> BackfillReport:
-    start = time.perf_counter()
+    clock = Stopwatch()
     storage = gallery.storage
-    fingerprint = job_fingerprint(plan, model_id, batch_size, transform)
-    report = BackfillReport(gallery.uri, len(plan.ids), 0, fingerprint=fingerprint)
+    key = job_fingerprint(plan, model_id, batch_size, transform)
+    report = BackfillReport(gallery.uri, len(plan.ids), 0, fingerprint=key)
 
     done_before = [
         b
         for b in (gallery.manifest.provenance or {}).get("backfills", [])
-        if b.get("fingerprint") == fingerprint
+        if b.get("fingerprint") == key
     ]
     if done_before:  # finished earlier (maybe killed while deleting the replaced shards)
-        _clean(storage, gallery.manifest, _read_json(storage, JOB_FILE))
+        _clean(storage, gallery.manifest, FILES.read_job(storage))
         report.already_complete, report.manifest = True, gallery.manifest
         report.replaced = dict(done_before[-1].get("replaced", {}))
         return report
@@ -158,8 +152,8 @@ def _run(
         )
     images_of = ItemImages(transform, images or plan.images)
 
-    job = _read_json(storage, JOB_FILE)
-    if job is not None and job.get("fingerprint") != fingerprint:
+    job = FILES.read_job(storage)
+    if job is not None and job.get("fingerprint") != key:
         raise BackfillError(
             f"{gallery.uri} holds an interrupted backfill of another plan or model "
             f"(plan {str(job.get('plan_sha256'))[:12]}…); rerun that plan to finish it, or "
@@ -172,18 +166,16 @@ def _run(
         raise BackfillError(f"{exc}") from None
     untyped = _shards_without_backfilled_column(gallery)
     touched = [s for s in gallery.manifest.shards if rows_of.get(s.path) or untyped]
-    replaced = {s.path: new_shard_name(s.path, fingerprint) for s in touched}
+    replaced = {s.path: new_shard_name(s.path, key) for s in touched}
     if job is None:
-        storage.write_bytes(
-            JOB_FILE,
-            _json(
-                {
-                    "fingerprint": fingerprint,
-                    "plan_sha256": plan.sha256,
-                    "manifest_sha256": gallery.manifest_sha256,
-                    "replaced": replaced,
-                }
-            ),
+        FILES.write_job(
+            storage,
+            {
+                "fingerprint": key,
+                "plan_sha256": plan.sha256,
+                "manifest_sha256": gallery.manifest_sha256,
+                "replaced": replaced,
+            },
         )
 
     outputs: dict[str, ShardInfo] = {}
@@ -192,13 +184,8 @@ def _run(
             outputs[shard.path] = shard
             continue
         name = replaced[shard.path]
-        marker = _read_json(storage, marker_name(name))
-        if (
-            marker is not None
-            and marker.get("fingerprint") == fingerprint
-            and marker.get("source_sha256") == shard.sha256
-            and _intact(storage, marker["output"]["sha256"], name)
-        ):
+        marker = FILES.marked(storage, name, key, source_sha256=shard.sha256)
+        if marker is not None and intact(storage, name, marker["output"]["sha256"]):
             outputs[shard.path] = ShardInfo.from_dict(marker["output"])
             report.skipped_shards += 1
             continue
@@ -219,23 +206,9 @@ def _run(
             batches = (
                 _rewrite(batch, schema, new_rows, vectors) for batch in reader.batches(batch_size)
             )
-
-            def on_batch(i: int, n: int, index: int = index) -> None:
-                _reached(f"batch:{index}:{i}")
-
-            info = write_shard(storage, name, schema, batches, on_batch)
-        _reached(f"shard:{index}")
-        storage.write_bytes(
-            marker_name(name),
-            _json(
-                {
-                    "fingerprint": fingerprint,
-                    "source_sha256": shard.sha256,
-                    "output": info.to_dict(),
-                }
-            ),
-        )
-        _reached(f"marker:{index}")
+            info = write_shard(storage, name, schema, batches, batch_hook(index, _reached))
+        marker = {"fingerprint": key, "source_sha256": shard.sha256, "output": info.to_dict()}
+        FILES.commit(storage, name, index, marker, _reached)
         outputs[shard.path] = info
         report.shards += 1
 
@@ -243,7 +216,7 @@ def _run(
     provenance["backfills"] = [
         *provenance.get("backfills", []),
         {
-            "fingerprint": fingerprint,
+            "fingerprint": key,
             "plan_sha256": plan.sha256,
             "policy": plan.policy,
             "budget": plan.budget,
@@ -264,7 +237,7 @@ def _run(
     _reached("manifest")
     _clean(storage, manifest, {"replaced": replaced})
     report.manifest, report.replaced = manifest, replaced
-    report.seconds = time.perf_counter() - start
+    report.seconds = clock.read()[0]
     return report
 
 
@@ -377,30 +350,8 @@ def _clean(storage: Any, manifest: Manifest, job: dict[str, Any] | None) -> None
     for old in (job or {}).get("replaced", {}):
         if old not in live:
             storage.delete(old)
-    for name in storage.list():
-        if name.startswith(f"{PROGRESS_DIR}/") and name != JOB_FILE:
-            storage.delete(name)
-    storage.delete(JOB_FILE)
+    FILES.clean(storage)
     storage.remove_temporaries()  # partial files of a killed run (their names are per process)
-
-
-def _read_json(storage: Any, name: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(storage.read_bytes(name))
-    except (ValueError, StorageError, ManifestError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _intact(storage: Any, sha256: str, name: str) -> bool:
-    try:
-        return storage.sha256(name) == sha256
-    except StorageError:
-        return False
-
-
-def _json(payload: dict[str, Any]) -> bytes:
-    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
 
 
 def _abandon(storage: Any, manifest: Manifest, replaced: dict[str, str]) -> None:
@@ -410,8 +361,3 @@ def _abandon(storage: Any, manifest: Manifest, replaced: dict[str, str]) -> None
         if name not in live:
             storage.delete(name)
     _clean(storage, manifest, None)
-
-
-def _reached(point: str) -> None:
-    """Called at each step of a run (``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>``,
-    ``manifest``); does nothing. Tests replace it to inject crashes at exact points."""

@@ -7,16 +7,14 @@ registered version and ``search`` answers top-k queries. Importing this package 
 torch or mlflow.
 """
 
+from fct_registry.errors import NotFoundError, StorageError, StorageUnreachableError
 from fct_registry.gallery.errors import (
     CorruptShardError,
     GalleryError,
     ManifestError,
     NonFiniteError,
-    NotFoundError,
     SchemaError,
     SideInfoError,
-    StorageError,
-    StorageUnreachableError,
 )
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo, read_manifest
 from fct_registry.gallery.reader import Gallery

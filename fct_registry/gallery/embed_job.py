@@ -23,11 +23,9 @@ whatever the collection's size; images are decoded in DataLoader workers.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,32 +34,37 @@ import numpy as np
 import pyarrow as pa
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from fct_registry import __version__
+from fct_registry.data.base_image_source import ImageSource, Item
 from fct_registry.data.decode import ImageTransform
-from fct_registry.data.image_sources import ImageSource, Item, TarShardsSource
 from fct_registry.data.loader import BadImagePolicy, Skipped, check_policy, stream_batches
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.errors import GalleryError, ManifestError, StorageError
+from fct_registry.gallery.embed_resume import (
+    FILES,
+    JOB_FILE,
+    LEASE,
+    SKIPPED_REPORT,
+    Hashing,
+    count_items,
+    digest_ids,
+    done_marker,
+    forget_unfinished,
+    inspect,
+    output_intact,
+    relist,
+)
+from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.shards import shard_name, write_shard
-from fct_registry.gallery.storage import TMP_SUFFIX, Storage
 from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS
+from fct_registry.jobs import Stopwatch, batch_hook, json_bytes, progress_bar
+from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
+from fct_registry.storage import Storage
 from fct_registry.training.embed import embed_images
 
-PROGRESS_DIR = "_fct_embed"
-JOB_FILE = f"{PROGRESS_DIR}/job.json"
-LEASE = "_fct_embed.lease"
-"""Held for the whole run (:mod:`fct_registry.gallery.lease`): a second run into the same
-``--out`` fails at once, naming the holder."""
-SKIPPED_REPORT = "skipped.jsonl"
 CPU_FORWARD_BATCH = 64
-
-
-class EmbedDestinationError(StorageError):
-    """The output location holds something other than this indexing job."""
 
 
 class StoredEmbeddings(Protocol):
@@ -123,10 +126,6 @@ ShardRunner = Callable[
 """Runs ``(index, shard name, items)`` s elsewhere, yielding each shard's result as it ends."""
 
 
-def marker_name(shard: str) -> str:
-    return f"{PROGRESS_DIR}/{shard}.json"
-
-
 def fingerprint(
     source: ImageSource,
     transform: ImageTransform,
@@ -139,7 +138,7 @@ def fingerprint(
         "models": _models_record(models),
         "settings": settings,
     }
-    return hashlib.sha256(_json(payload)).hexdigest()
+    return hashlib.sha256(json_bytes(payload)).hexdigest()  # as written: resumes stay valid
 
 
 def embed_source(
@@ -171,14 +170,7 @@ def embed_source(
     ``skipped.jsonl``.
     """
     check_policy(on_bad_image)
-    for name, value in (
-        ("batch_size", batch_size),
-        ("shard_rows", shard_rows),
-        ("row_group_rows", row_group_rows),
-    ):
-        if value < 1:
-            raise GalleryError(f"{name} must be positive, got {value}")
-    wall, cpu = time.perf_counter(), time.process_time()
+    clock = Stopwatch()
     settings = {
         "batch_size": batch_size,
         "shard_rows": shard_rows,
@@ -186,22 +178,25 @@ def embed_source(
         "on_bad_image": on_bad_image,
         "limit": limit,
     }
+    for name in ("batch_size", "shard_rows", "row_group_rows"):
+        if settings[name] < 1:
+            raise GalleryError(f"{name} must be positive, got {settings[name]}")
     key = fingerprint(source, transform, models, settings)
     report = EmbedReport(source.uri, storage.uri, fingerprint=key)
     with lease(storage, LEASE, "`fct embed`"):  # one run per --out; released however it ends
-        markers = _inspect(storage, key)
+        markers = inspect(storage, key)
         _reached("inspected")
         if markers is None:
             manifest = Manifest.from_json(storage.read_bytes(MANIFEST), storage.uri)
             report.already_complete, report.manifest = True, manifest
             report.rows, report.shards = manifest.rows, len(manifest.shards)
             report.items = int((manifest.provenance or {}).get("source", {}).get("items", 0))
-            _clean_progress(storage)
+            FILES.clean(storage)
             return report
         storage.remove_temporaries()  # only ours and dead writers'; we hold the lease anyway
         fresh = JOB_FILE not in markers
         if fresh:
-            storage.write_bytes(JOB_FILE, _json({"fingerprint": key, "source": source.uri}))
+            FILES.write_job(storage, {"fingerprint": key, "source": source.uri})
         try:
             _run(
                 source, storage, models, transform, settings, key, markers, report,
@@ -209,10 +204,9 @@ def embed_source(
             )  # fmt: skip
         except BaseException:
             if fresh:
-                _forget_unfinished(storage)
+                forget_unfinished(storage)
             raise
-    report.seconds = time.perf_counter() - wall
-    report.cpu_seconds = time.process_time() - cpu
+    report.seconds, report.cpu_seconds = clock.read()
     return report
 
 
@@ -236,30 +230,19 @@ def _run(
     limit = settings["limit"]
     dev = torch.device(device)
     schema = _schema(models, transform, source.has_labels, dev)
-    listing: Iterator[Item] = source.items()
-    if limit is not None:
-        listing = itertools.islice(listing, limit)
+    listing = relist(source, 0, limit)
     finished: dict[int, ShardDone] = {}
     pending: list[tuple[int, str, list[Item]]] = []
     shard_job = ShardJob(
-        source,
-        models,
-        transform,
-        schema,
-        key,
-        str(dev),
-        batch_size,
-        num_workers,
-        on_bad_image,
+        source, models, transform, schema, key, str(dev), batch_size, num_workers, on_bad_image,
         row_group_rows,
-    )
-    bar = tqdm(
+    )  # fmt: skip
+    bar = progress_bar(
+        progress,
         desc=f"embed {models.family}@{models.version}",
-        total=_count(source, limit) if progress else None,  # for the ETA
+        total=count_items(source, limit) if progress else None,  # for the ETA
         unit="img",
-        disable=not progress,
         smoothing=0.1,
-        dynamic_ncols=True,
     )
     try:
         for index in itertools.count():
@@ -268,10 +251,10 @@ def _run(
                 break
             chunk = itertools.chain([first], itertools.islice(listing, shard_rows - 1))
             name = shard_name(index)
-            done = _done_marker(storage, markers, name, key)
+            done = done_marker(storage, markers, name, key)
             if done is not None:
-                ids_sha, n = _digest(chunk)
-                if ids_sha == done["ids_sha256"] and _intact(storage, done.get("output")):
+                ids_sha, n = digest_ids(chunk)
+                if ids_sha == done["ids_sha256"] and output_intact(storage, done.get("output")):
                     report.resumed_shards += 1
                     output = done["output"]
                     finished[index] = ShardDone(
@@ -282,7 +265,7 @@ def _run(
                     bar.update(n)
                     continue
                 # The source changed under this shard: list it again and redo it.
-                listing = _relist(source, index * shard_rows, limit)
+                listing = relist(source, index * shard_rows, limit)
                 chunk = itertools.islice(listing, shard_rows)
             if runner is not None:  # another engine runs the shard: hand it the references
                 pending.append((index, name, [item.without_data() for item in chunk]))
@@ -321,7 +304,7 @@ def _run(
     )
     storage.write_bytes(MANIFEST, manifest.to_json())
     _reached("manifest")
-    _clean_progress(storage)
+    FILES.clean(storage)
     report.manifest, report.rows, report.shards = manifest, manifest.rows, len(outputs)
 
 
@@ -359,8 +342,8 @@ def embed_shard(
 ) -> ShardDone:
     """Index ``items`` into shard ``name`` and write its marker (the unit of resume)."""
     dev = torch.device(job.device)
-    bar = bar if bar is not None else tqdm(disable=True)
-    hashed = _Hashing(items)
+    bar = bar if bar is not None else progress_bar(False)
+    hashed = Hashing(items)
     skipped: list[Skipped] = []
     batches = stream_batches(
         job.source,
@@ -374,29 +357,20 @@ def embed_shard(
     labels = job.source.has_labels
     rows = _rows(batches, job.models, dev, job.batch_size, labels, skipped, bar)
     groups = _regroup(rows, job.schema, job.row_group_rows)
-
-    def on_batch(i: int, n: int, index: int = index) -> None:
-        _reached(f"batch:{index}:{i}")
-
+    on_batch = batch_hook(index, _reached)
     info: ShardInfo | None = write_shard(storage, name, job.schema, groups, on_batch)
     assert info is not None
     if info.rows == 0:  # every item of the shard was skipped: no empty file
         storage.delete(name)
         info = None
-    _reached(f"shard:{index}")
-    storage.write_bytes(
-        marker_name(name),
-        _json(
-            {
-                "fingerprint": job.key,
-                "ids_sha256": hashed.digest.hexdigest(),
-                "items": hashed.count,
-                "output": None if info is None else info.to_dict(),
-                "skipped": [s.to_dict() for s in skipped],
-            }
-        ),
-    )
-    _reached(f"marker:{index}")
+    marker = {
+        "fingerprint": job.key,
+        "ids_sha256": hashed.digest.hexdigest(),
+        "items": hashed.count,
+        "output": None if info is None else info.to_dict(),
+        "skipped": [s.to_dict() for s in skipped],
+    }
+    FILES.commit(storage, name, index, marker, _reached)
     return ShardDone(hashed.count, skipped, info)
 
 
@@ -488,135 +462,6 @@ def _schema(
     return S.gallery_schema(dim, side, labels=labels, source_uris=True)
 
 
-class _Hashing:
-    """Passes items through, hashing their ids (what a marker pins) and counting them."""
-
-    def __init__(self, items: Iterable[Item]) -> None:
-        self.items, self.digest, self.count = items, hashlib.sha256(), 0
-
-    def __iter__(self) -> Iterator[Item]:
-        for item in self.items:
-            self.digest.update(item.id.encode() + b"\n")
-            self.count += 1
-            yield item
-
-
-def _digest(items: Iterable[Item]) -> tuple[str, int]:
-    hashed = _Hashing(items)
-    for _ in hashed:
-        pass
-    return hashed.digest.hexdigest(), hashed.count
-
-
-def _count(source: ImageSource, limit: int | None) -> int | None:
-    """How many images the job will list, for the progress bar's total and ETA; a listing pass
-    (names only) except for tar shards, whose members are known only by reading them: None."""
-    if isinstance(source, TarShardsSource):
-        return None
-    return sum(1 for _ in itertools.islice(source.items(), limit))
-
-
-def _relist(source: ImageSource, start: int, limit: int | None) -> Iterator[Item]:
-    listing: Iterator[Item] = source.items()
-    if limit is not None:
-        listing = itertools.islice(listing, limit)
-    return itertools.islice(listing, start, None)
-
-
-# --- the destination ---------------------------------------------------------------------------
-
-
-def _inspect(storage: Storage, key: str) -> set[str] | None:
-    """The progress files an earlier run of this job left (empty for a fresh start), or
-    ``None`` when this job already completed there; anything else is refused."""
-    names = [n for n in storage.list() if n != LEASE]  # the lease this run holds
-    if not names:
-        return set()
-    if MANIFEST in names:
-        try:
-            existing = Manifest.from_json(storage.read_bytes(MANIFEST), storage.uri)
-        except ManifestError:
-            existing = None
-        if existing is not None and (existing.provenance or {}).get("fingerprint") == key:
-            return None
-        raise EmbedDestinationError(
-            f"{storage.uri} already holds a gallery (not from this very command: other "
-            "images, model or settings); choose an empty --out, or delete it to re-index"
-        )
-    job = _read_json(storage, JOB_FILE) if JOB_FILE in names else None
-    if job is None:
-        raise EmbedDestinationError(
-            f"{storage.uri} is not empty ({names[0]}, ...) and holds no `fct embed` in "
-            "progress; choose an empty --out"
-        )
-    if job.get("fingerprint") != key:
-        raise EmbedDestinationError(
-            f"{storage.uri} holds an interrupted `fct embed` of other images, model or "
-            f"settings (from {job.get('source')}); rerun that exact command to finish it, or "
-            f"delete {storage.uri} to start this one"
-        )
-    foreign = [
-        n
-        for n in names
-        if not (
-            n.startswith(f"{PROGRESS_DIR}/")
-            or n.endswith(TMP_SUFFIX)
-            or (n.startswith("part-") and n.endswith(".parquet"))
-            or n == SKIPPED_REPORT
-        )
-    ]
-    if foreign:
-        raise EmbedDestinationError(
-            f"{storage.uri} holds files `fct embed` did not write ({foreign[0]}); move them "
-            "away or choose an empty --out"
-        )
-    return set(names)
-
-
-def _done_marker(storage: Storage, names: set[str], shard: str, key: str) -> dict | None:
-    if marker_name(shard) not in names:
-        return None
-    marker = _read_json(storage, marker_name(shard))  # None: torn write, so redo the shard
-    if marker is None or marker.get("fingerprint") != key:
-        return None
-    return marker
-
-
-def _intact(storage: Storage, output: dict | None) -> bool:
-    if output is None:  # a shard whose every item was skipped has no file
-        return True
-    try:
-        return storage.sha256(output["path"]) == output["sha256"]
-    except StorageError:
-        return False
-
-
-def _read_json(storage: Storage, name: str) -> dict | None:
-    try:
-        value = json.loads(storage.read_bytes(name))
-    except (ValueError, StorageError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _clean_progress(storage: Storage) -> None:
-    for name in storage.list():
-        if name.startswith(f"{PROGRESS_DIR}/"):
-            storage.delete(name)
-
-
-def _forget_unfinished(storage: Storage) -> None:
-    """A run that started the job and failed before finishing any shard (a refused input, the
-    first bad image under ``fail``) leaves the destination as it found it: no job file, so a
-    different command may use it. Finished shards are kept for the rerun that resumes them."""
-    with contextlib.suppress(StorageError):
-        names = storage.list()
-        if any(n.startswith(f"{PROGRESS_DIR}/") and n != JOB_FILE for n in names):
-            return
-        if not [n for n in names if n not in (JOB_FILE, LEASE) and not n.endswith(TMP_SUFFIX)]:
-            storage.delete(JOB_FILE)
-
-
 def _models_record(models: EmbedModels) -> dict[str, Any]:
     record = {
         "family": models.family,
@@ -649,13 +494,3 @@ def _provenance(
         "skipped_report": SKIPPED_REPORT if report.skipped else None,
         "software": {"fct_registry": __version__},
     }
-
-
-def _json(payload: dict[str, Any]) -> bytes:
-    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
-
-
-def _reached(point: str) -> None:
-    """A named point of the job (``inspected``, ``batch:<shard>:<batch>``, ``shard:<i>``,
-    ``marker:<i>``, ``manifest``). Does nothing; the kill-and-resume tests replace it
-    (``tests/kill_at.py``), so library code holds no kill switch."""

@@ -7,7 +7,7 @@ them as ``error: ...`` with exit status 2.
 
 from __future__ import annotations
 
-from fct_registry.errors import DataError, NotFoundError, StorageError, StorageUnreachableError
+from fct_registry.errors import DataError
 
 
 class GalleryError(DataError):
@@ -32,18 +32,3 @@ class SideInfoError(GalleryError):
 
 class CorruptShardError(GalleryError):
     """A shard's bytes differ from its recorded checksum, or Parquet cannot read it."""
-
-
-# The storage layer's errors live in the base layer (fct_registry.errors); named here too
-# because every gallery module reports them.
-__all__ = [
-    "CorruptShardError",
-    "GalleryError",
-    "ManifestError",
-    "NonFiniteError",
-    "NotFoundError",
-    "SchemaError",
-    "SideInfoError",
-    "StorageError",
-    "StorageUnreachableError",
-]

@@ -27,8 +27,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from fct_registry.gallery.errors import StorageError
-from fct_registry.gallery.storage import LocalStorage, S3Storage, Storage, pid_alive
+from fct_registry.errors import StorageError
+from fct_registry.jobs.liveness import holder_gone, pid_alive
+from fct_registry.storage import LocalStorage, S3Storage, Storage
 
 
 class LeaseHeldError(StorageError):
@@ -44,12 +45,8 @@ def new_holder() -> dict[str, Any]:
     }
 
 
-def is_stale(holder: dict[str, Any] | None) -> bool:
-    """The holder ran on this host and its process is gone."""
-    if not holder or holder.get("host") != socket.gethostname():
-        return False
-    pid = holder.get("pid")
-    return isinstance(pid, int) and pid > 0 and not pid_alive(pid)
+is_stale = holder_gone
+"""The holder ran on this host and its process is gone (:mod:`fct_registry.jobs.liveness`)."""
 
 
 def describe(holder: dict[str, Any] | None) -> str:

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fct_registry._files import UnsafePathError, contained_name
+from fct_registry.errors import NotFoundError
 from fct_registry.evaluation.labels import Classes, class_names
-from fct_registry.gallery.errors import ManifestError, NotFoundError
+from fct_registry.gallery.errors import ManifestError
 from fct_registry.storage import Storage
 
 MANIFEST = "manifest.json"

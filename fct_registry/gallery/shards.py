@@ -20,8 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fct_registry._files import sha256_file
+from fct_registry.errors import NotFoundError
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.errors import CorruptShardError, GalleryError, NotFoundError, SchemaError
+from fct_registry.gallery.errors import CorruptShardError, GalleryError, SchemaError
 from fct_registry.gallery.manifest import GroupKey, ShardInfo
 from fct_registry.storage import Storage
 

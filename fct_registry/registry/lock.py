@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from fct_registry.jobs.liveness import holder_gone
 from fct_registry.registry import tags as T
 from fct_registry.registry.errors import RegistryError
 
@@ -61,16 +62,6 @@ def lock_ttl() -> float:
         ) from None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def holder_of(description: str | None) -> dict[str, Any] | None:
     """The holder recorded in a lock model's description, or None."""
     if not description or _HELD_BY not in description:
@@ -91,10 +82,8 @@ def stale_reason(holder: dict[str, Any] | None, now: float | None = None) -> str
     expires = holder.get("expires")
     if isinstance(expires, int | float) and now > expires:
         return f"expired {now - expires:.0f} s ago"
-    pid = holder.get("pid")
-    same_host = holder.get("host") == socket.gethostname()
-    if same_host and isinstance(pid, int) and pid > 0 and not _pid_alive(pid):
-        return f"its holder, pid {pid} on this host, is gone"
+    if holder_gone(holder):
+        return f"its holder, pid {holder['pid']} on this host, is gone"
     return None
 
 

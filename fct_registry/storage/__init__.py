@@ -33,7 +33,7 @@ import os
 
 from fct_registry.errors import StorageError
 from fct_registry.storage.base import TMP_SUFFIX, Storage
-from fct_registry.storage.local import LocalStorage, pid_alive
+from fct_registry.storage.local import LocalStorage
 from fct_registry.storage.s3 import ENDPOINT_VARS, STORAGE_ENV, S3Storage, s3_client
 
 
@@ -57,6 +57,5 @@ __all__ = [
     "S3Storage",
     "Storage",
     "open_storage",
-    "pid_alive",
     "s3_client",
 ]

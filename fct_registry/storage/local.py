@@ -18,6 +18,7 @@ from typing import IO
 
 from fct_registry._files import contained_name, sha256_file
 from fct_registry.errors import NotFoundError, StorageError
+from fct_registry.jobs.liveness import pid_alive
 from fct_registry.storage.base import TMP_SUFFIX, Storage
 
 _TMP_PID = re.compile(r"\.(\d+)-[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")
@@ -152,17 +153,6 @@ def make_folder(path: Path) -> None:
         raise StorageError(
             f"cannot create {path}: {exc.strerror}; check the path and its permissions"
         ) from None
-
-
-def pid_alive(pid: int) -> bool:
-    """A process ``pid`` runs on this host (maybe another user's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _live_writer(name: str) -> bool:

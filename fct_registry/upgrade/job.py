@@ -7,7 +7,7 @@ Layout of the destination while a job runs, and after::
     part-00000.parquet, ...            one output shard per source shard, same names
     manifest.json                      written last; then _fct_upgrade/ is removed
 
-Each output shard is published atomically (see :mod:`fct_registry.gallery.storage`) and only
+Each output shard is published atomically (see :mod:`fct_registry.storage`) and only
 then marked done, so after a crash or ``kill -9`` a rerun of the same command skips the shards
 whose marker and bytes agree, redoes the rest, and produces the same bytes an uninterrupted run
 would (writing is deterministic and the job's fingerprint pins the inputs, chains and batching).
@@ -22,21 +22,21 @@ the chain's activations, rows out), whatever the gallery's size.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fct_registry import __version__
-from fct_registry.errors import FctError
-from fct_registry.gallery.errors import GalleryError, ManifestError, StorageError
+from fct_registry.errors import FctError, StorageError
+from fct_registry.gallery.errors import GalleryError, ManifestError
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.shards import ShardReader, write_shard
-from fct_registry.gallery.storage import TMP_SUFFIX, Storage
+from fct_registry.jobs import JobFiles, Stopwatch, batch_hook, intact, progress_bar
+from fct_registry.jobs import reached as _reached
+from fct_registry.storage import TMP_SUFFIX, Storage
 from fct_registry.upgrade.batch import BatchPlan, output_schema, upgrade_batch
 from fct_registry.upgrade.lease import LEASE, upgrade_lease
 from fct_registry.upgrade.plan import UpgradePlan
@@ -44,7 +44,8 @@ from fct_registry.upgrade.plan import UpgradePlan
 T = TypeVar("T")
 
 PROGRESS_DIR = "_fct_upgrade"
-JOB_FILE = f"{PROGRESS_DIR}/job.json"
+FILES = JobFiles(PROGRESS_DIR)
+JOB_FILE = FILES.job_file
 DEFAULT_BATCH_SIZE = 8192
 
 
@@ -71,6 +72,22 @@ class UpgradeReport:
     fingerprint: str = ""
     failures: list[str] = field(default_factory=list)
 
+    def resume(
+        self,
+        shard: ShardInfo,
+        state: DestinationState,
+        dest: Storage,
+        outputs: dict[str, ShardInfo],
+    ) -> bool:
+        """Count ``shard`` as done by an earlier run if its marker's output is intact."""
+        done = state.done.get(shard.path)
+        if done is None or not intact(dest, done.path, done.sha256):
+            return False
+        outputs[shard.path] = done
+        self.skipped_shards += 1
+        self.skipped_rows += shard.rows
+        return True
+
     @property
     def upgraded_rows(self) -> int:
         return self.rows - self.skipped_rows
@@ -81,14 +98,22 @@ class UpgradeReport:
 
 
 @dataclass(frozen=True)
+class UpgradeJob:
+    """One upgrade, as :func:`upgrade_gallery` and every engine receive it."""
+
+    source: Gallery
+    dest: Storage
+    plan: UpgradePlan
+    batch_size: int = DEFAULT_BATCH_SIZE
+    progress: bool = False
+    keep_going: bool = False  # a bad shard is reported and skipped, the others upgraded
+
+
+@dataclass(frozen=True)
 class DestinationState:
     complete: bool  # manifest.json of this very job over these very source bytes is there
     done: dict[str, ShardInfo]  # shard name -> output info, from markers (not yet verified)
     started: bool  # job.json of this job is there
-
-
-def marker_name(shard: str) -> str:
-    return f"{PROGRESS_DIR}/{shard}.json"
 
 
 def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> DestinationState:
@@ -120,7 +145,7 @@ def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> Des
             f"{dest.uri} is not empty ({names[0]}, ...) and holds no upgrade "
             "in progress; choose an empty --out"
         )
-    job = _read_json(dest, JOB_FILE)
+    job = FILES.read_job(dest)
     if job is None:
         raise DestinationError(
             f"{dest.uri}/{JOB_FILE} is unreadable (a crash while it was "
@@ -134,7 +159,7 @@ def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> Des
             f"{dest.uri} to start this one"
         )
     expected = {s.path for s in source.manifest.shards}
-    allowed = expected | {marker_name(s) for s in expected} | {JOB_FILE}
+    allowed = expected | {FILES.marker(s) for s in expected} | {JOB_FILE}
     foreign = [n for n in names if n not in allowed and not n.endswith(TMP_SUFFIX)]
     if foreign:
         raise DestinationError(
@@ -143,26 +168,21 @@ def inspect_destination(dest: Storage, fingerprint: str, source: Gallery) -> Des
         )
     done: dict[str, ShardInfo] = {}
     for shard in source.manifest.shards:
-        if marker_name(shard.path) in names:
-            marker = _read_json(dest, marker_name(shard.path))  # None: torn, so redo the shard
-            if (
-                marker is not None
-                and marker.get("fingerprint") == fingerprint
-                and marker.get("source_sha256") == shard.sha256
-            ):
+        if FILES.marker(shard.path) in names:  # torn or stale: redo the shard
+            marker = FILES.marked(dest, shard.path, fingerprint, source_sha256=shard.sha256)
+            if marker is not None:
                 done[shard.path] = ShardInfo.from_dict(marker["output"])
     return DestinationState(False, done, True)
 
 
-def start_job(
-    source: Gallery, dest: Storage, plan: UpgradePlan, batch_size: int
-) -> tuple[UpgradeReport, DestinationState | None]:
+def start_job(job: UpgradeJob) -> tuple[UpgradeReport, DestinationState | None]:
     """What every engine does first, holding the destination's lease (:mod:`.lease`):
     validate, inspect the destination, write the job file.
 
     Returns the report and the destination's state, or ``None`` when the job is already
     complete (the report then describes the finished output).
     """
+    source, dest, plan, batch_size = job.source, job.dest, job.plan, job.batch_size
     if batch_size < 1:
         raise FctError(f"batch size must be positive, got {batch_size}")
     if source.storage.contains(dest) or dest.contains(source.storage):
@@ -174,35 +194,37 @@ def start_job(
     fingerprint = plan.fingerprint(batch_size)
     manifest = source.manifest
     report = UpgradeReport(
-        source.uri, dest.uri, manifest.rows, len(manifest.shards), fingerprint=fingerprint
+        source.uri,
+        dest.uri,
+        manifest.rows,
+        len(manifest.shards),
+        fingerprint=fingerprint,
     )
     state = inspect_destination(dest, fingerprint, source)
     _reached("inspected")
     dest.remove_temporaries()  # safe: the caller holds the destination's lease
     if state.complete:
-        _clean_progress(dest, manifest)
+        FILES.clean(dest)
         report.already_complete = True
         report.skipped_shards, report.skipped_rows = report.shards, report.rows
         report.manifest = Manifest.from_json(dest.read_bytes(MANIFEST), dest.uri)
         return report, None
     if not state.started:  # the job file: any engine can resume any other's run
-        dest.write_bytes(
-            JOB_FILE,
-            _json(
-                {
-                    "fingerprint": fingerprint,
-                    "source": source.uri,
-                    "plan": plan.record(),
-                    "batch_size": batch_size,
-                }
-            ),
+        FILES.write_job(
+            dest,
+            {
+                "fingerprint": fingerprint,
+                "source": source.uri,
+                "plan": plan.record(),
+                "batch_size": batch_size,
+            },
         )
     return report, state
 
 
 def _verify_finished(dest: Storage, manifest: Manifest) -> None:
     """A finished gallery is said to need nothing only if every shard has its recorded bytes."""
-    damaged = [s.path for s in manifest.shards if not _intact(dest, s)]
+    damaged = [s.path for s in manifest.shards if not intact(dest, s.path, s.sha256)]
     if damaged:
         raise DestinationError(
             f"{dest.uri} holds this upgrade's {MANIFEST}, but {len(damaged)} of "
@@ -230,87 +252,73 @@ def upgrade_gallery(
     into the same ``dest`` fails at once with :class:`~.lease.LeaseHeldError`.
     """
     with upgrade_lease(dest):
-        return _upgrade_gallery(source, dest, plan, batch_size, progress, keep_going)
+        return run_upgrade(UpgradeJob(source, dest, plan, batch_size, progress, keep_going))
 
 
-def _upgrade_gallery(
-    source: Gallery,
-    dest: Storage,
-    plan: UpgradePlan,
-    batch_size: int,
-    progress: bool,
-    keep_going: bool,
-) -> UpgradeReport:
-    wall, cpu = time.perf_counter(), time.process_time()
-    report, state = start_job(source, dest, plan, batch_size)
+def run_upgrade(job: UpgradeJob) -> UpgradeReport:
+    """:func:`upgrade_gallery` once the caller holds the destination's lease."""
+    clock = Stopwatch()
+    report, state = start_job(job)
     if state is None:
         return report
-    fingerprint, manifest = report.fingerprint, source.manifest
+    source, dest, plan, manifest = job.source, job.dest, job.plan, job.source.manifest
 
     batch_plan = plan.batch_plan()
     outputs: dict[str, ShardInfo] = {}
-    bar = _progress_bar(progress, manifest)
+    bar = upgrade_bar(job.progress, manifest)
     try:
         for index, shard in enumerate(manifest.shards):
-            done = state.done.get(shard.path)
-            if done is not None and _intact(dest, done):
-                outputs[shard.path] = done
-                report.skipped_shards += 1
-                report.skipped_rows += shard.rows
+            if report.resume(shard, state, dest, outputs):
                 bar.update(shard.rows)
                 bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
                 continue
             where = f"{source.uri}/{shard.path}"
             try:
                 plan.check_shard(shard, where)
-
-                def on_batch(i: int, rows: int, index: int = index) -> None:
-                    bar.update(rows)
-                    _reached(f"batch:{index}:{i}")
-
+                on_batch = batch_hook(index, _reached, bar.update)
                 info = upgrade_shard(
-                    source.storage, dest, shard, batch_plan, batch_size, on_batch=on_batch
+                    source.storage, dest, shard, batch_plan, job.batch_size, on_batch=on_batch
                 )
             except GalleryError as exc:
-                if not keep_going:
+                if not job.keep_going:
                     raise
                 report.failures.append(str(exc))
                 continue
-            _reached(f"shard:{index}")
-            dest.write_bytes(
-                marker_name(shard.path),
-                _json(
-                    {
-                        "fingerprint": fingerprint,
-                        "source_sha256": shard.sha256,
-                        "output": info.to_dict(),
-                    }
-                ),
-            )
-            _reached(f"marker:{index}")
+            marker = shard_marker(report.fingerprint, shard, info)
+            FILES.commit(dest, shard.path, index, marker, _reached)
             outputs[shard.path] = info
             bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
     finally:
         bar.close()
-    if report.failures:
+    finish_job(job, report, outputs, "local")
+    report.seconds, report.cpu_seconds = clock.read()
+    return report
+
+
+def finish_job(
+    job: UpgradeJob, report: UpgradeReport, outputs: dict[str, ShardInfo], engine: str
+) -> None:
+    """What every engine does last: refuse an incomplete job (``report.failures``, in shard
+    order), else write the manifest and remove the progress files."""
+    source, dest, manifest = job.source, job.dest, job.source.manifest
+    failures = report.failures
+    if failures:
         raise UpgradeIncompleteError(
-            f"{len(report.failures)} of {report.shards} shards could not be upgraded (nothing "
+            f"{len(failures)} of {report.shards} shards could not be upgraded (nothing "
             f"was written for them; the other shards are done):\n  "
-            + "\n  ".join(report.failures)
+            + "\n  ".join(failures)
             + "\nfix them and rerun the same command: finished shards are skipped"
         )
+    provenance = _provenance(source, job.plan, report.fingerprint, job.batch_size, outputs)
     result = Manifest(
         manifest.family,
         tuple(outputs[s.path] for s in manifest.shards),
-        provenance=_provenance(source, plan, fingerprint, batch_size, outputs),
+        provenance=provenance | {"engine": engine},
     )
     dest.write_bytes(MANIFEST, result.to_json())
     _reached("manifest")
-    _clean_progress(dest, manifest)
+    FILES.clean(dest)
     report.manifest = result
-    report.seconds = time.perf_counter() - wall
-    report.cpu_seconds = time.process_time() - cpu
-    return report
 
 
 def upgrade_shard(
@@ -337,20 +345,9 @@ def upgrade_shard(
         return write_shard(dest, shard.path, schema, upgraded, on_batch)
 
 
-def _read_json(dest: Storage, name: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(dest.read_bytes(name))
-    except (ValueError, StorageError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _intact(dest: Storage, info: ShardInfo) -> bool:
-    """The output shard a marker describes is there with the recorded bytes."""
-    try:
-        return dest.sha256(info.path) == info.sha256
-    except StorageError:
-        return False
+def shard_marker(fingerprint: str, source: ShardInfo, output: ShardInfo) -> dict[str, Any]:
+    """What a finished shard's marker records (every engine writes the same)."""
+    return {"fingerprint": fingerprint, "source_sha256": source.sha256, "output": output.to_dict()}
 
 
 def _provenance(
@@ -397,16 +394,6 @@ def source_classes(manifest: Manifest) -> dict[str, Any]:
     (``Manifest.classes`` reads them back); nothing when the source records none."""
     classes = manifest.classes
     return {} if classes is None else {"classes": list(classes)}
-
-
-def _clean_progress(dest: Storage, manifest: Manifest) -> None:
-    for shard in manifest.shards:
-        dest.delete(marker_name(shard.path))
-    dest.delete(JOB_FILE)
-
-
-def _json(payload: dict[str, Any]) -> bytes:
-    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
 
 
 _END = object()
@@ -459,32 +446,13 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
         helper.join()
 
 
-def _reached(point: str) -> None:
-    """The job reached a named point: ``batch:<shard>:<batch>`` (a batch written),
-    ``shard:<i>`` (shard published), ``marker:<i>`` (shard marked done), ``manifest``;
-    ``inspected`` (the destination was inspected; the job file is written next).
-
-    Does nothing. Crash-and-resume tests replace it (``tests/kill_at.py``) to kill the
-    process exactly there; the library itself holds no fault injection.
-    """
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix_str(self, s: str) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress_bar(enabled: bool, manifest: Manifest) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(
+def upgrade_bar(enabled: bool, manifest: Manifest) -> Any:
+    """Rows done, with ``shards i/n`` beside them (every engine shows the same)."""
+    return progress_bar(
+        enabled,
         total=manifest.rows,
         unit="rows",
         unit_scale=True,
         desc="upgrade",
         postfix=f"shards 0/{len(manifest.shards)}",
-        dynamic_ncols=True,
     )

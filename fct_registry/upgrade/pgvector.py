@@ -18,7 +18,6 @@ gallery fail with a message naming the holder, instead of interleaving.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -37,6 +36,8 @@ from fct_registry.gallery.pg.location import PgLocation, is_pg_url
 from fct_registry.gallery.pg.lock import lock_gallery, lock_metadata
 from fct_registry.gallery.pg.read import read_batches
 from fct_registry.gallery.reader import Gallery
+from fct_registry.jobs import fingerprint, progress_bar
+from fct_registry.jobs import reached as _reached  # batch:<i> (committed), copied, index, swap
 from fct_registry.resolver.load import load_graph
 from fct_registry.upgrade.batch import upgrade_batch
 from fct_registry.upgrade.job import DEFAULT_BATCH_SIZE, read_ahead, source_classes
@@ -211,7 +212,7 @@ def upgrade_to_pg(
         for shard in source.manifest.shards:  # widths, side-info: before anything is written
             plan.check_shard(shard, f"{source.uri} ({shard.path})")
         spec = job_spec(source, dest, plan, batch_size, distance, hnsw)
-        job = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        job = fingerprint(spec)[:16]
         table = catalogue.table_name(dest.gallery, plan.target, job)
         report = PgUpgradeReport(source.uri, dest.uri, table, rows)
         report.previous_table = current[0] if current else None
@@ -401,7 +402,15 @@ def _copy(
     and the chain run ahead in helper threads while this thread writes (psycopg2, ONNX Runtime
     and Arrow release the GIL)."""
     batch_plan = plan.batch_plan()
-    bar = _bar(progress, source.manifest.rows, done)
+    bar = progress_bar(
+        progress,
+        total=source.manifest.rows,
+        initial=done,
+        unit="rows",
+        unit_scale=True,
+        desc="upgrade",
+        dynamic_ncols=False,
+    )
     reads = read_ahead(source.batches(batch_size, last_id, done))
     upgraded = read_ahead(
         upgrade_batch(b, batch_plan, f"{source.uri} (rows {done}+, batch {i})")
@@ -435,25 +444,6 @@ def _set_state(conn: Any, job: str, state: str) -> None:
             f"UPDATE {JOBS} SET state = %s, updated_at = now() WHERE job = %s", (state, job)
         )
     conn.commit()
-
-
-def _reached(point: str) -> None:
-    """Where the job stands: ``batch:<i>`` (after batch i committed), ``copied``, ``index``,
-    ``swap``. A no-op; the crash and concurrency tests replace it (tests/upgrade/pg_worker.py),
-    as the Parquet upgrade's, so library code holds no kill switch."""
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(enabled: bool, total: int, done: int) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, unit="rows", unit_scale=True, desc="upgrade")
 
 
 # --- planning from the registry ----------------------------------------------------------------

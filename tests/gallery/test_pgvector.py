@@ -15,9 +15,10 @@ import pyarrow.compute as pc
 import pytest
 
 from fct_registry.cli import main
+from fct_registry.errors import NotFoundError
 from fct_registry.gallery import Gallery, make_batch, open_storage
 from fct_registry.gallery import schema as S
-from fct_registry.gallery.errors import GalleryError, NonFiniteError, NotFoundError, SchemaError
+from fct_registry.gallery.errors import GalleryError, NonFiniteError, SchemaError
 from fct_registry.gallery.manifest import MANIFEST, Manifest
 from fct_registry.gallery.pg import write
 from fct_registry.gallery.pg.catalogue import ensure_metadata, gallery_tables, served

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from fct_registry.gallery.errors import GalleryError, NotFoundError
+from fct_registry.errors import NotFoundError
+from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import GroupKey, Manifest, ShardInfo
 from fct_registry.gallery.pg.location import PgLocation
 from fct_registry.gallery.pg.lock import lock_metadata

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fct_registry.gallery.errors import StorageError, StorageUnreachableError
+from fct_registry.errors import StorageError, StorageUnreachableError
 
 
 class PgError(StorageError):

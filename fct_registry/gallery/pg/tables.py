@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fct_registry.gallery.errors import GalleryError, NotFoundError
+from fct_registry.errors import NotFoundError
+from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.pg.catalogue import (
     ALIASES,
     TABLES,

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from fct_registry._registry import Registry
+from fct_registry.upgrade.job import UpgradeJob
+from fct_registry.upgrade.lease import upgrade_lease
 
 if TYPE_CHECKING:
     from fct_registry.gallery.reader import Gallery
@@ -27,7 +29,6 @@ class Engine(ABC):
 
     name: str
 
-    @abstractmethod
     def run(
         self,
         source: Gallery,
@@ -37,7 +38,15 @@ class Engine(ABC):
         batch_size: int,
         progress: bool = False,
         keep_going: bool = False,
-    ) -> UpgradeReport: ...
+    ) -> UpgradeReport:
+        """The job under the destination's lease (:mod:`fct_registry.upgrade.lease`): a second
+        run into the same ``dest`` fails at once, whichever engine either runs on."""
+        with upgrade_lease(dest):
+            return self._run(UpgradeJob(source, dest, plan, batch_size, progress, keep_going))
+
+    @abstractmethod
+    def _run(self, job: UpgradeJob) -> UpgradeReport:
+        """The job proper; the caller holds the destination's lease."""
 
 
 ENGINES: Registry[Engine] = Registry("upgrade engine")

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fct_registry.upgrade.engines.base import ENGINES, Engine
-from fct_registry.upgrade.job import upgrade_gallery
-
-if TYPE_CHECKING:
-    from fct_registry.gallery.reader import Gallery
-    from fct_registry.storage import Storage
-    from fct_registry.upgrade.job import UpgradeReport
-    from fct_registry.upgrade.plan import UpgradePlan
+from fct_registry.upgrade.job import run_upgrade
 
 
 class LocalEngine(Engine):
@@ -19,20 +11,8 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def run(
-        self,
-        source: Gallery,
-        dest: Storage,
-        plan: UpgradePlan,
-        *,
-        batch_size: int,
-        progress: bool = False,
-        keep_going: bool = False,
-    ) -> UpgradeReport:
-
-        return upgrade_gallery(
-            source, dest, plan, batch_size=batch_size, progress=progress, keep_going=keep_going
-        )
+    # The lease is the base class's; the job itself is the local one, as it is.
+    _run = staticmethod(run_upgrade)
 
 
 @ENGINES.register("local")

@@ -37,29 +37,26 @@ from typing import TYPE_CHECKING, Any
 
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError
-from fct_registry.gallery.manifest import MANIFEST, GroupKey, Manifest, ShardInfo
+from fct_registry.gallery.manifest import GroupKey, ShardInfo
+from fct_registry.jobs import Stopwatch
 from fct_registry.storage import STORAGE_ENV, Storage, open_storage
 from fct_registry.upgrade.batch import BatchPlan, GroupRunner
 from fct_registry.upgrade.engines.base import ENGINES, Engine
 from fct_registry.upgrade.job import (
-    UpgradeIncompleteError,
+    FILES,
+    UpgradeJob,
     UpgradeReport,
-    _clean_progress,
-    _intact,
-    _json,
-    _progress_bar,
-    _provenance,
-    marker_name,
+    finish_job,
+    shard_marker,
     start_job,
+    upgrade_bar,
     upgrade_shard,
 )
-from fct_registry.upgrade.lease import upgrade_lease
 from fct_registry.upgrade.runner import OnnxChainRunner
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from fct_registry.gallery.reader import Gallery
     from fct_registry.upgrade.plan import UpgradePlan
 
 
@@ -242,100 +239,52 @@ class RayEngine(Engine):
         self.cpus_per_worker, self.threads = cpus_per_worker, threads
         self.worker_cpu_seconds = 0.0  # CPU the actors reported for the last run
 
-    def run(
-        self,
-        source: Gallery,
-        dest: Storage,
-        plan: UpgradePlan,
-        *,
-        batch_size: int,
-        progress: bool = False,
-        keep_going: bool = False,
-    ) -> UpgradeReport:
-        with upgrade_lease(dest):  # one run per destination (fct_registry.upgrade.lease)
-            return self._run(source, dest, plan, batch_size, progress, keep_going)
-
-    def _run(
-        self,
-        source: Gallery,
-        dest: Storage,
-        plan: UpgradePlan,
-        batch_size: int,
-        progress: bool,
-        keep_going: bool,
-    ) -> UpgradeReport:
-        wall, cpu = time.perf_counter(), time.process_time()
+    def _run(self, job: UpgradeJob) -> UpgradeReport:
+        clock = Stopwatch()
         self.worker_cpu_seconds = 0.0
-        report, state = start_job(source, dest, plan, batch_size)
+        report, state = start_job(job)
         if state is None:
             return report
-        fingerprint, manifest = report.fingerprint, source.manifest
+        source, dest, plan, manifest = job.source, job.dest, job.plan, job.source.manifest
 
         outputs: dict[str, ShardInfo] = {}
         failures: dict[str, str] = {}
         ready: list[ShardInfo] = []
         for shard in manifest.shards:
-            done = state.done.get(shard.path)
-            if done is not None and _intact(dest, done):
-                outputs[shard.path] = done
-                report.skipped_shards += 1
-                report.skipped_rows += shard.rows
+            if report.resume(shard, state, dest, outputs):
                 continue
             try:  # what the manifest alone shows, before any worker starts
                 plan.check_shard(shard, f"{source.uri}/{shard.path}")
             except GalleryError as exc:
-                if not keep_going:
+                if not job.keep_going:
                     raise
                 failures[shard.path] = str(exc)
                 continue
             ready.append(shard)
 
-        bar = _progress_bar(progress, manifest)
+        bar = upgrade_bar(job.progress, manifest)
         bar.update(report.skipped_rows)
         try:
             if ready:
-                job = WorkerJob.build(source.storage, dest, plan, batch_size, None)
+                work = WorkerJob.build(source.storage, dest, plan, job.batch_size, None)
                 by_path = {s.path: s for s in ready}
-                for path, info, error, worker_cpu in self._execute(job, ready):
+                for path, info, error, worker_cpu in self._execute(work, ready):
                     self.worker_cpu_seconds += worker_cpu
                     if error is not None:
-                        if not keep_going or not isinstance(error, GalleryError):
+                        if not job.keep_going or not isinstance(error, GalleryError):
                             raise error
                         failures[path] = str(error)
                         continue
-                    dest.write_bytes(
-                        marker_name(path),
-                        _json(
-                            {
-                                "fingerprint": fingerprint,
-                                "source_sha256": by_path[path].sha256,
-                                "output": info.to_dict(),
-                            }
-                        ),
-                    )
+                    FILES.mark(dest, path, shard_marker(report.fingerprint, by_path[path], info))
                     outputs[path] = info
                     bar.update(info.rows)
                     bar.set_postfix_str(f"shards {len(outputs)}/{len(manifest.shards)}")
         finally:
             bar.close()
-        if failures:
-            listed = [failures[s.path] for s in manifest.shards if s.path in failures]
-            raise UpgradeIncompleteError(
-                f"{len(listed)} of {report.shards} shards could not be upgraded (nothing "
-                f"was written for them; the other shards are done):\n  "
-                + "\n  ".join(listed)
-                + "\nfix them and rerun the same command: finished shards are skipped"
-            )
-        provenance = _provenance(source, plan, fingerprint, batch_size, outputs)
-        provenance["engine"] = self.name
-        result = Manifest(
-            manifest.family, tuple(outputs[s.path] for s in manifest.shards), provenance=provenance
-        )
-        dest.write_bytes(MANIFEST, result.to_json())
-        _clean_progress(dest, manifest)
-        report.manifest = result
-        report.seconds = time.perf_counter() - wall
-        report.cpu_seconds = time.process_time() - cpu + self.worker_cpu_seconds
+        report.failures = [failures[s.path] for s in manifest.shards if s.path in failures]
+        finish_job(job, report, outputs, self.name)
+        report.seconds, report.cpu_seconds = clock.read()
+        report.cpu_seconds += self.worker_cpu_seconds
         return report
 
     def _execute(
