@@ -3,7 +3,7 @@
 Layers, low to high (a module may import its own layer or lower ones, never higher)::
 
     base: fct_registry (root), errors, _redact, _files, _registry, device, determinism, config,
-          layout
+          layout, model_specs
     models | data | evaluation        (independent of each other)
     training
     registry
@@ -44,6 +44,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "determinism",
             "config",
             "layout",
+            "model_specs",
         }
     ),
     frozenset({"models", "data", "evaluation"}),

@@ -10,14 +10,12 @@ from fct_registry.config import Params
 from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import Split, data_inputs, open_split
 from fct_registry.device import pick_device
-from fct_registry.layout import Layout, save_embeddings
-from fct_registry.models.io import save_model
+from fct_registry.layout import Layout
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.sources import ModelContext, build_given, save_given
+from fct_registry.pipeline.trained import save_trained
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.embed import embed_split
-from fct_registry.training.loop import write_history
 
 
 def side_info_images(params: Params, train: Split) -> Split:
@@ -66,14 +64,16 @@ def side_info_stage(params: Params, layout: Layout) -> None:
         device=device,
         checkpoint=layout.checkpoint("side_info"),
         fingerprint=fp,
+        desc="side-info",
         checkpoint_every=params.data.checkpoint_batches,
     )
-    if not ctx.is_main:  # rank 0 writes the outputs
-        return
-    save_model(model, spec, layout.side_info)
-    write_history(result.history, layout.history("side_info"))
-    save_embeddings(
-        layout.side_info_embeddings,
-        embed_split(model, train, device),
-        embed_split(model, test, device),
+    save_trained(
+        model,
+        spec,
+        result,
+        (train, test),
+        device,
+        folder=layout.side_info,
+        embeddings=layout.side_info_embeddings,
+        history=layout.history("side_info"),
     )

@@ -12,15 +12,13 @@ from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.layout import Layout, save_embeddings
-from fct_registry.models.io import save_model
+from fct_registry.layout import Layout
 from fct_registry.pipeline.fingerprint import fingerprint
 from fct_registry.pipeline.prepare import check_classes
 from fct_registry.pipeline.sources import ModelContext, build_given, save_given
+from fct_registry.pipeline.trained import save_trained
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.embed import embed_split
-from fct_registry.training.loop import write_history
 
 
 def version_stage(params: Params, layout: Layout, version: int) -> None:
@@ -61,14 +59,15 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
         desc=f"{params.family}@{version}",
         checkpoint_every=params.data.checkpoint_batches,
     )
-    if not ctx.is_main:
-        return
-    save_model(model, spec, layout.version(version))
-    write_history(result.history, layout.history(f"v{version}"))
-    save_embeddings(
-        layout.version_embeddings(version),
-        embed_split(model, train, device),
-        embed_split(model, test, device),
+    save_trained(
+        model,
+        spec,
+        result,
+        (train, test),
+        device,
+        folder=layout.version(version),
+        embeddings=layout.version_embeddings(version),
+        history=layout.history(f"v{version}"),
     )
 
 
