@@ -25,19 +25,11 @@ class Normalize(nn.Module):
 class ImageEncoder(nn.Module):
     """normalise -> backbone -> linear embedding: the part both image models share."""
 
-    def __init__(
-        self,
-        backbone: str,
-        backbone_kwargs: dict,
-        in_channels: int,
-        dim: int,
-        mean: list[float],
-        std: list[float],
-    ) -> None:
+    def __init__(self, backbone: nn.Module, dim: int, mean: list[float], std: list[float]) -> None:
         super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.backbone = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)
-        self.embedding = nn.Linear(self.backbone.out_features, dim)
+        self.normalize = Normalize(mean, std)  # registered first: the stored weights' key order
+        self.backbone = backbone
+        self.embedding = nn.Linear(backbone.out_features, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embedding(self.backbone(self.normalize(x)))
@@ -56,7 +48,8 @@ class EmbeddingModel(ImageEncoder):
         mean: list[float],
         std: list[float],
     ) -> None:
-        super().__init__(backbone, backbone_kwargs, in_channels, embedding_dim, mean, std)
+        net = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)
+        super().__init__(net, embedding_dim, mean, std)
         self.classifier = nn.Linear(embedding_dim, num_classes)
 
 
@@ -73,7 +66,8 @@ class SideInfoModel(ImageEncoder):
         mean: list[float],
         std: list[float],
     ) -> None:
-        super().__init__(backbone, backbone_kwargs, in_channels, dim, mean, std)
+        net = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)
+        super().__init__(net, dim, mean, std)
         self.projector = nn.Sequential(
             nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, projection_dim)
         )

@@ -11,7 +11,7 @@ from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout
 from fct_registry.models.io import load_model
 from fct_registry.pipeline.fingerprint import fingerprint
-from fct_registry.pipeline.trained import save_trained
+from fct_registry.pipeline.trained import ImageOutputs
 from fct_registry.training.classifier import (
     BctAlignment,
     BctInfluence,
@@ -57,25 +57,7 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
         params.seed,
         [*data_inputs(layout.data, params.data), layout.version(bct.old) / "model.safetensors"],
     )
-    model, result = train_classifier(
-        cfg,
-        train,
-        spec,
-        seed=params.seed,
-        device=device,
-        checkpoint=layout.checkpoint(f"bct-{name}"),
-        fingerprint=fp,
-        desc=f"bct {name}",
-        bct=term,
-        checkpoint_every=params.data.checkpoint_batches,
-    )
-    save_trained(
-        model,
-        spec,
-        result,
-        (train, test),
-        device,
-        folder=layout.bct(name),
-        embeddings=layout.bct_embeddings(name),
-        history=layout.history(f"bct-{name}"),
-    )
+    out = ImageOutputs(layout, f"bct-{name}", layout.bct(name), layout.bct_embeddings(name))
+    run = out.run_args(params, fp, f"bct {name}", device)
+    model, result = train_classifier(cfg, train, spec, bct=term, **run)
+    out.save(model, spec, result, (train, test), device)
