@@ -10,6 +10,7 @@ from fct_registry.data.splits import Split, data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.layout import Layout
 from fct_registry.pipeline.fingerprint import fingerprint
+from fct_registry.pipeline.given import import_given
 from fct_registry.pipeline.trained import ImageOutputs
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
@@ -28,8 +29,14 @@ def side_info_stage(params: Params, layout: Layout) -> None:
     out = ImageOutputs(layout, "side_info", layout.side_info, layout.side_info_embeddings)
     _, device = init_from_env(pick_device(params.device))
     if cfg.source is not None:  # given, not trained
-        out.import_given(
-            params, cfg.source, cfg.preprocess, role="side_info", where="side_info", width=cfg.dim
+        import_given(
+            out,
+            params,
+            cfg.source,
+            cfg.preprocess,
+            role="side_info",
+            where="side_info",
+            width=cfg.dim,
         )
         return
     info = load_info(layout.data)

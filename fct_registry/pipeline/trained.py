@@ -11,12 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fct_registry.config import ModelSource, Params, PreprocessConfig
+from fct_registry.config import Params
 from fct_registry.data.splits import Split
 from fct_registry.layout import Layout, save_embeddings
 from fct_registry.model_specs import ModelSpec
 from fct_registry.models.io import save_model
-from fct_registry.pipeline.sources import ModelContext, build_given, save_given
 from fct_registry.training.distributed import context
 from fct_registry.training.embed import embed_split
 from fct_registry.training.loop import LoopResult, RunArgs, write_history
@@ -49,30 +48,6 @@ class ImageOutputs:
             "desc": desc,
             "checkpoint_every": params.data.checkpoint_batches,
         }
-
-    def import_given(
-        self,
-        params: Params,
-        source: ModelSource,
-        preprocess: PreprocessConfig | None,
-        *,
-        role: str,
-        where: str,
-        width: int,
-    ) -> None:
-        """Import a model given from outside (``source:``) in place of training it; rank 0
-        imports, other torchrun ranks do nothing. ``role``: embedding or side_info."""
-        if not context().is_main:
-            return
-        given = build_given(
-            source,
-            layout=self.layout,
-            where=where,
-            field="embedding_dim" if role == "embedding" else "dim",
-            width=width,
-            context=ModelContext(source, params, preprocess, role, Path(".")),
-        )
-        save_given(given, self.folder, self.embeddings, self.history)
 
     def save(
         self,

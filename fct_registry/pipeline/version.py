@@ -12,6 +12,7 @@ from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout
 from fct_registry.pipeline.fingerprint import fingerprint
+from fct_registry.pipeline.given import import_given
 from fct_registry.pipeline.prepare import check_classes
 from fct_registry.pipeline.trained import ImageOutputs
 from fct_registry.training.classifier import embedding_spec, train_classifier
@@ -26,7 +27,8 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
     _, device = init_from_env(pick_device(params.device))
     if cfg.source is not None:  # given, not trained: no backbone, no images
         where = f"versions.{version}"
-        out.import_given(
+        import_given(
+            out,
             params,
             cfg.source,
             cfg.preprocess,
