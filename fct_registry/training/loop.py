@@ -1,4 +1,7 @@
-"""The epoch loop shared by every trainer: AMP on GPU, checkpoint + resume, history, progress bar.
+"""The one training runner: every trainer builds its model with :func:`seeded_model`, writes only
+its step and calls :func:`fit` (device moves, DDP under torchrun), which runs
+:func:`run_training` (AdamW with warm-up + cosine, bf16 autocast on GPU, checkpoint + resume,
+history rows, progress bar).
 
 Batches are drawn from a permutation seeded by ``(seed, epoch)`` and augmentations use a generator
 seeded the same way, so a run resumed from its last checkpoint ends with the same weights as an
