@@ -3,7 +3,7 @@
 Layers, low to high (a module may import its own layer or lower ones, never higher)::
 
     base: fct_registry (root), errors, _redact, _files, _registry, device, determinism, config,
-          layout
+          layout, model_specs
     jobs                              (the resumable-job core every job and lock runs on)
     storage                           (local folders and S3 prefixes)
     models | data | evaluation        (independent of each other)
@@ -46,6 +46,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "determinism",
             "config",
             "layout",
+            "model_specs",
         }
     ),
     frozenset({"jobs"}),

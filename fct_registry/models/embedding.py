@@ -22,7 +22,20 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class EmbeddingModel(nn.Module):
+class ImageEncoder(nn.Module):
+    """normalise -> backbone -> linear embedding: the part both image models share."""
+
+    def __init__(self, backbone: nn.Module, dim: int, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)  # registered first: the stored weights' key order
+        self.backbone = backbone
+        self.embedding = nn.Linear(backbone.out_features, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.backbone(self.normalize(x)))
+
+
+class EmbeddingModel(ImageEncoder):
     """backbone -> linear embedding (what retrieval uses) -> linear classifier (training only)."""
 
     def __init__(
@@ -35,17 +48,12 @@ class EmbeddingModel(nn.Module):
         mean: list[float],
         std: list[float],
     ) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.backbone = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)
-        self.embedding = nn.Linear(self.backbone.out_features, embedding_dim)
+        net = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)
+        super().__init__(net, embedding_dim, mean, std)
         self.classifier = nn.Linear(embedding_dim, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding(self.backbone(self.normalize(x)))
 
-
-class SideInfoModel(nn.Module):
+class SideInfoModel(ImageEncoder):
     """SimCLR encoder: ``forward`` gives the side-info vector; ``project`` feeds NT-Xent."""
 
     def __init__(
@@ -58,16 +66,11 @@ class SideInfoModel(nn.Module):
         mean: list[float],
         std: list[float],
     ) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.backbone = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)
-        self.embedding = nn.Linear(self.backbone.out_features, dim)
+        net = BACKBONES.build(backbone, in_channels=in_channels, **backbone_kwargs)
+        super().__init__(net, dim, mean, std)
         self.projector = nn.Sequential(
             nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, projection_dim)
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding(self.backbone(self.normalize(x)))
 
     def project(self, side_info: torch.Tensor) -> torch.Tensor:
         return self.projector(side_info)

@@ -7,6 +7,7 @@ loading never executes stored code.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fct_registry.errors import DataError
+from fct_registry.model_specs import (
+    EmbeddingSpec,
+    ExternalSpec,
+    ImageSpec,
+    ModelSpec,
+    TransformationSpec,
+    parse_spec,
+)
 from fct_registry.models import uncertainty as _uncertainty  # noqa: F401  (registers fct-uncertainty)
 from fct_registry.models.embedding import EmbeddingModel, SideInfoModel
 from fct_registry.models.external import build_external
@@ -24,48 +33,32 @@ WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "spec.json"
 
 
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    kind = spec.get("kind")
-    if spec.get("external"):  # a given model: its ONNX graph, not a backbone
-        return build_external(spec)
-    if kind == "embedding":
-        return EmbeddingModel(
-            spec["backbone"],
-            spec["backbone_kwargs"],
-            spec["in_channels"],
-            spec["embedding_dim"],
-            spec["num_classes"],
-            spec["mean"],
-            spec["std"],
+def build_from_spec(spec: ModelSpec | Mapping[str, Any]) -> nn.Module:
+    """The module a spec describes (fresh weights): the one way models are built."""
+    spec = parse_spec(spec)
+    if isinstance(spec, ExternalSpec):  # a given model: its ONNX graph, not a backbone
+        return build_external(spec.to_dict())
+    if isinstance(spec, ImageSpec):
+        model = EmbeddingModel if isinstance(spec, EmbeddingSpec) else SideInfoModel
+        return model(
+            spec.backbone, spec.backbone_kwargs, spec.in_channels, *spec.sizes, spec.mean, spec.std
         )
-    if kind == "side_info":
-        return SideInfoModel(
-            spec["backbone"],
-            spec["backbone_kwargs"],
-            spec["in_channels"],
-            spec["dim"],
-            spec["projection_dim"],
-            spec["mean"],
-            spec["std"],
-        )
-    if kind == "transformation":
-        return TRANSFORMATIONS.build(
-            spec["type"],
-            old_dim=spec["old_dim"],
-            new_dim=spec["new_dim"],
-            side_info_dim=spec["side_info_dim"],
-            hidden_dim=spec["hidden_dim"],
-        )
-    raise DataError(
-        f"unknown model kind {kind!r} in spec; expected embedding, side_info or transformation"
+    assert isinstance(spec, TransformationSpec)  # parse_spec knows no other kind
+    return TRANSFORMATIONS.build(
+        spec.type,
+        old_dim=spec.old_dim,
+        new_dim=spec.new_dim,
+        side_info_dim=spec.side_info_dim,
+        hidden_dim=spec.hidden_dim,
     )
 
 
-def save_model(module: nn.Module, spec: dict[str, Any], directory: Path) -> None:
+def save_model(module: nn.Module, spec: ModelSpec | Mapping[str, Any], directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
-    (directory / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    data = spec.to_dict() if isinstance(spec, ModelSpec) else dict(spec)
+    (directory / SPEC_FILE).write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def load_spec(directory: Path) -> dict[str, Any]:

@@ -29,44 +29,50 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class FCTTransformation(nn.Module):
-    def __init__(self, old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048):
+class TwoBranchTransformation(nn.Module):
+    """Both architectures: the old embedding and (optionally) the side-info each go through a
+    branch, the branches are concatenated and a mixer maps them into the new space. Subclasses
+    build the branches and ``mixer``; their attribute names are the stored weights' keys."""
+
+    def __init__(self, old_dim: int, new_dim: int, side_info_dim: int) -> None:
         super().__init__()
         self.old_dim, self.new_dim, self.side_info_dim = old_dim, new_dim, side_info_dim
+
+    def branches(self) -> tuple[nn.Module, nn.Module | None]:
+        raise NotImplementedError
+
+    @property
+    def uses_side_info(self) -> bool:
+        return self.branches()[1] is not None
+
+    def mixer_input(self, old: torch.Tensor, side_info: torch.Tensor) -> torch.Tensor:
+        old_branch, side_branch = self.branches()
+        h = old_branch(old)
+        if side_branch is not None:
+            h = torch.cat([h, side_branch(side_info)], dim=1)
+        return h
+
+    def forward(self, old: torch.Tensor, side_info: torch.Tensor) -> torch.Tensor:
+        return self.mixer(self.mixer_input(old, side_info))
+
+
+class FCTTransformation(TwoBranchTransformation):
+    def __init__(self, old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048):
+        super().__init__(old_dim, new_dim, side_info_dim)
         self.old_proj = _block(old_dim, hidden_dim)
         self.side_proj = _block(side_info_dim, hidden_dim) if side_info_dim else None
         mixed = hidden_dim * (2 if side_info_dim else 1)
         self.mixer = nn.Sequential(_block(mixed, hidden_dim), nn.Linear(hidden_dim, new_dim))
 
-    @property
-    def uses_side_info(self) -> bool:
-        return self.side_proj is not None
-
-    def forward(self, old: torch.Tensor, side_info: torch.Tensor) -> torch.Tensor:
-        h = self.old_proj(old)
-        if self.side_proj is not None:
-            h = torch.cat([h, self.side_proj(side_info)], dim=1)
-        return self.mixer(h)
+    def branches(self) -> tuple[nn.Module, nn.Module | None]:
+        return self.old_proj, self.side_proj
 
 
-@TRANSFORMATIONS.register("fct")
-def fct(old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048) -> nn.Module:
-    return FCTTransformation(old_dim, new_dim, side_info_dim, hidden_dim)
-
-
-@TRANSFORMATIONS.register("fct-no-side-info")
-def fct_no_side_info(
-    old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048
-) -> nn.Module:
-    return FCTTransformation(old_dim, new_dim, 0, hidden_dim)
-
-
-class MLFCTTransformation(nn.Module):
+class MLFCTTransformation(TwoBranchTransformation):
     """apple/ml-fct's ``MLP_BN_SIDE_PROJECTION`` (``side_info_dim=0``: without side-info)."""
 
     def __init__(self, old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048):
-        super().__init__()
-        self.old_dim, self.new_dim, self.side_info_dim = old_dim, new_dim, side_info_dim
+        super().__init__(old_dim, new_dim, side_info_dim)
         self.p1 = nn.Sequential(_block(old_dim, 2 * old_dim), _block(2 * old_dim, 2 * new_dim))
         self.p2 = (
             nn.Sequential(
@@ -82,30 +88,32 @@ class MLFCTTransformation(nn.Module):
             nn.Linear(hidden_dim, new_dim),
         )
 
-    @property
-    def uses_side_info(self) -> bool:
-        return self.p2 is not None
-
-    def forward(self, old: torch.Tensor, side_info: torch.Tensor) -> torch.Tensor:
-        h = self.p1(old)
-        if self.p2 is not None:
-            h = torch.cat([h, self.p2(side_info)], dim=1)
-        return self.mixer(h)
-
-
-@TRANSFORMATIONS.register("ml-fct")
-def ml_fct(old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048) -> nn.Module:
-    return MLFCTTransformation(old_dim, new_dim, side_info_dim, hidden_dim)
-
-
-@TRANSFORMATIONS.register("ml-fct-no-side-info")
-def ml_fct_no_side_info(
-    old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048
-) -> nn.Module:
-    return MLFCTTransformation(old_dim, new_dim, 0, hidden_dim)
+    def branches(self) -> tuple[nn.Module, nn.Module | None]:
+        return self.p1, self.p2
 
 
 NO_SIDE_INFO_SUFFIX = "-no-side-info"
+
+
+def _register(kind: str, cls: type[TwoBranchTransformation]) -> None:
+    """``kind`` builds ``cls``, and ``kind-no-side-info`` the same without the side branch."""
+
+    def with_side_info(
+        old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048
+    ) -> nn.Module:
+        return cls(old_dim, new_dim, side_info_dim, hidden_dim)
+
+    def without_side_info(
+        old_dim: int, new_dim: int, side_info_dim: int, hidden_dim: int = 2048
+    ) -> nn.Module:
+        return cls(old_dim, new_dim, 0, hidden_dim)
+
+    TRANSFORMATIONS.register(kind)(with_side_info)
+    TRANSFORMATIONS.register(kind + NO_SIDE_INFO_SUFFIX)(without_side_info)
+
+
+_register("fct", FCTTransformation)
+_register("ml-fct", MLFCTTransformation)
 
 
 def uses_side_info(kind: str) -> bool:

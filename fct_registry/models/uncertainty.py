@@ -43,10 +43,7 @@ class UncertaintyTransformation(FCTTransformation):
         self, old: torch.Tensor, side_info: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(embedding [N, new_dim], log_variance [N])``."""
-        h = self.old_proj(old)
-        if self.side_proj is not None:
-            h = torch.cat([h, self.side_proj(side_info)], dim=1)
-        hidden, head = self.mixer[0](h), self.mixer[1]
+        hidden, head = self.mixer[0](self.mixer_input(old, side_info)), self.mixer[1]
         features = hidden.detach() if self.detach_variance else hidden
         log_var = self.log_variance(features).squeeze(1).clamp(*LOG_VARIANCE_CLAMP)
         return head(hidden), log_var

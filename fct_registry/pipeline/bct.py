@@ -8,9 +8,10 @@ from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.layout import Layout, save_embeddings
-from fct_registry.models.io import load_model, save_model
+from fct_registry.layout import Layout
+from fct_registry.models.io import load_model
 from fct_registry.pipeline.fingerprint import fingerprint
+from fct_registry.pipeline.trained import ImageOutputs
 from fct_registry.training.classifier import (
     BctAlignment,
     BctInfluence,
@@ -18,8 +19,6 @@ from fct_registry.training.classifier import (
     train_classifier,
 )
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.embed import embed_split
-from fct_registry.training.loop import write_history
 
 
 def bct_stage(params: Params, layout: Layout, name: str) -> None:
@@ -34,7 +33,7 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
     # BCT's new model shares the old embedding space: new's recipe at old's width.
     old_dim = params.versions[bct.old].embedding_dim
     cfg = params.versions[bct.new].model_copy(update={"embedding_dim": old_dim})
-    ctx, device = init_from_env(pick_device(params.device))
+    _, device = init_from_env(pick_device(params.device))
     info = load_info(layout.data)
     train = open_split(layout.data, "train", params.data)
     test = open_split(layout.data, "test", params.data)
@@ -58,24 +57,7 @@ def bct_stage(params: Params, layout: Layout, name: str) -> None:
         params.seed,
         [*data_inputs(layout.data, params.data), layout.version(bct.old) / "model.safetensors"],
     )
-    model, result = train_classifier(
-        cfg,
-        train,
-        spec,
-        seed=params.seed,
-        device=device,
-        checkpoint=layout.checkpoint(f"bct-{name}"),
-        fingerprint=fp,
-        desc=f"bct {name}",
-        bct=term,
-        checkpoint_every=params.data.checkpoint_batches,
-    )
-    if not ctx.is_main:
-        return
-    save_model(model, spec, layout.bct(name))
-    write_history(result.history, layout.history(f"bct-{name}"))
-    save_embeddings(
-        layout.bct_embeddings(name),
-        embed_split(model, train, device),
-        embed_split(model, test, device),
-    )
+    out = ImageOutputs(layout, f"bct-{name}", layout.bct(name), layout.bct_embeddings(name))
+    run = out.run_args(params, fp, f"bct {name}", device)
+    model, result = train_classifier(cfg, train, spec, bct=term, **run)
+    out.save(model, spec, result, (train, test), device)

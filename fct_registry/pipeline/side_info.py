@@ -4,20 +4,16 @@ given from outside (``side_info.source``) is imported instead, as :mod:`.version
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fct_registry.config import Params
 from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import Split, data_inputs, open_split
 from fct_registry.device import pick_device
-from fct_registry.layout import Layout, save_embeddings
-from fct_registry.models.io import save_model
+from fct_registry.layout import Layout
 from fct_registry.pipeline.fingerprint import fingerprint
-from fct_registry.pipeline.sources import ModelContext, build_given, save_given
+from fct_registry.pipeline.given import import_given
+from fct_registry.pipeline.trained import ImageOutputs
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.embed import embed_split
-from fct_registry.training.loop import write_history
 
 
 def side_info_images(params: Params, train: Split) -> Split:
@@ -30,20 +26,17 @@ def side_info_images(params: Params, train: Split) -> Split:
 
 def side_info_stage(params: Params, layout: Layout) -> None:
     cfg = params.side_info
-    ctx, device = init_from_env(pick_device(params.device))
+    out = ImageOutputs(layout, "side_info", layout.side_info, layout.side_info_embeddings)
+    _, device = init_from_env(pick_device(params.device))
     if cfg.source is not None:  # given, not trained
-        if not ctx.is_main:  # under torchrun, rank 0 imports
-            return
-        given = build_given(
+        import_given(
+            out,
+            params,
             cfg.source,
-            layout=layout,
+            cfg.preprocess,
+            role="side_info",
             where="side_info",
-            field="dim",
             width=cfg.dim,
-            context=ModelContext(cfg.source, params, cfg.preprocess, "side_info", Path(".")),
-        )
-        save_given(
-            given, layout.side_info, layout.side_info_embeddings, layout.history("side_info")
         )
         return
     info = load_info(layout.data)
@@ -58,22 +51,6 @@ def side_info_stage(params: Params, layout: Layout) -> None:
         params.seed,
         data_inputs(layout.data, params.data),
     )
-    model, result = train_side_info(
-        params.side_info,
-        images,
-        spec,
-        seed=params.seed,
-        device=device,
-        checkpoint=layout.checkpoint("side_info"),
-        fingerprint=fp,
-        checkpoint_every=params.data.checkpoint_batches,
-    )
-    if not ctx.is_main:  # rank 0 writes the outputs
-        return
-    save_model(model, spec, layout.side_info)
-    write_history(result.history, layout.history("side_info"))
-    save_embeddings(
-        layout.side_info_embeddings,
-        embed_split(model, train, device),
-        embed_split(model, test, device),
-    )
+    run = out.run_args(params, fp, "side-info", device)
+    model, result = train_side_info(params.side_info, images, spec, **run)
+    out.save(model, spec, result, (train, test), device)

@@ -13,7 +13,7 @@ from fct_registry.models.io import load_model, save_model
 from fct_registry.models.uncertainty import kind_predicts_uncertainty
 from fct_registry.pipeline.fingerprint import fingerprint, write_json
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.loop import write_history
+from fct_registry.training.loop import RunArgs, write_history
 from fct_registry.training.transformation import (
     train_transformation,
     train_transformation_augmented,
@@ -71,7 +71,7 @@ def transformation_stage(params: Params, layout: Layout, name: str) -> None:
     for index in range(cfg.seeds):
         seed = params.seed + index
         fp = fingerprint([cfg.model_dump(), classes], seed, inputs)
-        common = {
+        common: RunArgs = {
             "seed": seed,
             "device": device,
             "checkpoint": layout.checkpoint(

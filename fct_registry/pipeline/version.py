@@ -5,43 +5,36 @@ trained: its embeddings in the prepared row order, and ``source.json`` in place 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fct_registry.config import Params, VersionConfig
 from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
-from fct_registry.layout import Layout, save_embeddings
-from fct_registry.models.io import save_model
+from fct_registry.layout import Layout
 from fct_registry.pipeline.fingerprint import fingerprint
+from fct_registry.pipeline.given import import_given
 from fct_registry.pipeline.prepare import check_classes
-from fct_registry.pipeline.sources import ModelContext, build_given, save_given
+from fct_registry.pipeline.trained import ImageOutputs
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
-from fct_registry.training.embed import embed_split
-from fct_registry.training.loop import write_history
 
 
 def version_stage(params: Params, layout: Layout, version: int) -> None:
     cfg = version_config(params, version)
-    ctx, device = init_from_env(pick_device(params.device))
+    out = ImageOutputs(
+        layout, f"v{version}", layout.version(version), layout.version_embeddings(version)
+    )
+    _, device = init_from_env(pick_device(params.device))
     if cfg.source is not None:  # given, not trained: no backbone, no images
-        if not ctx.is_main:  # under torchrun, rank 0 imports
-            return
-        given = build_given(
+        where = f"versions.{version}"
+        import_given(
+            out,
+            params,
             cfg.source,
-            layout=layout,
-            where=f"versions.{version}",
-            field="embedding_dim",
+            cfg.preprocess,
+            role="embedding",
+            where=where,
             width=cfg.embedding_dim,
-            context=ModelContext(cfg.source, params, cfg.preprocess, "embedding", Path(".")),
-        )
-        save_given(
-            given,
-            layout.version(version),
-            layout.version_embeddings(version),
-            layout.history(f"v{version}"),
         )
         return
     info = load_info(layout.data)
@@ -50,26 +43,9 @@ def version_stage(params: Params, layout: Layout, version: int) -> None:
     test = open_split(layout.data, "test", params.data)
     spec = embedding_spec(cfg, info) | {"family": params.family, "version": version}
     fp = fingerprint(cfg.model_dump(), params.seed, data_inputs(layout.data, params.data))
-    model, result = train_classifier(
-        cfg,
-        train,
-        spec,
-        seed=params.seed,
-        device=device,
-        checkpoint=layout.checkpoint(f"v{version}"),
-        fingerprint=fp,
-        desc=f"{params.family}@{version}",
-        checkpoint_every=params.data.checkpoint_batches,
-    )
-    if not ctx.is_main:
-        return
-    save_model(model, spec, layout.version(version))
-    write_history(result.history, layout.history(f"v{version}"))
-    save_embeddings(
-        layout.version_embeddings(version),
-        embed_split(model, train, device),
-        embed_split(model, test, device),
-    )
+    run = out.run_args(params, fp, f"{params.family}@{version}", device)
+    model, result = train_classifier(cfg, train, spec, **run)
+    out.save(model, spec, result, (train, test), device)
 
 
 def version_config(params: Params, version: int) -> VersionConfig:

@@ -12,18 +12,19 @@ backward-compatibility term tying the new embedding to an old version's:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
 
 from fct_registry.config import VersionConfig
 from fct_registry.data.augment import classifier_augment
-from fct_registry.data.splits import Batch, Split, split_batches
+from fct_registry.data.splits import Batch, Split
+from fct_registry.model_specs import EmbeddingSpec, image_fields
 from fct_registry.models.embedding import EmbeddingModel
 from fct_registry.training.distributed import context
 from fct_registry.training.embed import images_to_float
-from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
+from fct_registry.training.loop import LoopResult, RunArgs, fit, seeded_model, unwrap
 
 
 @dataclass(frozen=True)
@@ -50,54 +51,30 @@ def label_lookup(label_map: list[int] | None, num_classes: int) -> torch.Tensor:
     return torch.as_tensor(label_map if label_map is not None else list(range(num_classes)))
 
 
-def embedding_spec(cfg: VersionConfig, info: dict) -> dict:
-    channels, height, width = info["shape"]
-    spec = {
-        "kind": "embedding",
-        "backbone": cfg.backbone.name,
-        "backbone_kwargs": dict(cfg.backbone.kwargs),
-        "in_channels": channels,
-        "input_shape": [channels, height, width],
-        "embedding_dim": cfg.embedding_dim,
-        "num_classes": cfg.num_labels(len(info["classes"])),
-        "mean": info["mean"],
-        "std": info["std"],
-    }
-    if "transform" in info:  # streamed from files: how images were decoded and cropped
-        spec["preprocess"] = info["transform"]
-    return spec
+def embedding_spec(cfg: VersionConfig, info: dict) -> EmbeddingSpec:
+    classes = len(info["classes"])
+    return EmbeddingSpec(
+        embedding_dim=cfg.embedding_dim,
+        num_classes=cfg.num_labels(classes),
+        **image_fields(cfg.backbone, info),
+    )
 
 
 def train_classifier(
     cfg: VersionConfig,
     train: Split,
-    spec: dict,
+    spec: EmbeddingSpec,
     *,
-    seed: int,
-    device: torch.device,
-    checkpoint: Path,
-    fingerprint: str,
-    desc: str,
     bct: BctTerm | None = None,
-    checkpoint_every: int | None = None,
+    **run: Unpack[RunArgs],
 ) -> tuple[EmbeddingModel, LoopResult]:
-    torch.manual_seed(seed)
-    model = EmbeddingModel(
-        spec["backbone"],
-        spec["backbone_kwargs"],
-        spec["in_channels"],
-        spec["embedding_dim"],
-        spec["num_classes"],
-        spec["mean"],
-        spec["std"],
-    )
+    device = run["device"]
+    model = seeded_model(spec, run["seed"])
     if isinstance(bct, BctAlignment) and bct.init_from_old:
         # every weight but the classifier, whose labels differ; the shapes must match
         state = {k: v for k, v in bct.old_model.state_dict().items() if "classifier" not in k}
         model.load_state_dict(state, strict=False)
-    net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
     ctx = context()
-    data = train.subset(cfg.classes).to(device)
     num_classes = int(train.labels.max()) + 1 if cfg.label_map is None else len(cfg.label_map)
     lut = label_lookup(cfg.label_map, num_classes).to(device)
     old_classes = old_lut = None
@@ -110,10 +87,9 @@ def train_classifier(
     elif isinstance(bct, BctAlignment):
         bct.old_model.to(device).eval().requires_grad_(False)
 
-    def fetch(indices):
-        return split_batches(data, indices, device=device, rank=ctx.rank, world=ctx.world_size)
-
-    def step(batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(
+        net: torch.nn.Module, batch: Batch, gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         x = images_to_float(batch.images)
         if cfg.augment == "flip_crop":
             # drawn for the global batch: the same as one process
@@ -143,18 +119,4 @@ def train_classifier(
             logs["alignment_loss"] = float(term.detach())
         return loss + bct.weight * term, logs
 
-    result = run_training(
-        net,
-        None,
-        len(data.labels),
-        step,
-        cfg.optim,
-        seed=seed,
-        device=device,
-        checkpoint=checkpoint,
-        fingerprint=fingerprint,
-        desc=desc,
-        fetch=fetch,
-        checkpoint_every=checkpoint_every,
-    )
-    return unwrap(net), result
+    return fit(model, step, train.subset(cfg.classes), cfg.optim, **run)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fct_registry.config import SideInfoConfig
 from fct_registry.data.augment import simclr_augment
-from fct_registry.data.splits import Batch, Split, split_batches
+from fct_registry.data.splits import Batch, Split
+from fct_registry.model_specs import SideInfoSpec, image_fields
 from fct_registry.models.embedding import SideInfoModel
 from fct_registry.training.distributed import context, gather_batch
 from fct_registry.training.embed import images_to_float
-from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
+from fct_registry.training.loop import LoopResult, RunArgs, fit, seeded_model, unwrap
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -27,56 +29,24 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim.float(), targets)
 
 
-def side_info_spec(cfg: SideInfoConfig, info: dict) -> dict:
-    channels, height, width = info["shape"]
-    spec = {
-        "kind": "side_info",
-        "name": cfg.name,
-        "backbone": cfg.backbone.name,
-        "backbone_kwargs": dict(cfg.backbone.kwargs),
-        "in_channels": channels,
-        "input_shape": [channels, height, width],
-        "dim": cfg.dim,
-        "projection_dim": cfg.projection_dim,
-        "mean": info["mean"],
-        "std": info["std"],
-    }
-    if "transform" in info:  # streamed from files: how images were decoded and cropped
-        spec["preprocess"] = info["transform"]
-    return spec
+def side_info_spec(cfg: SideInfoConfig, info: dict) -> SideInfoSpec:
+    return SideInfoSpec(
+        name=cfg.name,
+        dim=cfg.dim,
+        projection_dim=cfg.projection_dim,
+        **image_fields(cfg.backbone, info),
+    )
 
 
 def train_side_info(
-    cfg: SideInfoConfig,
-    images: Split,
-    spec: dict,
-    *,
-    seed: int,
-    device: torch.device,
-    checkpoint: Path,
-    fingerprint: str,
-    desc: str = "side-info",
-    checkpoint_every: int | None = None,
+    cfg: SideInfoConfig, images: Split, spec: SideInfoSpec, **run: Unpack[RunArgs]
 ) -> tuple[SideInfoModel, LoopResult]:
     """SimCLR on ``images`` (a split: its labels are never read)."""
-    torch.manual_seed(seed)
-    model = SideInfoModel(
-        spec["backbone"],
-        spec["backbone_kwargs"],
-        spec["in_channels"],
-        spec["dim"],
-        spec["projection_dim"],
-        spec["mean"],
-        spec["std"],
-    )
-    net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
     ctx = context()
-    images = images.to(device)
 
-    def fetch(indices):
-        return split_batches(images, indices, device=device, rank=ctx.rank, world=ctx.world_size)
-
-    def step(batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(
+        net: nn.Module, batch: Batch, gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         x = images_to_float(batch.images)
         # Views drawn for the global batch, then this rank's shard; negatives are all-gathered,
         # so the loss is the single-process one on every rank.
@@ -89,18 +59,4 @@ def train_side_info(
         z1, z2 = z.chunk(2)
         return nt_xent(gather_batch(z1), gather_batch(z2), cfg.temperature), {}
 
-    result = run_training(
-        net,
-        None,
-        len(images.labels),
-        step,
-        cfg.optim,
-        seed=seed,
-        device=device,
-        checkpoint=checkpoint,
-        fingerprint=fingerprint,
-        desc=desc,
-        fetch=fetch,
-        checkpoint_every=checkpoint_every,
-    )
-    return unwrap(net), result
+    return fit(seeded_model(spec, run["seed"]), step, images, cfg.optim, **run)

@@ -1,4 +1,7 @@
-"""The epoch loop shared by every trainer: AMP on GPU, checkpoint + resume, history, progress bar.
+"""The one training runner: every trainer builds its model with :func:`seeded_model`, writes only
+its step and calls :func:`fit` (device moves, DDP under torchrun), which runs
+:func:`run_training` (AdamW with warm-up + cosine, bf16 autocast on GPU, checkpoint + resume,
+history rows, progress bar).
 
 Batches are drawn from a permutation seeded by ``(seed, epoch)`` and augmentations use a generator
 seeded the same way, so a run resumed from its last checkpoint ends with the same weights as an
@@ -11,19 +14,23 @@ batches already done (never reading them).
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from fct_registry.config import OptimConfig
+from fct_registry.data.splits import Split, split_batches
+from fct_registry.model_specs import ModelSpec
+from fct_registry.models.io import build_from_spec
 from fct_registry.training.distributed import context, convert_batchnorm
 
 StepFn = Callable[[Any, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
@@ -31,6 +38,21 @@ StepFn = Callable[[Any, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 a tensor of sample indices, or what the trainer's ``fetch`` made of it."""
 
 FetchFn = Callable[[Iterator[torch.Tensor]], Iterable[Any]]
+
+NetStepFn = Callable[[nn.Module, Any, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+"""A trainer's step given the module to call (the DDP wrapper under torchrun, see :func:`fit`):
+``(net, batch, generator) -> (loss, extra logs)``."""
+
+
+class RunArgs(TypedDict):
+    """The keywords every trainer takes: where one training run checkpoints and what it logs."""
+
+    seed: int
+    device: torch.device
+    checkpoint: Path
+    fingerprint: str  # a hash of the config: a checkpoint of another config is not resumed
+    desc: str
+    checkpoint_every: NotRequired[int | None]  # also checkpoint inside an epoch
 
 
 @dataclass
@@ -88,18 +110,12 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
 
 def run_training(
     model: nn.Module,
-    params: list[nn.Parameter] | None,
     num_samples: int,
     step: StepFn,
     optim: OptimConfig,
     *,
-    seed: int,
-    device: torch.device,
-    checkpoint: Path,
-    fingerprint: str,
-    desc: str,
     fetch: FetchFn | None = None,
-    checkpoint_every: int | None = None,
+    **run: Unpack[RunArgs],
 ) -> LoopResult:
     """Train ``model`` for ``optim.epochs`` epochs.
 
@@ -114,10 +130,13 @@ def run_training(
     then skips the batches done in the interrupted epoch and restores the augmentation
     generator, so the weights equal an uninterrupted run's.
     """
+    seed, device, checkpoint = run["seed"], run["device"], run["checkpoint"]
+    fingerprint, desc = run["fingerprint"], run["desc"]
+    checkpoint_every = run.get("checkpoint_every")
     ctx = context()
     ctx.check_batch(optim.batch_size)
     module = unwrap(model)
-    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
     steps_per_epoch = max(1, num_samples // optim.batch_size)
     if optim.max_batches is not None:
@@ -228,3 +247,38 @@ def run_training(
         ctx.barrier()
     module.eval()
     return result
+
+
+def seeded_model(spec: ModelSpec, seed: int) -> nn.Module:
+    """The model a trainer starts from: built from its spec right after seeding, so its initial
+    weights depend on the seed alone."""
+    torch.manual_seed(seed)
+    return build_from_spec(spec)
+
+
+def fit(
+    model: nn.Module,
+    step: NetStepFn,
+    data: Split | int,
+    optim: OptimConfig,
+    **run: Unpack[RunArgs],
+) -> tuple[nn.Module, LoopResult]:
+    """Every trainer's run: move ``model`` to the device (channels-last: a no-op for models
+    without 4-d weights), wrap it for torchrun (:func:`prepare_model`), train it with
+    ``step(net, batch, generator)`` on the wrapped ``net``, and return the unwrapped model.
+
+    ``data``: a split whose image batches the step reads (this rank's part under torchrun), or
+    the number of rows of in-memory features (the step reads index batches of the global
+    batch and takes its shard)."""
+    device = run["device"]
+    net = prepare_model(model.to(device, memory_format=torch.channels_last), device)
+    fetch = None
+    if not isinstance(data, int):
+        split, ctx = data.to(device), context()
+        data = len(split.labels)
+
+        def fetch(indices: Iterator[torch.Tensor]) -> Iterable[Any]:
+            return split_batches(split, indices, device=device, rank=ctx.rank, world=ctx.world_size)
+
+    result = run_training(net, data, functools.partial(step, net), optim, fetch=fetch, **run)
+    return unwrap(net), result

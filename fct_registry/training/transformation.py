@@ -14,7 +14,7 @@ Targets are float32 in both cases, also when the step itself runs under bf16 aut
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
@@ -22,26 +22,26 @@ from torch import nn
 
 from fct_registry.config import TransformationConfig
 from fct_registry.data.augment import classifier_augment
-from fct_registry.data.splits import Batch, Split, split_batches
-from fct_registry.models.transformations import TRANSFORMATIONS, uses_side_info
+from fct_registry.data.splits import Batch, Split
+from fct_registry.model_specs import TransformationSpec
+from fct_registry.models.transformations import uses_side_info
 from fct_registry.training.distributed import context
 from fct_registry.training.embed import images_to_float
-from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
+from fct_registry.training.loop import LoopResult, RunArgs, fit, seeded_model
 
 
 def transformation_spec(
     cfg: TransformationConfig, old_dim: int, new_dim: int, side_info_dim: int
-) -> dict:
-    return {
-        "kind": "transformation",
-        "type": cfg.kind,
-        "from": cfg.source,
-        "to": cfg.target,
-        "old_dim": old_dim,
-        "new_dim": new_dim,
-        "side_info_dim": side_info_dim if uses_side_info(cfg.kind) else 0,
-        "hidden_dim": cfg.hidden_dim,
-    }
+) -> TransformationSpec:
+    return TransformationSpec(
+        type=cfg.kind,
+        source=cfg.source,
+        target=cfg.target,
+        old_dim=old_dim,
+        new_dim=new_dim,
+        side_info_dim=side_info_dim if uses_side_info(cfg.kind) else 0,
+        hidden_dim=cfg.hidden_dim,
+    )
 
 
 def training_rows(labels: torch.Tensor, classes: list[int] | None) -> torch.Tensor:
@@ -51,54 +51,28 @@ def training_rows(labels: torch.Tensor, classes: list[int] | None) -> torch.Tens
     return torch.isin(labels, torch.as_tensor(classes)).nonzero().flatten()
 
 
-def _build(spec: dict, device: torch.device) -> nn.Module:
-    return TRANSFORMATIONS.build(
-        spec["type"],
-        old_dim=spec["old_dim"],
-        new_dim=spec["new_dim"],
-        side_info_dim=spec["side_info_dim"],
-        hidden_dim=spec["hidden_dim"],
-    ).to(device)
-
-
 def train_transformation(
     cfg: TransformationConfig,
     old: torch.Tensor,
     side_info: torch.Tensor,
     new: torch.Tensor,
-    spec: dict,
-    *,
-    seed: int,
-    device: torch.device,
-    checkpoint: Path,
-    fingerprint: str,
-    desc: str,
+    spec: TransformationSpec,
+    **run: Unpack[RunArgs],
 ) -> tuple[torch.nn.Module, LoopResult]:
     """Train on stored features (rows already restricted to the training images to use)."""
-    torch.manual_seed(seed)
-    net = prepare_model(_build(spec, device), device)
-    ctx = context()
+    device, ctx = run["device"], context()
+    model = seeded_model(spec, run["seed"])
     old, side_info = old.to(device), side_info.to(device)
     new = new.to(device, torch.float32)
 
-    def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(
+        net: nn.Module, indices: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         indices = ctx.shard(indices).to(device)
         pred = net(old[indices], side_info[indices])
         return F.mse_loss(pred.float(), new[indices]), {}
 
-    result = run_training(
-        net,
-        None,
-        len(old),
-        step,
-        cfg.optim,
-        seed=seed,
-        device=device,
-        checkpoint=checkpoint,
-        fingerprint=fingerprint,
-        desc=desc,
-    )
-    return unwrap(net), result
+    return fit(model, step, len(old), cfg.optim, **run)
 
 
 @torch.no_grad()
@@ -114,27 +88,16 @@ def train_transformation_augmented(
     old_model: nn.Module,
     side_info_model: nn.Module,
     new_model: nn.Module,
-    spec: dict,
-    *,
-    seed: int,
-    device: torch.device,
-    checkpoint: Path,
-    fingerprint: str,
-    desc: str,
-    checkpoint_every: int | None = None,
+    spec: TransformationSpec,
+    **run: Unpack[RunArgs],
 ) -> tuple[torch.nn.Module, LoopResult]:
     """Train on features recomputed from augmented ``images`` (a split of the rows to use)."""
-    torch.manual_seed(seed)
-    net = prepare_model(_build(spec, device), device)
-    ctx = context()
-    images = images.to(device)
+    device, ctx = run["device"], context()
+    model = seeded_model(spec, run["seed"])
     frozen = [m.to(device).eval().requires_grad_(False) for m in (old_model, side_info_model)]
     new_model = new_model.to(device).eval().requires_grad_(False)
 
-    def fetch(indices):
-        return split_batches(images, indices, device=device, rank=ctx.rank, world=ctx.world_size)
-
-    def step(batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(net: nn.Module, batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         x = classifier_augment(images_to_float(batch.images), gen, part=batch.part)
         if batch.part is None:  # augmentations drawn for the global batch: same as one process
             x = ctx.shard(x)
@@ -142,18 +105,4 @@ def train_transformation_augmented(
         target = _features(new_model, x, device)
         return F.mse_loss(net(old, side).float(), target), {}
 
-    result = run_training(
-        net,
-        None,
-        len(images.labels),
-        step,
-        cfg.optim,
-        seed=seed,
-        device=device,
-        checkpoint=checkpoint,
-        fingerprint=fingerprint,
-        desc=desc,
-        fetch=fetch,
-        checkpoint_every=checkpoint_every,
-    )
-    return unwrap(net), result
+    return fit(model, step, images, cfg.optim, **run)

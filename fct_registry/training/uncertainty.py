@@ -25,7 +25,7 @@ the new model was not trained on contribute no cross-entropy.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +33,10 @@ from torch import nn
 
 from fct_registry.config import OptimConfig, UncertaintyConfig
 from fct_registry.errors import ConfigError
-from fct_registry.models.transformations import TRANSFORMATIONS
+from fct_registry.model_specs import TransformationSpec
 from fct_registry.models.uncertainty import KIND, WithUncertainty, predicts_uncertainty
 from fct_registry.training.distributed import context
-from fct_registry.training.loop import LoopResult, prepare_model, run_training, unwrap
+from fct_registry.training.loop import LoopResult, RunArgs, fit, seeded_model
 
 
 def loss_nll(loss: torch.Tensor, log_var: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
@@ -83,34 +83,23 @@ def train_uncertainty_transformation(
     old: torch.Tensor,
     side_info: torch.Tensor,
     new: torch.Tensor,
-    spec: dict,
+    spec: TransformationSpec,
     *,
-    seed: int,
-    device: torch.device,
-    checkpoint: Path,
-    fingerprint: str,
-    desc: str,
     labels: torch.Tensor | None = None,
     classifier: nn.Module | None = None,
     classes: torch.Tensor | None = None,
+    **run: Unpack[RunArgs],
 ) -> tuple[nn.Module, LoopResult]:
-    """Train ``spec['type']`` (an uncertainty-predicting kind) on stored training embeddings
+    """Train ``spec.type`` (an uncertainty-predicting kind) on stored training embeddings
     with ``optim``.
 
     With ``cfg.p2c_weight > 0`` pass ``labels`` (dataset labels of the training rows), the new
     model's ``classifier`` (kept frozen) and ``classes`` (from :func:`class_index`).
     """
-    torch.manual_seed(seed)
-    model = TRANSFORMATIONS.build(
-        spec["type"],
-        old_dim=spec["old_dim"],
-        new_dim=spec["new_dim"],
-        side_info_dim=spec["side_info_dim"],
-        hidden_dim=spec["hidden_dim"],
-    )
+    model = seeded_model(spec, run["seed"])
     if not predicts_uncertainty(model):
         raise ConfigError(
-            f"transformation kind {spec['type']!r} predicts no uncertainty; use {KIND!r}"
+            f"transformation kind {spec.type!r} predicts no uncertainty; use {KIND!r}"
         )
     use_p2c = cfg.p2c_weight > 0
     if use_p2c and (labels is None or classifier is None or classes is None):
@@ -119,16 +108,15 @@ def train_uncertainty_transformation(
             "class index; pass them, or set p2c_weight: 0"
         )
     model.detach_variance = cfg.detach_variance
-    model = model.to(device)
-    # The two-output view goes through prepare_model, so DDP sees (and syncs) the real forward.
-    net = prepare_model(WithUncertainty(model), device)
-    ctx = context()
+    device, ctx = run["device"], context()
     old, side_info, new = old.to(device), side_info.to(device), new.to(device)
     if use_p2c:
         classifier = classifier.to(device).eval().requires_grad_(False)
         labels, classes = labels.to(device), classes.to(device)
 
-    def step(indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(
+        net: nn.Module, indices: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         indices = ctx.shard(indices).to(device)
         pred, log_var = net(old[indices], side_info[indices])
         pred, log_var = pred.float(), log_var.float()
@@ -142,19 +130,9 @@ def train_uncertainty_transformation(
         logs["nll"] = float(loss.detach())
         return loss, logs
 
-    result = run_training(
-        net,
-        None,
-        len(old),
-        step,
-        optim,
-        seed=seed,
-        device=device,
-        checkpoint=checkpoint,
-        fingerprint=fingerprint,
-        desc=desc,
-    )
-    return unwrap(net).inner, result
+    # The two-output view is what fit wraps, so DDP sees (and syncs) the real forward.
+    trained, result = fit(WithUncertainty(model), step, len(old), optim, **run)
+    return trained.inner, result
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from fct_registry.errors import ConfigError
 from fct_registry.gallery import make_batch
 from fct_registry.gallery import schema as S
 from fct_registry.gallery.pg.location import PgLocation
+from fct_registry.model_specs import TransformationSpec
 from fct_registry.models.io import build_from_spec
 from fct_registry.models.transformations import TRANSFORMATIONS, TransformationChain
 from fct_registry.models.uncertainty import (
@@ -137,7 +138,7 @@ def test_training_learns_which_items_are_uncertain(tmp_path, p2c, detach):
         detach_variance=detach,
         optim=OptimConfig(epochs=30, batch_size=128, lr=3e-3, weight_decay=0),
     )
-    spec = {"type": KIND, "old_dim": 8, "new_dim": 6, "side_info_dim": 4, "hidden_dim": 32}
+    spec = TransformationSpec(type=KIND, old_dim=8, new_dim=6, side_info_dim=4, hidden_dim=32)
     extra = {}
     if p2c:
         labels = noisy.long()
@@ -178,7 +179,7 @@ def test_training_refuses_plain_kind_and_p2c_without_inputs(tmp_path):
             old,
             side,
             new,
-            {"type": "fct", "old_dim": 8, "new_dim": 6, "side_info_dim": 4, "hidden_dim": 8},
+            TransformationSpec(type="fct", old_dim=8, new_dim=6, side_info_dim=4, hidden_dim=8),
             **args,
         )
     cfg = cfg.model_copy(update={"p2c_weight": 1.0})
@@ -189,7 +190,7 @@ def test_training_refuses_plain_kind_and_p2c_without_inputs(tmp_path):
             old,
             side,
             new,
-            {"type": KIND, "old_dim": 8, "new_dim": 6, "side_info_dim": 4, "hidden_dim": 8},
+            TransformationSpec(type=KIND, old_dim=8, new_dim=6, side_info_dim=4, hidden_dim=8),
             **args,
         )
 
@@ -333,7 +334,7 @@ def _mislabelled_group(n=1024, seed=0):
 
 def test_point_to_cluster_makes_the_head_rank_items_the_classifier_gets_wrong(tmp_path):
     old, side, new, labels, clf, hard = _mislabelled_group()
-    spec = {"type": KIND, "old_dim": 8, "new_dim": 6, "side_info_dim": 4, "hidden_dim": 32}
+    spec = TransformationSpec(type=KIND, old_dim=8, new_dim=6, side_info_dim=4, hidden_dim=32)
     gaps = {}
     for weight in (0.0, 1.0):
         cfg = UncertaintyTrainingConfig(

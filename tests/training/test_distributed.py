@@ -15,27 +15,28 @@ from safetensors.torch import load_file, save_file
 
 from fct_registry.config import OptimConfig, SideInfoConfig, TransformationConfig, VersionConfig
 from fct_registry.data.prepared import TensorSplit
+from fct_registry.model_specs import EmbeddingSpec, SideInfoSpec, TransformationSpec
 from fct_registry.training.distributed import DistContext, GlobalBatchNorm, init_from_env, shutdown
 
-SPEC_EMB = {
-    "backbone": "smallcnn",
-    "backbone_kwargs": {"width": 4},
-    "in_channels": 1,
-    "embedding_dim": 8,
-    "num_classes": 4,
-    "mean": [0.5],
-    "std": [0.3],
-}
-SPEC_SIDE = {
-    "backbone": "smallcnn",
-    "backbone_kwargs": {"width": 4},
-    "in_channels": 1,
-    "dim": 8,
-    "projection_dim": 8,
-    "mean": [0.5],
-    "std": [0.3],
-}
-SPEC_H = {"type": "fct", "old_dim": 6, "new_dim": 5, "side_info_dim": 3, "hidden_dim": 16}
+SPEC_EMB = EmbeddingSpec(
+    backbone="smallcnn",
+    backbone_kwargs={"width": 4},
+    in_channels=1,
+    embedding_dim=8,
+    num_classes=4,
+    mean=[0.5],
+    std=[0.3],
+)
+SPEC_SIDE = SideInfoSpec(
+    backbone="smallcnn",
+    backbone_kwargs={"width": 4},
+    in_channels=1,
+    dim=8,
+    projection_dim=8,
+    mean=[0.5],
+    std=[0.3],
+)
+SPEC_H = TransformationSpec(type="fct", old_dim=6, new_dim=5, side_info_dim=3, hidden_dim=16)
 OPTIM = OptimConfig(epochs=2, batch_size=16, lr=1e-2, weight_decay=0.0, max_batches=3)
 
 
@@ -84,7 +85,7 @@ def _train(kind: str, workdir: Path) -> dict[str, torch.Tensor]:
         model, _ = train_classifier(VersionConfig(optim=OPTIM), split, SPEC_EMB, desc="c", **common)
     elif kind == "simclr":
         cfg = SideInfoConfig(optim=OPTIM, temperature=0.5)
-        model, _ = train_side_info(cfg, split, SPEC_SIDE, **common)
+        model, _ = train_side_info(cfg, split, SPEC_SIDE, desc="side-info", **common)
     else:
         cfg = TransformationConfig.model_validate({"from": 1, "to": 2, "optim": OPTIM})
         model, _ = train_transformation(cfg, old, side, new, SPEC_H, desc="h", **common)

@@ -23,7 +23,6 @@ def _train(tmp_path, epochs: int, fingerprint: str = "a"):
     optim = OptimConfig(epochs=epochs, batch_size=16, lr=1e-2, weight_decay=0.0)
     result = run_training(
         model,
-        None,
         64,
         step,
         optim,
@@ -61,7 +60,6 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     with contextlib.suppress(KeyboardInterrupt):
         run_training(
             model,
-            None,
             64,
             crashing_step,
             optim,
@@ -74,7 +72,6 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     resumed_model, step2 = _setup()
     result = run_training(
         resumed_model,
-        None,
         64,
         step2,
         optim,
@@ -115,7 +112,7 @@ def test_mid_epoch_resume_skips_done_batches_unread_and_matches(tmp_path):
     common = {"seed": 3, "device": torch.device("cpu"), "fingerprint": "a", "desc": "t"}
     full, step = _setup()
     full_result = run_training(
-        full, None, 64, step, optim, checkpoint=tmp_path / "full.pt", checkpoint_every=1, **common
+        full, 64, step, optim, checkpoint=tmp_path / "full.pt", checkpoint_every=1, **common
     )
     fetched: list[list[int]] = []
 
@@ -135,14 +132,14 @@ def test_mid_epoch_resume_skips_done_batches_unread_and_matches(tmp_path):
 
     with contextlib.suppress(KeyboardInterrupt):
         run_training(
-            model, None, 64, crashing_step, optim, checkpoint=tmp_path / "p.pt",
+            model, 64, crashing_step, optim, checkpoint=tmp_path / "p.pt",
             checkpoint_every=1, fetch=fetch, **common,
         )  # fmt: skip
     assert torch.load(tmp_path / "p.pt", weights_only=True)["partial"]["batches"] == 2
     fetched.clear()
     resumed, step = _setup()
     result = run_training(
-        resumed, None, 64, step, optim, checkpoint=tmp_path / "p.pt", checkpoint_every=1,
+        resumed, 64, step, optim, checkpoint=tmp_path / "p.pt", checkpoint_every=1,
         fetch=fetch, **common,
     )  # fmt: skip
     epoch2 = [b.tolist() for b in epoch_batches(64, 16, seed=3, epoch=1, max_batches=None)]

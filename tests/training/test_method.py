@@ -16,8 +16,7 @@ from fct_registry.data.prepared import load_prepared, prepare
 from fct_registry.errors import ConfigError
 from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.layout import Layout, load_embeddings, save_embeddings
-from fct_registry.models.embedding import EmbeddingModel, SideInfoModel
-from fct_registry.models.io import load_model, save_model
+from fct_registry.models.io import build_from_spec, load_model, save_model
 from fct_registry.pipeline import bct as bct_module
 from fct_registry.pipeline import prepare as prepare_module
 from fct_registry.pipeline import side_info as side_info_module
@@ -188,24 +187,9 @@ def test_augmented_features_recompute_from_target_images(tmp_path, monkeypatch):
     info = {"shape": [1, 28, 28], "classes": list(range(10)), "mean": [0.3], "std": [0.3]}
     for v in (1, 2):
         spec = embedding_spec(params.versions[v], info)
-        model = EmbeddingModel(
-            spec["backbone"],
-            spec["backbone_kwargs"],
-            1,
-            spec["embedding_dim"],
-            spec["num_classes"],
-            [0.3],
-            [0.3],
-        )
-        save_model(model, spec, layout.version(v))
+        save_model(build_from_spec(spec), spec, layout.version(v))
     side_spec = side_info_spec(params.side_info, info)
-    save_model(
-        SideInfoModel(
-            side_spec["backbone"], side_spec["backbone_kwargs"], 1, 128, 128, [0.3], [0.3]
-        ),
-        side_spec,
-        layout.side_info,
-    )
+    save_model(build_from_spec(side_spec), side_spec, layout.side_info)
     gen = torch.Generator().manual_seed(0)
     for path, dim in (
         (layout.version_embeddings(1), params.versions[1].embedding_dim),
