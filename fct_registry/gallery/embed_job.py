@@ -49,6 +49,7 @@ from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.shards import shard_name, write_shard
 from fct_registry.gallery.storage import TMP_SUFFIX, Storage
 from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS
+from fct_registry.models.external import ExternalImageModel
 from fct_registry.training.embed import embed_images
 
 PROGRESS_DIR = "_fct_embed"
@@ -417,18 +418,15 @@ def _rows(
         bar.update(len(batch) + len(batch.bad))
         if not len(batch):
             continue
-        # On CPU, forward passes of at most 64 images: same speed, a quarter of the
-        # activations, so the process's peak stays flat over a long run.
-        step = batch_size if device.type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
         emb = (
             models.stored.take(batch.rows)
             if models.model is None
-            else embed_images(models.model, batch.images, device, batch_size=step).numpy()
+            else _forward(models.model, batch.images, device, batch_size)
         )
         side = (
             None
             if models.side_info_model is None
-            else embed_images(models.side_info_model, batch.images, device, batch_size=step).numpy()
+            else _forward(models.side_info_model, batch.images, device, batch_size)
         )
         label_array = None
         if labels:
@@ -448,6 +446,18 @@ def _rows(
             labels=label_array,
             source_uris=batch.uris,
         )
+
+
+def _forward(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int):
+    """One batch of uint8 images through ``model``, as float32 NumPy rows."""
+    if isinstance(model, ExternalImageModel) and device.type == "cpu":
+        # onnxruntime: one call per batch (its arena, not torch's activations) and no torch
+        # thread pool woken beside onnxruntime's (benchmarks/bench_external.py).
+        return model.embed_uint8(images)
+    # Torch on CPU: forward passes of at most 64 images: same speed, a quarter of the
+    # activations, so the process's peak stays flat over a long run.
+    step = batch_size if device.type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
+    return embed_images(model, images, device, batch_size=step).numpy()
 
 
 def _regroup(
