@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     def ort_alone() -> float:
         start, start_cpu = time.perf_counter(), time.process_time()
         # uint8 -> float in [0, 1] is part of running the model on decoded images.
-        out = [session.run(None, {"images": batch.astype(np.float32) / 255})[0] for batch in batches]
+        out = [
+            session.run(None, {"images": batch.astype(np.float32) / 255})[0] for batch in batches
+        ]
         assert sum(len(o) for o in out) == len(images)
         cpu["ort"].append((time.process_time() - start_cpu) / len(images))
         return len(images) / (time.perf_counter() - start)
