@@ -60,6 +60,10 @@ class ExternalImageModel(nn.Module):
         if key not in self._sessions:
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            # No spin-waiting between runs: `fct embed` lists, hashes and writes between two
+            # batches, and spinning intra-op threads took those cores (2-core machine, under
+            # load: onnxruntime alone was faster without spinning too, at less CPU per image).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[key] = ort.InferenceSession(
                 self.onnx_bytes, options, providers=providers
             )
