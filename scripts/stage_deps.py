@@ -41,6 +41,7 @@ OUTPUTS = "outputs/"  # the pipeline's own products: data deps, written by hand 
 # Where each stage reads the model sources it runs: ``side_info.source``, ``versions.*.source``.
 MODEL_STAGES = ("side_info", "train")
 TRAINED_WITH = "versions.${side_info.trained_with}"
+TRAINED_WITH_NOTE = "# its classes: the images side-info trains on"
 _TRACE = """
 import json, runpy, sys
 sys.argv = [sys.argv[1], "--help"]
@@ -147,7 +148,10 @@ def fix_trained_with(body, params) -> str | None:
     if listed:
         body["params"].remove(TRAINED_WITH)
         return f"side_info: lists {TRAINED_WITH}, but params set no side_info.trained_with"
-    body["params"].insert(body["params"].index("side_info") + 1, TRAINED_WITH)
+    at = body["params"].index("side_info") + 1
+    body["params"].insert(at, TRAINED_WITH)
+    # Where dvc.yaml has the note: three spaces after the entry, at its indent of 6 + "- ".
+    body["params"].yaml_add_eol_comment(TRAINED_WITH_NOTE, at, column=8 + len(TRAINED_WITH) + 3)
     return f"side_info: params set side_info.trained_with, but it lacks {TRAINED_WITH}"
 
 

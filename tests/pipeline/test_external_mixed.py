@@ -24,7 +24,11 @@ import yaml
 
 from tests.conftest import ROOT, needs_fashion, tiny_params
 
-pytestmark = [pytest.mark.slow, needs_fashion]
+
+def e2e(test):
+    """The `dvc repro` tests: slow, and they need Fashion-MNIST."""
+    return pytest.mark.slow(needs_fashion(test))
+
 
 FAMILY = "mixed"
 MEAN, STD = [0.286], [0.353]
@@ -111,13 +115,17 @@ def _write_side(path: Path, seed: int = 3) -> None:
     torch.jit.save(torch.jit.trace(_net(12, seed), torch.rand(2, 1, 28, 28)), str(path))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("mixed")
-    for item in ("dvc.yaml", ".dvcignore", "pipelines", "fct_registry", "scripts/stage_deps.py"):
+def _copy(work: Path, *items: str) -> None:
+    for item in items:
         src, dst = ROOT / item, work / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("mixed")
+    _copy(work, "dvc.yaml", ".dvcignore", "pipelines", "fct_registry", "scripts/stage_deps.py")
     (work / "params.yaml").write_text(yaml.safe_dump(_params()))
     _write_v1(work / V1_FILE)
     _write_side(work / SIDE_FILE)
@@ -141,6 +149,7 @@ def _direct(images: np.ndarray, work: Path, which: str) -> np.ndarray:
     return ort.InferenceSession(str(work / V1_FILE)).run(None, {"pixels": x})[0]
 
 
+@e2e
 def test_dvc_yaml_lists_the_model_files(project: Path) -> None:
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     assert SIDE_FILE in stages["side_info"]["deps"]
@@ -149,6 +158,7 @@ def test_dvc_yaml_lists_the_model_files(project: Path) -> None:
     assert not any("trained_with" in p for p in stages["side_info"]["params"])
 
 
+@e2e
 def test_repro_embeds_with_the_external_models_and_tags_only_them(project: Path) -> None:
     from mlflow import MlflowClient
     from safetensors.numpy import load_file
@@ -187,6 +197,7 @@ def _rows(gallery: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@e2e
 def test_embed_with_external_version_1_then_upgrade_to_trained_version_2(
     project: Path, tmp_path: Path
 ) -> None:
@@ -218,6 +229,7 @@ def _changed(project: Path) -> set[str]:
     return {name for name, why in stages.items() if why != ["always changed"]}  # register, gate
 
 
+@e2e
 def test_replacing_a_model_file_reruns_the_stages_that_run_it(project: Path) -> None:
     """Runs last: it replaces the files (and puts them back)."""
     assert _changed(project) == set()  # repro left everything up to date
@@ -233,3 +245,38 @@ def test_replacing_a_model_file_reruns_the_stages_that_run_it(project: Path) -> 
     finally:
         (project / V1_FILE).write_bytes(v1)
         (project / SIDE_FILE).write_bytes(side)
+
+
+def test_stage_deps_follows_the_model_files_in_params(tmp_path: Path) -> None:
+    """Fast: `stage_deps.py --model-files` checks and writes the model-file deps and the
+    side_info stage's trained_with entry from params, and undoes them when params go back."""
+    _copy(tmp_path, "dvc.yaml", "fct_registry", "scripts/stage_deps.py")
+    original = (tmp_path / "dvc.yaml").read_text()
+    raw = _params()
+    raw["versions"]["3"] = {
+        "source": {"entrypoint": {"factory": "my_models:build", "weights": "w.safetensors"}},
+        "embedding_dim": 8,
+        "preprocess": PREPROCESS,
+    }
+    (tmp_path / "my_models.py").write_text("def build():\n    pass\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+
+    check = _run(tmp_path, "scripts/stage_deps.py", "--model-files")
+    assert check.returncode == 1 and "params name ['external/v1.onnx'" in check.stdout, check
+    assert "lists versions.${side_info.trained_with}" in check.stdout
+    assert _run(tmp_path, "scripts/stage_deps.py", "--write", "--model-files").returncode == 0
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    train = stages["train"]["do"]["deps"]
+    assert [d for d in train if not d.startswith(("fct_registry", "pipelines", "outputs"))] == [
+        V1_FILE,
+        "my_models.py",
+        "w.safetensors",
+    ]
+    assert SIDE_FILE in stages["side_info"]["deps"]
+    assert not any("trained_with" in p for p in stages["side_info"]["params"])
+    assert _run(tmp_path, "scripts/stage_deps.py", "--model-files").returncode == 0
+
+    # Back to the default params: the same dvc.yaml as before, byte for byte.
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    assert _run(tmp_path, "scripts/stage_deps.py", "--write", "--model-files").returncode == 0
+    assert (tmp_path / "dvc.yaml").read_text() == original
