@@ -448,7 +448,9 @@ def _rows(
         )
 
 
-def _forward(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int):
+def _forward(
+    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
+) -> np.ndarray:
     """One batch of uint8 images through ``model``, as float32 NumPy rows."""
     if isinstance(model, ExternalImageModel) and device.type == "cpu":
         # onnxruntime: one call per batch (its arena, not torch's activations) and no torch
