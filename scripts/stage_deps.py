@@ -9,8 +9,17 @@ import graph is the code a stage can run.
 
     python scripts/stage_deps.py            # check: exit 1 and show the difference
     python scripts/stage_deps.py --write    # rewrite the code deps in dvc.yaml
+    python scripts/stage_deps.py --write --model-files   # only the model files (no tracing)
 
 A folder is listed when every ``.py`` file under it is loaded, otherwise its files are.
+
+Model files are deps too: a stage that runs a model named in ``params.yaml`` (``source:`` an
+ONNX or TorchScript file, an entry point's weights and its module beside params) lists that
+file, so replacing it re-runs the stage instead of DVC serving the old model's results. DVC
+cannot give one ``foreach`` item deps of its own (``${item.x}`` may not be a list), so the
+``train`` stage lists the files of every version: replacing one version's file re-runs the
+others' stages too (never stale, sometimes more than needed). Every dep outside the code roots
+and ``outputs/`` belongs to this script.
 """
 
 from __future__ import annotations
@@ -28,6 +37,11 @@ from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_ROOTS = ("fct_registry", "pipelines")
+OUTPUTS = "outputs/"  # the pipeline's own products: data deps, written by hand in dvc.yaml
+# Where each stage reads the model sources it runs: ``side_info.source``, ``versions.*.source``.
+MODEL_STAGES = ("side_info", "train")
+TRAINED_WITH = "versions.${side_info.trained_with}"
+TRAINED_WITH_NOTE = "# its classes: the images side-info trains on"
 _TRACE = """
 import json, runpy, sys
 sys.argv = [sys.argv[1], "--help"]
@@ -93,9 +107,60 @@ def is_code(dep: str) -> bool:
     return dep.startswith(CODE_ROOTS)
 
 
+def is_model_file(dep: str) -> bool:
+    return not (is_code(dep) or dep.startswith(OUTPUTS))
+
+
+def _source_files(source) -> list[str]:
+    """The local files a model source reads (paths relative to params.yaml, as in dvc.yaml)."""
+    if source is None or source.kind in ("mlflow", "embeddings"):
+        return []  # an MLflow URI is pinned by version; tables are read as data
+    spec = source.spec
+    if source.kind != "entrypoint":
+        return [Path(spec.path).as_posix()]
+    module = Path(*spec.factory.split(":")[0].split(".")).with_suffix(".py")
+    local = [module.as_posix()] if (ROOT / module).is_file() else []  # else: an installed package
+    return [*local, Path(spec.weights).as_posix()]
+
+
+def load_params(path: Path):
+    """The project's own validated params (this checkout's code, not an installed one)."""
+    sys.path.insert(0, str(ROOT))
+    from fct_registry.config import load_params
+
+    return load_params(path)
+
+
+def model_files(params) -> dict[str, list[str]]:
+    """Per stage of :data:`MODEL_STAGES`, the model files named in params that it runs."""
+    trained = {f for v in params.versions.values() for f in _source_files(v.source)}
+    return {"side_info": _source_files(params.side_info.source), "train": sorted(trained)}
+
+
+def fix_trained_with(body, params) -> str | None:
+    """The side_info stage reads ``versions.K`` (K = ``side_info.trained_with``: the classes it
+    trains on) only when K is set: without it (the whole split, or an external extractor) DVC
+    cannot even parse ``versions.${side_info.trained_with}``, so the entry goes; it comes back
+    when K is set again. Returns the problem, or None."""
+    listed = TRAINED_WITH in body["params"]
+    if listed == (params.side_info.trained_with is not None):
+        return None
+    if listed:
+        body["params"].remove(TRAINED_WITH)
+        return f"side_info: lists {TRAINED_WITH}, but params set no side_info.trained_with"
+    at = body["params"].index("side_info") + 1
+    body["params"].insert(at, TRAINED_WITH)
+    # Where dvc.yaml has the note: three spaces after the entry, at its indent of 6 + "- ".
+    body["params"].yaml_add_eol_comment(TRAINED_WITH_NOTE, at, column=8 + len(TRAINED_WITH) + 3)
+    return f"side_info: params set side_info.trained_with, but it lacks {TRAINED_WITH}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps")
+    parser.add_argument(
+        "--model-files", action="store_true", help="only the model-file deps (no tracing)"
+    )
     args = parser.parse_args()
     yaml = YAML()
     yaml.width = 100
@@ -104,27 +169,42 @@ def main() -> int:
     doc = yaml.load(dvc_yaml.read_text())
     problems = []
     bodies = {name: stage.get("do", stage) for name, stage in doc["stages"].items()}
-    modules = sorted({stage_module(body["cmd"]) for body in bodies.values()})
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        traced = dict(zip(modules, pool.map(traced_files, modules), strict=True))
+    params = load_params(ROOT / "params.yaml")
+    files = model_files(params)
+    problem = fix_trained_with(bodies["side_info"], params)
+    if problem:
+        problems.append(problem)
+    traced: dict[str, set[str]] = {}
+    if not args.model_files:
+        modules = sorted({stage_module(body["cmd"]) for body in bodies.values()})
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            traced = dict(zip(modules, pool.map(traced_files, modules), strict=True))
     for name, body in bodies.items():
-        want = compress(traced[stage_module(body["cmd"])])
-        have = [d for d in body["deps"] if isinstance(d, str) and is_code(d)]
-        if have == want:
+        deps = [d for d in body["deps"] if isinstance(d, str)]
+        code = [d for d in deps if is_code(d)]
+        want = code if args.model_files else compress(traced[stage_module(body["cmd"])])
+        want_files = files.get(name, [])
+        have_files = [d for d in deps if is_model_file(d)]
+        if code == want and have_files == want_files:
             continue
-        problems.append(f"{name}: listed {have}\n{' ' * len(name)}  imports {want}")
-        data = [d for d in body["deps"] if not (isinstance(d, str) and is_code(d))]
+        if code != want:
+            problems.append(f"{name}: listed {code}\n{' ' * len(name)}  imports {want}")
+        if have_files != want_files:
+            problems.append(f"{name}: lists model files {have_files}, params name {want_files}")
+        data = [d for d in body["deps"] if not (isinstance(d, str) and not d.startswith(OUTPUTS))]
         body["deps"].clear()
-        body["deps"].extend([*want, *data])
+        body["deps"].extend([*want, *want_files, *data])
     if not problems:
-        print("dvc.yaml: every stage's code deps match what it imports")
+        print("dvc.yaml: every stage's code deps match what it imports, model files too")
         return 0
     if args.write:
         yaml.dump(doc, dvc_yaml)
-        print(f"rewrote the code deps of {len(problems)} stage(s) in dvc.yaml")
+        print(f"rewrote the code and model-file deps of {len(problems)} stage(s) in dvc.yaml")
         return 0
-    print("dvc.yaml code deps differ from what the stages import:\n" + "\n".join(problems))
+    print("dvc.yaml deps differ from what the stages import or run:\n" + "\n".join(problems))
     print("fix: python scripts/stage_deps.py --write")
+    if args.model_files:
+        print("(code deps not traced: --model-files)")
     return 1
 
 

@@ -62,9 +62,7 @@ from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_RO
 from fct_registry.jobs import Stopwatch, batch_hook, json_bytes, progress_bar
 from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
 from fct_registry.storage import Storage
-from fct_registry.training.embed import embed_images
-
-CPU_FORWARD_BATCH = 64
+from fct_registry.training.embed import embed_images, embed_rows
 
 
 class StoredEmbeddings(Protocol):
@@ -391,18 +389,15 @@ def _rows(
         bar.update(len(batch) + len(batch.bad))
         if not len(batch):
             continue
-        # On CPU, forward passes of at most 64 images: same speed, a quarter of the
-        # activations, so the process's peak stays flat over a long run.
-        step = batch_size if device.type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
         emb = (
             models.stored.take(batch.rows)
             if models.model is None
-            else embed_images(models.model, batch.images, device, batch_size=step).numpy()
+            else embed_rows(models.model, batch.images, device, batch_size)
         )
         side = (
             None
             if models.side_info_model is None
-            else embed_images(models.side_info_model, batch.images, device, batch_size=step).numpy()
+            else embed_rows(models.side_info_model, batch.images, device, batch_size)
         )
         label_array = None
         if labels:

@@ -22,7 +22,7 @@ from fct_registry.jobs.faults import Hook
 
 
 class JobStore(Protocol):
-    """What a job needs of its destination (``gallery.storage.Storage`` is one)."""
+    """What a job needs of its destination (``fct_registry.storage.Storage`` is one)."""
 
     def list(self) -> list[str]: ...
     def read_bytes(self, name: str) -> bytes: ...

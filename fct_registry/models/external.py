@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,16 +60,33 @@ class ExternalImageModel(nn.Module):
         if key not in self._sessions:
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            # No spin-waiting between runs: `fct embed` lists, hashes and writes between two
+            # batches, and spinning intra-op threads took those cores (2-core machine, under
+            # load: onnxruntime alone was faster without spinning too, at less CPU per image).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[key] = ort.InferenceSession(
                 self.onnx_bytes, options, providers=providers
             )
         return self._sessions[key]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        session = self.session(images.device)
         feed = images.detach().float().cpu().contiguous().numpy()
-        (out,) = session.run(None, {session.get_inputs()[0].name: feed})
-        return torch.from_numpy(out).to(images.device)
+        return torch.from_numpy(self._run(feed, images.device)).to(images.device)
+
+    def embed_uint8(self, images: torch.Tensor) -> np.ndarray:
+        """Embeddings of uint8 images ``[N, C, H, W]``: ``forward(images / 255)`` in one
+        onnxruntime call, with the scaling done by NumPy (the same float32 division, so the same
+        bits). ``fct embed`` calls this on CPU: torch's own ``float()`` here woke its thread
+        pool beside onnxruntime's and cost a fifth of the job's time on 2 cores
+        (benchmarks/bench_external.py)."""
+        feed = images.detach().cpu().numpy().astype(np.float32)
+        feed /= np.float32(255.0)
+        return self._run(feed, images.device)
+
+    def _run(self, feed: np.ndarray, device: torch.device) -> np.ndarray:
+        session = self.session(device)
+        (out,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(feed)})
+        return out
 
 
 def _bytes_tensor(data: bytes) -> torch.Tensor:

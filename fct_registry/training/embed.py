@@ -5,10 +5,14 @@ regression targets, so they must not carry bf16 rounding from training's autocas
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from fct_registry.data.splits import Split, ordered_images
+from fct_registry.models.external import ExternalImageModel
+
+CPU_FORWARD_BATCH = 64
 
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -22,6 +26,20 @@ def embed_images(
     """Embed uint8 ``[N, C, H, W]`` images with ``model`` (in eval mode) in batches."""
     batches = (images[s : s + batch_size] for s in range(0, len(images), batch_size))
     return _embed_batches(model, batches, device)
+
+
+def embed_rows(
+    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
+) -> np.ndarray:
+    """One batch of uint8 images through ``model``, as float32 NumPy rows (a gallery's)."""
+    if isinstance(model, ExternalImageModel) and device.type == "cpu":
+        # onnxruntime: one call per batch (its arena, not torch's activations) and no torch
+        # thread pool woken beside onnxruntime's (benchmarks/bench_external.py).
+        return model.embed_uint8(images)
+    # Torch on CPU: forward passes of at most 64 images: same speed, a quarter of the
+    # activations, so the process's peak stays flat over a long run.
+    step = batch_size if device.type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
+    return embed_images(model, images, device, batch_size=step).numpy()
 
 
 @torch.no_grad()

@@ -133,12 +133,27 @@ def _write_version_2(path: Path) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("external")
-    for item in ("dvc.yaml", ".dvcignore", "pipelines", "fct_registry"):
+    for item in ("dvc.yaml", ".dvcignore", "pipelines", "fct_registry", "scripts/stage_deps.py"):
         src = ROOT / item
+        (work / item).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     (work / "params.yaml").write_text(yaml.safe_dump(_params()))
     _log_version_1(work)
     _write_version_2(work / "external" / "v2.onnx")
+    # As a user does after naming a model file in params: it becomes a dep of its stage.
+    deps = subprocess.run(
+        [sys.executable, "scripts/stage_deps.py", "--write", "--model-files"],
+        cwd=work,
+        env=_env(work),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deps.returncode == 0, deps.stdout + deps.stderr
+    assert (
+        "external/v2.onnx"
+        in yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["train"]["do"]["deps"]
+    )
     assert _run(work, "dvc", "init", "--no-scm", "-q").returncode == 0
     run = _run(work, "dvc", "repro")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -313,3 +313,25 @@ def test_flavor_stores_the_graph_and_its_preprocessing(net: Net, tmp_path: Path,
     served = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict({"images": x.numpy()})
     served = next(iter(served.values())) if isinstance(served, dict) else served
     np.testing.assert_allclose(np.asarray(served), _want(net, x), atol=1e-5)
+
+
+def test_uint8_path_gives_the_same_bits_as_the_torch_path(net: Net, tmp_path: Path) -> None:
+    """`fct embed` runs an external model on uint8 batches through `embed_uint8` (one
+    onnxruntime call, scaled by NumPy): the same rows as the generic torch path, bit for bit."""
+    from fct_registry.training.embed import CPU_FORWARD_BATCH, embed_images, embed_rows
+
+    loaded = load_external(
+        _source({"onnx": {"path": str(_onnx(tmp_path / "m.onnx", net))}}),
+        GRAY,
+        role="embedding",
+        dim=8,
+        where="versions.1",
+    )
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (150, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    cpu = torch.device("cpu")
+    want = embed_images(loaded.module, images, cpu, batch_size=CPU_FORWARD_BATCH).numpy()
+    got = loaded.module.embed_uint8(images)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(embed_rows(loaded.module, images, cpu, 256), want)
