@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -49,6 +50,8 @@ from fct_registry.training.transformation import (
     train_transformation_augmented,
     transformation_spec,
 )
+
+INT_KEYS = ("epochs", "hidden_dim", "seed")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,57 @@ def _loo(query: torch.Tensor, gallery: torch.Tensor, labels: torch.Tensor, dista
     ).means()
 
 
+def summary(rows: list[dict], tie: float, edge: str, base: TransformationConfig) -> list[str]:
+    """The table of candidates (mean ± sample std over seeds) and the chosen recipe."""
+    candidates = list(
+        dict.fromkeys(Candidate(r["epochs"], r["hidden_dim"], r["features"]) for r in rows)
+    )
+    out = [
+        "",
+        "| epochs | hidden_dim | features | seeds | top-1 | top-1 gap closed | mAP gap closed "
+        "| CPU s / run |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    means: dict[Candidate, float] = {}
+    for cand in candidates:
+        mine = [r for r in rows if Candidate(r["epochs"], r["hidden_dim"], r["features"]) == cand]
+
+        def ms(key: str, rs: list[dict] = mine) -> str:
+            vals = [r[key] for r in rs]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            return f"{statistics.fmean(vals):.2f} ± {sd:.2f}"
+
+        means[cand] = statistics.fmean(r["gap_closed_top1"] for r in mine)
+        cpu_s = statistics.fmean(r["cpu_s"] for r in mine)
+        out.append(
+            f"| {cand.epochs} | {cand.hidden_dim} | {cand.features} | {len(mine)} | "
+            f"{ms('top1')} | {ms('gap_closed_top1')} | {ms('gap_closed_mAP')} | {cpu_s:.1f} |"
+        )
+    best = max(means.values())
+    chosen = min((c for c in candidates if means[c] >= best - tie), key=lambda c: c.cost)
+    return [
+        *out,
+        "",
+        f"chosen: epochs {chosen.epochs}, hidden_dim {chosen.hidden_dim}, features "
+        f"{chosen.features}: held-out top-1 gap closed {means[chosen]:.2f} (best mean "
+        f"{best:.2f}; within {tie:g} points the cheapest)",
+        "params.yaml line:",
+        chosen.params_line(edge, base),
+    ]
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Rows of a ``--csv`` file, typed as the run wrote them."""
+    with path.open() as f:
+        return [
+            {
+                k: v if k == "features" else (int(v) if k in INT_KEYS else float(v))
+                for k, v in r.items()
+            }
+            for r in csv.DictReader(f)
+        ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params.yaml")
@@ -94,9 +148,26 @@ def main() -> None:
     ap.add_argument("--tie", type=float, default=1.0, help="points of gap closed that tie")
     ap.add_argument("--csv", type=Path, help="write every (candidate, seed) row here")
     ap.add_argument("--log", type=Path, help="write the printed report here")
+    ap.add_argument(
+        "--summarise", type=Path, help="train nothing: the table and choice from a --csv file"
+    )
     args = ap.parse_args()
 
+    # As a stage (pipeline/entry.py): a spinning OpenMP pool collapses on shared cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     params: Params = load_checked_params(args.params)
+    if args.summarise:
+        print(
+            "\n".join(
+                summary(
+                    _read_rows(args.summarise),
+                    args.tie,
+                    args.edge,
+                    params.transformations[args.edge],
+                )
+            )
+        )
+        return
     if params.determinism == "portable":  # the pipeline's kernels, as its stages run them
         pin_kernels(reexec=True)
     base = params.transformations[args.edge]
@@ -146,6 +217,10 @@ def main() -> None:
         Candidate(e, h, f) for f, e, h in itertools.product(args.features, args.epochs, args.hidden)
     ]
     rows: list[dict] = []
+    sink = None
+    if args.csv:  # row by row, so that an interrupted run keeps what it measured
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        sink = args.csv.open("w", newline="")
     for cand, seed in itertools.product(candidates, range(args.seeds)):
         cfg = base.model_copy(
             update={
@@ -190,49 +265,17 @@ def main() -> None:
             }
         )
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+        if sink is not None:
+            writer = csv.DictWriter(sink, fieldnames=list(rows[0]), lineterminator="\n")
+            if len(rows) == 1:
+                writer.writeheader()
+            writer.writerow(rows[-1])
+            sink.flush()
+    if sink is not None:
+        sink.close()
 
-    say("")
-    say(
-        "| epochs | hidden_dim | features | seeds | top-1 | top-1 gap closed | mAP gap closed "
-        "| CPU s / run |"
-    )
-    say("|---:|---:|---|---:|---:|---:|---:|---:|")
-    means: dict[Candidate, float] = {}
-    for cand in candidates:
-        mine = [
-            r
-            for r in rows
-            if (r["epochs"], r["hidden_dim"], r["features"])
-            == (cand.epochs, cand.hidden_dim, cand.features)
-        ]
-
-        def ms(key: str, rs: list[dict] = mine) -> str:
-            vals = [r[key] for r in rs]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            return f"{statistics.fmean(vals):.2f} ± {sd:.2f}"
-
-        means[cand] = statistics.fmean(r["gap_closed_top1"] for r in mine)
-        cpu_s = statistics.fmean(r["cpu_s"] for r in mine)
-        say(
-            f"| {cand.epochs} | {cand.hidden_dim} | {cand.features} | {len(mine)} | "
-            f"{ms('top1')} | {ms('gap_closed_top1')} | {ms('gap_closed_mAP')} | {cpu_s:.1f} |"
-        )
-    best = max(means.values())
-    chosen = min((c for c in candidates if means[c] >= best - args.tie), key=lambda c: c.cost)
-    say("")
-    say(
-        f"chosen: epochs {chosen.epochs}, hidden_dim {chosen.hidden_dim}, features "
-        f"{chosen.features}: held-out top-1 gap closed {means[chosen]:.2f} (best mean "
-        f"{best:.2f}; within {args.tie:g} points the cheapest)"
-    )
-    say("params.yaml line:")
-    say(chosen.params_line(args.edge, base))
-    if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with args.csv.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    for line in summary(rows, args.tie, args.edge, base):
+        say(line)
     if args.log:
         args.log.parent.mkdir(parents=True, exist_ok=True)
         args.log.write_text("\n".join(lines) + "\n")
