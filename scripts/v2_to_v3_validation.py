@@ -15,7 +15,7 @@ gap it closes (old/old and new/new measured on the same held-out items).
 Prints one row per candidate (mean and sample std over seeds), writes every (candidate, seed)
 row to ``--csv`` and the printed text to ``--log``, and ends with the chosen recipe as a
 ``params.yaml`` line: the best mean top-1 gap closed, and among candidates within ``--tie``
-points of it the cheapest (stored features before augmented, then fewer epochs x width).
+points of it the cheapest (stored features before augmented, then fewer epochs x width^2).
 
 The held-out items are *training* items of both versions (each saw them), so they only rank the
 recipes; the pipeline's test-split numbers are the result. Under ``determinism: portable`` the
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import itertools
 import os
 import statistics
@@ -62,8 +63,9 @@ class Candidate:
 
     @property
     def cost(self) -> tuple[bool, int]:
-        """Cheaper first: stored features (no CNN forward passes), then epochs x width."""
-        return (self.features != "stored", self.epochs * self.hidden_dim)
+        """Cheaper first: stored features (no CNN forward passes), then epochs x width^2 (the
+        mixer's hidden x hidden layer dominates the transformation's work)."""
+        return (self.features != "stored", self.epochs * self.hidden_dim**2)
 
     def params_line(self, name: str, base: TransformationConfig) -> str:
         """The edge's ``transformations:`` entry in params.yaml with this recipe."""
@@ -73,7 +75,7 @@ class Candidate:
             f"  {name}: {{from: {base.source}, to: {base.target}, kind: {base.kind}, "
             f"hidden_dim: {self.hidden_dim},{feats} seeds: {base.seeds},\n"
             f"{' ' * (len(name) + 4)}optim: {{epochs: {self.epochs}, batch_size: "
-            f"{o.batch_size}, lr: {o.lr:g}, weight_decay: {o.weight_decay:g}}}}}"
+            f"{o.batch_size}, lr: {o.lr}, weight_decay: {o.weight_decay}}}}}"
         )
 
 
@@ -134,6 +136,14 @@ def _read_rows(path: Path) -> list[dict]:
         ]
 
 
+def _csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params.yaml")
@@ -149,24 +159,25 @@ def main() -> None:
     ap.add_argument("--csv", type=Path, help="write every (candidate, seed) row here")
     ap.add_argument("--log", type=Path, help="write the printed report here")
     ap.add_argument(
-        "--summarise", type=Path, help="train nothing: the table and choice from a --csv file"
+        "--summarise",
+        type=Path,
+        nargs="+",
+        help="train nothing: the table and choice from the rows of these --csv files",
     )
     args = ap.parse_args()
 
     # As a stage (pipeline/entry.py): a spinning OpenMP pool collapses on shared cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     params: Params = load_checked_params(args.params)
-    if args.summarise:
-        print(
-            "\n".join(
-                summary(
-                    _read_rows(args.summarise),
-                    args.tie,
-                    args.edge,
-                    params.transformations[args.edge],
-                )
-            )
-        )
+    if args.summarise:  # merge the runs' rows, then the table and the choice
+        rows = [r for path in args.summarise for r in _read_rows(path)]
+        lines = [f"# summarised from {', '.join(map(str, args.summarise))}"]
+        lines += summary(rows, args.tie, args.edge, params.transformations[args.edge])
+        print("\n".join(lines))
+        if args.csv:
+            args.csv.write_text(_csv_text(rows))
+        if args.log:
+            args.log.write_text("\n".join(lines) + "\n")
         return
     if params.determinism == "portable":  # the pipeline's kernels, as its stages run them
         pin_kernels(reexec=True)
