@@ -14,8 +14,9 @@ gap it closes (old/old and new/new measured on the same held-out items).
 
 Prints one row per candidate (mean and sample std over seeds), writes every (candidate, seed)
 row to ``--csv`` and the printed text to ``--log``, and ends with the chosen recipe as a
-``params.yaml`` line: the best mean top-1 gap closed, and among candidates within ``--tie``
-points of it the cheapest (stored features before augmented, then fewer epochs x width^2).
+``params.yaml`` line: the best mean top-1 gap closed, and among candidates within its standard
+error over seeds (at least ``--tie`` points) the cheapest (stored features before augmented,
+then fewer epochs x width^2).
 
 The held-out items are *training* items of both versions (each saw them), so they only rank the
 recipes; the pipeline's test-split numbers are the result. Under ``determinism: portable`` the
@@ -97,6 +98,7 @@ def summary(rows: list[dict], tie: float, edge: str, base: TransformationConfig)
         "|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     means: dict[Candidate, float] = {}
+    ses: dict[Candidate, float] = {}
     for cand in candidates:
         mine = [r for r in rows if Candidate(r["epochs"], r["hidden_dim"], r["features"]) == cand]
 
@@ -105,20 +107,27 @@ def summary(rows: list[dict], tie: float, edge: str, base: TransformationConfig)
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             return f"{statistics.fmean(vals):.2f} ± {sd:.2f}"
 
-        means[cand] = statistics.fmean(r["gap_closed_top1"] for r in mine)
+        closed = [r["gap_closed_top1"] for r in mine]
+        means[cand] = statistics.fmean(closed)
+        ses[cand] = statistics.stdev(closed) / len(closed) ** 0.5 if len(closed) > 1 else 0.0
         cpu_s = statistics.fmean(r["cpu_s"] for r in mine)
         out.append(
             f"| {cand.epochs} | {cand.hidden_dim} | {cand.features} | {len(mine)} | "
             f"{ms('top1')} | {ms('gap_closed_top1')} | {ms('gap_closed_mAP')} | {cpu_s:.1f} |"
         )
-    best = max(means.values())
+    top = max(means, key=means.get)
+    best = means[top]
+    # One-standard-error rule: a candidate within the best's standard error over seeds (or
+    # ``tie`` points, if more) is as good as the best, given the seed-to-seed noise.
+    tie = max(tie, ses[top])
     chosen = min((c for c in candidates if means[c] >= best - tie), key=lambda c: c.cost)
     return [
         *out,
         "",
         f"chosen: epochs {chosen.epochs}, hidden_dim {chosen.hidden_dim}, features "
         f"{chosen.features}: held-out top-1 gap closed {means[chosen]:.2f} (best mean "
-        f"{best:.2f}; within {tie:g} points the cheapest)",
+        f"{best:.2f} ± {ses[top]:.2f} standard error, {top.epochs} epochs x {top.hidden_dim}, "
+        f"{top.features}; within {tie:.2f} points of it the cheapest)",
         "params.yaml line:",
         chosen.params_line(edge, base),
     ]
@@ -151,11 +160,17 @@ def main() -> None:
     ap.add_argument("--edge", default="v2_to_v3", help="a name under transformations:")
     ap.add_argument("--held-out", type=int, default=4000, help="training items held out")
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the fit/held-out split")
-    ap.add_argument("--seeds", type=int, default=3, help="trainings per candidate (0, 1, ...)")
+    ap.add_argument("--seeds", type=int, default=3, help="trainings per candidate")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first, first + 1, ...")
     ap.add_argument("--epochs", type=int, nargs="+", default=[10, 20])
     ap.add_argument("--hidden", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--features", nargs="+", default=["stored"], choices=["stored", "augmented"])
-    ap.add_argument("--tie", type=float, default=1.0, help="points of gap closed that tie")
+    ap.add_argument(
+        "--tie",
+        type=float,
+        default=1.0,
+        help="points of gap closed that tie at least (else the best's standard error over seeds)",
+    )
     ap.add_argument("--csv", type=Path, help="write every (candidate, seed) row here")
     ap.add_argument("--log", type=Path, help="write the printed report here")
     ap.add_argument(
@@ -232,7 +247,9 @@ def main() -> None:
     if args.csv:  # row by row, so that an interrupted run keeps what it measured
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         sink = args.csv.open("w", newline="")
-    for cand, seed in itertools.product(candidates, range(args.seeds)):
+    for cand, seed in itertools.product(
+        candidates, range(args.first_seed, args.first_seed + args.seeds)
+    ):
         cfg = base.model_copy(
             update={
                 "hidden_dim": cand.hidden_dim,
