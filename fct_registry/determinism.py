@@ -80,19 +80,43 @@ def unpinned(env: Mapping[str, str]) -> list[str]:
     return wrong + [k for k in UNSET_ENV if k in env]
 
 
+def cpu_has_avx2() -> bool:
+    """Whether this CPU can run torch's AVX2 kernels (cpuinfo: x86-64 with AVX2 and FMA); what
+    the hardware offers, whatever ``ATEN_CPU_CAPABILITY`` asks for."""
+    return bool(torch.cpu._is_avx2_supported())
+
+
+def check_kernels() -> None:
+    """Raise :class:`ConfigError` unless torch runs its AVX2 kernels, naming why and the fix.
+
+    Two causes, two fixes: a CPU without AVX2 (or not x86-64) cannot run the pinned kernels at
+    all, and would silently produce other bits, so portable mode is refused there; a CPU with
+    AVX2 whose torch started without the pin only needs the stage started the usual way.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability == "AVX2":
+        return
+    if not cpu_has_avx2():
+        raise ConfigError(
+            "determinism: portable needs an x86-64 CPU with AVX2, and this one has none (torch "
+            f"runs its {capability} kernels here, so the bits would differ from the tracked "
+            "outputs); set `determinism: fast` in the params file to run with this CPU's own "
+            "kernels (results then match the tracked ones only to rounding)"
+        )
+    raise ConfigError(
+        f"determinism: portable runs the AVX2 kernels, but torch started with CPU capability "
+        f"{capability!r}: ATEN_CPU_CAPABILITY=avx2 must be set before torch starts; run the "
+        "stage as `python -m pipelines.NAME` (it sets the pins), or use `determinism: fast`"
+    )
+
+
 def apply_in_process() -> None:
     """The run-time half of portable mode; call it in a process started with :func:`portable_env`.
 
-    Raises :class:`ConfigError` when torch does not run the pinned kernels (a CPU without AVX2,
-    or not x86-64): the stage would silently produce other bits.
+    Raises :class:`ConfigError` when torch does not run the pinned kernels
+    (:func:`check_kernels`): the stage would silently produce other bits.
     """
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability != "AVX2":
-        raise ConfigError(
-            f"determinism: portable runs the AVX2 kernels, but torch reports CPU capability "
-            f"{capability!r} here (an x86-64 CPU with AVX2 is needed, and ATEN_CPU_CAPABILITY="
-            f"avx2 set before torch starts); use `determinism: fast` on this machine"
-        )
+    check_kernels()
     torch.set_num_threads(PORTABLE_THREADS)
     # warn_only: CUDA has ops without a deterministic kernel (adaptive_avg_pool2d backward);
     # on CPU every op the stages use is deterministic.

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from fct_registry import determinism
+from fct_registry.errors import ConfigError
 from tests.conftest import ROOT, needs_fashion, tiny_params
 
 # Two machines as the libraries see them. AVX512: the developers' CPU with MKL's own dispatch.
@@ -198,3 +200,63 @@ def test_portable_settings_leave_onnx_export_working(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _fake_cpu(monkeypatch: pytest.MonkeyPatch, capability: str, avx2: bool) -> None:
+    """What torch reports on another CPU: its kernel choice and the hardware's AVX2 flag."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_avx2_supported", lambda: avx2)
+
+
+@pytest.mark.parametrize("capability", ["DEFAULT", "NO AVX"])
+def test_portable_mode_refuses_a_cpu_without_avx2_naming_fast_mode(monkeypatch, capability):
+    """An old x86 CPU (no AVX2) or an ARM one: refused before any setting changes, with the fix."""
+    _fake_cpu(monkeypatch, capability, avx2=False)
+    threads = torch.get_num_threads()
+    with pytest.raises(ConfigError, match="this one has none") as err:
+        determinism.apply_in_process()
+    message = str(err.value)
+    assert "\n" not in message and "set `determinism: fast` in the params file" in message
+    assert capability in message
+    assert torch.get_num_threads() == threads  # nothing half-applied
+
+
+def test_portable_mode_on_an_avx2_cpu_started_unpinned_names_the_pin(monkeypatch):
+    _fake_cpu(monkeypatch, "AVX512", avx2=True)
+    with pytest.raises(ConfigError, match="ATEN_CPU_CAPABILITY=avx2 must be set") as err:
+        determinism.apply_in_process()
+    assert "python -m pipelines.NAME" in str(err.value) and "has none" not in str(err.value)
+
+
+def test_portable_mode_accepts_the_pinned_avx2_kernels(monkeypatch):
+    _fake_cpu(monkeypatch, "AVX2", avx2=True)
+    determinism.check_kernels()  # no error
+
+
+NO_AVX2 = """
+import torch
+torch.cpu._is_avx2_supported = lambda: False
+torch.backends.cpu.get_cpu_capability = lambda: "DEFAULT"
+"""
+
+
+def test_a_stage_on_a_cpu_without_avx2_stops_with_one_line(tmp_path):
+    """End to end: the stage re-executes under the pins, then exits 2 with the error line."""
+    (tmp_path / "kernel_probe.py").write_text(PROBE)
+    (tmp_path / "sitecustomize.py").write_text(NO_AVX2)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**tiny_params(), "determinism": "portable"}))
+    env = _clean_env({})
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "kernel_probe", "--params", str(params)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "AVX2" not in proc.stdout  # the stage body never ran
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "needs an x86-64 CPU with AVX2" in line and "determinism: fast" in line
