@@ -253,7 +253,7 @@ def render(raw: dict[str, Any], command: str) -> str:
     lines = [
         "# fct-registry pipeline parameters, written by:",
         f"#   {command}",
-        "# Validated when written and on every load (fct_registry/config.py); edit freely.",
+        "# Validated when written and on every load (fct_registry/config/); edit freely.",
         "",
     ]
     for key, value in raw.items():
