@@ -202,7 +202,7 @@ def register_default(workdir: Path) -> str:
     import mlflow
 
     from fct_registry.registry import flavor
-    from fct_registry.registry import tags as T
+    from fct_registry.registry import tags as fct_tags
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -237,8 +237,8 @@ def register_default(workdir: Path) -> str:
             side,
             "model",
             spec=side_spec,
-            registered_model_name=T.side_info_model_name("bench"),
-            tags={T.ROLE: T.ROLE_SIDE_INFO, T.FAMILY: "bench"},
+            registered_model_name=fct_tags.side_info_model_name("bench"),
+            tags={fct_tags.ROLE: fct_tags.ROLE_SIDE_INFO, fct_tags.FAMILY: "bench"},
         )
     with mlflow.start_run():
         flavor.log_model(
@@ -247,10 +247,10 @@ def register_default(workdir: Path) -> str:
             spec=spec,
             registered_model_name="bench",
             tags={
-                T.ROLE: T.ROLE_EMBEDDING,
-                T.FAMILY: "bench",
-                T.EMBEDDING_DIM: str(newest.embedding_dim),
-                T.SIDE_INFO: f"{T.side_info_model_name('bench')}/1",
+                fct_tags.ROLE: fct_tags.ROLE_EMBEDDING,
+                fct_tags.FAMILY: "bench",
+                fct_tags.EMBEDDING_DIM: str(newest.embedding_dim),
+                fct_tags.SIDE_INFO: f"{fct_tags.side_info_model_name('bench')}/1",
             },
         )
     return uri

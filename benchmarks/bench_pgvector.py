@@ -74,7 +74,7 @@ from bench_upgrade import (  # noqa: E402  (a sibling script, not a package)
 )
 
 from fct_registry.gallery import Gallery, make_batch, open_storage  # noqa: E402
-from fct_registry.gallery import schema as S  # noqa: E402
+from fct_registry.gallery import schema as gallery_schema  # noqa: E402
 from fct_registry.gallery.manifest import GroupKey  # noqa: E402
 from fct_registry.gallery.pg.catalogue import (  # noqa: E402  # noqa: E402
     ALIASES,
@@ -478,7 +478,7 @@ def codec_race(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
                 )
                 for batch in batches:
                     ids = batch.column("id").to_pylist()
-                    emb = S.vectors(batch, "embedding", "bench")
+                    emb = gallery_schema.vectors(batch, "embedding", "bench")
                     labels = batch.column("label").to_pylist()
                     src = batch.column("source_uri").to_pylist()
                     for i, item in enumerate(ids):

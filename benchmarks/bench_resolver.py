@@ -54,13 +54,20 @@ def synthetic_rows(
     n_versions: int, n_edges: int, n_chains: int, seed: int
 ) -> dict[str, list[tuple[int, dict[str, str]]]]:
     """``{registered model: [(version, tags)]}`` of the synthetic family."""
-    from fct_registry.registry import tags as T
+    from fct_registry.registry import tags as fct_tags
 
     rng = random.Random(seed)
-    side_model = T.side_info_model_name(FAMILY)
-    extractors = [T.model_ref(side_model, 1), T.model_ref(side_model, 2)]
+    side_model = fct_tags.side_info_model_name(FAMILY)
+    extractors = [fct_tags.model_ref(side_model, 1), fct_tags.model_ref(side_model, 2)]
     embeddings = [
-        (v, {T.ROLE: T.ROLE_EMBEDDING, T.SIDE_INFO: extractors[0], T.EMBEDDING_DIM: "128"})
+        (
+            v,
+            {
+                fct_tags.ROLE: fct_tags.ROLE_EMBEDDING,
+                fct_tags.SIDE_INFO: extractors[0],
+                fct_tags.EMBEDDING_DIM: "128",
+            },
+        )
         for v in range(1, n_versions + 1)
     ]
     transforms: list[tuple[int, dict[str, str]]] = []
@@ -75,15 +82,16 @@ def synthetic_rows(
             (
                 version,
                 {
-                    T.ROLE: T.ROLE_TRANSFORMATION,
-                    T.SOURCE: str(source),
-                    T.TARGET: str(target),
-                    T.SIDE_INFO: reads,
-                    T.KIND: "fct",
-                    T.TOP1: f"{top1:.2f}",
-                    T.TOP5: f"{min(100.0, top1 + 5):.2f}",
-                    T.MAP: f"{top1 - 10:.2f}",
-                    T.MEASURED_RUN: "benchmark",  # synthetic: stands in for an evaluation run
+                    fct_tags.ROLE: fct_tags.ROLE_TRANSFORMATION,
+                    fct_tags.SOURCE: str(source),
+                    fct_tags.TARGET: str(target),
+                    fct_tags.SIDE_INFO: reads,
+                    fct_tags.KIND: "fct",
+                    fct_tags.TOP1: f"{top1:.2f}",
+                    fct_tags.TOP5: f"{min(100.0, top1 + 5):.2f}",
+                    fct_tags.MAP: f"{top1 - 10:.2f}",
+                    # synthetic: stands in for an evaluation run
+                    fct_tags.MEASURED_RUN: "benchmark",
                 },
             )
         )
@@ -92,7 +100,7 @@ def synthetic_rows(
     while len(transforms) < n_edges + n_chains:  # recorded chains along 2-3 existing hops
         first = rng.choice(transforms[:n_edges])
         hops = [first[0]]
-        at, reads = int(first[1][T.TARGET]), first[1][T.SIDE_INFO]
+        at, reads = int(first[1][fct_tags.TARGET]), first[1][fct_tags.SIDE_INFO]
         for _ in range(rng.randint(1, 2)):
             nxt = [h for h in by_source.get(at, []) if h[2] == reads]
             if not nxt:
@@ -107,20 +115,23 @@ def synthetic_rows(
             (
                 version,
                 {
-                    T.ROLE: T.ROLE_CHAIN,
-                    T.SOURCE: first[1][T.SOURCE],
-                    T.TARGET: str(at),
-                    T.HOPS: ",".join(map(str, hops)),
-                    T.SIDE_INFO: reads,
-                    T.TOP1: f"{rng.uniform(40, 90):.2f}",
-                    T.MEASURED_RUN: "benchmark",
+                    fct_tags.ROLE: fct_tags.ROLE_CHAIN,
+                    fct_tags.SOURCE: first[1][fct_tags.SOURCE],
+                    fct_tags.TARGET: str(at),
+                    fct_tags.HOPS: ",".join(map(str, hops)),
+                    fct_tags.SIDE_INFO: reads,
+                    fct_tags.TOP1: f"{rng.uniform(40, 90):.2f}",
+                    fct_tags.MEASURED_RUN: "benchmark",
                 },
             )
         )
     return {
         FAMILY: embeddings,
-        side_model: [(1, {T.ROLE: T.ROLE_SIDE_INFO}), (2, {T.ROLE: T.ROLE_SIDE_INFO})],
-        T.transformations_model_name(FAMILY): transforms,
+        side_model: [
+            (1, {fct_tags.ROLE: fct_tags.ROLE_SIDE_INFO}),
+            (2, {fct_tags.ROLE: fct_tags.ROLE_SIDE_INFO}),
+        ],
+        fct_tags.transformations_model_name(FAMILY): transforms,
     }
 
 

@@ -321,7 +321,7 @@ def peak_memory(rows: int, fam: dict[str, Any], batch: int, workdir: Path) -> di
 
     from fct_registry.models.transformations import TRANSFORMATIONS
     from fct_registry.registry import flavor
-    from fct_registry.registry import tags as T
+    from fct_registry.registry import tags as fct_tags
 
     db = workdir / "mlflow.db"
     uri = f"sqlite:///{db}"
@@ -331,14 +331,18 @@ def peak_memory(rows: int, fam: dict[str, Any], batch: int, workdir: Path) -> di
     side = "bench-side-info/1"
     client.create_registered_model("bench-side-info")
     client.create_model_version(
-        "bench-side-info", source="/nonexistent", tags={T.ROLE: T.ROLE_SIDE_INFO}
+        "bench-side-info", source="/nonexistent", tags={fct_tags.ROLE: fct_tags.ROLE_SIDE_INFO}
     )
     client.create_registered_model("bench")
     for dim in (fam["old_dim"], fam["new_dim"]):  # versions 1 and 2
         client.create_model_version(
             "bench",
             source="/nonexistent",
-            tags={T.ROLE: T.ROLE_EMBEDDING, T.EMBEDDING_DIM: str(dim), T.SIDE_INFO: side},
+            tags={
+                fct_tags.ROLE: fct_tags.ROLE_EMBEDDING,
+                fct_tags.EMBEDDING_DIM: str(dim),
+                fct_tags.SIDE_INFO: side,
+            },
         )
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment(
@@ -368,13 +372,13 @@ def peak_memory(rows: int, fam: dict[str, Any], batch: int, workdir: Path) -> di
             registered_model_name="bench-transformations",
             onnx_atol=1e-4,
             tags={
-                T.ROLE: T.ROLE_TRANSFORMATION,
-                T.SOURCE: "1",
-                T.TARGET: "2",
-                T.SIDE_INFO: side,
-                T.KIND: fam["kind"],
-                T.TOP1: "50.0",
-                T.MEASURED_RUN: "benchmark",  # synthetic: stands in for an evaluation run
+                fct_tags.ROLE: fct_tags.ROLE_TRANSFORMATION,
+                fct_tags.SOURCE: "1",
+                fct_tags.TARGET: "2",
+                fct_tags.SIDE_INFO: side,
+                fct_tags.KIND: fam["kind"],
+                fct_tags.TOP1: "50.0",
+                fct_tags.MEASURED_RUN: "benchmark",  # synthetic: stands in for an evaluation run
             },
         )
     mlflow.set_tracking_uri(None)

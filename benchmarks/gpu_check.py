@@ -19,12 +19,12 @@ import yaml
 
 from fct_registry.config import parse_params
 from fct_registry.layout import Layout
-from fct_registry.pipeline.bct import bct_stage
-from fct_registry.pipeline.evaluate import evaluate_stage
-from fct_registry.pipeline.prepare import prepare_stage
-from fct_registry.pipeline.side_info import side_info_stage
-from fct_registry.pipeline.transformation import transformation_stage
-from fct_registry.pipeline.version import version_stage
+from fct_registry.stages.bct import bct_stage
+from fct_registry.stages.evaluate import evaluate_stage
+from fct_registry.stages.prepare import prepare_stage
+from fct_registry.stages.side_info import side_info_stage
+from fct_registry.stages.transformation import transformation_stage
+from fct_registry.stages.version import version_stage
 
 
 def pipeline(data_root: str, out: Path, epochs_scale: float) -> dict:

@@ -8,7 +8,7 @@ libraries to choose, as before. See docs/determinism.md for what is covered and 
 
 Most pins are environment variables that the libraries read once, when they first start, so
 they must be in place before torch is imported: :func:`portable_env` builds that environment
-and ``fct_registry.pipeline.entry`` re-executes a stage under it. :func:`apply_in_process` sets
+and ``fct_registry.stages.entry`` re-executes a stage under it. :func:`apply_in_process` sets
 the rest (flags that torch reads at run time) and checks that the pins took effect.
 """
 

@@ -1,4 +1,12 @@
-"""User-facing errors: each names the problem and the fix; the CLI prints them and exits 2."""
+"""User-facing errors: each names the problem and the fix; the CLI prints them and exits 2.
+
+Each layer raises the errors of its own ``errors`` module, whose main class is named after the
+layer: ``FctError`` here (with ``ConfigError`` and ``DataError``), ``RegistryError``
+(``fct_registry.registry.errors``), ``ResolverError`` (``fct_registry.resolver.errors``),
+``GalleryError`` and ``StorageError`` (``fct_registry.gallery.errors``), ``PgError``
+(``fct_registry.gallery.pg.errors``) and ``GateError`` (``fct_registry.gate.errors``). All are
+``FctError`` subclasses, so the CLI reports every one as ``error: <one line>`` with exit 2.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 import sys
 
 from fct_registry.gate.stage import gate_stage
-from fct_registry.pipeline.entry import run_stage
+from fct_registry.stages.entry import run_stage
 
 if __name__ == "__main__":
     sys.exit(run_stage(__doc__, lambda p, layout, _: gate_stage(p, layout)))

@@ -3,9 +3,9 @@
 import logging
 import sys
 
-from fct_registry.pipeline.entry import run_stage
 from fct_registry.registry.register import register_all
 from fct_registry.registry.summary import write_summary
+from fct_registry.stages.entry import run_stage
 
 
 def _register(params, layout, _args) -> None:

@@ -2,8 +2,8 @@
 
 import sys
 
-from fct_registry.pipeline.bct import bct_stage
-from fct_registry.pipeline.entry import run_stage
+from fct_registry.stages.bct import bct_stage
+from fct_registry.stages.entry import run_stage
 
 if __name__ == "__main__":
     sys.exit(

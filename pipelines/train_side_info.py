@@ -2,8 +2,8 @@
 
 import sys
 
-from fct_registry.pipeline.entry import run_stage
-from fct_registry.pipeline.side_info import side_info_stage
+from fct_registry.stages.entry import run_stage
+from fct_registry.stages.side_info import side_info_stage
 
 if __name__ == "__main__":
     sys.exit(

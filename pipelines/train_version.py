@@ -2,8 +2,8 @@
 
 import sys
 
-from fct_registry.pipeline.entry import run_stage
-from fct_registry.pipeline.version import version_stage
+from fct_registry.stages.entry import run_stage
+from fct_registry.stages.version import version_stage
 
 if __name__ == "__main__":
     sys.exit(

@@ -35,12 +35,12 @@ sys.path.insert(0, str(ROOT))
 
 from fct_registry import determinism  # noqa: E402
 from fct_registry.layout import Layout  # noqa: E402
-from fct_registry.pipeline.entry import pin_kernels  # noqa: E402
-from fct_registry.pipeline.evaluate import evaluate_stage  # noqa: E402
-from fct_registry.pipeline.params import load_checked_params  # noqa: E402
-from fct_registry.pipeline.side_info import side_info_stage  # noqa: E402
-from fct_registry.pipeline.transformation import transformation_stage  # noqa: E402
-from fct_registry.pipeline.version import version_stage  # noqa: E402
+from fct_registry.stages.entry import pin_kernels  # noqa: E402
+from fct_registry.stages.evaluate import evaluate_stage  # noqa: E402
+from fct_registry.stages.params import load_checked_params  # noqa: E402
+from fct_registry.stages.side_info import side_info_stage  # noqa: E402
+from fct_registry.stages.transformation import transformation_stage  # noqa: E402
+from fct_registry.stages.version import version_stage  # noqa: E402
 
 # Three CPUs as the libraries see them: this machine's own choice, an AVX2-only x86-64 (the
 # review machine), and an old CPU (no vector ATen kernels, MKL's SSE2 branch, SSE4.1 oneDNN,

@@ -29,13 +29,13 @@ from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.layout import Layout, load_embeddings
 from fct_registry.models.io import load_model
 from fct_registry.models.uncertainty import KIND
-from fct_registry.pipeline.backfill import (
+from fct_registry.stages.backfill import (
     RANDOM_SEED_STRIDE,
     _plain_config,
     _restrict,
     query_split,
 )
-from fct_registry.pipeline.params import load_checked_params
+from fct_registry.stages.params import load_checked_params
 from fct_registry.training.transformation import transformation_spec
 from fct_registry.training.uncertainty import (
     class_index,

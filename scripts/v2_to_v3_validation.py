@@ -45,8 +45,8 @@ from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.evaluation.per_query import per_query_scores
 from fct_registry.layout import Layout, load_embeddings
 from fct_registry.models.io import load_model
-from fct_registry.pipeline.entry import pin_kernels
-from fct_registry.pipeline.params import load_checked_params
+from fct_registry.stages.entry import pin_kernels
+from fct_registry.stages.params import load_checked_params
 from fct_registry.training.transformation import (
     train_transformation,
     train_transformation_augmented,
@@ -181,7 +181,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    # As a stage (pipeline/entry.py): a spinning OpenMP pool collapses on shared cores.
+    # As a stage (stages/entry.py): a spinning OpenMP pool collapses on shared cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     params: Params = load_checked_params(args.params)
     if args.summarise:  # merge the runs' rows, then the table and the choice

@@ -2,7 +2,7 @@ import pytest
 
 from fct_registry.config import load_params, parse_params
 from fct_registry.errors import ConfigError
-from fct_registry.pipeline.params import check_names
+from fct_registry.stages.params import check_names
 
 
 def test_default_params_load(default_raw_params):

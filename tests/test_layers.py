@@ -11,7 +11,7 @@ Layers, low to high (a module may import its own layer or lower ones, never high
     registry
     resolver
     gallery, upgrade, gate
-    pipeline, cli, commands, __main__
+    stages, cli, commands, __main__
 
 On top of that no two top-level packages import each other (directly or round a loop) and no
 two modules do. First-party imports sit at module level: an import inside a function hides the
@@ -56,7 +56,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"registry"}),
     frozenset({"resolver"}),
     frozenset({"gallery", "upgrade", "gate", "backfill"}),
-    frozenset({"pipeline", "cli", "commands", "server", "__main__"}),
+    frozenset({"stages", "cli", "commands", "server", "__main__"}),
 )
 # Packages in one layer that must not import each other at all.
 INDEPENDENT: tuple[frozenset[str], ...] = (frozenset({"models", "data", "evaluation"}),)

@@ -112,9 +112,9 @@ def main() -> int:
     )
 
     from fct_registry.layout import Layout
-    from fct_registry.pipeline.params import load_checked_params
-    from fct_registry.pipeline.run_all import run_pipeline
     from fct_registry.registry.register import register_pipeline
+    from fct_registry.stages.params import load_checked_params
+    from fct_registry.stages.run_all import run_pipeline
 
     params = load_checked_params("params.yaml")
     layout = Layout(Path("outputs"))

@@ -27,7 +27,7 @@ import torch
 
 from fct_registry.errors import ConfigError, FctError
 from fct_registry.evaluation.backfill import ORDERS, backfill_count, descending, true_error
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.pg.location import is_pg_url, redact
 from fct_registry.gallery.reader import Gallery
 
@@ -186,21 +186,23 @@ def candidates(gallery: Gallery) -> Candidates:
     for info in gallery.manifest.shards:
         with gallery.shard(info) as reader:
             names = reader.schema.names
-            has = S.UNCERTAINTY in names
+            has = gallery_schema.UNCERTAINTY in names
             if has_uncertainty is None:
                 has_uncertainty = has
-            cols = [S.ID] + [c for c in (S.UNCERTAINTY, S.BACKFILLED) if c in names]
+            cols = [gallery_schema.ID] + [
+                c for c in (gallery_schema.UNCERTAINTY, gallery_schema.BACKFILLED) if c in names
+            ]
             for batch in reader.batches(65_536, cols):
                 keep = np.ones(batch.num_rows, dtype=bool)
-                if S.BACKFILLED in names:
-                    done = batch.column(S.BACKFILLED).fill_null(False)
+                if gallery_schema.BACKFILLED in names:
+                    done = batch.column(gallery_schema.BACKFILLED).fill_null(False)
                     keep &= ~done.to_numpy(zero_copy_only=False)
                 unc = None
                 if has:
-                    col = batch.column(S.UNCERTAINTY)
+                    col = batch.column(gallery_schema.UNCERTAINTY)
                     keep &= ~col.is_null().to_numpy(zero_copy_only=False)
                     unc = col.fill_null(0.0).to_numpy(zero_copy_only=False)
-                batch_ids = batch.column(S.ID).to_pylist()
+                batch_ids = batch.column(gallery_schema.ID).to_pylist()
                 ids.extend(i for i, k in zip(batch_ids, keep, strict=True) if k)
                 if unc is not None and has_uncertainty:
                     scores.append(np.asarray(unc, dtype=np.float32)[keep])
@@ -235,9 +237,9 @@ def make_plan(
     if policy == "uncertainty":
         if found.uncertainty is None:
             raise BackfillPlanError(
-                f"{gallery.uri} has no {S.UNCERTAINTY} column: it was not upgraded through an "
-                "uncertainty-aware transformation (kind fct-uncertainty); upgrade it through "
-                "one (`fct upgrade --for-backfill`), or plan with --policy random"
+                f"{gallery.uri} has no {gallery_schema.UNCERTAINTY} column: it was not upgraded "
+                "through an uncertainty-aware transformation (kind fct-uncertainty); upgrade it "
+                "through one (`fct upgrade --for-backfill`), or plan with --policy random"
             )
         score = torch.from_numpy(found.uncertainty.astype(np.float64))
     elif policy == "random":
@@ -273,11 +275,11 @@ def stored_embeddings(gallery: Gallery, ids: list[str]) -> np.ndarray:
     """The gallery's embeddings of ``ids``, in that order (the oracle's transformed side)."""
     wanted = {item: k for k, item in enumerate(ids)}
     out: np.ndarray | None = None
-    for batch in gallery.batches(columns=[S.ID, S.EMBEDDING]):
-        emb = S.vectors(batch, S.EMBEDDING, gallery.uri)
+    for batch in gallery.batches(columns=[gallery_schema.ID, gallery_schema.EMBEDDING]):
+        emb = gallery_schema.vectors(batch, gallery_schema.EMBEDDING, gallery.uri)
         if out is None:
             out = np.zeros((len(ids), emb.shape[1]), dtype=np.float32)
-        for row, item in enumerate(batch.column(S.ID).to_pylist()):
+        for row, item in enumerate(batch.column(gallery_schema.ID).to_pylist()):
             k = wanted.get(item)
             if k is not None:
                 out[k] = emb[row]
@@ -290,11 +292,13 @@ def source_uris(gallery: Gallery, ids: list[str]) -> list[str | None]:
     out: list[str | None] = [None] * len(ids)
     for info in gallery.manifest.shards:
         with gallery.shard(info) as reader:
-            if S.SOURCE_URI not in reader.schema.names:
+            if gallery_schema.SOURCE_URI not in reader.schema.names:
                 continue
-            for batch in reader.batches(65_536, [S.ID, S.SOURCE_URI]):
-                uris = batch.column(S.SOURCE_URI).to_pylist()
-                for item, uri in zip(batch.column(S.ID).to_pylist(), uris, strict=True):
+            for batch in reader.batches(65_536, [gallery_schema.ID, gallery_schema.SOURCE_URI]):
+                uris = batch.column(gallery_schema.SOURCE_URI).to_pylist()
+                for item, uri in zip(
+                    batch.column(gallery_schema.ID).to_pylist(), uris, strict=True
+                ):
                     k = wanted.get(item)
                     if k is not None:
                         out[k] = uri

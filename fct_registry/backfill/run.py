@@ -38,7 +38,7 @@ from fct_registry.backfill.images import ItemImages
 from fct_registry.backfill.plan import BackfillPlan, BackfillPlanError
 from fct_registry.data.decode import ImageTransform
 from fct_registry.errors import DataError, FctError
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.reader import Gallery
@@ -256,12 +256,16 @@ def _locate(
     for info in gallery.manifest.shards:
         with gallery.shard(info) as reader:
             offset = 0
-            cols = [S.ID] + ([S.SOURCE_URI] if S.SOURCE_URI in reader.schema.names else [])
+            cols = [gallery_schema.ID] + (
+                [gallery_schema.SOURCE_URI]
+                if gallery_schema.SOURCE_URI in reader.schema.names
+                else []
+            )
             for batch in reader.batches(65_536, cols):
-                ids = batch.column(S.ID).to_pylist()
+                ids = batch.column(gallery_schema.ID).to_pylist()
                 sources = (
-                    batch.column(S.SOURCE_URI).to_pylist()
-                    if S.SOURCE_URI in batch.schema.names
+                    batch.column(gallery_schema.SOURCE_URI).to_pylist()
+                    if gallery_schema.SOURCE_URI in batch.schema.names
                     else [None] * len(ids)
                 )
                 for row, (item, uri) in enumerate(zip(ids, sources, strict=True)):
@@ -281,15 +285,15 @@ def _locate(
 def _shards_without_backfilled_column(gallery: Gallery) -> bool:
     for info in gallery.manifest.shards:
         with gallery.shard(info, verify=False) as reader:
-            if S.BACKFILLED not in reader.schema.names:
+            if gallery_schema.BACKFILLED not in reader.schema.names:
                 return True
     return False
 
 
 def _output_schema(schema: pa.Schema) -> pa.Schema:
     out = schema.remove_metadata()
-    if S.BACKFILLED not in out.names:
-        out = out.append(S.backfilled_field())
+    if gallery_schema.BACKFILLED not in out.names:
+        out = out.append(gallery_schema.backfilled_field())
     return out
 
 
@@ -321,26 +325,26 @@ def _rewrite(
 ) -> pa.RecordBatch:
     """The batch with planned rows re-embedded and marked; other rows copied."""
     n = batch.num_rows
-    ids = batch.column(S.ID).to_pylist()
+    ids = batch.column(gallery_schema.ID).to_pylist()
     take = np.array([new_rows.get(i, -1) for i in ids], dtype=np.int64)
     hit = take >= 0
     columns = {name: batch.column(name) for name in batch.schema.names}
     if hit.any():
         assert vectors is not None
-        emb = S.vectors(batch, S.EMBEDDING, "backfill").copy()
+        emb = gallery_schema.vectors(batch, gallery_schema.EMBEDDING, "backfill").copy()
         emb[hit] = vectors[take[hit]]
-        columns[S.EMBEDDING] = S.vectors_array(emb)
-        if S.UNCERTAINTY in columns:
-            old = columns[S.UNCERTAINTY].cast(pa.float32())
+        columns[gallery_schema.EMBEDDING] = gallery_schema.vectors_array(emb)
+        if gallery_schema.UNCERTAINTY in columns:
+            old = columns[gallery_schema.UNCERTAINTY].cast(pa.float32())
             mask = old.is_null().to_numpy(zero_copy_only=False) | hit
             values = old.fill_null(0.0).to_numpy(zero_copy_only=False)
-            columns[S.UNCERTAINTY] = pa.array(values, pa.float32(), mask=mask)
+            columns[gallery_schema.UNCERTAINTY] = pa.array(values, pa.float32(), mask=mask)
     before = (
-        batch.column(S.BACKFILLED).fill_null(False).to_numpy(zero_copy_only=False)
-        if S.BACKFILLED in columns
+        batch.column(gallery_schema.BACKFILLED).fill_null(False).to_numpy(zero_copy_only=False)
+        if gallery_schema.BACKFILLED in columns
         else np.zeros(n, dtype=bool)
     )
-    columns[S.BACKFILLED] = pa.array(before | hit, pa.bool_())
+    columns[gallery_schema.BACKFILLED] = pa.array(before | hit, pa.bool_())
     return pa.RecordBatch.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from fct_registry.errors import ConfigError, DataError
 from fct_registry.models.uncertainty import kind_predicts_uncertainty
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.errors import RegistryError
 from fct_registry.registry.store import (
     default_artifact_location,
@@ -144,10 +144,10 @@ def mean_curves(metrics: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, 
 def find_version(client: Any, family: str, source: int, target: int, ref: str | None) -> Any:
     """The transformation version to link: ``ref`` (``NAME/VERSION``) checked, or the newest
     uncertainty-aware ``source -> target`` version of ``<family>-transformations``."""
-    name = T.transformations_model_name(family)
+    name = fct_tags.transformations_model_name(family)
     if ref:
         try:
-            name, number = T.parse_model_ref(ref)
+            name, number = fct_tags.parse_model_ref(ref)
         except ValueError:
             raise ConfigError(
                 f"--transformation {ref!r} is not NAME/VERSION (e.g. {name}/4)"
@@ -157,10 +157,10 @@ def find_version(client: Any, family: str, source: int, target: int, ref: str | 
         return version
     found = [
         v
-        for v in client.search_model_versions(f"name = {T.quoted(name)}")
-        if kind_predicts_uncertainty(v.tags.get(T.KIND, ""))
-        and v.tags.get(T.SOURCE) == str(source)
-        and v.tags.get(T.TARGET) == str(target)
+        for v in client.search_model_versions(f"name = {fct_tags.quoted(name)}")
+        if kind_predicts_uncertainty(v.tags.get(fct_tags.KIND, ""))
+        and v.tags.get(fct_tags.SOURCE) == str(source)
+        and v.tags.get(fct_tags.TARGET) == str(target)
     ]
     if not found:
         raise RegistryError(
@@ -173,8 +173,8 @@ def find_version(client: Any, family: str, source: int, target: int, ref: str | 
 
 
 def _check(version: Any, name: str, source: int, target: int) -> None:
-    kind = version.tags.get(T.KIND, "")
-    ends = (version.tags.get(T.SOURCE), version.tags.get(T.TARGET))
+    kind = version.tags.get(fct_tags.KIND, "")
+    ends = (version.tags.get(fct_tags.SOURCE), version.tags.get(fct_tags.TARGET))
     if not kind_predicts_uncertainty(kind):
         raise RegistryError(
             f"{name}/{version.version} is a {kind or 'untagged'} transformation, which predicts "
@@ -206,13 +206,14 @@ def log_backfill_metrics(
     with tracking_store(uri) as client:
         version = find_version(client, family, source, target, transformation)
         name, number = version.name, int(version.version)
-        ref = T.model_ref(name, number)
+        ref = fct_tags.model_ref(name, number)
         experiment = _experiment(client, family, default_artifact_location(uri, family))
         scalars = scalar_metrics(metrics)
         existing = client.search_runs(
             [experiment],
             filter_string=(
-                f"tags.`{VERSION_TAG}` = {T.quoted(ref)} and tags.`{METRICS_SHA_TAG}` = '{digest}'"
+                f"tags.`{VERSION_TAG}` = {fct_tags.quoted(ref)} and tags.`{METRICS_SHA_TAG}` = "
+                f"'{digest}'"
             ),
             max_results=1,
         )
@@ -220,12 +221,12 @@ def log_backfill_metrics(
             run_id, created = existing[0].info.run_id, False
         else:
             tags = {
-                T.ROLE: ROLE_BACKFILL,
-                T.FAMILY: family,
+                fct_tags.ROLE: ROLE_BACKFILL,
+                fct_tags.FAMILY: family,
                 VERSION_TAG: ref,
                 METRICS_SHA_TAG: digest,
-                T.SOURCE: str(source),
-                T.TARGET: str(target),
+                fct_tags.SOURCE: str(source),
+                fct_tags.TARGET: str(target),
                 "mlflow.runName": f"backfill-{name}-{number}",
             }
             if "recipe" in metrics:
@@ -261,14 +262,14 @@ def log_backfill_metrics(
 def _experiment(client: Any, family: str, artifact_location: str | None) -> str:
     from mlflow.exceptions import MlflowException
 
-    name = T.experiment_name(family)
+    name = fct_tags.experiment_name(family)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
     try:  # a registry whose models were registered elsewhere: the family's experiment
         return str(
             client.create_experiment(
-                name, artifact_location=artifact_location, tags={T.FAMILY: family}
+                name, artifact_location=artifact_location, tags={fct_tags.FAMILY: family}
             )
         )
     except MlflowException:  # created concurrently

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from fct_registry.errors import ConfigError
-from fct_registry.pipeline.scaffold import (
+from fct_registry.stages.scaffold import (
     build_params,
     check_round_trip,
     parse_versions,

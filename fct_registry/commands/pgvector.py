@@ -22,7 +22,7 @@ from fct_registry.commands._summary import print_summary
 from fct_registry.errors import DataError, FctError
 from fct_registry.evaluation.labels import Labels, labels_from_array
 from fct_registry.gallery import Gallery, open_storage
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.pg.catalogue import served
 from fct_registry.gallery.pg.connection import connect, driver_errors
 from fct_registry.gallery.pg.location import PgLocation, is_pg_url, redact
@@ -250,11 +250,11 @@ def _pg_queries(url: str, limit: int | None) -> tuple[Any, list[str], Labels | N
                 break
     batch = pa.Table.from_batches(batches).slice(0, limit).combine_chunks().to_batches()[0]
     labels = None
-    if S.LABEL in batch.schema.names:
-        label_ids = batch.column(S.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+    if gallery_schema.LABEL in batch.schema.names:
+        label_ids = batch.column(gallery_schema.LABEL).fill_null(-1).to_numpy().astype(np.int64)
         labels = Labels(label_ids, info.manifest().classes)
-    queries = S.vectors(batch, S.EMBEDDING, f"{loc.uri} (queries)")
-    return queries, batch.column(S.ID).to_pylist(), labels, next(iter(info.versions))
+    queries = gallery_schema.vectors(batch, gallery_schema.EMBEDDING, f"{loc.uri} (queries)")
+    return queries, batch.column(gallery_schema.ID).to_pylist(), labels, next(iter(info.versions))
 
 
 def embed_destination(out: str, images: Path) -> tuple[Any, Callable[[], str]]:

@@ -8,7 +8,7 @@ import logging
 
 from fct_registry.config import load_params
 from fct_registry.layout import Layout
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.register import register_all
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             )
             state = "new" if v.created else "unchanged"
             print(f"  {label:<15}{key:<20}{v.uri:<36}{state}{ends}")
-    chains_model = T.transformations_model_name(summary.family)
+    chains_model = fct_tags.transformations_model_name(summary.family)
     for version in chains:
         print(f"  {'chain':<15}{'(measured)':<20}{f'models:/{chains_model}/{version}':<36}recorded")
     return 0

@@ -11,7 +11,7 @@ from fct_registry.errors import DataError
 from fct_registry.evaluation.distances_np import NP_DISTANCES
 from fct_registry.evaluation.labels import Labels
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.pg.location import is_pg_url
 from fct_registry.gallery.search import gallery_version, search, topk_accuracy
 
@@ -125,10 +125,10 @@ def _from_gallery(gallery: Any, limit: int | None) -> tuple[Any, list[str], Labe
             break
     table = pa.Table.from_batches(batches).slice(0, limit)
     batch = table.combine_chunks().to_batches()[0]
-    queries = S.vectors(batch, S.EMBEDDING, f"{gallery.uri} (queries)")
-    ids = batch.column(S.ID).to_pylist()
+    queries = gallery_schema.vectors(batch, gallery_schema.EMBEDDING, f"{gallery.uri} (queries)")
+    ids = batch.column(gallery_schema.ID).to_pylist()
     labels = None
-    if S.LABEL in batch.schema.names:
-        label_ids = batch.column(S.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+    if gallery_schema.LABEL in batch.schema.names:
+        label_ids = batch.column(gallery_schema.LABEL).fill_null(-1).to_numpy().astype(np.int64)
         labels = Labels(label_ids, gallery.manifest.classes)  # compared with the gallery's by name
     return queries, ids, labels, version

@@ -3,7 +3,7 @@
 Every section is a pydantic model with ``extra="forbid"`` so a typo is an error, never a silent
 ``None``. Cross-references between sections (a transformation naming a version) are checked here,
 at load time. Builder names (dataset, backbone, transformation kind) belong to registries that live
-in higher layers, so they are checked where those are visible: :func:`fct_registry.pipeline.params.
+in higher layers, so they are checked where those are visible: :func:`fct_registry.stages.params.
 check_names` before any stage starts, and by each registry's factory when it builds.
 
 One module per job: :mod:`.data` (images, tables, given models), :mod:`.training` (recipes),

@@ -124,7 +124,7 @@ class ModelSource(_Strict):
     """Where a version (or the side-info extractor) comes from when it is not trained here.
 
     Exactly one kind is set; each kind is one typed field here and one builder registered in
-    :data:`fct_registry.pipeline.sources.SOURCE_BUILDERS` under the same name, so a new kind
+    :data:`fct_registry.stages.sources.SOURCE_BUILDERS` under the same name, so a new kind
     (an MLflow model URI, an ONNX file, ...) is a field plus a builder."""
 
     embeddings: EmbeddingTablesConfig | None = Field(

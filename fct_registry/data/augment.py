@@ -12,7 +12,7 @@ sliced, so each row gets the augmentation it would get in one process.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 Part = tuple[int, int] | None
 
@@ -49,8 +49,10 @@ def random_affine(
     theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
     theta[:, 0, 0], theta[:, 1, 1] = sx, side
     theta[:, 0, 2], theta[:, 1, 2] = tx, ty
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return functional.grid_sample(
+        x, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
 
 
 def classifier_augment(x: torch.Tensor, gen: torch.Generator, part: Part = None) -> torch.Tensor:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.nn import functional
 
 from fct_registry._registry import Registry
 from fct_registry.evaluation.distances_np import check_query_gallery
@@ -48,8 +48,8 @@ def cosine_distance(query: Tensor, gallery: Tensor) -> Tensor:
     A zero vector has no direction; ``F.normalize`` maps it to zero, so its distance to
     everything is 1 rather than NaN.
     """
-    q = F.normalize(query, p=2.0, dim=1)
-    g = F.normalize(gallery, p=2.0, dim=1)
+    q = functional.normalize(query, p=2.0, dim=1)
+    g = functional.normalize(gallery, p=2.0, dim=1)
     return (q @ g.T).neg_().add_(1.0)  # in place: one (q, g) tensor, not two
 
 

@@ -39,7 +39,7 @@ from fct_registry import __version__
 from fct_registry.data.base_image_source import ImageSource, Item
 from fct_registry.data.decode import ImageTransform
 from fct_registry.data.loader import BadImagePolicy, Skipped, check_policy, stream_batches
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.embed_resume import (
     FILES,
     JOB_FILE,
@@ -408,7 +408,7 @@ def _rows(
                     "label (or none)"
                 )
             label_array = np.asarray(batch.labels, dtype=np.int64)
-        yield S.make_batch(
+        yield gallery_schema.make_batch(
             batch.ids,
             emb,
             model_version=models.version,
@@ -454,7 +454,7 @@ def _schema(
         if models.side_info_model is None
         else int(embed_images(models.side_info_model, blank, device).shape[1])
     )
-    return S.gallery_schema(dim, side, labels=labels, source_uris=True)
+    return gallery_schema.gallery_schema(dim, side, labels=labels, source_uris=True)
 
 
 def _models_record(models: EmbedModels) -> dict[str, Any]:

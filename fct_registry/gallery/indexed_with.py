@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.resolver.load import load_graph
 
 
@@ -30,6 +30,6 @@ def models_for(client: Any, ref: Any) -> IndexedWith:
     side_ref = graph.nodes[version].side_info
     side_uri = None
     if side_ref:
-        name, side_version = T.parse_model_ref(side_ref)
+        name, side_version = fct_tags.parse_model_ref(side_ref)
         side_uri = f"models:/{name}/{side_version}"
     return IndexedWith(ref.family, version, f"models:/{ref.family}/{version}", side_ref, side_uri)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import Manifest, ShardInfo, read_manifest
 from fct_registry.gallery.shards import ShardReader
@@ -61,7 +61,7 @@ class Gallery:
         for info in self.manifest.shards:
             try:
                 with self.shard(info) as reader:
-                    for batch in reader.batches(65_536, [S.ID]):
+                    for batch in reader.batches(65_536, [gallery_schema.ID]):
                         counts.update(batch.column(0).to_pylist())
             except GalleryError:
                 if not skip_unreadable:

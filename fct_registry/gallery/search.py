@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from fct_registry.evaluation.distances_np import NP_DISTANCES
 from fct_registry.evaluation.labels import Classes, align_labels
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import GalleryError, SchemaError
 from fct_registry.gallery.reader import Gallery
 
@@ -128,17 +128,23 @@ def search(
     start = 0
     first_shard = gallery.manifest.shards[0]
     with gallery.shard(first_shard) as reader:
-        has_labels = S.LABEL in reader.schema.names
-    columns = [S.ID, S.EMBEDDING] + ([S.LABEL] if has_labels else [])
+        has_labels = gallery_schema.LABEL in reader.schema.names
+    columns = [gallery_schema.ID, gallery_schema.EMBEDDING] + (
+        [gallery_schema.LABEL] if has_labels else []
+    )
     if has_labels:
         labels, label_counts = np.empty((n_q, 0), dtype=np.int64), {}
     for batch in gallery.batches(chunk, columns):
         b = batch.num_rows
-        g = S.vectors(batch, S.EMBEDDING, f"{gallery.uri} rows {start}..", dim=queries.shape[1])
-        batch_ids = np.asarray(batch.column(S.ID).to_pylist(), dtype=object)
+        g = gallery_schema.vectors(
+            batch, gallery_schema.EMBEDDING, f"{gallery.uri} rows {start}..", dim=queries.shape[1]
+        )
+        batch_ids = np.asarray(batch.column(gallery_schema.ID).to_pylist(), dtype=object)
         batch_labels = None
         if has_labels:
-            batch_labels = batch.column(S.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+            batch_labels = (
+                batch.column(gallery_schema.LABEL).fill_null(-1).to_numpy().astype(np.int64)
+            )
             values, counts = np.unique(batch_labels, return_counts=True)
             for v, c in zip(values.tolist(), counts.tolist(), strict=True):
                 label_counts[v] = label_counts.get(v, 0) + c
@@ -146,7 +152,9 @@ def search(
         np.maximum(dist, 0.0, out=dist)
         dist += 0.0  # no negative zero in the keys
         if exclude is not None:
-            hit = pc.index_in(exclude, value_set=batch.column(S.ID)).to_numpy(zero_copy_only=False)
+            hit = pc.index_in(exclude, value_set=batch.column(gallery_schema.ID)).to_numpy(
+                zero_copy_only=False
+            )
             qi = np.flatnonzero(~np.isnan(hit.astype(np.float64)))
             if qi.size:
                 rows_hit = hit[qi].astype(np.int64)

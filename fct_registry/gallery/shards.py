@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from fct_registry._files import sha256_file
 from fct_registry.errors import NotFoundError
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import CorruptShardError, GalleryError, SchemaError
 from fct_registry.gallery.manifest import GroupKey, ShardInfo
 from fct_registry.storage import Storage
@@ -30,14 +30,23 @@ WRITE_OPTIONS = {
     # Vectors are left uncompressed: float32 embeddings shrink ~10% under zstd for ~3x the
     # write and read time. Ids, versions and labels compress well.
     "compression": {
-        S.ID: "zstd",
-        S.MODEL_VERSION: "zstd",
-        S.SIDE_INFO_VERSION: "zstd",
-        S.LABEL: "zstd",
-        S.SOURCE_URI: "zstd",
+        gallery_schema.ID: "zstd",
+        gallery_schema.MODEL_VERSION: "zstd",
+        gallery_schema.SIDE_INFO_VERSION: "zstd",
+        gallery_schema.LABEL: "zstd",
+        gallery_schema.SOURCE_URI: "zstd",
     },
-    "use_dictionary": [S.MODEL_VERSION, S.SIDE_INFO_VERSION, S.LABEL],
-    "write_statistics": [S.ID, S.MODEL_VERSION, S.SIDE_INFO_VERSION, S.LABEL],
+    "use_dictionary": [
+        gallery_schema.MODEL_VERSION,
+        gallery_schema.SIDE_INFO_VERSION,
+        gallery_schema.LABEL,
+    ],
+    "write_statistics": [
+        gallery_schema.ID,
+        gallery_schema.MODEL_VERSION,
+        gallery_schema.SIDE_INFO_VERSION,
+        gallery_schema.LABEL,
+    ],
     "version": "2.6",
 }
 """Parquet writer settings: part of the format (changing them changes every shard's bytes)."""
@@ -81,9 +90,11 @@ def write_shard(
             rows=rows,
             sha256=sink.digest.hexdigest(),
             bytes=sink.size,
-            embedding_dim=schema.field(S.EMBEDDING).type.list_size,
+            embedding_dim=schema.field(gallery_schema.EMBEDDING).type.list_size,
             side_info_dim=(
-                schema.field(S.SIDE_INFO).type.list_size if S.SIDE_INFO in schema.names else None
+                schema.field(gallery_schema.SIDE_INFO).type.list_size
+                if gallery_schema.SIDE_INFO in schema.names
+                else None
             ),
             groups=dict(groups),
         )
@@ -123,18 +134,18 @@ class _HashingSink:
 
 def _count(batch: pa.RecordBatch, groups: Counter[GroupKey]) -> None:
     """Add the batch's rows per (version, extractor) to ``groups``."""
-    keys = [S.MODEL_VERSION]
-    if S.SIDE_INFO_VERSION in batch.schema.names:
-        keys.append(S.SIDE_INFO_VERSION)
+    keys = [gallery_schema.MODEL_VERSION]
+    if gallery_schema.SIDE_INFO_VERSION in batch.schema.names:
+        keys.append(gallery_schema.SIDE_INFO_VERSION)
     table = pa.Table.from_batches([batch.select(keys)])
     counts = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
     sides = (
-        counts.column(S.SIDE_INFO_VERSION).to_pylist()
+        counts.column(gallery_schema.SIDE_INFO_VERSION).to_pylist()
         if len(keys) == 2
         else [None] * counts.num_rows
     )
     for version, side, n in zip(
-        counts.column(S.MODEL_VERSION).to_pylist(),
+        counts.column(gallery_schema.MODEL_VERSION).to_pylist(),
         sides,
         counts.column("count_all").to_pylist(),
         strict=True,
@@ -202,7 +213,7 @@ class ShardReader:
                 f"{self.where} has {rows} rows but the manifest records "
                 f"{self.info.rows}; restore the shard or the manifest"
             )
-        S.check_columns(self._file.schema_arrow, self.where)
+        gallery_schema.check_columns(self._file.schema_arrow, self.where)
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:

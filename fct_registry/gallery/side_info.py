@@ -28,14 +28,14 @@ from fct_registry.data.decode import BadImageError, ImageTransform, decode
 from fct_registry.data.loader import BadImagePolicy
 from fct_registry.data.tar_shards import TarMembers
 from fct_registry.errors import DataError
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.embed import input_shape
 from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_source
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.indexed_with import models_for
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.flavor import load_model
 from fct_registry.registry.refs import VersionRef
 from fct_registry.storage import Storage, open_storage
@@ -54,13 +54,13 @@ class GalleryRows(ImageSource):
         self.gallery, self.uri = gallery, gallery.uri
         with gallery.shard(gallery.manifest.shards[0]) as reader:
             names = reader.schema.names
-        if S.SOURCE_URI not in names:
+        if gallery_schema.SOURCE_URI not in names:
             raise GalleryError(
-                f"{gallery.uri} records no {S.SOURCE_URI} per row, so its images cannot be "
-                "found again; re-index the images with `fct embed` (it records them, and "
+                f"{gallery.uri} records no {gallery_schema.SOURCE_URI} per row, so its images "
+                "cannot be found again; re-index the images with `fct embed` (it records them, and "
                 "stores side-info)"
             )
-        self._labels = S.LABEL in names
+        self._labels = gallery_schema.LABEL in names
         self.classes = gallery.manifest.classes
         self._tars = TarMembers()  # per process: member offsets
 
@@ -69,12 +69,16 @@ class GalleryRows(ImageSource):
         return self._labels
 
     def items(self) -> Iterator[Item]:
-        columns = [S.ID, S.SOURCE_URI] + ([S.LABEL] if self._labels else [])
+        columns = [gallery_schema.ID, gallery_schema.SOURCE_URI] + (
+            [gallery_schema.LABEL] if self._labels else []
+        )
         row = 0
         for batch in self.gallery.batches(65_536, columns):
             data = batch.to_pydict()
-            labels = data.get(S.LABEL) or [None] * batch.num_rows
-            for item_id, uri, label in zip(data[S.ID], data[S.SOURCE_URI], labels, strict=True):
+            labels = data.get(gallery_schema.LABEL) or [None] * batch.num_rows
+            for item_id, uri, label in zip(
+                data[gallery_schema.ID], data[gallery_schema.SOURCE_URI], labels, strict=True
+            ):
                 yield Item(str(item_id), uri or "", label, row=row)
                 row += 1
 
@@ -156,8 +160,10 @@ class GalleryEmbeddings:
             info = self._shards[index]
             with self._gallery.shard(info) as reader:
                 parts = [
-                    S.vectors(b, S.EMBEDDING, f"{self.uri}/{info.path}", dim=self.dim)
-                    for b in reader.batches(65_536, [S.EMBEDDING])
+                    gallery_schema.vectors(
+                        b, gallery_schema.EMBEDDING, f"{self.uri}/{info.path}", dim=self.dim
+                    )
+                    for b in reader.batches(65_536, [gallery_schema.EMBEDDING])
                 ]
             self._cached = (index, np.concatenate(parts) if parts else np.empty((0, self.dim)))
         return self._cached[1]
@@ -242,17 +248,17 @@ def _extractor(client: Any, family: str, version: int, given: str | None) -> tup
         if found.side_info_ref is None or found.side_info_uri is None:
             raise GalleryError(
                 f"{family}@{version} has no side-info extractor linked (fct.side_info tag); "
-                f"name one with --side-info {T.side_info_model_name(family)}/N"
+                f"name one with --side-info {fct_tags.side_info_model_name(family)}/N"
             )
         return found.side_info_ref, found.side_info_uri
     try:
-        name, number = T.parse_model_ref(given)
+        name, number = fct_tags.parse_model_ref(given)
     except ValueError:
         name, number = "", 0
-    if name != T.side_info_model_name(family):
+    if name != fct_tags.side_info_model_name(family):
         raise GalleryError(
             f"--side-info {given} is not an extractor of {family}; use "
-            f"{T.side_info_model_name(family)}/N"
+            f"{fct_tags.side_info_model_name(family)}/N"
         )
     return given, f"models:/{name}/{number}"
 

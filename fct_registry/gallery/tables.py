@@ -19,11 +19,11 @@ import numpy as np
 
 from fct_registry.data.embedding_tables import EmbeddingTable, order_of, read_table
 from fct_registry.errors import DataError
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.indexed_with import models_for
 from fct_registry.gallery.manifest import Manifest
 from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS, GalleryWriter
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.storage import open_storage
 
 BATCH_ROWS = 65_536
@@ -36,13 +36,13 @@ def _registered(client: Any, name: str, version: int | str) -> dict[str, str]:
 def check_same_extractor(table: EmbeddingTable, side_tags: dict[str, str], side_ref: str) -> None:
     """Refuse a side-info table that disagrees with the linked extractor's registered tables on
     the ids they share (another extractor, or the same one on other inputs)."""
-    dim = side_tags.get(T.EMBEDDING_DIM)
+    dim = side_tags.get(fct_tags.EMBEDDING_DIM)
     if dim is not None and table.dim != int(dim):
         raise DataError(
             f"side-info table {table.uri} has {table.dim}-d vectors but {side_ref} is {dim}-d: "
             f"it comes from another extractor; pass the side-info that {side_ref} gives"
         )
-    lineage = json.loads(side_tags.get(T.GIVEN_SOURCE) or "{}")
+    lineage = json.loads(side_tags.get(fct_tags.GIVEN_SOURCE) or "{}")
     for split, record in sorted(lineage.get("tables", {}).items()):
         if record.get("sha256") == table.sha256:
             return  # the very table the extractor was registered with
@@ -84,7 +84,7 @@ def gallery_from_tables(
     found = models_for(client, ref)
     version_tags = _registered(client, found.family, found.version)
     table = read_table(embeddings, "the embedding table")
-    dim = version_tags.get(T.EMBEDDING_DIM)
+    dim = version_tags.get(fct_tags.EMBEDDING_DIM)
     if dim is not None and table.dim != int(dim):
         raise DataError(
             f"the embedding table {table.uri} has {table.dim}-d vectors but "
@@ -98,14 +98,14 @@ def gallery_from_tables(
                 "side-info table"
             )
         side = read_table(side_info, "the side-info table")
-        name, side_version = T.parse_model_ref(found.side_info_ref)
+        name, side_version = fct_tags.parse_model_ref(found.side_info_ref)
         check_same_extractor(side, _registered(client, name, side_version), found.side_info_ref)
         side_vectors = side.vectors[order_of(side, table.ids, side.uri, table.uri)]
     writer = GalleryWriter(open_storage(out), found.family, shard_rows=shard_rows)
     for lo in range(0, len(table.ids), BATCH_ROWS):
         rows = slice(lo, lo + BATCH_ROWS)
         writer.write(
-            S.make_batch(
+            gallery_schema.make_batch(
                 table.ids[rows].tolist(),
                 table.vectors[rows],
                 model_version=found.version,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import GalleryError, SchemaError
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.shards import shard_name, write_shard
@@ -71,17 +71,17 @@ class GalleryWriter:
     def _check(self, batch: pa.RecordBatch) -> None:
         where = f"rows for {self.storage.uri}"
         if self.schema is None:
-            S.check_columns(batch.schema, where)
+            gallery_schema.check_columns(batch.schema, where)
             self.schema = batch.schema
         elif batch.schema != self.schema:
             raise SchemaError(
                 f"{where}: schema changed from {self.schema} to {batch.schema}; "
                 "write one schema per gallery"
             )
-        S.vectors(batch, S.EMBEDDING, where)
-        if S.SIDE_INFO in batch.schema.names:
-            S.vectors(batch, S.SIDE_INFO, where)
-        S.int_column(batch, S.MODEL_VERSION, where)
+        gallery_schema.vectors(batch, gallery_schema.EMBEDDING, where)
+        if gallery_schema.SIDE_INFO in batch.schema.names:
+            gallery_schema.vectors(batch, gallery_schema.SIDE_INFO, where)
+        gallery_schema.int_column(batch, gallery_schema.MODEL_VERSION, where)
 
     def _flush(self) -> None:
         if not self._pending:

@@ -32,7 +32,7 @@ from fct_registry.errors import FctError
 from fct_registry.gate.errors import GateInfrastructureError
 from fct_registry.gate.report import markdown, to_json
 from fct_registry.gate.run import GateResult
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.experiment import family_experiment
 from fct_registry.registry.store import redact_uri, resolve_tracking_uri, tracking_store
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 def history_filter() -> str:
     """The ``search_runs`` filter selecting gate runs (the experiment also holds registrations)."""
-    return f"tags.`{T.ROLE}` = '{T.ROLE_GATE}'"
+    return f"tags.`{fct_tags.ROLE}` = '{fct_tags.ROLE_GATE}'"
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,12 @@ def start_record(
         start_time=_ms(at),
         run_name=f"gate-{result.family}@{result.candidate}-vs-{base or 'none'}",
         tags={
-            T.ROLE: T.ROLE_GATE,
-            T.FAMILY: result.family,
-            T.GATE_VERDICT: result.verdict,
-            T.GATE_CANDIDATE: str(result.candidate),
-            T.GATE_BASELINE: base,
-            T.GATE_PROMOTED: "false",
+            fct_tags.ROLE: fct_tags.ROLE_GATE,
+            fct_tags.FAMILY: result.family,
+            fct_tags.GATE_VERDICT: result.verdict,
+            fct_tags.GATE_CANDIDATE: str(result.candidate),
+            fct_tags.GATE_BASELINE: base,
+            fct_tags.GATE_PROMOTED: "false",
         },
     )
     run_id = run.info.run_id
@@ -174,8 +174,8 @@ def finish_record(client: Any, run_id: str, result: GateResult, *, failed: bool 
         client.log_batch(
             run_id,
             tags=[
-                RunTag(T.GATE_PROMOTED, str(bool(outcome.get("moved"))).lower()),
-                RunTag(T.GATE_PROMOTION, str(outcome.get("message", ""))[:5000]),
+                RunTag(fct_tags.GATE_PROMOTED, str(bool(outcome.get("moved"))).lower()),
+                RunTag(fct_tags.GATE_PROMOTION, str(outcome.get("message", ""))[:5000]),
                 RunTag(_NOTE, markdown(result)),
             ],
         )
@@ -200,7 +200,7 @@ def finish_record(client: Any, run_id: str, result: GateResult, *, failed: bool 
 def gate_history(client: Any, family: str, limit: int = HISTORY_LIMIT) -> list[GateRecord]:
     """The last ``limit`` recorded gate runs of ``family``, newest first (none if the family's
     experiment does not exist)."""
-    experiment = client.get_experiment_by_name(T.experiment_name(family))
+    experiment = client.get_experiment_by_name(fct_tags.experiment_name(family))
     if experiment is None:
         return []
     runs = client.search_runs(
@@ -239,11 +239,11 @@ def record_from_run(run: Any) -> GateRecord:
         run_id=run.info.run_id,
         experiment_id=run.info.experiment_id,
         at=datetime.fromtimestamp(run.info.start_time / 1000, UTC),
-        candidate=_int(tags.get(T.GATE_CANDIDATE)) or 0,
-        baseline=_int(tags.get(T.GATE_BASELINE)),
-        verdict=tags.get(T.GATE_VERDICT, "?"),
-        promoted=tags.get(T.GATE_PROMOTED) == "true",
-        promotion=tags.get(T.GATE_PROMOTION, ""),
+        candidate=_int(tags.get(fct_tags.GATE_CANDIDATE)) or 0,
+        baseline=_int(tags.get(fct_tags.GATE_BASELINE)),
+        verdict=tags.get(fct_tags.GATE_VERDICT, "?"),
+        promoted=tags.get(fct_tags.GATE_PROMOTED) == "true",
+        promotion=tags.get(fct_tags.GATE_PROMOTION, ""),
         checks=checks,
         status=run.info.status,
     )
@@ -296,7 +296,8 @@ def format_history(family: str, records: list[GateRecord]) -> str:
     return "\n".join(
         [
             f"gate history of {family}, newest first: {len(records)} recorded "
-            f"{'run' if len(records) == 1 else 'runs'} of experiment {T.experiment_name(family)}",
+            f"{'run' if len(records) == 1 else 'runs'} of experiment "
+            f"{fct_tags.experiment_name(family)}",
             *lines,
         ]
     )

@@ -19,7 +19,7 @@ from fct_registry.gate.errors import GateError
 from fct_registry.gate.history import finish_record, start_record
 from fct_registry.gate.report import finite
 from fct_registry.gate.run import GateResult, as_ref
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.pages import refresh_descriptions
 from fct_registry.registry.store import (
     default_artifact_location,
@@ -36,7 +36,7 @@ def promotion_alias(baseline_ref: str) -> str:
     if ref.alias is None or ref.is_latest:
         raise GateError(
             f"--promote moves the baseline's alias, but the baseline {ref} is not an alias; "
-            f"gate against it: --baseline {ref.family}@{T.PRODUCTION_ALIAS}"
+            f"gate against it: --baseline {ref.family}@{fct_tags.PRODUCTION_ALIAS}"
         )
     return ref.alias
 
@@ -65,7 +65,7 @@ def gate_tags(result: GateResult, at: datetime | None = None) -> dict[str, str]:
         "at": (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     report = json.dumps(finite(summary), sort_keys=True, separators=(",", ":"))
-    return {T.GATE_VERDICT: result.verdict, T.GATE_REPORT: report}
+    return {fct_tags.GATE_VERDICT: result.verdict, fct_tags.GATE_REPORT: report}
 
 
 def record_and_promote(
@@ -101,7 +101,7 @@ def record_and_promote(
         outcome["run"] = run_id
         broke_off = True
         try:
-            for key, value in (gate_tags(result, at) | {T.GATE_RUN: run_id}).items():
+            for key, value in (gate_tags(result, at) | {fct_tags.GATE_RUN: run_id}).items():
                 client.set_model_version_tag(family, str(cand), key, value)
             outcome["tagged"] = True
             try:

@@ -12,14 +12,14 @@ import json
 import math
 import os
 import tempfile
-import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
+from xml.etree import ElementTree
 
 from fct_registry._files import publish_mode
 from fct_registry.gate.rules import CASES, CheckResult
 from fct_registry.gate.run import GateResult
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 
 METRICS = ("top1", "top5", "mAP")
 _HEAD = {"top1": "top-1 %", "top5": "top-5 %", "mAP": "mAP %"}
@@ -135,7 +135,7 @@ def _history_line(result: GateResult) -> str:
     assert result.promotion is not None
     return (
         f"recorded as run {result.promotion['run']} of experiment "
-        f"{T.experiment_name(result.family)} (fct.role=gate)"
+        f"{fct_tags.experiment_name(result.family)} (fct.role=gate)"
     )
 
 
@@ -178,8 +178,8 @@ def junit_xml(result: GateResult, timestamp: datetime | None = None) -> str:
         "skipped": str(n["skipped"]),
         "time": f"{result.seconds or 0:.3f}",
     }
-    suites = ET.Element("testsuites", {"name": "fct gate", **attrs})
-    suite = ET.SubElement(
+    suites = ElementTree.Element("testsuites", {"name": "fct gate", **attrs})
+    suite = ElementTree.SubElement(
         suites,
         "testsuite",
         {
@@ -193,11 +193,11 @@ def junit_xml(result: GateResult, timestamp: datetime | None = None) -> str:
             else {"timestamp": (timestamp or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S")}
         ),
     )
-    props = ET.SubElement(suite, "properties")
+    props = ElementTree.SubElement(suite, "properties")
     for name, value in _properties(result).items():
-        ET.SubElement(props, "property", {"name": name, "value": value})
+        ElementTree.SubElement(props, "property", {"name": name, "value": value})
     for check in checks:
-        case = ET.SubElement(
+        case = ElementTree.SubElement(
             suite,
             "testcase",
             {"classname": f"fct.gate.{result.family}", "name": check.name, "time": "0"},
@@ -208,19 +208,19 @@ def junit_xml(result: GateResult, timestamp: datetime | None = None) -> str:
             f"{check.reason}"
         )
         if check.status == "fail":
-            failure = ET.SubElement(
+            failure = ElementTree.SubElement(
                 case,
                 "failure",
                 {"message": f"{check.description}: {check.reason}", "type": "GateRuleFailed"},
             )
             failure.text = detail
         elif check.status == "skipped":
-            ET.SubElement(case, "skipped", {"message": check.reason or "not evaluated"})
+            ElementTree.SubElement(case, "skipped", {"message": check.reason or "not evaluated"})
         else:
-            ET.SubElement(case, "system-out").text = detail
-    ET.SubElement(suite, "system-out").text = format_table(result)
-    ET.indent(suites)
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+            ElementTree.SubElement(case, "system-out").text = detail
+    ElementTree.SubElement(suite, "system-out").text = format_table(result)
+    ElementTree.indent(suites)
+    return ElementTree.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def _properties(result: GateResult) -> dict[str, str]:
@@ -298,19 +298,19 @@ def markdown(result: GateResult) -> str:
 
 def error_junit_xml(message: str) -> str:
     """JUnit for a run that could not judge (exit 2): one ``error``, so CI shows it as broken."""
-    suites = ET.Element(
+    suites = ElementTree.Element(
         "testsuites",
         {"name": "fct gate", "tests": "1", "failures": "0", "errors": "1", "skipped": "0"},
     )
-    suite = ET.SubElement(
+    suite = ElementTree.SubElement(
         suites,
         "testsuite",
         {"name": "fct-gate", "tests": "1", "failures": "0", "errors": "1", "skipped": "0"},
     )
-    case = ET.SubElement(suite, "testcase", {"classname": "fct.gate", "name": "gate"})
-    ET.SubElement(case, "error", {"message": message, "type": "GateError"}).text = message
-    ET.indent(suites)
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+    case = ElementTree.SubElement(suite, "testcase", {"classname": "fct.gate", "name": "gate"})
+    ElementTree.SubElement(case, "error", {"message": message, "type": "GateError"}).text = message
+    ElementTree.indent(suites)
+    return ElementTree.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def error_markdown(message: str) -> str:

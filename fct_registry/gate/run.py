@@ -39,7 +39,7 @@ from fct_registry.gate.rules import CheckResult, Verdict, check_rules, verdict
 from fct_registry.layout import Layout, load_embeddings, read_given
 from fct_registry.models.io import SPEC_FILE, WEIGHTS_FILE
 from fct_registry.models.io import load_model as load_hop
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.chains import load_chain
 from fct_registry.registry.checksums import content_hash
 from fct_registry.registry.given import given_digest
@@ -166,7 +166,7 @@ def choose_versions(
                 f"candidate {candidate} (version {cand}) is older than baseline {baseline} "
                 f"(version {base}); the gate checks upgrades. To roll back, move the alias "
                 f"yourself: MlflowClient().set_registered_model_alias('{graph.family}', "
-                f"'{baseline.alias or T.PRODUCTION_ALIAS}', '{cand}')"
+                f"'{baseline.alias or fct_tags.PRODUCTION_ALIAS}', '{cand}')"
             )
         return cand, base, False, notes
     if not bootstrap:
@@ -199,10 +199,11 @@ def verify_outputs(client: Any, model: str, version: int, folder: Path, what: st
     """Check that ``folder`` (a pipeline output) holds the registered ``model/version``, by
     content hash; a note when it cannot be checked, :class:`StaleOutputsError` when it differs."""
 
-    recorded = client.get_model_version(model, str(version)).tags.get(T.CONTENT_HASH)
+    recorded = client.get_model_version(model, str(version)).tags.get(fct_tags.CONTENT_HASH)
     if not recorded:
         return (
-            f"{model}/{version} has no {T.CONTENT_HASH} tag: could not check that {folder} holds it"
+            f"{model}/{version} has no {fct_tags.CONTENT_HASH} tag: could not check that "
+            f"{folder} holds it"
         )
     given = read_given(folder)  # given as embedding tables: their sha256 are its content
     if given is not None:
@@ -280,7 +281,7 @@ def run_gate(
         raise GateError(
             f"candidate {cand_ref} and baseline {base_ref} belong to different families; gate "
             f"versions of one family, e.g. --candidate {cand_ref.family}@latest --baseline "
-            f"{cand_ref.family}@{T.PRODUCTION_ALIAS}"
+            f"{cand_ref.family}@{fct_tags.PRODUCTION_ALIAS}"
         )
     layout = layout or Layout()
     uri = resolve_tracking_uri(tracking_uri)
@@ -434,7 +435,7 @@ def _check_outputs(
     def side_info(extractor: str | None) -> None:
         if not extractor:
             return
-        name, version = T.parse_model_ref(extractor)
+        name, version = fct_tags.parse_model_ref(extractor)
         note = verify_outputs(
             client, name, version, layout.side_info, f"side-info ({layout.side_info_embeddings})"
         )

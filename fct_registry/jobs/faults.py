@@ -1,7 +1,7 @@
 """Named points of a job, where the crash-and-resume tests kill it.
 
 Each job module binds ``_reached = reached`` and calls ``_reached("shard:3")`` through its own
-module global, so a test replaces one job's hook (``tests/kill_at.py``: ``module._reached =
+module global, so a test replaces one job's hook (``tests/support/kill_at.py``: ``module._reached =
 ...``) without touching the others; the library itself holds no fault injection. The points the
 Parquet jobs share: ``inspected`` (the destination was inspected), ``batch:<shard>:<batch>`` (a
 batch written), ``shard:<i>`` (shard published), ``marker:<i>`` (shard marked done),

@@ -17,7 +17,7 @@ from fct_registry.layout import Layout
 from fct_registry.models.io import WEIGHTS_FILE, load_spec
 from fct_registry.models.transformations import uses_side_info
 from fct_registry.models.uncertainty import KIND as UNCERTAINTY_KIND
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.checksums import canonical_json, sha256_file
 
 BACKFILL_KEY = "backfill"
@@ -71,13 +71,13 @@ class Candidates:
 
     def _common_tags(self, role: str, key: str, trained_from: dict[str, Any]) -> dict[str, str]:
         return {
-            T.ROLE: role,
-            T.FAMILY: self.family,
-            T.PIPELINE_KEY: key,
-            T.GIT_COMMIT: self.commit,
-            T.DATASET: self.params.data.dataset,
-            T.DATA_SHA256: self.data_sha,
-            T.PARAMS: canonical_json(trained_from),
+            fct_tags.ROLE: role,
+            fct_tags.FAMILY: self.family,
+            fct_tags.PIPELINE_KEY: key,
+            fct_tags.GIT_COMMIT: self.commit,
+            fct_tags.DATASET: self.params.data.dataset,
+            fct_tags.DATA_SHA256: self.data_sha,
+            fct_tags.PARAMS: canonical_json(trained_from),
         }
 
     def _trained_from(self, section: str, config: Any) -> dict[str, Any]:
@@ -91,12 +91,12 @@ class Candidates:
     def side_info(self) -> Candidate:
         cfg = self.params.side_info
         trained_from = self._trained_from("side_info", cfg)
-        tags = self._common_tags(T.ROLE_SIDE_INFO, cfg.name, trained_from)
-        tags[T.EMBEDDING_DIM] = str(cfg.dim)
-        tags[T.TRAINED_WITH] = "all" if cfg.trained_with is None else str(cfg.trained_with)
+        tags = self._common_tags(fct_tags.ROLE_SIDE_INFO, cfg.name, trained_from)
+        tags[fct_tags.EMBEDDING_DIM] = str(cfg.dim)
+        tags[fct_tags.TRAINED_WITH] = "all" if cfg.trained_with is None else str(cfg.trained_with)
         return Candidate(
-            T.ROLE_SIDE_INFO,
-            T.side_info_model_name(self.family),
+            fct_tags.ROLE_SIDE_INFO,
+            fct_tags.side_info_model_name(self.family),
             cfg.name,
             self.layout.side_info,
             f"{self.family} side-info ({cfg.name})",
@@ -109,18 +109,18 @@ class Candidates:
     def embedding(self, key: int, side_ref: str) -> Candidate:
         cfg = self.params.versions[key]
         trained_from = self._trained_from(f"versions.{key}", cfg)
-        tags = self._common_tags(T.ROLE_EMBEDDING, str(key), trained_from)
+        tags = self._common_tags(fct_tags.ROLE_EMBEDDING, str(key), trained_from)
         classes = cfg.classes if cfg.classes is not None else list(range(len(self.class_names)))
         tags.update(
             {
-                T.EMBEDDING_DIM: str(cfg.embedding_dim),
-                T.SIDE_INFO: side_ref,
-                T.CLASSES: canonical_json(classes),
+                fct_tags.EMBEDDING_DIM: str(cfg.embedding_dim),
+                fct_tags.SIDE_INFO: side_ref,
+                fct_tags.CLASSES: canonical_json(classes),
             }
         )
         scores = self.metrics.get("self", {}).get(str(key), {})
         return Candidate(
-            T.ROLE_EMBEDDING,
+            fct_tags.ROLE_EMBEDDING,
             self.family,
             str(key),
             self.layout.version(key),
@@ -201,22 +201,22 @@ class Candidates:
         ``target_key``), as every transformation is tagged."""
         source, target = (str(v) for v in ends)
         reads_side_info = uses_side_info(kind)
-        tags = self._common_tags(T.ROLE_TRANSFORMATION, key, trained_from)
+        tags = self._common_tags(fct_tags.ROLE_TRANSFORMATION, key, trained_from)
         tags.update(
             {
-                T.SOURCE: source,
-                T.TARGET: target,
-                T.KIND: kind,
-                T.EMBEDDING_DIM: str(self.params.versions[target_key].embedding_dim),
-                T.SIDE_INFO_DIM: str(self.params.side_info.dim if reads_side_info else 0),
+                fct_tags.SOURCE: source,
+                fct_tags.TARGET: target,
+                fct_tags.KIND: kind,
+                fct_tags.EMBEDDING_DIM: str(self.params.versions[target_key].embedding_dim),
+                fct_tags.SIDE_INFO_DIM: str(self.params.side_info.dim if reads_side_info else 0),
             }
         )
         if reads_side_info:
-            tags[T.SIDE_INFO] = side_ref
+            tags[fct_tags.SIDE_INFO] = side_ref
         # Same weights between other versions is another transformation: ends are identity.
         return Candidate(
-            T.ROLE_TRANSFORMATION,
-            T.transformations_model_name(self.family),
+            fct_tags.ROLE_TRANSFORMATION,
+            fct_tags.transformations_model_name(self.family),
             key,
             folder,
             run_name,
@@ -224,7 +224,7 @@ class Candidates:
             scores,
             history,
             tags,
-            identity={T.SOURCE: source, T.TARGET: target},
+            identity={fct_tags.SOURCE: source, fct_tags.TARGET: target},
         )
 
 

@@ -22,7 +22,7 @@ from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.evaluation.retrieval import RetrievalScores
 from fct_registry.models.transformations import TransformationChain
 from fct_registry.registry import flavor
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.checksums import canonical_json
 from fct_registry.registry.pages import refresh_descriptions
 from fct_registry.registry.provenance import git_commit
@@ -89,7 +89,7 @@ def load_chain(
 ) -> LoadedChain:
     """Download every hop (versions of ``<family>-transformations``, applied in order, visiting
     the family versions ``path``) into one module; checksums are verified by the flavor."""
-    model = T.transformations_model_name(family)
+    model = fct_tags.transformations_model_name(family)
     modules: list[Any] = []
     specs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,40 +122,46 @@ def chain_tags(
     """The version tags of a recorded chain (schema: ``fct_registry.registry.tags``);
     ``run_id``: the run that logged the measurement (``fct.measured_run``)."""
     tags = {
-        T.ROLE: T.ROLE_CHAIN,
-        T.FAMILY: family,
-        T.SOURCE: str(evaluation.source),
-        T.TARGET: str(evaluation.target),
-        T.HOPS: ",".join(map(str, loaded.hops)),
-        T.SIDE_INFO_DIM: str(loaded.side_info_dim),
-        T.EMBEDDING_DIM: str(loaded.specs[-1]["new_dim"]),
-        T.TOP1: f"{evaluation.cross.top1:.4f}",
-        T.TOP5: f"{evaluation.cross.top5:.4f}",
-        T.MAP: f"{evaluation.cross.mAP:.4f}",
-        T.GAP_CLOSED_TOP1: f"{evaluation.gap_closed_top1:.4f}",
-        T.GAP_CLOSED_MAP: f"{evaluation.gap_closed_mAP:.4f}",
+        fct_tags.ROLE: fct_tags.ROLE_CHAIN,
+        fct_tags.FAMILY: family,
+        fct_tags.SOURCE: str(evaluation.source),
+        fct_tags.TARGET: str(evaluation.target),
+        fct_tags.HOPS: ",".join(map(str, loaded.hops)),
+        fct_tags.SIDE_INFO_DIM: str(loaded.side_info_dim),
+        fct_tags.EMBEDDING_DIM: str(loaded.specs[-1]["new_dim"]),
+        fct_tags.TOP1: f"{evaluation.cross.top1:.4f}",
+        fct_tags.TOP5: f"{evaluation.cross.top5:.4f}",
+        fct_tags.MAP: f"{evaluation.cross.mAP:.4f}",
+        fct_tags.GAP_CLOSED_TOP1: f"{evaluation.gap_closed_top1:.4f}",
+        fct_tags.GAP_CLOSED_MAP: f"{evaluation.gap_closed_mAP:.4f}",
         # Like every version: what it was built from (its hops' specs) and the code's commit.
-        T.KIND: "+".join(str(s.get("type", "?")) for s in loaded.specs),
-        T.PARAMS: canonical_json({"hops": list(loaded.hops), "specs": list(loaded.specs)}),
-        T.GIT_COMMIT: git_commit(),
+        fct_tags.KIND: "+".join(str(s.get("type", "?")) for s in loaded.specs),
+        fct_tags.PARAMS: canonical_json({"hops": list(loaded.hops), "specs": list(loaded.specs)}),
+        fct_tags.GIT_COMMIT: git_commit(),
     }
     if side_info and loaded.side_info_dim:  # hops without side-info fit any gallery: no tag
-        tags[T.SIDE_INFO] = side_info
+        tags[fct_tags.SIDE_INFO] = side_info
     if run_id:
-        tags[T.MEASURED_RUN] = run_id
+        tags[fct_tags.MEASURED_RUN] = run_id
     return tags
 
 
-_MEASURED = (T.TOP1, T.TOP5, T.MAP, T.GAP_CLOSED_TOP1, T.GAP_CLOSED_MAP)
+_MEASURED = (
+    fct_tags.TOP1,
+    fct_tags.TOP5,
+    fct_tags.MAP,
+    fct_tags.GAP_CLOSED_TOP1,
+    fct_tags.GAP_CLOSED_MAP,
+)
 
 
 def find_recorded_chain(client: Any, family: str, hops: tuple[int, ...]) -> int | None:
     """The version already recording exactly these hops, if any (recording is idempotent)."""
-    model = T.transformations_model_name(family)
+    model = fct_tags.transformations_model_name(family)
     found = client.search_model_versions(
         filter_string=(
-            f"name = {T.quoted(model)} AND tags.`{T.ROLE}` = '{T.ROLE_CHAIN}' "
-            f"AND tags.`{T.HOPS}` = '{','.join(map(str, hops))}'"
+            f"name = {fct_tags.quoted(model)} AND tags.`{fct_tags.ROLE}` = '{fct_tags.ROLE_CHAIN}' "
+            f"AND tags.`{fct_tags.HOPS}` = '{','.join(map(str, hops))}'"
         ),
         max_results=10,
     )
@@ -183,15 +189,17 @@ def record_chain(
             "evaluate the chain you record"
         )
     family = loaded.family
-    model = T.transformations_model_name(family)
+    model = fct_tags.transformations_model_name(family)
     existing = find_recorded_chain(client, family, loaded.hops)
     if existing is not None:
         current = client.get_model_version(model, str(existing)).tags
         fresh = chain_tags(family, evaluation, side_info, loaded)
-        if current.get(T.MEASURED_RUN) and all(current.get(k) == fresh[k] for k in _MEASURED):
+        if current.get(fct_tags.MEASURED_RUN) and all(
+            current.get(k) == fresh[k] for k in _MEASURED
+        ):
             return existing, False  # the same measurement, already recorded with its run
     route = "->".join(map(str, loaded.path))
-    mlflow.set_experiment(T.experiment_name(family))
+    mlflow.set_experiment(fct_tags.experiment_name(family))
     # Every measurement gets its run (the metrics), which the version's tags then name.
     with mlflow.start_run(run_name=f"chain-{route}") as run:
         mlflow.log_metrics(
@@ -240,7 +248,7 @@ def record_pipeline_chains(
         return RetrievalScores(top1=d["top1"], top5=d["top5"], mAP=d["mAP"])
 
     embeddings, transforms = summary.embeddings, summary.transformations
-    side_info = T.model_ref(summary.side_info.model, summary.side_info.version)
+    side_info = fct_tags.model_ref(summary.side_info.model, summary.side_info.version)
     recorded = []
     for case in report.get("chains", {}).values():
         if any(name not in transforms for name in case["hops"]):

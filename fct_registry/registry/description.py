@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 
 MAX_DESCRIPTION = 5000  # MLflow's column width for model-version descriptions
 COMPATIBILITY_PAGE = "fct/family/{family}"  # relative to the UI root: works behind a prefix
@@ -54,7 +54,7 @@ def plain(text: str) -> Cell:
 
 
 def link(name: str, version: int | str) -> Cell:
-    ref = T.model_ref(name, version)
+    ref = fct_tags.model_ref(name, version)
     return Cell(ref, f'<a href="#/models/{name}/versions/{version}">{html.escape(ref)}</a>')
 
 
@@ -66,7 +66,7 @@ def join(*cells: Cell | str, sep: str = "") -> Cell:
 
 def version_link(name: str, version: int | str) -> str:
     """A markdown link to a version's page (for text outside the table)."""
-    return f"[{T.model_ref(name, version)}](#/models/{name}/versions/{version})"
+    return f"[{fct_tags.model_ref(name, version)}](#/models/{name}/versions/{version})"
 
 
 def box_table(rows: Sequence[tuple[str, Cell | str]]) -> str:
@@ -96,16 +96,22 @@ def _num(tags: Mapping[str, str], key: str) -> str:
 
 
 def _scores(tags: Mapping[str, str]) -> str:
-    return f"top-1 {_num(tags, T.TOP1)} · top-5 {_num(tags, T.TOP5)} · mAP {_num(tags, T.MAP)}"
+    return (
+        f"top-1 {_num(tags, fct_tags.TOP1)} · top-5 {_num(tags, fct_tags.TOP5)} · mAP "
+        f"{_num(tags, fct_tags.MAP)}"
+    )
 
 
 def _gap(tags: Mapping[str, str]) -> str:
-    return f"top-1 {_num(tags, T.GAP_CLOSED_TOP1)}% · mAP {_num(tags, T.GAP_CLOSED_MAP)}%"
+    return (
+        f"top-1 {_num(tags, fct_tags.GAP_CLOSED_TOP1)}% · mAP "
+        f"{_num(tags, fct_tags.GAP_CLOSED_MAP)}%"
+    )
 
 
 def _classes(tags: Mapping[str, str]) -> str:
     try:
-        classes = json.loads(tags.get(T.CLASSES, ""))
+        classes = json.loads(tags.get(fct_tags.CLASSES, ""))
     except ValueError:
         return "all"
     if classes and classes == list(range(classes[0], classes[-1] + 1)):
@@ -116,7 +122,7 @@ def _classes(tags: Mapping[str, str]) -> str:
 def origin(tags: Mapping[str, str]) -> str:
     """Where a version came from, in words: trained here, an external model (kind, original URI,
     sha256) or embedding tables."""
-    raw = tags.get(T.GIVEN_SOURCE)
+    raw = tags.get(fct_tags.GIVEN_SOURCE)
     if not raw:
         return "trained by the pipeline"
     try:
@@ -131,33 +137,36 @@ def origin(tags: Mapping[str, str]) -> str:
 
 def _provenance(tags: Mapping[str, str]) -> list[tuple[str, Cell | str]]:
     rows: list[tuple[str, Cell | str]] = [("origin", origin(tags))]
-    if T.PREPROCESS in tags:
-        rows.append(("preprocessing", tags[T.PREPROCESS]))
-    if T.PIPELINE_KEY in tags:
-        rows.append(("params.yaml key", tags[T.PIPELINE_KEY]))
-    if T.DATASET in tags:
+    if fct_tags.PREPROCESS in tags:
+        rows.append(("preprocessing", tags[fct_tags.PREPROCESS]))
+    if fct_tags.PIPELINE_KEY in tags:
+        rows.append(("params.yaml key", tags[fct_tags.PIPELINE_KEY]))
+    if fct_tags.DATASET in tags:
         rows.append(
             (
                 "training data",
-                f"{tags[T.DATASET]}, split sha256 {tags.get(T.DATA_SHA256, '?')[:_SHORT]}",
+                f"{tags[fct_tags.DATASET]}, split sha256 "
+                f"{tags.get(fct_tags.DATA_SHA256, '?')[:_SHORT]}",
             )
         )
-    rows.append(("git commit", tags.get(T.GIT_COMMIT, "unknown")[:_SHORT]))
-    if T.CONTENT_HASH in tags:
-        rows.append(("content hash", tags[T.CONTENT_HASH][:_SHORT]))
-    if T.ONNX_MAX_ABS_DIFF in tags:
-        rows.append(("ONNX vs PyTorch", f"max abs diff {tags[T.ONNX_MAX_ABS_DIFF]}"))
+    rows.append(("git commit", tags.get(fct_tags.GIT_COMMIT, "unknown")[:_SHORT]))
+    if fct_tags.CONTENT_HASH in tags:
+        rows.append(("content hash", tags[fct_tags.CONTENT_HASH][:_SHORT]))
+    if fct_tags.ONNX_MAX_ABS_DIFF in tags:
+        rows.append(("ONNX vs PyTorch", f"max abs diff {tags[fct_tags.ONNX_MAX_ABS_DIFF]}"))
     return rows
 
 
 def _gate_rows(tags: Mapping[str, str], aliases: Sequence[str]) -> list[tuple[str, Cell | str]]:
     rows: list[tuple[str, Cell | str]] = []
-    if T.PRODUCTION_ALIAS in aliases:
-        rows.append(("release", f"@{T.PRODUCTION_ALIAS} (serving)"))
-    if T.GATE_VERDICT in tags:
+    if fct_tags.PRODUCTION_ALIAS in aliases:
+        rows.append(("release", f"@{fct_tags.PRODUCTION_ALIAS} (serving)"))
+    if fct_tags.GATE_VERDICT in tags:
         rows.append(("release gate", _gate_text(tags)))
-        if T.GATE_RUN in tags and tags.get(T.FAMILY):  # recorded by a gate that keeps a history
-            page = COMPATIBILITY_PAGE.format(family=tags[T.FAMILY]) + "#gate-history"
+        if fct_tags.GATE_RUN in tags and tags.get(
+            fct_tags.FAMILY
+        ):  # recorded by a gate that keeps a history
+            page = COMPATIBILITY_PAGE.format(family=tags[fct_tags.FAMILY]) + "#gate-history"
             text = "every recorded verdict, newest first"
             rows.append(("gate history", Cell(text, f'<a href="{html.escape(page)}">{text}</a>')))
     return rows
@@ -166,16 +175,16 @@ def _gate_rows(tags: Mapping[str, str], aliases: Sequence[str]) -> list[tuple[st
 def gate_summary(tags: Mapping[str, str]) -> dict[str, object] | None:
     """The gate's verdict on a version, from its ``fct.gate.*`` tags (None when never gated):
     verdict, baseline version, rules passed / failed, and when."""
-    if T.GATE_VERDICT not in tags:
+    if fct_tags.GATE_VERDICT not in tags:
         return None
     try:
-        report = json.loads(tags.get(T.GATE_REPORT, "{}"))
+        report = json.loads(tags.get(fct_tags.GATE_REPORT, "{}"))
     except ValueError:
         report = {}
     checks = report.get("checks") or {}
     statuses = [c.get("status") for c in checks.values() if isinstance(c, dict)]
     return {
-        "verdict": tags[T.GATE_VERDICT],
+        "verdict": tags[fct_tags.GATE_VERDICT],
         "baseline": report.get("baseline"),
         "passed": statuses.count("pass"),
         "failed": statuses.count("fail"),
@@ -222,9 +231,15 @@ def _page(family: str, headline: str, rows: list[tuple[str, Cell | str]], usage:
 def _hop_rows(linked: Sequence[Linked]) -> list[Cell]:
     cells = []
     for t in linked:
-        ends = f"@{t.tags.get(T.SOURCE, '?')} → @{t.tags.get(T.TARGET, '?')}"
-        what = "chain" if t.tags.get(T.ROLE) == T.ROLE_CHAIN else t.tags.get(T.KIND, "fct")
-        cells.append(join(link(t.name, t.version), f" {ends} {what}, top-1 {_num(t.tags, T.TOP1)}"))
+        ends = f"@{t.tags.get(fct_tags.SOURCE, '?')} → @{t.tags.get(fct_tags.TARGET, '?')}"
+        what = (
+            "chain"
+            if t.tags.get(fct_tags.ROLE) == fct_tags.ROLE_CHAIN
+            else t.tags.get(fct_tags.KIND, "fct")
+        )
+        cells.append(
+            join(link(t.name, t.version), f" {ends} {what}, top-1 {_num(t.tags, fct_tags.TOP1)}")
+        )
     return cells
 
 
@@ -241,11 +256,11 @@ def embedding_description(
     aliases: Sequence[str] = (),
 ) -> str:
     """``into``/``out_of``: transformations and chains ending / starting at this version."""
-    side = tags.get(T.SIDE_INFO)
+    side = tags.get(fct_tags.SIDE_INFO)
     rows: list[tuple[str, Cell | str]] = [
-        ("embeds", f"float images in [0, 1] → {tags.get(T.EMBEDDING_DIM, '?')}-d vectors"),
+        ("embeds", f"float images in [0, 1] → {tags.get(fct_tags.EMBEDDING_DIM, '?')}-d vectors"),
         ("trained on classes", _classes(tags)),
-        ("side-info extractor", link(*T.parse_model_ref(side)) if side else "none"),
+        ("side-info extractor", link(*fct_tags.parse_model_ref(side)) if side else "none"),
         ("own gallery", _scores(tags)),
     ]
     for label, linked in (("upgraded from", into), ("upgrades to", out_of)):
@@ -270,20 +285,23 @@ def transformation_description(
     aliases: Sequence[str] = (),
 ) -> str:
     """A transformation, or a chain (``fct.role=chain``, hops in ``fct.hops``)."""
-    source, target = tags.get(T.SOURCE, "?"), tags.get(T.TARGET, "?")
-    side = tags.get(T.SIDE_INFO)
-    chain = tags.get(T.ROLE) == T.ROLE_CHAIN
-    name = T.transformations_model_name(family)
-    hops = [h for h in tags.get(T.HOPS, "").split(",") if h.strip()]
+    source, target = tags.get(fct_tags.SOURCE, "?"), tags.get(fct_tags.TARGET, "?")
+    side = tags.get(fct_tags.SIDE_INFO)
+    chain = tags.get(fct_tags.ROLE) == fct_tags.ROLE_CHAIN
+    name = fct_tags.transformations_model_name(family)
+    hops = [h for h in tags.get(fct_tags.HOPS, "").split(",") if h.strip()]
     rows: list[tuple[str, Cell | str]] = [
         ("upgrades", join(link(family, source), " → ", link(family, target))),
     ]
     if chain:
         rows.append(("hops, in order", join(*(link(name, h) for h in hops), sep=" then ")))
     else:
-        rows.append(("kind", tags.get(T.KIND, "?")))
+        rows.append(("kind", tags.get(fct_tags.KIND, "?")))
     rows += [
-        ("side-info", link(*T.parse_model_ref(side)) if side else "none (reads no side-info)"),
+        (
+            "side-info",
+            link(*fct_tags.parse_model_ref(side)) if side else "none (reads no side-info)",
+        ),
         ("new queries vs upgraded old gallery", _scores(tags)),
         ("old→new gap closed", _gap(tags)),
     ]
@@ -291,7 +309,7 @@ def transformation_description(
     what = (
         f"chain of {len(hops)} transformations, measured end to end"
         if chain
-        else f"FCT transformation ({tags.get(T.KIND, '?')})"
+        else f"FCT transformation ({tags.get(fct_tags.KIND, '?')})"
     )
     headline = (
         f"{family}@{source} → {family}@{target}: {what}. Upgrades a stored gallery without "
@@ -310,9 +328,12 @@ def side_info_description(
     readers: Sequence[Linked],
 ) -> str:
     rows: list[tuple[str, Cell | str]] = [
-        ("computes", f"{tags.get(T.EMBEDDING_DIM, '?')}-d side-info from float images in [0, 1]"),
+        (
+            "computes",
+            f"{tags.get(fct_tags.EMBEDDING_DIM, '?')}-d side-info from float images in [0, 1]",
+        ),
     ]
-    trained_with = tags.get(T.TRAINED_WITH)
+    trained_with = tags.get(fct_tags.TRAINED_WITH)
     if trained_with and trained_with != "all":
         rows.append(
             (
@@ -325,7 +346,7 @@ def side_info_description(
     if not readers:
         rows.append(("read by", "no transformation yet"))
     rows += _provenance(tags)
-    name = T.side_info_model_name(family)
+    name = fct_tags.side_info_model_name(family)
     headline = (
         f"{name}/{version}: side-info extractor of the {family} family (self-supervised). "
         "Its vector is stored beside every gallery item, once, and never changes: FCT "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 
 __all__ = ["family_experiment"]
 
@@ -14,13 +14,13 @@ def family_experiment(client: Any, family: str, artifact_location: str | None) -
     """The id of ``fct-<family>``; created (with ``artifact_location``) when missing."""
     from mlflow.exceptions import MlflowException
 
-    name = T.experiment_name(family)
+    name = fct_tags.experiment_name(family)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
         return client.create_experiment(
-            name, artifact_location=artifact_location, tags={T.FAMILY: family}
+            name, artifact_location=artifact_location, tags={fct_tags.FAMILY: family}
         )
     except MlflowException:  # created concurrently by another process
         found = client.get_experiment_by_name(name)

@@ -50,7 +50,7 @@ from fct_registry.models.io import load_model as load_hop
 from fct_registry.models.io import save_model as save_module
 from fct_registry.models.transformations import TransformationChain
 from fct_registry.registry import onnx_export as _onnx
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry._runtime import fct_pyfunc as _runtime
 from fct_registry.registry.checksums import (
     checksums_digest,
@@ -294,8 +294,8 @@ def register_logged_model(
     version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     version_tags.update(
         {
-            T.CONTENT_HASH: conf["content_hash"],
-            T.CHECKSUMS_SHA256: checksums_digest(conf["checksums"]),
+            fct_tags.CONTENT_HASH: conf["content_hash"],
+            fct_tags.CHECKSUMS_SHA256: checksums_digest(conf["checksums"]),
         }
     )
     try:

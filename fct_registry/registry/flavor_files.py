@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from fct_registry.errors import FctError
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.checksums import ChecksumError, verify_checksums
 from fct_registry.registry.given import refuse_given
 
@@ -77,12 +77,14 @@ def verify_registered(
     """Verify a downloaded model folder against its registered version's record: the
     ``fct.checksums_sha256`` digest of ``checksums.json`` (or, for versions registered before
     it, the ``fct.checksums`` JSON), then every file. Returns the verified checksums."""
-    if T.CHECKSUMS_SHA256 in version_tags:
-        return verify_checksums(path, what=what, expected_digest=version_tags[T.CHECKSUMS_SHA256])
-    if T.CHECKSUMS in version_tags:
-        return verify_checksums(path, json.loads(version_tags[T.CHECKSUMS]), what=what)
+    if fct_tags.CHECKSUMS_SHA256 in version_tags:
+        return verify_checksums(
+            path, what=what, expected_digest=version_tags[fct_tags.CHECKSUMS_SHA256]
+        )
+    if fct_tags.CHECKSUMS in version_tags:
+        return verify_checksums(path, json.loads(version_tags[fct_tags.CHECKSUMS]), what=what)
     raise ChecksumError(
-        f"{what} has no {T.CHECKSUMS_SHA256} tag, so its artifacts cannot be verified; "
+        f"{what} has no {fct_tags.CHECKSUMS_SHA256} tag, so its artifacts cannot be verified; "
         "register it with `fct register` (or flavor.log_model), or pass verify=False if you "
         "trust the store"
     )

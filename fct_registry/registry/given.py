@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fct_registry.errors import FctError
 from fct_registry.layout import SOURCE_FILE
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -73,7 +73,11 @@ def given_tags(record: Mapping[str, Any], digest: str) -> dict[str, str]:
             s: {"uri": t["uri"], "sha256": t["sha256"]} for s, t in record["tables"].items()
         },
     }
-    return {T.GIVEN_SOURCE: canonical(lineage), T.CONTENT_HASH: digest, T.DATASET: DATASET}
+    return {
+        fct_tags.GIVEN_SOURCE: canonical(lineage),
+        fct_tags.CONTENT_HASH: digest,
+        fct_tags.DATASET: DATASET,
+    }
 
 
 def register_given(
@@ -99,8 +103,8 @@ def register_given(
 
 def refuse_given(what: str, version_tags: Mapping[str, str] | None) -> None:
     """Raise :class:`NoModelError` when the version's tags say it was given as embeddings."""
-    if version_tags and T.GIVEN_SOURCE in version_tags:
-        source = version_tags[T.GIVEN_SOURCE]
+    if version_tags and fct_tags.GIVEN_SOURCE in version_tags:
+        source = version_tags[fct_tags.GIVEN_SOURCE]
         if not _is_external_model(source):  # an external model has a graph to run
             raise NoModelError(no_model_message(what, source))
 
@@ -117,4 +121,7 @@ def external_tags(record: Mapping[str, Any]) -> dict[str, str]:
     """The version tags an external model adds: its source (kind, original URI, checksum) and
     the preprocessing ``fct embed`` applies by default."""
     lineage = {k: record[k] for k in ("kind", "uri", "sha256")}
-    return {T.GIVEN_SOURCE: canonical(lineage), T.PREPROCESS: canonical(record["preprocess"])}
+    return {
+        fct_tags.GIVEN_SOURCE: canonical(lineage),
+        fct_tags.PREPROCESS: canonical(record["preprocess"]),
+    }

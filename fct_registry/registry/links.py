@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from fct_registry.registry import description as D
-from fct_registry.registry import tags as T
+from fct_registry.registry import description as descriptions
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.pages import refresh_descriptions
 from fct_registry.registry.query import search_versions
 from fct_registry.registry.summary import RegistrationSummary
@@ -42,10 +42,10 @@ def update_links(
     ``aliases``: the aliases each version already has (only missing ``pipeline-<key>`` aliases
     are set)."""
     family = summary.family
-    t_name = T.transformations_model_name(family)
-    only_transformations = f"tags.`{T.ROLE}` = '{T.ROLE_TRANSFORMATION}'"
+    t_name = fct_tags.transformations_model_name(family)
+    only_transformations = f"tags.`{fct_tags.ROLE}` = '{fct_tags.ROLE_TRANSFORMATION}'"
     transformations = [
-        D.Linked(t_name, int(mv.version), mv.tags)
+        descriptions.Linked(t_name, int(mv.version), mv.tags)
         for mv in search_versions(client, t_name, only_transformations)
     ]
     touched = {v.version for v in summary.embeddings.values()}
@@ -53,15 +53,15 @@ def update_links(
         touched |= {t.source, t.target}
     for version in sorted(v for v in touched if v is not None):
         mv = client.get_model_version(family, str(version))
-        into = [t for t in transformations if t.tags.get(T.TARGET) == str(version)]
-        out_of = [t for t in transformations if t.tags.get(T.SOURCE) == str(version)]
+        into = [t for t in transformations if t.tags.get(fct_tags.TARGET) == str(version)]
+        out_of = [t for t in transformations if t.tags.get(fct_tags.SOURCE) == str(version)]
         wanted = {
-            T.TRANSFORMS_IN: ",".join(str(t.version) for t in into),
-            T.TRANSFORMS_OUT: ",".join(str(t.version) for t in out_of),
+            fct_tags.TRANSFORMS_IN: ",".join(str(t.version) for t in into),
+            fct_tags.TRANSFORMS_OUT: ",".join(str(t.version) for t in out_of),
         }
         set_tags(client, family, version, mv.tags, wanted)
     for registered in summary.all():
-        alias = T.pipeline_alias(registered.pipeline_key)
+        alias = fct_tags.pipeline_alias(registered.pipeline_key)
         if alias not in aliases.get((registered.model, registered.version), set()):
             client.set_registered_model_alias(registered.model, alias, str(registered.version))
     refresh_descriptions(client, family)

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from fct_registry.jobs.liveness import holder_gone
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def registration_lock(
 ) -> Iterator[Lock]:
     """Hold the family's registration lock, the registered model ``F-registration-lock`` (or,
     with ``key``, a narrower one: ``F-registration-lock-<key>``; see the module docstring)."""
-    name = T.lock_model_name(family) + (f"-{key}" if key else "")
+    name = fct_tags.lock_model_name(family) + (f"-{key}" if key else "")
     ttl = lock_ttl() if ttl is None else ttl
     deadline = time.monotonic() + timeout
     while (holder := _create(client, name, ttl) or _take_over(client, name, ttl)) is None:

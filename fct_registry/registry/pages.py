@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fct_registry.registry import description as D
-from fct_registry.registry import tags as T
+from fct_registry.registry import description as descriptions
+from fct_registry.registry import tags as fct_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -25,7 +25,7 @@ def all_versions(client: MlflowClient, name: str) -> list[Any]:
     token = None
     while True:
         page = client.search_model_versions(
-            f"name = {T.quoted(name)}", max_results=1000, page_token=token
+            f"name = {fct_tags.quoted(name)}", max_results=1000, page_token=token
         )
         out.extend(page)
         token = page.token
@@ -50,12 +50,18 @@ def aliases_by_version(client: MlflowClient, name: str) -> dict[int, list[str]]:
 def refresh_descriptions(client: MlflowClient, family: str) -> int:
     """Re-render the description of every version of ``family`` (embedding versions,
     side-info extractors, transformations and chains); returns how many changed."""
-    t_name = T.transformations_model_name(family)
-    s_name = T.side_info_model_name(family)
-    links = [D.Linked(t_name, int(mv.version), mv.tags) for mv in all_versions(client, t_name)]
+    t_name = fct_tags.transformations_model_name(family)
+    s_name = fct_tags.side_info_model_name(family)
+    links = [
+        descriptions.Linked(t_name, int(mv.version), mv.tags) for mv in all_versions(client, t_name)
+    ]
     edges = sorted(
         links,
-        key=lambda t: (t.tags.get(T.ROLE) == T.ROLE_CHAIN, t.tags.get(T.SOURCE, ""), t.version),
+        key=lambda t: (
+            t.tags.get(fct_tags.ROLE) == fct_tags.ROLE_CHAIN,
+            t.tags.get(fct_tags.SOURCE, ""),
+            t.version,
+        ),
     )
     changed = 0
 
@@ -68,9 +74,9 @@ def refresh_descriptions(client: MlflowClient, family: str) -> int:
     aliases = aliases_by_version(client, family)
     for mv in all_versions(client, family):
         v = str(mv.version)
-        into = [t for t in edges if t.tags.get(T.TARGET) == v]
-        out_of = [t for t in edges if t.tags.get(T.SOURCE) == v]
-        text = D.embedding_description(
+        into = [t for t in edges if t.tags.get(fct_tags.TARGET) == v]
+        out_of = [t for t in edges if t.tags.get(fct_tags.SOURCE) == v]
+        text = descriptions.embedding_description(
             family,
             int(v),
             mv.tags,
@@ -81,12 +87,15 @@ def refresh_descriptions(client: MlflowClient, family: str) -> int:
         write(mv, text)
     t_aliases = aliases_by_version(client, t_name)
     for mv in all_versions(client, t_name):
-        text = D.transformation_description(
+        text = descriptions.transformation_description(
             family, int(mv.version), mv.tags, aliases=t_aliases.get(int(mv.version), [])
         )
         write(mv, text)
     for mv in all_versions(client, s_name):
-        ref = T.model_ref(s_name, mv.version)
-        readers = [t for t in edges if t.tags.get(T.SIDE_INFO) == ref]
-        write(mv, D.side_info_description(family, int(mv.version), mv.tags, readers=readers))
+        ref = fct_tags.model_ref(s_name, mv.version)
+        readers = [t for t in edges if t.tags.get(fct_tags.SIDE_INFO) == ref]
+        write(
+            mv,
+            descriptions.side_info_description(family, int(mv.version), mv.tags, readers=readers),
+        )
     return changed

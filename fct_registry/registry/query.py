@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def search_versions(client: MlflowClient, name: str, where: str = "") -> list[ModelVersion]:
     """Every version of ``name`` matching ``where`` (MLflow filter syntax), paginated."""
-    query = f"name = {T.quoted(name)}" + (f" AND {where}" if where else "")
+    query = f"name = {fct_tags.quoted(name)}" + (f" AND {where}" if where else "")
     out: list[ModelVersion] = []
     token = None
     while True:
@@ -34,7 +34,7 @@ def find_version(
     (e.g. ``{fct.from: "1", fct.to: "4"}``); the oldest, should several exist."""
     if not re.fullmatch(r"[0-9a-f]{64}", content):
         raise RegistryError(f"bad content hash {content!r}; expected 64 hex digits")
-    where = [f"tags.`{T.CONTENT_HASH}` = '{content}'"]
-    where += [f"tags.`{k}` = {T.quoted(v)}" for k, v in (links or {}).items()]
+    where = [f"tags.`{fct_tags.CONTENT_HASH}` = '{content}'"]
+    where += [f"tags.`{k}` = {fct_tags.quoted(v)}" for k, v in (links or {}).items()]
     found = search_versions(client, name, " AND ".join(where))
     return found[0] if found else None

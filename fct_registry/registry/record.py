@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fct_registry.layout import read_given, read_source
 from fct_registry.models.io import load_model as load_hop
 from fct_registry.registry import flavor
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.candidates import Candidate
 from fct_registry.registry.checksums import canonical_json, content_hash
 from fct_registry.registry.given import external_tags, given_digest, given_tags, register_given
@@ -40,11 +40,11 @@ def _flatten(prefix: str, value: Any) -> dict[str, str]:
 
 
 _METRIC_TAGS = {
-    "top1": T.TOP1,
-    "top5": T.TOP5,
-    "mAP": T.MAP,
-    "gap_closed_top1": T.GAP_CLOSED_TOP1,
-    "gap_closed_mAP": T.GAP_CLOSED_MAP,
+    "top1": fct_tags.TOP1,
+    "top5": fct_tags.TOP5,
+    "mAP": fct_tags.MAP,
+    "gap_closed_top1": fct_tags.GAP_CLOSED_TOP1,
+    "gap_closed_mAP": fct_tags.GAP_CLOSED_MAP,
 }
 
 
@@ -105,11 +105,11 @@ class Registrar:
             lock.record_run(run.info.run_id)  # failed by whoever takes over if this one dies
             mlflow.set_tags(
                 {
-                    T.ROLE: model.role,
-                    T.FAMILY: self.family,
-                    T.PIPELINE_KEY: model.key,
-                    T.CONTENT_HASH: digest,
-                    T.GIT_COMMIT: self.commit,
+                    fct_tags.ROLE: model.role,
+                    fct_tags.FAMILY: self.family,
+                    fct_tags.PIPELINE_KEY: model.key,
+                    fct_tags.CONTENT_HASH: digest,
+                    fct_tags.GIT_COMMIT: self.commit,
                 }
             )
             flat = _flatten("", model.trained_from)
@@ -124,7 +124,7 @@ class Registrar:
                 info = flavor.log_model(model.folder, name=f"{model.name}-{model.key}")
         if given is None:
             conf = info.flavors[flavor.FLAVOR_NAME]
-            extra = {T.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}"}
+            extra = {fct_tags.ONNX_MAX_ABS_DIFF: f"{conf['onnx_max_abs_diff']:.3g}"}
             external = read_source(model.folder)  # an external model: its lineage
             if external is not None:
                 extra.update(external_tags(external))
@@ -132,12 +132,14 @@ class Registrar:
             extra = given_tags(given, digest)
         tags = {**model.tags, **extra, **self._metric_tags(model)}
         if model.metrics:  # the run above logged them: their provenance
-            tags[T.MEASURED_RUN] = run.info.run_id
+            tags[fct_tags.MEASURED_RUN] = run.info.run_id
         with registration_lock(self.client, self.family, self.lock_timeout):
             raced = find_version(self.client, model.name, digest, model.identity)
             if raced is not None:  # another process registered the same content meanwhile
                 self.client.set_tag(
-                    run.info.run_id, "fct.duplicate_of", T.model_ref(model.name, raced.version)
+                    run.info.run_id,
+                    "fct.duplicate_of",
+                    fct_tags.model_ref(model.name, raced.version),
                 )
                 return raced, False
             description = f"{model.run_name}; description pending link update"
@@ -187,10 +189,10 @@ class Registrar:
         registered before the tag existed)."""
         wanted = self._metric_tags(model)
         changed = {k: v for k, v in wanted.items() if current.get(k) != v}
-        if not changed and (not wanted or current.get(T.MEASURED_RUN)):
+        if not changed and (not wanted or current.get(fct_tags.MEASURED_RUN)):
             return
         run_id = self._measurement_run(model, version)
-        for key, value in {**changed, T.MEASURED_RUN: run_id}.items():
+        for key, value in {**changed, fct_tags.MEASURED_RUN: run_id}.items():
             self.client.set_model_version_tag(model.name, str(version), key, value)
 
     def _measurement_run(self, model: Candidate, version: int) -> str:
@@ -199,10 +201,10 @@ class Registrar:
             self.experiment,
             run_name=f"evaluation of {model.name}/{version}",
             tags={
-                T.ROLE: model.role,
-                T.FAMILY: self.family,
-                T.PIPELINE_KEY: model.key,
-                T.GIT_COMMIT: self.commit,
+                fct_tags.ROLE: model.role,
+                fct_tags.FAMILY: self.family,
+                fct_tags.PIPELINE_KEY: model.key,
+                fct_tags.GIT_COMMIT: self.commit,
             },
         )
         from mlflow.entities import Metric
@@ -219,17 +221,17 @@ class Registrar:
         family = self.family
         about = {
             family: (
-                T.ROLE_EMBEDDING,
+                fct_tags.ROLE_EMBEDDING,
                 f"Embedding-model versions of the `{family}` family. "
                 f"Version N here is {family}@N; each version links its side-info "
                 "extractor and the transformations into and out of it (fct.* tags).",
             ),
-            T.side_info_model_name(family): (
-                T.ROLE_SIDE_INFO,
+            fct_tags.side_info_model_name(family): (
+                fct_tags.ROLE_SIDE_INFO,
                 f"Side-info extractors of the `{family}` family, read by FCT transformations.",
             ),
-            T.transformations_model_name(family): (
-                T.ROLE_TRANSFORMATION,
+            fct_tags.transformations_model_name(family): (
+                fct_tags.ROLE_TRANSFORMATION,
                 f"FCT transformations between versions of `{family}`: "
                 "fct.from / fct.to hold the family versions they connect; load one with "
                 "mlflow.pyfunc.load_model and predict({old_embedding, side_info}).",
@@ -238,7 +240,7 @@ class Registrar:
         for name, (role, text) in about.items():
             try:
                 self.client.create_registered_model(
-                    name, tags={T.FAMILY: family, T.ROLE: role}, description=text
+                    name, tags={fct_tags.FAMILY: family, fct_tags.ROLE: role}, description=text
                 )
             except MlflowException as exc:
                 if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from fct_registry.config import Params
 from fct_registry.layout import Layout
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.candidates import BACKFILL_KEY, Candidates, read_evaluation
 from fct_registry.registry.chains import record_pipeline_chains
 from fct_registry.registry.errors import RegistryError
@@ -163,7 +163,7 @@ def _register_all_models(
     p, family = candidates.params, candidates.family
     registrar.ensure_registered_models()
     side = registrar.register(candidates.side_info())
-    side_ref = T.model_ref(side.model, side.version)
+    side_ref = fct_tags.model_ref(side.model, side.version)
     embeddings = {
         str(k): registrar.register(candidates.embedding(k, side_ref)) for k in sorted(p.versions)
     }
@@ -183,8 +183,8 @@ def _register_all_models(
         transformations[BACKFILL_KEY] = RegisteredVersion(
             **{
                 **asdict(registered),
-                "source": int(backfill.identity[T.SOURCE]),
-                "target": int(backfill.identity[T.TARGET]),
+                "source": int(backfill.identity[fct_tags.SOURCE]),
+                "target": int(backfill.identity[fct_tags.TARGET]),
             }
         )
     summary = RegistrationSummary(

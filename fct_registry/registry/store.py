@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fct_registry._redact import first_line, redact
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def default_artifact_location(tracking_uri: str, family: str) -> str | None:
     db = Path(tracking_uri.removeprefix("sqlite:///"))
     if not db.is_absolute():  # sqlite:///relative.db is relative to the working directory
         db = Path.cwd() / db
-    return (db.parent / ARTIFACTS_DIR / T.experiment_name(family)).resolve().as_uri()
+    return (db.parent / ARTIFACTS_DIR / fct_tags.experiment_name(family)).resolve().as_uri()
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -11,7 +11,7 @@ not import torch or mlflow.
 from fct_registry.resolver.errors import (
     BackwardRequestError,
     NoPathError,
-    ResolveError,
+    ResolverError,
     SideInfoMismatchError,
     UnknownFamilyError,
     UnknownVersionError,
@@ -36,7 +36,7 @@ __all__ = [
     "LoadStats",
     "NoPathError",
     "Resolution",
-    "ResolveError",
+    "ResolverError",
     "Route",
     "SideInfoMismatchError",
     "TransformEdge",

@@ -5,19 +5,19 @@ from __future__ import annotations
 from fct_registry.errors import FctError
 
 
-class ResolveError(FctError):
+class ResolverError(FctError):
     """A version reference or an upgrade request that the registry cannot satisfy."""
 
 
-class UnknownFamilyError(ResolveError):
+class UnknownFamilyError(ResolverError):
     pass
 
 
-class UnknownVersionError(ResolveError):
+class UnknownVersionError(ResolverError):
     pass
 
 
-class NoPathError(ResolveError):
+class NoPathError(ResolverError):
     pass
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.resolver.search import Route
 
 SCORING = (
@@ -29,7 +29,7 @@ class Resolution:
 
     @property
     def model(self) -> str:
-        return T.transformations_model_name(self.family)
+        return fct_tags.transformations_model_name(self.family)
 
     @property
     def decision(self) -> str:

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.refs import VersionRef
-from fct_registry.resolver.errors import ResolveError, UnknownVersionError
+from fct_registry.resolver.errors import ResolverError, UnknownVersionError
 
 
 class ModelVersionLike(Protocol):
@@ -131,7 +131,10 @@ class CompatibilityGraph:
         Records of other registered models are ignored; versions that are not ``READY`` (a
         registration still uploading or one that failed) are left out.
         """
-        side_name, trans_name = T.side_info_model_name(family), T.transformations_model_name(family)
+        side_name, trans_name = (
+            fct_tags.side_info_model_name(family),
+            fct_tags.transformations_model_name(family),
+        )
         alias_map = {a: int(v) for a, v in (aliases or {}).items()}
         by_version: dict[int, list[str]] = {}
         for alias, v in alias_map.items():
@@ -149,29 +152,33 @@ class CompatibilityGraph:
                 continue
             version, tags = int(rec.version), dict(rec.tags or {})
             if rec.name == family:
-                role = tags.get(T.ROLE, T.ROLE_EMBEDDING)
-                if role != T.ROLE_EMBEDDING:
-                    notes.append(f"{family}/{version} skipped: {T.ROLE}={role}, not embedding")
+                role = tags.get(fct_tags.ROLE, fct_tags.ROLE_EMBEDDING)
+                if role != fct_tags.ROLE_EMBEDDING:
+                    notes.append(
+                        f"{family}/{version} skipped: {fct_tags.ROLE}={role}, not embedding"
+                    )
                     continue
                 nodes[version] = VersionNode(
                     version=version,
-                    side_info=tags.get(T.SIDE_INFO) or None,
-                    embedding_dim=_int_or_none(tags.get(T.EMBEDDING_DIM)),
+                    side_info=tags.get(fct_tags.SIDE_INFO) or None,
+                    embedding_dim=_int_or_none(tags.get(fct_tags.EMBEDDING_DIM)),
                     aliases=tuple(sorted(by_version.get(version, ()))),
-                    pipeline_key=tags.get(T.PIPELINE_KEY) or None,
+                    pipeline_key=tags.get(fct_tags.PIPELINE_KEY) or None,
                 )
             elif rec.name == side_name:
                 side_versions.append(version)
             elif rec.name == trans_name:
-                role = tags.get(T.ROLE, T.ROLE_TRANSFORMATION)
-                if role == T.ROLE_CHAIN:
+                role = tags.get(fct_tags.ROLE, fct_tags.ROLE_TRANSFORMATION)
+                if role == fct_tags.ROLE_CHAIN:
                     chain_records.append((version, tags))
-                elif role == T.ROLE_TRANSFORMATION:
+                elif role == fct_tags.ROLE_TRANSFORMATION:
                     edge = _edge(trans_name, version, tags, (version,), notes, unmeasured)
                     if edge is not None:
                         singles[version] = edge
                 else:
-                    notes.append(f"{trans_name}/{version} skipped: unknown {T.ROLE}={role!r}")
+                    notes.append(
+                        f"{trans_name}/{version} skipped: unknown {fct_tags.ROLE}={role!r}"
+                    )
         for v, edge in list(singles.items()):
             missing = [end for end in (edge.source, edge.target) if end not in nodes]
             if missing:
@@ -202,7 +209,7 @@ class CompatibilityGraph:
     # --- references ---------------------------------------------------------------------------
     @property
     def transformations_model(self) -> str:
-        return T.transformations_model_name(self.family)
+        return fct_tags.transformations_model_name(self.family)
 
     def known_versions(self) -> str:
         return ", ".join(map(str, self.nodes)) or "none registered"
@@ -210,7 +217,7 @@ class CompatibilityGraph:
     def version_of(self, ref: VersionRef) -> int:
         """The version number a reference names, or an error listing what is known."""
         if ref.family != self.family:
-            raise ResolveError(
+            raise ResolverError(
                 f"{ref} belongs to family {ref.family!r}, but the graph is of {self.family!r}; "
                 f"resolve within one family (e.g. {self.family}@1 {self.family}@2)"
             )
@@ -233,7 +240,7 @@ class CompatibilityGraph:
             hint = (
                 "the first release sets it: `fct gate --bootstrap --promote --candidate "
                 f"{self.family}@latest`"
-                if ref.alias == T.PRODUCTION_ALIAS
+                if ref.alias == fct_tags.PRODUCTION_ALIAS
                 else f"name a version instead, e.g. {self.family}@{max(self.nodes)}"
             )
             raise UnknownVersionError(
@@ -316,30 +323,41 @@ def _edge(
     notes: list[str],
     unmeasured: dict[int, UnmeasuredEdge] | None = None,
 ) -> TransformEdge | None:
-    source, target = _int_or_none(tags.get(T.SOURCE)), _int_or_none(tags.get(T.TARGET))
+    source, target = (
+        _int_or_none(tags.get(fct_tags.SOURCE)),
+        _int_or_none(tags.get(fct_tags.TARGET)),
+    )
     if source is None or target is None:
-        notes.append(f"{model}/{version} skipped: no integer {T.SOURCE}/{T.TARGET} tags")
+        notes.append(
+            f"{model}/{version} skipped: no integer {fct_tags.SOURCE}/{fct_tags.TARGET} tags"
+        )
         return None
     if source == target:
-        notes.append(f"{model}/{version} skipped: {T.SOURCE} == {T.TARGET} == {source}")
+        notes.append(
+            f"{model}/{version} skipped: {fct_tags.SOURCE} == {fct_tags.TARGET} == {source}"
+        )
         return None
-    top1 = _float(tags.get(T.TOP1))
+    top1 = _float(tags.get(fct_tags.TOP1))
     why = None
     if top1 is None or not 0.0 <= top1 <= 100.0:
-        why = f"no measured {T.TOP1} in [0, 100] (got {tags.get(T.TOP1)!r})"
-    elif not tags.get(T.MEASURED_RUN):
+        why = f"no measured {fct_tags.TOP1} in [0, 100] (got {tags.get(fct_tags.TOP1)!r})"
+    elif not tags.get(fct_tags.MEASURED_RUN):
         why = (
-            f"{T.TOP1}={tags[T.TOP1]} carries no {T.MEASURED_RUN} (the evaluation run that "
-            "measured it): set by hand, not a measurement"
+            f"{fct_tags.TOP1}={tags[fct_tags.TOP1]} carries no {fct_tags.MEASURED_RUN} (the "
+            "evaluation run that measured it): set by hand, not a measurement"
         )
     if why is not None:
         notes.append(f"{model}/{version} ({source}->{target}) skipped: {why}; {MEASURE_HINT}")
         if unmeasured is not None:
-            reads = None if tags.get(T.KIND) == "fct-no-side-info" else tags.get(T.SIDE_INFO)
+            reads = (
+                None
+                if tags.get(fct_tags.KIND) == "fct-no-side-info"
+                else tags.get(fct_tags.SIDE_INFO)
+            )
             unmeasured[version] = UnmeasuredEdge(version, source, target, reads or None, why)
         return None
-    kind = tags.get(T.KIND) or None
-    side_info = tags.get(T.SIDE_INFO) or None
+    kind = tags.get(fct_tags.KIND) or None
+    side_info = tags.get(fct_tags.SIDE_INFO) or None
     if kind == "fct-no-side-info":
         side_info = None
     return TransformEdge(
@@ -350,8 +368,8 @@ def _edge(
         top1=top1,
         hops=hops,
         kind=kind,
-        top5=_float(tags.get(T.TOP5)),
-        mAP=_float(tags.get(T.MAP)),
+        top5=_float(tags.get(fct_tags.TOP5)),
+        mAP=_float(tags.get(fct_tags.MAP)),
     )
 
 
@@ -362,11 +380,11 @@ def _chain(
     singles: Mapping[int, TransformEdge],
     notes: list[str],
 ) -> TransformEdge | None:
-    raw = tags.get(T.HOPS, "")
+    raw = tags.get(fct_tags.HOPS, "")
     try:
         hops = tuple(int(h) for h in raw.split(",") if h.strip())
     except ValueError:
-        notes.append(f"{model}/{version} (chain) skipped: unreadable {T.HOPS}={raw!r}")
+        notes.append(f"{model}/{version} (chain) skipped: unreadable {fct_tags.HOPS}={raw!r}")
         return None
     missing = [h for h in hops if h not in singles]
     if len(hops) < 2 or missing:
@@ -394,8 +412,8 @@ def _chain(
     side_info = next(iter(reads), None)
     if edge.side_info not in (None, side_info):
         notes.append(
-            f"{model}/{version} (chain {raw}) skipped: tagged {T.SIDE_INFO}={edge.side_info} but "
-            f"its hops read {side_info}"
+            f"{model}/{version} (chain {raw}) skipped: tagged "
+            f"{fct_tags.SIDE_INFO}={edge.side_info} but its hops read {side_info}"
         )
         return None
     return TransformEdge(
@@ -405,7 +423,7 @@ def _chain(
         side_info=side_info,
         top1=edge.top1,
         hops=hops,
-        kind=T.ROLE_CHAIN,
+        kind=fct_tags.ROLE_CHAIN,
         top5=edge.top5,
         mAP=edge.mAP,
     )

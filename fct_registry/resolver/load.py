@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.resolver.errors import UnknownFamilyError
 from fct_registry.resolver.graph import CompatibilityGraph, LoadStats
 
@@ -52,8 +52,12 @@ def load_graph(client: Any, family: str, page_size: int = DEFAULT_PAGE_SIZE) -> 
     start = time.perf_counter()
     counting = CountingClient(client)
     aliases = _aliases(counting, family)
-    names = (family, T.side_info_model_name(family), T.transformations_model_name(family))
-    quoted = ", ".join(T.quoted(n) for n in names)
+    names = (
+        family,
+        fct_tags.side_info_model_name(family),
+        fct_tags.transformations_model_name(family),
+    )
+    quoted = ", ".join(fct_tags.quoted(n) for n in names)
     records: list[Any] = []
     for page in paginate(
         lambda token: counting.search_model_versions(
@@ -105,5 +109,5 @@ def known_families(client: Any) -> list[str]:
         lambda token: client.search_registered_models(max_results=1000, page_token=token)
     ):
         names.extend(m.name for m in page)
-    suffixes = (T.side_info_model_name(""), T.transformations_model_name(""))
+    suffixes = (fct_tags.side_info_model_name(""), fct_tags.transformations_model_name(""))
     return sorted(n for n in names if not n.endswith(suffixes))

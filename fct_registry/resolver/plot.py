@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.experiment import family_experiment
 from fct_registry.registry.store import default_artifact_location
 from fct_registry.resolver.graph import CompatibilityGraph, TransformEdge
@@ -246,9 +246,9 @@ def save_graph_png(graph: CompatibilityGraph, path: Path, highlight: Route | Non
 def own_top1(client: Any, family: str) -> dict[int, float]:
     """Each embedding version's top-1 on its own gallery (its ``fct.top1`` tag)."""
     out: dict[int, float] = {}
-    for mv in client.search_model_versions(f"name = {T.quoted(family)}", max_results=1000):
+    for mv in client.search_model_versions(f"name = {fct_tags.quoted(family)}", max_results=1000):
         try:
-            out[int(mv.version)] = float(mv.tags[T.TOP1])
+            out[int(mv.version)] = float(mv.tags[fct_tags.TOP1])
         except (KeyError, ValueError):
             continue
     return out

@@ -11,12 +11,12 @@ edges reading that extractor, or none, are used: extractors are never mixed.
 
 from __future__ import annotations
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.refs import VersionRef
 from fct_registry.resolver.errors import (
     BackwardRequestError,
     NoPathError,
-    ResolveError,
+    ResolverError,
     SideInfoMismatchError,
     UnmeasuredError,
 )
@@ -58,8 +58,8 @@ def resolve(
             f = graph.family
             raise NoPathError(
                 f"no route from {f}@{src} to {f}@{dst} ends in an uncertainty-aware "
-                f"transformation ({T.KIND}={T.KIND_UNCERTAINTY}); register one (the backfill "
-                "stage trains it and the register stage registers it: `dvc repro backfill "
+                f"transformation ({fct_tags.KIND}={fct_tags.KIND_UNCERTAINTY}); register one (the "
+                "backfill stage trains it and the register stage registers it: `dvc repro backfill "
                 "register`), or upgrade without --for-backfill and plan the backfill with "
                 "--policy random"
             )
@@ -71,20 +71,20 @@ def resolve(
 def uncertainty_routes(routes: list[Route]) -> list[Route]:
     """The routes whose last transformation predicts uncertainty, best first. ``best_routes``
     keeps the best route per last segment, so every such ending is among them."""
-    return [r for r in routes if r.steps[-1].kind == T.KIND_UNCERTAINTY]
+    return [r for r in routes if r.steps[-1].kind == fct_tags.KIND_UNCERTAINTY]
 
 
 def _check_side_info(graph: CompatibilityGraph, value: str) -> str:
     name, _, version = value.rpartition("/")
-    expected = T.side_info_model_name(graph.family)
+    expected = fct_tags.side_info_model_name(graph.family)
     if not name or not version.isdigit():
-        raise ResolveError(
+        raise ResolverError(
             f"bad side-info reference {value!r}; use <model>/<version>, e.g. {expected}/1"
         )
     known_versions = graph.side_info_versions
     if name == expected and known_versions and int(version) not in known_versions:
         known = ", ".join(f"{expected}/{v}" for v in known_versions)
-        raise ResolveError(f"unknown side-info extractor {value}; known: {known}")
+        raise ResolverError(f"unknown side-info extractor {value}; known: {known}")
     return value
 
 
@@ -105,7 +105,7 @@ def _no_path_error(
         gallery = (
             f"was indexed with {extractor}"
             if extractor
-            else f"has no known side-info extractor (no {T.SIDE_INFO} tag on {f}@{src})"
+            else f"has no known side-info extractor (no {fct_tags.SIDE_INFO} tag on {f}@{src})"
         )
         return SideInfoMismatchError(
             f"side-info mismatch: the gallery of {f}@{src} {gallery}, but every transformation "

@@ -25,7 +25,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.datastructures import Authorization
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.server import page
 
 __all__ = ["create_app", "readable_families"]
@@ -83,7 +83,7 @@ def _can_read(name: str) -> bool:
 
 
 def _family_models(family: str) -> tuple[str, str]:
-    return family, T.transformations_model_name(family)
+    return family, fct_tags.transformations_model_name(family)
 
 
 def readable_families(families: list[str]) -> list[str]:

@@ -30,10 +30,10 @@ from markupsafe import Markup, escape
 
 from fct_registry.evaluation.compatibility import gap_closed
 from fct_registry.gate.history import HISTORY_LIMIT, history_filter, record_from_run
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.description import gate_summary, origin
 from fct_registry.registry.pages import all_versions
-from fct_registry.resolver.graph import CompatibilityGraph, ResolveError, TransformEdge
+from fct_registry.resolver.graph import CompatibilityGraph, ResolverError, TransformEdge
 from fct_registry.resolver.load import known_families, load_graph
 from fct_registry.resolver.plot import Pair, edge_dict, measured_pairs
 
@@ -119,14 +119,16 @@ def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) ->
     origins: dict[int, str] = {}
     latest = []
     for mv in records:
-        scores = {k: _float(mv.tags.get(t)) for k, t in (("top1", T.TOP1), ("mAP", T.MAP))}
+        scores = {
+            k: _float(mv.tags.get(t)) for k, t in (("top1", fct_tags.TOP1), ("mAP", fct_tags.MAP))
+        }
         own[int(mv.version)] = {k: v for k, v in scores.items() if v is not None}
         origins[int(mv.version)] = origin(mv.tags)
         gate = gate_summary(mv.tags)
         if gate is not None:
             latest.append({"version": int(mv.version), **gate})
     latest.sort(key=lambda g: (str(g.get("at") or ""), g["version"]), reverse=True)
-    experiment = client.get_experiment_by_name(T.experiment_name(family))
+    experiment = client.get_experiment_by_name(fct_tags.experiment_name(family))
     # gate.history.gate_history's query, kept here to read each run's raw scores too.
     runs = (
         client.search_runs(
@@ -145,7 +147,7 @@ def family_view(client: Any, family: str, history_limit: int = HISTORY_LIMIT) ->
         versions=sorted(graph.nodes),
         own=own,
         origins=origins,
-        production=graph.aliases.get(T.PRODUCTION_ALIAS),
+        production=graph.aliases.get(fct_tags.PRODUCTION_ALIAS),
         gates=history or latest,
         experiment_id=experiment.experiment_id if experiment is not None else None,
         legacy_gates=not history and bool(latest),
@@ -365,10 +367,10 @@ def gates_html(view: FamilyView) -> str:
         legacy=view.legacy_gates,
         family=view.family,
         production=view.production,
-        experiment=T.experiment_name(view.family),
+        experiment=fct_tags.experiment_name(view.family),
         experiment_id=view.experiment_id,
         history_limit=HISTORY_LIMIT,
-        role_tag=f"{T.ROLE}={T.ROLE_GATE}",
+        role_tag=f"{fct_tags.ROLE}={fct_tags.ROLE_GATE}",
     )
 
 
@@ -410,7 +412,7 @@ def _client() -> Any:
 def _view_or_404(family: str) -> FamilyView:
     try:
         return family_view(_client(), family)
-    except ResolveError as exc:
+    except ResolverError as exc:
         abort(Response(escape(str(exc)), status=404, mimetype="text/plain"))
         raise  # unreachable: abort raises
 

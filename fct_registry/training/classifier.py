@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Unpack
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from fct_registry.config import VersionConfig
 from fct_registry.data.augment import classifier_augment
@@ -100,7 +100,7 @@ def train_classifier(
         x = x.contiguous(memory_format=torch.channels_last)
         emb = net(x)
         logits = unwrap(net).classifier(emb)
-        loss = F.cross_entropy(logits, lut[y], label_smoothing=cfg.label_smoothing)
+        loss = functional.cross_entropy(logits, lut[y], label_smoothing=cfg.label_smoothing)
         logs = {"accuracy": float((logits.argmax(1) == lut[y]).float().mean())}
         if bct is None:
             return loss, logs
@@ -108,7 +108,7 @@ def train_classifier(
         if not seen.any():
             return loss, logs
         if isinstance(bct, BctInfluence):
-            term = F.cross_entropy(
+            term = functional.cross_entropy(
                 bct.old_classifier(emb[seen]), old_lut[y[seen]], label_smoothing=cfg.label_smoothing
             )
             logs["influence_loss"] = float(term.detach())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Unpack
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from fct_registry.config import SideInfoConfig
 from fct_registry.data.augment import simclr_augment
@@ -22,11 +22,11 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     """NT-Xent (Chen et al. 2020): each view's positive is the other view of the same image;
     the other 2N-2 views in the batch are negatives."""
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    z = functional.normalize(torch.cat([z1, z2]), dim=1)
     sim = (z @ z.T) / temperature
     sim.fill_diagonal_(float("-inf"))
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim.float(), targets)
+    return functional.cross_entropy(sim.float(), targets)
 
 
 def side_info_spec(cfg: SideInfoConfig, info: dict) -> SideInfoSpec:

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Unpack
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from fct_registry.config import TransformationConfig
 from fct_registry.data.augment import classifier_augment
@@ -70,7 +70,7 @@ def train_transformation(
     ) -> tuple[torch.Tensor, dict[str, float]]:
         indices = ctx.shard(indices).to(device)
         pred = net(old[indices], side_info[indices])
-        return F.mse_loss(pred.float(), new[indices]), {}
+        return functional.mse_loss(pred.float(), new[indices]), {}
 
     return fit(model, step, len(old), cfg.optim, **run)
 
@@ -103,6 +103,6 @@ def train_transformation_augmented(
             x = ctx.shard(x)
         old, side = (_features(m, x, device) for m in frozen)
         target = _features(new_model, x, device)
-        return F.mse_loss(net(old, side).float(), target), {}
+        return functional.mse_loss(net(old, side).float(), target), {}
 
     return fit(model, step, images, cfg.optim, **run)

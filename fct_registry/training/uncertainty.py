@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import Unpack
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from fct_registry.config import OptimConfig, UncertaintyConfig
 from fct_registry.errors import ConfigError
@@ -64,7 +64,7 @@ def point_to_cluster(
     ``class_index[label]`` is the classifier's output index of a dataset label, -1 for labels
     the new model was not trained on (their cross-entropy is 0)."""
     target = class_index[labels]
-    return F.cross_entropy(classifier(pred), target, ignore_index=-1, reduction="none")
+    return functional.cross_entropy(classifier(pred), target, ignore_index=-1, reduction="none")
 
 
 def class_index(classes: list[int] | None, num_labels: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import SchemaError, SideInfoError
 from fct_registry.gallery.manifest import GroupKey
 from fct_registry.upgrade.runner import ChainRunner
@@ -74,11 +74,13 @@ class BatchPlan(UpgradeTarget):
 def output_schema(schema: pa.Schema, target_dim: int, uncertainty: bool = False) -> pa.Schema:
     """``schema`` with the embedding widened/narrowed to the target's width; all else kept.
     ``uncertainty``: add the ``uncertainty`` column (kept when the source has one anyway)."""
-    i = schema.get_field_index(S.EMBEDDING)
-    field = pa.field(S.EMBEDDING, S.vector_type(target_dim), nullable=False)
+    i = schema.get_field_index(gallery_schema.EMBEDDING)
+    field = pa.field(
+        gallery_schema.EMBEDDING, gallery_schema.vector_type(target_dim), nullable=False
+    )
     out = schema.set(i, field).remove_metadata()
-    if uncertainty and S.UNCERTAINTY not in out.names:
-        out = out.append(S.uncertainty_field())
+    if uncertainty and gallery_schema.UNCERTAINTY not in out.names:
+        out = out.append(gallery_schema.uncertainty_field())
     return out
 
 
@@ -89,14 +91,16 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch") 
     for a missing column, wrong widths, NaN/inf, side-info that is missing or from another
     extractor than the route's chain reads, or a version the plan has no route for.
     """
-    S.check_columns(batch.schema, where)
+    gallery_schema.check_columns(batch.schema, where)
     n = batch.num_rows
     out_schema = output_schema(batch.schema, plan.target_dim, plan.uncertainty)
     if n == 0:
         return pa.RecordBatch.from_pylist([], schema=out_schema)
-    versions = S.int_column(batch, S.MODEL_VERSION, where)
+    versions = gallery_schema.int_column(batch, gallery_schema.MODEL_VERSION, where)
     extractors = (
-        batch.column(S.SIDE_INFO_VERSION) if S.SIDE_INFO_VERSION in batch.schema.names else None
+        batch.column(gallery_schema.SIDE_INFO_VERSION)
+        if gallery_schema.SIDE_INFO_VERSION in batch.schema.names
+        else None
     )
     groups = _groups(versions, extractors, n)
     for key in groups:
@@ -110,15 +114,19 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch") 
             "shard holds one width; split the shard by version"
         )
     old_dim = dims.pop() if dims else plan.target_dim
-    old = S.vectors(
-        batch, S.EMBEDDING, where, dim=old_dim, what=f"the chain for {_route_labels(plan, groups)}"
+    old = gallery_schema.vectors(
+        batch,
+        gallery_schema.EMBEDDING,
+        where,
+        dim=old_dim,
+        what=f"the chain for {_route_labels(plan, groups)}",
     )
     side = None
     if needs_side:
         side_dims = {plan.routes[k].side_info_dim for k in groups} - {0}
-        side = S.vectors(
+        side = gallery_schema.vectors(
             batch,
-            S.SIDE_INFO,
+            gallery_schema.SIDE_INFO,
             where,
             dim=side_dims.pop() if len(side_dims) == 1 else None,
             what=f"the chain for {_route_labels(plan, groups)}",
@@ -141,10 +149,12 @@ def upgrade_batch(batch: pa.RecordBatch, plan: BatchPlan, where: str = "batch") 
                 log_var[rows] = part_var
 
     columns = list(batch.columns)
-    if S.UNCERTAINTY in out_schema.names:
+    if gallery_schema.UNCERTAINTY in out_schema.names:
         columns = _with_uncertainty(batch, columns, out_schema, plan, groups, log_var)
-    columns[batch.schema.get_field_index(S.EMBEDDING)] = S.vectors_array(new)
-    i = batch.schema.get_field_index(S.MODEL_VERSION)
+    columns[batch.schema.get_field_index(gallery_schema.EMBEDDING)] = gallery_schema.vectors_array(
+        new
+    )
+    i = batch.schema.get_field_index(gallery_schema.MODEL_VERSION)
     columns[i] = pa.array(np.full(n, plan.target, dtype=np.int64)).cast(batch.schema.field(i).type)
     return pa.RecordBatch.from_arrays(columns, schema=out_schema)
 
@@ -200,14 +210,18 @@ def _with_uncertainty(
 ) -> list[pa.Array]:
     """The ``uncertainty`` column: the chain's log-variance for transformed rows, the stored
     value for rows already at the target, null where no chain predicted one."""
-    if S.UNCERTAINTY in batch.schema.names:
-        kept = batch.column(S.UNCERTAINTY).cast(pa.float32()).to_numpy(zero_copy_only=False)
+    if gallery_schema.UNCERTAINTY in batch.schema.names:
+        kept = (
+            batch.column(gallery_schema.UNCERTAINTY)
+            .cast(pa.float32())
+            .to_numpy(zero_copy_only=False)
+        )
         for key, rows in groups.items():
             if plan.routes[key].runner is None:
                 log_var[rows] = kept[rows]
     column = pa.array(log_var, pa.float32(), mask=np.isnan(log_var))
-    if S.UNCERTAINTY in batch.schema.names:
-        columns[batch.schema.get_field_index(S.UNCERTAINTY)] = column
+    if gallery_schema.UNCERTAINTY in batch.schema.names:
+        columns[batch.schema.get_field_index(gallery_schema.UNCERTAINTY)] = column
     else:
         columns.append(column)
     assert len(columns) == len(out_schema)

@@ -26,7 +26,7 @@ from typing import Any
 
 from fct_registry import __version__
 from fct_registry.errors import FctError
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import Manifest
 from fct_registry.gallery.pg import catalogue, tables
@@ -357,7 +357,7 @@ def _has_labels(source: Source) -> bool:
         return source.info.labels
     assert source.gallery is not None
     with source.gallery.shard(source.manifest.shards[0]) as reader:
-        return S.LABEL in reader.schema.names
+        return gallery_schema.LABEL in reader.schema.names
 
 
 def _check_family(conn: Any, dest: PgLocation, info: catalogue.TableInfo) -> None:
@@ -422,7 +422,9 @@ def _copy(
                 where = f"{source.uri}, batch {i} after the checkpoint (chain output)"
                 copy_in(cur, table, batch, source.uri, where)
                 done += batch.num_rows
-                last = batch.column(S.ID)[-1].as_py() if source.info is not None else None
+                last = (
+                    batch.column(gallery_schema.ID)[-1].as_py() if source.info is not None else None
+                )
                 cur.execute(
                     f"UPDATE {JOBS} SET last_id = %s, rows_done = %s, updated_at = now() "
                     "WHERE job = %s",

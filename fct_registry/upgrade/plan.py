@@ -28,10 +28,10 @@ from fct_registry._files import sha256_file
 from fct_registry.errors import FctError
 from fct_registry.gallery.errors import SchemaError, SideInfoError
 from fct_registry.gallery.manifest import GroupKey, Manifest, ShardInfo
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.flavor_files import flavor_conf, verify_registered
 from fct_registry.registry.refs import VersionRef
-from fct_registry.resolver.errors import ResolveError
+from fct_registry.resolver.errors import ResolverError
 from fct_registry.resolver.load import load_graph
 from fct_registry.resolver.resolve import resolve, uncertainty_routes
 from fct_registry.resolver.search import best_routes
@@ -220,7 +220,7 @@ def plan_from_registry(
 
     ``target`` is a :class:`~fct_registry.registry.refs.VersionRef` of the gallery's family.
     Graphs are downloaded under ``workdir`` through MLflow's current registry URI and verified
-    against the versions' ``fct.checksums`` tags. Raises a ``ResolveError`` (unknown version,
+    against the versions' ``fct.checksums`` tags. Raises a ``ResolverError`` (unknown version,
     side-info mismatch, no path) or :class:`PlanError`, naming the rows concerned.
     """
 
@@ -243,7 +243,7 @@ def plan_from_registry(
         )
         try:
             routes[key] = _route(client, graph, key, dst, workdir, fetched, threads, uncertainty)
-        except ResolveError as exc:
+        except ResolverError as exc:
             raise type(exc)(f"{where}: {exc}") from None
         except (PlanError, SideInfoError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
@@ -324,7 +324,8 @@ def _fetch_step(client: Any, model: str, segment: Any, workdir: Path) -> Step:
     conf = flavor_conf(local)
     if conf.get("kind") != "transformation":
         raise PlanError(
-            f"{uri} is a {conf.get('kind')} model, not a transformation; fix its {T.ROLE} tag"
+            f"{uri} is a {conf.get('kind')} model, not a transformation; fix its {fct_tags.ROLE} "
+            "tag"
         )
     onnx = local / conf["onnx"]
     return Step(

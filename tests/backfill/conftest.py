@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from fct_registry.gallery import GalleryWriter, make_batch, open_storage
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.models.embedding import EmbeddingModel
 from fct_registry.models.io import save_model
 from fct_registry.training.embed import embed_images
@@ -47,7 +47,7 @@ def write_gallery(root: Path, ids, emb, side, labels, unc, shard_rows=16, uris=N
     )  # fmt: skip
     if unc is not None:
         batch = batch.append_column(
-            S.uncertainty_field(), pa.array(unc, pa.float32(), mask=np.isnan(unc))
+            gallery_schema.uncertainty_field(), pa.array(unc, pa.float32(), mask=np.isnan(unc))
         )
     writer.write(batch)
     writer.close()

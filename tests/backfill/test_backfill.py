@@ -29,7 +29,7 @@ from fct_registry.cli import main
 from fct_registry.errors import ConfigError, DataError
 from fct_registry.evaluation.backfill import ORDERS
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from tests.backfill.conftest import N, write_gallery
 from tests.cli.test_main import HEAVY, _fct
 
@@ -40,10 +40,12 @@ def rows(gallery: Path) -> dict[str, dict]:
     """Every row by id (checksums verified by the reader)."""
     out = {}
     for batch in Gallery.open(gallery).batches():
-        emb = S.vectors(batch, S.EMBEDDING, "t")
+        emb = gallery_schema.vectors(batch, gallery_schema.EMBEDDING, "t")
         cols = batch.to_pydict()
-        for k, item in enumerate(cols[S.ID]):
-            out[item] = {c: cols[c][k] for c in cols if c != S.EMBEDDING} | {"emb": emb[k]}
+        for k, item in enumerate(cols[gallery_schema.ID]):
+            out[item] = {c: cols[c][k] for c in cols if c != gallery_schema.EMBEDDING} | {
+                "emb": emb[k]
+            }
     return out
 
 
@@ -131,13 +133,20 @@ def test_run_rewrites_planned_rows_in_place(setup, tmp_path):
         i = setup.ids.index(item)
         if item in plan.ids:
             np.testing.assert_allclose(after[item]["emb"], setup.new[i], atol=1e-5)
-            assert after[item][S.BACKFILLED] is True and after[item][S.UNCERTAINTY] is None
+            assert (
+                after[item][gallery_schema.BACKFILLED] is True
+                and after[item][gallery_schema.UNCERTAINTY] is None
+            )
         else:
             assert np.array_equal(after[item]["emb"], before[item]["emb"])
-            assert after[item][S.BACKFILLED] is False
-            assert after[item][S.UNCERTAINTY] == before[item][S.UNCERTAINTY]
-        assert after[item][S.LABEL] == before[item][S.LABEL]
-        assert after[item][S.SIDE_INFO] == pytest.approx(before[item][S.SIDE_INFO])
+            assert after[item][gallery_schema.BACKFILLED] is False
+            assert (
+                after[item][gallery_schema.UNCERTAINTY] == before[item][gallery_schema.UNCERTAINTY]
+            )
+        assert after[item][gallery_schema.LABEL] == before[item][gallery_schema.LABEL]
+        assert after[item][gallery_schema.SIDE_INFO] == pytest.approx(
+            before[item][gallery_schema.SIDE_INFO]
+        )
     names = set(files(setup.gallery))
     assert not any(n.startswith(PROGRESS_DIR) for n in names)
     assert not names & set(old_shards)  # the replaced shards are gone
@@ -166,7 +175,7 @@ def _cli_run(plan: Path, model: Path, kill: str | None) -> subprocess.CompletedP
     """``fct backfill run`` in a subprocess; with ``kill``, one that SIGKILLs itself there."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     entry = (
-        ["-m", "tests.kill_at", "fct_registry.backfill.run", kill]
+        ["-m", "tests.support.kill_at", "fct_registry.backfill.run", kill]
         if kill
         else ["-m", "fct_registry"]
     )
@@ -178,7 +187,7 @@ def _cli_run(plan: Path, model: Path, kill: str | None) -> subprocess.CompletedP
 @pytest.mark.parametrize("crash", ["batch:0:0", "batch:1:1", "shard:1", "marker:2", "manifest"])
 def test_crash_then_resume_in_process(setup, tmp_path, monkeypatch, crash):
     """The fast twin of the SIGKILL test: an exception at each point, then the same call."""
-    import fct_registry.backfill.run as R
+    from fct_registry.backfill import run as backfill_run
 
     twin = tmp_path / "twin"
     shutil.copytree(setup.gallery, twin)
@@ -190,7 +199,7 @@ def test_crash_then_resume_in_process(setup, tmp_path, monkeypatch, crash):
         if point == crash:
             raise KeyboardInterrupt(point)
 
-    monkeypatch.setattr(R, "_reached", boom)
+    monkeypatch.setattr(backfill_run, "_reached", boom)
     with pytest.raises(KeyboardInterrupt):
         run_backfill(plan_b, setup.embed, model_id="m", batch_size=8)
     monkeypatch.undo()

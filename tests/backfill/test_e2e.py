@@ -15,7 +15,7 @@ from fct_registry.cli import main
 from fct_registry.data.decode import ImageTransform
 from fct_registry.data.image_sources import open_source
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.training.embed import embed_images
 from tests.data.images import write_imagefolder
 from tests.upgrade.conftest import TinyRegistry, registry, snapshot, tiny_registry  # noqa: F401
@@ -26,13 +26,13 @@ pytestmark = pytest.mark.slow  # builds a small MLflow registry once (~30 s)
 def _rows(root: Path) -> dict[str, tuple]:
     out = {}
     for batch in Gallery.open(str(root)).batches():
-        emb = S.vectors(batch, S.EMBEDDING, "t")
+        emb = gallery_schema.vectors(batch, gallery_schema.EMBEDDING, "t")
         cols = batch.to_pydict()
-        for k, item in enumerate(cols[S.ID]):
+        for k, item in enumerate(cols[gallery_schema.ID]):
             out[item] = (
                 emb[k],
-                cols.get(S.BACKFILLED, [None] * len(emb))[k],
-                cols[S.SOURCE_URI][k],
+                cols.get(gallery_schema.BACKFILLED, [None] * len(emb))[k],
+                cols[gallery_schema.SOURCE_URI][k],
             )
     return out
 

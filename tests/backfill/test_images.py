@@ -20,7 +20,7 @@ from fct_registry.data.decode import BadImageError, ImageTransform
 from fct_registry.data.image_sources import open_source
 from fct_registry.errors import DataError
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from tests.backfill.conftest import DIM, SIDE, Setup, write_gallery
 from tests.data.images import encode, write_flat, write_imagefolder
 from tests.data.test_image_sources import write_tar
@@ -155,9 +155,13 @@ def test_run_reads_files_and_a_bad_one_changes_nothing(
     run_backfill(plan, setup.embed, model_id="m", transform=square, batch_size=8)
     got = {}
     for batch in Gallery.open(root).batches():
-        emb = S.vectors(batch, S.EMBEDDING, "t")
+        emb = gallery_schema.vectors(batch, gallery_schema.EMBEDDING, "t")
         for k, (item, done) in enumerate(
-            zip(batch.column(S.ID).to_pylist(), batch.column(S.BACKFILLED).to_pylist(), strict=True)
+            zip(
+                batch.column(gallery_schema.ID).to_pylist(),
+                batch.column(gallery_schema.BACKFILLED).to_pylist(),
+                strict=True,
+            )
         ):
             got[item] = (done, emb[k])
     assert {i for i, (done, _) in got.items() if done} == set(plan.ids)

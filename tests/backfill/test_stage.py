@@ -16,16 +16,16 @@ from fct_registry.data.image_sources import open_source
 from fct_registry.data.prepared import load_prepared
 from fct_registry.errors import ConfigError
 from fct_registry.gallery import Gallery, open_storage
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.embed_job import EmbedModels, embed_source
 from fct_registry.layout import Layout
 from fct_registry.models.io import load_model
-from fct_registry.pipeline.backfill import _restrict, backfill_stage, query_split, summarise
-from fct_registry.pipeline.prepare import prepare_stage
-from fct_registry.pipeline.side_info import side_info_stage
-from fct_registry.pipeline.transformation import transformation_stage
-from fct_registry.pipeline.version import version_stage
 from fct_registry.registry.onnx_export import export_onnx
+from fct_registry.stages.backfill import _restrict, backfill_stage, query_split, summarise
+from fct_registry.stages.prepare import prepare_stage
+from fct_registry.stages.side_info import side_info_stage
+from fct_registry.stages.transformation import transformation_stage
+from fct_registry.stages.version import version_stage
 from fct_registry.training.embed import embed_images
 from fct_registry.upgrade import UpgradePlan, upgrade_gallery
 from tests.conftest import needs_fashion, tiny_params
@@ -152,10 +152,12 @@ def test_stage_on_a_tiny_pipeline(tmp_path):
     table = pa.concat_tables(
         pa.Table.from_batches([b]) for b in Gallery.open(tmp_path / "g3").batches()
     )
-    marked = table.filter(pc.field(S.BACKFILLED))
-    assert sorted(marked.column(S.ID).to_pylist()) == sorted(plan.ids)
-    assert marked.column(S.UNCERTAINTY).null_count == 30
-    assert table.column(S.UNCERTAINTY).null_count == 30  # every other row keeps its own
+    marked = table.filter(pc.field(gallery_schema.BACKFILLED))
+    assert sorted(marked.column(gallery_schema.ID).to_pylist()) == sorted(plan.ids)
+    assert marked.column(gallery_schema.UNCERTAINTY).null_count == 30
+    assert (
+        table.column(gallery_schema.UNCERTAINTY).null_count == 30
+    )  # every other row keeps its own
 
 
 def test_t_quantiles_match_scipy():

@@ -18,7 +18,7 @@ from fct_registry.backfill.tracking import (
     scalar_metrics,
 )
 from fct_registry.cli import main
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 
 ROOT = Path(__file__).resolve().parents[2]
 MEASURED = ROOT / "docs" / "backfill"  # the stage's measured run: real metrics and curves
@@ -39,7 +39,7 @@ def store(tmp_path: Path) -> tuple[str, object]:
         ("fct-uncertainty", 1, 3),
         ("fct-uncertainty", 1, 2),
     ):
-        tags = {T.KIND: kind, T.SOURCE: str(source), T.TARGET: str(target)}
+        tags = {fct_tags.KIND: kind, fct_tags.SOURCE: str(source), fct_tags.TARGET: str(target)}
         client.create_model_version(NAME, source=str(tmp_path / "artifact"), tags=tags)
     return uri, client
 
@@ -61,7 +61,7 @@ def test_log_links_a_run_to_the_version(store, measured, capsys, tmp_path) -> No
     experiment = client.get_experiment_by_name("fct-fam")
     assert run.info.experiment_id == experiment.experiment_id
     assert experiment.artifact_location == (tmp_path / "mlartifacts" / "fct-fam").as_uri()
-    assert run.data.tags[VERSION_TAG] == f"{NAME}/2" and run.data.tags[T.ROLE]
+    assert run.data.tags[VERSION_TAG] == f"{NAME}/2" and run.data.tags[fct_tags.ROLE]
     assert RUN_TAG not in client.get_model_version(NAME, "3").tags
 
     # The numbers: recomputed from the per-seed curves, not copied from the summary.

@@ -20,7 +20,7 @@ from fct_registry.cli import main
 from fct_registry.data.decode import ImageTransform
 from fct_registry.data.image_sources import open_source
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.embed_job import JOB_FILE, SKIPPED_REPORT
 from fct_registry.training.embed import embed_images
 from tests.conftest import ROOT
@@ -50,7 +50,7 @@ def adopt_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyReg
 
     from fct_registry.models.io import build_from_spec
     from fct_registry.registry import flavor
-    from fct_registry.registry import tags as T
+    from fct_registry.registry import tags as fct_tags
 
     root = tmp_path_factory.mktemp("adopt-registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -73,16 +73,16 @@ def adopt_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyReg
                     models["no-side"],
                     "model",
                     spec=spec,
-                    registered_model_name=T.transformations_model_name(FAMILY),
+                    registered_model_name=fct_tags.transformations_model_name(FAMILY),
                     tags={
-                        T.ROLE: T.ROLE_TRANSFORMATION,
-                        T.FAMILY: FAMILY,
-                        T.SOURCE: "1",
-                        T.TARGET: "2",
-                        T.SIDE_INFO_DIM: "0",
-                        T.KIND: "fct-no-side-info",
-                        T.TOP1: "30.0",
-                        T.MEASURED_RUN: "test-measurement",
+                        fct_tags.ROLE: fct_tags.ROLE_TRANSFORMATION,
+                        fct_tags.FAMILY: FAMILY,
+                        fct_tags.SOURCE: "1",
+                        fct_tags.TARGET: "2",
+                        fct_tags.SIDE_INFO_DIM: "0",
+                        fct_tags.KIND: "fct-no-side-info",
+                        fct_tags.TOP1: "30.0",
+                        fct_tags.MEASURED_RUN: "test-measurement",
                     },
                 )
         finally:
@@ -178,7 +178,7 @@ def test_adopt_a_gallery_without_side_info(reg: TinyRegistry, tmp_path: Path) ->
     bare, full = tmp_path / "bare", tmp_path / "full"
     assert _embed(reg, str(tmp_path / "tree"), bare, "--without-side-info") == 0
     assert _embed(reg, str(tmp_path / "tree"), full) == 0
-    assert S.SIDE_INFO not in _table(bare).column_names
+    assert gallery_schema.SIDE_INFO not in _table(bare).column_names
 
     # 1. As indexed, the gallery upgrades through the chain that reads no side-info.
     assert _upgrade(reg, bare, tmp_path / "bare-v2") == 0
@@ -189,18 +189,30 @@ def test_adopt_a_gallery_without_side_info(reg: TinyRegistry, tmp_path: Path) ->
     added = tmp_path / "added"
     assert _add(reg, bare, added) == 0
     before, after, reference = _table(bare), _table(added), _table(full)
-    assert after.column(S.ID).to_pylist() == before.column(S.ID).to_pylist()
-    assert after.column(S.LABEL).to_pylist() == labels.tolist()
-    assert after.column(S.SOURCE_URI).to_pylist() == before.column(S.SOURCE_URI).to_pylist()
-    np.testing.assert_array_equal(_matrix(after, S.EMBEDDING), _matrix(before, S.EMBEDDING))
-    assert set(after.column(S.SIDE_INFO_VERSION).to_pylist()) == {SIDE}
+    assert (
+        after.column(gallery_schema.ID).to_pylist() == before.column(gallery_schema.ID).to_pylist()
+    )
+    assert after.column(gallery_schema.LABEL).to_pylist() == labels.tolist()
+    assert (
+        after.column(gallery_schema.SOURCE_URI).to_pylist()
+        == before.column(gallery_schema.SOURCE_URI).to_pylist()
+    )
+    np.testing.assert_array_equal(
+        _matrix(after, gallery_schema.EMBEDDING), _matrix(before, gallery_schema.EMBEDDING)
+    )
+    assert set(after.column(gallery_schema.SIDE_INFO_VERSION).to_pylist()) == {SIDE}
     source = open_source(str(tmp_path / "tree"))
     transform = ImageTransform.for_input_shape([1, 28, 28])
     one_by_one = torch.stack([source.load(item, transform) for item in source.items()])
     oracle = embed_images(reg.models["side"], one_by_one, torch.device("cpu")).numpy()
-    np.testing.assert_allclose(_matrix(after, S.SIDE_INFO), oracle, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
-        _matrix(after, S.SIDE_INFO), _matrix(reference, S.SIDE_INFO), rtol=1e-6, atol=1e-6
+        _matrix(after, gallery_schema.SIDE_INFO), oracle, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        _matrix(after, gallery_schema.SIDE_INFO),
+        _matrix(reference, gallery_schema.SIDE_INFO),
+        rtol=1e-6,
+        atol=1e-6,
     )
     manifest = Gallery.open(str(added)).manifest
     assert manifest.groups == {(1, SIDE): 50} and len(manifest.shards) == 3  # 20 + 20 + 10
@@ -210,8 +222,8 @@ def test_adopt_a_gallery_without_side_info(reg: TinyRegistry, tmp_path: Path) ->
     assert _chain_versions(tmp_path / "added-v2") == [WITH_SIDE_INFO]
     assert _upgrade(reg, full, tmp_path / "full-v2") == 0
     np.testing.assert_allclose(
-        _matrix(_table(tmp_path / "added-v2"), S.EMBEDDING),
-        _matrix(_table(tmp_path / "full-v2"), S.EMBEDDING),
+        _matrix(_table(tmp_path / "added-v2"), gallery_schema.EMBEDDING),
+        _matrix(_table(tmp_path / "full-v2"), gallery_schema.EMBEDDING),
         rtol=1e-5,
         atol=1e-5,
     )
@@ -228,9 +240,16 @@ def test_prepared_split_rows(reg: TinyRegistry, tmp_path: Path) -> None:
     assert _embed(reg, str(reg.images), bare, "--without-side-info", "--limit", "30") == 0
     assert _embed(reg, str(reg.images), full, "--limit", "30") == 0
     assert _add(reg, bare, added) == 0
-    assert _table(added).column(S.SOURCE_URI).to_pylist()[7].endswith("images.safetensors#7")
+    assert (
+        _table(added)
+        .column(gallery_schema.SOURCE_URI)
+        .to_pylist()[7]
+        .endswith("images.safetensors#7")
+    )
     np.testing.assert_allclose(
-        _matrix(_table(added), S.SIDE_INFO), _matrix(_table(full), S.SIDE_INFO), atol=1e-6
+        _matrix(_table(added), gallery_schema.SIDE_INFO),
+        _matrix(_table(full), gallery_schema.SIDE_INFO),
+        atol=1e-6,
     )
 
 
@@ -242,7 +261,13 @@ def test_kill_9_then_resume_is_byte_identical(reg: TinyRegistry, tmp_path: Path)
     argv = ["gallery", "add-side-info", str(bare), "--out", str(out), *JOB, "--shard-rows", "20"]
     argv += _common(reg)
     env = reg.env() | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    killed = [sys.executable, "-m", "tests.kill_at", "fct_registry.gallery.embed_job", "marker:1"]
+    killed = [
+        sys.executable,
+        "-m",
+        "tests.support.kill_at",
+        "fct_registry.gallery.embed_job",
+        "marker:1",
+    ]
     run = subprocess.run([*killed, *argv], env=env, capture_output=True, timeout=300, cwd=ROOT)
     assert run.returncode == -9
     assert (out / JOB_FILE).exists() and not (out / "manifest.json").exists()

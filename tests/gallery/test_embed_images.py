@@ -17,7 +17,7 @@ from fct_registry.cli import main
 from fct_registry.data.decode import ImageTransform
 from fct_registry.data.image_sources import open_source
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.embed_job import JOB_FILE, SKIPPED_REPORT
 from fct_registry.training.embed import embed_images
 from tests.conftest import ROOT
@@ -67,19 +67,19 @@ def test_embed_imagefolder_rows_match_a_naive_loop(
     assert main(_args(registry, [str(tmp_path / "tree")], tmp_path / "g")) == 0
     gallery, table = _table(tmp_path / "g")
     assert gallery.manifest.rows == 60 and len(gallery.manifest.shards) == 3  # 25 + 25 + 10
-    ids = table.column(S.ID).to_pylist()
+    ids = table.column(gallery_schema.ID).to_pylist()
     assert ids == sorted(ids) and ids[0].startswith("class-0/")
-    assert table.column(S.LABEL).to_pylist() == labels.tolist()
-    uris = table.column(S.SOURCE_URI).to_pylist()
+    assert table.column(gallery_schema.LABEL).to_pylist() == labels.tolist()
+    uris = table.column(gallery_schema.SOURCE_URI).to_pylist()
     assert uris[0] == str(tmp_path / "tree" / ids[0])
     # Oracle: decode each file on its own (no workers) and embed it alone.
     source = open_source(str(tmp_path / "tree"))
     transform = ImageTransform.for_input_shape([1, 28, 28])
     one_by_one = [source.load(item, transform) for item in source.items()]
     expected = embed_images(registry.models["v1"], torch.stack(one_by_one), torch.device("cpu"))
-    got = np.stack(table.column(S.EMBEDDING).to_numpy(zero_copy_only=False))
+    got = np.stack(table.column(gallery_schema.EMBEDDING).to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
-    side = np.stack(table.column(S.SIDE_INFO).to_numpy(zero_copy_only=False))
+    side = np.stack(table.column(gallery_schema.SIDE_INFO).to_numpy(zero_copy_only=False))
     expected_side = embed_images(
         registry.models["side"], torch.stack(one_by_one), torch.device("cpu")
     )
@@ -115,7 +115,7 @@ def test_bad_image_fail_and_skip(
     assert "skipped 2 bad image(s)" in printed
     gallery, table = _table(out)
     assert gallery.manifest.rows == 38
-    assert "00007.png" not in table.column(S.ID).to_pylist()
+    assert "00007.png" not in table.column(gallery_schema.ID).to_pylist()
     report = [json.loads(line) for line in (out / SKIPPED_REPORT).read_text().splitlines()]
     assert [r["id"] for r in report] == ["00007.png", "00031.png"]
     assert "not an image" in report[1]["reason"]
@@ -131,12 +131,12 @@ def test_safetensors_and_tar_shards(registry: TinyRegistry, tmp_path: Path) -> N
     shards = [str(tmp_path / "s-000.tar"), str(tmp_path / "s-001.tar")]
     assert main(_args(registry, shards, tmp_path / "g")) == 0
     _, table = _table(tmp_path / "g")
-    assert table.column(S.ID).to_pylist() == [f"s{i:05d}" for i in range(30)]
-    assert table.column(S.SOURCE_URI).to_pylist()[21] == f"{shards[1]}#s00021.png"
+    assert table.column(gallery_schema.ID).to_pylist() == [f"s{i:05d}" for i in range(30)]
+    assert table.column(gallery_schema.SOURCE_URI).to_pylist()[21] == f"{shards[1]}#s00021.png"
     # The prepared safetensors split still works, rows named <stem>-<row>.
     assert main(_args(registry, [str(registry.images)], tmp_path / "st", "--limit", "30")) == 0
     _, table = _table(tmp_path / "st")
-    assert table.column(S.ID).to_pylist()[:2] == ["images-0000000", "images-0000001"]
+    assert table.column(gallery_schema.ID).to_pylist()[:2] == ["images-0000000", "images-0000001"]
 
 
 def _embed_process(reg: TinyRegistry, args: list[str], kill_at: str | None) -> int:
@@ -145,7 +145,7 @@ def _embed_process(reg: TinyRegistry, args: list[str], kill_at: str | None) -> i
         cmd = [
             sys.executable,
             "-m",
-            "tests.kill_at",
+            "tests.support.kill_at",
             "fct_registry.gallery.embed_job",
             kill_at,
             *args,
@@ -203,10 +203,12 @@ def test_embed_from_s3_into_s3(registry: TinyRegistry, tmp_path: Path, s3) -> No
     body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
     remote_rows = pq.read_table(io.BytesIO(body))
     local_rows = pq.read_table(tmp_path / "local" / local.manifest.shards[0].path)
-    assert remote_rows.column(S.ID) == local_rows.column(S.ID)
-    assert remote_rows.column(S.EMBEDDING) == local_rows.column(S.EMBEDDING)
-    assert remote_rows.column(S.SOURCE_URI).to_pylist()[0] == s3.uri(
-        f"photos/{local_rows.column(S.ID)[0]}"
+    assert remote_rows.column(gallery_schema.ID) == local_rows.column(gallery_schema.ID)
+    assert remote_rows.column(gallery_schema.EMBEDDING) == local_rows.column(
+        gallery_schema.EMBEDDING
+    )
+    assert remote_rows.column(gallery_schema.SOURCE_URI).to_pylist()[0] == s3.uri(
+        f"photos/{local_rows.column(gallery_schema.ID)[0]}"
     )
     assert isinstance(remote_rows, pa.Table)
     assert main(_args(registry, [s3.uri("no/such/prefix")], tmp_path / "x")) == 2

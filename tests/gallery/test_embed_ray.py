@@ -18,7 +18,7 @@ from fct_registry.gallery.embed_job import EmbedModels, embed_shard, embed_sourc
 from fct_registry.gallery.manifest import MANIFEST
 from fct_registry.storage import open_storage
 from tests.data.images import write_imagefolder
-from tests.services import private_ray
+from tests.support.services import private_ray
 from tests.upgrade.conftest import snapshot
 
 ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'ray[data]')")

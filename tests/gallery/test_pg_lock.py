@@ -14,7 +14,7 @@ from fct_registry.gallery.pg.errors import GalleryBusyError
 from fct_registry.gallery.pg.location import PgLocation
 from fct_registry.gallery.pg.lock import lock_gallery
 from fct_registry.gallery.pg.tables import prune
-from tests.pgvector_support import PgServer, load_rows, serve_embedded
+from tests.support.pgvector import PgServer, load_rows, serve_embedded
 
 pytestmark = pytest.mark.services
 

@@ -17,7 +17,7 @@ import pytest
 from fct_registry.cli import main
 from fct_registry.errors import NotFoundError
 from fct_registry.gallery import Gallery, make_batch, open_storage
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import GalleryError, NonFiniteError, SchemaError
 from fct_registry.gallery.manifest import MANIFEST, Manifest
 from fct_registry.gallery.pg import write
@@ -31,8 +31,8 @@ from fct_registry.gallery.pg.tables import HnswParams, swap
 from fct_registry.gallery.pg.transfer import copy_gallery
 from fct_registry.gallery.shards import write_shard
 from fct_registry.gallery.writer import GalleryWriter
-from tests.pgvector_support import PgServer, load_rows, matrix, read_all, serve_embedded
-from tests.services import postgres  # noqa: F401  (session fixture: Debian's PostgreSQL 15)
+from tests.support.pgvector import PgServer, load_rows, matrix, read_all, serve_embedded
+from tests.support.services import postgres  # noqa: F401  (session fixture: Debian's PostgreSQL 15)
 from tests.upgrade.conftest import FAMILY, S3, SIDE, synthetic_rows, write_gallery
 
 pytestmark = pytest.mark.services
@@ -71,15 +71,15 @@ def _naive_copy(batch: pa.RecordBatch, source_uri: str) -> bytes:
     for row in rows:
         out.append(
             struct.pack("!h", 9)
-            + text(row[S.ID])
-            + vector(row[S.EMBEDDING])
-            + vector(row.get(S.SIDE_INFO))
-            + struct.pack("!ii", 4, row[S.MODEL_VERSION])
-            + text(row.get(S.SIDE_INFO_VERSION))
+            + text(row[gallery_schema.ID])
+            + vector(row[gallery_schema.EMBEDDING])
+            + vector(row.get(gallery_schema.SIDE_INFO))
+            + struct.pack("!ii", 4, row[gallery_schema.MODEL_VERSION])
+            + text(row.get(gallery_schema.SIDE_INFO_VERSION))
             + text(row.get(SOURCE_URI) or source_uri)
-            + scalar("q", row.get(S.LABEL))
-            + scalar("f", row.get(S.UNCERTAINTY))
-            + scalar("?", row.get(S.BACKFILLED))
+            + scalar("q", row.get(gallery_schema.LABEL))
+            + scalar("f", row.get(gallery_schema.UNCERTAINTY))
+            + scalar("?", row.get(gallery_schema.BACKFILLED))
         )
     out.append(struct.pack("!h", -1))
     return b"".join(out)
@@ -97,11 +97,17 @@ def test_copy_encoder_matches_a_plain_loop() -> None:
         labels=rng.integers(-3, 10**12, n),
     )
     labels = pc.if_else(pa.array(np.arange(n) % 4 == 0), pa.nulls(n, pa.int64()), batch["label"])
-    batch = batch.set_column(batch.schema.get_field_index(S.LABEL), S.LABEL, labels)
+    batch = batch.set_column(
+        batch.schema.get_field_index(gallery_schema.LABEL), gallery_schema.LABEL, labels
+    )
     some = np.arange(n) % 3 != 0  # the partial-backfill columns, with nulls
     unc = rng.standard_normal(n).astype(np.float32)
-    batch = batch.append_column(S.uncertainty_field(), pa.array(unc, pa.float32(), mask=~some))
-    batch = batch.append_column(S.backfilled_field(), pa.array(unc > 0, mask=np.arange(n) % 5 == 0))
+    batch = batch.append_column(
+        gallery_schema.uncertainty_field(), pa.array(unc, pa.float32(), mask=~some)
+    )
+    batch = batch.append_column(
+        gallery_schema.backfilled_field(), pa.array(unc > 0, mask=np.arange(n) % 5 == 0)
+    )
     parts = encode_copy(batch.slice(3), "s3://b/g", "test")  # a slice: offsets matter
     assert b"".join(bytes(p) for p in parts) == _naive_copy(batch.slice(3), "s3://b/g")
     bare = make_batch(["a", "b"], np.ones((2, 3), np.float32), model_version=1)  # no side-info
@@ -143,16 +149,28 @@ def test_parquet_to_pgvector_to_parquet_is_lossless(pg_server: PgServer, tmp_pat
     report = copy_gallery(str(tmp_path / "src"), url, hnsw=HnswParams(m=8, ef_construction=32))
     assert report.rows == 250 and report.table
     copy_gallery(url, str(tmp_path / "back"))
-    src = pa.Table.from_batches(list(Gallery.open(tmp_path / "src").batches())).sort_by(S.ID)
+    src = pa.Table.from_batches(list(Gallery.open(tmp_path / "src").batches())).sort_by(
+        gallery_schema.ID
+    )
     back = pa.Table.from_batches(list(Gallery.open(tmp_path / "back").batches()))
-    for column in (S.ID, S.EMBEDDING, S.SIDE_INFO, S.MODEL_VERSION, S.SIDE_INFO_VERSION, S.LABEL):
+    for column in (
+        gallery_schema.ID,
+        gallery_schema.EMBEDDING,
+        gallery_schema.SIDE_INFO,
+        gallery_schema.MODEL_VERSION,
+        gallery_schema.SIDE_INFO_VERSION,
+        gallery_schema.LABEL,
+    ):
         assert back[column].equals(src[column]), column
     assert (
-        matrix(back, S.EMBEDDING).view(np.uint32).tolist()
-        == matrix(src, S.EMBEDDING).view(np.uint32).tolist()
+        matrix(back, gallery_schema.EMBEDDING).view(np.uint32).tolist()
+        == matrix(src, gallery_schema.EMBEDDING).view(np.uint32).tolist()
     )
     assert set(back[SOURCE_URI].to_pylist()) == {str((tmp_path / "src").resolve())}
-    assert S.UNCERTAINTY not in back.schema.names and S.BACKFILLED not in back.schema.names
+    assert (
+        gallery_schema.UNCERTAINTY not in back.schema.names
+        and gallery_schema.BACKFILLED not in back.schema.names
+    )
 
 
 def test_partial_backfill_columns_survive_pgvector(pg_server: PgServer, tmp_path: Path) -> None:
@@ -169,19 +187,26 @@ def test_partial_backfill_columns_survive_pgvector(pg_server: PgServer, tmp_path
     unc[3] = np.float32(1e-45)  # subnormal: the text form must still be exact
     unc[4] = np.float32(-3.4e38)
     batch = batch.append_column(
-        S.uncertainty_field(), pa.array(unc, pa.float32(), mask=np.arange(90) % 7 == 0)
+        gallery_schema.uncertainty_field(), pa.array(unc, pa.float32(), mask=np.arange(90) % 7 == 0)
     )
-    batch = batch.append_column(S.backfilled_field(), pa.array(unc > 0.5, mask=unc < -1))
+    batch = batch.append_column(
+        gallery_schema.backfilled_field(), pa.array(unc > 0.5, mask=unc < -1)
+    )
     writer = GalleryWriter(open_storage(tmp_path / "src"), FAMILY, shard_rows=40)
     writer.write(batch)
     writer.close()
     url = pg_server.gallery()
     copy_gallery(str(tmp_path / "src"), url, index=False)
     copy_gallery(url, str(tmp_path / "back"))
-    src = pa.Table.from_batches(list(Gallery.open(tmp_path / "src").batches())).sort_by(S.ID)
+    src = pa.Table.from_batches(list(Gallery.open(tmp_path / "src").batches())).sort_by(
+        gallery_schema.ID
+    )
     back = pa.Table.from_batches(list(Gallery.open(tmp_path / "back").batches()))
-    assert back[S.BACKFILLED].equals(src[S.BACKFILLED])
-    got, want = back[S.UNCERTAINTY].combine_chunks(), src[S.UNCERTAINTY].combine_chunks()
+    assert back[gallery_schema.BACKFILLED].equals(src[gallery_schema.BACKFILLED])
+    got, want = (
+        back[gallery_schema.UNCERTAINTY].combine_chunks(),
+        src[gallery_schema.UNCERTAINTY].combine_chunks(),
+    )
     assert got.is_null().equals(want.is_null())
     bits = lambda a: a.fill_null(0).to_numpy(zero_copy_only=False).view(np.uint32)  # noqa: E731
     assert bits(got).tolist() == bits(want).tolist()
@@ -194,7 +219,7 @@ def test_partial_backfill_columns_survive_pgvector(pg_server: PgServer, tmp_path
             cur.execute(f"ALTER TABLE {table} DROP COLUMN uncertainty, DROP COLUMN backfilled")
         swap(conn, loc, table)
     old = read_all(url)
-    assert S.UNCERTAINTY not in old.schema.names and old.num_rows == 90
+    assert gallery_schema.UNCERTAINTY not in old.schema.names and old.num_rows == 90
 
 
 def test_pgvector_to_s3_and_back(pg_server: PgServer, s3: S3) -> None:
@@ -206,8 +231,12 @@ def test_pgvector_to_s3_and_back(pg_server: PgServer, s3: S3) -> None:
     again = pg_server.gallery()
     copy_gallery(s3.uri("g/v1"), again)
     a, b = read_all(url), read_all(again)
-    assert a[S.ID].equals(b[S.ID]) and a[S.EMBEDDING].equals(b[S.EMBEDDING])
-    assert a[S.SIDE_INFO].equals(b[S.SIDE_INFO]) and a[S.LABEL].equals(b[S.LABEL])
+    assert a[gallery_schema.ID].equals(b[gallery_schema.ID]) and a[gallery_schema.EMBEDDING].equals(
+        b[gallery_schema.EMBEDDING]
+    )
+    assert a[gallery_schema.SIDE_INFO].equals(b[gallery_schema.SIDE_INFO]) and a[
+        gallery_schema.LABEL
+    ].equals(b[gallery_schema.LABEL])
 
 
 # --- search --------------------------------------------------------------------------------------
@@ -312,12 +341,13 @@ def test_fct_gallery_server_starts_and_stops(
 
 @pytest.fixture
 def debian_pg(postgres: object) -> object:  # noqa: F811  (the imported fixture)
-    """Debian's PostgreSQL 15 (no pgvector package): tests/services.py's role and database."""
+    """Debian's PostgreSQL 15 (no pgvector package): tests/support/services.py's role and
+    database."""
     return postgres
 
 
 def _debian_url(pg: object, password: str) -> str:
-    from tests.services import PG_HOST, PG_PORT
+    from tests.support.services import PG_HOST, PG_PORT
 
     return f"postgresql://{pg.user}:{password}@{PG_HOST}:{PG_PORT}/{pg.database}?gallery=g"
 

@@ -15,7 +15,7 @@ import pytest
 
 from fct_registry.cli import main
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from tests.data.images import encode, fashion_images
 from tests.upgrade.conftest import TinyRegistry, registry, tiny_registry  # noqa: F401
 
@@ -42,8 +42,12 @@ def _embed(reg: TinyRegistry, version: int, images: Path, out: Path) -> None:
 def _rows(location: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     table = pa.Table.from_batches(list(Gallery.open(location).batches())).combine_chunks()
     batch = table.to_batches()[0]
-    labels = batch.column(S.LABEL).to_numpy()
-    return batch.column(S.ID).to_pylist(), S.vectors(batch, S.EMBEDDING, "t"), labels
+    labels = batch.column(gallery_schema.LABEL).to_numpy()
+    return (
+        batch.column(gallery_schema.ID).to_pylist(),
+        gallery_schema.vectors(batch, gallery_schema.EMBEDDING, "t"),
+        labels,
+    )
 
 
 def _cmc(q_emb: np.ndarray, q_key: list, g_emb: np.ndarray, g_key: list) -> dict[str, float]:

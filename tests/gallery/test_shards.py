@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from fct_registry.gallery import Gallery, GalleryWriter, make_batch, open_storage
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import CorruptShardError, GalleryError, ManifestError
 from fct_registry.gallery.manifest import MANIFEST
 from tests.upgrade.conftest import S3, SIDE, snapshot, synthetic_rows, write_gallery
@@ -31,8 +31,10 @@ def test_writer_shards_and_manifest(tmp_path: Path) -> None:
     assert manifest.groups == {(1, SIDE): 250} and manifest.rows == 250
     assert manifest.shards[0].embedding_dim == 8 and manifest.shards[0].side_info_dim == 4
     table = _read_all(tmp_path / "g")
-    assert table.column(S.ID).to_pylist() == rows.ids
-    got = S.vectors(table.combine_chunks().to_batches()[0], S.EMBEDDING, "t")
+    assert table.column(gallery_schema.ID).to_pylist() == rows.ids
+    got = gallery_schema.vectors(
+        table.combine_chunks().to_batches()[0], gallery_schema.EMBEDDING, "t"
+    )
     assert np.array_equal(got, rows.old)
 
 
@@ -114,4 +116,4 @@ def test_damaged_shard_is_refused_before_any_row_is_read(tmp_path: Path, damage:
 def test_s3_gallery_reads_back(s3: S3) -> None:
     rows = synthetic_rows(120)
     write_gallery(s3.uri("g"), rows, shard_rows=50)
-    assert _read_all(s3.uri("g")).column(S.ID).to_pylist() == rows.ids
+    assert _read_all(s3.uri("g")).column(gallery_schema.ID).to_pylist() == rows.ids

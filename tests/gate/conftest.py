@@ -2,7 +2,7 @@
 
 Family ``fashion``: version 1 (classes 0-4) is the baseline; versions 2 and 3 (all classes) are
 candidates. ``v1_to_v2`` is trained for one step (a deliberately weak transformation);
-``v1_to_v3`` is trained properly. Stages run as library calls (``fct_registry.pipeline.run_all``),
+``v1_to_v3`` is trained properly. Stages run as library calls (``fct_registry.stages.run_all``),
 registration through ``register_pipeline``, into a SQLite store beside the outputs.
 :func:`gate_result` builds a verdict by hand, for tests of what is recorded (no models needed).
 """
@@ -69,8 +69,8 @@ class GateFamily:
 def build_family(root: Path) -> GateFamily:
     from fct_registry.config import parse_params
     from fct_registry.layout import Layout
-    from fct_registry.pipeline.run_all import run_pipeline
     from fct_registry.registry.register import register_pipeline
+    from fct_registry.stages.run_all import run_pipeline
 
     raw = gate_params()
     (root / "params.yaml").write_text(yaml.safe_dump(raw))

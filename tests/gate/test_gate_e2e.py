@@ -7,8 +7,8 @@ import json
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from fct_registry.cli import main
 from fct_registry.gate.history import GateRecord, gate_history
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from tests.conftest import ROOT
 from tests.gate.conftest import FAMILY, GateFamily
 
@@ -28,12 +28,12 @@ def client(family: GateFamily) -> MlflowClient:
 
 
 def production(family: GateFamily) -> int | None:
-    value = client(family).get_registered_model(FAMILY).aliases.get(T.PRODUCTION_ALIAS)
+    value = client(family).get_registered_model(FAMILY).aliases.get(fct_tags.PRODUCTION_ALIAS)
     return None if value is None else int(value)
 
 
 def set_production(family: GateFamily, version: int) -> None:
-    client(family).set_registered_model_alias(FAMILY, T.PRODUCTION_ALIAS, str(version))
+    client(family).set_registered_model_alias(FAMILY, fct_tags.PRODUCTION_ALIAS, str(version))
 
 
 def gate_tags(family: GateFamily, version: int) -> dict[str, str]:
@@ -64,12 +64,12 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
     assert "verdict: FAIL" in out and "not promoted: the gate failed" in out
 
     assert production(family) == 1
-    assert gate_tags(family, 2)[T.GATE_VERDICT] == "fail"
-    recorded = json.loads(gate_tags(family, 2)[T.GATE_REPORT])
+    assert gate_tags(family, 2)[fct_tags.GATE_VERDICT] == "fail"
+    recorded = json.loads(gate_tags(family, 2)[fct_tags.GATE_REPORT])
     assert recorded["checks"]["upgraded_top1_vs_baseline"]["status"] == "fail"
     (entry,) = history(family)  # the failure is in the history, with each rule as measured
     assert (entry.candidate, entry.baseline, entry.verdict, entry.promoted) == (2, 1, "fail", False)
-    assert entry.run_id == gate_tags(family, 2)[T.GATE_RUN]
+    assert entry.run_id == gate_tags(family, 2)[fct_tags.GATE_RUN]
 
     data = json.loads(reports["--json-out"].read_text())
     measured = {c["name"]: c for c in data["checks"]}
@@ -93,7 +93,7 @@ def test_weak_candidate_fails_with_exit_1_and_is_not_promoted(
     # The one-step transformation leaves the gallery barely searchable: far below the old model.
     assert scores["upgraded"]["top1"] < scores["baseline"]["top1"] - 10
     assert data["upgrade"]["path"] == [1, 2] and data["promotion"]["moved"] is False
-    suite = ET.parse(reports["--junit"]).getroot().find("testsuite")
+    suite = ElementTree.parse(reports["--junit"]).getroot().find("testsuite")
     failed = {c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None}
     assert {"upgraded_top1_vs_baseline", "upgraded_top1_vs_candidate"} <= failed
     assert "❌ Release gate FAIL: fashion@2 vs fashion@1" in reports["--markdown"].read_text()
@@ -120,7 +120,7 @@ def test_good_candidate_passes_and_is_promoted_then_nothing_to_gate(
         "message": "fashion@production moved from version 1 to version 3",
     }
     assert production(family) == 3
-    assert gate_tags(family, 3)[T.GATE_VERDICT] == "pass"
+    assert gate_tags(family, 3)[fct_tags.GATE_VERDICT] == "pass"
     (entry,) = history(family)
     assert (entry.run_id, entry.candidate, entry.verdict, entry.promoted) == (run, 3, "pass", True)
     assert entry.promotion == data["promotion"]["message"]
@@ -215,7 +215,7 @@ def test_unreachable_tracking_server_exits_2_with_an_error_report(
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot read the registry at http://127.0.0.1:9" in err and "secret" not in err
-    suite = ET.parse(junit).getroot().find("testsuite")
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite.get("errors") == "1" and suite.get("failures") == "0"
 
 
@@ -223,7 +223,7 @@ def test_outputs_of_another_run_are_refused(
     family: GateFamily, capsys: pytest.CaptureFixture[str]
 ) -> None:
     set_production(family, 1)
-    client(family).set_model_version_tag(FAMILY, "1", T.CONTENT_HASH, "0" * 64)
+    client(family).set_model_version_tag(FAMILY, "1", fct_tags.CONTENT_HASH, "0" * 64)
     assert gate(family, "--candidate", "fashion@3") == 2
     assert "comes from another pipeline run" in capsys.readouterr().err
 
@@ -249,14 +249,14 @@ def test_dvc_stage_writes_reports_and_never_promotes(family: GateFamily) -> None
         (3, 1, "pass", False)
     ] * 2
     assert entries[0].at > entries[1].at
-    assert gate_tags(family, 3)[T.GATE_RUN] == entries[0].run_id
+    assert gate_tags(family, 3)[fct_tags.GATE_RUN] == entries[0].run_id
     assert all(r.run_id.encode() not in b"".join(first.values()) for r in entries)
     assert json.loads((out / REPORT).read_text())["verdict"] == "pass"
-    ET.parse(out / JUNIT)
+    ElementTree.parse(out / JUNIT)
     assert "✅" in (out / SUMMARY).read_text()
     assert production(family) == 1
     # The verdict reaches the registry: tags and the release row of the candidate's page.
-    assert gate_tags(family, 3)[T.GATE_VERDICT] == "pass"
+    assert gate_tags(family, 3)[fct_tags.GATE_VERDICT] == "pass"
     page = client(family).get_model_version(FAMILY, "3").description
     assert "release gate" in page and "PASS against @1" in page
 
@@ -286,7 +286,7 @@ def test_record_only_tags_and_a_raced_promotion_is_refused(family: GateFamily) -
     assert result.verdict == "pass"
     outcome = record_and_promote(result, promote=False, tracking_uri=family.uri)
     assert outcome["tagged"] and not outcome["moved"]
-    assert gate_tags(family, 3)[T.GATE_VERDICT] == "pass" and production(family) == 1
+    assert gate_tags(family, 3)[fct_tags.GATE_VERDICT] == "pass" and production(family) == 1
 
     set_production(family, 2)  # another promotion lands between measuring and promoting
     with pytest.raises(GateError, match="moved to version 2 while the gate compared"):

@@ -23,7 +23,7 @@ from fct_registry.gate.history import (
 )
 from fct_registry.gate.promote import record_and_promote
 from fct_registry.gate.report import format_table
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.store import ensure_schema
 from tests.gate.conftest import FAMILY, gate_result
 
@@ -47,13 +47,13 @@ def client_of(uri: str) -> MlflowClient:
 
 
 def production(uri: str) -> int | None:
-    value = client_of(uri).get_registered_model(FAMILY).aliases.get(T.PRODUCTION_ALIAS)
+    value = client_of(uri).get_registered_model(FAMILY).aliases.get(fct_tags.PRODUCTION_ALIAS)
     return None if value is None else int(value)
 
 
 def test_every_recorded_verdict_is_one_more_entry_newest_first(store: str) -> None:
     client = client_of(store)
-    client.set_registered_model_alias(FAMILY, T.PRODUCTION_ALIAS, "1")
+    client.set_registered_model_alias(FAMILY, fct_tags.PRODUCTION_ALIAS, "1")
     assert gate_history(client, FAMILY) == []  # no experiment yet
 
     fail = gate_result(2, 1, upgraded_top1=55.0)
@@ -90,13 +90,13 @@ def test_every_recorded_verdict_is_one_more_entry_newest_first(store: str) -> No
 
     # The version's tags stay the *latest* verdict, and point at its history run.
     tags = client.get_model_version(FAMILY, "3").tags
-    assert tags[T.GATE_VERDICT] == "pass" and tags[T.GATE_RUN] == history[0].run_id
-    assert client.get_model_version(FAMILY, "2").tags[T.GATE_RUN] == history[2].run_id
+    assert tags[fct_tags.GATE_VERDICT] == "pass" and tags[fct_tags.GATE_RUN] == history[0].run_id
+    assert client.get_model_version(FAMILY, "2").tags[fct_tags.GATE_RUN] == history[2].run_id
 
 
 def test_a_gate_run_holds_params_metrics_and_the_report(store: str) -> None:
     client = client_of(store)
-    client.set_registered_model_alias(FAMILY, T.PRODUCTION_ALIAS, "1")
+    client.set_registered_model_alias(FAMILY, fct_tags.PRODUCTION_ALIAS, "1")
     result = gate_result(3, 1, upgraded_top1=75.5)
     outcome = record_and_promote(result, promote=True, tracking_uri=store)
     run = client.get_run(outcome["run"])
@@ -104,7 +104,10 @@ def test_a_gate_run_holds_params_metrics_and_the_report(store: str) -> None:
     assert experiment.name == f"fct-{FAMILY}"
     # Artifacts beside the SQLite store, like registration's (never ./mlruns).
     assert experiment.artifact_location.endswith(f"/mlartifacts/fct-{FAMILY}")
-    assert run.data.tags[T.ROLE] == T.ROLE_GATE and run.data.tags[T.GATE_PROMOTED] == "true"
+    assert (
+        run.data.tags[fct_tags.ROLE] == fct_tags.ROLE_GATE
+        and run.data.tags[fct_tags.GATE_PROMOTED] == "true"
+    )
     assert run.data.params["check.upgraded_top1_vs_baseline.status"] == "pass"
     assert run.data.params["upgrade_path"] == "1->3"
     metrics = run.data.metrics
@@ -131,7 +134,9 @@ def test_order_is_by_time_and_the_history_is_bounded(store: str) -> None:
         run_id = start_record(client, result, at=t0 + timedelta(days=day))
         finish_record(client, run_id, result)
     experiment = client.get_experiment_by_name(f"fct-{FAMILY}").experiment_id
-    client.create_run(experiment, tags={T.ROLE: T.ROLE_EMBEDDING})  # a registration's run
+    client.create_run(
+        experiment, tags={fct_tags.ROLE: fct_tags.ROLE_EMBEDDING}
+    )  # a registration's run
     history = gate_history(client, FAMILY)
     assert [r.promotion for r in history] == ["day 5", "day 2", "day 1", "day 0"]
     assert history[0].at == t0 + timedelta(days=5)
@@ -140,7 +145,9 @@ def test_order_is_by_time_and_the_history_is_bounded(store: str) -> None:
 
 def test_a_raced_promotion_is_recorded_as_not_promoted(store: str) -> None:
     client = client_of(store)
-    client.set_registered_model_alias(FAMILY, T.PRODUCTION_ALIAS, "2")  # moved since measuring
+    client.set_registered_model_alias(
+        FAMILY, fct_tags.PRODUCTION_ALIAS, "2"
+    )  # moved since measuring
     with pytest.raises(GateError, match="moved to version 2 while the gate compared"):
         record_and_promote(gate_result(3, 1, upgraded_top1=75.5), promote=True, tracking_uri=store)
     (entry,) = gate_history(client, FAMILY)
@@ -166,7 +173,7 @@ def test_a_report_that_cannot_be_uploaded_leaves_a_complete_entry(
         raise OSError("artifact store is read-only")
 
     client = client_of(store)
-    client.set_registered_model_alias(FAMILY, T.PRODUCTION_ALIAS, "1")
+    client.set_registered_model_alias(FAMILY, fct_tags.PRODUCTION_ALIAS, "1")
     monkeypatch.setattr(MlflowClient, "log_text", refuse)
     assert record_and_promote(gate_result(3, 1, 75.5), promote=True, tracking_uri=store)["moved"]
     (entry,) = gate_history(client, FAMILY)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -21,7 +21,7 @@ from fct_registry.gate.report import (
 )
 from fct_registry.gate.rules import CheckResult, check_rules, verdict
 from fct_registry.gate.run import GateResult
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 
 RULES = {  # explicit, so changing params.yaml's defaults does not change these expectations
     "candidate_top1_vs_baseline": GateRule(case="candidate", reference="baseline"),
@@ -83,7 +83,7 @@ def result(scores: dict = SCORES, upgrade: bool = True) -> GateResult:
 
 def test_junit_lists_every_check_with_failures_and_skips() -> None:
     res = result()
-    root = ET.fromstring(junit_xml(res))
+    root = ElementTree.fromstring(junit_xml(res))
     assert root.tag == "testsuites"
     suite = root.find("testsuite")
     assert suite is not None
@@ -102,7 +102,7 @@ def test_junit_lists_every_check_with_failures_and_skips() -> None:
 
 def test_junit_marks_unmeasurable_rules_skipped() -> None:
     res = result({**SCORES, "upgraded": None}, upgrade=False)
-    suite = ET.fromstring(junit_xml(res)).find("testsuite")
+    suite = ElementTree.fromstring(junit_xml(res)).find("testsuite")
     skipped = [c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None]
     assert len(skipped) == 4 and all(n.startswith("upgraded_") for n in skipped)
     assert suite.get("skipped") == "4"
@@ -114,10 +114,10 @@ def test_junit_for_nothing_to_gate_and_for_errors() -> None:
     res = result()
     res.checks, res.verdict = [], "skip"
     res.notes = ["fashion@latest is already fashion@production (version 3): nothing to gate"]
-    suite = ET.fromstring(junit_xml(res)).find("testsuite")
+    suite = ElementTree.fromstring(junit_xml(res)).find("testsuite")
     assert suite.get("tests") == "1" and suite.get("skipped") == "1"
     assert res.exit_code == 0
-    err = ET.fromstring(error_junit_xml("cannot read the registry")).find("testsuite")
+    err = ElementTree.fromstring(error_junit_xml("cannot read the registry")).find("testsuite")
     assert err.get("errors") == "1"
     assert err.find("testcase/error").get("message") == "cannot read the registry"
 
@@ -154,22 +154,22 @@ def test_write_reports(tmp_path: Path) -> None:
     )
     assert [p.name for p in paths] == ["r.json", "r.xml", "r.md"]
     assert json.loads(paths[0].read_text())["candidate"]["version"] == 3
-    ET.parse(paths[1])
+    ElementTree.parse(paths[1])
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_gate_tags_are_namespaced_and_compact() -> None:
     tags = gate_tags(result())
-    assert set(tags) == {T.GATE_VERDICT, T.GATE_REPORT}
-    assert tags[T.GATE_VERDICT] == "fail"
-    summary = json.loads(tags[T.GATE_REPORT])
+    assert set(tags) == {fct_tags.GATE_VERDICT, fct_tags.GATE_REPORT}
+    assert tags[fct_tags.GATE_VERDICT] == "fail"
+    summary = json.loads(tags[fct_tags.GATE_REPORT])
     assert summary["checks"]["upgraded_mAP_vs_baseline"] == {
         "status": "fail",
         "measured": 49.0,
         "bound": 50.0,
     }
     assert summary["upgrade_path"] == [1, 3] and summary["baseline"] == 1
-    assert len(tags[T.GATE_REPORT]) < 5000
+    assert len(tags[fct_tags.GATE_REPORT]) < 5000
     assert not any(isinstance(v, float) and math.isnan(v) for v in summary["scores"].values())
 
 

@@ -178,7 +178,7 @@ def test_no_job_keeps_its_own_copy_of_the_core_helpers() -> None:
     ],
 )
 def test_every_job_has_its_own_replaceable_fault_hook(module: str) -> None:
-    """tests/kill_at.py replaces ``<module>._reached``; the job must call it through its own
+    """tests/support/kill_at.py replaces ``<module>._reached``; the job must call it through its own
     module global, so replacing one job's hook leaves the others alone."""
     mod = importlib.import_module(module)
     assert mod._reached is reached

@@ -10,7 +10,7 @@ import torch
 from fct_registry.config import OptimConfig, UncertaintyTrainingConfig
 from fct_registry.errors import ConfigError
 from fct_registry.gallery import make_batch
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.pg.location import PgLocation
 from fct_registry.model_specs import TransformationSpec
 from fct_registry.models.io import build_from_spec
@@ -34,7 +34,7 @@ from fct_registry.upgrade.batch import BatchPlan, GroupRunner, upgrade_batch
 from fct_registry.upgrade.pgvector import Source, upgrade_to_pg
 from fct_registry.upgrade.plan import UpgradePlan
 from fct_registry.upgrade.runner import OnnxChainRunner
-from tests.pgvector_support import load_rows, matrix, read_all, serve_embedded
+from tests.support.pgvector import load_rows, matrix, read_all, serve_embedded
 from tests.upgrade.conftest import FAMILY, SIDE, synthetic_rows
 
 
@@ -232,11 +232,15 @@ def test_upgrade_batch_writes_the_uncertainty_column(exported):
     plan = BatchPlan("fam", 2, 6, {(1, "s/1"): GroupRunner(runner, "1 -> 2")})
     assert plan.uncertainty
     out = upgrade_batch(batch, plan)
-    assert out.schema.field(S.UNCERTAINTY).type == pa.float32()
+    assert out.schema.field(gallery_schema.UNCERTAINTY).type == pa.float32()
     with torch.no_grad():
         want_e, want_v = h.predict(torch.tensor(old), torch.tensor(side))
-    np.testing.assert_allclose(out.column(S.UNCERTAINTY).to_numpy(), want_v.numpy(), atol=1e-5)
-    np.testing.assert_allclose(S.vectors(out, S.EMBEDDING, "t"), want_e.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        out.column(gallery_schema.UNCERTAINTY).to_numpy(), want_v.numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        gallery_schema.vectors(out, gallery_schema.EMBEDDING, "t"), want_e.numpy(), atol=1e-5
+    )
     # rows already at the target keep their stored value; plain embeddings of version 2: null
     mixed = (
         pa.concat_tables([pa.Table.from_batches([out]), pa.Table.from_batches([out])])
@@ -244,13 +248,13 @@ def test_upgrade_batch_writes_the_uncertainty_column(exported):
         .to_batches()[0]
     )
     mixed = mixed.set_column(
-        mixed.schema.get_field_index(S.MODEL_VERSION),
-        S.MODEL_VERSION,
+        mixed.schema.get_field_index(gallery_schema.MODEL_VERSION),
+        gallery_schema.MODEL_VERSION,
         pa.array([2] * 20, pa.int32()),
     )
     plan2 = BatchPlan("fam", 2, 6, {(2, "s/1"): GroupRunner(None, "already")})
     again = upgrade_batch(mixed, plan2)
-    assert again.column(S.UNCERTAINTY).equals(mixed.column(S.UNCERTAINTY))
+    assert again.column(gallery_schema.UNCERTAINTY).equals(mixed.column(gallery_schema.UNCERTAINTY))
 
 
 @pytest.fixture(scope="module")
@@ -276,8 +280,10 @@ def test_upgrade_into_pgvector_stores_the_uncertainty(exported, pg_server):
     order = np.argsort(rows.ids)
     with torch.no_grad():
         want_e, want_v = h.predict(torch.tensor(rows.old[order]), torch.tensor(rows.side[order]))
-    np.testing.assert_allclose(table.column(S.UNCERTAINTY).to_numpy(), want_v.numpy(), atol=1e-5)
-    np.testing.assert_allclose(matrix(table, S.EMBEDDING), want_e.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        table.column(gallery_schema.UNCERTAINTY).to_numpy(), want_v.numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(matrix(table, gallery_schema.EMBEDDING), want_e.numpy(), atol=1e-5)
 
 
 def test_detached_variance_leaves_the_trunk_to_the_regression():

@@ -20,9 +20,9 @@ import torch
 
 from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.search import search
-from tests import services
+from tests.support import services
 from tests.upgrade.conftest import (  # noqa: F401  (tiny_registry: session fixture)
     TinyRegistry,
     synthetic_rows,
@@ -95,8 +95,12 @@ def _fct(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _vectors(location: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     batches = list(Gallery.open(location).batches())
     batch = pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
-    ids = batch.column(S.ID).to_pylist()
-    return ids, S.vectors(batch, S.EMBEDDING, "t"), batch.column(S.LABEL).to_numpy()
+    ids = batch.column(gallery_schema.ID).to_pylist()
+    return (
+        ids,
+        gallery_schema.vectors(batch, gallery_schema.EMBEDDING, "t"),
+        batch.column(gallery_schema.LABEL).to_numpy(),
+    )
 
 
 def test_core_wheel_resolves_upgrades_and_searches_without_torch(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import FASHION, tiny_params
-from tests.services import mlflow_server, moto_s3, postgres  # noqa: F401  (session fixtures)
+from tests.support.services import mlflow_server, moto_s3, postgres  # noqa: F401  (session fixtures)
 
 FAMILY = "fashion"
 
@@ -67,7 +67,7 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
     """The real stages on a few hundred images: models, embeddings, history, evaluation."""
     if not FASHION.is_dir():
         pytest.skip("dataset-fashion-mnist not installed (run `make setup`)")
-    from fct_registry.pipeline.run_all import run_pipeline
+    from fct_registry.stages.run_all import run_pipeline
 
     root = tmp_path_factory.mktemp("tiny-pipeline")
     pipeline = TinyPipeline(root, registry_params())

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import re
 
-from fct_registry.registry import description as D
-from fct_registry.registry import tags as T
+from fct_registry.registry import description as descriptions
+from fct_registry.registry import tags as fct_tags
 
 GATE = {
-    T.GATE_VERDICT: "pass",
-    T.GATE_REPORT: json.dumps(
+    fct_tags.GATE_VERDICT: "pass",
+    fct_tags.GATE_REPORT: json.dumps(
         {
             "verdict": "pass",
             "baseline": 1,
@@ -29,20 +29,30 @@ def _visible(text: str) -> list[str]:
 
 def test_embedding_page_shows_release_state_and_links():
     tags = {
-        T.EMBEDDING_DIM: "128",
-        T.CLASSES: "[0, 1, 2, 3, 4]",
-        T.SIDE_INFO: "fam-side-info/1",
-        T.TOP1: "82.5",
-        T.PIPELINE_KEY: "2",
+        fct_tags.EMBEDDING_DIM: "128",
+        fct_tags.CLASSES: "[0, 1, 2, 3, 4]",
+        fct_tags.SIDE_INFO: "fam-side-info/1",
+        fct_tags.TOP1: "82.5",
+        fct_tags.PIPELINE_KEY: "2",
         **GATE,
     }
-    edge = D.Linked("fam-transformations", 4, {T.SOURCE: "1", T.TARGET: "2", T.TOP1: "81.46"})
-    chain = D.Linked(
+    edge = descriptions.Linked(
+        "fam-transformations",
+        4,
+        {fct_tags.SOURCE: "1", fct_tags.TARGET: "2", fct_tags.TOP1: "81.46"},
+    )
+    chain = descriptions.Linked(
         "fam-transformations",
         7,
-        {T.SOURCE: "2", T.TARGET: "4", T.ROLE: T.ROLE_CHAIN, T.HOPS: "5,6", T.TOP1: "80"},
+        {
+            fct_tags.SOURCE: "2",
+            fct_tags.TARGET: "4",
+            fct_tags.ROLE: fct_tags.ROLE_CHAIN,
+            fct_tags.HOPS: "5,6",
+            fct_tags.TOP1: "80",
+        },
     )
-    text = D.embedding_description(
+    text = descriptions.embedding_description(
         "fam", 2, tags, into=[edge], out_of=[chain], aliases=["production"]
     )
     lines = _visible(text)
@@ -59,8 +69,14 @@ def test_embedding_page_shows_release_state_and_links():
 
 
 def test_chain_page_links_every_hop_and_shows_no_kind():
-    tags = {T.ROLE: T.ROLE_CHAIN, T.SOURCE: "1", T.TARGET: "3", T.HOPS: "1,3", T.TOP1: "85"}
-    text = D.transformation_description("fam", 9, tags)
+    tags = {
+        fct_tags.ROLE: fct_tags.ROLE_CHAIN,
+        fct_tags.SOURCE: "1",
+        fct_tags.TARGET: "3",
+        fct_tags.HOPS: "1,3",
+        fct_tags.TOP1: "85",
+    }
+    text = descriptions.transformation_description("fam", 9, tags)
     assert "chain of 2 transformations, measured end to end" in text
     for hop in (1, 3):
         assert f'<a href="#/models/fam-transformations/versions/{hop}">' in text
@@ -70,17 +86,26 @@ def test_chain_page_links_every_hop_and_shows_no_kind():
 
 
 def test_missing_numbers_show_a_dash_not_a_made_up_gap():
-    text = D.transformation_description("fam", 1, {T.SOURCE: "1", T.TARGET: "2"})
+    text = descriptions.transformation_description(
+        "fam", 1, {fct_tags.SOURCE: "1", fct_tags.TARGET: "2"}
+    )
     assert "old→new gap closed" in text and "top-1 —% · mAP —%" in text
 
 
 def test_long_pages_are_cut_inside_the_box():
     many = [
-        D.Linked("fam-transformations", i, {T.SOURCE: "1", T.TARGET: str(i), T.TOP1: "50"})
+        descriptions.Linked(
+            "fam-transformations",
+            i,
+            {fct_tags.SOURCE: "1", fct_tags.TARGET: str(i), fct_tags.TOP1: "50"},
+        )
         for i in range(2, 200)
     ]
-    text = D.embedding_description("fam", 1, {}, into=[], out_of=many)
-    assert len(text) <= D.MAX_DESCRIPTION and text.count("<pre>") == text.count("</pre>") == 1
+    text = descriptions.embedding_description("fam", 1, {}, into=[], out_of=many)
+    assert (
+        len(text) <= descriptions.MAX_DESCRIPTION
+        and text.count("<pre>") == text.count("</pre>") == 1
+    )
     lines = _visible(text)
     assert lines[0].startswith("┌") and lines[-1].startswith("└")
     assert "table shortened" in text
@@ -89,13 +114,29 @@ def test_long_pages_are_cut_inside_the_box():
 def test_the_lead_line_reads_as_plain_text_in_mlflow_version_lists():
     """MLflow's version tables show the description raw and cut short: the first line carries
     no markdown (``**``, backticks, links), so it reads the same there and on the page."""
-    tags = {T.SOURCE: "1", T.TARGET: "2", T.KIND: "fct", T.SIDE_INFO: "fam-side-info/1"}
-    chain = {T.SOURCE: "1", T.TARGET: "3", T.ROLE: T.ROLE_CHAIN, T.HOPS: "4,5"}
+    tags = {
+        fct_tags.SOURCE: "1",
+        fct_tags.TARGET: "2",
+        fct_tags.KIND: "fct",
+        fct_tags.SIDE_INFO: "fam-side-info/1",
+    }
+    chain = {
+        fct_tags.SOURCE: "1",
+        fct_tags.TARGET: "3",
+        fct_tags.ROLE: fct_tags.ROLE_CHAIN,
+        fct_tags.HOPS: "4,5",
+    }
     texts = {
-        "fam@2: embedding model": D.embedding_description("fam", 2, {}, into=[], out_of=[]),
-        "fam@1 → fam@2: FCT transformation (fct)": D.transformation_description("fam", 4, tags),
-        "fam@1 → fam@3: chain of 2": D.transformation_description("fam", 6, chain),
-        "fam-side-info/1: side-info extractor": D.side_info_description("fam", 1, {}, readers=[]),
+        "fam@2: embedding model": descriptions.embedding_description(
+            "fam", 2, {}, into=[], out_of=[]
+        ),
+        "fam@1 → fam@2: FCT transformation (fct)": descriptions.transformation_description(
+            "fam", 4, tags
+        ),
+        "fam@1 → fam@3: chain of 2": descriptions.transformation_description("fam", 6, chain),
+        "fam-side-info/1: side-info extractor": descriptions.side_info_description(
+            "fam", 1, {}, readers=[]
+        ),
     }
     for start, text in texts.items():
         lead = text.split("\n", 1)[0]

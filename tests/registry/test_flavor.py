@@ -13,7 +13,7 @@ import torch
 
 from fct_registry.models.transformations import TransformationChain
 from fct_registry.registry import flavor
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.checksums import ChecksumError, checksums_digest
 from tests.registry import builders
 
@@ -204,15 +204,17 @@ def test_log_register_and_load_through_the_registry(sqlite_store, tmp_path):
             "chain",
             specs=[spec_a, spec_b],
             registered_model_name="fam-transformations",
-            tags={T.ROLE: T.ROLE_CHAIN},
+            tags={fct_tags.ROLE: fct_tags.ROLE_CHAIN},
             description="**a chain**",
         )
     assert info.registered_model_version == 1
     mv = mlflow.MlflowClient().get_model_version("fam-transformations", "1")
-    assert mv.tags[T.ROLE] == T.ROLE_CHAIN and mv.description == "**a chain**"
-    assert mv.tags[T.CHECKSUMS_SHA256] == checksums_digest(info.flavors["fct"]["checksums"])
-    assert T.CHECKSUMS not in mv.tags  # the mapping is an artifact (checksums.json), not a tag
-    assert mv.tags[T.CONTENT_HASH] == info.flavors["fct"]["content_hash"]
+    assert mv.tags[fct_tags.ROLE] == fct_tags.ROLE_CHAIN and mv.description == "**a chain**"
+    assert mv.tags[fct_tags.CHECKSUMS_SHA256] == checksums_digest(info.flavors["fct"]["checksums"])
+    assert (
+        fct_tags.CHECKSUMS not in mv.tags
+    )  # the mapping is an artifact (checksums.json), not a tag
+    assert mv.tags[fct_tags.CONTENT_HASH] == info.flavors["fct"]["content_hash"]
     # Lineage as mlflow.register_model records it: the logged model lists its version.
     logged = mlflow.MlflowClient().get_logged_model(info.model_id)
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [

@@ -17,7 +17,7 @@ from fct_registry.cli import main
 from fct_registry.errors import DataError
 from fct_registry.models.io import load_model as load_folder
 from fct_registry.registry import flavor
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.errors import RegistryError
 from fct_registry.registry.query import search_versions
 from fct_registry.registry.register import register_pipeline
@@ -25,8 +25,8 @@ from fct_registry.registry.store import default_artifact_location, redact_uri, r
 from tests.registry.conftest import FAMILY
 
 pytestmark = pytest.mark.slow
-TRANSFORMATIONS = T.transformations_model_name(FAMILY)
-SIDE_INFO = T.side_info_model_name(FAMILY)
+TRANSFORMATIONS = fct_tags.transformations_model_name(FAMILY)
+SIDE_INFO = fct_tags.side_info_model_name(FAMILY)
 
 
 def _versions(client, name):
@@ -48,8 +48,8 @@ def test_every_model_is_a_version_in_key_order(registered, client):
     for name, reg in s.transformations.items():
         cfg = registered.pipeline.params.transformations[name]
         tags = transformations[reg.version].tags
-        assert (tags[T.SOURCE], tags[T.TARGET]) == (str(cfg.source), str(cfg.target))
-        assert tags[T.PIPELINE_KEY] == name and tags[T.KIND] == cfg.kind
+        assert (tags[fct_tags.SOURCE], tags[fct_tags.TARGET]) == (str(cfg.source), str(cfg.target))
+        assert tags[fct_tags.PIPELINE_KEY] == name and tags[fct_tags.KIND] == cfg.kind
         alias = client.get_model_version_by_alias(TRANSFORMATIONS, f"pipeline-{name}")
         assert int(alias.version) == reg.version
     assert int(client.get_model_version_by_alias(FAMILY, "pipeline-3").version) == 3
@@ -61,25 +61,25 @@ def test_links_are_reachable_both_ways(registered, client):
     side_infos = _versions(client, SIDE_INFO)
     for v, mv in embeddings.items():
         # embedding -> side-info extractor
-        name, side_version = T.parse_model_ref(mv.tags[T.SIDE_INFO])
+        name, side_version = fct_tags.parse_model_ref(mv.tags[fct_tags.SIDE_INFO])
         assert name == SIDE_INFO and side_version in side_infos
         # embedding -> transformations into / out of it, exactly those whose ends name it
-        assert _ids(mv.tags[T.TRANSFORMS_IN]) == {
-            t for t, tv in transformations.items() if tv.tags[T.TARGET] == str(v)
+        assert _ids(mv.tags[fct_tags.TRANSFORMS_IN]) == {
+            t for t, tv in transformations.items() if tv.tags[fct_tags.TARGET] == str(v)
         }
-        assert _ids(mv.tags[T.TRANSFORMS_OUT]) == {
-            t for t, tv in transformations.items() if tv.tags[T.SOURCE] == str(v)
+        assert _ids(mv.tags[fct_tags.TRANSFORMS_OUT]) == {
+            t for t, tv in transformations.items() if tv.tags[fct_tags.SOURCE] == str(v)
         }
     for t, tv in transformations.items():
         # transformation -> its two ends (and back, checked above)
-        assert t in _ids(embeddings[int(tv.tags[T.SOURCE])].tags[T.TRANSFORMS_OUT])
-        assert t in _ids(embeddings[int(tv.tags[T.TARGET])].tags[T.TRANSFORMS_IN])
-        if tv.tags[T.KIND] == "fct":
-            assert T.parse_model_ref(tv.tags[T.SIDE_INFO]) == (SIDE_INFO, 1)
-            assert tv.tags[T.SIDE_INFO_DIM] == "128"
+        assert t in _ids(embeddings[int(tv.tags[fct_tags.SOURCE])].tags[fct_tags.TRANSFORMS_OUT])
+        assert t in _ids(embeddings[int(tv.tags[fct_tags.TARGET])].tags[fct_tags.TRANSFORMS_IN])
+        if tv.tags[fct_tags.KIND] == "fct":
+            assert fct_tags.parse_model_ref(tv.tags[fct_tags.SIDE_INFO]) == (SIDE_INFO, 1)
+            assert tv.tags[fct_tags.SIDE_INFO_DIM] == "128"
         else:  # the no-side-info kind reads none
-            assert T.SIDE_INFO not in tv.tags and tv.tags[T.SIDE_INFO_DIM] == "0"
-    assert _ids(embeddings[1].tags[T.TRANSFORMS_OUT]) == {
+            assert fct_tags.SIDE_INFO not in tv.tags and tv.tags[fct_tags.SIDE_INFO_DIM] == "0"
+    assert _ids(embeddings[1].tags[fct_tags.TRANSFORMS_OUT]) == {
         registered.summary.transformations[n].version for n in ("v1_to_v2", "v1_to_v2_no_side_info")
     }
 
@@ -87,21 +87,26 @@ def test_links_are_reachable_both_ways(registered, client):
 def test_versions_carry_metrics_provenance_and_checksums(registered, client):
     metrics = json.loads((registered.pipeline.layout.evaluation / "metrics.json").read_text())
     v2 = client.get_model_version(FAMILY, "2")
-    assert float(v2.tags[T.TOP1]) == pytest.approx(metrics["self"]["2"]["top1"], abs=1e-3)
-    assert float(v2.tags[T.MAP]) == pytest.approx(metrics["self"]["2"]["mAP"], abs=1e-3)
-    assert json.loads(v2.tags[T.PARAMS])["versions.2"]["embedding_dim"] == 128
-    assert json.loads(v2.tags[T.CLASSES]) == (
+    assert float(v2.tags[fct_tags.TOP1]) == pytest.approx(metrics["self"]["2"]["top1"], abs=1e-3)
+    assert float(v2.tags[fct_tags.MAP]) == pytest.approx(metrics["self"]["2"]["mAP"], abs=1e-3)
+    assert json.loads(v2.tags[fct_tags.PARAMS])["versions.2"]["embedding_dim"] == 128
+    assert json.loads(v2.tags[fct_tags.CLASSES]) == (
         registered.pipeline.params.versions[2].classes or list(range(10))
     )
-    assert v2.tags[T.GIT_COMMIT] == "unknown"  # the tiny project is not a git checkout
-    assert v2.tags[T.DATASET] == "fashion-mnist" and len(v2.tags[T.DATA_SHA256]) == 64
-    assert v2.tags[T.EMBEDDING_DIM] == "128" and v2.tags[T.ROLE] == T.ROLE_EMBEDDING
-    assert float(v2.tags[T.ONNX_MAX_ABS_DIFF]) <= 1e-5
-    assert len(v2.tags[T.CHECKSUMS_SHA256]) == 64 and T.CHECKSUMS not in v2.tags
+    assert v2.tags[fct_tags.GIT_COMMIT] == "unknown"  # the tiny project is not a git checkout
+    assert v2.tags[fct_tags.DATASET] == "fashion-mnist" and len(v2.tags[fct_tags.DATA_SHA256]) == 64
+    assert (
+        v2.tags[fct_tags.EMBEDDING_DIM] == "128"
+        and v2.tags[fct_tags.ROLE] == fct_tags.ROLE_EMBEDDING
+    )
+    assert float(v2.tags[fct_tags.ONNX_MAX_ABS_DIFF]) <= 1e-5
+    assert len(v2.tags[fct_tags.CHECKSUMS_SHA256]) == 64 and fct_tags.CHECKSUMS not in v2.tags
     t = registered.summary.transformations["v1_to_v2"]
     tv = client.get_model_version(TRANSFORMATIONS, str(t.version))
     edge = metrics["transformations"]["v1_to_v2"]
-    assert float(tv.tags[T.GAP_CLOSED_TOP1]) == pytest.approx(edge["gap_closed_top1"], abs=1e-3)
+    assert float(tv.tags[fct_tags.GAP_CLOSED_TOP1]) == pytest.approx(
+        edge["gap_closed_top1"], abs=1e-3
+    )
 
     run = client.get_run(tv.run_id)  # the run that trained-and-logged it
     assert run.data.params["transformations.v1_to_v2.kind"] == "fct"
@@ -140,9 +145,11 @@ def test_descriptions_tell_the_story_in_one_table_per_version(registered, client
 
 
 def test_box_table_columns_line_up_whatever_the_links():
-    from fct_registry.registry import description as D
+    from fct_registry.registry import description as descriptions
 
-    html = D.box_table([("a", D.link("m", 12)), ("longer key", "x"), ("", D.join("p", "q"))])
+    html = descriptions.box_table(
+        [("a", descriptions.link("m", 12)), ("longer key", "x"), ("", descriptions.join("p", "q"))]
+    )
     lines = html.removeprefix("<pre>\n").removesuffix("\n</pre>").splitlines()
     visible = [re.sub(r"<[^>]+>", "", line) for line in lines]
     assert len({len(line) for line in visible}) == 1  # every line as wide as the border
@@ -190,7 +197,7 @@ def test_registering_again_creates_nothing(registered, client):
         len(client.search_runs([client.get_experiment_by_name("fct-fashion").experiment_id]))
         == runs
     )
-    assert client.search_registered_models(f"name = '{T.lock_model_name(FAMILY)}'") == []
+    assert client.search_registered_models(f"name = '{fct_tags.lock_model_name(FAMILY)}'") == []
 
 
 def test_changed_models_map_keys_to_new_versions(registered, tmp_path):
@@ -213,18 +220,18 @@ def test_changed_models_map_keys_to_new_versions(registered, tmp_path):
         "3": (4, True),
     }
     client = MlflowClient(uri, registry_uri=uri)
-    assert client.get_model_version(FAMILY, "4").tags[T.PIPELINE_KEY] == "3"
+    assert client.get_model_version(FAMILY, "4").tags[fct_tags.PIPELINE_KEY] == "3"
     assert int(client.get_model_version_by_alias(FAMILY, "pipeline-3").version) == 4
     moved = s.transformations["v2_to_v3"]
     assert moved.created and (moved.source, moved.target) == (2, 4) and moved.version == 4
     assert not s.transformations["v1_to_v2"].created
     tags = client.get_model_version(TRANSFORMATIONS, "4").tags
-    assert (tags[T.SOURCE], tags[T.TARGET]) == ("2", "4")
-    assert _ids(client.get_model_version(FAMILY, "2").tags[T.TRANSFORMS_OUT]) == {
+    assert (tags[fct_tags.SOURCE], tags[fct_tags.TARGET]) == ("2", "4")
+    assert _ids(client.get_model_version(FAMILY, "2").tags[fct_tags.TRANSFORMS_OUT]) == {
         registered.summary.transformations["v2_to_v3"].version,
         4,
     }
-    assert _ids(client.get_model_version(FAMILY, "4").tags[T.TRANSFORMS_IN]) == {4}
+    assert _ids(client.get_model_version(FAMILY, "4").tags[fct_tags.TRANSFORMS_IN]) == {4}
     assert re.search(r"│ params.yaml key +│ 3 ", client.get_model_version(FAMILY, "4").description)
 
 
@@ -300,12 +307,13 @@ def _registry_state(uri: str) -> dict:
     """Every version of the family's three models with the tags that define it (not run ids,
     commits or timestamps, which differ between two registrations of the same outputs)."""
     client = MlflowClient(uri, registry_uri=uri)
-    keep = (T.ROLE, T.PIPELINE_KEY, T.CONTENT_HASH, T.SOURCE, T.TARGET, T.HOPS, T.SIDE_INFO,
-            T.TOP1, T.TOP5, T.MAP, T.GAP_CLOSED_TOP1)  # fmt: skip
+    keep = (fct_tags.ROLE, fct_tags.PIPELINE_KEY, fct_tags.CONTENT_HASH, fct_tags.SOURCE,
+            fct_tags.TARGET, fct_tags.HOPS, fct_tags.SIDE_INFO,
+            fct_tags.TOP1, fct_tags.TOP5, fct_tags.MAP, fct_tags.GAP_CLOSED_TOP1)  # fmt: skip
     return {
         name: {
             int(mv.version): {k: mv.tags.get(k) for k in keep}
-            | {"measured": T.MEASURED_RUN in mv.tags}
+            | {"measured": fct_tags.MEASURED_RUN in mv.tags}
             for mv in search_versions(client, name)
         }
         for name in (FAMILY, SIDE_INFO, TRANSFORMATIONS)
@@ -337,8 +345,8 @@ def test_cli_register_gives_the_stage_registry_with_measured_chains(
 
     cli, by_stage = _registry_state(uris["cli"]), _registry_state(uris["stage"])
     assert cli == by_stage
-    chains = [v for v in cli[TRANSFORMATIONS].values() if v[T.ROLE] == T.ROLE_CHAIN]
-    assert chains and all(c["measured"] and c[T.TOP1] for c in chains)
+    chains = [v for v in cli[TRANSFORMATIONS].values() if v[fct_tags.ROLE] == fct_tags.ROLE_CHAIN]
+    assert chains and all(c["measured"] and c[fct_tags.TOP1] for c in chains)
     client = MlflowClient(uris["cli"], registry_uri=uris["cli"])
     got = resolve(load_graph(client, FAMILY), parse_ref("fashion@1"), parse_ref("fashion@3"))
     assert got.chosen.measured  # a recorded chain or a direct edge, never an estimate
@@ -352,19 +360,21 @@ def test_measurements_carry_the_run_that_logged_them(registered, tmp_path):
     shutil.copyfile(registered.uri.removeprefix("sqlite:///"), store / "mlflow.db")
     uri = f"sqlite:///{store / 'mlflow.db'}"
     client = MlflowClient(uri, registry_uri=uri)
-    measured = [mv for mv in search_versions(client, TRANSFORMATIONS) if T.TOP1 in mv.tags]
+    measured = [mv for mv in search_versions(client, TRANSFORMATIONS) if fct_tags.TOP1 in mv.tags]
     assert measured
     for mv in measured:
-        run = client.get_run(mv.tags[T.MEASURED_RUN])
-        logged = "top1" if mv.tags[T.ROLE] == T.ROLE_CHAIN else "eval.top1"  # a chain's own run
-        assert run.data.metrics[logged] == pytest.approx(float(mv.tags[T.TOP1]), abs=1e-3)
+        run = client.get_run(mv.tags[fct_tags.MEASURED_RUN])
+        logged = (
+            "top1" if mv.tags[fct_tags.ROLE] == fct_tags.ROLE_CHAIN else "eval.top1"
+        )  # a chain's own run
+        assert run.data.metrics[logged] == pytest.approx(float(mv.tags[fct_tags.TOP1]), abs=1e-3)
     old = measured[0]
-    client.delete_model_version_tag(TRANSFORMATIONS, old.version, T.MEASURED_RUN)
+    client.delete_model_version_tag(TRANSFORMATIONS, old.version, fct_tags.MEASURED_RUN)
     pipeline = registered.pipeline
     register_pipeline(pipeline.params, pipeline.layout, uri, root=pipeline.root)
     again = client.get_model_version(TRANSFORMATIONS, old.version).tags
-    run = client.get_run(again[T.MEASURED_RUN])
-    assert run.data.metrics["eval.top1"] == pytest.approx(float(again[T.TOP1]), abs=1e-3)
+    run = client.get_run(again[fct_tags.MEASURED_RUN])
+    assert run.data.metrics["eval.top1"] == pytest.approx(float(again[fct_tags.TOP1]), abs=1e-3)
 
 
 def test_backfill_transformation_is_registered_and_a_backfill_plans_by_uncertainty(
@@ -373,8 +383,8 @@ def test_backfill_transformation_is_registered_and_a_backfill_plans_by_uncertain
     """The backfill stage's uncertainty-aware transformation is registered with its measurement,
     so on this registry `fct upgrade --for-backfill` writes the uncertainty column and
     `fct backfill plan` works with its default policy."""
-    from fct_registry.pipeline.backfill import backfill_stage
     from fct_registry.registry.register import BACKFILL_KEY, register_all
+    from fct_registry.stages.backfill import backfill_stage
 
     project = registered.pipeline.copy_to(tmp_path / "project")
     metrics = backfill_stage(project.params, project.layout)
@@ -387,9 +397,12 @@ def test_backfill_transformation_is_registered_and_a_backfill_plans_by_uncertain
     assert reg.created and (reg.source, reg.target) == (1, 3)
     tags = MlflowClient(uri, registry_uri=uri).get_model_version(TRANSFORMATIONS, reg.version).tags
     first = metrics["per_seed"][metrics["seeds"][0]]["transform_only"]["uncertainty"]
-    assert tags[T.KIND] == T.KIND_UNCERTAINTY and tags[T.PIPELINE_KEY] == BACKFILL_KEY
-    assert float(tags[T.TOP1]) == pytest.approx(first["top1"], abs=1e-3)
-    assert tags[T.MEASURED_RUN]
+    assert (
+        tags[fct_tags.KIND] == fct_tags.KIND_UNCERTAINTY
+        and tags[fct_tags.PIPELINE_KEY] == BACKFILL_KEY
+    )
+    assert float(tags[fct_tags.TOP1]) == pytest.approx(first["top1"], abs=1e-3)
+    assert tags[fct_tags.MEASURED_RUN]
 
     uri_args = ["--tracking-uri", uri]
     g1, g3, plan = tmp_path / "g1", tmp_path / "g3", tmp_path / "plan.json"

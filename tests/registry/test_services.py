@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from fct_registry.models.io import load_model as load_folder
 from fct_registry.registry import flavor
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.query import search_versions
 from fct_registry.registry.register import register_pipeline
 from fct_registry.registry.store import use_tracking_uri
@@ -26,7 +26,7 @@ from tests.registry.conftest import TinyPipeline
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 SECRET = "Sup3r-s3cret-pw"
 FAMILY = "fashion-srv"  # its own family: the server is shared by the whole test session
-TRANSFORMATIONS = T.transformations_model_name(FAMILY)
+TRANSFORMATIONS = fct_tags.transformations_model_name(FAMILY)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def via_server(
 
 
 def _all_versions(client):
-    names = [FAMILY, T.side_info_model_name(FAMILY), TRANSFORMATIONS]
+    names = [FAMILY, fct_tags.side_info_model_name(FAMILY), TRANSFORMATIONS]
     return {name: search_versions(client, name) for name in names}
 
 
@@ -74,7 +74,7 @@ def test_registered_through_the_server_with_artifacts_in_s3(via_server, mlflow_s
     versions = _all_versions(via_server.client)
     assert [int(mv.version) for mv in versions[FAMILY]] == [1, 2, 3]
     assert [int(mv.version) for mv in versions[TRANSFORMATIONS]] == [1, 2, 3]
-    experiment = via_server.client.get_experiment_by_name(T.experiment_name(FAMILY))
+    experiment = via_server.client.get_experiment_by_name(fct_tags.experiment_name(FAMILY))
     keys = mlflow_server.s3.keys(f"{mlflow_server.prefix}/{experiment.experiment_id}/")
     for name in ("model.onnx", "checksums.json", "modules/0/model.safetensors", "MLmodel"):
         assert sum(k.endswith("/" + name) for k in keys) == 7, name
@@ -107,7 +107,7 @@ def test_no_credentials_anywhere(via_server, mlflow_server):
             texts += [json.dumps(run.data.params), json.dumps(run.data.tags), run.info.artifact_uri]
     for rm in client.search_registered_models():
         texts += [rm.description or "", json.dumps(rm.tags)]
-    experiment = client.get_experiment_by_name(T.experiment_name(FAMILY))
+    experiment = client.get_experiment_by_name(fct_tags.experiment_name(FAMILY))
     texts += [experiment.artifact_location, json.dumps(experiment.tags)]
     s3 = mlflow_server.s3
     for key in s3.keys():  # noqa: SIM118 (S3 object keys, not a dict)
@@ -160,7 +160,8 @@ def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_s
     numbers = [int(mv.version) for mv in versions]
     assert numbers == list(range(1, 8))  # unique and gap-free: 3 before + 4 new
     identities = [
-        (mv.tags[T.CONTENT_HASH], mv.tags[T.SOURCE], mv.tags[T.TARGET]) for mv in versions
+        (mv.tags[fct_tags.CONTENT_HASH], mv.tags[fct_tags.SOURCE], mv.tags[fct_tags.TARGET])
+        for mv in versions
     ]
     assert len(set(identities)) == len(identities)  # no duplicates
     new = {r["transformations"]["v1_to_v2"]["version"] for r in results}
@@ -183,11 +184,12 @@ def test_eight_processes_at_once_lose_and_duplicate_nothing(via_server, mlflow_s
     # whose ends name it, including all four new ones.
     for mv in search_versions(client, FAMILY):
         v = mv.version
-        into = {int(t.version) for t in versions if t.tags[T.TARGET] == str(v)}
-        out_of = {int(t.version) for t in versions if t.tags[T.SOURCE] == str(v)}
-        assert {int(x) for x in mv.tags.get(T.TRANSFORMS_IN, "").split(",") if x} == into
-        assert {int(x) for x in mv.tags.get(T.TRANSFORMS_OUT, "").split(",") if x} == out_of
+        into = {int(t.version) for t in versions if t.tags[fct_tags.TARGET] == str(v)}
+        out_of = {int(t.version) for t in versions if t.tags[fct_tags.SOURCE] == str(v)}
+        assert {int(x) for x in mv.tags.get(fct_tags.TRANSFORMS_IN, "").split(",") if x} == into
+        assert {int(x) for x in mv.tags.get(fct_tags.TRANSFORMS_OUT, "").split(",") if x} == out_of
     assert new <= {
-        int(x) for x in client.get_model_version(FAMILY, "1").tags[T.TRANSFORMS_OUT].split(",")
+        int(x)
+        for x in client.get_model_version(FAMILY, "1").tags[fct_tags.TRANSFORMS_OUT].split(",")
     }
-    assert client.search_registered_models(f"name = '{T.lock_model_name(FAMILY)}'") == []
+    assert client.search_registered_models(f"name = '{fct_tags.lock_model_name(FAMILY)}'") == []

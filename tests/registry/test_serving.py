@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from tests.registry.conftest import FAMILY
-from tests.services import free_port, stop, wait_until
+from tests.support.services import free_port, stop, wait_until
 
 pytestmark = pytest.mark.slow
 TRANSFORMATIONS = f"{FAMILY}-transformations"

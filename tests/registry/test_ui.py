@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from tests.registry.conftest import FAMILY
-from tests.services import start_ui, stop
+from tests.support.services import start_ui, stop
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 SIDE_INFO = f"{FAMILY}-side-info"

@@ -6,7 +6,8 @@ no job file, and ``fct backfill run`` holds the same kind of lease.
 The CLI runs for real (parser, checks, ``FctError`` -> ``error: ...``, exit 2) with the registry
 look-up replaced by two tiny in-process models, so no MLflow store is built. The race is forced
 by widening the window after the lease is taken (the job's ``_reached("inspected")`` hook,
-replaced as ``tests/kill_at.py`` does), and run 20 times; both runs are forked after a barrier.
+replaced as ``tests/support/kill_at.py`` does), and run 20 times; both runs are forked after a
+barrier.
 """
 
 from __future__ import annotations

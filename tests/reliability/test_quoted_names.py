@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fct_registry.errors import FctError
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.pages import all_versions
 from fct_registry.registry.query import search_versions
 from fct_registry.resolver.load import load_graph
@@ -29,23 +29,27 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     for family in (FAMILY, "plain"):
         client.create_registered_model(family)
         for version in (1, 2):
-            tags = {T.ROLE: T.ROLE_EMBEDDING, T.FAMILY: family, T.EMBEDDING_DIM: "8"}
+            tags = {
+                fct_tags.ROLE: fct_tags.ROLE_EMBEDDING,
+                fct_tags.FAMILY: family,
+                fct_tags.EMBEDDING_DIM: "8",
+            }
             client.create_model_version(family, source=f"/nowhere/{version}", tags=tags)
-        client.set_model_version_tag(family, "1", T.TOP1, "50.0")
-        client.set_model_version_tag(family, "2", T.TOP1, "60.0")
-    name = T.transformations_model_name(FAMILY)
+        client.set_model_version_tag(family, "1", fct_tags.TOP1, "50.0")
+        client.set_model_version_tag(family, "2", fct_tags.TOP1, "60.0")
+    name = fct_tags.transformations_model_name(FAMILY)
     client.create_registered_model(name)
     client.create_model_version(
         name,
         source="/nowhere/t",
         tags={
-            T.ROLE: T.ROLE_TRANSFORMATION,
-            T.FAMILY: FAMILY,
-            T.SOURCE: "1",
-            T.TARGET: "2",
-            T.TOP1: "55.0",
-            T.MEASURED_RUN: "0" * 32,  # the resolver takes only measured numbers
-            T.KIND: "fct",
+            fct_tags.ROLE: fct_tags.ROLE_TRANSFORMATION,
+            fct_tags.FAMILY: FAMILY,
+            fct_tags.SOURCE: "1",
+            fct_tags.TARGET: "2",
+            fct_tags.TOP1: "55.0",
+            fct_tags.MEASURED_RUN: "0" * 32,  # the resolver takes only measured numbers
+            fct_tags.KIND: "fct",
         },
     )
     return uri
@@ -58,10 +62,10 @@ def _client(uri: str):
 
 
 def test_quoted_literals() -> None:
-    assert T.quoted("fashion") == "'fashion'"
-    assert T.quoted("o'brien") == '"o\'brien"'
+    assert fct_tags.quoted("fashion") == "'fashion'"
+    assert fct_tags.quoted("o'brien") == '"o\'brien"'
     with pytest.raises(FctError, match="holds both ' and \""):
-        T.quoted('o\'brien "x"')
+        fct_tags.quoted('o\'brien "x"')
 
 
 def test_searches_by_a_name_with_a_quote(store: str) -> None:

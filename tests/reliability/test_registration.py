@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.lock import LOCK_TTL_ENV, RegistryLockError, registration_lock
 from fct_registry.registry.store import ensure_schema
 from tests.registry import concurrent_worker
@@ -70,7 +70,7 @@ def test_lock_of_a_sigkilled_holder_is_taken_over_at_once(tmp_path: Path) -> Non
     start = time.monotonic()
     with registration_lock(client, FAMILY, timeout=10):
         waited = time.monotonic() - start
-        held = client.get_registered_model(T.lock_model_name(FAMILY)).description
+        held = client.get_registered_model(fct_tags.lock_model_name(FAMILY)).description
         assert f'"pid": {os.getpid()}' in held
     assert waited < 5, f"took {waited:.1f} s to take over a dead holder's lock"
     assert client.search_registered_models() == []  # lock and takeover guard released
@@ -195,7 +195,7 @@ def test_concurrent_registrations_into_a_brand_new_sqlite_store(
     assert [p.exitcode for p in procs] == [0] * n
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.get_experiment_by_name(T.experiment_name(FAMILY))
+    experiment = client.get_experiment_by_name(fct_tags.experiment_name(FAMILY))
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     versions = [
         mv

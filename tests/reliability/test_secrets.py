@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fct_registry.cli import main
-from tests.services import _psql, free_port
+from tests.support.services import _psql, free_port
 
 pytestmark = pytest.mark.services
 

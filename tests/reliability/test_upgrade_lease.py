@@ -1,7 +1,7 @@
 """Two upgrades into one ``--out``: exactly one proceeds, the other fails naming the holder.
 
 The race is forced by widening the window between inspecting the destination and writing the job
-file (the job's ``_reached("inspected")`` hook, replaced here as ``tests/kill_at.py``
+file (the job's ``_reached("inspected")`` hook, replaced here as ``tests/support/kill_at.py``
 does; the library holds no fault injection), and run 20 times. Both runs are forked from this
 process after a barrier, so they start together.
 """

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 
 FAMILY = "fashion"
 SIDE = "fashion-side-info/1"
 OTHER_SIDE = "fashion-side-info/2"
-TRANSFORMS = T.transformations_model_name(FAMILY)
+TRANSFORMS = fct_tags.transformations_model_name(FAMILY)
 MEASURED_BY = "0123456789abcdef0123456789abcdef"  # the run id the tool writes beside fct.top1
 
 
@@ -24,14 +24,18 @@ class Record:
 
 
 def emb(version: int, side_info: str | None = SIDE, family: str = FAMILY) -> Record:
-    tags = {T.ROLE: T.ROLE_EMBEDDING, T.EMBEDDING_DIM: "8"}
+    tags = {fct_tags.ROLE: fct_tags.ROLE_EMBEDDING, fct_tags.EMBEDDING_DIM: "8"}
     if side_info:
-        tags[T.SIDE_INFO] = side_info
+        tags[fct_tags.SIDE_INFO] = side_info
     return Record(family, str(version), tags)
 
 
 def side(version: int, family: str = FAMILY) -> Record:
-    return Record(T.side_info_model_name(family), str(version), {T.ROLE: T.ROLE_SIDE_INFO})
+    return Record(
+        fct_tags.side_info_model_name(family),
+        str(version),
+        {fct_tags.ROLE: fct_tags.ROLE_SIDE_INFO},
+    )
 
 
 def tr(
@@ -43,14 +47,22 @@ def tr(
     kind: str = "fct",
     family: str = FAMILY,
 ) -> Record:
-    tags = {T.ROLE: T.ROLE_TRANSFORMATION, T.SOURCE: str(source), T.TARGET: str(target)}
-    tags[T.KIND] = kind
+    tags = {
+        fct_tags.ROLE: fct_tags.ROLE_TRANSFORMATION,
+        fct_tags.SOURCE: str(source),
+        fct_tags.TARGET: str(target),
+    }
+    tags[fct_tags.KIND] = kind
     if top1 is not None:
-        tags |= {T.TOP1: str(top1), T.TOP5: str(min(100.0, top1 + 5)), T.MAP: str(top1 - 10)}
-        tags[T.MEASURED_RUN] = MEASURED_BY
+        tags |= {
+            fct_tags.TOP1: str(top1),
+            fct_tags.TOP5: str(min(100.0, top1 + 5)),
+            fct_tags.MAP: str(top1 - 10),
+        }
+        tags[fct_tags.MEASURED_RUN] = MEASURED_BY
     if side_info:
-        tags[T.SIDE_INFO] = side_info
-    return Record(T.transformations_model_name(family), str(version), tags)
+        tags[fct_tags.SIDE_INFO] = side_info
+    return Record(fct_tags.transformations_model_name(family), str(version), tags)
 
 
 def chain(
@@ -63,16 +75,16 @@ def chain(
     family: str = FAMILY,
 ) -> Record:
     tags = {
-        T.ROLE: T.ROLE_CHAIN,
-        T.SOURCE: str(source),
-        T.TARGET: str(target),
-        T.HOPS: ",".join(map(str, hops)),
-        T.TOP1: str(top1),
-        T.MEASURED_RUN: MEASURED_BY,
+        fct_tags.ROLE: fct_tags.ROLE_CHAIN,
+        fct_tags.SOURCE: str(source),
+        fct_tags.TARGET: str(target),
+        fct_tags.HOPS: ",".join(map(str, hops)),
+        fct_tags.TOP1: str(top1),
+        fct_tags.MEASURED_RUN: MEASURED_BY,
     }
     if side_info:
-        tags[T.SIDE_INFO] = side_info
-    return Record(T.transformations_model_name(family), str(version), tags)
+        tags[fct_tags.SIDE_INFO] = side_info
+    return Record(fct_tags.transformations_model_name(family), str(version), tags)
 
 
 def default_family(direct: float = 78.0, first: float = 90.0, second: float = 88.0) -> list[Record]:

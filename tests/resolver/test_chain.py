@@ -25,7 +25,7 @@ from fct_registry.evaluation.retrieval import RetrievalScores, retrieval_scores
 from fct_registry.layout import Layout
 from fct_registry.models.transformations import TRANSFORMATIONS
 from fct_registry.registry import flavor
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.chains import ChainEvaluation, load_chain, record_chain
 from fct_registry.registry.refs import parse_ref
 from fct_registry.resolver import load_graph, resolve
@@ -80,7 +80,7 @@ def family(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Iter
         for rec in [emb(1), emb(2), emb(3), side(1)]:
             if not client.search_registered_models(f"name = '{rec.name}'"):
                 client.create_registered_model(rec.name)
-            tags = rec.tags | {T.PIPELINE_KEY: str(int(rec.version) + 10)}
+            tags = rec.tags | {fct_tags.PIPELINE_KEY: str(int(rec.version) + 10)}
             client.create_model_version(rec.name, source="/nonexistent", tags=tags)
         torch.manual_seed(0)
         modules = {}
@@ -90,13 +90,13 @@ def family(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Iter
                 "fct", old_dim=DIM, new_dim=DIM, side_info_dim=SIDE_DIM, hidden_dim=8
             ).eval()
             tags = {
-                T.ROLE: T.ROLE_TRANSFORMATION,
-                T.SOURCE: str(source),
-                T.TARGET: str(target),
-                T.SIDE_INFO: SIDE,
-                T.KIND: "fct",
-                T.TOP1: str(top1),
-                T.MEASURED_RUN: "test-measurement",
+                fct_tags.ROLE: fct_tags.ROLE_TRANSFORMATION,
+                fct_tags.SOURCE: str(source),
+                fct_tags.TARGET: str(target),
+                fct_tags.SIDE_INFO: SIDE,
+                fct_tags.KIND: "fct",
+                fct_tags.TOP1: str(top1),
+                fct_tags.MEASURED_RUN: "test-measurement",
             }
             with mlflow.start_run():
                 info = flavor.log_model(
@@ -176,8 +176,16 @@ def test_record_chain_registers_once_and_resolve_uses_the_measurement(
     version, created = record_chain(family.client, loaded, evaluation, SIDE)
     assert created and version == 4
     tags = family.client.get_model_version(TRANSFORMS, "4").tags
-    assert tags[T.ROLE] == T.ROLE_CHAIN and tags[T.HOPS] == "1,2" and tags[T.TOP1] == "64.0000"
-    assert (tags[T.SOURCE], tags[T.TARGET], tags[T.SIDE_INFO]) == ("1", "3", SIDE)
+    assert (
+        tags[fct_tags.ROLE] == fct_tags.ROLE_CHAIN
+        and tags[fct_tags.HOPS] == "1,2"
+        and tags[fct_tags.TOP1] == "64.0000"
+    )
+    assert (tags[fct_tags.SOURCE], tags[fct_tags.TARGET], tags[fct_tags.SIDE_INFO]) == (
+        "1",
+        "3",
+        SIDE,
+    )
     # The recorded chain is itself a model: one module applying both hops.
     as_model = flavor.load_model(f"models:/{TRANSFORMS}/4")
     assert len(as_model.hops) == 2

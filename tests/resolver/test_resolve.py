@@ -8,13 +8,13 @@ import random
 
 import pytest
 
-from fct_registry.registry import tags as T
+from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.refs import parse_ref
 from fct_registry.resolver import (
     BackwardRequestError,
     CompatibilityGraph,
     NoPathError,
-    ResolveError,
+    ResolverError,
     SideInfoMismatchError,
     UnknownVersionError,
     UnmeasuredError,
@@ -290,7 +290,7 @@ def test_unknown_version_lists_known_ones() -> None:
 
 
 def test_other_family_in_a_reference() -> None:
-    with pytest.raises(ResolveError, match=r"shoes@2 belongs to family 'shoes'"):
+    with pytest.raises(ResolverError, match=r"shoes@2 belongs to family 'shoes'"):
         run(default_family(), "fashion@1", "shoes@2")
 
 
@@ -323,12 +323,12 @@ def test_a_backward_edge_is_used_when_registered() -> None:
 def test_bad_side_info_reference() -> None:
     records = [*default_family()]
     with pytest.raises(
-        ResolveError,
+        ResolverError,
         match=r"unknown side-info extractor fashion-side-info/5; "
         r"known: fashion-side-info/1",
     ):
         run(records, "fashion@1", "fashion@3", side_info="fashion-side-info/5")
-    with pytest.raises(ResolveError, match="use <model>/<version>"):
+    with pytest.raises(ResolverError, match="use <model>/<version>"):
         run(records, "fashion@1", "fashion@3", side_info="simclr")
 
 
@@ -406,8 +406,8 @@ def test_a_chain_mixing_extractors_is_left_out() -> None:
 
 def _hand_set(record: Record, top1: str) -> Record:
     """``fct.top1`` set by hand (``mlflow`` UI or client): no evaluation run beside it."""
-    tags = {k: v for k, v in record.tags.items() if k != T.MEASURED_RUN}
-    return Record(record.name, record.version, tags | {T.TOP1: top1})
+    tags = {k: v for k, v in record.tags.items() if k != fct_tags.MEASURED_RUN}
+    return Record(record.name, record.version, tags | {fct_tags.TOP1: top1})
 
 
 def test_a_transformation_without_a_measurement_is_named_not_skipped() -> None:
@@ -429,7 +429,7 @@ def test_a_hand_set_top1_is_not_a_measurement(value: str) -> None:
     # with a measured route beside it, that route wins whatever the hand-set number says
     got = run([*records, tr(2, 1, 3, 40.0)], "fashion@1", "fashion@3")
     assert got.chosen.hops == (2,)
-    assert any("/8 (1->3) skipped" in n and T.MEASURED_RUN in n for n in got.notes)
+    assert any("/8 (1->3) skipped" in n and fct_tags.MEASURED_RUN in n for n in got.notes)
 
 
 def test_an_unmeasured_edge_off_the_way_keeps_the_plain_no_path_error() -> None:
@@ -444,13 +444,15 @@ def test_an_unmeasured_edge_off_the_way_keeps_the_plain_no_path_error() -> None:
 
 def test_for_backfill_takes_the_best_route_ending_in_an_uncertainty_aware_transformation() -> None:
     records = [emb(1), emb(2), emb(3), side(1), tr(1, 1, 2, 95.0), tr(2, 2, 3, 95.0)]
-    records += [tr(3, 1, 3, 92.0), tr(4, 2, 3, 70.0, kind=T.KIND_UNCERTAINTY)]
-    records += [tr(5, 1, 3, 60.0, kind=T.KIND_UNCERTAINTY)]
+    records += [tr(3, 1, 3, 92.0), tr(4, 2, 3, 70.0, kind=fct_tags.KIND_UNCERTAINTY)]
+    records += [tr(5, 1, 3, 60.0, kind=fct_tags.KIND_UNCERTAINTY)]
     assert run(records, "fashion@1", "fashion@3").chosen.hops == (3,)  # plain: best top-1
     got = run(records, "fashion@1", "fashion@3", uncertainty=True)
     assert got.chosen.hops == (1, 4)  # 95% x 70% beats the direct 60%
     assert [r.hops for r in got.alternatives] == [(5,)]
-    assert all(r.steps[-1].kind == T.KIND_UNCERTAINTY for r in (got.chosen, *got.alternatives))
+    assert all(
+        r.steps[-1].kind == fct_tags.KIND_UNCERTAINTY for r in (got.chosen, *got.alternatives)
+    )
 
 
 def test_for_backfill_without_an_uncertainty_aware_route_names_the_fix() -> None:
@@ -462,4 +464,4 @@ def test_for_backfill_without_an_uncertainty_aware_route_names_the_fix() -> None
 def test_the_uncertainty_kind_is_the_models_kind() -> None:
     from fct_registry.models.uncertainty import KIND
 
-    assert T.KIND_UNCERTAINTY == KIND
+    assert fct_tags.KIND_UNCERTAINTY == KIND

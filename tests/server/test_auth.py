@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from tests.server.apps import app_env
-from tests.services import http_ok, start_ui, stop
+from tests.support.services import http_ok, start_ui, stop
 
 pytestmark = pytest.mark.services
 ADMIN, ADMIN_PW = "admin", "fct-admin-pw-2026!"

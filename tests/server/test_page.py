@@ -19,7 +19,7 @@ import pytest
 from tests.gate.conftest import gate_result
 from tests.registry.conftest import FAMILY
 from tests.server.apps import app_env
-from tests.services import http_ok, start_ui, stop
+from tests.support.services import http_ok, start_ui, stop
 
 pytestmark = pytest.mark.slow
 DOCS = Path(__file__).resolve().parents[2] / "docs"

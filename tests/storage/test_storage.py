@@ -79,7 +79,7 @@ def test_overlap_is_detected(tmp_path: Path) -> None:
 
 
 def test_unreachable_endpoint_names_it_and_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.services import free_port
+    from tests.support.services import free_port
     from tests.upgrade.conftest import S3_ENV
 
     for key, value in S3_ENV.items():

@@ -56,7 +56,7 @@ def platform() -> str:
 
 def run(out: Path) -> dict[str, str]:
     # run_all imports the stage modules; imported here so collecting tests stays light
-    from fct_registry.pipeline.run_all import train_all
+    from fct_registry.stages.run_all import train_all
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)

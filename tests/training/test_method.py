@@ -17,10 +17,10 @@ from fct_registry.errors import ConfigError
 from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.layout import Layout, load_embeddings, save_embeddings
 from fct_registry.models.io import build_from_spec, load_model, save_model
-from fct_registry.pipeline import bct as bct_module
-from fct_registry.pipeline import prepare as prepare_module
-from fct_registry.pipeline import side_info as side_info_module
-from fct_registry.pipeline import transformation as transformation_module
+from fct_registry.stages import bct as bct_module
+from fct_registry.stages import prepare as prepare_module
+from fct_registry.stages import side_info as side_info_module
+from fct_registry.stages import transformation as transformation_module
 from fct_registry.training.classifier import (
     BctAlignment,
     BctInfluence,

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from fct_registry.gallery import GalleryWriter, Manifest, make_batch, open_storage
-from tests import services
-from tests.services import moto_s3  # noqa: F401  (session fixture: moto_server on loopback)
+from tests.support import services
+from tests.support.services import moto_s3  # noqa: F401  (session fixture: moto_server on loopback)
 
 FAMILY = "tiny"
 SIDE = "tiny-side-info/1"
@@ -130,7 +130,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
-# --- S3 (moto_server from tests/services.py) -------------------------------------------------
+# --- S3 (moto_server from tests/support/services.py) ---
 
 
 @pytest.fixture(scope="session")
@@ -230,7 +230,7 @@ def _build_tiny_registry(root: Path, uri: str) -> tuple[object, dict[str, object
 
     from fct_registry.models.io import build_from_spec
     from fct_registry.registry import flavor
-    from fct_registry.registry import tags as T
+    from fct_registry.registry import tags as fct_tags
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -249,10 +249,14 @@ def _build_tiny_registry(root: Path, uri: str) -> tuple[object, dict[str, object
     side_spec = _image_spec("side_info", SIDE_DIM)
     models["side"] = build_from_spec(side_spec).eval()
     log(
-        T.side_info_model_name(FAMILY),
+        fct_tags.side_info_model_name(FAMILY),
         models["side"],
         side_spec,
-        {T.ROLE: T.ROLE_SIDE_INFO, T.FAMILY: FAMILY, T.EMBEDDING_DIM: str(SIDE_DIM)},
+        {
+            fct_tags.ROLE: fct_tags.ROLE_SIDE_INFO,
+            fct_tags.FAMILY: FAMILY,
+            fct_tags.EMBEDDING_DIM: str(SIDE_DIM),
+        },
     )
     for version, dim in ((1, OLD_DIM), (2, NEW_DIM)):
         spec = _image_spec("embedding", dim)
@@ -262,10 +266,10 @@ def _build_tiny_registry(root: Path, uri: str) -> tuple[object, dict[str, object
             models[f"v{version}"],
             spec,
             {
-                T.ROLE: T.ROLE_EMBEDDING,
-                T.FAMILY: FAMILY,
-                T.EMBEDDING_DIM: str(dim),
-                T.SIDE_INFO: SIDE,
+                fct_tags.ROLE: fct_tags.ROLE_EMBEDDING,
+                fct_tags.FAMILY: FAMILY,
+                fct_tags.EMBEDDING_DIM: str(dim),
+                fct_tags.SIDE_INFO: SIDE,
             },
         )
     t_spec = {
@@ -278,19 +282,19 @@ def _build_tiny_registry(root: Path, uri: str) -> tuple[object, dict[str, object
     }
     transformation = build_from_spec(t_spec).eval()
     log(
-        T.transformations_model_name(FAMILY),
+        fct_tags.transformations_model_name(FAMILY),
         transformation,
         t_spec,
         {
-            T.ROLE: T.ROLE_TRANSFORMATION,
-            T.FAMILY: FAMILY,
-            T.SOURCE: "1",
-            T.TARGET: "2",
-            T.SIDE_INFO: SIDE,
-            T.SIDE_INFO_DIM: str(SIDE_DIM),
-            T.KIND: "fct",
-            T.TOP1: "50.0",
-            T.MEASURED_RUN: "test-measurement",
+            fct_tags.ROLE: fct_tags.ROLE_TRANSFORMATION,
+            fct_tags.FAMILY: FAMILY,
+            fct_tags.SOURCE: "1",
+            fct_tags.TARGET: "2",
+            fct_tags.SIDE_INFO: SIDE,
+            fct_tags.SIDE_INFO_DIM: str(SIDE_DIM),
+            fct_tags.KIND: "fct",
+            fct_tags.TOP1: "50.0",
+            fct_tags.MEASURED_RUN: "test-measurement",
         },
     )
 

@@ -18,10 +18,10 @@ import torch
 from fct_registry.cli import main
 from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.upgrade.job import JOB_FILE
 from tests.conftest import ROOT
-from tests.services import free_port
+from tests.support.services import free_port
 from tests.upgrade.conftest import (
     S3_ENV,
     TinyRegistry,
@@ -113,16 +113,19 @@ def test_embed_stores_embedding_side_info_and_versions(
     rows = _rows(galleries["v1"])
     cpu = torch.device("cpu")
     np.testing.assert_allclose(
-        S.vectors(rows, S.EMBEDDING, "t"),
+        gallery_schema.vectors(rows, gallery_schema.EMBEDDING, "t"),
         embed_images(registry.models["v1"], images, cpu).numpy(),
         atol=1e-5,
     )
     np.testing.assert_allclose(
-        S.vectors(rows, S.SIDE_INFO, "t"),
+        gallery_schema.vectors(rows, gallery_schema.SIDE_INFO, "t"),
         embed_images(registry.models["side"], images, cpu).numpy(),
         atol=1e-5,
     )
-    assert rows.column(S.LABEL).to_pylist() == load_file(str(registry.images))["labels"].tolist()
+    assert (
+        rows.column(gallery_schema.LABEL).to_pylist()
+        == load_file(str(registry.images))["labels"].tolist()
+    )
 
 
 def test_upgraded_gallery_is_the_transformation_of_the_stored_vectors(
@@ -131,10 +134,12 @@ def test_upgraded_gallery_is_the_transformation_of_the_stored_vectors(
     old, up = _rows(galleries["v1"]), _rows(galleries["up"])
     with torch.no_grad():
         want = registry.transformation(
-            torch.tensor(S.vectors(old, S.EMBEDDING, "t")),
-            torch.tensor(S.vectors(old, S.SIDE_INFO, "t")),
+            torch.tensor(gallery_schema.vectors(old, gallery_schema.EMBEDDING, "t")),
+            torch.tensor(gallery_schema.vectors(old, gallery_schema.SIDE_INFO, "t")),
         ).numpy()
-    np.testing.assert_allclose(S.vectors(up, S.EMBEDDING, "t"), want, atol=1e-5)
+    np.testing.assert_allclose(
+        gallery_schema.vectors(up, gallery_schema.EMBEDDING, "t"), want, atol=1e-5
+    )
     prov = Gallery.open(galleries["up"]).manifest.provenance
     (chain,) = prov["plan"]["chains"]
     assert chain["steps"][0]["uri"] == "models:/tiny-transformations/1"
@@ -165,10 +170,10 @@ def test_search_agrees_with_the_evaluation(
     )
     out = json.loads(capsys.readouterr().out)
     new, up = _rows(galleries["v2"]), _rows(galleries["up"])
-    labels = torch.tensor(new.column(S.LABEL).to_pylist())
+    labels = torch.tensor(new.column(gallery_schema.LABEL).to_pylist())
     want = retrieval_scores(
-        torch.tensor(S.vectors(new, S.EMBEDDING, "t")),
-        torch.tensor(S.vectors(up, S.EMBEDDING, "t")),
+        torch.tensor(gallery_schema.vectors(new, gallery_schema.EMBEDDING, "t")),
+        torch.tensor(gallery_schema.vectors(up, gallery_schema.EMBEDDING, "t")),
         labels,
         labels,
         leave_one_out=True,
@@ -226,7 +231,7 @@ def _killed(reg: TinyRegistry, src: Path, out: Path, point: str) -> None:
         [
             sys.executable,
             "-m",
-            "tests.kill_at",
+            "tests.support.kill_at",
             "fct_registry.upgrade.job",
             point,
             *_upgrade_args(reg, src, out),

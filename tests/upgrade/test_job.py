@@ -13,7 +13,7 @@ import pytest
 
 from fct_registry._files import sha256_file
 from fct_registry.gallery import Gallery, GalleryWriter, make_batch, open_storage
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import (
     CorruptShardError,
     NonFiniteError,
@@ -61,11 +61,13 @@ def test_upgrade_matches_torch_and_records_provenance(
     assert report.rows == 230 and report.upgraded_rows == 230 and report.shards == 3
     out = _all(tmp_path / "dst")
     np.testing.assert_allclose(
-        S.vectors(out, S.EMBEDDING, "t"), chains["1-2"].torch(rows.old, rows.side), atol=1e-5
+        gallery_schema.vectors(out, gallery_schema.EMBEDDING, "t"),
+        chains["1-2"].torch(rows.old, rows.side),
+        atol=1e-5,
     )
-    assert out.column(S.ID).to_pylist() == rows.ids
-    assert set(out.column(S.MODEL_VERSION).to_pylist()) == {2}
-    assert np.array_equal(S.vectors(out, S.SIDE_INFO, "t"), rows.side)
+    assert out.column(gallery_schema.ID).to_pylist() == rows.ids
+    assert set(out.column(gallery_schema.MODEL_VERSION).to_pylist()) == {2}
+    assert np.array_equal(gallery_schema.vectors(out, gallery_schema.SIDE_INFO, "t"), rows.side)
 
     manifest = Manifest.from_json((tmp_path / "dst" / MANIFEST).read_bytes(), "dst")
     assert manifest.groups == {(2, SIDE): 230}
@@ -117,10 +119,10 @@ def test_mixed_gallery_routes_each_version(
 
     upgrade_gallery(Gallery.open(src), open_storage(tmp_path / "dst"), plan, batch_size=16)
     out = _all(tmp_path / "dst")
-    got = S.vectors(out, S.EMBEDDING, "t")
+    got = gallery_schema.vectors(out, gallery_schema.EMBEDDING, "t")
     np.testing.assert_allclose(got[:60], chains["1-2"].torch(v1.old, v1.side), atol=1e-5)
     assert np.array_equal(got[60:], v2.old)
-    assert out.column(S.ID).to_pylist() == v1.ids + v2.ids
+    assert out.column(gallery_schema.ID).to_pylist() == v1.ids + v2.ids
 
 
 # --- bad inputs: a clear error, nothing written for that shard ----------------------------------
@@ -140,24 +142,30 @@ def tamper(root: Path, shard: str, change: Callable[[pa.Table], pa.Table]) -> No
 
 
 def _with_nan(table: pa.Table) -> pa.Table:
-    emb = np.stack(table.column(S.EMBEDDING).to_pylist()).astype(np.float32)
+    emb = np.stack(table.column(gallery_schema.EMBEDDING).to_pylist()).astype(np.float32)
     emb[3, 2] = np.nan
     return table.set_column(
-        table.schema.get_field_index(S.EMBEDDING), S.EMBEDDING, S.vectors_array(emb)
+        table.schema.get_field_index(gallery_schema.EMBEDDING),
+        gallery_schema.EMBEDDING,
+        gallery_schema.vectors_array(emb),
     )
 
 
 def _other_extractor(table: pa.Table) -> pa.Table:
     col = pa.array(["tiny-side-info/2"] * table.num_rows, pa.string())
     return table.set_column(
-        table.schema.get_field_index(S.SIDE_INFO_VERSION), S.SIDE_INFO_VERSION, col
+        table.schema.get_field_index(gallery_schema.SIDE_INFO_VERSION),
+        gallery_schema.SIDE_INFO_VERSION,
+        col,
     )
 
 
 def _narrow(table: pa.Table) -> pa.Table:
-    emb = np.stack(table.column(S.EMBEDDING).to_pylist()).astype(np.float32)[:, :5]
+    emb = np.stack(table.column(gallery_schema.EMBEDDING).to_pylist()).astype(np.float32)[:, :5]
     return table.set_column(
-        table.schema.get_field_index(S.EMBEDDING), S.EMBEDDING, S.vectors_array(emb)
+        table.schema.get_field_index(gallery_schema.EMBEDDING),
+        gallery_schema.EMBEDDING,
+        gallery_schema.vectors_array(emb),
     )
 
 
@@ -173,7 +181,9 @@ BAD = {
         r"row 3 \(id 'item-00103'\) holds nan",
     ),
     "missing side-info column": (
-        lambda root, shard: tamper(root, shard, lambda t: t.drop_columns([S.SIDE_INFO])),
+        lambda root, shard: tamper(
+            root, shard, lambda t: t.drop_columns([gallery_schema.SIDE_INFO])
+        ),
         SideInfoError,
         "no side_info column",
     ),
@@ -308,7 +318,7 @@ def test_s3_round_trip_gives_the_same_shards(tmp_path: Path, s3: S3, plan: Upgra
         "g/dst/part-00002.parquet",
     ]
     out = _all(s3.uri("g/dst"))
-    assert out.column(S.ID).to_pylist() == rows.ids
+    assert out.column(gallery_schema.ID).to_pylist() == rows.ids
     assert remote.manifest.provenance["source"]["uri"] == s3.uri("g/src")
 
 
@@ -322,7 +332,7 @@ def test_writer_built_galleries_without_side_info_need_a_chain_without_it(
     plan = UpgradePlan.from_onnx(FAMILY, 2, {(3, None): [chains["3-2"].path]})
     upgrade_gallery(Gallery.open(tmp_path / "src"), open_storage(tmp_path / "dst"), plan)
     np.testing.assert_allclose(
-        S.vectors(_all(tmp_path / "dst"), S.EMBEDDING, "t"),
+        gallery_schema.vectors(_all(tmp_path / "dst"), gallery_schema.EMBEDDING, "t"),
         chains["3-2"].torch(rows.old, rows.side),
         atol=1e-5,
     )

@@ -23,7 +23,7 @@ from tests.gallery.named_galleries import (
     pair,  # noqa: F401  (module fixture)
     with_classes,
 )
-from tests.pgvector_support import PgServer, gemm_chain, serve_embedded
+from tests.support.pgvector import PgServer, gemm_chain, serve_embedded
 from tests.upgrade.conftest import (
     FAMILY,
     NEW_DIM,

@@ -1,6 +1,6 @@
 """Upgrading galleries inside PostgreSQL + pgvector: correctness against the chain, resume after
 kill -9 (of the job and of the server), no-op reruns, the advisory lock, and readers during the
-view swap. Everything runs on the session's embedded server (tests/pgvector_support.py)."""
+view swap. Everything runs on the session's embedded server (tests/support/pgvector.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from fct_registry.gallery.pg.search import vector_literal
 from fct_registry.gallery.pg.tables import HnswParams, prune, rollback
 from fct_registry.upgrade.pgvector import JOBS, OlderTargetError, Source, upgrade_to_pg
 from fct_registry.upgrade.plan import GroupPlan, UpgradePlan
-from tests.pgvector_support import (
+from tests.support.pgvector import (
     GemmChain,
     PgServer,
     gemm_chain,

@@ -12,8 +12,8 @@ import pytest
 
 from fct_registry.cli import main
 from fct_registry.gallery import Gallery
-from fct_registry.gallery import schema as S
-from tests.pgvector_support import PgServer, matrix, read_all, serve_embedded
+from fct_registry.gallery import schema as gallery_schema
+from tests.support.pgvector import PgServer, matrix, read_all, serve_embedded
 from tests.upgrade.conftest import TinyRegistry
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]  # builds the tiny registry (~30 s)
@@ -41,7 +41,7 @@ def test_embed_upgrade_and_search_through_postgresql(
     assert main(_embed(registry, 1, url)) == 0
     assert "tiny_images" in capsys.readouterr().out
     embedded = read_all(url)
-    assert set(embedded[S.MODEL_VERSION].to_pylist()) == {1}
+    assert set(embedded[gallery_schema.MODEL_VERSION].to_pylist()) == {1}
     # each row names its image: the images file and the row within it
     images = str(registry.images.resolve())
     assert all(uri.startswith(f"{images}#") for uri in embedded["source_uri"].to_pylist())
@@ -53,9 +53,11 @@ def test_embed_upgrade_and_search_through_postgresql(
     assert main(_upgrade(registry, str(tmp_path / "v1"), str(tmp_path / "v1-up"))) == 0
     parquet = pa.Table.from_batches(list(Gallery.open(tmp_path / "v1-up").batches()))
     served = read_all(url)
-    parquet = parquet.sort_by(S.ID)
-    assert served[S.ID].to_pylist() == parquet[S.ID].to_pylist()
-    assert np.array_equal(matrix(served, S.EMBEDDING), matrix(parquet, S.EMBEDDING))
+    parquet = parquet.sort_by(gallery_schema.ID)
+    assert served[gallery_schema.ID].to_pylist() == parquet[gallery_schema.ID].to_pylist()
+    assert np.array_equal(
+        matrix(served, gallery_schema.EMBEDDING), matrix(parquet, gallery_schema.EMBEDDING)
+    )
 
     capsys.readouterr()
     assert main(_upgrade(registry, url, url)) == 0
@@ -71,7 +73,7 @@ def test_embed_upgrade_and_search_through_postgresql(
     err = capsys.readouterr().err
     assert "newer than the target tiny@1" in err and "fct gallery rollback" in err
     assert main(["gallery", "rollback", url]) == 0  # what that message suggests
-    assert set(read_all(url)[S.MODEL_VERSION].to_pylist()) == {1}
+    assert set(read_all(url)[gallery_schema.MODEL_VERSION].to_pylist()) == {1}
 
 
 def test_upgrade_rollback_upgrade_prune_through_the_cli(
@@ -86,7 +88,7 @@ def test_upgrade_rollback_upgrade_prune_through_the_cli(
     assert main(_upgrade(registry, url, url)) == 0
     upgraded = read_all(url)
     assert main(["gallery", "rollback", url]) == 0
-    assert set(read_all(url)[S.MODEL_VERSION].to_pylist()) == {1}
+    assert set(read_all(url)[gallery_schema.MODEL_VERSION].to_pylist()) == {1}
     capsys.readouterr()
 
     assert main(_upgrade(registry, url, url)) == 0

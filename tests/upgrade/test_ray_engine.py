@@ -16,14 +16,14 @@ import pytest
 
 from fct_registry.errors import ConfigError, FctError
 from fct_registry.gallery import Gallery, open_storage
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import CorruptShardError, NonFiniteError, SchemaError
 from fct_registry.gallery.manifest import MANIFEST
 from fct_registry.upgrade import UpgradePlan
 from fct_registry.upgrade.engines import ENGINES, create_engine
 from fct_registry.upgrade.job import UpgradeIncompleteError
 from fct_registry.upgrade.runner import OnnxChainRunner
-from tests.services import private_ray
+from tests.support.services import private_ray
 from tests.upgrade.conftest import (
     FAMILY,
     S3,
@@ -98,9 +98,11 @@ def test_local_folder_output_is_byte_identical(
     assert remote.cpu_seconds > 0
     # decoded values, against the chain's torch module (not only against the other engine)
     out = _all(tmp_path / "ray")
-    assert out.column(S.ID).to_pylist() == rows.ids
+    assert out.column(gallery_schema.ID).to_pylist() == rows.ids
     np.testing.assert_allclose(
-        S.vectors(out, S.EMBEDDING, "t"), chains["1-2"].torch(rows.old, rows.side), atol=1e-5
+        gallery_schema.vectors(out, gallery_schema.EMBEDDING, "t"),
+        chains["1-2"].torch(rows.old, rows.side),
+        atol=1e-5,
     )
     again = _run("ray", tmp_path / "src", tmp_path / "ray", plan)
     assert again.already_complete and again.upgraded_rows == 0
@@ -134,7 +136,7 @@ def test_s3_output_is_byte_identical(tmp_path: Path, s3: S3, plan: UpgradePlan) 
     assert got["provenance"]["engine"] == "ray"
     assert got["provenance"]["source"]["uri"] == s3.uri("g/src")
     assert remote.manifest is not None and remote.manifest.rows == 250
-    assert _all(s3.uri("g/ray")).column(S.ID).to_pylist() == rows.ids
+    assert _all(s3.uri("g/ray")).column(gallery_schema.ID).to_pylist() == rows.ids
 
 
 BAD = {

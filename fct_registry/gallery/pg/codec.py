@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 
 SOURCE_URI = "source_uri"
 
@@ -104,12 +104,14 @@ class _Stream(io.RawIOBase):
 
 
 COPY_COLUMNS = (
-    S.ID, S.EMBEDDING, S.SIDE_INFO, S.MODEL_VERSION, S.SIDE_INFO_VERSION, SOURCE_URI, S.LABEL,
-    S.UNCERTAINTY, S.BACKFILLED,
+    gallery_schema.ID, gallery_schema.EMBEDDING, gallery_schema.SIDE_INFO,
+    gallery_schema.MODEL_VERSION, gallery_schema.SIDE_INFO_VERSION, SOURCE_URI,
+    gallery_schema.LABEL,
+    gallery_schema.UNCERTAINTY, gallery_schema.BACKFILLED,
 )  # fmt: skip
 
 
-OPTIONAL_COLUMNS = {S.UNCERTAINTY: "real", S.BACKFILLED: "boolean"}
+OPTIONAL_COLUMNS = {gallery_schema.UNCERTAINTY: "real", gallery_schema.BACKFILLED: "boolean"}
 """Partial-backfill columns: null unless the rows have them. Tables written before they existed
 lack them; readers and the view then see NULLs (:func:`_select_optional`)."""
 
@@ -123,23 +125,29 @@ def encode_copy(batch: pa.RecordBatch, source_uri: str | None, where: str) -> li
     """
     n = batch.num_rows
     names = batch.schema.names
-    emb = S.vectors(batch, S.EMBEDDING, where)
-    fields = [_text_field(batch.column(S.ID)), _vector_field(emb)]
-    if S.SIDE_INFO in names:
-        fields.append(_vector_field(S.vectors(batch, S.SIDE_INFO, where)))
+    emb = gallery_schema.vectors(batch, gallery_schema.EMBEDDING, where)
+    fields = [_text_field(batch.column(gallery_schema.ID)), _vector_field(emb)]
+    if gallery_schema.SIDE_INFO in names:
+        fields.append(_vector_field(gallery_schema.vectors(batch, gallery_schema.SIDE_INFO, where)))
     else:
         fields.append(pa.array([_NULL] * n, pa.binary()))
-    fields.append(_scalar_field(S.int_column(batch, S.MODEL_VERSION, where), ">i4"))
-    side_v = batch.column(S.SIDE_INFO_VERSION) if S.SIDE_INFO_VERSION in names else None
+    fields.append(
+        _scalar_field(gallery_schema.int_column(batch, gallery_schema.MODEL_VERSION, where), ">i4")
+    )
+    side_v = (
+        batch.column(gallery_schema.SIDE_INFO_VERSION)
+        if gallery_schema.SIDE_INFO_VERSION in names
+        else None
+    )
     fields.append(_text_field(side_v if side_v is not None else pa.nulls(n, pa.string())))
     src = batch.column(SOURCE_URI) if SOURCE_URI in names else pa.nulls(n, pa.string())
     if source_uri is not None:
         src = pc.fill_null(src.cast(pa.string()), source_uri)
     fields.append(_text_field(src))
     for column, fmt, dtype in (
-        (S.LABEL, ">i8", np.int64),
-        (S.UNCERTAINTY, ">f4", np.float32),
-        (S.BACKFILLED, "u1", np.uint8),
+        (gallery_schema.LABEL, ">i8", np.int64),
+        (gallery_schema.UNCERTAINTY, ">f4", np.float32),
+        (gallery_schema.BACKFILLED, "u1", np.uint8),
     ):
         if column in names:
             values = batch.column(column).cast(pa.from_numpy_dtype(dtype))  # bool -> 0/1

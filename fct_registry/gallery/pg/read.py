@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.pg.catalogue import TableInfo
 from fct_registry.gallery.pg.codec import COPY_HEADER, SOURCE_URI
@@ -33,10 +33,14 @@ def read_batches(
     with conn.cursor() as cur:
         optional = filled_optional(cur, info.table)
     text_cols = ", ".join(["id, model_version, side_info_version, source_uri, label", *optional])
-    schema = S.gallery_schema(d, ds, labels=info.labels).append(pa.field(SOURCE_URI, pa.string()))
+    schema = gallery_schema.gallery_schema(d, ds, labels=info.labels).append(
+        pa.field(SOURCE_URI, pa.string())
+    )
     for column in optional:
         schema = schema.append(
-            S.uncertainty_field() if column == S.UNCERTAINTY else S.backfilled_field()
+            gallery_schema.uncertainty_field()
+            if column == gallery_schema.UNCERTAINTY
+            else gallery_schema.backfilled_field()
         )
     last = after
     while True:
@@ -68,21 +72,29 @@ def read_batches(
             )
         raw = raw.reshape(n, width)
         columns: dict[str, pa.Array] = {
-            S.ID: meta.column(S.ID).combine_chunks(),
-            S.EMBEDDING: S.vectors_array(_be_floats(raw[:, 10 : 10 + 4 * d])),
+            gallery_schema.ID: meta.column(gallery_schema.ID).combine_chunks(),
+            gallery_schema.EMBEDDING: gallery_schema.vectors_array(
+                _be_floats(raw[:, 10 : 10 + 4 * d])
+            ),
         }
         if ds:
             start = 10 + 4 * d + 8
-            columns[S.SIDE_INFO] = S.vectors_array(_be_floats(raw[:, start : start + 4 * ds]))
-        columns[S.MODEL_VERSION] = meta.column(S.MODEL_VERSION).combine_chunks()
-        columns[S.SIDE_INFO_VERSION] = meta.column(S.SIDE_INFO_VERSION).combine_chunks()
+            columns[gallery_schema.SIDE_INFO] = gallery_schema.vectors_array(
+                _be_floats(raw[:, start : start + 4 * ds])
+            )
+        columns[gallery_schema.MODEL_VERSION] = meta.column(
+            gallery_schema.MODEL_VERSION
+        ).combine_chunks()
+        columns[gallery_schema.SIDE_INFO_VERSION] = meta.column(
+            gallery_schema.SIDE_INFO_VERSION
+        ).combine_chunks()
         if info.labels:
-            columns[S.LABEL] = meta.column(S.LABEL).combine_chunks()
+            columns[gallery_schema.LABEL] = meta.column(gallery_schema.LABEL).combine_chunks()
         columns[SOURCE_URI] = meta.column(SOURCE_URI).combine_chunks()
         for column in optional:
             columns[column] = meta.column(column).combine_chunks()
         yield pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
-        last = columns[S.ID][-1].as_py()
+        last = columns[gallery_schema.ID][-1].as_py()
         if n < batch_size:
             return
 
@@ -98,15 +110,22 @@ def _read_csv(data: io.BytesIO, optional: list[str]) -> pa.Table:
     bit; booleans print as t/f."""
     from pyarrow import csv
 
-    names = [S.ID, S.MODEL_VERSION, S.SIDE_INFO_VERSION, SOURCE_URI, S.LABEL, *optional]
+    names = [
+        gallery_schema.ID,
+        gallery_schema.MODEL_VERSION,
+        gallery_schema.SIDE_INFO_VERSION,
+        SOURCE_URI,
+        gallery_schema.LABEL,
+        *optional,
+    ]
     types = {
-        S.ID: pa.string(),
-        S.MODEL_VERSION: pa.int32(),
-        S.SIDE_INFO_VERSION: pa.string(),
+        gallery_schema.ID: pa.string(),
+        gallery_schema.MODEL_VERSION: pa.int32(),
+        gallery_schema.SIDE_INFO_VERSION: pa.string(),
         SOURCE_URI: pa.string(),
-        S.LABEL: pa.int64(),
-        S.UNCERTAINTY: pa.float32(),
-        S.BACKFILLED: pa.bool_(),
+        gallery_schema.LABEL: pa.int64(),
+        gallery_schema.UNCERTAINTY: pa.float32(),
+        gallery_schema.BACKFILLED: pa.bool_(),
     }
     data.seek(0)
     return csv.read_csv(

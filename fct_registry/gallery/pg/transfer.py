@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import GalleryError, SchemaError
 from fct_registry.gallery.manifest import Manifest
 from fct_registry.gallery.pg.catalogue import served
@@ -91,7 +91,7 @@ def _copy(
             conn.close()
     gallery = Gallery.open(source)
     with gallery.shard(gallery.manifest.shards[0]) as reader:
-        labels = S.LABEL in reader.schema.names
+        labels = gallery_schema.LABEL in reader.schema.names
     return _into_pg(
         dest, gallery.batches(batch_size), gallery.uri, gallery.manifest, labels,
         distance or DEFAULT_DISTANCE, hnsw, start, index, row_source,

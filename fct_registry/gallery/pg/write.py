@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from fct_registry.gallery import schema as S
+from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import GroupKey
 from fct_registry.gallery.pg.catalogue import (
@@ -73,8 +73,12 @@ def write_gallery(
             written = 0
             for batch in batches:
                 where = f"{source_uri} rows {written}..{written + batch.num_rows}"
-                if batch.column(S.EMBEDDING).type != S.vector_type(embedding_dim):
-                    S.vectors(batch, S.EMBEDDING, where, dim=embedding_dim)
+                if batch.column(gallery_schema.EMBEDDING).type != gallery_schema.vector_type(
+                    embedding_dim
+                ):
+                    gallery_schema.vectors(
+                        batch, gallery_schema.EMBEDDING, where, dim=embedding_dim
+                    )
                 copy_in(cur, name, batch, source_uri, where)
                 written += batch.num_rows
         conn.commit()

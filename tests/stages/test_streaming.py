@@ -15,11 +15,11 @@ from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import StreamSplit, open_split
 from fct_registry.errors import DataError
 from fct_registry.layout import Layout
-from fct_registry.pipeline.evaluate import evaluate_stage
-from fct_registry.pipeline.prepare import prepare_stage
-from fct_registry.pipeline.side_info import side_info_stage
-from fct_registry.pipeline.transformation import transformation_stage
-from fct_registry.pipeline.version import version_stage
+from fct_registry.stages.evaluate import evaluate_stage
+from fct_registry.stages.prepare import prepare_stage
+from fct_registry.stages.side_info import side_info_stage
+from fct_registry.stages.transformation import transformation_stage
+from fct_registry.stages.version import version_stage
 from tests.data.images import write_imagefolder
 
 OPTIM = {"epochs": 2, "batch_size": 16, "lr": 0.002, "weight_decay": 0.0, "max_batches": 2}

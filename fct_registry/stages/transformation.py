@@ -11,7 +11,7 @@ from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout, load_embeddings
 from fct_registry.models.io import load_model, save_model
 from fct_registry.models.uncertainty import kind_predicts_uncertainty
-from fct_registry.pipeline.fingerprint import fingerprint, write_json
+from fct_registry.stages.fingerprint import fingerprint, write_json
 from fct_registry.training.distributed import init_from_env
 from fct_registry.training.loop import RunArgs, write_history
 from fct_registry.training.transformation import (

@@ -1,7 +1,8 @@
 """Test-only wrapper: run ``fct ARGS`` and SIGKILL the process when the job in MODULE reaches
 POINT (``batch:<shard>:<batch>``, ``shard:<i>``, ``marker:<i>``, ``manifest``, ...).
 
-    python -m tests.kill_at fct_registry.upgrade.job POINT upgrade --gallery ... --to ... --out ...
+    python -m tests.support.kill_at fct_registry.upgrade.job POINT upgrade --gallery ... --to ...
+    --out ...
 
 The fault is injected by replacing the job module's no-op ``_reached`` hook (the upgrade, embed
 and backfill jobs each have one), so library code holds no kill switch.

@@ -12,7 +12,7 @@ from fct_registry.evaluation.uncertainty import uncertainty_report
 from fct_registry.layout import Layout, load_embeddings
 from fct_registry.models.io import load_model
 from fct_registry.models.transformations import uses_side_info
-from fct_registry.pipeline.fingerprint import write_json
+from fct_registry.stages.fingerprint import write_json
 
 
 def evaluate_stage(params: Params, layout: Layout) -> dict:

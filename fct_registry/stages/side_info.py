@@ -9,9 +9,9 @@ from fct_registry.data.prepared import load_info
 from fct_registry.data.splits import Split, data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.layout import Layout
-from fct_registry.pipeline.fingerprint import fingerprint
-from fct_registry.pipeline.given import import_given
-from fct_registry.pipeline.trained import ImageOutputs
+from fct_registry.stages.fingerprint import fingerprint
+from fct_registry.stages.given import import_given
+from fct_registry.stages.trained import ImageOutputs
 from fct_registry.training.contrastive import side_info_spec, train_side_info
 from fct_registry.training.distributed import init_from_env
 

@@ -91,7 +91,7 @@ def test_portable_mode_writes_the_same_bytes_under_other_kernels(prepared, tmp_p
 
 PROBE = """
 import os, sys, torch
-from fct_registry.pipeline.entry import run_stage
+from fct_registry.stages.entry import run_stage
 
 def stage(params, layout, args):
     print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(),

@@ -1,4 +1,4 @@
-"""``fct init``: a validated params.yaml from model URIs or embedding tables (pipeline/scaffold)."""
+"""``fct init``: a validated params.yaml from model URIs or embedding tables (stages/scaffold)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import yaml
 
 from fct_registry.cli import main
 from fct_registry.config import load_params
-from fct_registry.pipeline.scaffold import edges, source_for
+from fct_registry.stages.scaffold import edges, source_for
 from tests.conftest import ROOT
-from tests.pipeline.test_embeddings_only import write_tables
+from tests.stages.test_embeddings_only import write_tables
 
 
 @pytest.mark.parametrize(

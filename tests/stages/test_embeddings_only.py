@@ -109,8 +109,8 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The family trained, evaluated and registered, as a user would with `dvc repro`."""
     from fct_registry.config import parse_params
     from fct_registry.layout import Layout
-    from fct_registry.pipeline.run_all import run_pipeline
     from fct_registry.registry.register import register_pipeline
+    from fct_registry.stages.run_all import run_pipeline
 
     root = tmp_path_factory.mktemp("embeddings-only")
     raw = write_tables(root / "tables")
@@ -493,6 +493,6 @@ def test_text_upgrade_example_runs(tmp_path: Path) -> None:
 def test_every_source_kind_has_a_builder() -> None:
     """A kind is a ModelSource field plus a builder of the same name: neither without the other."""
     from fct_registry.config import ModelSource
-    from fct_registry.pipeline.sources import SOURCE_BUILDERS
+    from fct_registry.stages.sources import SOURCE_BUILDERS
 
     assert sorted(ModelSource.model_fields) == SOURCE_BUILDERS.names()

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from fct_registry.layout import Layout
 from fct_registry.models.io import load_model
-from fct_registry.pipeline.params import check_names
-from fct_registry.pipeline.run_all import run_pipeline
+from fct_registry.stages.params import check_names
+from fct_registry.stages.run_all import run_pipeline
 from tests.conftest import ROOT
 from tests.data.images import write_imagefolder
 

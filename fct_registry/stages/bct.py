@@ -10,8 +10,8 @@ from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout
 from fct_registry.models.io import load_model
-from fct_registry.pipeline.fingerprint import fingerprint
-from fct_registry.pipeline.trained import ImageOutputs
+from fct_registry.stages.fingerprint import fingerprint
+from fct_registry.stages.trained import ImageOutputs
 from fct_registry.training.classifier import (
     BctAlignment,
     BctInfluence,

@@ -14,7 +14,7 @@ from fct_registry import determinism
 from fct_registry.config import LauncherConfig, Params
 from fct_registry.errors import ConfigError, FctError
 from fct_registry.layout import Layout
-from fct_registry.pipeline.params import load_checked_params
+from fct_registry.stages.params import load_checked_params
 from fct_registry.training.distributed import launched_by_torchrun, shutdown
 
 StageFn = Callable[[Params, Layout, argparse.Namespace], object]

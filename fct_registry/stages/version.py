@@ -11,10 +11,10 @@ from fct_registry.data.splits import data_inputs, open_split
 from fct_registry.device import pick_device
 from fct_registry.errors import ConfigError
 from fct_registry.layout import Layout
-from fct_registry.pipeline.fingerprint import fingerprint
-from fct_registry.pipeline.given import import_given
-from fct_registry.pipeline.prepare import check_classes
-from fct_registry.pipeline.trained import ImageOutputs
+from fct_registry.stages.fingerprint import fingerprint
+from fct_registry.stages.given import import_given
+from fct_registry.stages.prepare import check_classes
+from fct_registry.stages.trained import ImageOutputs
 from fct_registry.training.classifier import embedding_spec, train_classifier
 from fct_registry.training.distributed import init_from_env
 

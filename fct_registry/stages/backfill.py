@@ -49,7 +49,7 @@ from fct_registry.evaluation.retrieval import retrieval_scores
 from fct_registry.layout import Layout, load_embeddings
 from fct_registry.models.io import load_model, save_model
 from fct_registry.models.uncertainty import KIND
-from fct_registry.pipeline.fingerprint import fingerprint
+from fct_registry.stages.fingerprint import fingerprint
 from fct_registry.training.embed import apply_transformation
 from fct_registry.training.transformation import train_transformation, transformation_spec
 from fct_registry.training.uncertainty import (

@@ -9,8 +9,8 @@ import yaml
 
 from fct_registry.config import parse_params
 from fct_registry.layout import Layout
-from fct_registry.pipeline.entry import run_stage
-from fct_registry.pipeline.prepare import prepare_stage
+from fct_registry.stages.entry import run_stage
+from fct_registry.stages.prepare import prepare_stage
 from tests.conftest import ROOT, needs_fashion, tiny_params
 
 
@@ -89,7 +89,7 @@ def test_stage_help_works():
 
 def test_torchrun_command_single_and_multi_node():
     from fct_registry.config import LauncherConfig
-    from fct_registry.pipeline.entry import torchrun_command
+    from fct_registry.stages.entry import torchrun_command
 
     one = torchrun_command(
         LauncherConfig(kind="torchrun", nproc_per_node=4), "pipelines.x", ["--name", "a"]
@@ -170,7 +170,7 @@ def test_checkpoint_fingerprint_follows_the_code(tmp_path, monkeypatch):
     the old code's model would come back as the new one's."""
     import types
 
-    from fct_registry.pipeline.fingerprint import fingerprint
+    from fct_registry.stages.fingerprint import fingerprint
 
     source = tmp_path / "probe.py"
     source.write_text("X = 1\n")

@@ -1,7 +1,8 @@
 """Session fixtures for the production-like setup: PostgreSQL, moto_server (S3) and an MLflow
 tracking server using both, all on 127.0.0.1.
 
-Import the fixtures into a ``conftest.py`` (``from tests.services import mlflow_server``...).
+Import the fixtures into a ``conftest.py`` (``from tests.support.services import
+mlflow_server``...).
 Each service is started once per test session and stopped at teardown by the PID it was started
 with; a missing binary skips the tests that need it, with the reason. PostgreSQL is shared with
 the machine: it is started only when down, stopped only if this session started it and nobody

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fct_registry.config import ModelSource, Params, PreprocessConfig
-from fct_registry.pipeline.sources import ModelContext, build_given, save_given
-from fct_registry.pipeline.trained import ImageOutputs
+from fct_registry.stages.sources import ModelContext, build_given, save_given
+from fct_registry.stages.trained import ImageOutputs
 from fct_registry.training.distributed import context
 
 
