@@ -8,14 +8,14 @@ two systems scored on the same queries can be compared query by query.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import Tensor
 
 from fct_registry.errors import DataError
-from fct_registry.evaluation.distances import DISTANCES
 from fct_registry.evaluation.distances_np import check_query_gallery
-from fct_registry.evaluation.retrieval import ranked_chunks
+from fct_registry.evaluation.retrieval import Ranking, ranked_chunks, ranking_options
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,10 @@ def per_query_scores(
     gallery: Tensor,
     query_labels: Tensor,
     gallery_labels: Tensor,
-    *,
-    distance: str = "l2",
-    leave_one_out: bool = False,
-    chunk_size: int | None = None,
+    **ranking: Unpack[Ranking],
 ) -> PerQuery:
     """Each query's top-1 hit, top-5 hit and AP (see ``retrieval_scores`` for the definitions)."""
-    distance_fn = DISTANCES.build(distance)
+    distance_fn, leave_one_out, chunk_size = ranking_options(ranking)
     check_query_gallery(query, gallery)
     if leave_one_out and len(query) != len(gallery):
         raise DataError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -58,6 +59,26 @@ def auto_chunk_size(
     return max(1, budget_bytes // (per_pair * max(gallery_size, 1)))
 
 
+class Ranking(TypedDict, total=False):
+    """How queries are ranked, shared by :func:`retrieval_scores` and the per-query scores."""
+
+    distance: str  # a DISTANCES name; default "l2"
+    leave_one_out: bool  # query i is gallery item i and never retrieves itself; default False
+    chunk_size: int | None  # queries ranked at once; default None: from CHUNK_BUDGET_BYTES
+
+
+def ranking_options(ranking: Ranking) -> tuple[DistanceFn, bool, int | None]:
+    """``ranking`` with its defaults applied and checked: (distance, leave-one-out, chunk)."""
+    chunk_size = ranking.get("chunk_size")
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(
+            f"chunk_size must be a positive number of queries, got {chunk_size}; "
+            "pass None to size chunks from the memory budget"
+        )
+    distance_fn = DISTANCES.build(ranking.get("distance", "l2"))
+    return distance_fn, ranking.get("leave_one_out", False), chunk_size
+
+
 @torch.no_grad()  # metrics only: inputs straight from a model may require grad
 def retrieval_scores(
     query: Tensor,
@@ -65,10 +86,8 @@ def retrieval_scores(
     query_labels: Tensor,
     gallery_labels: Tensor,
     *,
-    distance: str = "l2",
-    leave_one_out: bool = False,
-    chunk_size: int | None = None,
     device: torch.device | str | None = None,
+    **ranking: Unpack[Ranking],
 ) -> RetrievalScores:
     """CMC top-1, top-5 and mAP (percent) of retrieving ``gallery`` items for each ``query``.
 
@@ -93,17 +112,12 @@ def retrieval_scores(
     Raises ``DataError`` for malformed or inconsistent inputs and ``ConfigError`` for an unknown
     ``distance`` or a non-positive ``chunk_size``.
     """
-    distance_fn = DISTANCES.build(distance)
+    distance_fn, leave_one_out, chunk_size = ranking_options(ranking)
     _check_embeddings("query", query)
     _check_embeddings("gallery", gallery)
     check_query_gallery(query, gallery)
     _check_labels("query", query_labels, len(query))
     _check_labels("gallery", gallery_labels, len(gallery))
-    if chunk_size is not None and chunk_size < 1:
-        raise ConfigError(
-            f"chunk_size must be a positive number of queries, got {chunk_size}; "
-            "pass None to size chunks from the memory budget"
-        )
 
     dev = torch.device(device) if device is not None else query.device
     same_gallery = gallery is query

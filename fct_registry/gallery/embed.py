@@ -11,15 +11,13 @@ finds both models from a version reference in the MLflow registry (checksums ver
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from fct_registry.data.base_image_source import ImageSource
 from fct_registry.data.decode import ColorPolicy, ImageTransform
-from fct_registry.data.loader import BadImagePolicy
-from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_source
+from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, WriteOptions, embed_source
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.indexed_with import IndexedWith, models_for
-from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
 from fct_registry.registry.flavor import FLAVOR_NAME, load_model
 from fct_registry.registry.given import refuse_given
 from fct_registry.storage import Storage
@@ -53,19 +51,14 @@ def index_with_registry(
     source: ImageSource,
     storage: Storage,
     *,
-    device: Any = "cpu",
-    batch_size: int = 256,
-    num_workers: int = 2,
-    shard_rows: int = DEFAULT_SHARD_ROWS,
     without_side_info: bool = False,
-    on_bad_image: BadImagePolicy = "fail",
     resize: int | None = -1,
     upscale: bool = False,
     color: ColorPolicy = "convert",
     max_pixels: int | None = None,
     limit: int | None = None,
-    progress: bool = False,
     runner: Any = None,
+    **write: Unpack[WriteOptions],
 ) -> tuple[EmbedReport, IndexedWith, ImageTransform]:
     """Load ``ref``'s embedding model and side-info extractor (checksums verified) and index
     ``source``: images are resized (shorter side to ``resize``; -1: the model's input size)
@@ -112,13 +105,8 @@ def index_with_registry(
         storage,
         models,
         transform,
-        device=device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shard_rows=shard_rows,
-        on_bad_image=on_bad_image,
         limit=limit,
-        progress=progress,
         runner=runner,
+        **write,
     )
     return report, found, transform

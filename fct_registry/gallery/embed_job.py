@@ -28,7 +28,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -57,7 +57,7 @@ from fct_registry.gallery.embed_resume import (
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
-from fct_registry.gallery.shards import shard_name, write_shard
+from fct_registry.gallery.shards import regroup, shard_name, write_shard
 from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS
 from fct_registry.jobs import Stopwatch, batch_hook, json_bytes, progress_bar
 from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
@@ -116,6 +116,18 @@ class EmbedReport:
     @property
     def images_per_second(self) -> float:
         return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+class WriteOptions(TypedDict, total=False):
+    """How :func:`embed_source` writes, passed through by the commands that build its models
+    (``fct embed``, ``fct gallery add-side-info``); defaults as in its signature."""
+
+    device: torch.device | str
+    batch_size: int
+    num_workers: int
+    shard_rows: int
+    on_bad_image: BadImagePolicy
+    progress: bool
 
 
 ShardRunner = Callable[
@@ -354,7 +366,7 @@ def embed_shard(
     )
     labels = job.source.has_labels
     rows = _rows(batches, job.models, dev, job.batch_size, labels, skipped, bar)
-    groups = _regroup(rows, job.schema, job.row_group_rows)
+    groups = regroup(rows, job.schema, job.row_group_rows)
     on_batch = batch_hook(index, _reached)
     info: ShardInfo | None = write_shard(storage, name, job.schema, groups, on_batch)
     assert info is not None
@@ -417,26 +429,6 @@ def _rows(
             labels=label_array,
             source_uris=batch.uris,
         )
-
-
-def _regroup(
-    rows: Iterable[pa.RecordBatch], schema: pa.Schema, row_group_rows: int
-) -> Iterator[pa.RecordBatch]:
-    """Row groups of exactly ``row_group_rows`` (the last one shorter): the same boundaries
-    whatever the DataLoader's batches were, so a resumed shard has the same bytes."""
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    for batch in rows:
-        pending.append(batch)
-        count += batch.num_rows
-        while count >= row_group_rows:
-            table = pa.Table.from_batches(pending, schema=schema)
-            yield table.slice(0, row_group_rows).combine_chunks().to_batches()[0]
-            rest = table.slice(row_group_rows)
-            pending = rest.combine_chunks().to_batches() if rest.num_rows else []
-            count -= row_group_rows
-    if count:
-        yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
 
 
 def _schema(

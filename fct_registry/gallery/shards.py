@@ -241,3 +241,23 @@ class ShardReader:
                 f"{self.where} could not be decoded ({exc}); restore it or "
                 "re-index it with `fct embed`"
             ) from None
+
+
+def regroup(
+    rows: Iterable[pa.RecordBatch], schema: pa.Schema, row_group_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Row groups of exactly ``row_group_rows`` (the last one shorter): the same boundaries
+    whatever the DataLoader's batches were, so a resumed shard has the same bytes."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in rows:
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= row_group_rows:
+            table = pa.Table.from_batches(pending, schema=schema)
+            yield table.slice(0, row_group_rows).combine_chunks().to_batches()[0]
+            rest = table.slice(row_group_rows)
+            pending = rest.combine_chunks().to_batches() if rest.num_rows else []
+            count -= row_group_rows
+    if count:
+        yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]

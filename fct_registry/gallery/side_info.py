@@ -18,23 +18,21 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 
 from fct_registry.data.base_image_source import ImageSource, Item
 from fct_registry.data.decode import BadImageError, ImageTransform, decode
-from fct_registry.data.loader import BadImagePolicy
 from fct_registry.data.tar_shards import TarMembers
 from fct_registry.errors import DataError
 from fct_registry.gallery import schema as gallery_schema
 from fct_registry.gallery.embed import input_shape
-from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, embed_source
+from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, WriteOptions, embed_source
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.indexed_with import models_for
 from fct_registry.gallery.reader import Gallery
-from fct_registry.gallery.writer import DEFAULT_SHARD_ROWS
 from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.flavor import load_model
 from fct_registry.registry.refs import VersionRef
@@ -184,12 +182,7 @@ def add_side_info(
     storage: Storage,
     *,
     side_info: str | None = None,
-    device: Any = "cpu",
-    batch_size: int = 256,
-    num_workers: int = 2,
-    shard_rows: int = DEFAULT_SHARD_ROWS,
-    on_bad_image: BadImagePolicy = "fail",
-    progress: bool = False,
+    **write: Unpack[WriteOptions],
 ) -> tuple[EmbedReport, SideInfoAdded]:
     """Write into ``storage`` the gallery at ``gallery_uri`` with side-info added (module
     docstring). ``side_info``: the extractor (``<family>-side-info/<n>``); default: the one
@@ -231,12 +224,7 @@ def add_side_info(
         storage,
         models,
         transform,
-        device=device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shard_rows=shard_rows,
-        on_bad_image=on_bad_image,
-        progress=progress,
+        **write,
     )
     return report, SideInfoAdded(gallery.uri, family, version, side_ref, side_uri)
 
