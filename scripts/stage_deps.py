@@ -113,14 +113,7 @@ def is_model_file(dep: str) -> bool:
 
 def _source_files(source) -> list[str]:
     """The local files a model source reads (paths relative to params.yaml, as in dvc.yaml)."""
-    if source is None or source.kind in ("mlflow", "embeddings"):
-        return []  # an MLflow URI is pinned by version; tables are read as data
-    spec = source.spec
-    if source.kind != "entrypoint":
-        return [Path(spec.path).as_posix()]
-    module = Path(*spec.factory.split(":")[0].split(".")).with_suffix(".py")
-    local = [module.as_posix()] if (ROOT / module).is_file() else []  # else: an installed package
-    return [*local, Path(spec.weights).as_posix()]
+    return [] if source is None else source.local_files(ROOT)
 
 
 def load_params(path: Path):

@@ -72,9 +72,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     write_params(text, args.out, force=args.force)
     edges = ", ".join(params.transformations)
+    sources = [params.side_info.source, *(v.source for v in params.versions.values())]
+    has_files = any(s is not None and s.local_files(args.out.parent) for s in sources)
+    # A local model file must be a DVC dep of its stage (the stage refuses to run otherwise).
+    deps = "`python scripts/stage_deps.py --write --model-files`, then " if has_files else ""
     print(
         f"wrote {args.out}: family {params.family}, versions "
-        f"{', '.join(map(str, params.versions))}, transformations {edges}; next: `dvc repro` "
-        "(trains, evaluates and registers them)"
+        f"{', '.join(map(str, params.versions))}, transformations {edges}; next: {deps}"
+        "`dvc repro` (trains, evaluates and registers them)"
     )
     return 0

@@ -156,6 +156,20 @@ class ModelSource(_Strict):
         """The chosen kind's own settings."""
         return getattr(self, self.kind)
 
+    def local_files(self, base: Path) -> list[str]:
+        """The local files this source reads, relative to ``base`` (the params file's folder),
+        as ``dvc.yaml`` lists them: an ONNX or TorchScript file; an entry point's weights and
+        its module when that is a ``.py`` file under ``base``. None for an MLflow URI (pinned by
+        its version) or embedding tables (read as data)."""
+        if self.kind in ("mlflow", "embeddings"):
+            return []
+        spec = self.spec
+        if self.kind != "entrypoint":
+            return [Path(spec.path).as_posix()]
+        module = Path(*spec.factory.split(":")[0].split(".")).with_suffix(".py")
+        local = [module.as_posix()] if (base / module).is_file() else []  # else: installed
+        return [*local, Path(spec.weights).as_posix()]
+
     @property
     def is_model(self) -> bool:
         """A model run here on the images (any kind but embedding tables)."""

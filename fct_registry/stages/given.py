@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fct_registry.config import ModelSource, Params, PreprocessConfig
+from fct_registry.stages.dvc_deps import check_model_files_listed
 from fct_registry.stages.sources import ModelContext, build_given, save_given
 from fct_registry.stages.trained import ImageOutputs
 from fct_registry.training.distributed import context
@@ -26,6 +27,8 @@ def import_given(
     nothing. ``role``: embedding or side_info; ``where``: its params section, for errors."""
     if not context().is_main:
         return
+    stage = "train" if role == "embedding" else "side_info"
+    check_model_files_listed(stage, source.local_files(Path(".")), Path("dvc.yaml"))
     given = build_given(
         source,
         layout=out.layout,
