@@ -3,9 +3,9 @@
 Layers, low to high (a module may import its own layer or lower ones, never higher)::
 
     base: fct_registry (root), errors, _redact, _files, _registry, device, determinism, config,
-          layout, model_specs
-    jobs                              (the resumable-job core every job and lock runs on)
+          layout, liveness, model_specs
     storage                           (local folders and S3 prefixes)
+    jobs                              (the resumable-job core every job runs on, the --out lease)
     models | data | evaluation        (independent of each other)
     training
     registry
@@ -46,11 +46,12 @@ LAYERS: tuple[frozenset[str], ...] = (
             "determinism",
             "config",
             "layout",
+            "liveness",
             "model_specs",
         }
     ),
-    frozenset({"jobs"}),
     frozenset({"storage"}),
+    frozenset({"jobs"}),
     frozenset({"models", "data", "evaluation"}),
     frozenset({"training"}),
     frozenset({"registry"}),

@@ -19,7 +19,7 @@ and the job's fingerprint pins plan, model and batching). Rerunning a finished p
 backfill of a gallery rewrites every shard, so all shards share the schema with ``backfilled``.
 
 One run at a time per gallery: the run holds ``_fct_backfill.lease`` in it
-(:mod:`fct_registry.gallery.lease`), so a second ``fct backfill run`` started meanwhile fails at
+(:mod:`fct_registry.jobs.lease`), so a second ``fct backfill run`` started meanwhile fails at
 once naming the holder, and reads the gallery only once it holds the lease.
 """
 
@@ -39,18 +39,18 @@ from fct_registry.backfill.plan import BackfillPlan, BackfillPlanError
 from fct_registry.data.decode import ImageTransform
 from fct_registry.errors import DataError, FctError
 from fct_registry.gallery import schema as gallery_schema
-from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.reader import Gallery
 from fct_registry.gallery.shards import write_shard
 from fct_registry.jobs import JobFiles, Stopwatch, batch_hook, fingerprint, intact
 from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
+from fct_registry.jobs.lease import lease
 
 PROGRESS_DIR = "_fct_backfill"
 FILES = JobFiles(PROGRESS_DIR)
 JOB_FILE = FILES.job_file
 LEASE = "_fct_backfill.lease"
-"""Held for the whole run (:mod:`fct_registry.gallery.lease`), in the gallery it rewrites."""
+"""Held for the whole run (:mod:`fct_registry.jobs.lease`), in the gallery it rewrites."""
 DEFAULT_BATCH_SIZE = 8192
 IMAGE_CHUNK = 512
 """Images decoded and embedded at a time: memory stays bounded however many rows a shard plans."""

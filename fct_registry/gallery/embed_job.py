@@ -5,7 +5,7 @@ of the source's stable listing (fewer rows when bad images are skipped). Layout 
 runs, as for ``fct upgrade`` (:mod:`fct_registry.upgrade.job`)::
 
     _fct_embed.lease                     held for the whole run: a second run fails at once,
-                                         naming the holder (:mod:`fct_registry.gallery.lease`)
+                                         naming the holder (:mod:`fct_registry.jobs.lease`)
     _fct_embed/job.json                  fingerprint of the job, written first (removed again
                                          when the run fails before finishing any shard)
     _fct_embed/part-00000.parquet.json   one marker per finished shard: its checksums, the
@@ -55,12 +55,12 @@ from fct_registry.gallery.embed_resume import (
     relist,
 )
 from fct_registry.gallery.errors import GalleryError
-from fct_registry.gallery.lease import lease
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.shards import regroup, shard_name, write_shard
 from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS
 from fct_registry.jobs import Stopwatch, batch_hook, json_bytes, progress_bar
 from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
+from fct_registry.jobs.lease import lease
 from fct_registry.storage import Storage
 from fct_registry.training.embed import embed_images, embed_rows
 

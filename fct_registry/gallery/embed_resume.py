@@ -24,7 +24,7 @@ from fct_registry.storage import TMP_SUFFIX, Storage
 FILES = JobFiles("_fct_embed")
 JOB_FILE = FILES.job_file
 LEASE = "_fct_embed.lease"
-"""Held for the whole run (:mod:`fct_registry.gallery.lease`): a second run into the same
+"""Held for the whole run (:mod:`fct_registry.jobs.lease`): a second run into the same
 ``--out`` fails at once, naming the holder."""
 SKIPPED_REPORT = "skipped.jsonl"
 

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from fct_registry.jobs.liveness import holder_gone
+from fct_registry.liveness import holder_gone
 from fct_registry.registry import tags as fct_tags
 from fct_registry.registry.errors import RegistryError
 

@@ -17,7 +17,7 @@ the problem and the fix. boto3 is configured in one place:
 :func:`~fct_registry.storage.s3.s3_client`.
 
 Why boto3 and not fsspec/s3fs: the lease that keeps two runs off one destination
-(``fct_registry.gallery.lease``) needs conditional writes, ``PutObject`` with ``If-None-Match:
+(``fct_registry.jobs.lease``) needs conditional writes, ``PutObject`` with ``If-None-Match:
 *`` to take it and ``If-Match: <etag>`` to take over a dead holder's; boto3 sends both as plain
 arguments and moto honours them. s3fs (2026.9) offers the first only (``mode="create"``, which it
 documents as "only known to work on AWS S3") and not the second, and it caches listings, which

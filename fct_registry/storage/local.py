@@ -18,7 +18,7 @@ from typing import IO
 
 from fct_registry._files import contained_name, sha256_file
 from fct_registry.errors import NotFoundError, StorageError
-from fct_registry.jobs.liveness import pid_alive
+from fct_registry.liveness import pid_alive
 from fct_registry.storage.base import TMP_SUFFIX, Storage
 
 _TMP_PID = re.compile(r"\.(\d+)-[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")

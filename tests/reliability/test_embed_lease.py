@@ -27,8 +27,8 @@ from fct_registry.commands import embed as embed_command
 from fct_registry.gallery import embed_job, open_storage
 from fct_registry.gallery.embed_job import JOB_FILE, LEASE, EmbedModels, embed_source
 from fct_registry.gallery.indexed_with import IndexedWith
-from fct_registry.gallery.lease import LeaseHeldError, lease
 from fct_registry.gallery.manifest import MANIFEST
+from fct_registry.jobs.lease import LeaseHeldError, lease
 from fct_registry.storage import TMP_SUFFIX, LocalStorage
 from tests.backfill.conftest import setup  # noqa: F401  (pytest fixture)
 from tests.data.images import encode, write_flat

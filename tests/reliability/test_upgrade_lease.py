@@ -18,9 +18,10 @@ import pytest
 
 from fct_registry.gallery import Gallery, open_storage
 from fct_registry.gallery.manifest import MANIFEST
+from fct_registry.jobs.lease import LeaseHeldError
 from fct_registry.upgrade import UpgradePlan, job, upgrade_gallery
 from fct_registry.upgrade.job import DestinationError
-from fct_registry.upgrade.lease import LEASE, LeaseHeldError, upgrade_lease
+from fct_registry.upgrade.lease import LEASE, upgrade_lease
 from tests.upgrade.conftest import (
     FAMILY,
     S3,

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fct_registry.errors import StorageError
-from fct_registry.jobs.liveness import holder_gone, pid_alive
+from fct_registry.liveness import holder_gone, pid_alive
 from fct_registry.storage import LocalStorage, S3Storage, Storage
 
 
@@ -46,7 +46,7 @@ def new_holder() -> dict[str, Any]:
 
 
 is_stale = holder_gone
-"""The holder ran on this host and its process is gone (:mod:`fct_registry.jobs.liveness`)."""
+"""The holder ran on this host and its process is gone (:mod:`fct_registry.liveness`)."""
 
 
 def describe(holder: dict[str, Any] | None) -> str:
