@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fct_registry.model_specs import ExternalSpec
+
 GRAPH_BUFFER = "graph"
 
 
@@ -95,23 +97,25 @@ def _bytes_tensor(data: bytes) -> torch.Tensor:
 
 def external_spec(
     kind: str, onnx: bytes, input_shape: list[int], dim: int, preprocess: Mapping[str, Any]
-) -> dict[str, Any]:
+) -> ExternalSpec:
     """The spec of an external image model (``kind``: embedding or side_info)."""
-    spec: dict[str, Any] = {
-        "kind": kind,
-        "external": True,
-        "input_shape": list(input_shape),
-        "graph_bytes": len(onnx),
-        "preprocess": dict(preprocess),
-    }
-    spec["embedding_dim" if kind == "embedding" else "dim"] = int(dim)
-    return spec
+    width = {"embedding_dim" if kind == "embedding" else "dim": int(dim)}
+    return ExternalSpec.model_validate(
+        {
+            "kind": kind,
+            "input_shape": list(input_shape),
+            "graph_bytes": len(onnx),
+            "preprocess": dict(preprocess),
+            **width,
+        }
+    )
 
 
-def build_external(spec: Mapping[str, Any]) -> ExternalImageModel:
-    dim = spec["embedding_dim"] if spec["kind"] == "embedding" else spec["dim"]
-    empty = torch.zeros(int(spec["graph_bytes"]), dtype=torch.uint8)
-    return ExternalImageModel(empty, spec["input_shape"], dim)
+def build_external(spec: ExternalSpec) -> ExternalImageModel:
+    dim = spec.embedding_dim if spec.kind == "embedding" else spec.dim
+    assert dim is not None  # external_spec sets the kind's width
+    empty = torch.zeros(spec.graph_bytes, dtype=torch.uint8)
+    return ExternalImageModel(empty, spec.input_shape, dim)
 
 
 def preprocess_images(images: torch.Tensor, resize: int, crop: int, channels: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ def build_from_spec(spec: ModelSpec | Mapping[str, Any]) -> nn.Module:
     """The module a spec describes (fresh weights): the one way models are built."""
     spec = parse_spec(spec)
     if isinstance(spec, ExternalSpec):  # a given model: its ONNX graph, not a backbone
-        return build_external(spec.to_dict())
+        return build_external(spec)
     if isinstance(spec, ImageSpec):
         model = EmbeddingModel if isinstance(spec, EmbeddingSpec) else SideInfoModel
         return model(

@@ -50,7 +50,7 @@ class ExternalModel:
     """A loaded external model: the module (its ONNX graph), its spec and lineage record."""
 
     module: ExternalImageModel
-    spec: dict[str, Any]
+    spec: dict[str, Any]  # spec.json as written (the registry hashes and logs JSON)
     record: dict[str, Any]
     preprocess: PreprocessConfig
 
@@ -93,10 +93,12 @@ def load_external(
     probe(onnx_bytes, preprocess, dim, where, uri)
     pp = preprocess.model_dump(mode="json")
     record = {"kind": kind, "uri": uri, "sha256": sha, "dim": dim, "preprocess": pp}
-    module_spec = external_spec(role, onnx_bytes, preprocess.input_shape, dim, pp)
-    module_spec["source"] = {"kind": kind, "uri": uri, "sha256": sha}
+    module_spec = external_spec(role, onnx_bytes, preprocess.input_shape, dim, pp) | {
+        "source": {"kind": kind, "uri": uri, "sha256": sha}
+    }
+    spec_json = module_spec.to_dict()
     module = ExternalImageModel(onnx_bytes, preprocess.input_shape, dim)
-    return ExternalModel(module.eval(), module_spec, record, preprocess)
+    return ExternalModel(module.eval(), spec_json, record, preprocess)
 
 
 # --- the kinds --------------------------------------------------------------------------------
