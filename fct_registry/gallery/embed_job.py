@@ -58,7 +58,7 @@ from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import MANIFEST, Manifest, ShardInfo
 from fct_registry.gallery.shards import regroup, shard_name, write_shard
 from fct_registry.gallery.writer import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS
-from fct_registry.jobs import Stopwatch, batch_hook, json_bytes, prefetched, progress_bar
+from fct_registry.jobs import Stopwatch, batch_hook, json_bytes, progress_bar
 from fct_registry.jobs import reached as _reached  # the points of fct_registry.jobs.faults
 from fct_registry.jobs.lease import lease
 from fct_registry.storage import Storage
@@ -365,8 +365,7 @@ def embed_shard(
         pin_memory=dev.type == "cuda",
     )
     labels = job.source.has_labels
-    # The model runs ahead in a thread while this one writes: same bytes, less wall time.
-    rows = prefetched(_rows(batches, job.models, dev, job.batch_size, labels, skipped, bar))
+    rows = _rows(batches, job.models, dev, job.batch_size, labels, skipped, bar)
     groups = regroup(rows, job.schema, job.row_group_rows)
     on_batch = batch_hook(index, _reached)
     info: ShardInfo | None = write_shard(storage, name, job.schema, groups, on_batch)

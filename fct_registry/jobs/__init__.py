@@ -7,7 +7,6 @@
 - :mod:`.lease`: the ``--out`` lease a job holds for its whole run (O_EXCL file or S3
   conditional write), taken over from a holder that died on this host
   (:mod:`fct_registry.liveness`);
-- :mod:`.prefetch`: a producer (the model) run ahead of its consumer (the writer) in a thread;
 - :mod:`.progress`: the progress bar (a disabled tqdm when not asked for);
 - :mod:`.clock`: the wall-clock and CPU seconds a job's report gives;
 - :mod:`.faults`: the named points (``shard:<i>``, ``marker:<i>`` ...) that the crash tests
@@ -25,7 +24,6 @@ from fct_registry.jobs.faults import Hook, batch_hook, reached
 from fct_registry.jobs.files import JobFiles, JobStore, intact, json_bytes, read_json
 from fct_registry.jobs.fingerprint import fingerprint
 from fct_registry.jobs.lease import LeaseHeldError, lease
-from fct_registry.jobs.prefetch import prefetched
 from fct_registry.jobs.progress import progress_bar
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "intact",
     "json_bytes",
     "lease",
-    "prefetched",
     "progress_bar",
     "reached",
     "read_json",
