@@ -13,6 +13,7 @@ specs were typed, so tracked outputs keep their bytes.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
@@ -46,10 +47,10 @@ class ImageSpec(ModelSpec):
     preprocess: dict[str, Any] | None = None  # how streamed image files were decoded/cropped
 
     @property
+    @abstractmethod
     def sizes(self) -> tuple[int, int]:
         """The embedding's width and the training head's output size (the model's arguments
         between ``in_channels`` and ``mean``)."""
-        raise NotImplementedError
 
 
 class EmbeddingSpec(ImageSpec):

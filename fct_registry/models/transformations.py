@@ -14,6 +14,8 @@ exported graphs are uniform; the side-info argument is ignored):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
@@ -29,7 +31,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class TwoBranchTransformation(nn.Module):
+class TwoBranchTransformation(nn.Module, ABC):
     """Both architectures: the old embedding and (optionally) the side-info each go through a
     branch, the branches are concatenated and a mixer maps them into the new space. Subclasses
     build the branches and ``mixer``; their attribute names are the stored weights' keys."""
@@ -38,8 +40,9 @@ class TwoBranchTransformation(nn.Module):
         super().__init__()
         self.old_dim, self.new_dim, self.side_info_dim = old_dim, new_dim, side_info_dim
 
+    @abstractmethod
     def branches(self) -> tuple[nn.Module, nn.Module | None]:
-        raise NotImplementedError
+        """The old-embedding branch and the side-info branch (None: no side-info)."""
 
     @property
     def uses_side_info(self) -> bool:

@@ -11,7 +11,6 @@ embeds, trains, registers (lineage tag ``fct.source`` on the external models onl
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, needs_fashion, tiny_params
+from tests.support.external_models import MEAN, PREPROCESS, STD, project_env, tiny_net
 
 
 def e2e(test):
@@ -31,35 +31,17 @@ def e2e(test):
 
 
 FAMILY = "mixed"
-MEAN, STD = [0.286], [0.353]
-PREPROCESS = {"resize": 28, "crop": 28, "mean": MEAN, "std": STD, "colour": "gray"}
 V1_FILE, SIDE_FILE = "external/v1.onnx", "external/side.pt"
 
 
-def _net(dim: int, seed: int):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 3, stride=2),
-        nn.ReLU(),
-        nn.Conv2d(6, 12, 3, stride=2),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(12, dim),
-    ).eval()
-
-
 def _run(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db",
-        PYTHONPATH=str(cwd),
-    )
     return subprocess.run(
-        [sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, *argv],
+        cwd=cwd,
+        env=project_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -98,7 +80,7 @@ def _write_v1(path: Path, seed: int = 1) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     program = torch.onnx.export(
-        _net(8, seed),
+        tiny_net(8, seed),
         (torch.rand(4, 1, 28, 28),),
         dynamo=True,
         input_names=["pixels"],
@@ -112,7 +94,7 @@ def _write_side(path: Path, seed: int = 3) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(torch.jit.trace(_net(12, seed), torch.rand(2, 1, 28, 28)), str(path))
+    torch.jit.save(torch.jit.trace(tiny_net(12, seed), torch.rand(2, 1, 28, 28)), str(path))
 
 
 def _copy(work: Path, *items: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,46 +22,21 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, needs_fashion, tiny_params
+from tests.support.external_models import MEAN, PREPROCESS, STD, project_env, tiny_net
 
 pytestmark = [pytest.mark.slow, needs_fashion]
 
 FAMILY = "byom"
-MEAN, STD = [0.286], [0.353]
-PREPROCESS = {"resize": 28, "crop": 28, "mean": MEAN, "std": STD, "colour": "gray"}
 # Version 2 reads a 24x24 centre crop of the 28x28 images: `fct embed` must apply the recorded
 # resize (28, then crop), not its default (shrink to 24).
 PREPROCESS_V2 = {**PREPROCESS, "crop": 24}
-
-
-def _net(dim: int, seed: int):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 3, stride=2),
-        nn.ReLU(),
-        nn.Conv2d(6, 12, 3, stride=2),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(12, dim),
-    ).eval()
-
-
-def _env(cwd: Path) -> dict[str, str]:
-    return dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db",
-        PYTHONPATH=str(cwd),
-    )
 
 
 def _run(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", *argv],
         cwd=cwd,
-        env=_env(cwd),
+        env=project_env(cwd),
         capture_output=True,
         text=True,
         timeout=900,
@@ -106,7 +80,7 @@ def _log_version_1(work: Path) -> None:
     example = np.random.default_rng(0).random((4, 1, 28, 28), np.float32)
     with mlflow.start_run():
         mlflow.pytorch.log_model(
-            _net(8, 1),
+            tiny_net(8, 1),
             name="embedder",
             input_example=example,
             registered_model_name="prod-embedder",
@@ -120,7 +94,7 @@ def _write_version_2(path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     program = torch.onnx.export(
-        _net(16, 2),
+        tiny_net(16, 2),
         (torch.rand(4, 1, 24, 24),),
         dynamo=True,
         input_names=["pixels"],
@@ -144,7 +118,7 @@ def project(tmp_path_factory) -> Path:
     deps = subprocess.run(
         [sys.executable, "scripts/stage_deps.py", "--write", "--model-files"],
         cwd=work,
-        env=_env(work),
+        env=project_env(work),
         capture_output=True,
         text=True,
         timeout=300,
@@ -168,7 +142,7 @@ def _direct(images: np.ndarray, version: int, work: Path) -> np.ndarray:
     x = (images.astype(np.float32) / 255 - MEAN[0]) / STD[0]
     if version == 1:
         with torch.no_grad():
-            return _net(8, 1)(torch.from_numpy(x)).numpy()
+            return tiny_net(8, 1)(torch.from_numpy(x)).numpy()
     session = ort.InferenceSession(str(work / "external" / "v2.onnx"))
     return session.run(None, {"pixels": np.ascontiguousarray(x[:, :, 2:26, 2:26])})[0]
 
