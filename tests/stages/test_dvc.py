@@ -3,6 +3,7 @@ params section can be overridden with `dvc exp run -S`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -92,3 +93,46 @@ def test_bytecode_never_makes_a_stage_stale(tmp_path: Path) -> None:
     assert "up to date" in _dvc(tmp_path, "status", env=env).lower()
     (pkg / "work.py").write_text("VALUE = 2\n")
     assert "changed deps" in _dvc(tmp_path, "status", env=env)
+
+
+def _stale_inputs(status: dict) -> list[str]:
+    """Code, params and data inputs whose hash differs from the committed dvc.lock. Stage outputs
+    (everything under outputs/) are left out: a fresh clone has only the tracked ones."""
+    stale = []
+    for stage, entries in status.items():
+        for entry in entries:
+            if not isinstance(entry, dict):  # "always changed" (the gate)
+                continue
+            for path, state in entry.get("changed deps", {}).items():
+                if not path.startswith("outputs/") and state != "deleted":
+                    stale.append(f"{stage}: {path} {state}")
+    return sorted(stale)
+
+
+def test_stale_inputs_reads_dvc_status_shapes() -> None:
+    status = {
+        "gate": ["always changed"],
+        "train@1": [
+            {"changed deps": {"outputs/data": "deleted", "fct_registry/models": "modified"}},
+            {"changed outs": {"outputs/models/v1": "not in cache"}},
+        ],
+        "transform@v2_to_v3": [{"changed deps": {"params.yaml": {"transformations": "modified"}}}],
+        "prepare": [{"changed deps": {"/usr/share/datasets/fashion-mnist": "deleted"}}],
+    }
+    assert _stale_inputs(status) == [
+        "train@1: fct_registry/models modified",
+        "transform@v2_to_v3: params.yaml {'transformations': 'modified'}",
+    ]
+
+
+def test_committed_lock_matches_the_code_and_params() -> None:
+    """The committed dvc.lock records the hash of every stage's code and params as they are now.
+    Otherwise a fresh clone's `make repro` reruns stages, rewrites tracked outputs and leaves
+    `git status` dirty: an edit to stage code was committed without `dvc repro`."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    status = json.loads(_dvc(ROOT, "status", "--json", env=env))
+    stale = _stale_inputs(status)
+    assert not stale, (
+        "dvc.lock is stale for these inputs; run `dvc repro` (or `dvc commit STAGE` when the "
+        "edit provably changes no output) and commit dvc.lock:\n" + "\n".join(stale)
+    )
