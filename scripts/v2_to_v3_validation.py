@@ -1,13 +1,14 @@
-"""Choose a transformation's recipe (epochs, width, features) without looking at the test split.
+"""Choose a transformation's recipe (epochs, width, features, learning rate, batch size) without
+looking at the test split.
 
 On a finished pipeline's outputs (the stored embeddings of the edge's two versions and of
 side-info, as the ``transform@NAME`` stage reads them), the training items are split once into a
 fit part and a held-out part (a random permutation with ``--split-seed``). Each candidate recipe
-(the params file's recipe for the edge, with ``epochs``, ``hidden_dim`` and ``features``
-replaced) is trained on the fit part with ``--seeds`` seeds, and scored on the held-out part as
-the evaluate stage scores the test split: new-version queries against the held-out gallery
-upgraded by the transformation, leave-one-out, and the share of the old/old -> new/new top-1
-gap it closes (old/old and new/new measured on the same held-out items).
+(the params file's recipe for the edge, with ``epochs``, ``hidden_dim``, ``features``, ``lr``
+and ``batch_size`` replaced) is trained on the fit part with ``--seeds`` seeds, and scored on
+the held-out part as the evaluate stage scores the test split: new-version queries against the
+held-out gallery upgraded by the transformation, leave-one-out, and the share of the old/old ->
+new/new top-1 gap it closes (old/old and new/new measured on the same held-out items).
 
     python scripts/v2_to_v3_validation.py --edge v2_to_v3 --epochs 10 20 30 \
         --hidden 512 1024 --features stored --seeds 3 --log docs/recipes/v2_to_v3-validation.log
@@ -16,7 +17,8 @@ Prints one row per candidate (mean and sample std over seeds), writes every (can
 row to ``--csv`` and the printed text to ``--log``, and ends with the chosen recipe as a
 ``params.yaml`` line: the best mean top-1 gap closed, and among candidates within its standard
 error over seeds (at least ``--tie`` points) the cheapest (stored features before augmented,
-then fewer epochs x width^2).
+then fewer epochs x width^2, then larger batches; learning rates cost the same, so the order
+given on the command line decides: list the shared recipe's first).
 
 The held-out items are *training* items of both versions (each saw them), so they only rank the
 recipes; the pipeline's test-split numbers are the result. Under ``determinism: portable`` the
@@ -53,7 +55,8 @@ from fct_registry.training.transformation import (
     transformation_spec,
 )
 
-INT_KEYS = ("epochs", "hidden_dim", "seed")
+INT_KEYS = ("epochs", "hidden_dim", "seed", "batch_size")
+RECIPE_KEYS = ("epochs", "hidden_dim", "features", "lr", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,25 @@ class Candidate:
     epochs: int
     hidden_dim: int
     features: str
+    lr: float
+    batch_size: int
+
+    @classmethod
+    def of(cls, row: dict) -> Candidate:
+        return cls(*(row[k] for k in RECIPE_KEYS))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.epochs} epochs, hidden_dim {self.hidden_dim}, {self.features} features, "
+            f"lr {self.lr:g}, batch {self.batch_size}"
+        )
 
     @property
-    def cost(self) -> tuple[bool, int]:
+    def cost(self) -> tuple[bool, int, int]:
         """Cheaper first: stored features (no CNN forward passes), then epochs x width^2 (the
-        mixer's hidden x hidden layer dominates the transformation's work)."""
-        return (self.features != "stored", self.epochs * self.hidden_dim**2)
+        mixer's hidden x hidden layer dominates the transformation's work), then larger batches
+        (fewer optimiser steps per epoch)."""
+        return (self.features != "stored", self.epochs * self.hidden_dim**2, -self.batch_size)
 
     def params_line(self, name: str, base: TransformationConfig) -> str:
         """The edge's ``transformations:`` entry in params.yaml with this recipe."""
@@ -76,7 +92,7 @@ class Candidate:
             f"  {name}: {{from: {base.source}, to: {base.target}, kind: {base.kind}, "
             f"hidden_dim: {self.hidden_dim},{feats} seeds: {base.seeds},\n"
             f"{' ' * (len(name) + 4)}optim: {{epochs: {self.epochs}, batch_size: "
-            f"{o.batch_size}, lr: {o.lr}, weight_decay: {o.weight_decay}}}}}"
+            f"{self.batch_size}, lr: {self.lr}, weight_decay: {o.weight_decay}}}}}"
         )
 
 
@@ -88,19 +104,17 @@ def _loo(query: torch.Tensor, gallery: torch.Tensor, labels: torch.Tensor, dista
 
 def summary(rows: list[dict], tie: float, edge: str, base: TransformationConfig) -> list[str]:
     """The table of candidates (mean ± sample std over seeds) and the chosen recipe."""
-    candidates = list(
-        dict.fromkeys(Candidate(r["epochs"], r["hidden_dim"], r["features"]) for r in rows)
-    )
+    candidates = list(dict.fromkeys(Candidate.of(r) for r in rows))
     out = [
         "",
-        "| epochs | hidden_dim | features | seeds | top-1 | top-1 gap closed | mAP gap closed "
-        "| CPU s / run |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| epochs | hidden_dim | features | lr | batch | seeds | top-1 | top-1 gap closed "
+        "| mAP gap closed | CPU s / run |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     means: dict[Candidate, float] = {}
     ses: dict[Candidate, float] = {}
     for cand in candidates:
-        mine = [r for r in rows if Candidate(r["epochs"], r["hidden_dim"], r["features"]) == cand]
+        mine = [r for r in rows if Candidate.of(r) == cand]
 
         def ms(key: str, rs: list[dict] = mine) -> str:
             vals = [r[key] for r in rs]
@@ -112,7 +126,8 @@ def summary(rows: list[dict], tie: float, edge: str, base: TransformationConfig)
         ses[cand] = statistics.stdev(closed) / len(closed) ** 0.5 if len(closed) > 1 else 0.0
         cpu_s = statistics.fmean(r["cpu_s"] for r in mine)
         out.append(
-            f"| {cand.epochs} | {cand.hidden_dim} | {cand.features} | {len(mine)} | "
+            f"| {cand.epochs} | {cand.hidden_dim} | {cand.features} | {cand.lr:g} | "
+            f"{cand.batch_size} | {len(mine)} | "
             f"{ms('top1')} | {ms('gap_closed_top1')} | {ms('gap_closed_mAP')} | {cpu_s:.1f} |"
         )
     top = max(means, key=means.get)
@@ -124,25 +139,27 @@ def summary(rows: list[dict], tie: float, edge: str, base: TransformationConfig)
     return [
         *out,
         "",
-        f"chosen: epochs {chosen.epochs}, hidden_dim {chosen.hidden_dim}, features "
-        f"{chosen.features}: held-out top-1 gap closed {means[chosen]:.2f} (best mean "
-        f"{best:.2f} ± {ses[top]:.2f} standard error, {top.epochs} epochs x {top.hidden_dim}, "
-        f"{top.features}; within {tie:.2f} points of it the cheapest)",
+        f"chosen: {chosen}: held-out top-1 gap closed {means[chosen]:.2f} (best mean "
+        f"{best:.2f} ± {ses[top]:.2f} standard error, {top}; within {tie:.2f} points of it the "
+        "cheapest)",
         "params.yaml line:",
         chosen.params_line(edge, base),
     ]
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """Rows of a ``--csv`` file, typed as the run wrote them."""
+def _read_rows(path: Path, base: TransformationConfig) -> list[dict]:
+    """Rows of a ``--csv`` file, typed as the run wrote them; files from before the ``lr`` and
+    ``batch_size`` columns ran with ``base``'s."""
+    defaults = {"lr": base.optim.lr, "batch_size": base.optim.batch_size}
     with path.open() as f:
-        return [
+        rows = [
             {
                 k: v if k == "features" else (int(v) if k in INT_KEYS else float(v))
                 for k, v in r.items()
             }
             for r in csv.DictReader(f)
         ]
+    return [{**r, **{k: v for k, v in defaults.items() if k not in r}} for r in rows]
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -165,6 +182,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[10, 20])
     ap.add_argument("--hidden", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--features", nargs="+", default=["stored"], choices=["stored", "augmented"])
+    ap.add_argument("--lr", type=float, nargs="+", help="learning rates (default: the edge's)")
+    ap.add_argument("--batch-size", type=int, nargs="+", help="batch sizes (default: the edge's)")
     ap.add_argument(
         "--tie",
         type=float,
@@ -185,9 +204,10 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     params: Params = load_checked_params(args.params)
     if args.summarise:  # merge the runs' rows, then the table and the choice
-        rows = [r for path in args.summarise for r in _read_rows(path)]
+        base = params.transformations[args.edge]
+        rows = [r for path in args.summarise for r in _read_rows(path, base)]
         lines = [f"# summarised from {', '.join(map(str, args.summarise))}"]
-        lines += summary(rows, args.tie, args.edge, params.transformations[args.edge])
+        lines += summary(rows, args.tie, args.edge, base)
         print("\n".join(lines))
         if args.csv:
             args.csv.write_text(_csv_text(rows))
@@ -240,7 +260,14 @@ def main() -> None:
             for d in (layout.version(base.source), layout.side_info, layout.version(base.target))
         ]
     candidates = [
-        Candidate(e, h, f) for f, e, h in itertools.product(args.features, args.epochs, args.hidden)
+        Candidate(e, h, f, lr, b)
+        for f, e, h, lr, b in itertools.product(
+            args.features,
+            args.epochs,
+            args.hidden,
+            args.lr or [base.optim.lr],
+            args.batch_size or [base.optim.batch_size],
+        )
     ]
     rows: list[dict] = []
     sink = None
@@ -254,7 +281,9 @@ def main() -> None:
             update={
                 "hidden_dim": cand.hidden_dim,
                 "features": cand.features,
-                "optim": base.optim.model_copy(update={"epochs": cand.epochs}),
+                "optim": base.optim.model_copy(
+                    update={"epochs": cand.epochs, "lr": cand.lr, "batch_size": cand.batch_size}
+                ),
             }
         )
         spec = transformation_spec(cfg, old.shape[1], new.shape[1], side.shape[1])
@@ -281,6 +310,8 @@ def main() -> None:
                 "epochs": cand.epochs,
                 "hidden_dim": cand.hidden_dim,
                 "features": cand.features,
+                "lr": cand.lr,
+                "batch_size": cand.batch_size,
                 "seed": params.seed + seed,
                 "top1": round(s["top1"], 4),
                 "mAP": round(s["mAP"], 4),
