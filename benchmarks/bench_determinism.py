@@ -35,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fct_registry import determinism  # noqa: E402
+from fct_registry import kernel_env  # noqa: E402
 
 
 def _params(version: int, train: int, batches: int, mode: str) -> dict:
@@ -66,13 +66,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    base = {k: v for k, v in os.environ.items() if k not in determinism.PINNED_ENV}
-    base.pop(determinism.MARKER, None)
+    base = {k: v for k, v in os.environ.items() if k not in kernel_env.PINNED_ENV}
+    base.pop(kernel_env.MARKER, None)
     base.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     modes = {
         "fast": ("fast", base),
         "portable": ("portable", base),
-        "portable, pinned env": ("portable", determinism.portable_env(base)),
+        "portable, pinned env": ("portable", kernel_env.portable_env(base)),
     }
     times: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +98,7 @@ def main() -> int:
     print(
         f"train@{args.version}: {args.batches} batches of the default subset "
         f"({args.train} train images), then embedding both splits; medians of {args.repeat} "
-        f"runs, alternating; {os.cpu_count()} CPUs, portable threads {determinism.PORTABLE_THREADS}"
+        f"runs, alternating; {os.cpu_count()} CPUs, portable threads {kernel_env.PORTABLE_THREADS}"
     )
     fast_wall = statistics.median(w for w, _ in times["fast"])
     fast_cpu = statistics.median(c for _, c in times["fast"])

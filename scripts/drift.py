@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fct_registry import determinism  # noqa: E402
+from fct_registry import kernel_env  # noqa: E402
 from fct_registry.layout import Layout  # noqa: E402
 from fct_registry.stages.entry import pin_kernels  # noqa: E402
 from fct_registry.stages.evaluate import evaluate_stage  # noqa: E402
@@ -100,7 +100,7 @@ def worker(params_file: Path, outputs: Path) -> None:
 
 
 def _clean_env(forced: dict[str, str]) -> dict[str, str]:
-    drop = {*determinism.PINNED_ENV, *determinism.UNSET_ENV, determinism.MARKER}
+    drop = {*kernel_env.PINNED_ENV, *kernel_env.UNSET_ENV, kernel_env.MARKER}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     return {**env, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE", **forced}
 

@@ -10,10 +10,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fct_registry import determinism
+from fct_registry import determinism, kernel_env
 from fct_registry.config import LauncherConfig, Params
 from fct_registry.errors import ConfigError, FctError
 from fct_registry.layout import Layout
+from fct_registry.stages.early import reexec_pinned
 from fct_registry.stages.params import load_checked_params
 from fct_registry.training.distributed import launched_by_torchrun, shutdown
 
@@ -46,23 +47,19 @@ def pin_kernels(reexec: bool) -> None:
     The libraries read their kernel choice from the environment when they start, and torch is
     already imported here, so a process without the pins replaces itself (``os.execve``: same
     PID, same command line) with one that has them; the pinned values override the user's.
+    A stage started as ``python -m pipelines.NAME`` normally arrives pinned: the package
+    re-executed it before torch loaded (:mod:`fct_registry.stages.early`).
     """
-    if not determinism.is_pinned(os.environ):
-        if os.environ.get(determinism.MARKER):
+    if not kernel_env.is_pinned(os.environ):
+        if os.environ.get(kernel_env.MARKER):
             raise ConfigError(
                 "determinism: portable re-executed this stage with the pinned kernel "
-                f"environment, but {', '.join(determinism.unpinned(os.environ))} still differ: "
+                f"environment, but {', '.join(kernel_env.unpinned(os.environ))} still differ: "
                 "something in the environment (a wrapper, sitecustomize) resets them; remove "
                 "that, or use `determinism: fast`"
             )
         if reexec:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.execve(
-                sys.executable,
-                [sys.executable, *sys.orig_argv[1:]],
-                determinism.portable_env(os.environ),
-            )
+            reexec_pinned()
         # A caller that passed argv (a test, a script) owns its process and its torch state.
         print(
             "note: determinism: portable: this process did not start with the pinned kernel "

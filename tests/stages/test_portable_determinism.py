@@ -17,8 +17,9 @@ import pytest
 import torch
 import yaml
 
-from fct_registry import determinism
+from fct_registry import determinism, kernel_env
 from fct_registry.errors import ConfigError
+from fct_registry.stages import early
 from tests.conftest import ROOT, needs_fashion, tiny_params
 
 # Two machines as the libraries see them. AVX512: the developers' CPU with MKL's own dispatch.
@@ -38,7 +39,7 @@ OUTPUTS = ("models/v1/model.safetensors", "embeddings/v1.safetensors", "history/
 
 def _clean_env(forced: dict[str, str]) -> dict[str, str]:
     """This process's environment without any kernel pin, plus the ``forced`` ones."""
-    drop = {*determinism.PINNED_ENV, *determinism.UNSET_ENV, determinism.MARKER}
+    drop = {*kernel_env.PINNED_ENV, *kernel_env.UNSET_ENV, kernel_env.MARKER}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     return {**env, **forced}
 
@@ -154,14 +155,14 @@ def test_a_wrapper_that_undoes_the_pins_is_refused_not_looped(tmp_path):
 
 
 def test_portable_env_overrides_and_removes_what_would_win():
-    env = determinism.portable_env(
+    env = kernel_env.portable_env(
         {"PATH": "/bin", "MKL_CBWR": "AUTO", "NPY_ENABLE_CPU_FEATURES": "X86_V4"}
     )
     assert env["PATH"] == "/bin" and env["MKL_CBWR"] == "COMPATIBLE"
     assert "NPY_ENABLE_CPU_FEATURES" not in env
-    assert determinism.is_pinned(env)
-    assert not determinism.is_pinned({**env, "OMP_NUM_THREADS": "8"})
-    assert determinism.unpinned({**env, "MKL_ENABLE_INSTRUCTIONS": "AVX512"}) == [
+    assert kernel_env.is_pinned(env)
+    assert not kernel_env.is_pinned({**env, "OMP_NUM_THREADS": "8"})
+    assert kernel_env.unpinned({**env, "MKL_ENABLE_INSTRUCTIONS": "AVX512"}) == [
         "MKL_ENABLE_INSTRUCTIONS"
     ]
 
@@ -191,7 +192,7 @@ def test_portable_settings_leave_onnx_export_working(tmp_path):
         "import sys\n"
         "print(export_onnx(net, sys.argv[1], kind='embedding', input_shape=[1, 8, 8]))\n"
     )
-    env = determinism.portable_env(_clean_env({}))
+    env = kernel_env.portable_env(_clean_env({}))
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "model.onnx")],
         env={**env, "PYTHONPATH": str(ROOT)},
@@ -260,3 +261,63 @@ def test_a_stage_on_a_cpu_without_avx2_stops_with_one_line(tmp_path):
     assert "AVX2" not in proc.stdout  # the stage body never ran
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert "needs an x86-64 CPU with AVX2" in line and "determinism: fast" in line
+
+
+def test_a_pipelines_stage_reexecutes_before_it_imports_torch(tmp_path):
+    """`python -m pipelines.NAME` re-executes as the package loads: torch is imported once, by
+    the pinned process (-X importtime logs every import of both process images to stderr)."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**tiny_params(), "determinism": "portable"}))
+    env = {**_clean_env(KERNEL_SETS["old"]), "PYTHONPATH": str(ROOT)}
+    argv = ["-X", "importtime", "-m", "pipelines.prepare", "--params", str(params), "--help"]
+    proc = _run(argv, env)
+    imports = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+    assert imports.count("torch") == 1, "torch was imported before the re-execution"
+    assert imports.count("fct_registry.stages.early") == 2  # both process images ran it
+    assert "usage:" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "args"),
+    [
+        (["python", "-m", "pipelines.prepare", "--params", "p.yaml"], ["--params", "p.yaml"]),
+        (["python", "-X", "importtime", "-m", "pipelines.evaluate"], []),
+        (["python", "-m", "pytest", "tests/stages"], None),  # pytest importing pipelines
+        (["python", "-c", "import pipelines.prepare"], None),
+        (["python", "pipelines/prepare.py"], None),  # pin_kernels re-executes that one
+        (["python", "-m"], None),
+    ],
+)
+def test_only_a_pipelines_module_run_is_a_stage(argv, args):
+    assert early.stage_arguments(argv) == args
+
+
+@pytest.mark.parametrize(
+    ("mode", "env", "reexecutes"),
+    [
+        ("portable", {}, True),
+        ("fast", {}, False),
+        ("portable", "pinned", False),
+        ("portable", {kernel_env.MARKER: "1"}, False),  # pinned once, then undone: entry says so
+    ],
+)
+def test_pin_before_imports_reexecutes_only_unpinned_portable_stages(
+    tmp_path, monkeypatch, mode, env, reexecutes
+):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**tiny_params(), "determinism": mode}))
+    base = _clean_env({})
+    monkeypatch.setattr(
+        os, "environ", kernel_env.portable_env(base) if env == "pinned" else {**base, **env}
+    )
+    calls = []
+    monkeypatch.setattr(early, "reexec_pinned", lambda: calls.append("reexec"))
+    early.pin_before_imports(["python", "-m", "pipelines.prepare", f"--params={params}"])
+    assert calls == (["reexec"] if reexecutes else [])
+
+
+def test_pin_before_imports_leaves_a_bad_params_file_to_the_stage(tmp_path, monkeypatch):
+    monkeypatch.setattr(early, "reexec_pinned", lambda: pytest.fail("re-executed"))
+    (tmp_path / "bad.yaml").write_text("determinism: [portable\n")
+    for params in (tmp_path / "bad.yaml", tmp_path / "missing.yaml"):
+        early.pin_before_imports(["python", "-m", "pipelines.prepare", "--params", str(params)])

@@ -7,7 +7,7 @@ the suite (CI's included), which checks both that the code trains the same bits 
 pins make them the same on that machine.
 
 ``python -m tests.training.golden_run OUT_DIR DIGESTS.json`` writes the digests (training logs go
-to stdout); start it with ``determinism.portable_env`` (``test_golden.py`` shows how)."""
+to stdout); start it with ``kernel_env.portable_env`` (``test_golden.py`` shows how)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fct_registry import determinism
+from fct_registry import determinism, kernel_env
 from tests.conftest import ROOT, needs_fashion
 from tests.training.golden_run import platform
 
@@ -44,7 +44,7 @@ def test_default_path_trains_the_recorded_bits(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "tests.training.golden_run", str(tmp_path / "outputs"), str(out)],
         cwd=ROOT,
-        env=determinism.portable_env(os.environ),
+        env=kernel_env.portable_env(os.environ),
         capture_output=True,
         text=True,
         timeout=600,
