@@ -28,7 +28,7 @@ from fct_registry.commands._summary import print_summary
 from fct_registry.data.decode import ImageTransform
 from fct_registry.device import pick_device
 from fct_registry.errors import FctError
-from fct_registry.gallery.embed import input_shape
+from fct_registry.gallery.embed import transform_for
 from fct_registry.gate.rules import check_backfill
 from fct_registry.layout import read_given
 from fct_registry.models.io import WEIGHTS_FILE, load_model
@@ -60,14 +60,13 @@ def _embedder(
         digest = hashlib.sha256((Path(args.model) / WEIGHTS_FILE).read_bytes()).hexdigest()
         model_id = f"local:{digest}"
         shape = spec.get("input_shape")
+        transform = ImageTransform.for_input_shape(shape, **decoding(args)) if shape else None
     else:
         open_tracking_store(args.tracking_uri, read_only=True)  # the registry to download from
         model_id = f"models:/{family}/{target}"
         module = load_registered(model_id)
-        shape = input_shape(model_id)
-    transform = None
-    if shape:
-        transform = ImageTransform.for_input_shape(shape, **decoding(args))
+        # as `fct embed` decodes for it (an external model's recorded resize)
+        transform = transform_for(model_id, **decoding(args))
     return (lambda images: embed_images(module, images, device).numpy()), model_id, transform
 
 

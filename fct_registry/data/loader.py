@@ -15,6 +15,10 @@ Two ways in, one decoding path (:class:`DecodedItems`):
 :func:`channel_stats` estimates the normalisation statistics from a bounded, seeded sample
 (reservoir sampling over the listing), never from a float copy of a whole split.
 
+A second transform (``side_transform``) decodes each item a second time for a model that reads
+other pixels than the first (a side-info extractor with its own resize or crop): a batch then
+carries both views of the same items, and an item bad in either view is bad.
+
 Bad images never raise inside a worker (a worker's exception reaches the main process wrapped
 in a traceback): each decoded slot carries its error message, and :func:`check_batch` applies
 the ``on_bad_image`` policy in the main process.
@@ -55,7 +59,8 @@ class Skipped:
 class ImageBatch:
     """Decoded items in order: ``images`` uint8 ``[B, C, H, W]`` plus ids, URIs, labels and
     the items' ``row`` numbers (-1 where a source numbers none); and the items of this batch that
-    could not be used."""
+    could not be used. ``side_images``: the same items through the side transform, when one
+    was given."""
 
     ids: list[str]
     uris: list[str]
@@ -63,55 +68,59 @@ class ImageBatch:
     images: torch.Tensor
     bad: list[Skipped] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
+    side_images: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def pin_memory(self) -> ImageBatch:  # DataLoader(pin_memory=True) calls this
         self.images = self.images.pin_memory()
+        if self.side_images is not None:
+            self.side_images = self.side_images.pin_memory()
         return self
 
 
+Slot = tuple[Item, tuple[torch.Tensor, ...] | None, str | None]
+
+
 class DecodedItems(Dataset):
-    """Indexed by :class:`Item` (not int): reads and decodes it; never raises for bad input."""
+    """Indexed by :class:`Item` (not int): reads and decodes it once per transform; never
+    raises for bad input."""
 
-    def __init__(self, source: ImageSource, transform: ImageTransform) -> None:
-        self.source, self.transform = source, transform
+    def __init__(self, source: ImageSource, *transforms: ImageTransform) -> None:
+        self.source, self.transforms = source, transforms
 
-    def __getitem__(self, item: Item) -> tuple[Item, torch.Tensor | None, str | None]:
+    def __getitem__(self, item: Item) -> Slot:
         try:
-            return item.without_data(), self.source.load(item, self.transform), None
+            views = tuple(self.source.load(item, t) for t in self.transforms)
+            return item.without_data(), views, None
         except (BadImageError, DataError) as exc:
             return item.without_data(), None, str(exc)
-
-
-def collate(
-    transform: ImageTransform,
-) -> Callable[[list[tuple[Item, torch.Tensor | None, str | None]]], ImageBatch]:
-    return _Collate(transform)
 
 
 class _Collate:
     """Picklable collate function (workers may be spawned)."""
 
-    def __init__(self, transform: ImageTransform) -> None:
-        self.shape = transform.shape
+    def __init__(self, *transforms: ImageTransform) -> None:
+        self.shapes = [t.shape for t in transforms]
 
-    def __call__(self, slots: list[tuple[Item, torch.Tensor | None, str | None]]) -> ImageBatch:
-        good = [(item, image) for item, image, _ in slots if image is not None]
-        bad = [Skipped(item.id, item.uri, str(err)) for item, image, err in slots if image is None]
-        images = (
-            torch.stack([image for _, image in good])
+    def __call__(self, slots: list[Slot]) -> ImageBatch:
+        good = [(item, views) for item, views, _ in slots if views is not None]
+        bad = [Skipped(item.id, item.uri, str(err)) for item, views, err in slots if views is None]
+        stacked = [
+            torch.stack([views[i] for _, views in good])
             if good
-            else torch.empty((0, *self.shape), dtype=torch.uint8)
-        )
+            else torch.empty((0, *shape), dtype=torch.uint8)
+            for i, shape in enumerate(self.shapes)
+        ]
         return ImageBatch(
             [item.id for item, _ in good],
             [item.uri for item, _ in good],
             [item.label for item, _ in good],
-            images,
+            stacked[0],
             bad,
             [item.row for item, _ in good],
+            side_images=stacked[1] if len(stacked) > 1 else None,
         )
 
 
@@ -158,11 +167,13 @@ def stream_batches(
     prefetch_factor: int = 4,
     rank: int = 0,
     world: int = 1,
+    side_transform: ImageTransform | None = None,
 ) -> Iterator[ImageBatch]:
     """Decoded batches of ``items`` (default: the whole source) in order.
 
     Memory: ``num_workers * prefetch_factor`` batches in flight, whatever the collection's
-    size. ``rank``/``world`` shard by batch for data-parallel inference.
+    size. ``rank``/``world`` shard by batch for data-parallel inference. ``side_transform``:
+    each item is also decoded through it, into the batch's ``side_images``.
     """
     check_policy(on_bad_image)
     if batch_size < 1 or num_workers < 0:
@@ -172,15 +183,16 @@ def stream_batches(
     listing = source.items() if items is None else items
     if world > 1:
         listing = _every_nth_batch(listing, batch_size, rank, world)
+    transforms = (transform,) if side_transform is None else (transform, side_transform)
     if isinstance(source, TensorSource):  # already decoded and in memory: no workers needed
-        yield from _tensor_batches(source, transform, listing, batch_size)
+        yield from _tensor_batches(source, transforms, listing, batch_size)
         return
     consumed = iter([listing])
     loader = DataLoader(
-        DecodedItems(source, transform),
+        DecodedItems(source, *transforms),
         batch_sampler=_ItemBatches(lambda: next(consumed), batch_size),
         num_workers=num_workers,
-        collate_fn=_Collate(transform),
+        collate_fn=_Collate(*transforms),
         pin_memory=pin_memory,
         prefetch_factor=prefetch_factor if num_workers else None,
         persistent_workers=False,
@@ -201,23 +213,29 @@ def _every_nth_batch(items: Iterable[Item], batch_size: int, rank: int, world: i
 
 
 def _tensor_batches(
-    source: TensorSource, transform: ImageTransform, items: Iterable[Item], batch_size: int
+    source: TensorSource,
+    transforms: tuple[ImageTransform, ...],
+    items: Iterable[Item],
+    batch_size: int,
 ) -> Iterator[ImageBatch]:
-    """The prepared split's fast path: slices of the in-memory tensor, as before."""
+    """The prepared split's fast path: slices of the in-memory tensor, as before. Its images
+    are decoded already: every transform must ask for their shape."""
     it = iter(items)
     while block := list(itertools.islice(it, batch_size)):
         rows = [item.row for item in block]
         lo, hi = rows[0], rows[-1] + 1
         contiguous = hi - lo == len(rows)
         images = source.images[lo:hi] if contiguous else source.images[rows]
-        if tuple(images.shape[1:]) != transform.shape:
-            source.load(block[0], transform)  # raises the shape error
+        for transform in transforms:
+            if tuple(images.shape[1:]) != transform.shape:
+                source.load(block[0], transform)  # raises the shape error
         yield ImageBatch(
             [item.id for item in block],
             [item.uri for item in block],
             [item.label for item in block],
             images,
             rows=rows,
+            side_images=images if len(transforms) > 1 else None,
         )
 
 

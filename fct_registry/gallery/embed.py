@@ -6,7 +6,10 @@ stored vectors, never the images. Images come from any :mod:`fct_registry.data.i
 source (folders, manifests, tar shards, S3, the prepared safetensors split) and are streamed
 by the resumable job in :mod:`fct_registry.gallery.embed_job`; :func:`index_with_registry`
 finds both models from a version reference in the MLflow registry (checksums verified by the
-``fct`` flavor) and derives the image transform from the version's registered input shape.
+``fct`` flavor) and derives each model's image transform from its registered input shape (and,
+for an external model, its recorded preprocessing): when the side-info extractor reads other
+pixels than the version, every image is decoded once for each, so each model sees the pixels
+it was trained and registered with.
 """
 
 from __future__ import annotations
@@ -23,12 +26,6 @@ from fct_registry.registry.given import refuse_given
 from fct_registry.storage import Storage
 
 
-def input_shape(model_uri: str) -> list[int]:
-    """``[C, H, W]`` the registered image model reads (from its MLmodel; nothing else is
-    downloaded)."""
-    return model_input(model_uri)[0]
-
-
 def model_input(model_uri: str) -> tuple[list[int], dict[str, Any] | None]:
     """``[C, H, W]`` the registered image model reads and, for an external model, its recorded
     preprocessing (resize, crop, mean, std, colour; mean/std are inside its graph), from its
@@ -43,6 +40,24 @@ def model_input(model_uri: str) -> tuple[list[int], dict[str, Any] | None]:
             "`fct register` (the fct flavor records it)"
         )
     return [int(v) for v in shape], conf.get("preprocess")
+
+
+def transform_for(
+    model_uri: str,
+    *,
+    resize: int | None = -1,
+    upscale: bool = False,
+    color: ColorPolicy = "convert",
+    max_pixels: int | None = None,
+) -> ImageTransform:
+    """How images reach the registered image model ``model_uri``: its input shape, shorter side
+    to ``resize`` (-1: an external model's recorded resize, else the input size)."""
+    shape, recorded = model_input(model_uri)
+    if resize == -1 and recorded is not None:  # an external model's recorded preprocessing
+        resize = int(recorded["resize"])
+    return ImageTransform.for_input_shape(
+        shape, resize=resize, upscale=upscale, color=color, max_pixels=max_pixels
+    )
 
 
 def index_with_registry(
@@ -62,9 +77,10 @@ def index_with_registry(
 ) -> tuple[EmbedReport, IndexedWith, ImageTransform]:
     """Load ``ref``'s embedding model and side-info extractor (checksums verified) and index
     ``source``: images are resized (shorter side to ``resize``; -1: the model's input size)
-    and centre-cropped to the version's input shape (an external version's recorded ``resize``
-    when ``resize`` is -1); an image over ``max_pixels`` (``None``:
-    ``$FCT_MAX_PIXELS`` or 50 MP) is a bad image. Uses MLflow's current registry URI."""
+    and centre-cropped to each model's input shape (an external model's recorded ``resize``
+    when ``resize`` is -1; :func:`transform_for`); an image over ``max_pixels`` (``None``:
+    ``$FCT_MAX_PIXELS`` or 50 MP) is a bad image. Uses MLflow's current registry URI. Returns
+    the version's transform."""
     found = models_for(client, ref)
     refuse_given(
         f"version {found.version} of {found.family}",
@@ -77,21 +93,14 @@ def index_with_registry(
             "without side-info; register it with `fct register`, or pass "
             "--without-side-info"
         )
-    shape, recorded = model_input(found.model_uri)
-    if resize == -1 and recorded is not None:  # an external model's recorded preprocessing
-        resize = int(recorded["resize"])
-    transform = ImageTransform.for_input_shape(
-        shape,
-        resize=resize,
-        upscale=upscale,
-        color=color,
-        max_pixels=max_pixels,
-    )
+    decoding = {"resize": resize, "upscale": upscale, "color": color, "max_pixels": max_pixels}
+    transform = transform_for(found.model_uri, **decoding)
     model = load_model(found.model_uri)
-    side_model = side_ref = None
+    side_model = side_ref = side_transform = None
     if not without_side_info:
         side_model = load_model(found.side_info_uri)
         side_ref = found.side_info_ref
+        side_transform = transform_for(found.side_info_uri, **decoding)
     models = EmbedModels(
         found.family,
         found.version,
@@ -99,6 +108,7 @@ def index_with_registry(
         side_model,
         side_ref,
         key=f"{found.model_uri} {found.side_info_uri if side_ref else None}",
+        side_info_transform=None if side_transform == transform else side_transform,
     )
     report = embed_source(
         source,

@@ -80,7 +80,9 @@ class StoredEmbeddings(Protocol):
 class EmbedModels:
     """The models a gallery is indexed with; ``key`` pins them in the job's fingerprint (e.g.
     the registry URIs of immutable versions). ``stored`` instead of ``model``: the embedding
-    of each row is copied from there (only side-info is computed from the images)."""
+    of each row is copied from there (only side-info is computed from the images).
+    ``side_info_transform``: the pixels the side-info extractor reads when they are not the
+    version's (its own resize or crop); each image is then decoded once for each."""
 
     family: str
     version: int
@@ -89,12 +91,15 @@ class EmbedModels:
     side_info_ref: str | None
     key: str
     stored: StoredEmbeddings | None = None
+    side_info_transform: ImageTransform | None = None
 
     def __post_init__(self) -> None:
         if (self.side_info_model is None) != (self.side_info_ref is None):
             raise GalleryError("pass both side_info_model and side_info_ref, or neither")
         if (self.model is None) == (self.stored is None):
             raise GalleryError("pass either model or stored embeddings, not both or neither")
+        if self.side_info_transform is not None and self.side_info_model is None:
+            raise GalleryError("side_info_transform without a side-info model")
 
 
 @dataclass
@@ -363,6 +368,7 @@ def embed_shard(
         num_workers=job.num_workers,
         on_bad_image=job.on_bad_image,
         pin_memory=dev.type == "cuda",
+        side_transform=job.models.side_info_transform,
     )
     labels = job.source.has_labels
     rows = _rows(batches, job.models, dev, job.batch_size, labels, skipped, bar)
@@ -406,10 +412,11 @@ def _rows(
             if models.model is None
             else embed_rows(models.model, batch.images, device, batch_size)
         )
+        side_images = batch.images if batch.side_images is None else batch.side_images
         side = (
             None
             if models.side_info_model is None
-            else embed_rows(models.side_info_model, batch.images, device, batch_size)
+            else embed_rows(models.side_info_model, side_images, device, batch_size)
         )
         label_array = None
         if labels:
@@ -441,10 +448,15 @@ def _schema(
         if models.model is not None
         else models.stored.dim
     )
+    side_shape = (models.side_info_transform or transform).shape
     side = (
         None
         if models.side_info_model is None
-        else int(embed_images(models.side_info_model, blank, device).shape[1])
+        else int(
+            embed_images(
+                models.side_info_model, torch.zeros((1, *side_shape), dtype=torch.uint8), device
+            ).shape[1]
+        )
     )
     return gallery_schema.gallery_schema(dim, side, labels=labels, source_uris=True)
 
@@ -458,6 +470,8 @@ def _models_record(models: EmbedModels) -> dict[str, Any]:
     }
     if models.stored is not None:  # only then: earlier galleries' fingerprints stay the same
         record["stored_embeddings"] = models.stored.key
+    if models.side_info_transform is not None:  # likewise
+        record["side_info_transform"] = models.side_info_transform.record()
     return record
 
 

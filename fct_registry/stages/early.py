@@ -60,6 +60,8 @@ def pin_before_imports(argv: Sequence[str] | None = None) -> None:
     args = stage_arguments(sys.orig_argv if argv is None else argv)
     if args is None or kernel_env.is_pinned(os.environ) or os.environ.get(kernel_env.MARKER):
         return
+    if "-h" in args or "--help" in args:  # argparse prints and exits before anything runs
+        return
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--params", default="params.yaml")
     known, _ = parser.parse_known_args(args)

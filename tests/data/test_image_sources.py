@@ -346,6 +346,45 @@ def test_skip_policy_drops_bad_items_and_says_which(tmp_path: Path) -> None:
     assert "not an image" in bad[0].reason and "truncated" in bad[1].reason
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_side_transform_gives_each_item_its_own_view(tmp_path: Path, workers: int) -> None:
+    """Two models that read other pixels (here a 24 crop and a 20 resize): every item decoded
+    once per transform, in the same order, each view equal to decoding it alone."""
+    write_flat(tmp_path / "f", 19)
+    source = open_source(str(tmp_path / "f"))
+    crop = ImageTransform.for_input_shape([1, 24, 24], resize=28)
+    small = ImageTransform.for_input_shape([3, 20, 20])
+    ids, views, sides = [], [], []
+    for batch in stream_batches(
+        source, crop, batch_size=8, num_workers=workers, side_transform=small
+    ):
+        ids += batch.ids
+        views.append(batch.images)
+        sides.append(batch.side_images)
+    assert ids == [f"{i:05d}.png" for i in range(19)]
+    alone = {t: _all(source, t)[1] for t in (crop, small)}
+    assert torch.equal(torch.cat(views), alone[crop])
+    assert torch.equal(torch.cat(sides), alone[small])
+    assert tuple(alone[small].shape[1:]) == (3, 20, 20)
+
+
+def test_an_item_bad_in_either_view_is_bad(tmp_path: Path) -> None:
+    """A 20x20 image is fine shrunk for one model and too small for a 24 crop without
+    --upscale: the item is left out of both views, so rows stay aligned."""
+    write_flat(tmp_path / "f", 6)
+    from PIL import Image
+
+    Image.new("L", (20, 20)).save(tmp_path / "f" / "00002.png")
+    source = open_source(str(tmp_path / "f"))
+    small = ImageTransform.for_input_shape([1, 16, 16])
+    crop = ImageTransform.for_input_shape([1, 24, 24], resize=28)
+    (batch,) = stream_batches(
+        source, small, batch_size=8, num_workers=0, on_bad_image="skip", side_transform=crop
+    )
+    assert [b.id for b in batch.bad] == ["00002.png"]
+    assert len(batch) == 5 and batch.images.shape[0] == batch.side_images.shape[0] == 5
+
+
 # --- S3 ----------------------------------------------------------------------------------------
 
 

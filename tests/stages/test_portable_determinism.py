@@ -269,12 +269,17 @@ def test_a_pipelines_stage_reexecutes_before_it_imports_torch(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({**tiny_params(), "determinism": "portable"}))
     env = {**_clean_env(KERNEL_SETS["old"]), "PYTHONPATH": str(ROOT)}
-    argv = ["-X", "importtime", "-m", "pipelines.prepare", "--params", str(params), "--help"]
-    proc = _run(argv, env)
+    data = tmp_path / "outputs"
+    argv = ["-X", "importtime", "-m", "pipelines.prepare", "--params", str(params)]
+    proc = _run([*argv, "--outputs", str(data)], env)
     imports = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
     assert imports.count("torch") == 1, "torch was imported before the re-execution"
     assert imports.count("fct_registry.stages.early") == 2  # both process images ran it
-    assert "usage:" in proc.stdout
+    assert (data / "data" / "train.safetensors").is_file()
+    # --help runs nothing: no re-execution (argparse exits first)
+    helped = _run([*argv, "--help"], env)
+    lines = [line.rsplit("|", 1)[-1].strip() for line in helped.stderr.splitlines()]
+    assert lines.count("fct_registry.stages.early") == 1 and "usage:" in helped.stdout
 
 
 @pytest.mark.parametrize(
