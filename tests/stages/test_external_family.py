@@ -24,6 +24,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -94,15 +96,26 @@ def _params() -> dict:
     return p
 
 
+@contextmanager
+def _store(work: Path) -> Iterator[None]:
+    """This process's MLflow calls go to the project's store, then back to the default."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def _log_v1(work: Path) -> None:
     """The external team's model, in the project's store, with its preprocessing recorded."""
     import mlflow
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
-    mlflow.set_experiment("prod-embedder")
     example = np.random.default_rng(0).random((4, 1, 28, 28), np.float32)
-    try:
+    with _store(work):
+        mlflow.set_experiment("prod-embedder")
         with mlflow.start_run():
             mlflow.pytorch.log_model(
                 tiny_net(DIMS["v1"], 1),
@@ -111,8 +124,6 @@ def _log_v1(work: Path) -> None:
                 registered_model_name="prod-embedder",
                 metadata={"preprocess": PREPROCESS},
             )
-    finally:
-        mlflow.set_tracking_uri(None)
 
 
 def _write_v2(path: Path, seed: int = 2) -> None:
@@ -285,17 +296,12 @@ def test_embed_applies_the_recorded_preprocessing(project: Path, tmp_path: Path)
 @e2e
 def test_each_registered_model_decodes_with_its_own_preprocessing(project: Path) -> None:
     """What `fct embed`, `fct gallery add-side-info` and `fct backfill` decode for."""
-    import mlflow
-
     from fct_registry.gallery.embed import transform_for
 
-    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
-    try:
+    with _store(project):
         v2 = transform_for(f"models:/{FAMILY}/2")
         side = transform_for(f"models:/{FAMILY}-side-info/1")
         v2_resized = transform_for(f"models:/{FAMILY}/2", resize=32)  # --resize 32 wins
-    finally:
-        mlflow.set_tracking_uri(None)
     assert (v2.shape, v2.resize) == ((1, 24, 24), 28)  # resize 28, then the 24 crop
     assert (side.shape, side.resize) == ((1, 28, 28), 28)
     assert v2_resized.resize == 32
@@ -305,7 +311,6 @@ def test_each_registered_model_decodes_with_its_own_preprocessing(project: Path)
 def test_embed_with_version_1_then_upgrade_to_external_version_2(
     project: Path, gallery_v1: Path, tmp_path: Path
 ) -> None:
-    import mlflow
     import torch
 
     from fct_registry.registry.flavor import load_model
@@ -319,11 +324,8 @@ def test_embed_with_version_1_then_upgrade_to_external_version_2(
     np.testing.assert_allclose(g1["side_info"], side, atol=1e-5)
     # The upgrade: the registered transformation (v1_to_v2, registered first) applied to the
     # external models' direct outputs.
-    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
-    try:
+    with _store(project):
         hop = load_model(f"models:/{FAMILY}-transformations/1")
-    finally:
-        mlflow.set_tracking_uri(None)
     with torch.no_grad():
         want = hop(torch.from_numpy(v1), torch.from_numpy(side)).numpy()
     g2 = _rows(tmp_path / "g2")
