@@ -52,7 +52,21 @@ def transform_for(
 ) -> ImageTransform:
     """How images reach the registered image model ``model_uri``: its input shape, shorter side
     to ``resize`` (-1: an external model's recorded resize, else the input size)."""
-    shape, recorded = model_input(model_uri)
+    return transform_from(
+        *model_input(model_uri), resize=resize, upscale=upscale, color=color, max_pixels=max_pixels
+    )
+
+
+def transform_from(
+    shape: list[int],
+    recorded: dict[str, Any] | None,
+    *,
+    resize: int | None = -1,
+    upscale: bool = False,
+    color: ColorPolicy = "convert",
+    max_pixels: int | None = None,
+) -> ImageTransform:
+    """:func:`transform_for` from what :func:`model_input` read."""
     if resize == -1 and recorded is not None:  # an external model's recorded preprocessing
         resize = int(recorded["resize"])
     return ImageTransform.for_input_shape(

@@ -28,7 +28,7 @@ from fct_registry.data.decode import BadImageError, ImageTransform, decode
 from fct_registry.data.tar_shards import TarMembers
 from fct_registry.errors import DataError
 from fct_registry.gallery import schema as gallery_schema
-from fct_registry.gallery.embed import model_input, transform_for
+from fct_registry.gallery.embed import model_input, transform_from
 from fct_registry.gallery.embed_job import EmbedModels, EmbedReport, WriteOptions, embed_source
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.indexed_with import models_for
@@ -252,13 +252,13 @@ def _extractor(client: Any, family: str, version: int, given: str | None) -> tup
 
 
 def _transform(provenance: dict[str, Any] | None, side_uri: str) -> ImageTransform:
-    """An external extractor's own preprocessing (:func:`transform_for`: the pixels its
+    """An external extractor's own preprocessing (:func:`transform_from`: the pixels its
     side-info was computed from in the pipeline); for a trained one, the preprocessing the
     gallery was indexed with (its provenance) at the extractor's input shape, else its
     defaults."""
     shape, preprocess = model_input(side_uri)
     if preprocess is not None:
-        return transform_for(side_uri)
+        return transform_from(shape, preprocess)
     recorded = (provenance or {}).get("transform")
     if isinstance(recorded, dict) and [
         recorded.get("channels"),
