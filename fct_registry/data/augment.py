@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional
 
+from fct_registry.numerics import sqrt_
+
 Part = tuple[int, int] | None
 
 
@@ -41,7 +43,7 @@ def random_affine(
 ) -> torch.Tensor:
     """Random zoom-in crop (``scale`` = kept area fraction), shift and horizontal flip."""
     n, device = x.shape[0], x.device
-    side = _uniform(n, *scale, gen, device, part).sqrt()  # fraction of the side kept
+    side = sqrt_(_uniform(n, *scale, gen, device, part))  # fraction of the side kept
     room = (1 - side).clamp_min(0)
     tx = _uniform(n, -1, 1, gen, device, part) * (room + max_shift)
     ty = _uniform(n, -1, 1, gen, device, part) * (room + max_shift)

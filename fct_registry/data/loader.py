@@ -38,6 +38,7 @@ from fct_registry.data.base_image_source import ImageSource, Item
 from fct_registry.data.decode import BadImageError, ImageTransform
 from fct_registry.data.image_sources import TensorSource
 from fct_registry.errors import ConfigError, DataError
+from fct_registry.numerics import sqrt_
 
 BadImagePolicy = Literal["skip", "fail"]
 ON_BAD_IMAGE = ("fail", "skip")
@@ -331,5 +332,5 @@ def channel_stats(
     if count == 0:
         raise DataError(f"no usable image in a sample of {source.uri}; check the collection")
     mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    std = sqrt_((squares / count - mean.square()).clamp_min(0))
     return mean.tolist(), std.tolist()

@@ -15,6 +15,7 @@ from torch.nn import functional
 
 from fct_registry._registry import Registry
 from fct_registry.evaluation.distances_np import check_query_gallery
+from fct_registry.numerics import sqrt_
 
 DistanceFn = Callable[[Tensor, Tensor], Tensor]
 """``(query (q, d), gallery (g, d)) -> distances (q, g)``; smaller means more similar. Returns a
@@ -38,7 +39,7 @@ def l2_distance(query: Tensor, gallery: Tensor) -> Tensor:
     q_sq = torch.linalg.vector_norm(query, dim=1, keepdim=True).square_()  # (q, 1)
     g_sq = torch.linalg.vector_norm(gallery, dim=1).square_()  # (g,), broadcast by addmm
     sq = torch.addmm(g_sq, query, gallery.T, alpha=-2.0).add_(q_sq)
-    return sq.clamp_(min=0.0).sqrt_()
+    return sqrt_(sq.clamp_(min=0.0))  # IEEE: the same ranking on every CPU
 
 
 @DISTANCES.member("cosine")

@@ -16,13 +16,13 @@ A saved model folder holds no pickle::
     MLmodel                      flavor conf: kind, every hop's spec, dims, checksums; signature
     modules/<i>/model.safetensors, modules/<i>/spec.json     one folder per hop, in order
     model.onnx                   the whole model (or chain) as one graph, checked against PyTorch
-    code/fct_pyfunc.py           the pyfunc runtime (:mod:`._runtime.fct_pyfunc`), shipped along
+    code/fct_pyfunc_<sha>.py     the pyfunc runtime (:mod:`._runtime.fct_pyfunc`), shipped along
     checksums.json               sha256 of all the above, verified before anything runs
     input_example.json, serving_input_example.json, requirements.txt, python_env.yaml, ...
 
 Transformations and chains load as :class:`~fct_registry.models.TransformationChain` (forward
 ``(old, side_info)``); embedding and side-info models as themselves (forward ``(images)``). The
-pyfunc (loader module ``fct_pyfunc``, from the model's ``code/``) runs the ONNX graph with
+pyfunc (loader module ``fct_pyfunc_<sha>``, from the model's ``code/``) runs the ONNX graph with
 onnxruntime by default (``model_config={"backend": "torch"}`` runs the safetensors weights in
 PyTorch instead, and needs this package). Every model carries a signature of named float32
 tensors with their shapes, and an input example; the pyfunc refuses other dtypes, shapes,
@@ -35,9 +35,9 @@ MLmodel conf and checksums of a saved folder are :mod:`.flavor_files`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -85,10 +85,20 @@ if TYPE_CHECKING:
 MODULES_DIR = "modules"
 ONNX_FILE = "model.onnx"
 CODE_DIR = "code"
-RUNTIME_MODULE = "fct_pyfunc"  # the loader module, as shipped in the model's code/ folder
+RUNTIME_MODULE = "fct_pyfunc"  # the loader module's name, before its content hash
 BACKENDS = _runtime.BACKENDS
 
 # --- saving ------------------------------------------------------------------------------------
+
+
+def runtime_file() -> tuple[str, bytes]:
+    """The shipped runtime's module name and source. MLflow puts each loaded model's ``code/`` on
+    ``sys.path`` and imports the loader module by name, and Python keeps the first module of a
+    name: one fixed name would make every model loaded later in a process run the first model's
+    runtime. Named by its content, two models share a module only when their runtimes are the
+    same bytes."""
+    source = Path(_runtime.__file__).read_bytes()
+    return f"{RUNTIME_MODULE}_{hashlib.sha256(source).hexdigest()[:16]}", source
 
 
 def save_model(
@@ -153,9 +163,10 @@ def save_model(
         )
     files.append(ONNX_FILE)
     # The pyfunc runtime travels with the model, so serving needs no fct-registry install.
+    loader_module, runtime_source = runtime_file()
     (path / CODE_DIR).mkdir()
-    shutil.copyfile(_runtime.__file__, path / CODE_DIR / f"{RUNTIME_MODULE}.py")
-    files.append(f"{CODE_DIR}/{RUNTIME_MODULE}.py")
+    (path / CODE_DIR / f"{loader_module}.py").write_bytes(runtime_source)
+    files.append(f"{CODE_DIR}/{loader_module}.py")
     sums = write_checksums(path, files)
 
     mlflow_model = mlflow_model or Model()
@@ -165,7 +176,7 @@ def save_model(
     _save_example(mlflow_model, input_example(kind, dims), str(path))
     mlflow.pyfunc.add_to_model(
         mlflow_model,
-        loader_module=RUNTIME_MODULE,
+        loader_module=loader_module,
         code=CODE_DIR,
         conda_env=_CONDA_ENV_FILE_NAME,
         python_env=_PYTHON_ENV_FILE_NAME,

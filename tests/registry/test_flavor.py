@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 import mlflow
@@ -44,7 +46,7 @@ def test_saved_folder_holds_every_hop_onnx_and_checksums(chain_dir):
         "modules/0/spec.json",
         "modules/1/model.safetensors",
         "modules/1/spec.json",
-        "code/fct_pyfunc.py",
+        f"code/{flavor.runtime_file()[0]}.py",
         "input_example.json",
         "serving_input_example.json",
     } <= names
@@ -79,6 +81,30 @@ def test_pyfunc_predict_equals_torch(chain_dir, backend):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     frame = pd.DataFrame({"old_embedding": list(old), "side_info": list(side)})
     np.testing.assert_allclose(model.predict(frame), want, atol=1e-5, rtol=0)
+
+
+def test_two_runtimes_loaded_in_one_process_each_run_their_own(chain_dir, tmp_path, monkeypatch):
+    # MLflow imports the loader module by name and Python keeps the first one: under a fixed name
+    # a model saved by another release would run the runtime of whichever model loaded first.
+    path, (a, b), specs = chain_dir
+    name, source = flavor.runtime_file()
+    other = source + b"\nRELEASE = 'other'\n"
+    other_name = f"fct_pyfunc_{hashlib.sha256(other).hexdigest()[:16]}"
+    monkeypatch.setattr(flavor, "runtime_file", lambda: (other_name, other))
+    flavor.save_model([a, b], tmp_path / "other", specs=specs)
+    monkeypatch.undo()
+
+    first = mlflow.pyfunc.load_model(str(path))
+    second = mlflow.pyfunc.load_model(str(tmp_path / "other"))
+    assert (first.loader_module, second.loader_module) == (name, other_name)
+    assert Path(sys.modules[name].__file__).parent == path / "code"
+    assert Path(sys.modules[other_name].__file__).parent == tmp_path / "other" / "code"
+    assert sys.modules[other_name].RELEASE == "other"
+    assert not hasattr(sys.modules[name], "RELEASE")
+    old = np.random.rand(3, 6).astype(np.float32)
+    side = np.random.rand(3, 4).astype(np.float32)
+    inputs = {"old_embedding": old, "side_info": side}
+    np.testing.assert_array_equal(first.predict(inputs), second.predict(inputs))
 
 
 def test_every_model_has_a_signature_of_named_tensors_and_an_input_example(chain_dir, tmp_path):

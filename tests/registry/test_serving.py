@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from fct_registry.registry import flavor
 from tests.registry.conftest import FAMILY
 from tests.support.services import free_port, stop, wait_until
 
@@ -211,7 +212,11 @@ def test_pyfunc_loads_the_chain_by_registry_uri_without_fct_registry(
     )
     assert out.returncode == 0, out.stderr[-3000:]
     facts = json.loads(out.stdout.strip().splitlines()[-1])
-    assert facts == {"fct_registry": False, "torch": False, "loader": "fct_pyfunc"}
+    assert facts == {
+        "fct_registry": False,
+        "torch": False,
+        "loader": flavor.runtime_file()[0],
+    }
     want = _flavor_output(store["chain"], store["uri"], inputs)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, atol=1e-4, rtol=1e-4)
 
