@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from fct_registry.numerics import sqrt_
+from tests.conftest import ROOT
 
 
 def _ieee(values: np.ndarray) -> np.ndarray:
@@ -45,3 +47,33 @@ def test_sqrt_writes_through_a_non_contiguous_view():
 def test_sqrt_of_other_dtypes_falls_back_to_torch():
     x = torch.tensor([4.0, 9.0], dtype=torch.bfloat16)
     assert sqrt_(x).tolist() == [2.0, 3.0]
+
+
+# Torch CPU ops whose bits were seen to differ between this AMD EPYC and QEMU's Intel and AMD
+# models under the portable pins (MKL's vector math): the package must not call them.
+_VENDOR_DEPENDENT = {"sqrt", "sqrt_", "cdist", "atan", "atan_", "arctan"}
+_EXACT_MODULES = {"np", "numpy", "math"}
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            yield node
+
+
+def test_the_package_takes_square_roots_only_through_numerics():
+    offenders = []
+    for path in sorted((ROOT / "fct_registry").rglob("*.py")):
+        if path.name == "numerics.py":
+            continue
+        for call in _calls(ast.parse(path.read_text())):
+            func = call.func
+            base = func.value.id if isinstance(func.value, ast.Name) else None
+            if func.attr in _VENDOR_DEPENDENT and base not in _EXACT_MODULES:
+                offenders.append(f"{path.relative_to(ROOT)}:{call.lineno} .{func.attr}(")
+            if func.attr in ("Adam", "AdamW") and not any(
+                k.arg == "fused" and isinstance(k.value, ast.Constant) and k.value.value is True
+                for k in call.keywords
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{call.lineno} {func.attr} unfused")
+    assert not offenders, f"use fct_registry.numerics.sqrt_ / fused=True: {offenders}"

@@ -7,7 +7,9 @@ the suite (CI's included), which checks both that the code trains the same bits 
 pins make them the same on that machine.
 
 ``python -m tests.training.golden_run OUT_DIR DIGESTS.json`` writes the digests (training logs go
-to stdout); start it with ``kernel_env.portable_env`` (``test_golden.py`` shows how)."""
+to stdout); start it with ``kernel_env.portable_env`` (``test_golden.py`` shows how). With
+``--fast`` it runs with this machine's own kernels instead (``scripts/emulated_cpus.py`` shows
+what the pins remove)."""
 
 from __future__ import annotations
 
@@ -56,11 +58,12 @@ def platform() -> str:
     return f"torch {torch.__version__}, determinism portable"
 
 
-def run(out: Path) -> dict[str, str]:
+def run(out: Path, *, pinned: bool = True) -> dict[str, str]:
     # run_all imports the stage modules; imported here so collecting tests stays light
     from fct_registry.stages.run_all import train_all
 
-    determinism.apply_in_process()
+    if pinned:
+        determinism.apply_in_process()
     params = parse_params(golden_params())
     layout = Layout(out)
     train_all(params, layout)
@@ -68,5 +71,10 @@ def run(out: Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    digest = run(Path(sys.argv[1])) | {"_platform": platform()}
+    fast = sys.argv[3:] == ["--fast"]
+    digest = run(Path(sys.argv[1]), pinned=not fast) | {
+        "_platform": platform(),
+        # the kernels torch ran: what a CPU (or an emulated one) offered under the pins
+        "_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     Path(sys.argv[2]).write_text(json.dumps(digest, indent=1, sort_keys=True) + "\n")

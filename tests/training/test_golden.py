@@ -52,6 +52,7 @@ def test_default_path_trains_the_recorded_bits(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(out.read_text())
     got.pop("_platform")
+    assert got.pop("_capability") == "AVX2"
     assert set(got) == set(expected)
     different = sorted(k for k in expected if got[k] != expected[k])
     assert not different, (
