@@ -7,7 +7,12 @@ process whose environment forces the libraries' kernel choice, as another CPU wo
 mode, the largest |difference| of every top-1 in ``eval/metrics.json`` across the kernel sets,
 and whether every file the chain wrote is byte-identical.
 
-    python scripts/drift.py                 # ~5 min on 2 shared cores
+With ``--qemu PATH`` (QEMU 10's ``qemu-x86_64``) the chain also runs on QEMU's Intel and AMD CPU
+models (``scripts/emulated_cpus.py`` says why those matter): other CPU makers, not only other
+kernel choices on this one.
+
+    python scripts/drift.py                 # ~2 min on 2 cores
+    python scripts/drift.py --qemu "$(command -v qemu-x86_64)"   # ~10 min: and QEMU's CPUs
     python scripts/drift.py --write         # also rewrites docs/determinism/drift.csv and the
                                             # generated block of docs/determinism.md
 
@@ -23,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,6 +66,8 @@ KERNEL_SETS: dict[str, dict[str, str]] = {
         "OMP_NUM_THREADS": "1",
     },
 }
+# QEMU's CPU models (``--qemu``): Intel and AMD, AVX2 without AVX-512, nothing forced.
+QEMU_CPUS = ("Haswell-v4", "EPYC-Rome")
 MODES = ("portable", "fast")
 EDGES = ("v1_to_v2", "v1_to_v2_no_side_info")
 CSV_PATH = ROOT / "docs" / "determinism" / "drift.csv"
@@ -105,9 +113,14 @@ def _clean_env(forced: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE", **forced}
 
 
-def _run(args: list[str], env: dict[str, str]) -> None:
+def _run(args: list[str], env: dict[str, str], prefix: tuple[str, ...] = ()) -> None:
     proc = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
+        [*prefix, sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
     )
     if proc.returncode != 0:
         sys.exit(f"error: {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
@@ -134,8 +147,17 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
-def measure(work: Path, train: int, test: int, batches: int) -> list[dict]:
+def kernel_sets(qemu: str | None) -> dict[str, tuple[dict[str, str], tuple[str, ...]]]:
+    """Name -> (forced environment, command prefix): the forced sets, then QEMU's CPUs."""
+    sets = {name: (forced, ()) for name, forced in KERNEL_SETS.items()}
+    for cpu in QEMU_CPUS if qemu else ():
+        sets[f"qemu-{cpu}"] = ({"OMP_NUM_THREADS": "2"}, (qemu, "-cpu", cpu))
+    return sets
+
+
+def measure(work: Path, train: int, test: int, batches: int, qemu: str | None) -> list[dict]:
     raw = chain_params(train, test, batches)
+    sets = kernel_sets(qemu)
     data = work / "prepared"
     params = work / "prepare.yaml"
     params.write_text(yaml.safe_dump({**raw, "determinism": "portable"}))
@@ -147,25 +169,29 @@ def measure(work: Path, train: int, test: int, batches: int) -> list[dict]:
         params = work / f"{mode}.yaml"
         params.write_text(yaml.safe_dump({**raw, "determinism": mode}))
         top1, files = {}, {}
-        for kernels, forced in KERNEL_SETS.items():
+        for kernels, (forced, prefix) in sets.items():
             out = work / f"{mode}-{kernels}"
             (out / "data").mkdir(parents=True)
             for f in (data / "data").iterdir():
                 (out / "data" / f.name).symlink_to(f)
             print(f"chain: {mode}, kernels {kernels}", file=sys.stderr, flush=True)
             argv = [str(Path(__file__).resolve()), "--worker", str(params), str(out)]
-            _run(argv, _clean_env(forced))
+            env = _clean_env(forced)
+            if prefix and mode == "portable":
+                # pinned beforehand: a re-execution would leave QEMU for this CPU
+                env = kernel_env.portable_env(env)
+            _run(argv, env, prefix)
             top1[kernels] = _top1(json.loads((out / "eval" / "metrics.json").read_text()))
             files[kernels] = _digests(out)
-        first = next(iter(KERNEL_SETS))
+        first = next(iter(sets))
         cases = sorted(top1[first])
-        drift = {c: max(abs(top1[k][c] - top1[first][c]) for k in KERNEL_SETS) for c in cases}
+        drift = {c: max(abs(top1[k][c] - top1[first][c]) for k in sets) for c in cases}
         worst = max(drift, key=drift.get)
         same = [f for f in files[first] if all(files[k].get(f) == files[first][f] for k in files)]
         rows.append(
             {
                 "mode": mode,
-                "kernel_sets": " / ".join(KERNEL_SETS),
+                "kernel_sets": " / ".join(sets),
                 "cases": len(cases),
                 "max_abs_top1_diff": round(drift[worst], 4),
                 "worst_case": worst if drift[worst] > 0 else "",
@@ -177,9 +203,10 @@ def measure(work: Path, train: int, test: int, batches: int) -> list[dict]:
 
 
 def markdown(rows: list[dict], command: str) -> str:
+    names = rows[0]["kernel_sets"].split(" / ")
     lines = [
         f"Generated by `{command}`: the chain ran once per mode under each kernel set "
-        f"({', '.join(f'`{k}`' for k in KERNEL_SETS)}); top-1 in percentage points.",
+        f"({', '.join(f'`{k}`' for k in names)}); top-1 in percentage points.",
         "",
         "| mode | largest top-1 difference | cases that differ | worst case | files identical |",
         "|---|---:|---:|---|---:|",
@@ -200,14 +227,23 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=2000, help="training images")
     ap.add_argument("--test", type=int, default=1000, help="test images (queries)")
     ap.add_argument("--batches", type=int, default=8, help="batches per training stage")
+    ap.add_argument(
+        "--qemu", help="QEMU 10's qemu-x86_64: also run on its Intel and AMD CPU models"
+    )
     ap.add_argument("--write", action="store_true", help="rewrite the tracked table and doc")
     args = ap.parse_args()
+    if args.qemu and not shutil.which(args.qemu):
+        sys.exit(f"error: no QEMU binary {args.qemu!r} (docs/determinism.md says how to get one)")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = measure(Path(tmp), args.train, args.test, args.batches)
-    command = "python scripts/drift.py" + (
-        f" --train {args.train} --test {args.test} --batches {args.batches}"
-        if (args.train, args.test, args.batches) != (2000, 1000, 8)
-        else ""
+        rows = measure(Path(tmp), args.train, args.test, args.batches, args.qemu)
+    command = (
+        "python scripts/drift.py"
+        + (
+            f" --train {args.train} --test {args.test} --batches {args.batches}"
+            if (args.train, args.test, args.batches) != (2000, 1000, 8)
+            else ""
+        )
+        + (" --qemu qemu-x86_64" if args.qemu else "")
     )
     table = markdown(rows, command)
     print(table)
