@@ -21,7 +21,9 @@ from torch import Tensor
 
 
 def sqrt_(x: Tensor) -> Tensor:
-    """The IEEE square root of ``x``, in place (``x`` must not require grad); returns ``x``."""
+    """The IEEE square root of ``x``, in place; returns ``x``. For values, not for autograd."""
+    if x.requires_grad:
+        raise ValueError("numerics.sqrt_ takes no gradient: call it on a tensor without grad")
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         # a view of the same memory (a non-contiguous tensor's view too): written in place
         array = x.detach().numpy()

@@ -44,6 +44,12 @@ def test_sqrt_writes_through_a_non_contiguous_view():
     np.testing.assert_array_equal(base.T.numpy(), want)
 
 
+def test_sqrt_refuses_a_tensor_that_needs_a_gradient():
+    # NumPy would write around autograd, and the backward pass would be silently wrong
+    with pytest.raises(ValueError, match="no gradient"):
+        sqrt_(torch.ones(3, requires_grad=True))
+
+
 def test_sqrt_of_other_dtypes_falls_back_to_torch():
     x = torch.tensor([4.0, 9.0], dtype=torch.bfloat16)
     assert sqrt_(x).tolist() == [2.0, 3.0]
