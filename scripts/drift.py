@@ -107,7 +107,22 @@ def worker(params_file: Path, outputs: Path) -> None:
     evaluate_stage(params, layout)
 
 
-def _clean_env(forced: dict[str, str]) -> dict[str, str]:
+def write_generated(rows: list[dict], table: str, csv_path: Path, block: tuple[str, str]) -> None:
+    """The tracked CSV of ``rows``, and ``table`` between the ``block`` markers of DOC."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path.write_text(buf.getvalue())
+    doc = DOC.read_text()
+    start, end = doc.index(block[0]) + len(block[0]), doc.index(block[1])
+    DOC.write_text(f"{doc[:start]}\n{table}\n{doc[end:]}")
+
+
+def clean_env(forced: dict[str, str]) -> dict[str, str]:
+    """This environment without any pin, with ``forced`` on top: a stage then starts as on
+    another machine."""
     drop = {*kernel_env.PINNED_ENV, *kernel_env.UNSET_ENV, kernel_env.MARKER}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     return {**env, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE", **forced}
@@ -162,7 +177,7 @@ def measure(work: Path, train: int, test: int, batches: int, qemu: str | None) -
     params = work / "prepare.yaml"
     params.write_text(yaml.safe_dump({**raw, "determinism": "portable"}))
     _run(
-        ["-m", "pipelines.prepare", "--params", str(params), "--outputs", str(data)], _clean_env({})
+        ["-m", "pipelines.prepare", "--params", str(params), "--outputs", str(data)], clean_env({})
     )
     rows = []
     for mode in MODES:
@@ -176,7 +191,7 @@ def measure(work: Path, train: int, test: int, batches: int, qemu: str | None) -
                 (out / "data" / f.name).symlink_to(f)
             print(f"chain: {mode}, kernels {kernels}", file=sys.stderr, flush=True)
             argv = [str(Path(__file__).resolve()), "--worker", str(params), str(out)]
-            env = _clean_env(forced)
+            env = clean_env(forced)
             if prefix and mode == "portable":
                 # pinned beforehand: a re-execution would leave QEMU for this CPU
                 env = kernel_env.portable_env(env)
@@ -248,15 +263,7 @@ def main() -> None:
     table = markdown(rows, command)
     print(table)
     if args.write:
-        CSV_PATH.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        CSV_PATH.write_text(buf.getvalue())
-        doc = DOC.read_text()
-        start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-        DOC.write_text(f"{doc[:start]}\n{table}\n{doc[end:]}")
+        write_generated(rows, table, CSV_PATH, (BEGIN, END))
 
 
 if __name__ == "__main__":
