@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from drift import clean_env, write_generated  # noqa: E402  (scripts/, this script's folder)
 
 from fct_registry import kernel_env  # noqa: E402
+from tests.training.golden_run import this_cpu  # noqa: E402
 
 CPUS = ("Haswell-v4", "EPYC-Rome")  # Intel and AMD, both AVX2 without AVX-512
 CSV_PATH = ROOT / "docs" / "determinism" / "emulated-cpus.csv"
@@ -47,14 +48,7 @@ GOLDEN = ROOT / "tests" / "training" / "golden_digests.json"
 
 
 def host_cpu() -> str:
-    fields = dict(
-        line.split(":", 1)
-        for line in Path("/proc/cpuinfo").read_text().splitlines()
-        if ":" in line and line[0] != " "
-    )
-    model = fields.get("model name\t", "unknown CPU").strip()
-    avx512 = "avx512f" in fields.get("flags\t\t", "").split()
-    return f"this machine: {model} ({'AVX-512' if avx512 else 'AVX2'})"
+    return f"this machine: {this_cpu()}"
 
 
 def qemu_version(qemu: str) -> str:

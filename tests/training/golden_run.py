@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,18 @@ def digests(root: Path) -> dict[str, str]:
 def platform() -> str:
     """What the bits depend on besides the code: torch's version (the kernels are pinned)."""
     return f"torch {torch.__version__}, determinism portable"
+
+
+def this_cpu() -> str:
+    """This CPU in one line (model, AVX-512 or not, CPU count): which machine gave which bits."""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.exists() else ""
+    fields = dict(
+        line.split(":", 1) for line in text.splitlines() if ":" in line and line[0] != " "
+    )
+    model = fields.get("model name\t", "unknown CPU").strip()
+    flags = set(fields.get("flags\t\t", "").split())
+    return f"{model}, AVX-512 {'yes' if 'avx512f' in flags else 'no'}, {os.cpu_count()} CPUs"
 
 
 def run(out: Path, *, pinned: bool = True) -> dict[str, str]:

@@ -16,21 +16,9 @@ import pytest
 
 from fct_registry import determinism, kernel_env
 from tests.conftest import ROOT, needs_fashion
-from tests.training.golden_run import platform
+from tests.training.golden_run import platform, this_cpu
 
 GOLDEN = Path(__file__).with_name("golden_digests.json")
-
-
-def _this_cpu() -> str:
-    """The CPU in one line, for the failure message: which machine gave other bits."""
-    info = Path("/proc/cpuinfo")
-    text = info.read_text() if info.exists() else ""
-    fields = dict(
-        line.split(":", 1) for line in text.splitlines() if ":" in line and line[0] != " "
-    )
-    model = fields.get("model name\t", "unknown CPU").strip()
-    flags = set(fields.get("flags\t\t", "").split())
-    return f"{model}, AVX-512 {'yes' if 'avx512f' in flags else 'no'}, {os.cpu_count()} CPUs"
 
 
 @needs_fashion
@@ -56,5 +44,5 @@ def test_default_path_trains_the_recorded_bits(tmp_path):
     assert set(got) == set(expected)
     different = sorted(k for k in expected if got[k] != expected[k])
     assert not different, (
-        f"outputs differ from the recorded run on this machine ({_this_cpu()}): {different}"
+        f"outputs differ from the recorded run on this machine ({this_cpu()}): {different}"
     )
