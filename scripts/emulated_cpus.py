@@ -56,6 +56,22 @@ def qemu_version(qemu: str) -> str:
     return out.splitlines()[0].split("version", 1)[-1].strip().split()[0]
 
 
+def add_qemu_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--qemu",
+        default=shutil.which("qemu-x86_64") or "qemu-x86_64",
+        help="QEMU's x86-64 user-mode binary, version 10 (default: qemu-x86_64 on PATH)",
+    )
+
+
+def require_qemu(qemu: str) -> None:
+    if not shutil.which(qemu):
+        sys.exit(
+            f"error: no QEMU binary {qemu!r}; install qemu-user 10 (docs/determinism.md, "
+            "'Emulating other CPU makers') and pass --qemu PATH"
+        )
+
+
 def golden(out: Path, mode: str, qemu: list[str]) -> tuple[dict[str, str], float]:
     """One golden run (a fresh process; under QEMU when ``qemu`` is given): digests, wall s."""
     env = clean_env({})
@@ -130,11 +146,7 @@ def markdown(rows: list[dict], command: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--qemu",
-        default=shutil.which("qemu-x86_64") or "qemu-x86_64",
-        help="QEMU's x86-64 user-mode binary, version 10 (default: qemu-x86_64 on PATH)",
-    )
+    add_qemu_option(ap)
     ap.add_argument(
         "--cpu",
         action="append",
@@ -142,11 +154,7 @@ def main() -> None:
     )
     ap.add_argument("--write", action="store_true", help="rewrite the tracked table and doc")
     args = ap.parse_args()
-    if not shutil.which(args.qemu):
-        sys.exit(
-            f"error: no QEMU binary {args.qemu!r}; install qemu-user 10 (docs/determinism.md, "
-            "'Emulating other CPU makers') and pass --qemu PATH"
-        )
+    require_qemu(args.qemu)
     cpus = tuple(args.cpu or CPUS)
     with tempfile.TemporaryDirectory() as tmp:
         rows = measure(Path(tmp), args.qemu, cpus)

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drift import clean_env  # noqa: E402  (scripts/, this script's folder)
-from emulated_cpus import host_cpu, qemu_version  # noqa: E402
+from emulated_cpus import add_qemu_option, host_cpu, qemu_version, require_qemu  # noqa: E402
 
 from fct_registry import kernel_env  # noqa: E402
 
@@ -88,19 +88,11 @@ def repro(clone: Path, shim_dir: Path, log: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--qemu",
-        default=shutil.which("qemu-x86_64") or "qemu-x86_64",
-        help="QEMU's x86-64 user-mode binary, version 10 (default: qemu-x86_64 on PATH)",
-    )
+    add_qemu_option(ap)
     ap.add_argument("--cpu", default="Haswell-v4", help="QEMU CPU model (default: Haswell-v4)")
     ap.add_argument("--log", type=Path, default=LOG, help=f"where the log goes (default: {LOG})")
     args = ap.parse_args()
-    if not shutil.which(args.qemu):
-        sys.exit(
-            f"error: no QEMU binary {args.qemu!r}; install qemu-user 10 (docs/determinism.md, "
-            "'Emulating other CPU makers') and pass --qemu PATH"
-        )
+    require_qemu(args.qemu)
     work = Path(tempfile.mkdtemp(prefix="fct-emulated-repro-"))
     clone = work / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
