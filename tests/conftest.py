@@ -11,6 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The DVC projects tests create in temporary folders lack the repository's `analytics = false`:
+# DVC's analytics daemon would then try the network and leave its report in /tmp.
+os.environ["DVC_NO_ANALYTICS"] = "1"
 
 
 def tiny_params(raw: dict | None = None, *, train: int = 600, test: int = 300) -> dict:

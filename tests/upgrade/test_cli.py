@@ -221,10 +221,18 @@ def test_progress_bar_shows_shards_and_rows(
 # --- kill -9 and resume -------------------------------------------------------------------------
 
 
+def _killed_env(reg: TinyRegistry, out: Path) -> dict[str, str]:
+    """The registry's environment, with TMPDIR beside ``out``: a killed upgrade leaves its
+    temporary folder (the models it fetched) behind, and a test leaves nothing in /tmp."""
+    tmp = out.parent / "killed-tmp"
+    tmp.mkdir(exist_ok=True)
+    return {**reg.env(), "TMPDIR": str(tmp)}
+
+
 def _killed(reg: TinyRegistry, src: Path, out: Path, point: str) -> None:
     """Run the CLI in a subprocess that SIGKILLs itself at ``point``."""
     env = {
-        **reg.env(),
+        **_killed_env(reg, out),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(
@@ -267,7 +275,7 @@ def test_external_kill_at_an_arbitrary_moment(
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fct_registry", *_upgrade_args(registry, galleries["v1"], out)],
-        env=registry.env(),
+        env=_killed_env(registry, out),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
