@@ -33,9 +33,10 @@ CORE_MODULES = (
     "fct_registry.evaluation.retrieval_np",
 )
 
-PROBE = textwrap.dedent(
+# Prepended to each probe: an import hook that refuses the HEAVY packages.
+REFUSE_HEAVY = textwrap.dedent(
     """
-    import importlib, sys
+    import sys
     HEAVY = {heavy!r}
 
     class Refuse:
@@ -45,6 +46,12 @@ PROBE = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Refuse())
+    """
+)
+
+PROBE = REFUSE_HEAVY + textwrap.dedent(
+    """
+    import importlib
     importlib.import_module({module!r})
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
     assert not loaded, loaded
@@ -63,18 +70,8 @@ def test_core_module_imports_without_torch(module: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-READ_CONF = textwrap.dedent(
+READ_CONF = REFUSE_HEAVY + textwrap.dedent(
     """
-    import sys
-    HEAVY = {heavy!r}
-
-    class Refuse:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in HEAVY:
-                raise ImportError(f"core import of {{name}}")
-            return None
-
-    sys.meta_path.insert(0, Refuse())
     from fct_registry.registry.flavor_files import FlavorError, flavor_conf
     print(flavor_conf(sys.argv[1])["kind"])
     try:
@@ -112,18 +109,8 @@ def test_upgrade_reads_a_flavor_conf_without_pandas(tmp_path: Path) -> None:
     assert "is not an fct-flavored MLflow model" in error and "(flavors: onnx)" in error
 
 
-WITHOUT_TORCH = textwrap.dedent(
+WITHOUT_TORCH = REFUSE_HEAVY + textwrap.dedent(
     """
-    import sys
-    HEAVY = {heavy!r}
-
-    class Refuse:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in HEAVY:
-                raise ImportError(f"core import of {{name}}")
-            return None
-
-    sys.meta_path.insert(0, Refuse())
     from fct_registry.commands import evaluate, resolve
     from fct_registry.errors import FctError
 
