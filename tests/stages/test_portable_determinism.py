@@ -132,15 +132,16 @@ def test_fast_mode_leaves_the_kernels_alone(tmp_path):
     assert any(line.startswith("DEFAULT 1 COMPATIBLE SSE41") for line in out)
 
 
-def test_a_wrapper_that_undoes_the_pins_is_refused_not_looped(tmp_path):
-    """If the re-executed process still lacks the pins, the stage stops with one line."""
+def _probe_with_sitecustomize(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
+    """The kernel probe as a portable stage, started unpinned, with ``site`` run at every
+    interpreter start (a ``sitecustomize`` on the path), its exit status unchecked."""
     (tmp_path / "kernel_probe.py").write_text(PROBE)
-    (tmp_path / "sitecustomize.py").write_text("import os\nos.environ['MKL_CBWR'] = 'AUTO'\n")
+    (tmp_path / "sitecustomize.py").write_text(site)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({**tiny_params(), "determinism": "portable"}))
     env = _clean_env({})
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "kernel_probe", "--params", str(params)],
         cwd=ROOT,
         env=env,
@@ -148,6 +149,11 @@ def test_a_wrapper_that_undoes_the_pins_is_refused_not_looped(tmp_path):
         text=True,
         timeout=120,
     )
+
+
+def test_a_wrapper_that_undoes_the_pins_is_refused_not_looped(tmp_path):
+    """If the re-executed process still lacks the pins, the stage stops with one line."""
+    proc = _probe_with_sitecustomize(tmp_path, "import os\nos.environ['MKL_CBWR'] = 'AUTO'\n")
     assert proc.returncode == 2
     assert proc.stdout.count("start") == 2
     assert "error: determinism: portable re-executed" in proc.stderr
@@ -243,20 +249,7 @@ torch.backends.cpu.get_cpu_capability = lambda: "DEFAULT"
 
 def test_a_stage_on_a_cpu_without_avx2_stops_with_one_line(tmp_path):
     """End to end: the stage re-executes under the pins, then exits 2 with the error line."""
-    (tmp_path / "kernel_probe.py").write_text(PROBE)
-    (tmp_path / "sitecustomize.py").write_text(NO_AVX2)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({**tiny_params(), "determinism": "portable"}))
-    env = _clean_env({})
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
-    proc = subprocess.run(
-        [sys.executable, "-m", "kernel_probe", "--params", str(params)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _probe_with_sitecustomize(tmp_path, NO_AVX2)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "AVX2" not in proc.stdout  # the stage body never ran
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
