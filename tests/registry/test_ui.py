@@ -3,13 +3,10 @@ Chromium renders the page; the single-page app needs a browser, not just HTTP)."
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-
 import pytest
 
 from tests.registry.conftest import FAMILY
+from tests.support.browser import chromium
 from tests.support.services import start_ui, stop
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
@@ -18,28 +15,7 @@ TRANSFORMATIONS = f"{FAMILY}-transformations"
 
 
 def _dom(url: str) -> str:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium not installed (`make setup-test` installs Debian's chromium)")
-    with tempfile.TemporaryDirectory() as profile:
-        out = subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=15000",
-                "--dump-dom",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    out = chromium("--dump-dom", url, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 

@@ -6,8 +6,6 @@ import itertools
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from fct_registry.resolver.graph import CompatibilityGraph, TransformEdge, VersionNode
 from fct_registry.resolver.plot import measured_pairs
 from fct_registry.server.page import FamilyView, graph_svg, render_family
+from tests.support.browser import chromium
 
 SIDE = "fam-side-info/1"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -73,9 +72,6 @@ def test_labels_of_parallel_arcs_do_not_overlap(edges, chains):
 def test_parallel_arcs_render_readably_in_chromium(tmp_path):
     """The issue's case drawn by a browser: 1->3 by two transformations and a recorded chain,
     beside parallel 1->2 arcs (screenshot copied into docs/ with FCT_UPDATE_DOCS=1)."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium not installed (`apt-get install chromium`)")
     edges = [(1, 2, SIDE), (1, 2, None), (2, 3, SIDE), (1, 3, SIDE), (1, 3, None), (3, 4, SIDE)]
     view = _view(edges, [(1, 3)])
     view.production = 3
@@ -83,25 +79,7 @@ def test_parallel_arcs_render_readably_in_chromium(tmp_path):
     page = tmp_path / "page.html"
     page.write_text(render_family(view))
     png = tmp_path / "parallel.png"
-    with tempfile.TemporaryDirectory() as profile:
-        out = subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                f"--user-data-dir={profile}",
-                "--window-size=1400,560",
-                f"--screenshot={png}",
-                page.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+    out = chromium("--window-size=1400,560", f"--screenshot={png}", page.as_uri())
     assert out.returncode == 0 and png.stat().st_size > 20_000, out.stderr[-2000:]
     if os.environ.get("FCT_UPDATE_DOCS") == "1":
         shutil.copyfile(png, DOCS / "compatibility-graph-parallel.png")

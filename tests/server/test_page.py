@@ -8,8 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from tests.gate.conftest import gate_result
 from tests.registry.conftest import FAMILY
 from tests.server.apps import app_env
+from tests.support.browser import chromium
 from tests.support.services import http_ok, start_ui, stop
 
 pytestmark = pytest.mark.slow
@@ -235,30 +234,6 @@ def test_the_server_serves_the_page_beside_the_mlflow_ui(server):
     assert missing.value.code == 404 and "nope" in missing.value.read().decode()
 
 
-def _chromium(args: list[str]) -> subprocess.CompletedProcess:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium not installed (`apt-get install chromium`)")
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=15000",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-
-
 @pytest.mark.services
 @pytest.mark.parametrize(
     ("shot", "route", "expect"),
@@ -270,7 +245,7 @@ def _chromium(args: list[str]) -> subprocess.CompletedProcess:
 def test_pages_render_in_chromium(server, tmp_path, shot, route, expect):
     """The DOM shows the content; the screenshot is kept (and copied into docs/ with
     FCT_UPDATE_DOCS=1, for the README)."""
-    dom = _chromium(["--dump-dom", f"{server}{route}"])
+    dom = chromium("--dump-dom", f"{server}{route}")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert expect in dom.stdout
     if "fct/family" in route:  # every section, the gate history with its runs
@@ -281,7 +256,7 @@ def test_pages_render_in_chromium(server, tmp_path, shot, route, expect):
         assert f'href="fct/family/{FAMILY}#gate-history"' in dom.stdout  # version 2 was gated
         assert re.search(r"┌─+┬─+┐", dom.stdout)
     png = tmp_path / shot
-    out = _chromium(["--window-size=1400,1000", f"--screenshot={png}", f"{server}{route}"])
+    out = chromium("--window-size=1400,1000", f"--screenshot={png}", f"{server}{route}")
     assert out.returncode == 0 and png.stat().st_size > 20_000, out.stderr[-2000:]
     if os.environ.get("FCT_UPDATE_DOCS") == "1":
         shutil.copyfile(png, DOCS / shot)
