@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,34 +259,13 @@ def mlflow_server(
     postgres: Postgres, moto_s3: S3, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServer]:
     """A light MLflow server: PostgreSQL backend store, S3 (moto) artifacts it proxies."""
-    binary = _binary("mlflow")
-    port = free_port()
     log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
     prefix = "mlflow"
-    env = {**os.environ, **moto_s3.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, **moto_s3.env()}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [
-        binary,
-        "server",
-        "--workers",
-        "1",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        postgres.uri,
-        "--artifacts-destination",
-        f"s3://{moto_s3.bucket}/{prefix}",
-        "--serve-artifacts",
-    ]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    artifacts = ["--artifacts-destination", f"s3://{moto_s3.bucket}/{prefix}", "--serve-artifacts"]
+    proc, url = start_ui(postgres.uri, log, env=env, extra=artifacts, name="mlflow server")
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http_ok(f"{url}/health"), 90, "mlflow server", proc, log)
         yield MlflowServer(url, moto_s3, prefix, log)
     finally:
         stop(proc)
@@ -298,9 +277,12 @@ def start_ui(
     app_name: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90,
+    extra: Sequence[str] = (),
+    name: str = "mlflow ui",
 ) -> tuple[subprocess.Popen, str]:
     """``mlflow server`` on a local store as ``make ui`` runs it (light: one worker; with
-    ``app_name``, e.g. ``fct``, that app's pages too); the caller stops it with :func:`stop`."""
+    ``app_name``, e.g. ``fct``, that app's pages too; ``extra``: more server options); the
+    caller stops it with :func:`stop`."""
     binary = _binary("mlflow")
     port = free_port()
     env = {**(os.environ if env is None else env), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -316,6 +298,7 @@ def start_ui(
         str(port),
         "--backend-store-uri",
         backend_store_uri,
+        *extra,
     ]
     with log.open("w") as fh:
         proc = subprocess.Popen(
@@ -323,7 +306,7 @@ def start_ui(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(f"{url}/health"), timeout, "mlflow ui", proc, log)
+        wait_until(lambda: http_ok(f"{url}/health"), timeout, name, proc, log)
     except RuntimeError:
         stop(proc)
         raise
