@@ -6,10 +6,10 @@ every stage's ``python`` started under ``qemu-x86_64 -cpu CPU`` (DVC itself runs
 only hashes files). Then ``git status`` of the clone: in portable mode every tracked output and
 ``dvc.lock`` must come back byte-identical, which is what the README promises a user's machine.
 
-QEMU runs torch's vector kernels some 25-30 times slower than this machine (the side-info stage's
-epoch: about 14 min), so the whole repro takes many hours. ``--stop-after`` stops it after that
-many seconds and compares each stage that finished, output by output, with the committed
-``dvc.lock``.
+QEMU is slow at torch's vector kernels: the side-info stage alone took 64 min under QEMU on the
+2-core machine that runs the whole native repro in 15 min, so the whole repro takes hours.
+``--stop-after`` stops it after that many seconds and compares each stage that finished, output
+by output, with the committed ``dvc.lock``.
 
 The stages' ``python`` is a shim first on ``PATH``; the portable pins are set beforehand, because
 a stage that re-executed itself to pin them would leave QEMU (``execve`` runs the host binary).
