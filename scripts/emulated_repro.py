@@ -16,6 +16,7 @@ a stage that re-executed itself to pin them would leave QEMU (``execve`` runs th
 
     python scripts/emulated_repro.py --qemu /path/to/qemu-x86_64          # the whole repro
     python scripts/emulated_repro.py --qemu ... --stop-after 5400         # the stages done in 1.5 h
+    python scripts/emulated_repro.py bct@v1_to_v2 --qemu ... --clone DIR  # more, where it stopped
     python scripts/emulated_repro.py --qemu ... --cpu EPYC-Rome --log docs/determinism/x.log
 
 Needs QEMU 10 (docs/determinism.md, "Emulating other CPU makers") and the embedded default's
@@ -67,9 +68,11 @@ def shim(folder: Path, qemu: str, cpu: str) -> Path:
     return folder
 
 
-def repro(clone: Path, shim_dir: Path, stop_after: float | None) -> tuple[list[str], float, bool]:
-    """``dvc repro`` in ``clone`` with the shim first on PATH. Returns the stages started (in
-    order, with their start times), the wall seconds, and whether it was stopped at
+def repro(
+    clone: Path, shim_dir: Path, stop_after: float | None, targets: list[str]
+) -> tuple[list[str], float, bool]:
+    """``dvc repro [TARGETS]`` in ``clone`` with the shim first on PATH. Returns the stages
+    started (in order, with their start times), the wall seconds, and whether it was stopped at
     ``stop_after`` seconds (then the last stage started did not finish)."""
     env = kernel_env.portable_env(clean_env({}))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a user's machine
@@ -80,7 +83,7 @@ def repro(clone: Path, shim_dir: Path, stop_after: float | None) -> tuple[list[s
     }
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"],
+        [sys.executable, "-m", "dvc", "repro", *targets],
         cwd=clone,
         env=env,
         stdout=subprocess.PIPE,
@@ -131,28 +134,42 @@ def compare(committed: str, now: str, finished: list[str]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_qemu_option(ap)
+    ap.add_argument(
+        "stages", nargs="*", help="dvc repro targets (default: every stage; upstream ones run too)"
+    )
     ap.add_argument("--cpu", default="Haswell-v4", help="QEMU CPU model (default: Haswell-v4)")
     ap.add_argument(
         "--stop-after",
         type=float,
         help="stop after this many seconds and compare the stages finished by then",
     )
+    ap.add_argument(
+        "--clone",
+        type=Path,
+        help="a clone a stopped run left: run on there (the stages it finished are up to date)",
+    )
     ap.add_argument("--log", type=Path, default=LOG, help=f"where the log goes (default: {LOG})")
     args = ap.parse_args()
     require_qemu(args.qemu)
-    work = Path(tempfile.mkdtemp(prefix="fct-emulated-repro-"))
-    clone = work / "clone"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    if args.clone:  # where a stopped run left off: its finished stages are not run again
+        work, clone = args.clone.resolve().parent, args.clone.resolve()
+    else:
+        work = Path(tempfile.mkdtemp(prefix="fct-emulated-repro-"))
+        clone = work / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     commit = _git("rev-parse", "HEAD", cwd=clone)
     log = [
-        f"# dvc repro of a fresh clone of {commit}, every stage under "
+        f"# dvc repro of {'the clone a stopped run left' if args.clone else 'a fresh clone'} "
+        f"of {commit}, every stage under "
         f"QEMU {qemu_version(args.qemu)} -cpu {args.cpu}",
         f"# host: {host_cpu().removeprefix('this machine: ')}; "
-        f"command: python scripts/emulated_repro.py --cpu {args.cpu}"
-        + (f" --stop-after {args.stop_after:.0f}" if args.stop_after else ""),
+        f"command: python scripts/emulated_repro.py {' '.join(args.stages)} --cpu {args.cpu}"
+        + (f" --stop-after {args.stop_after:.0f}" if args.stop_after else "")
+        + (" --clone CLONE" if args.clone else ""),
     ]
-    committed = (clone / "dvc.lock").read_text()
-    started, wall, stopped = repro(clone, shim(work / "shim", args.qemu, args.cpu), args.stop_after)
+    committed = _git("show", "HEAD:dvc.lock", cwd=clone)
+    shim_dir = shim(work / "shim", args.qemu, args.cpu)
+    started, wall, stopped = repro(clone, shim_dir, args.stop_after, args.stages)
     names = [line.split("'")[1] for line in started]
     finished = names[:-1] if stopped else names
     report = compare(committed, (clone / "dvc.lock").read_text(), finished)
@@ -167,7 +184,7 @@ def main() -> None:
         *report,
     ]
     differ = any("DIFFER:" in line for line in report)
-    if not stopped:
+    if not stopped and not args.stages and not args.clone:  # the whole repro of a fresh clone
         status = _git("status", "--porcelain", cwd=clone)
         log += [
             "# git status --porcelain (empty: every tracked output and dvc.lock "
@@ -176,9 +193,13 @@ def main() -> None:
         ]
         differ = differ or bool(status)
     args.log.parent.mkdir(parents=True, exist_ok=True)
-    args.log.write_text("\n".join(log) + "\n")
+    with args.log.open("a" if args.clone else "w") as fh:  # a resumed run adds to its log
+        fh.write("\n".join(log) + "\n")
     print("\n".join(log))
-    shutil.rmtree(work)
+    if stopped:
+        print(f"the clone is kept: --clone {clone} resumes it", file=sys.stderr)
+    elif not args.clone:
+        shutil.rmtree(work)
     sys.exit(1 if differ else 0)
 
 
