@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drift import clean_env  # noqa: E402  (scripts/, this script's folder)
-from emulated_cpus import add_qemu_option, host_cpu, qemu_version, require_qemu  # noqa: E402
+from emulated_cpus import add_qemu_option, qemu_version, require_qemu  # noqa: E402
 
 from fct_registry import kernel_env  # noqa: E402
+from tests.training.golden_run import this_cpu  # noqa: E402
 
 LOG = ROOT / "docs" / "determinism" / "emulated-repro.log"
 
@@ -70,10 +71,10 @@ def shim(folder: Path, qemu: str, cpu: str) -> Path:
 
 def repro(
     clone: Path, shim_dir: Path, stop_after: float | None, targets: list[str]
-) -> tuple[list[str], float, bool]:
+) -> tuple[list[tuple[float, str]], float, bool]:
     """``dvc repro [TARGETS]`` in ``clone`` with the shim first on PATH. Returns the stages
-    started (in order, with their start times), the wall seconds, and whether it was stopped at
-    ``stop_after`` seconds (then the last stage started did not finish)."""
+    started (in order: seconds from the start, name), the wall seconds, and whether it was
+    stopped at ``stop_after`` seconds (then the last stage started did not finish)."""
     env = kernel_env.portable_env(clean_env({}))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a user's machine
     env |= {
@@ -91,26 +92,32 @@ def repro(
         text=True,
         start_new_session=True,  # its own process group: stopping it stops the stage too
     )
-    stopped = False
-    if stop_after is not None:
+    stopped = threading.Event()
 
-        def stop() -> None:
-            nonlocal stopped
-            stopped = True
-            os.killpg(proc.pid, signal.SIGTERM)
+    def stop() -> None:
+        stopped.set()
+        os.killpg(proc.pid, signal.SIGTERM)
 
-        timer = threading.Timer(stop_after, stop)
+    timer = threading.Timer(stop_after, stop) if stop_after is not None else None
+    if timer:
         timer.daemon = True
         timer.start()
-    started: list[str] = []
+    started: list[tuple[float, str]] = []
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith("Running stage"):
-            started.append(f"{time.perf_counter() - start:7.0f} s  {line.strip()}")
-            print(started[-1], file=sys.stderr, flush=True)
-    if proc.wait() != 0 and not stopped:
+        if line.startswith("Running stage '"):
+            started.append((time.perf_counter() - start, line.split("'")[1]))
+            print(_stage_line(*started[-1]), file=sys.stderr, flush=True)
+    returncode = proc.wait()
+    if timer:
+        timer.cancel()  # a run that ended by itself is not "stopped" by a late timer
+    if returncode != 0 and not stopped.is_set():
         sys.exit(f"error: dvc repro failed in {clone} (kept for inspection); see its output")
-    return started, time.perf_counter() - start, stopped
+    return started, time.perf_counter() - start, stopped.is_set()
+
+
+def _stage_line(seconds: float, name: str) -> str:
+    return f"{seconds:7.0f} s  Running stage '{name}':"
 
 
 def stage_outputs(lock_text: str) -> dict[str, list[dict]]:
@@ -162,7 +169,7 @@ def main() -> None:
         f"# dvc repro of {'the clone a stopped run left' if args.clone else 'a fresh clone'} "
         f"of {commit}, every stage under "
         f"QEMU {qemu_version(args.qemu)} -cpu {args.cpu}",
-        f"# host: {host_cpu().removeprefix('this machine: ')}; "
+        f"# host: {this_cpu()}; "
         f"command: python scripts/emulated_repro.py {' '.join(args.stages)} --cpu {args.cpu}"
         + (f" --stop-after {args.stop_after:.0f}" if args.stop_after else "")
         + (" --clone CLONE" if args.clone else ""),
@@ -170,14 +177,14 @@ def main() -> None:
     committed = _git("show", "HEAD:dvc.lock", cwd=clone)
     shim_dir = shim(work / "shim", args.qemu, args.cpu)
     started, wall, stopped = repro(clone, shim_dir, args.stop_after, args.stages)
-    names = [line.split("'")[1] for line in started]
+    names = [name for _, name in started]
     finished = names[:-1] if stopped else names
     report = compare(committed, (clone / "dvc.lock").read_text(), finished)
     wall_line = f"# wall: {wall:.0f} s"
     if stopped:
         wall_line += f"; stopped at --stop-after {args.stop_after:.0f} s, in {names[-1]}"
     log += [
-        *started,
+        *(_stage_line(*s) for s in started),
         wall_line,
         f"# stages finished: {len(finished)} of {len(stage_outputs(committed))}; each one's "
         "outputs against the committed dvc.lock:",
