@@ -22,11 +22,14 @@ FROM ${GPU_BASE} AS base-gpu
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
-# Dependencies: a cached layer while requirements*.txt/pyproject.toml do not change.
+# Dependencies: a cached layer while requirements*.txt and scripts/setup.sh do not change (the
+# project itself is installed in the last stage, so code, README and version edits keep it).
 # base-cpu or base-gpu, the stages above (their images are pinned by the ARGs):
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS deps
 ARG VARIANT
+# scripts/build-image.sh removes earlier builds that no tag uses any more by this label.
+LABEL org.opencontainers.image.title="fct-registry"
 # Extra pip settings for this build only (ARGs are not kept in the image's environment): empty,
 # pip uses PyPI with the base's CA bundle. scripts/build-image.sh passes the host's local
 # package index (file:// URLs) and TLS bundle, bind-mounted during the build (no layer keeps
@@ -44,8 +47,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
-COPY requirements.txt requirements-dev.txt pyproject.toml README.md ./
-COPY fct_registry/__init__.py fct_registry/__init__.py
+COPY requirements.txt requirements-dev.txt ./
 COPY scripts/setup.sh scripts/setup.sh
 # Debian packages (Fashion-MNIST; Python where the base lacks it), the pinned venv, and the
 # non-root user `fct` (uid 10001) owning /app.
@@ -55,6 +57,9 @@ RUN bash scripts/setup.sh --image
 # user is not root without the image's /etc/passwd (Kubernetes runAsNonRoot).
 FROM deps AS runtime
 COPY --chown=10001:10001 . .
+# The same script over the code: everything but the project is installed, so it only installs
+# the project (editable, over /app): a layer of a few kB.
+RUN bash scripts/setup.sh --image
 USER 10001:10001
 ENTRYPOINT ["bash", "scripts/entrypoint.sh"]
 CMD ["dvc", "repro"]

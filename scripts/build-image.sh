@@ -7,6 +7,8 @@
 #                                          this machine cannot build images at all
 #   scripts/build-image.sh --gpu --base nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 #                                          CUDA variant (same Dockerfile, VARIANT=gpu)
+# Every build first and last removes this project's images that no tag uses any more (earlier
+# builds; found by the Dockerfile's label), so repeated builds do not fill the disk.
 # Options: --base IMAGE (the base of the chosen variant), --tag NAME, --file DOCKERFILE, --keep
 # (keep the smoke run's folder), --pip-args (print the pip build arguments and mounts below,
 # then stop). Needs podman and buildah (`scripts/setup.sh --containers`), run as root.
@@ -182,13 +184,26 @@ buildah rm "$probe" >/dev/null
 build_args+=(--build-arg "VARIANT=$variant" --build-arg "${variant^^}_BASE=$base")
 ((${#volumes[@]} == 0)) || printf 'pip, for the build only: %s\n' "${volumes[*]}"
 
+# Earlier builds of this project that no tag uses any more, found by the Dockerfile's label: a
+# rebuilt tag leaves its old image untagged, and each dependency layer is ~7.5 GB, so on a
+# machine that builds again and again (CI) they fill the disk. The tagged image and its layers,
+# the cache of the next build, stay.
+prune_untagged() {
+  local removed
+  removed=$(podman image prune -f --filter "label=$label" 2>/dev/null | grep -c . || true)
+  ((removed == 0)) || echo "removed $removed untagged fct-registry image(s) of earlier builds"
+}
+label=org.opencontainers.image.title=fct-registry
+
 # --- build: from here on, every failure is the project's --------------------------------------
 say "podman build $tag"
+prune_untagged
 t_build=$(date +%s)
 podman build --isolation chroot --layers --target runtime "${build_args[@]}" "${volumes[@]}" \
   -f "$dockerfile" -t "$tag" . 2>&1 |
   { grep --line-buffered -v "is ignored: it is neither a file nor a directory" || true; }
 build_s=$(elapsed "$t_build")
+prune_untagged  # the image this build replaced
 
 # --- checks inside the image -------------------------------------------------------------------
 work=""

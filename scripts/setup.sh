@@ -7,7 +7,8 @@
 #                              project folder
 #   scripts/setup.sh --containers  only the container tools `make image` needs (podman, buildah,
 #                              debootstrap); no venv
-# Fast when nothing changed: the venv is rebuilt only when requirements*.txt/pyproject.toml change.
+# Fast when nothing changed: the venv is rebuilt only when requirements*.txt change, the project
+# reinstalled only when pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,16 +56,26 @@ if [[ $WITH_IMAGE == 1 ]]; then
 fi
 
 stamp="$VENV/.fct-installed"
-want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-  exit 0
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "setup: building $VENV (pinned requirements; torch comes from the local wheel cache)"
+  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  # One resolver call for everything (runtime + dev tools): boto3 alone can pull a botocore that
+  # dvc-s3 rejects.
+  "$VENV/bin/pip" install -q -r requirements.txt -r requirements-dev.txt
+  "$VENV/bin/pip" check
+  echo "$want" > "$stamp"
 fi
-echo "setup: building $VENV (pinned requirements; torch comes from the local wheel cache)"
-[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip
-# One resolver call for everything (runtime + dev tools): boto3 alone can pull a botocore that
-# dvc-s3 rejects.
-"$VENV/bin/pip" install -q -r requirements.txt -r requirements-dev.txt
-"$VENV/bin/pip" install -q --no-deps -e .
+
+# The project itself, editable. The image's dependency layer runs this script before the code
+# is copied in (no pyproject.toml yet) and its last stage runs it again over the code, so a
+# code or README edit rebuilds a small layer, not the 7 GB one. No build isolation: setuptools
+# is pinned in requirements-dev.txt, and the image's last stage has no package index.
+[[ -f pyproject.toml ]] || exit 0
+stamp="$VENV/.fct-project"
+want=$(cat pyproject.toml <(pwd) | sha256sum | cut -d' ' -f1)
+[[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && exit 0
+"$VENV/bin/pip" install -q --no-deps --no-build-isolation -e .
 "$VENV/bin/pip" check
 echo "$want" > "$stamp"

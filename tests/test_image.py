@@ -381,18 +381,24 @@ def ci_build(
 
 # A podman that works and whose base image exists; a buildah whose chroot RUN works. `build`
 # fails as podman does on a broken Dockerfile (the RUN step's status).
-PODMAN = """case $1 in
+# Every podman call but `info` is logged to $HOME/podman.log; FAKE_BUILD=ok builds.
+PODMAN = """[[ $1 == info ]] || echo "$*" >> "$HOME/podman.log"
+case $1 in
   info) [[ ${FAKE_INFO:-ok} == ok ]] || { echo "Error: cannot set up namespace" >&2; exit 125; } ;;
-  image) [[ $2 == exists ]] && exit 0; echo 7628000000 ;;
+  image) case $2 in exists) exit 0 ;; prune) echo 0123abcd ;; *) echo 7628000000 ;; esac ;;
   build) echo "STEP 11/11: RUN bash scripts/setup.sh --image"
+         [[ ${FAKE_BUILD:-fails} == ok ]] && exit 0
          echo 'Error: building at STEP "RUN bash scripts/setup.sh --image": exit status 3' >&2
          exit 3 ;;
   *) echo "fake podman: unexpected $*" >&2; exit 99 ;;
 esac"""
+# `run` answers the light checks (uid, user name, `fct --help`) as the real image does.
 BUILDAH = """case $1 in
   from) echo probe-ctr ;;
   run) [[ ${FAKE_CHROOT:-ok} == ok ]] ||
-         { echo "error running container: chroot: operation not permitted" >&2; exit 1; } ;;
+         { echo "error running container: chroot: operation not permitted" >&2; exit 1; }
+       case "$*" in *"id -un") echo fct ;; *"id -u") echo 10001 ;; *"fct --help") echo usage ;;
+       esac ;;
   rm) echo "$2" >> "$HOME/removed" ;;
   *) echo "fake buildah: unexpected $*" >&2; exit 99 ;;
 esac"""
@@ -438,6 +444,34 @@ def test_ci_build_fails_when_the_build_fails(tmp_path: Path) -> None:
     assert status == 3, out
     assert "exit status 3" in out and "skipped" not in out
     assert "== summary ==" not in out
+
+
+def dockerfile_label() -> str:
+    labels = [args for word, args in instructions() if word == "LABEL"]
+    assert len(labels) == 1, "one LABEL names the project's images"
+    key, value = labels[0].split("=", 1)
+    return f"{key}={value.strip(chr(34))}"
+
+
+@needs_root
+def test_a_build_removes_earlier_untagged_builds_of_the_project_only(tmp_path: Path) -> None:
+    # Before the build and after it (the image it replaced), by the Dockerfile's label: earlier
+    # builds filled CI's disk (each dependency layer is ~7.5 GB). A failed build removes nothing
+    # after itself.
+    fakes = {"podman": PODMAN, "buildah": BUILDAH}
+    prune = f"image prune -f --filter label={dockerfile_label()}"
+    status, out = ci_build(tmp_path, fakes=fakes)
+    calls = (tmp_path / "podman.log").read_text().splitlines()
+    assert status == 3 and calls[-2:] == [prune, calls[-1]] and calls[-1].startswith("build ")
+
+    (tmp_path / "podman.log").unlink()
+    status, out = ci_build(tmp_path, fakes=fakes, FAKE_BUILD="ok")
+    assert status == 0, out
+    calls = (tmp_path / "podman.log").read_text().splitlines()
+    build = next(i for i, call in enumerate(calls) if call.startswith("build "))
+    assert calls[build - 1] == prune and calls[build + 1] == prune
+    assert "removed 1 untagged fct-registry image(s) of earlier builds" in out
+    assert "user id inside: 10001" in out and "== summary ==" in out
 
 
 def test_ci_build_fails_on_a_missing_dockerfile_even_where_it_would_skip(tmp_path: Path) -> None:
