@@ -3,7 +3,7 @@
 Layers, low to high (a module may import its own layer or lower ones, never higher)::
 
     base: fct_registry (root), errors, _redact, _files, _registry, device, determinism,
-          kernel_env, numerics, config, layout, liveness, model_specs
+          kernel_env, numerics, config, layout, liveness, model_specs, scratch
     storage                           (local folders and S3 prefixes)
     jobs                              (the resumable-job core every job runs on, the --out lease)
     models | data | evaluation        (independent of each other)
@@ -50,6 +50,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "layout",
             "liveness",
             "model_specs",
+            "scratch",
         }
     ),
     frozenset({"storage"}),

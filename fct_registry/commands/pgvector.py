@@ -9,7 +9,6 @@ import atexit
 import contextlib
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from fct_registry.gallery.pg.transfer import copy_gallery
 from fct_registry.gallery.search import SearchResult, topk_accuracy
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import redact_uri, resolve_tracking_uri
+from fct_registry.scratch import new_folder, scratch
 from fct_registry.upgrade.pgvector import Source, plan_for, upgrade_to_pg
 
 
@@ -47,12 +47,12 @@ def upgrade_pg(args: argparse.Namespace, client: Any) -> int:
     dest = PgLocation.parse(args.out)
     source = Source.open(args.gallery)
     try:
-        with tempfile.TemporaryDirectory(prefix="fct-upgrade-") as work:
+        with scratch("fct-upgrade-") as work:
             plan = plan_for(
                 client,
                 source,
                 parse_ref(args.to),
-                Path(work),
+                work,
                 threads=args.threads,
                 registry=redact_uri(resolve_tracking_uri(args.tracking_uri)),
                 uncertainty=args.for_backfill,
@@ -266,7 +266,7 @@ def embed_destination(out: str, images: Path) -> tuple[Any, Callable[[], str]]:
         storage = open_storage(out)
         return storage, lambda: storage.uri
     PgLocation.parse(out)  # a bad URL fails before any image is embedded
-    folder = Path(tempfile.mkdtemp(prefix="fct-embed-pg-"))
+    folder = new_folder("fct-embed-pg-")
     atexit.register(shutil.rmtree, folder, True)  # also when embedding fails
     storage = open_storage(folder / "gallery")
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from fct_registry.commands._summary import print_summary
@@ -17,6 +15,7 @@ from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.pg.location import is_pg_url
 from fct_registry.registry.refs import parse_ref
 from fct_registry.registry.store import open_tracking_store, redact_uri, resolve_tracking_uri
+from fct_registry.scratch import scratch
 from fct_registry.upgrade import plan_from_registry
 from fct_registry.upgrade.engines import create_engine
 from fct_registry.upgrade.job import inspect_destination
@@ -32,12 +31,12 @@ def run(args: argparse.Namespace) -> int:
     dest = open_storage(args.out)
     client = open_tracking_store(args.tracking_uri, read_only=True)
     registry = redact_uri(resolve_tracking_uri(args.tracking_uri))
-    with tempfile.TemporaryDirectory(prefix="fct-upgrade-") as work:
+    with scratch("fct-upgrade-") as work:  # the chain's models, fetched from the registry
         plan = plan_from_registry(
             client,
             source.manifest,
             target,
-            Path(work),
+            work,
             gallery=source.uri,
             threads=args.threads,
             registry=registry,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -223,7 +224,8 @@ def test_progress_bar_shows_shards_and_rows(
 
 def _killed_env(reg: TinyRegistry, out: Path) -> dict[str, str]:
     """The registry's environment, with TMPDIR beside ``out``: a killed upgrade leaves its
-    temporary folder (the models it fetched) behind, and a test leaves nothing in /tmp."""
+    scratch folder (the models it fetched) behind until the next upgrade, and a test leaves
+    nothing in /tmp."""
     tmp = out.parent / "killed-tmp"
     tmp.mkdir(exist_ok=True)
     return {**reg.env(), "TMPDIR": str(tmp)}
@@ -253,7 +255,10 @@ def _killed(reg: TinyRegistry, src: Path, out: Path, point: str) -> None:
 
 
 def test_kill_at_several_points_then_resume_is_byte_identical(
-    registry: TinyRegistry, galleries: dict[str, Path], tmp_path: Path
+    registry: TinyRegistry,
+    galleries: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clean = snapshot(galleries["up"])
     out = tmp_path / "out"
@@ -265,8 +270,13 @@ def test_kill_at_several_points_then_resume_is_byte_identical(
     assert "part-00003.parquet" in snapshot(out)
     _killed(registry, galleries["v1"], out, "manifest")  # manifest written, markers still there
     assert JOB_FILE in snapshot(out)
+    # Each killed run left its scratch folder, and each run removed the one before it's.
+    scratch_root = Path(_killed_env(registry, out)["TMPDIR"])
+    assert len(list(scratch_root.glob("fct-upgrade-*"))) == 1
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
     assert main(_upgrade_args(registry, galleries["v1"], out)) == 0
     assert snapshot(out) == clean
+    assert list(scratch_root.glob("fct-upgrade-*")) == []
 
 
 def test_external_kill_at_an_arbitrary_moment(

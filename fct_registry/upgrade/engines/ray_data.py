@@ -20,6 +20,7 @@ other. Read, compute and write all happen in the workers; the driver only moves 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import hashlib
@@ -28,7 +29,7 @@ import json
 import logging
 import os
 import pickle
-import tempfile
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from fct_registry.errors import FctError
 from fct_registry.gallery.errors import GalleryError
 from fct_registry.gallery.manifest import GroupKey, ShardInfo
 from fct_registry.jobs import Stopwatch
+from fct_registry.scratch import new_folder
 from fct_registry.storage import STORAGE_ENV, Storage, open_storage
 from fct_registry.upgrade.batch import BatchPlan, GroupRunner
 from fct_registry.upgrade.engines.base import ENGINES, Engine
@@ -156,8 +158,9 @@ class ShardWorker:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = value
-        self._folder = tempfile.TemporaryDirectory(prefix="fct-ray-graphs-")
-        self.plan = job.batch_plan(Path(self._folder.name))
+        self._folder = new_folder("fct-ray-graphs-")  # gone with the worker process (atexit)
+        atexit.register(shutil.rmtree, self._folder, True)
+        self.plan = job.batch_plan(self._folder)
         self.source, self.dest = open_storage(job.source), open_storage(job.dest)
         self.batch_size = job.batch_size
 
