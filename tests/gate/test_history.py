@@ -94,7 +94,7 @@ def test_every_recorded_verdict_is_one_more_entry_newest_first(store: str) -> No
     assert client.get_model_version(FAMILY, "2").tags[fct_tags.GATE_RUN] == history[2].run_id
 
 
-def test_a_gate_run_holds_params_metrics_and_the_report(store: str) -> None:
+def test_a_gate_run_holds_params_metrics_and_the_report(store: str, tmp_path: Path) -> None:
     client = client_of(store)
     client.set_registered_model_alias(FAMILY, fct_tags.PRODUCTION_ALIAS, "1")
     result = gate_result(3, 1, upgraded_top1=75.5)
@@ -115,7 +115,7 @@ def test_a_gate_run_holds_params_metrics_and_the_report(store: str) -> None:
     assert metrics["score.upgraded.top1"] == pytest.approx(75.5)
     assert "score.upgraded.mAP" not in metrics  # NaN is not a measurement
     report = json.loads(
-        Path(client.download_artifacts(run.info.run_id, REPORT_ARTIFACT)).read_text()
+        Path(client.download_artifacts(run.info.run_id, REPORT_ARTIFACT, str(tmp_path))).read_text()
     )
     assert report["verdict"] == "pass" and report["promotion"]["moved"] is True
     assert "Release gate PASS" in run.data.tags["mlflow.note.content"]

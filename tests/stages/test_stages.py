@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -153,6 +154,8 @@ def test_transformation_stage_under_torchrun(tmp_path):
             str(layout.root),
         ],
         cwd=ROOT,
+        # torchrun keeps its log folder (torchelastic_*) in the temp folder: here, not /tmp.
+        env={**os.environ, "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=600,
