@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,7 +66,15 @@ class ImageSource(ABC):
 
     def load(self, item: Item, transform: ImageTransform | None) -> torch.Tensor:
         """The item decoded (and transformed) as uint8 ``[C, H, W]``; BadImageError if not."""
-        return decode(self.read(item), transform, item.uri)
+        return self.load_views(item, (transform,))[0]
+
+    def load_views(
+        self, item: Item, transforms: Sequence[ImageTransform | None]
+    ) -> tuple[torch.Tensor, ...]:
+        """The item through each of ``transforms`` (e.g. a version's preprocessing and its
+        side-info extractor's), its bytes read once: from S3, one GET per image, not two."""
+        data = self.read(item)
+        return tuple(decode(data, t, item.uri) for t in transforms)
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor, int | None]]:
         """``(id, uint8 [C, H, W] image at its own size, label)``, decoded here, in order."""

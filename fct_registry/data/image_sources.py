@@ -283,14 +283,17 @@ class TensorSource(ImageSource):
             label = None if self.labels is None else int(self.labels[row])
             yield Item(f"{self.prefix}{row:07d}", f"{self.uri}#{row}", label, row=row)
 
-    def load(self, item: Item, transform: ImageTransform | None) -> torch.Tensor:
+    def load_views(
+        self, item: Item, transforms: Sequence[ImageTransform | None]
+    ) -> tuple[torch.Tensor, ...]:
         image = self.images[item.row]
-        if transform is None or tuple(image.shape) == transform.shape:
-            return image
-        raise DataError(
-            f"{self.uri} holds {list(image.shape)} images but the model reads "
-            f"{list(transform.shape)}; prepare the data at the model's size"
-        )
+        for transform in transforms:
+            if transform is not None and tuple(image.shape) != transform.shape:
+                raise DataError(
+                    f"{self.uri} holds {list(image.shape)} images but the model reads "
+                    f"{list(transform.shape)}; prepare the data at the model's size"
+                )
+        return (image,) * len(transforms)
 
     def read(self, item: Item) -> bytes:
         raise DataError(f"{self.uri}: rows of a safetensors file are tensors, not files")

@@ -85,15 +85,15 @@ Slot = tuple[Item, tuple[torch.Tensor, ...] | None, str | None]
 
 
 class DecodedItems(Dataset):
-    """Indexed by :class:`Item` (not int): reads and decodes it once per transform; never
-    raises for bad input."""
+    """Indexed by :class:`Item` (not int): reads it once and decodes it once per transform;
+    never raises for bad input."""
 
     def __init__(self, source: ImageSource, *transforms: ImageTransform) -> None:
         self.source, self.transforms = source, transforms
 
     def __getitem__(self, item: Item) -> Slot:
         try:
-            views = tuple(self.source.load(item, t) for t in self.transforms)
+            views = self.source.load_views(item, self.transforms)
             return item.without_data(), views, None
         except (BadImageError, DataError) as exc:
             return item.without_data(), None, str(exc)

@@ -86,11 +86,14 @@ class GalleryRows(ImageSource):
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers and Ray: no caches
         return self.__dict__ | {"_tars": TarMembers()}
 
-    def load(self, item: Item, transform: ImageTransform | None) -> torch.Tensor:
+    def load_views(
+        self, item: Item, transforms: Sequence[ImageTransform | None]
+    ) -> tuple[torch.Tensor, ...]:
         base, _, fragment = item.uri.rpartition("#")
         if base.endswith(".safetensors") and fragment.isdigit():
-            return self._tensor_row(item, base, int(fragment), transform)
-        return decode(self.read(item), transform, item.uri or item.id)
+            return tuple(self._tensor_row(item, base, int(fragment), t) for t in transforms)
+        data = self.read(item)
+        return tuple(decode(data, t, item.uri or item.id) for t in transforms)
 
     def read(self, item: Item) -> bytes:
         if not item.uri:

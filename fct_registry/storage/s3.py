@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from fct_registry._files import contained_name, sha256_file
 from fct_registry.errors import NotFoundError, StorageError, StorageUnreachableError
+from fct_registry.scratch import scratch
 from fct_registry.storage.base import Storage
 
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -236,8 +235,7 @@ class S3Storage(Storage):
 
     @contextlib.contextmanager
     def local_copy(self, name: str) -> Iterator[Path]:
-        folder = Path(tempfile.mkdtemp(prefix="fct-s3-"))
-        try:
+        with scratch("fct-s3-") as folder:
             path = folder / Path(name).name
             self._call(
                 self._what("downloading", name),
@@ -247,8 +245,6 @@ class S3Storage(Storage):
                 str(path),
             )
             yield path
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     def sha256(self, name: str) -> str:
         head = self._head(name)
@@ -266,8 +262,7 @@ class S3Storage(Storage):
     def atomic_file(self, name: str) -> Iterator[Path]:
         from boto3.s3.transfer import TransferConfig
 
-        folder = Path(tempfile.mkdtemp(prefix="fct-s3-"))
-        try:
+        with scratch("fct-s3-") as folder:
             path = folder / Path(name).name
             yield path
             config = TransferConfig(multipart_threshold=self.MULTIPART_THRESHOLD)
@@ -280,8 +275,6 @@ class S3Storage(Storage):
                 ExtraArgs={"Metadata": {SHA256_METADATA: sha256_file(path)}},
                 Config=config,
             )
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     def delete(self, name: str) -> None:
         self._call(

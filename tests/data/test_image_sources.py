@@ -368,6 +368,21 @@ def test_a_side_transform_gives_each_item_its_own_view(tmp_path: Path, workers: 
     assert tuple(alone[small].shape[1:]) == (3, 20, 20)
 
 
+def test_a_side_transform_reads_each_item_once(tmp_path: Path) -> None:
+    """Both views come from one read of the item's bytes (from S3: one GET per image)."""
+    write_flat(tmp_path / "f", 11)
+    source = open_source(str(tmp_path / "f"))
+    reads: list[str] = []
+    read = source.read
+    source.read = lambda item: reads.append(item.id) or read(item)  # type: ignore[method-assign]
+    crop = ImageTransform.for_input_shape([1, 24, 24], resize=28)
+    small = ImageTransform.for_input_shape([3, 20, 20])
+    ids = []
+    for batch in stream_batches(source, crop, batch_size=4, num_workers=0, side_transform=small):
+        ids += batch.ids
+    assert reads == ids == [f"{i:05d}.png" for i in range(11)]
+
+
 def test_an_item_bad_in_either_view_is_bad(tmp_path: Path) -> None:
     """A 20x20 image is fine shrunk for one model and too small for a 24 crop without
     --upscale: the item is left out of both views, so rows stay aligned."""
