@@ -9,6 +9,7 @@ owner); the next ``scratch()`` of the same prefix removes the folders whose owne
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ OWNER = ".fct-owner"
 def scratch(prefix: str) -> Iterator[Path]:
     """A fresh temporary folder named ``PREFIX*``, removed on exit; folders of this prefix
     left by processes that died without cleaning up are removed first."""
-    work = new_folder(prefix)
+    work = _create(prefix)
     try:
         yield work
     finally:
@@ -37,7 +38,14 @@ def scratch(prefix: str) -> Iterator[Path]:
 
 
 def new_folder(prefix: str) -> Path:
-    """``scratch()`` for a folder whose removal the caller arranges (e.g. ``atexit``)."""
+    """``scratch()`` for the rest of this process: removed when it exits (or earlier, by the
+    caller)."""
+    work = _create(prefix)
+    atexit.register(shutil.rmtree, work, True)
+    return work
+
+
+def _create(prefix: str) -> Path:
     reap(prefix)
     work = Path(tempfile.mkdtemp(prefix=prefix))
     (work / OWNER).write_text(json.dumps(_owner_record(os.getpid())), encoding="utf-8")

@@ -188,12 +188,12 @@ build_args+=(--build-arg "VARIANT=$variant" --build-arg "${variant^^}_BASE=$base
 # rebuilt tag leaves its old image untagged, and each dependency layer is ~7.5 GB, so on a
 # machine that builds again and again (CI) they fill the disk. The tagged image and its layers,
 # the cache of the next build, stay.
+label=org.opencontainers.image.title=fct-registry
 prune_untagged() {
   local removed
   removed=$(podman image prune -f --filter "label=$label" 2>/dev/null | grep -c . || true)
   ((removed == 0)) || echo "removed $removed untagged fct-registry image(s) of earlier builds"
 }
-label=org.opencontainers.image.title=fct-registry
 
 # --- build: from here on, every failure is the project's --------------------------------------
 say "podman build $tag"

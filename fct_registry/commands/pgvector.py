@@ -5,7 +5,6 @@ core commands import none of its heavier actions (side-info extraction runs torc
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import json
 import shutil
@@ -266,8 +265,7 @@ def embed_destination(out: str, images: Path) -> tuple[Any, Callable[[], str]]:
         storage = open_storage(out)
         return storage, lambda: storage.uri
     PgLocation.parse(out)  # a bad URL fails before any image is embedded
-    folder = new_folder("fct-embed-pg-")
-    atexit.register(shutil.rmtree, folder, True)  # also when embedding fails
+    folder = new_folder("fct-embed-pg-")  # removed at exit also when embedding fails
     storage = open_storage(folder / "gallery")
 
     def publish() -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fct_registry.data.base_image_source import ImageSource, Item
-from fct_registry.data.decode import BadImageError, ImageTransform, decode
+from fct_registry.data.decode import BadImageError, ImageTransform
 from fct_registry.data.tar_shards import TarMembers
 from fct_registry.errors import DataError
 from fct_registry.gallery import schema as gallery_schema
@@ -92,8 +92,7 @@ class GalleryRows(ImageSource):
         base, _, fragment = item.uri.rpartition("#")
         if base.endswith(".safetensors") and fragment.isdigit():
             return tuple(self._tensor_row(item, base, int(fragment), t) for t in transforms)
-        data = self.read(item)
-        return tuple(decode(data, t, item.uri or item.id) for t in transforms)
+        return super().load_views(item, transforms)  # read() refuses a row without a URI
 
     def read(self, item: Item) -> bytes:
         if not item.uri:

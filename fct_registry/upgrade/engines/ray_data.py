@@ -20,7 +20,6 @@ other. Read, compute and write all happen in the workers; the driver only moves 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import hashlib
@@ -29,7 +28,6 @@ import json
 import logging
 import os
 import pickle
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -158,8 +156,7 @@ class ShardWorker:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = value
-        self._folder = new_folder("fct-ray-graphs-")  # gone with the worker process (atexit)
-        atexit.register(shutil.rmtree, self._folder, True)
+        self._folder = new_folder("fct-ray-graphs-")  # gone with the worker process
         self.plan = job.batch_plan(self._folder)
         self.source, self.dest = open_storage(job.source), open_storage(job.dest)
         self.batch_size = job.batch_size
